@@ -1,0 +1,366 @@
+"""Fused elementwise kernels: one sympy expression, emitted two ways.
+
+* numpy: a short sequence of ufunc calls that write into a caller-given `out` buffer (and, when
+  the expression branches, a scratch buffer or two), so a chain like `g * (1 - h**2)` costs one
+  pass per operation and no allocation;
+* numexpr: one `numexpr.evaluate` string, whose numeric literals become typed locals (a
+  float32 array times a Python float would otherwise come back float64).
+
+Both are printed from the same expression by small printers, one method per sympy node kind.
+Defined functions (sigmoid, softplus, ...) are first replaced by their numerically stable forms.
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import sympy
+from sympy.codegen.cfunctions import expm1, log1p
+from sympy.printing.str import StrPrinter
+
+from symbolic.functions import ElementwiseFunction
+
+OPERAND_NAMES = tuple(string.ascii_lowercase[:20])  # a, b, c, ... (kernel parameter names)
+
+_NUMPY_UNARY = {
+    sympy.exp: "np.exp", sympy.log: "np.log", sympy.tanh: "np.tanh", sympy.Abs: "np.abs",
+    sympy.sign: "np.sign", sympy.sin: "np.sin", sympy.cos: "np.cos", sympy.sinh: "np.sinh",
+    sympy.cosh: "np.cosh", sympy.atan: "np.arctan", sympy.atanh: "np.arctanh", log1p: "np.log1p",
+    expm1: "np.expm1",
+}
+_NUMEXPR_UNARY = {
+    sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh", sympy.Abs: "abs", sympy.sin: "sin",
+    sympy.cos: "cos", sympy.sinh: "sinh", sympy.cosh: "cosh", sympy.atan: "arctan",
+    sympy.atanh: "arctanh", log1p: "log1p", expm1: "expm1",
+}
+_TRANSCENDENTAL = (sympy.exp, sympy.log, sympy.tanh, sympy.sin, sympy.cos, sympy.sinh,
+                   sympy.cosh, sympy.atan, sympy.atanh, log1p, expm1)
+
+
+class Unsupported(Exception):
+    """The expression uses something this printer cannot express."""
+
+
+def stable_form(expr: sympy.Expr) -> sympy.Expr:
+    """Replace every defined function by its numerically stable lowering, innermost first."""
+    while True:
+        calls = [e for e in sympy.preorder_traversal(expr) if isinstance(e, ElementwiseFunction)]
+        if not calls:
+            return expr
+        expr = expr.replace(lambda e: isinstance(e, ElementwiseFunction), lambda e: e.lowered())
+
+
+def _literal(value: sympy.Expr) -> str:
+    v = sympy.nsimplify(value) if not value.is_Float else value
+    if v.is_Integer:
+        return f"{int(v)}.0"
+    return repr(float(v))
+
+
+# -- the numpy form ------------------------------------------------------------------------
+@dataclass
+class _Line:
+    text: str
+    reads: frozenset[str]
+    writes: str
+
+
+class NumpyWriter:
+    """Writes `expr` into a buffer as ufunc calls with `out=`; scratch buffers are named s0, s1."""
+
+    def __init__(self, operands: set[str]):
+        self.operands = operands
+        self.lines: list[_Line] = []
+        self.scratch = 0
+
+    def write(self, expr: sympy.Expr, dest: str) -> None:
+        method = getattr(self, f"_w_{type(expr).__name__}", None)
+        if method is None:
+            if type(expr) in _NUMPY_UNARY:
+                method = self._w_unary
+            else:
+                raise Unsupported(f"no numpy lowering for {type(expr).__name__} in {expr}")
+        method(expr, dest)
+
+    # helpers
+    def operand(self, expr: sympy.Expr) -> str:
+        """A leaf's text, or a compound expression computed into a fresh scratch buffer."""
+        if expr.is_Symbol:
+            return expr.name
+        if expr.is_Number:
+            return _literal(expr)
+        name = f"s{self.scratch}"
+        self.scratch += 1
+        self.emit(f"{name} = np.empty_like(out)", set(), name)
+        self.write(expr, name)
+        return name
+
+    def emit(self, text: str, reads: set[str], writes: str) -> None:
+        self.lines.append(_Line(text, frozenset(reads), writes))
+
+    def call(self, fn: str, args: list[str], dest: str) -> None:
+        self.emit(f"{fn}({', '.join(args)}, out={dest})", set(args), dest)
+
+    def first_into(self, expr: sympy.Expr, dest: str) -> str | None:
+        """Compute a compound expr straight into dest (returning None), or return a leaf's text."""
+        if expr.is_Atom:
+            return self.operand(expr)
+        self.write(expr, dest)
+        return None
+
+    # one method per sympy node
+    def _w_Add(self, expr: sympy.Add, dest: str) -> None:
+        terms = sorted(expr.args, key=lambda t: (t.is_Atom, sympy.default_sort_key(t)))
+        positive = [t for t in terms if not t.could_extract_minus_sign()]
+        negative = [-t for t in terms if t.could_extract_minus_sign()]
+        if not positive:
+            self.write(sympy.Add(*negative), dest)
+            self.call("np.negative", [dest], dest)
+            return
+        head, rest = positive[0], positive[1:] + [None] + negative
+        sign = "np.add"
+        acc = self.first_into(head, dest)
+        for t in rest:
+            if t is None:
+                sign = "np.subtract"
+                continue
+            other = self.operand(t)
+            self.call(sign, [acc if acc is not None else dest, other], dest)
+            acc = None
+
+    def _w_Mul(self, expr: sympy.Mul, dest: str) -> None:
+        coeff, factors = expr.as_coeff_mul()
+        num = sorted((f for f in factors if not (f.is_Pow and f.exp.is_negative)),
+                     key=lambda t: (t.is_Atom, sympy.default_sort_key(t)))
+        den = [f.base ** -f.exp for f in factors if f.is_Pow and f.exp.is_negative]
+        if num:
+            acc = self.first_into(num[0], dest)  # a leaf's text, or None once dest holds it
+            for f in num[1:]:
+                self.call("np.multiply", [acc or dest, self.operand(f)], dest)
+                acc = None
+        else:  # c / (d1 d2 ...): start from the coefficient
+            acc = _literal(coeff)
+            coeff = sympy.Integer(1)
+        for d in den:
+            self.call("np.divide", [acc or dest, self.operand(d)], dest)
+            acc = None
+        if coeff == -1:
+            self.call("np.negative", [acc or dest], dest)
+        elif coeff != 1:
+            self.call("np.multiply", [acc or dest, _literal(coeff)], dest)
+
+    def _w_Pow(self, expr: sympy.Pow, dest: str) -> None:
+        base, e = expr.args
+        src = self.first_into(base, dest) or dest
+        if e == 2:
+            self.call("np.square", [src], dest)
+        elif e == sympy.S.Half:
+            self.call("np.sqrt", [src], dest)
+        elif e == -1:
+            self.call("np.divide", ["1.0", src], dest)
+        elif e == -sympy.S.Half:
+            self.call("np.sqrt", [src], dest)
+            self.call("np.divide", ["1.0", dest], dest)
+        else:
+            self.call("np.power", [src, _literal(e)], dest)
+
+    def _w_unary(self, expr: sympy.Function, dest: str) -> None:
+        src = self.first_into(expr.args[0], dest) or dest
+        self.call(_NUMPY_UNARY[type(expr)], [src], dest)
+
+    def _w_Max(self, expr: sympy.Max, dest: str) -> None:
+        self._binary_fn("np.maximum", expr.args, dest)
+
+    def _w_Min(self, expr: sympy.Min, dest: str) -> None:
+        self._binary_fn("np.minimum", expr.args, dest)
+
+    def _binary_fn(self, fn: str, args: tuple, dest: str) -> None:
+        args = sorted(args, key=lambda t: (t.is_Atom, sympy.default_sort_key(t)))
+        acc = self.first_into(args[0], dest) or dest
+        for other in args[1:]:
+            self.call(fn, [acc, self.operand(other)], dest)
+            acc = dest
+
+    def _w_Heaviside(self, expr: sympy.Heaviside, dest: str) -> None:
+        if len(expr.args) < 2 or expr.args[1] != 0:
+            raise Unsupported("Heaviside needs its value at 0 fixed to 0")
+        src = self.first_into(expr.args[0], dest) or dest
+        self.call("np.greater", [src, "0.0"], dest)  # True/False land in `dest` as 1.0/0.0
+
+    def _w_Piecewise(self, expr: sympy.Piecewise, dest: str) -> None:
+        printer = InlineNumpy()
+        text = printer.doprint(expr)
+        self.emit(f"{dest}[...] = {text}", {s.name for s in expr.free_symbols}, dest)
+
+
+class InlineNumpy(StrPrinter):
+    """Plain numpy expressions (allocating): for scalars, and branchy kernels like leaky relu."""
+
+    def _print_Piecewise(self, expr):
+        *pieces, (last, cond) = expr.args
+        if cond != sympy.true:
+            raise Unsupported("a Piecewise needs a final `True` branch")
+        out = self._print(last)
+        for value, c in reversed(pieces):
+            out = f"np.where({self._print(c)}, {self._print(value)}, {out})"
+        return out
+
+    def _print_Function(self, expr):
+        fn = _NUMPY_UNARY.get(type(expr))
+        if fn is None:
+            raise Unsupported(f"no numpy lowering for {type(expr).__name__}")
+        return f"{fn}({self._print(expr.args[0])})"
+
+    def _print_Max(self, expr):
+        return self._fold("np.maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._fold("np.minimum", expr.args)
+
+    def _fold(self, fn, args):
+        out = self._print(args[0])
+        for a in args[1:]:
+            out = f"{fn}({out}, {self._print(a)})"
+        return out
+
+    def _print_Heaviside(self, expr):
+        return f"np.greater({self._print(expr.args[0])}, 0.0)"
+
+    def _print_Pow(self, expr, rational=False):
+        if expr.exp == sympy.S.Half:
+            return f"np.sqrt({self._print(expr.base)})"
+        return super()._print_Pow(expr, rational)
+
+    def _print_Float(self, expr):
+        return _literal(expr)
+
+    def _print_Rational(self, expr):
+        return _literal(expr)
+
+    def _print_Integer(self, expr):
+        return _literal(expr)
+
+
+# -- the numexpr form ----------------------------------------------------------------------
+class NumexprPrinter(StrPrinter):
+    """numexpr source; every numeric literal becomes a typed local `k0, k1, ...`."""
+
+    def __init__(self):
+        super().__init__({"full_prec": False})
+        self.constants: dict[str, str] = {}
+
+    def _const(self, value: sympy.Expr) -> str:
+        text = _literal(value)
+        for name, v in self.constants.items():
+            if v == text:
+                return name
+        name = f"k{len(self.constants)}"
+        self.constants[name] = text
+        return name
+
+    def _print_Integer(self, expr):
+        return self._const(expr)
+
+    _print_Rational = _print_Float = _print_Integer
+    _print_Half = _print_One = _print_Zero = _print_NegativeOne = _print_Integer
+
+    def _print_Pow(self, expr, rational=False):
+        base, e = expr.args
+        b = self.parenthesize(base, 60)
+        if e == sympy.S.Half:
+            return f"sqrt({self._print(base)})"
+        if e == -1:
+            return f"{self._const(sympy.Integer(1))} / {b}"
+        if e == -sympy.S.Half:
+            return f"{self._const(sympy.Integer(1))} / sqrt({self._print(base)})"
+        if e.is_Integer and e > 0:
+            return f"{b}**{int(e)}"  # integer powers keep the base's dtype
+        return f"{b}**{self._const(e)}"
+
+    def _print_Function(self, expr):
+        fn = _NUMEXPR_UNARY.get(type(expr))
+        if fn is None:
+            raise Unsupported(f"numexpr has no {type(expr).__name__}")
+        return f"{fn}({self._print(expr.args[0])})"
+
+    def _print_Max(self, expr):
+        return self._minmax(expr.args, ">")
+
+    def _print_Min(self, expr):
+        return self._minmax(expr.args, "<")
+
+    def _minmax(self, args, op):
+        out = self._print(args[0])
+        for a in args[1:]:
+            a = self._print(a)
+            out = f"where({out} {op} {a}, {out}, {a})"
+        return out
+
+    def _print_Heaviside(self, expr):
+        zero, one = self._const(sympy.Integer(0)), self._const(sympy.Integer(1))
+        return f"where({self._print(expr.args[0])} > {zero}, {one}, {zero})"
+
+    def _print_sign(self, expr):
+        x = self._print(expr.args[0])
+        zero, one, m1 = (self._const(sympy.Integer(v)) for v in (0, 1, -1))
+        return f"where({x} > {zero}, {one}, where({x} < {zero}, {m1}, {zero}))"
+
+    def _print_Piecewise(self, expr):
+        *pieces, (last, cond) = expr.args
+        if cond != sympy.true:
+            raise Unsupported("a Piecewise needs a final `True` branch")
+        out = self._print(last)
+        for value, c in reversed(pieces):
+            out = f"where({self._print(c)}, {self._print(value)}, {out})"
+        return out
+
+    def _print_Relational(self, expr):
+        return f"{self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)}"
+
+
+# -- the kernel ----------------------------------------------------------------------------
+@dataclass
+class Kernel:
+    """A fused elementwise kernel over operands a, b, ... (arrays, or scalars such as dims)."""
+
+    expr: sympy.Expr  # the math, in operand symbols
+    operands: tuple[str, ...]
+    numpy_lines: list[str]
+    numexpr_source: str | None  # None: numexpr cannot express it; numpy always runs it
+    numexpr_constants: dict[str, str]
+    heavy: bool  # has transcendental functions (the auto backend's threshold differs)
+    alias_safe: frozenset[str]  # operands that `out` may be (in-place) without a wrong result
+    scalars: frozenset[str] = frozenset()  # operands that are scalars (dims, hyper-parameters)
+    name: str = ""  # given when the module is assembled
+
+
+def build_kernel(expr: sympy.Expr, operands: tuple[str, ...],
+                 scalars: frozenset[str] = frozenset()) -> Kernel:
+    """Emit both forms of the kernel computing `expr` (math form) over the named operands."""
+    low = stable_form(expr)
+    factored = sympy.factor_terms(low)
+    if sympy.count_ops(factored) < sympy.count_ops(low):  # (e*s - y)/B instead of e*s/B - y/B
+        low = factored
+    replacements, (reduced,) = sympy.cse([low], symbols=sympy.numbered_symbols("c_"))
+    writer = NumpyWriter(set(operands))
+    for sym, sub in replacements:
+        name = f"s{writer.scratch}"
+        writer.scratch += 1
+        writer.emit(f"{name} = np.empty_like(out)", set(), name)
+        writer.write(sub, name)
+        reduced = reduced.xreplace({sym: sympy.Symbol(name, real=True)})
+    writer.write(reduced, "out")
+    lines = writer.lines
+    first_write = next(i for i, ln in enumerate(lines) if ln.writes == "out")
+    read_later = set().union(*(ln.reads for ln in lines[first_write + 1:])) if lines[first_write + 1:] else set()
+    alias_safe = frozenset(op for op in operands if op not in read_later)
+    try:
+        printer = NumexprPrinter()
+        source = printer.doprint(low)
+        constants = printer.constants
+    except Unsupported:
+        source, constants = None, {}
+    heavy = any(isinstance(e, _TRANSCENDENTAL) for e in sympy.preorder_traversal(low))
+    alias_safe -= scalars
+    return Kernel(expr, operands, [ln.text for ln in lines], source, constants, heavy, alias_safe,
+                  scalars)

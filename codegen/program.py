@@ -1,0 +1,287 @@
+"""Lowering: from graph nodes to a straight-line program of assignments.
+
+The program computes a set of named results (outputs, the loss, gradients). Lowering decides:
+
+* which elementwise nodes fuse into one kernel (a node used once, by another elementwise node);
+* which nodes are free views written inline (transpose -> `W.T`, reshape, broadcast), and which
+  broadcasts vanish into a kernel's own broadcasting;
+* where each result lives: a kernel writes in place into an operand that dies at that
+  instruction when the kernel allows it, else into a buffer a dead value left behind, else into
+  a new one. Returned arrays are never reused and never alias a parameter or an input.
+
+Every node is computed once (nodes are hash-consed), so a forward value the backward pass
+needs is kept, not recomputed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import sympy
+
+from codegen.kernels import OPERAND_NAMES, InlineNumpy, Kernel, build_kernel
+from symbolic.errors import RuleError
+from symbolic.graph import ARG, Node, topological
+from symbolic.shapes import Shape, shapes_equal
+
+_VIEW_OPS = ("transpose", "reshape", "broadcast_to")
+_COMPUTE_OPS = ("ew", "matmul", "sum", "softmax", "log_softmax")
+_HEAVY = (sympy.exp, sympy.log, sympy.tanh)
+
+
+@dataclass
+class Instr:
+    """`out = <op>(args)`: one line (or a few) of generated code."""
+
+    op: str  # key of the lowering table, codegen.lowering.LOWERINGS
+    node: Node
+    out: str
+    args: list[str]  # operand expressions
+    kernel: Kernel | None = None
+    buffer: str | None = None  # write into this dead value's memory (out=) instead of allocating
+    eqs: tuple[int, ...] = ()
+    inline: str | None = None  # scalar elementwise: the numpy expression
+    shape: str = ""  # the output's shape as Python text, for allocating it
+
+
+@dataclass
+class Program:
+    instrs: list[Instr]
+    results: dict[str, str]  # result key -> expression returning it
+    leaves: list[Node]  # the parameters, inputs and hypers it reads
+    dims: list[str]  # dim names it needs bound
+    kernels: list[Kernel] = field(default_factory=list)
+
+
+def _dim_names(expr: sympy.Expr) -> set[str]:
+    return {s.name for s in expr.free_symbols if s.is_integer and s.is_positive}
+
+
+class Lowering:
+    def __init__(self, roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
+                 kernels: dict[str, Kernel]):
+        self.roots = roots
+        self.names = names
+        self.owners = owners
+        self.kernels = kernels  # shared across programs of one module: identical kernels merge
+        self.order = topological(roots.values())
+        self.consumers: dict[Node, list[Node]] = {n: [] for n in self.order}
+        for n in self.order:
+            for a in dict.fromkeys(n.args):
+                self.consumers[a].append(n)
+        self.pinned = set(roots.values())
+        self.fused = {n for n in self.order if self._fuses(n)}
+        self.transparent = {n for n in self.order if self._transparent(n)}
+        self.var: dict[Node, str] = {}
+        self.taken: set[str] = set()
+        self.dims: set[str] = set()
+
+    # -- classification -------------------------------------------------------------------
+    def _fuses(self, n: Node) -> bool:
+        if n.op != "ew" or n in self.pinned or len(self.consumers[n]) != 1 or not n.shape:
+            return False
+        c = self.consumers[n][0]
+        if c.op != "ew":
+            return False
+        cheap = not any(isinstance(e, _HEAVY) for e in sympy.preorder_traversal(n.attr("expr")))
+        return shapes_equal(n.shape, c.shape) or cheap  # never repeat a transcendental per row
+
+    def _transparent(self, n: Node) -> bool:
+        return (n.op == "broadcast_to" and n not in self.pinned and bool(self.consumers[n])
+                and all(c.op == "ew" and c.shape for c in self.consumers[n]))
+
+    # -- naming -----------------------------------------------------------------------------
+    def _name(self, n: Node) -> str:
+        base = self.names.get(n)
+        if base is None or not base.isidentifier():
+            base = "t"
+            k = 1
+            while f"t{k}" in self.taken:
+                k += 1
+            name = f"t{k}"
+        else:
+            name, k = base, 2
+            while name in self.taken:
+                name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+    # -- operand text -----------------------------------------------------------------------
+    def ref(self, n: Node) -> str:
+        """Python text that evaluates node n (already computed, or a free view of one)."""
+        if n in self.var:
+            return self.var[n]
+        if n.op == "const":
+            value = n.attr("value")
+            self.dims |= _dim_names(value)
+            return InlineNumpy().doprint(value)
+        if n in self.transparent:
+            return self.ref(n.args[0])
+        if n.op == "transpose":
+            base = self._atom(n.args[0])
+            perm = n.attr("perm")
+            return f"{base}.T" if len(perm) == 2 else f"{base}.transpose{perm}"
+        if n.op == "reshape":
+            return f"{self._atom(n.args[0])}.reshape{self._shape(n.shape)}"
+        if n.op == "broadcast_to":
+            return f"np.broadcast_to({self.ref(n.args[0])}, {self._shape(n.shape)})"
+        raise RuleError(f"internal: node {n.op} used before it was computed")
+
+    def _atom(self, n: Node) -> str:
+        return atom(self.ref(n))
+
+    def _shape(self, shape: Shape) -> str:
+        """Python text of a shape tuple, e.g. `(B, n_h1)`; registers the dims it needs."""
+        parts = []
+        for d in shape:
+            self.dims |= _dim_names(d)
+            parts.append(str(int(d)) if d.is_Integer else str(d))
+        return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+
+    # -- the program ------------------------------------------------------------------------
+    def run(self) -> Program:
+        leaves = [n for n in self.order if n.op in ("param", "input", "target", "hyper")]
+        for leaf in leaves:
+            self.var[leaf] = leaf.name
+            self.taken.add(leaf.name)
+        instrs: list[Instr] = []
+        for n in self.order:
+            if n.is_leaf or n in self.fused or n.op in _VIEW_OPS and n not in self.pinned:
+                continue
+            if n.op in _VIEW_OPS:  # a returned view: materialise a copy below
+                continue
+            if n.op not in _COMPUTE_OPS:
+                raise RuleError(f"no lowering for operation {n.op!r}")
+            instrs.append(self._instr(n))
+        results = {}
+        for key, n in self.roots.items():
+            text = self.ref(n)
+            if n.is_leaf or n.op in _VIEW_OPS or n.op == "const" or list(self.roots.values()).count(n) > 1:
+                text = self._copy(n, text)
+            results[key] = text
+        self._plan_memory(instrs)
+        for ins in instrs:  # a kernel with no buffer to reuse writes into a new one
+            if ins.kernel is not None and ins.buffer is None:
+                ins.shape = self._shape(ins.node.shape)
+        return Program(instrs, results, leaves, sorted(self.dims))
+
+    def _copy(self, n: Node, text: str) -> str:
+        if n.op == "const" or n.op == "broadcast_to" and n.args[0].op == "const":
+            value = n.attr("value") if n.op == "const" else n.args[0].attr("value")
+            v = InlineNumpy().doprint(value)
+            return f"np.full({self._shape(n.shape)}, {v}, dtype=dt)" if n.shape else f"dt.type({v})"
+        return f"np.array({text}, dtype=dt)"
+
+    def _eqs(self, n: Node, parts: list[Node]) -> tuple[int, ...]:
+        return tuple(sorted({self.owners[p] for p in [n, *parts] if p in self.owners}))
+
+    def _instr(self, n: Node) -> Instr:
+        if n.op != "ew":
+            args = [self.ref(a) for a in n.args]
+            instr = Instr(n.op, n, self._name(n), args, eqs=self._eqs(n, []))
+            self.var[n] = instr.out
+            return instr
+        operands: dict[str, str] = {}  # operand expression -> kernel parameter name
+        scalars: set[str] = set()  # kernel parameters that are Python/numpy scalars
+        parts: list[Node] = []
+        expr = self._expand(n, operands, parts, scalars)
+        for d in sorted(_dim_names(expr)):  # dims a kernel needs arrive as scalar operands
+            self.dims.add(d)
+            sym = sympy.Symbol(OPERAND_NAMES[len(operands)], real=True)
+            operands[d] = sym.name
+            scalars.add(sym.name)
+            expr = expr.xreplace({s: sym for s in expr.free_symbols if s.name == d and s.is_integer})
+        eqs = self._eqs(n, parts)
+        if not n.shape:  # scalar arithmetic: a plain numpy expression, no kernel
+            inline = InlineNumpy().doprint(expr.xreplace(
+                {sympy.Symbol(p, real=True): sympy.Symbol(o, real=True) for o, p in operands.items()}))
+            instr = Instr("ew", n, self._name(n), list(operands), eqs=eqs, inline=inline)
+        else:
+            kernel = self._kernel(expr, tuple(operands.values()), frozenset(scalars))
+            instr = Instr("ew", n, self._name(n), list(operands), kernel, eqs=eqs)
+        self.var[n] = instr.out
+        return instr
+
+    def _expand(self, n: Node, operands: dict[str, str], parts: list[Node], scalars: set[str]) -> sympy.Expr:
+        """n's expression with fused arguments inlined and the rest as operand symbols."""
+        subs = {}
+        for i, a in enumerate(n.args):
+            if a in self.fused:
+                parts.append(a)
+                subs[ARG[i]] = self._expand(a, operands, parts, scalars)
+                continue
+            text = self.ref(a)
+            if text not in operands:
+                operands[text] = OPERAND_NAMES[len(operands)]
+                if not a.shape:
+                    scalars.add(operands[text])
+            subs[ARG[i]] = sympy.Symbol(operands[text], real=True)
+        return n.attr("expr").xreplace(subs)
+
+    def _kernel(self, expr: sympy.Expr, params: tuple[str, ...], scalars: frozenset[str]) -> Kernel:
+        key = sympy.srepr(expr) + repr(params) + repr(sorted(scalars))
+        if key not in self.kernels:
+            self.kernels[key] = build_kernel(expr, params, scalars)
+        return self.kernels[key]
+
+    # -- memory -------------------------------------------------------------------------------
+    def _plan_memory(self, instrs: list[Instr]) -> None:
+        """Give each instruction an output buffer: in place, a dead value's, or a new one."""
+        var_node = {i.out: i.node for i in instrs}
+        last_use: dict[str, int] = {}
+        for k, ins in enumerate(instrs):
+            for text in ins.args:
+                for name in re.findall(r"[A-Za-z_]\w*", text):
+                    if name in var_node:
+                        last_use[name] = k
+        returned = {name for text in self._result_texts() for name in re.findall(r"[A-Za-z_]\w*", text)}
+        free: list[str] = []  # dead values whose memory may be reused
+        for k, ins in enumerate(instrs):
+            if ins.op in ("ew", "matmul") and ins.node.shape:
+                dying = [a for a in ins.args if a in var_node and last_use.get(a) == k
+                         and a not in returned and shapes_equal(var_node[a].shape, ins.node.shape)
+                         and sum(_mentions(t, a) for t in ins.args) == 1]
+                if ins.op == "ew":
+                    own = [a for a, p in zip(ins.args, ins.kernel.operands) if a in dying
+                           and p in ins.kernel.alias_safe]
+                    if own:
+                        ins.buffer = own[0]
+                if ins.buffer is None:
+                    for j, name in enumerate(free):
+                        if shapes_equal(var_node[name].shape, ins.node.shape):
+                            ins.buffer = free.pop(j)
+                            break
+            for a in ins.args:  # values that die here free their memory for later instructions
+                if a in var_node and last_use.get(a) == k and a != ins.buffer and a not in returned \
+                        and var_node[a].op in ("ew", "matmul"):
+                    free.append(a)
+
+    def _result_texts(self) -> list[str]:
+        return [self.var.get(n, "") for n in self.roots.values()]
+
+
+def atom(text: str) -> str:
+    """Parenthesise an operand's text unless it is a name, attribute or call chain."""
+    head = re.match(r"[\w.]+", text)
+    if head and (head.end() == len(text) or text[head.end()] == "(" and _closes_at_end(text, head.end())):
+        return text
+    return f"({text})"
+
+
+def _closes_at_end(text: str, start: int) -> bool:
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return i == len(text) - 1 or text[i + 1] == "." and atom(text[i + 2:]) == text[i + 2:]
+    return False
+
+
+def _mentions(text: str, name: str) -> bool:
+    return name in re.findall(r"[A-Za-z_]\w*", text)
+
+
+def lower(roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
+          kernels: dict[str, Kernel]) -> Program:
+    """Lower the graph that computes `roots` into a Program (see the module docstring)."""
+    return Lowering(roots, names, owners, kernels).run()

@@ -1,0 +1,267 @@
+"""Elementwise functions: each one a sympy expression of one scalar, differentiated by sympy.
+
+`define_function(name, definition, var)` turns a definition such as `1/(1 + exp(-x))` into a
+sympy Function class (`sigmoid`) that prints nicely, lowers to a numerically stable form, and
+whose derivative is *derived*: `sympy.diff` of the definition, simplified, then expressed in the
+cheapest verified form among
+
+* through the forward value y = f(x) (sigma' = sigma(1 - sigma), tanh' = 1 - tanh^2, exp' = exp),
+* through another known function (softplus' = sigma),
+* or sympy's derivative as it is.
+
+A candidate counts only after a numeric check at sample points agrees with sympy's derivative,
+so no rewrite can change the mathematics. Kinks follow the usual convention: Heaviside(0) = 0,
+so relu'(0) = 0.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import sympy
+from sympy.codegen.cfunctions import log1p
+
+from symbolic.errors import ModelError
+
+X = sympy.Symbol("x", real=True)  # the variable every definition is written in
+_Y = sympy.Symbol("_y", real=True)  # stands for the forward value f(x) while rewriting
+_SAMPLES = (-2.3, -1.1, -0.4, 0.3, 0.7, 1.6, 2.9, 4.2)
+
+#: name -> Function class, for every function defined so far (built-in and users' own).
+REGISTRY: dict[str, type[ElementwiseFunction]] = {}
+
+
+class ElementwiseFunction(sympy.Function):
+    """Base of every defined function. Subclasses are made by `define_function`."""
+
+    is_real = True
+    definition: sympy.Expr  # in X and the class's parameter symbols
+    parameters: tuple[sympy.Symbol, ...] = ()
+    latex_name: str
+    stable: Callable[..., sympy.Expr] | None = None  # numerically stable form, for lowering
+
+    @classmethod
+    def eval(cls, *args):  # keep calls symbolic; the generated code evaluates them
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        if argindex != 1:
+            raise sympy.ArgumentIndexError(self, argindex)
+        return self._bind(derivative_of(type(self)))
+
+    def _bind(self, expr: sympy.Expr) -> sympy.Expr:
+        """Substitute this call's argument and parameter values into an expression of X."""
+        subs = dict(zip(self.parameters, self.args[1:]))
+        own = type(self)(X, *self.parameters)
+        return expr.xreplace({own: self}).xreplace({X: self.args[0], **subs})
+
+    def expanded(self) -> sympy.Expr:
+        """The definition applied to this call's argument (the math, not the stable form)."""
+        return self._bind(self.definition)
+
+    def lowered(self) -> sympy.Expr:
+        """The numerically stable form used by generated code."""
+        if self.stable is not None:
+            return self.stable(*self.args)
+        return self.expanded()
+
+    def _latex(self, printer) -> str:
+        arg = printer._print(self.args[0])
+        return rf"{self.latex_name}\left({arg}\right)"
+
+    def _sympystr(self, printer) -> str:
+        return f"{self.func.__name__}({', '.join(printer._print(a) for a in self.args)})"
+
+
+def define_function(
+    name: str,
+    definition: sympy.Expr,
+    var: sympy.Symbol,
+    *,
+    latex: str | None = None,
+    parameters: tuple[sympy.Symbol, ...] = (),
+    stable: Callable[..., sympy.Expr] | None = None,
+) -> type[ElementwiseFunction]:
+    """Register an elementwise function given as a sympy expression of one scalar `var`.
+
+    `parameters` are further symbols of the definition that take a constant value per use
+    (leaky_relu's slope). Defining the same name twice with the same definition returns the
+    existing function; a different definition under a taken name is an error.
+    """
+    from symbolic.names import check_identifier
+
+    check_identifier(name, "function name")
+    definition = sympy.sympify(definition)
+    if not isinstance(var, sympy.Symbol):
+        raise ModelError(f"function {name!r}: the variable must be a sympy Symbol, not {var!r}")
+    extra = definition.free_symbols - {var} - set(parameters)
+    if extra:
+        names = ", ".join(sorted(str(s) for s in extra))
+        raise ModelError(
+            f"function {name!r}: its definition {definition} may only use {var}, but also uses {names}"
+        )
+    definition = definition.xreplace({var: X})
+    if name in REGISTRY:
+        old = REGISTRY[name]
+        if old.definition == definition and old.parameters == tuple(parameters):
+            return old
+        raise ModelError(
+            f"function {name!r} is already defined as {old.definition}; choose another name"
+        )
+    attrs = {
+        "definition": definition,
+        "parameters": tuple(parameters),
+        "latex_name": latex or r"\operatorname{" + name.replace("_", r"\_") + "}",
+        "stable": staticmethod(stable) if stable else None,
+        "nargs": 1 + len(parameters),
+        "__module__": __name__,
+    }
+    cls = type(name, (ElementwiseFunction,), attrs)
+    REGISTRY[name] = cls
+    return cls
+
+
+# -- deriving a derivative ----------------------------------------------------------------
+_DERIVATIVES: dict[type, sympy.Expr] = {}
+
+
+def derivative_of(fn: type[ElementwiseFunction]) -> sympy.Expr:
+    """f'(X), as an expression of X and f(X) itself, chosen as the module docstring says."""
+    if fn not in _DERIVATIVES:
+        _DERIVATIVES[fn] = _choose_derivative(fn)
+    return _DERIVATIVES[fn]
+
+
+def _choose_derivative(fn: type[ElementwiseFunction]) -> sympy.Expr:
+    own = fn(X, *fn.parameters)
+    d = _kinks_to_zero(sympy.diff(fn.definition, X))
+    sample_params = {p: sympy.Float(0.37 + 0.11 * i) for i, p in enumerate(fn.parameters)}
+
+    def agrees(candidate_in_y: sympy.Expr) -> bool:
+        return _agree(candidate_in_y.xreplace(sample_params), d.xreplace(sample_params),
+                      fn.definition.xreplace(sample_params))
+
+    candidates = [(d, False)]
+    tidy = _tidy(sympy.simplify(d))
+    if tidy != d:
+        candidates.append((tidy, False))
+    candidates += [(k, False) for k in _known_functions_equal_to(d, fn)]
+    for in_y in _through_output(d, fn.definition):
+        if _Y in in_y.free_symbols and X not in in_y.free_symbols and agrees(in_y):
+            candidates.append((_tidy(in_y), True))
+    best, _ = min(candidates, key=lambda c: (cost(c[0]), not c[1]))
+    return best.xreplace({_Y: own})
+
+
+def _through_output(d: sympy.Expr, definition: sympy.Expr) -> list[sympy.Expr]:
+    """Ways of writing d(x) through y = f(x): substitute f, rename x -> y, or invert f."""
+    out = [d.subs(definition, _Y), d.xreplace({X: _Y})]
+    if definition.count(X) == 1:  # a chain of invertible steps: solving is quick
+        try:
+            solutions = sympy.solve(sympy.Eq(_Y, definition), X)
+        except (NotImplementedError, ValueError, TypeError):
+            solutions = []
+        if len(solutions) == 1:
+            inv = sympy.factor(sympy.cancel(sympy.simplify(d.xreplace({X: solutions[0]}))))
+            out += [inv, inv.replace(sympy.Abs, lambda a: a)]
+    return out
+
+
+def _known_functions_equal_to(d: sympy.Expr, fn: type) -> list[sympy.Expr]:
+    found = []
+    for other in REGISTRY.values():
+        if other is fn or other.parameters:
+            continue
+        if _agree(other.definition.xreplace({X: _Y}), d, X) and sympy.simplify(d - other.definition) == 0:
+            found.append(other(X))
+    return found
+
+
+def _agree(candidate_in_y: sympy.Expr, d: sympy.Expr, definition: sympy.Expr) -> bool:
+    """Does candidate(f(x)) equal d(x) at the sample points where both are finite reals?"""
+    if candidate_in_y.free_symbols - {_Y, X}:
+        return False
+    cf = sympy.lambdify((X, _Y), _expand_functions(candidate_in_y), "math")
+    df = sympy.lambdify(X, _expand_functions(d), "math")
+    ff = sympy.lambdify(X, _expand_functions(definition), "math")
+    checked = 0
+    for x in _SAMPLES:
+        try:
+            want, y = float(df(x)), float(ff(x))
+            got = float(cf(x, y))
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+            continue
+        if not (math.isfinite(want) and math.isfinite(y)):
+            continue
+        if not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
+            return False
+        checked += 1
+    return checked >= 3
+
+
+def _expand_functions(expr: sympy.Expr) -> sympy.Expr:
+    """Replace defined functions by their definitions and kinks by math-module-friendly forms."""
+    expr = expr.replace(lambda e: isinstance(e, ElementwiseFunction), lambda e: e.expanded())
+    return expr.replace(
+        sympy.Heaviside, lambda a, *h: sympy.Piecewise((1, a > 0), (h[0] if h else 0, True))
+    )
+
+
+def _kinks_to_zero(expr: sympy.Expr) -> sympy.Expr:
+    """Heaviside(t) -> Heaviside(t, 0): the derivative at a kink is taken as 0, as frameworks do."""
+    return expr.replace(sympy.Heaviside, lambda a, *h: sympy.Heaviside(a, 0))
+
+
+def _tidy(expr: sympy.Expr) -> sympy.Expr:
+    """Print-friendly sign: -y*(y - 1) -> y*(1 - y)."""
+    expr = sympy.factor_terms(expr)
+    if isinstance(expr, sympy.Mul) and expr.args[0] == -1:
+        adds = [a for a in expr.args[1:] if isinstance(a, sympy.Add)]
+        if len(adds) == 1:
+            rest = [a for a in expr.args[1:] if a is not adds[0]]
+            return sympy.Mul(*rest, -adds[0])
+    return expr
+
+
+_TRANSCENDENTAL = (sympy.exp, sympy.log, sympy.tanh, sympy.sinh, sympy.cosh, sympy.sin,
+                   sympy.cos, sympy.atan, sympy.atanh, sympy.LambertW, log1p)
+
+
+def cost(expr: sympy.Expr) -> int:
+    """A rough operation count: transcendental functions and fractional powers weigh 8."""
+    if expr.is_Atom:
+        return 0
+    own = 0
+    if isinstance(expr, (*_TRANSCENDENTAL, ElementwiseFunction)):
+        own = 8
+    elif isinstance(expr, sympy.Pow):
+        own = abs(int(expr.exp)) if expr.exp.is_Integer else 8
+        return own + cost(expr.base)
+    elif isinstance(expr, (sympy.Add, sympy.Mul)):
+        own = len(expr.args) - 1
+    else:
+        own = 1
+    return own + sum(cost(a) for a in expr.args)
+
+
+# -- the built-in functions --------------------------------------------------------------
+_alpha = sympy.Symbol("alpha", positive=True)
+
+sigmoid = define_function(
+    "sigmoid", 1 / (1 + sympy.exp(-X)), X, latex=r"\sigma",
+    # 0.5 + 0.5 tanh(x/2) equals the logistic function, never overflows, and numpy's tanh is SIMD.
+    stable=lambda x: sympy.S.Half + sympy.S.Half * sympy.tanh(x / 2),
+)
+relu = define_function(
+    "relu", sympy.Max(X, 0), X, latex=r"\operatorname{relu}",
+)
+leaky_relu = define_function(
+    "leaky_relu", sympy.Piecewise((X, X > 0), (_alpha * X, True)), X,
+    latex=r"\operatorname{leaky\_relu}", parameters=(_alpha,),
+)
+softplus = define_function(
+    "softplus", sympy.log(1 + sympy.exp(X)), X, latex=r"\operatorname{softplus}",
+    # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no lost digits for small.
+    stable=lambda x: sympy.Max(x, 0) + log1p(sympy.exp(-sympy.Abs(x))),
+)
+

@@ -1,0 +1,228 @@
+"""`Model`: where a user declares dims, inputs, targets, parameters and writes equations.
+
+    m = Model("mlp")
+    B, n_in, n_out = m.dims("B n_in n_out")
+    X = m.input("X", (B, n_in)); Y = m.target("Y", (B, n_out))
+    W = m.param("W", (n_in, n_out)); b = m.param("b", (n_out,), init="zeros")
+    z = m.let("z", X @ W + b)
+    m.output("P", softmax(z))
+    m.loss(softmax_cross_entropy(z, Y))
+
+Shapes are checked as each expression is built; names are checked as they are declared.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sympy
+
+from symbolic.errors import ModelError, ShapeError, located, user_location
+from symbolic.graph import Node, topological
+from symbolic.names import check_identifier
+from symbolic.shapes import Shape, as_dim, fmt_shape, make_dim
+
+INITS = ("glorot_uniform", "he_normal", "normal", "zeros", "ones")
+TASKS = ("regression", "binary", "multiclass")
+
+
+@dataclass(frozen=True)
+class Init:
+    """How `init_params` fills a parameter: a scheme name and, for "normal", its std."""
+
+    scheme: str = "glorot_uniform"
+    std: float = 0.01
+
+
+@dataclass(frozen=True)
+class Equation:
+    name: str
+    node: Node
+    kind: str  # "let", "output" or "loss"
+
+
+class Model:
+    """A network's equations. See the module docstring for an example."""
+
+    def __init__(self, name: str, description: str = "", task: str | None = None):
+        self.name = check_identifier(name, "model name")
+        self.description = " ".join(str(description).split())
+        if task is not None and task not in TASKS:
+            raise ModelError(f"model {name!r}: task must be one of {', '.join(TASKS)}, not {task!r}")
+        self.task = task
+        self.dim_symbols: dict[str, sympy.Symbol] = {}
+        self.dim_defaults: dict[str, int] = {}
+        self.leaves: dict[str, Node] = {}  # inputs, targets, params and hypers, in order
+        self.inits: dict[str, Init] = {}
+        self.hyper_defaults: dict[str, float] = {}
+        self.equations: list[Equation] = []
+        self.names: dict[Node, str] = {}
+        self.prediction: str | None = None
+
+    # -- declarations ------------------------------------------------------------------
+    def dim(self, name: str, default: int | None = None) -> sympy.Symbol:
+        """Declare a dim; `default` is the size training uses unless told otherwise."""
+        self._claim(name, "dim")
+        symbol = make_dim(name)
+        self.dim_symbols[name] = symbol
+        if default is not None:
+            if not isinstance(default, int) or isinstance(default, bool) or default < 1:
+                raise ModelError(f"dim {name!r}: default must be a positive int, not {default!r}")
+            self.dim_defaults[name] = default
+        return symbol
+
+    def dims(self, names: str | Iterable[str]) -> tuple[sympy.Symbol, ...]:
+        """Declare several dims at once: `B, n = m.dims("B n")`."""
+        names = names.split() if isinstance(names, str) else list(names)
+        return tuple(self.dim(n) for n in names)
+
+    def input(self, name: str, shape: Iterable[object]) -> Node:
+        return self._leaf("input", name, shape)
+
+    def target(self, name: str, shape: Iterable[object]) -> Node:
+        return self._leaf("target", name, shape)
+
+    def param(self, name: str, shape: Iterable[object], init: str | Init = "glorot_uniform") -> Node:
+        init = Init(init) if isinstance(init, str) else init
+        if not isinstance(init, Init) or init.scheme not in INITS:
+            raise ModelError(f"param {name!r}: init must be one of {', '.join(INITS)}, not {init!r}")
+        node = self._leaf("param", name, shape)
+        self.inits[name] = init
+        return node
+
+    def hyper(self, name: str, default: float) -> Node:
+        """A scalar hyper-parameter, passed at run time (`hypers={...}`), with a default."""
+        node = self._leaf("hyper", name, ())
+        self.hyper_defaults[name] = float(default)
+        return node
+
+    # -- equations ---------------------------------------------------------------------
+    def let(self, name: str, expr: Node) -> Node:
+        """Name an intermediate result; it becomes a numbered equation."""
+        return self._equation(name, expr, "let")
+
+    def output(self, name: str, expr: Node, prediction: bool | None = None) -> Node:
+        """A model output, returned by `forward`. The first output is the prediction unless
+        another says `prediction=True`."""
+        node = self._equation(name, expr, "output")
+        if prediction or (prediction is None and self.prediction is None):
+            self.prediction = name
+        return node
+
+    def loss(self, expr: Node, name: str = "L") -> Node:
+        """The scalar to minimise."""
+        expr = self._check_expr(name, expr)
+        if expr.shape != ():
+            raise ShapeError(located(
+                f"loss {name!r} must be a scalar, but its shape is {fmt_shape(expr.shape)}; "
+                "reduce it with sum or mean", user_location()))
+        if self.losses:
+            raise ModelError(f"model {self.name!r} already has a loss {next(iter(self.losses))!r}")
+        return self._equation(name, expr, "loss")
+
+    # -- queries -----------------------------------------------------------------------
+    @property
+    def losses(self) -> dict[str, Node]:
+        return {e.name: e.node for e in self.equations if e.kind == "loss"}
+
+    @property
+    def outputs(self) -> dict[str, Node]:
+        return {e.name: e.node for e in self.equations if e.kind == "output"}
+
+    def leaves_of(self, role: str) -> dict[str, Node]:
+        return {n: v for n, v in self.leaves.items() if v.op == role}
+
+    @property
+    def params(self) -> dict[str, Node]:
+        return self.leaves_of("param")
+
+    @property
+    def data(self) -> dict[str, Node]:
+        """Inputs and targets: what a batch holds."""
+        return {n: v for n, v in self.leaves.items() if v.op in ("input", "target")}
+
+    def used_dims(self) -> tuple[str, ...]:
+        """The declared dims, in declaration order."""
+        return tuple(self.dim_symbols)
+
+    def spec_text(self) -> str:
+        """A canonical text of the whole model; its hash identifies the spec in generated code."""
+        from symbolic.printing import Printer
+
+        printer = Printer(self.names)
+        lines = [f"model {self.name} task={self.task} prediction={self.prediction}"]
+        lines += [f"dim {n} default={self.dim_defaults.get(n)}" for n in self.dim_symbols]
+        for name, leaf in self.leaves.items():
+            extra = f" init={self.inits[name]}" if name in self.inits else ""
+            extra += f" default={self.hyper_defaults[name]!r}" if name in self.hyper_defaults else ""
+            lines.append(f"{leaf.op} {name} {fmt_shape(leaf.shape)}{extra}")
+        for eq in self.equations:
+            lines.append(f"{eq.kind} {eq.name} = {printer.text(eq.node, expand=True)}")
+        return "\n".join(lines) + "\n"
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.spec_text().encode()).hexdigest()[:16]
+
+    def check(self) -> None:
+        """Whole-model checks that can only run once all equations are written."""
+        if not self.losses:
+            raise ModelError(f"model {self.name!r} has no loss; add one with model.loss(...)")
+        if not self.params:
+            raise ModelError(f"model {self.name!r} has no parameters")
+        if self.task is not None and self.prediction is None:
+            raise ModelError(f"model {self.name!r} has a task but no output to predict with")
+
+    # -- internals ---------------------------------------------------------------------
+    def _claim(self, name: str, what: str) -> str:
+        check_identifier(name, what)
+        taken = (set(self.dim_symbols) | set(self.leaves) | {e.name for e in self.equations})
+        if name in taken:
+            raise ModelError(f"{what} {name!r}: the name is already used in model {self.name!r}")
+        return name
+
+    def _shape(self, name: str, shape: Iterable[object]) -> Shape:
+        if isinstance(shape, (str, int)) or not isinstance(shape, Iterable):
+            raise ModelError(f"{name!r}: shape must be a tuple of dims, not {shape!r}")
+        out = []
+        for d in shape:
+            if isinstance(d, str):
+                if d not in self.dim_symbols:
+                    raise ModelError(f"{name!r}: unknown dim {d!r}; declare it with model.dim({d!r})")
+                d = self.dim_symbols[d]
+            try:
+                d = as_dim(d)
+            except (TypeError, ValueError) as e:
+                raise ModelError(f"{name!r}: {e}") from None
+            unknown = {str(s) for s in d.free_symbols} - set(self.dim_symbols)
+            if unknown:
+                raise ModelError(f"{name!r}: unknown dim {', '.join(sorted(unknown))}; "
+                                 f"declare it with model.dim(...)")
+            out.append(d)
+        return tuple(out)
+
+    def _leaf(self, role: str, name: str, shape: Iterable[object]) -> Node:
+        self._claim(name, role)
+        node = Node.make(role, (), {"name": name}, self._shape(name, shape))
+        self.leaves[name] = node
+        return node
+
+    def _check_expr(self, name: str, expr: object) -> Node:
+        if not isinstance(expr, Node):
+            raise ModelError(f"equation {name!r}: expected a tensor expression, got {expr!r}")
+        foreign = [n.name for n in topological([expr])
+                   if n.op in ("input", "target", "param", "hyper") and self.leaves.get(n.name) is not n]
+        if foreign:
+            raise ModelError(f"equation {name!r} uses {', '.join(sorted(set(foreign)))}, "
+                             f"which model {self.name!r} does not declare")
+        return expr
+
+    def _equation(self, name: str, expr: Node, kind: str) -> Node:
+        self._claim(name, {"let": "equation", "output": "output", "loss": "loss"}[kind])
+        expr = self._check_expr(name, expr)
+        if expr.is_leaf or expr in self.names:
+            what = self.names.get(expr) or expr.name or "a constant"
+            raise ModelError(f"equation {name!r} only renames {what}; use {what} directly")
+        self.names[expr] = name
+        self.equations.append(Equation(name, expr, kind))
+        return expr

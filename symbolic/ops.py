@@ -1,0 +1,141 @@
+"""The modelling language's functions: activations, reductions, softmax, losses, penalties.
+
+Everything here builds graph nodes from primitives; nothing here knows a derivative. Losses are
+compositions (mean squared error, cross-entropies through softplus and log-softmax), so their
+gradients come out of the same rules as everything else.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sympy
+
+from symbolic import functions
+from symbolic.errors import ShapeError, located, user_location
+from symbolic.functions import define_function
+from symbolic.graph import ARG, Node, apply, as_node, elementwise
+from symbolic.shapes import fmt_shape, shapes_equal, size
+
+_x = ARG[0]
+
+
+def _unary(fn: sympy.FunctionClass, name: str):
+    def op(x: object) -> Node:
+        return elementwise(fn(_x), [x], name)
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise {name}."
+    return op
+
+
+tanh = _unary(sympy.tanh, "tanh")
+sigmoid = _unary(functions.sigmoid, "sigmoid")
+relu = _unary(functions.relu, "relu")
+softplus = _unary(functions.softplus, "softplus")
+exp = _unary(sympy.exp, "exp")
+log = _unary(sympy.log, "log")
+sqrt = _unary(sympy.sqrt, "sqrt")
+abs = _unary(sympy.Abs, "abs")  # noqa: A001 - the modelling language's name
+
+
+def square(x: object) -> Node:
+    """Elementwise x**2."""
+    return elementwise(_x**2, [x], "square")
+
+
+def leaky_relu(x: object, alpha: float = 0.01) -> Node:
+    """x where x > 0, alpha * x elsewhere."""
+    return elementwise(functions.leaky_relu(_x, sympy.nsimplify(alpha)), [x], "leaky_relu")
+
+
+ACTIVATIONS = {
+    "tanh": tanh, "sigmoid": sigmoid, "relu": relu, "softplus": softplus, "leaky_relu": leaky_relu,
+}
+
+
+def elementwise_function(name: str, definition: sympy.Expr, var: sympy.Symbol, latex: str | None = None):
+    """A user's own elementwise function, from a sympy expression of one scalar variable.
+
+    >>> x = sympy.Symbol("x")
+    >>> swish = elementwise_function("swish", x * functions.sigmoid(x), x)
+
+    Its derivative is derived by sympy (see `symbolic.functions`), never written by hand.
+    """
+    fn = define_function(name, definition, var, latex=latex)
+    return _unary(fn, name)
+
+
+# -- structure and reductions ---------------------------------------------------------------
+def matmul(a: object, b: object) -> Node:
+    return as_node(a) @ as_node(b)
+
+
+def transpose(x: Node, *perm: int) -> Node:
+    return x.transpose(*perm)
+
+
+def reshape(x: Node, shape: Iterable[object]) -> Node:
+    return x.reshape(tuple(shape))
+
+
+def sum(x: Node, axis: int | Iterable[int] | None = None, keepdims: bool = False) -> Node:  # noqa: A001
+    return as_node(x).sum(axis, keepdims)
+
+
+def mean(x: Node, axis: int | Iterable[int] | None = None, keepdims: bool = False) -> Node:
+    return as_node(x).mean(axis, keepdims)
+
+
+def _axis(x: Node, axis: int, what: str) -> int:
+    if not -x.ndim <= axis < x.ndim:
+        raise ShapeError(located(f"{what}: axis {axis} is out of range for shape {fmt_shape(x.shape)}",
+                                 user_location()))
+    return axis % x.ndim
+
+
+def softmax(x: Node, axis: int = -1) -> Node:
+    """exp(x) / sum(exp(x)) along `axis`, computed stably."""
+    return apply("softmax", [x], axis=_axis(x, axis, "softmax"))
+
+
+def log_softmax(x: Node, axis: int = -1) -> Node:
+    """x - log(sum(exp(x))) along `axis`, computed stably (log-sum-exp)."""
+    return apply("log_softmax", [x], axis=_axis(x, axis, "log_softmax"))
+
+
+# -- losses ------------------------------------------------------------------------------
+def _same_shape(what: str, prediction: Node, target: Node) -> None:
+    if not shapes_equal(prediction.shape, target.shape):
+        raise ShapeError(located(
+            f"{what}: prediction {fmt_shape(prediction.shape)} and target "
+            f"{fmt_shape(target.shape)} must have the same shape", user_location()))
+
+
+def mse(prediction: Node, target: Node) -> Node:
+    """Mean squared error over all elements."""
+    _same_shape("mse", prediction, target)
+    return mean(square(prediction - target))
+
+
+def binary_cross_entropy_with_logits(logits: Node, target: Node) -> Node:
+    """Mean of -[y log sigma(z) + (1 - y) log(1 - sigma(z))] = mean(softplus(z) - y z), stably."""
+    _same_shape("binary_cross_entropy_with_logits", logits, target)
+    return mean(softplus(logits) - target * logits)
+
+
+def softmax_cross_entropy(logits: Node, target: Node, axis: int = -1) -> Node:
+    """-sum(y * log_softmax(z)) averaged over every axis but the class axis (log-sum-exp form)."""
+    _same_shape("softmax_cross_entropy", logits, target)
+    axis = _axis(logits, axis, "softmax_cross_entropy")
+    count = size(logits.shape) / logits.shape[axis]
+    return (target * log_softmax(logits, axis)).sum() * (-1 / count)
+
+
+def l2(x: Node) -> Node:
+    """Sum of squares, ||x||^2 (add `lam * l2(W)` to a loss for weight decay)."""
+    return square(x).sum()
+
+
+def l1(x: Node) -> Node:
+    """Sum of absolute values, ||x||_1."""
+    return abs(x).sum()

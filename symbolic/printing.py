@@ -1,0 +1,175 @@
+"""Plain-text and LaTeX printing of graph nodes and of elementwise sympy expressions.
+
+Elementwise nodes print through subclasses of sympy's own printers: an argument symbol x_i
+prints as the (already printed) argument node, a product of two tensors prints as a Hadamard
+product (odot), and Heaviside(t, 0) as an indicator [t > 0]. Every other primitive prints by
+the `text`/`latex` forms in its rule-table entry. Named nodes (leaves, equations) print as
+their names unless asked to expand.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sympy
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.str import StrPrinter
+
+from symbolic.graph import ARG, Node
+
+ATOM, POSTFIX, PRODUCT, SUM = 4, 3, 2, 1
+
+
+def latex_name(name: str) -> str:
+    """W1 -> W_{1}, n_in -> n_{in}, alpha -> \\alpha (sympy's convention for symbol names)."""
+    return sympy.latex(sympy.Symbol(name))
+
+
+class _Subst:
+    """Mixin: print chosen symbols as given strings, parenthesised where the context needs it."""
+
+    def __init__(self, strings: Mapping[sympy.Symbol, tuple[str, int]], tensors: set, **settings):
+        super().__init__(settings)
+        self.strings = strings
+        self.tensors = tensors
+        self._stack: list[sympy.Basic] = []
+
+    def _print(self, expr, **kwargs):
+        self._stack.append(expr)
+        try:
+            return super()._print(expr, **kwargs)
+        finally:
+            self._stack.pop()
+
+    def _print_Symbol(self, expr, **kwargs):
+        if expr not in self.strings:
+            return super()._print_Symbol(expr, **kwargs)
+        s, prec = self.strings[expr]
+        parent = self._stack[-2] if len(self._stack) > 1 else None
+        if isinstance(parent, sympy.Add):
+            needed = SUM
+        elif isinstance(parent, sympy.Mul):
+            needed = POSTFIX  # a matrix product inside a Hadamard product gets parentheses
+        elif isinstance(parent, sympy.Pow):
+            needed = ATOM
+        else:
+            needed = 0
+        return s if prec >= needed else self._wrap(s)
+
+    def _tensor_factors(self, expr) -> int:
+        return sum(1 for a in expr.args if a.free_symbols & self.tensors)
+
+
+class _LatexSubst(_Subst, LatexPrinter):
+    def _wrap(self, s: str) -> str:
+        return rf"\left({s}\right)"
+
+    def _print_Mul(self, expr):
+        if self._tensor_factors(expr) < 2:
+            return super()._print_Mul(expr)
+        old = self._settings["mul_symbol_latex"]
+        self._settings["mul_symbol_latex"] = r" \odot "
+        try:
+            return super()._print_Mul(expr)
+        finally:
+            self._settings["mul_symbol_latex"] = old
+
+    def _print_Heaviside(self, expr):
+        return rf"\mathbb{{1}}\left[{self._print(expr.args[0])} > 0\right]"
+
+    def _print_Function(self, expr, exp=None):
+        if len(expr.args) == 1 and expr.args[0] in self.strings:  # f(name): no double parens
+            s, _ = self.strings[expr.args[0]]
+            inner = super()._print_Function(expr.func(sympy.Symbol("ARGUMENT")), exp)
+            return inner.replace("ARGUMENT", s)
+        return super()._print_Function(expr, exp)
+
+
+class _TextSubst(_Subst, StrPrinter):
+    def _wrap(self, s: str) -> str:
+        return f"({s})"
+
+    def _print_Heaviside(self, expr):
+        return f"({self._print(expr.args[0])} > 0)"
+
+
+def _precedence_of(expr: sympy.Expr) -> int:
+    if expr.is_Atom or isinstance(expr, sympy.Function):
+        return ATOM
+    if isinstance(expr, sympy.Pow):
+        return POSTFIX
+    return SUM if isinstance(expr, sympy.Add) else PRODUCT
+
+
+class Printer:
+    """Prints nodes; `names` maps nodes to the names they print as (equations, deltas): a
+    plain name, or a pair (text name, LaTeX name)."""
+
+    def __init__(self, names: Mapping[Node, str | tuple[str, str]] | None = None):
+        self.names = dict(names or {})
+
+    # -- public -----------------------------------------------------------------------
+    def text(self, node: Node, expand: bool = False) -> str:
+        return self._print(node, "text", expand)[0]
+
+    def latex(self, node: Node, expand: bool = False) -> str:
+        return self._print(node, "latex", expand)[0]
+
+    def expr(self, expr: sympy.Expr, symbols: Mapping[sympy.Symbol, Node | str], kind: str) -> str:
+        """Print a sympy expression whose symbols stand for nodes (or pre-printed strings)."""
+        strings, tensors = {}, set()
+        for sym, what in symbols.items():
+            if isinstance(what, Node):
+                strings[sym] = self._print(what, kind, False)
+                if what.shape:
+                    tensors.add(sym)
+            else:
+                strings[sym] = (what, ATOM)
+        cls = _LatexSubst if kind == "latex" else _TextSubst
+        return cls(strings, tensors).doprint(expr)
+
+    # -- internals ----------------------------------------------------------------------
+    def _print(self, node: Node, kind: str, expand: bool) -> tuple[str, int]:
+        if not expand and node in self.names and node.op != "const":
+            name = self.names[node]
+            if isinstance(name, tuple):  # (text, LaTeX)
+                return (name[1] if kind == "latex" else name[0]), ATOM
+            return (latex_name(name) if kind == "latex" else name), ATOM
+        if node.op == "const":
+            value = node.attr("value")
+            return (sympy.latex(value) if kind == "latex" else str(value)), _precedence_of(value)
+        if node.is_leaf:
+            return (latex_name(node.name) if kind == "latex" else node.name), ATOM
+        if node.op == "ew":
+            expr = node.attr("expr")
+            return self.expr(expr, dict(zip(ARG, node.args)), kind), _precedence_of(expr)
+        from symbolic.rules import rule_for
+
+        rule = rule_for(node)
+        wrap = (lambda s: rf"\left({s}\right)") if kind == "latex" else (lambda s: f"({s})")
+        needed = _ARG_PRECEDENCE.get((node.op, kind), 0)
+        args = []
+        for a in node.args:
+            s, prec = self._print(a, kind, False)
+            args.append(s if prec >= needed else wrap(s))
+        form = rule.latex if kind == "latex" else rule.text
+        prec = {"matmul": PRODUCT, "transpose": POSTFIX}.get(node.op, ATOM)
+        return form(node, *args), prec
+
+
+#: How tightly a primitive's printed form binds its arguments; forms that print their own
+#: parentheses (softmax(...), broadcast(...)) need nothing.
+_ARG_PRECEDENCE = {
+    ("matmul", "text"): POSTFIX, ("matmul", "latex"): POSTFIX,
+    ("transpose", "text"): ATOM, ("transpose", "latex"): ATOM,
+    ("reshape", "text"): ATOM, ("sum", "latex"): POSTFIX,
+}
+
+_DEFAULT = Printer()
+
+
+def text(node: Node) -> str:
+    return _DEFAULT.text(node, expand=True)
+
+
+def latex(node: Node) -> str:
+    return _DEFAULT.latex(node, expand=True)

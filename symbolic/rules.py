@@ -1,0 +1,229 @@
+"""The rule table: for every primitive, its shape rule, its vector-Jacobian product, and its
+printed forms. This file holds the only hand-written calculus in symgrad.
+
+Each VJP is written in matrix notation with the same operators a model uses, so the backward
+pass is itself a graph of primitives: shape-checked as it is built, printable in documents,
+lowered by the same code generator, and differentiable again (Hessians need no new rules).
+
+Conventions: `g` is the incoming adjoint dL/dy (the shape of the node's output `y`); a VJP
+returns one contribution per argument, with the argument's shape, or None where no gradient
+flows. Broadcasting is undone in one place, `unbroadcast`, instead of in every rule.
+Elementwise functions bring no rule of their own: `ew` differentiates their sympy expression.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sympy
+
+from symbolic.errors import ShapeError
+from symbolic.graph import ARG, Node, apply, broadcast_to, elementwise
+from symbolic.shapes import (
+    Shape, broadcast, broadcast_axes, dims_equal, fmt_shape, shapes_equal, size,
+)
+
+#: Stands for the node's own output y in an elementwise local derivative (tanh' = 1 - y^2).
+Y = sympy.Symbol("y", real=True)
+#: Stands for the incoming adjoint in an elementwise VJP.
+G = sympy.Symbol("g", real=True)
+
+
+@dataclass(frozen=True)
+class Rule:
+    label: str  # the rule's name in documents: "matrix product", "reduction", ...
+    shape: Callable[..., Shape]  # (argument shapes, **attrs) -> output shape, or ShapeError
+    vjp: Callable[[Node, Node], list[Node | None]]  # (g, node) -> one contribution per argument
+    text: Callable[..., str]  # (node, printed args) -> plain text
+    latex: Callable[..., str]  # (node, printed args) -> LaTeX
+
+
+# -- helpers shared by several rules ------------------------------------------------------
+def unbroadcast(g: Node, shape: Shape) -> Node:
+    """Sum an adjoint over the axes that broadcasting stretched, so it has `shape` again."""
+    if shapes_equal(g.shape, shape):
+        return g
+    axes = broadcast_axes(shape, g.shape)
+    s = g.sum(axes) if axes else g
+    return s if shapes_equal(s.shape, shape) else s.reshape(shape)
+
+
+def _keepdims_shape(shape: Shape, axes: tuple[int, ...]) -> Shape:
+    return tuple(sympy.Integer(1) if i in axes else d for i, d in enumerate(shape))
+
+
+def _spread(g: Node, node: Node) -> Node:
+    """Broadcast a reduction's adjoint back over the reduced axes of its argument."""
+    x = node.args[0]
+    axes, keepdims = node.attr("axes"), node.attr("keepdims")
+    if not keepdims and axes and g.ndim:
+        g = g.reshape(_keepdims_shape(x.shape, axes))
+    return broadcast_to(g, x.shape)
+
+
+def local_derivative(expr: sympy.Expr, i: int) -> sympy.Expr:
+    """d expr / d x_i, written through the node's output Y where the function allows it."""
+    d = sympy.diff(expr, ARG[i])
+    if isinstance(expr, (sympy.Function, sympy.Pow)) and not expr.is_Atom:
+        d = d.subs(expr, Y)
+    return d
+
+
+# -- elementwise --------------------------------------------------------------------------
+def _ew_shape(shapes: list[Shape], expr: sympy.Expr) -> Shape:
+    out = broadcast(shapes)
+    if out is None:
+        raise ShapeError("shapes do not broadcast: " + " and ".join(map(fmt_shape, shapes)))
+    return out
+
+
+def _ew_vjp(g: Node, node: Node) -> list[Node | None]:
+    expr, n = node.attr("expr"), len(node.args)
+    out = []
+    for i, a in enumerate(node.args):
+        local = local_derivative(expr, i)
+        rename = {ARG[j]: ARG[j + 1] for j in range(n)} | {Y: ARG[n + 1], G: ARG[0]}
+        contribution = elementwise((G * local).xreplace(rename), [g, *node.args, node])
+        out.append(unbroadcast(contribution, a.shape))
+    return out
+
+
+# -- matrix product -----------------------------------------------------------------------
+def _matmul_shape(shapes: list[Shape]) -> Shape:
+    a, b = shapes
+    if not a or not b:
+        raise ShapeError("a matrix product needs operands with at least one axis")
+    if len(b) > 2:
+        raise ShapeError("the right operand of a matrix product must have one or two axes")
+    if not dims_equal(a[-1], b[0]):
+        raise ShapeError(f"inner dims differ: {a[-1]} != {b[0]}")
+    return a[:-1] + b[1:]
+
+
+def _flat(x: Node) -> Node:
+    """Fold all leading axes into one: (..., k) -> (M, k)."""
+    return x if x.ndim <= 2 else x.reshape((size(x.shape[:-1]), x.shape[-1]))
+
+
+def _matmul_vjp(g: Node, node: Node) -> list[Node | None]:
+    a, b = node.args
+    if a.ndim >= 2 and b.ndim == 2:
+        return [g @ b.T, _flat(a).T @ _flat(g)]
+    if a.ndim >= 2:  # matrix (or stack) times vector
+        col = g.reshape(g.shape + (sympy.Integer(1),))
+        return [col * b, _flat(a).T @ g.reshape((size(g.shape),))]
+    if b.ndim == 2:  # row vector times matrix
+        return [b @ g, a.reshape((a.shape[0], sympy.Integer(1))) * g]
+    return [g * b, g * a]  # dot product of two vectors
+
+
+# -- structural ops -----------------------------------------------------------------------
+def _transpose_shape(shapes: list[Shape], perm: tuple[int, ...]) -> Shape:
+    (x,) = shapes
+    if sorted(perm) != list(range(len(x))):
+        raise ShapeError(f"axes {perm} are not a permutation of the {len(x)} axes")
+    return tuple(x[p] for p in perm)
+
+
+def _reshape_shape(shapes: list[Shape], shape: Shape) -> Shape:
+    (x,) = shapes
+    if not dims_equal(size(x), size(shape)):
+        raise ShapeError(f"cannot reshape {fmt_shape(x)} to {fmt_shape(shape)}: sizes differ")
+    return shape
+
+
+def _broadcast_shape(shapes: list[Shape], shape: Shape) -> Shape:
+    (x,) = shapes
+    out = broadcast([x, shape])
+    if out is None or not shapes_equal(out, shape):
+        raise ShapeError(f"cannot broadcast {fmt_shape(x)} to {fmt_shape(shape)}")
+    return shape
+
+
+def _reduce_shape(shapes: list[Shape], axes: tuple[int, ...], keepdims: bool) -> Shape:
+    (x,) = shapes
+    return _keepdims_shape(x, axes) if keepdims else tuple(d for i, d in enumerate(x) if i not in axes)
+
+
+def _axis_shape(shapes: list[Shape], axis: int) -> Shape:
+    (x,) = shapes
+    if not -len(x) <= axis < len(x):
+        raise ShapeError(f"axis {axis} is out of range for shape {fmt_shape(x)}")
+    return x
+
+
+def _softmax_vjp(g: Node, node: Node) -> list[Node | None]:
+    axis = node.attr("axis")
+    return [node * (g - (g * node).sum(axis, keepdims=True))]
+
+
+def _log_softmax_vjp(g: Node, node: Node) -> list[Node | None]:
+    from symbolic.ops import exp
+
+    axis = node.attr("axis")
+    return [g - exp(node) * g.sum(axis, keepdims=True)]
+
+
+# -- printed forms --------------------------------------------------------------------------
+def _sum_latex(node: Node, a: str) -> str:
+    x = node.args[0]
+    over = ",".join(sympy.latex(x.shape[i]) for i in node.attr("axes"))
+    return rf"\sum_{{{over}}} {a}"
+
+
+def _sum_text(node: Node, a: str) -> str:
+    return f"sum({a}, axis={_axes_text(node.attr('axes'))})"
+
+
+def _axes_text(axes: tuple[int, ...]) -> str:
+    return str(axes[0]) if len(axes) == 1 else str(axes)
+
+
+def _matmul_latex(node: Node, a: str, b: str) -> str:
+    return rf"{a}^{{\top}} {b}" if node.args[0].ndim == 1 else f"{a} {b}"
+
+
+def _shape_latex(shape: Shape) -> str:
+    return r"\left(" + ", ".join(sympy.latex(d) for d in shape) + r"\right)"
+
+
+RULES: dict[str, Rule] = {
+    # op             label                 shape rule         VJP
+    "ew": Rule("elementwise function", _ew_shape, _ew_vjp,
+               text=None, latex=None),  # printed through sympy, see symbolic.printing
+    "matmul": Rule("matrix product", _matmul_shape, _matmul_vjp,
+                   text=lambda n, a, b: f"{a} @ {b}", latex=_matmul_latex),
+    "transpose": Rule("transpose", _transpose_shape,
+                      lambda g, n: [g.transpose(sorted(range(g.ndim), key=n.attr("perm").__getitem__))],
+                      text=lambda n, a: f"{a}.T" if n.ndim == 2 else f"{a}.transpose{n.attr('perm')}",
+                      latex=lambda n, a: rf"{a}^{{\top}}" if n.ndim == 2
+                      else rf"\operatorname{{transpose}}_{{{n.attr('perm')}}}\left({a}\right)"),
+    "reshape": Rule("reshape", _reshape_shape,
+                    lambda g, n: [g.reshape(n.args[0].shape)],
+                    text=lambda n, a: f"{a}.reshape{fmt_shape(n.shape)}",
+                    latex=lambda n, a: rf"\operatorname{{reshape}}\left({a}, {_shape_latex(n.shape)}\right)"),
+    "broadcast_to": Rule("broadcast", _broadcast_shape,
+                         lambda g, n: [unbroadcast(g, n.args[0].shape)],
+                         text=lambda n, a: f"broadcast({a}, {fmt_shape(n.shape)})",
+                         latex=lambda n, a: rf"\operatorname{{broadcast}}_{{{_shape_latex(n.shape)}}}\left({a}\right)"),
+    "sum": Rule("reduction (sum)", _reduce_shape, lambda g, n: [_spread(g, n)],
+                text=_sum_text, latex=_sum_latex),
+    "softmax": Rule("softmax", _axis_shape, _softmax_vjp,
+                    text=lambda n, a: f"softmax({a}, axis={n.attr('axis')})",
+                    latex=lambda n, a: rf"\operatorname{{softmax}}\left({a}\right)"),
+    "log_softmax": Rule("log-softmax", _axis_shape, _log_softmax_vjp,
+                        text=lambda n, a: f"log_softmax({a}, axis={n.attr('axis')})",
+                        latex=lambda n, a: rf"\log\operatorname{{softmax}}\left({a}\right)"),
+}
+
+
+def rule_for(node: Node) -> Rule:
+    from symbolic.errors import RuleError
+
+    try:
+        return RULES[node.op]
+    except KeyError:
+        raise RuleError(f"no differentiation rule for operation {node.op!r}") from None
+
+
+__all__ = ["RULES", "Rule", "rule_for", "unbroadcast", "local_derivative", "Y", "G", "apply"]
