@@ -1,12 +1,17 @@
-"""Assemble a generated module: lower the derivation's programs, render the jinja2 template.
+"""Assemble generated modules: lower the programs, render the jinja2 templates.
 
-`generate(derivation, backend)` is a pure function of its arguments (and the committed
-calibration), so generating twice gives the same bytes; `write_module` puts it in place
-atomically.
+* `generate(derivation, backend)`: a model's module (the DESIGN.md contract: `forward`,
+  `loss`, `loss_and_grad`, `init_params`, ...);
+* `generate_update(model, backend)`: an update-rule module (optimizers), whose `update`
+  applies the model's `update` equations to one tensor in place.
+
+Both are pure functions of their arguments and the committed calibration, so generating twice
+gives the same bytes; `write_module` puts a module in place atomically.
 """
 from __future__ import annotations
 
 import pathlib
+import re
 import textwrap
 
 import jinja2
@@ -14,13 +19,16 @@ import sympy
 
 from codegen import calibration as calib
 from codegen.atomic import write_text
-from codegen.kernels import Kernel, _literal
+from codegen.kernels import Kernel
+from codegen.layout import def_lines, fit_all, string_literal
 from codegen.lowering import LOWERINGS
 from codegen.program import Program, lower
 from symbolic import __version__
 from symbolic.derivation import Derivation
 from symbolic.errors import SymgradError
 from symbolic.graph import Node
+from symbolic.model import Model
+from symbolic.printing import Printer
 
 BACKENDS = ("auto", "numpy", "numexpr")
 
@@ -31,6 +39,7 @@ _ENV = jinja2.Environment(
 )
 
 
+# -- small text helpers -----------------------------------------------------------------------
 def _tuple_text(shape) -> str:
     parts = [str(int(d)) if d.is_Integer else repr(str(d)) for d in shape]
     return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
@@ -39,8 +48,7 @@ def _tuple_text(shape) -> str:
 def _dict_text(items: dict) -> str:
     if not items:
         return "{}"
-    body = "".join(f"    {k!r}: {v},\n" for k, v in items.items())
-    return "{\n" + body + "}"
+    return "{\n" + "".join(f"    {k!r}: {v},\n" for k, v in items.items()) + "}"
 
 
 def _safe_doc(text: str) -> str:
@@ -48,56 +56,107 @@ def _safe_doc(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"""', r"\"\"\"")
 
 
-def _numexpr_call(k: Kernel) -> list[str]:
-    if k.numexpr_source is None:
-        return []
-    typed = {p: f"k({p})" for p in k.scalars} | {c: f"k({v})" for c, v in k.numexpr_constants.items()}
-    locals_ = ", ".join(f'"{p}": {typed.get(p, p)}' for p in k.operands if p in k.numexpr_source) + (
-        ", " if k.numexpr_constants else "") + ", ".join(
-        f'"{c}": k({v})' for c, v in k.numexpr_constants.items())
-    lines = ["k = out.dtype.type"] if typed else []
-    lines.append(f'return ne.evaluate("{k.numexpr_source}", local_dict={{{locals_}}}, out=out)')
+def _comment(text: str) -> list[str]:
+    return textwrap.wrap(text, 94, initial_indent="# ", subsequent_indent="#     ",
+                         break_on_hyphens=False)
+
+
+# -- pieces shared by both kinds of module ----------------------------------------------------
+def _numexpr_call(k: Kernel, indent: str) -> list[str]:
+    typed = {p: f"k({p})" for p in k.scalars}
+    entries = [f'"{p}": {typed.get(p, p)}' for p in k.operands
+               if re.search(rf"\b{p}\b", k.numexpr_source)]
+    entries += [f'"{c}": k({v})' for c, v in k.numexpr_constants.items()]
+    lines = ["k = out.dtype.type"] if any("k(" in e for e in entries) else []
+    call = f'return ne.evaluate("{k.numexpr_source}", local_dict={{{", ".join(entries)}}}, out=out)'
+    if len(indent) + len(call) <= 100:
+        return lines + [call]
+    source = string_literal(k.numexpr_source, indent + "    ")
+    return lines + ["return ne.evaluate(", f"    {source},",
+                    f'    local_dict={{{", ".join(entries)}}},', "    out=out,", ")"]
+
+
+def _finish_kernels(kernels: dict[str, Kernel], backend: str) -> list[Kernel]:
+    for i, k in enumerate(kernels.values(), 1):
+        k.name = f"_ew{i}"
+        params = [f"{p}: {'float' if p in k.scalars else 'np.ndarray'}" for p in k.operands]
+        k.header = def_lines(k.name, params + ["out: np.ndarray"], "np.ndarray")
+        k.math = "\n    ".join(_wrap(f"out = {_safe_doc(sympy.sstr(k.expr, full_prec=False))}", 90))
+        indent = "        " if backend == "auto" else "    "
+        k.numexpr_call = _numexpr_call(k, indent) if backend != "numpy" and k.numexpr_source else []
+        k.numpy_lines = fit_all(k.numpy_lines, "    ")
+    return list(kernels.values())
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width, subsequent_indent="    ", break_on_hyphens=False) or [""]
+
+
+def _common(model: Model, backend: str, calibration: dict | None, kernels: list[Kernel],
+            programs: list[Program]) -> dict:
+    if backend not in BACKENDS:
+        raise SymgradError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    calibration = calibration or calib.load()
+    helpers = sorted({LOWERINGS[i.op].helper.strip() for p in programs for i in p.instrs
+                      if LOWERINGS[i.op].helper})
+    return {
+        "model": model,
+        "version": __version__,
+        "spec_hash": model.spec_hash(),
+        "backend": backend,
+        "allowed_backends": BACKENDS if backend == "auto" else (backend,),
+        "uses_numexpr": any(k.numexpr_call for k in kernels),
+        "thresholds": _dict_text({k: repr(v) for k, v in calib.thresholds(calibration).items()}),
+        "calibrated_on": calibration.get("measured_on", "unknown"),
+        "helpers": helpers,
+        "kernels": kernels,
+        "hypers": _dict_text({n: repr(v) for n, v in model.hyper_defaults.items()}),
+    }
+
+
+def _statements(program: Program, texts: dict[int, str]) -> list[str]:
+    """The program's lines, each equation cited once, before the first line computing it."""
+    lines, shown = [], set()
+    for ins in program.instrs:
+        for number in ins.eqs:
+            if number not in shown and number in texts:
+                shown.add(number)
+                lines += _comment(f"({number}) {texts[number]}")
+        lines += LOWERINGS[ins.op].emit(ins)
+    lines += [f"np.copyto({leaf}, {value})" for leaf, value in program.copies]
     return lines
 
 
-def _body(program: Program, derivation: Derivation, model_leaves: list[Node], arg: str,
-          first_param: str) -> list[str]:
-    used = set(program.leaves)
+def _bind_dims(program: Program, leaves: list[Node], where: str) -> list[str]:
     lines = []
-    for leaf in model_leaves:
-        if leaf in used and leaf.op == "param":
-            lines.append(f'{leaf.name} = params["{leaf.name}"]')
+    for dim in program.dims:
+        source = next(((leaf.name, axis) for leaf in leaves if leaf in program.leaves
+                       for axis, d in enumerate(leaf.shape) if isinstance(d, sympy.Symbol) and d.name == dim),
+                      None)
+        if source is None:
+            raise SymgradError(f"{where}: dim {dim} cannot be read off the arrays this function receives")
+        lines.append(f"{dim} = {source[0]}.shape[{source[1]}]")
+    return lines
+
+
+# -- a model's module ---------------------------------------------------------------------------
+def _model_body(program: Program, derivation: Derivation, arg: str, first_param: str) -> list[str]:
+    leaves = list(derivation.model.leaves.values())
+    used = set(program.leaves)
+    lines = [f'{leaf.name} = params["{leaf.name}"]' for leaf in leaves if leaf in used and leaf.op == "param"]
     lines.append(f'dt = params["{first_param}"].dtype')
-    for leaf in model_leaves:
+    for leaf in leaves:
         if leaf in used and leaf.op in ("input", "target"):
             lines.append(f'{leaf.name} = np.asarray({arg}["{leaf.name}"], dtype=dt)')
         elif leaf in used and leaf.op == "hyper":
             lines.append(f'{leaf.name} = _hyper(hypers, "{leaf.name}")')
-    for dim in program.dims:
-        source = next(((leaf.name, axis) for leaf in model_leaves if leaf in used
-                       for axis, d in enumerate(leaf.shape) if isinstance(d, sympy.Symbol) and d.name == dim),
-                      None)
-        if source is None:
-            raise SymgradError(f"model {derivation.model.name!r}: dim {dim} cannot be read off "
-                               "the arrays this function receives")
-        lines.append(f"{dim} = {source[0]}.shape[{source[1]}]")
+    lines += _bind_dims(program, leaves, f"model {derivation.model.name!r}")
     texts = {e.number: derivation.text(e) for e in derivation.equations}
-    shown: set[int] = set()
-    for ins in program.instrs:
-        for number in ins.eqs:  # cite each equation once, before the first line computing it
-            if number not in shown:
-                shown.add(number)
-                lines += textwrap.wrap(f"({number}) {texts[number]}", 96, initial_indent="# ",
-                                       subsequent_indent="#     ", break_on_hyphens=False)
-        lines += LOWERINGS[ins.op].emit(ins)
-    return lines
+    return lines + _statements(program, texts)
 
 
 def generate(derivation: Derivation, backend: str = "auto", calibration: dict | None = None) -> str:
-    """The source of the generated module for `derivation`."""
-    if backend not in BACKENDS:
-        raise SymgradError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    calibration = calibration or calib.load()
+    """The source of the generated module for a model's derivation."""
     model = derivation.model
     names = {n: t for n, (t, _) in derivation.names.items()}
     kernels: dict[str, Kernel] = {}
@@ -107,24 +166,20 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         "loss": lower({"loss": loss}, names, derivation.owners, kernels),
         "loss_and_grad": lower({"loss": loss, **derivation.gradients}, names, derivation.owners, kernels),
     }
-    for i, k in enumerate(kernels.values(), 1):
-        k.name = f"_ew{i}"
-        k.math = _safe_doc(sympy.sstr(k.expr, full_prec=False))
-        k.numexpr_call = _numexpr_call(k) if backend != "numpy" else []
-    leaves = list(model.leaves.values())
+    context = _common(model, backend, calibration, _finish_kernels(kernels, backend), list(programs.values()))
     first_param = next(iter(model.params))
-    hyper_arg = "hypers: Mapping[str, float] | None = None"
-    grad_numbers = sorted({derivation.owners[g] for g in derivation.gradients.values() if g in derivation.owners})
+    grad_numbers = sorted({derivation.owners[g] for g in derivation.gradients.values()
+                           if g in derivation.owners})
+    span = f" (eqs. {grad_numbers[0]}-{grad_numbers[-1]})" if grad_numbers else ""
     functions = []
     for name, arg, returns, doc in (
         ("forward", "inputs", "dict[str, np.ndarray]", "The model's outputs for a batch of inputs."),
         ("loss", "batch", "float", f"The loss {derivation.loss_name} for a batch."),
         ("loss_and_grad", "batch", "tuple[float, dict[str, np.ndarray]]",
-         f"The loss {derivation.loss_name} and its gradient w.r.t. every parameter"
-         + (f" (eqs. {grad_numbers[0]}-{grad_numbers[-1]})." if grad_numbers else ".")),
+         f"The loss {derivation.loss_name} and its gradient w.r.t. every parameter{span}."),
     ):
         program = programs[name]
-        body = _body(program, derivation, leaves, arg, first_param)
+        body = _model_body(program, derivation, arg, first_param)
         if name == "forward":
             body.append("return {" + ", ".join(f'"{k}": {v}' for k, v in program.results.items()) + "}")
         elif name == "loss":
@@ -133,38 +188,75 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
             grads = ", ".join(f'"{p}": {program.results[p]}' for p in derivation.gradients)
             body.append(f"return float({program.results['loss']}), {{{grads}}}")
         functions.append({
-            "name": name, "returns": returns, "doc": doc, "body": body,
-            "signature": f"params: Mapping[str, np.ndarray], {arg}: Mapping[str, np.ndarray], {hyper_arg}",
+            "name": name, "doc": doc, "body": fit_all(body, "    "),
+            "header": "\n".join([f"def {name}(", "    params: Mapping[str, np.ndarray],",
+                                 f"    {arg}: Mapping[str, np.ndarray],",
+                                 "    hypers: Mapping[str, float] | None = None,", f") -> {returns}:"]),
         })
-    helpers = sorted({LOWERINGS[i.op].helper.strip() for p in programs.values() for i in p.instrs
-                      if LOWERINGS[i.op].helper})
-    thresholds = calib.thresholds(calibration)
-    context = {
-        "model": model,
-        "summary": _safe_doc(model.description or f"a symgrad model with parameters {', '.join(model.params)}"),
-        "version": __version__,
-        "spec_hash": model.spec_hash(),
-        "backend": backend,
-        "allowed_backends": ("numpy",) if backend == "numpy" else BACKENDS,
-        "equations": [_safe_doc(f"({e.number}) {derivation.text(e)}") for e in derivation.forward],
-        "uses_numexpr": backend != "numpy" and any(k.numexpr_source for k in kernels.values()),
+    context.update({
+        "summary": _safe_doc(model.description or f"a model with parameters {', '.join(model.params)}"),
+        "equations": [line for e in derivation.forward
+                      for line in _wrap(_safe_doc(f"({e.number}) {derivation.text(e)}"), 92)],
         "dims": repr(tuple(model.dim_symbols)),
         "default_dims": _dict_text(model.dim_defaults),
         "params": _dict_text({n: _tuple_text(v.shape) for n, v in model.params.items()}),
         "inputs": _dict_text({n: _tuple_text(v.shape) for n, v in model.data.items()}),
         "targets": repr(tuple(n for n, v in model.data.items() if v.op == "target")),
         "outputs": _dict_text({n: _tuple_text(v.shape) for n, v in model.outputs.items()}),
-        "hypers": _dict_text({n: repr(v) for n, v in model.hyper_defaults.items()}),
         "task": repr(model.task),
         "prediction": repr(model.prediction),
-        "inits": _dict_text({n: repr((i.scheme, float(i.std))) for n, i in model.inits.items()}),
-        "thresholds": _dict_text({k: repr(v) for k, v in thresholds.items()}),
-        "calibrated_on": calibration.get("measured_on", "unknown"),
-        "helpers": helpers,
-        "kernels": list(kernels.values()),
+        "inits": _dict_text({n: repr((i.scheme, float(i.scale))) for n, i in model.inits.items()}),
         "functions": functions,
-    }
+    })
     return _ENV.get_template("module.py.j2").render(**context)
+
+
+# -- an update-rule module -----------------------------------------------------------------------
+def generate_update(model: Model, backend: str = "auto", calibration: dict | None = None) -> str:
+    """The source of an update-rule module (see the module docstring)."""
+    updates = model.updates
+    if not updates:
+        raise SymgradError(f"model {model.name!r} has no update equations")
+    params, grads = model.leaves_of("param"), model.leaves_of("input")
+    if len(params) != 1 or len(grads) != 1:
+        raise SymgradError(f"update rules {model.name!r} need exactly one parameter and one gradient input")
+    (p,), (g,) = params, grads
+    names = {eq.node: eq.name for eq in model.equations}
+    kernels: dict[str, Kernel] = {}
+    program = lower(dict(updates), names, {}, kernels, stores={t: t for t in updates})
+    printer = Printer(names)
+    texts = {}
+    equations = []
+    for number, eq in enumerate(model.equations, 1):
+        arrow = "<-" if eq.kind == "update" else "="
+        lhs = eq.target if eq.kind == "update" else eq.name
+        texts[number] = f"{lhs} {arrow} {printer.text(eq.node, expand=True)}"
+        equations += _wrap(_safe_doc(f"({number}) {texts[number]}"), 92)
+    owners = {eq.node: n for n, eq in enumerate(model.equations, 1)}
+    for ins in program.instrs:
+        ins.eqs = tuple(sorted({owners[ins.node]} if ins.node in owners else ()))
+    states = list(model.leaves_of("state"))
+    hypers = list(model.hyper_defaults)
+    body = _bind_dims(program, list(model.leaves.values()), f"update rules {model.name!r}")
+    body += _statements(program, texts)
+    if any(re.search(r"\bdt\b", line) for line in body):
+        body.insert(0, f"dt = {p}.dtype")
+    context = _common(model, backend, calibration, _finish_kernels(kernels, backend), [program])
+    arrays = [f"{p}: np.ndarray", f"{g}: np.ndarray"] + [f"{s}: np.ndarray" for s in states]
+    context.update({
+        "summary": _safe_doc(model.description or "update rules"),
+        "equations": equations,
+        "states": repr(tuple(states)),
+        "state_init": _dict_text({s: repr(float(model.inits[s].scale) if model.inits[s].scheme == "constant"
+                                           else {"ones": 1.0}.get(model.inits[s].scheme, 0.0))
+                                  for s in states}),
+        "header": def_lines("update", arrays + [f"{h}: float" for h in hypers], "None"),
+        "call": fit_all(["update(" + ", ".join(
+            ["p.reshape(-1)", "grads[name].reshape(-1)"] + [f's["{s}"].reshape(-1)' for s in states]
+            + ["t=t" if h == "t" else f'{h}=h["{h}"]' for h in hypers]) + ")"], "        "),
+        "body": fit_all(body, "    "),
+    })
+    return _ENV.get_template("update.py.j2").render(**context)
 
 
 def write_module(source: str, folder: str | pathlib.Path, name: str) -> pathlib.Path:
@@ -173,6 +265,3 @@ def write_module(source: str, folder: str | pathlib.Path, name: str) -> pathlib.
     if not folder.is_dir():
         raise SymgradError(f"output folder {folder} does not exist or is not a folder")
     return write_text(folder / f"{name}.py", source)
-
-
-__all__ = ["BACKENDS", "generate", "write_module", "_literal"]

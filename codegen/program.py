@@ -48,9 +48,9 @@ class Instr:
 class Program:
     instrs: list[Instr]
     results: dict[str, str]  # result key -> expression returning it
-    leaves: list[Node]  # the parameters, inputs and hypers it reads
+    leaves: list[Node]  # the parameters, inputs, states and hypers it reads
     dims: list[str]  # dim names it needs bound
-    kernels: list[Kernel] = field(default_factory=list)
+    copies: list[tuple[str, str]] = field(default_factory=list)  # (leaf, value) written at the end
 
 
 def _dim_names(expr: sympy.Expr) -> set[str]:
@@ -59,8 +59,9 @@ def _dim_names(expr: sympy.Expr) -> set[str]:
 
 class Lowering:
     def __init__(self, roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
-                 kernels: dict[str, Kernel]):
+                 kernels: dict[str, Kernel], stores: dict[str, str] | None = None):
         self.roots = roots
+        self.stores = stores or {}  # result key -> the leaf its value overwrites in place
         self.names = names
         self.owners = owners
         self.kernels = kernels  # shared across programs of one module: identical kernels merge
@@ -140,7 +141,7 @@ class Lowering:
 
     # -- the program ------------------------------------------------------------------------
     def run(self) -> Program:
-        leaves = [n for n in self.order if n.op in ("param", "input", "target", "hyper")]
+        leaves = [n for n in self.order if n.is_leaf and n.op != "const"]
         for leaf in leaves:
             self.var[leaf] = leaf.name
             self.taken.add(leaf.name)
@@ -160,10 +161,11 @@ class Lowering:
                 text = self._copy(n, text)
             results[key] = text
         self._plan_memory(instrs)
+        copies = self._place_stores(instrs)
         for ins in instrs:  # a kernel with no buffer to reuse writes into a new one
             if ins.kernel is not None and ins.buffer is None:
                 ins.shape = self._shape(ins.node.shape)
-        return Program(instrs, results, leaves, sorted(self.dims))
+        return Program(instrs, results, leaves, sorted(self.dims), copies)
 
     def _copy(self, n: Node, text: str) -> str:
         if n.op == "const" or n.op == "broadcast_to" and n.args[0].op == "const":
@@ -256,6 +258,22 @@ class Lowering:
                         and var_node[a].op in ("ew", "matmul"):
                     free.append(a)
 
+    def _place_stores(self, instrs: list[Instr]) -> list[tuple[str, str]]:
+        """Write each stored result straight into its leaf when nothing later reads the leaf's
+        old value and the kernel allows it; otherwise copy it over at the end."""
+        copies = []
+        for key, leaf in self.stores.items():
+            node = self.roots[key]
+            k = next((j for j, ins in enumerate(instrs) if ins.node is node), None)
+            ins = instrs[k] if k is not None else None
+            later = any(_mentions(t, leaf) for i in instrs[k + 1:] for t in i.args) if ins else True
+            params = dict(zip(ins.args, ins.kernel.operands)) if ins and ins.kernel else {}
+            if ins and ins.kernel and not later and (leaf not in params or params[leaf] in ins.kernel.alias_safe):
+                ins.buffer = leaf
+            else:
+                copies.append((leaf, self.ref(node)))
+        return copies
+
     def _result_texts(self) -> list[str]:
         return [self.var.get(n, "") for n in self.roots.values()]
 
@@ -282,6 +300,7 @@ def _mentions(text: str, name: str) -> bool:
 
 
 def lower(roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
-          kernels: dict[str, Kernel]) -> Program:
-    """Lower the graph that computes `roots` into a Program (see the module docstring)."""
-    return Lowering(roots, names, owners, kernels).run()
+          kernels: dict[str, Kernel], stores: dict[str, str] | None = None) -> Program:
+    """Lower the graph that computes `roots` into a Program (see the module docstring);
+    `stores` names results that overwrite a leaf (a state or parameter) in place."""
+    return Lowering(roots, names, owners, kernels, stores).run()

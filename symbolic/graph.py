@@ -24,7 +24,7 @@ from symbolic.shapes import Shape, as_shape, broadcast, fmt_shape, normalize_axe
 #: The scalar variables an `ew` node's expression is written in: x0 is its first argument, ...
 ARG = tuple(sympy.Symbol(f"x{i}", real=True) for i in range(64))
 
-LEAF_OPS = ("input", "target", "param", "hyper", "const")
+LEAF_OPS = ("input", "target", "param", "state", "hyper", "const")
 
 _INTERNED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
@@ -65,8 +65,8 @@ class Node:
 
     @property
     def name(self) -> str | None:
-        """The name of a leaf (input, target, param, hyper); None for other nodes."""
-        return self.attr("name") if self.op in LEAF_OPS[:4] else None
+        """The name of a leaf (input, target, param, state, hyper); None for other nodes."""
+        return self.attr("name") if self.op in LEAF_OPS[:5] else None
 
     @property
     def is_leaf(self) -> bool:

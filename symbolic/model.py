@@ -23,23 +23,26 @@ from symbolic.graph import Node, topological
 from symbolic.names import check_identifier
 from symbolic.shapes import Shape, as_dim, fmt_shape, make_dim
 
-INITS = ("glorot_uniform", "he_normal", "normal", "zeros", "ones")
+LEAF_ROLES = ("input", "target", "param", "state", "hyper")
+INITS = ("glorot_uniform", "he_normal", "normal", "constant", "zeros", "ones")
 TASKS = ("regression", "binary", "multiclass")
 
 
 @dataclass(frozen=True)
 class Init:
-    """How `init_params` fills a parameter: a scheme name and, for "normal", its std."""
+    """How `init_params` fills a parameter: a scheme, and its scale (the std of "normal",
+    the value of "constant"; the others ignore it)."""
 
     scheme: str = "glorot_uniform"
-    std: float = 0.01
+    scale: float = 0.01
 
 
 @dataclass(frozen=True)
 class Equation:
     name: str
     node: Node
-    kind: str  # "let", "output" or "loss"
+    kind: str  # "let", "output", "loss" or "update"
+    target: str | None = None  # for an update: the parameter or state it overwrites
 
 
 class Model:
@@ -91,6 +94,14 @@ class Model:
         self.inits[name] = init
         return node
 
+    def state(self, name: str, shape: Iterable[object], init: str | Init = "zeros") -> Node:
+        """A tensor the model carries between calls and changes with `update` (optimizer
+        moments, running averages): not trained, not part of a batch."""
+        init = Init(init) if isinstance(init, str) else init
+        node = self._leaf("state", name, shape)
+        self.inits[name] = init
+        return node
+
     def hyper(self, name: str, default: float) -> Node:
         """A scalar hyper-parameter, passed at run time (`hypers={...}`), with a default."""
         node = self._leaf("hyper", name, ())
@@ -109,6 +120,28 @@ class Model:
         if prediction or (prediction is None and self.prediction is None):
             self.prediction = name
         return node
+
+    def update(self, target: Node, expr: Node) -> Node:
+        """`target <- expr`: a parameter or state tensor gets a new value, in place.
+
+        Updates run in the order written; an update sees the new values of those before it.
+        """
+        if not isinstance(target, Node) or target.op not in ("param", "state"):
+            raise ModelError(f"update: the target must be a parameter or state tensor, not {target!r}")
+        name = f"{target.name}_new"
+        expr = self._check_expr(name, expr)
+        if expr.shape != target.shape:
+            raise ShapeError(located(f"update of {target.name}: new value has shape "
+                                     f"{fmt_shape(expr.shape)}, expected {fmt_shape(target.shape)}",
+                                     user_location()))
+        if any(e.kind == "update" and e.target == target.name for e in self.equations):
+            raise ModelError(f"{target.name!r} is updated twice; write one update per tensor")
+        return self._equation(name, expr, "update", target=target.name)
+
+    @property
+    def updates(self) -> dict[str, Node]:
+        """Target name -> new value, in the order written."""
+        return {e.target: e.node for e in self.equations if e.kind == "update"}
 
     def loss(self, expr: Node, name: str = "L") -> Node:
         """The scalar to minimise."""
@@ -165,7 +198,7 @@ class Model:
         return hashlib.sha256(self.spec_text().encode()).hexdigest()[:16]
 
     def check(self) -> None:
-        """Whole-model checks that can only run once all equations are written."""
+        """Whole-model checks for a model to differentiate, once all equations are written."""
         if not self.losses:
             raise ModelError(f"model {self.name!r} has no loss; add one with model.loss(...)")
         if not self.params:
@@ -211,18 +244,19 @@ class Model:
         if not isinstance(expr, Node):
             raise ModelError(f"equation {name!r}: expected a tensor expression, got {expr!r}")
         foreign = [n.name for n in topological([expr])
-                   if n.op in ("input", "target", "param", "hyper") and self.leaves.get(n.name) is not n]
+                   if n.op in LEAF_ROLES and self.leaves.get(n.name) is not n]
         if foreign:
             raise ModelError(f"equation {name!r} uses {', '.join(sorted(set(foreign)))}, "
                              f"which model {self.name!r} does not declare")
         return expr
 
-    def _equation(self, name: str, expr: Node, kind: str) -> Node:
-        self._claim(name, {"let": "equation", "output": "output", "loss": "loss"}[kind])
+    def _equation(self, name: str, expr: Node, kind: str, target: str | None = None) -> Node:
+        self._claim(name, {"let": "equation", "output": "output", "loss": "loss",
+                           "update": "update"}[kind])
         expr = self._check_expr(name, expr)
         if expr.is_leaf or expr in self.names:
             what = self.names.get(expr) or expr.name or "a constant"
             raise ModelError(f"equation {name!r} only renames {what}; use {what} directly")
         self.names[expr] = name
-        self.equations.append(Equation(name, expr, kind))
+        self.equations.append(Equation(name, expr, kind, target))
         return expr

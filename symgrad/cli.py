@@ -1,0 +1,112 @@
+"""The `symgrad` command: list, derive, train (and doc, when documents are installed).
+
+Every failure a user can cause ends in one line on stderr and a non-zero exit status:
+2 for a malformed command line, 1 for anything else (a model with a mistake, missing data).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from symbolic.errors import SymgradError, SymgradWarning
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, not a usage dump."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from symgrad.models import BUILTINS
+
+    width = max(map(len, BUILTINS))
+    for name, b in BUILTINS.items():
+        print(f"{name:<{width}}  {b.summary} (trains on {b.data})")
+    return 0
+
+
+def _cmd_derive(args: argparse.Namespace) -> int:
+    from symgrad import pipeline
+    from symgrad.models import BUILTINS
+
+    models = list(BUILTINS) if args.all else args.models
+    if not models:
+        raise SymgradError("name a model (see `symgrad list`), a model file, or --all")
+    for spec in models:
+        model = pipeline.resolve(spec)
+        if args.show:
+            print(pipeline.derivation(model))
+        path = pipeline.write(model, args.out, args.backend)
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.cli import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from codegen.emit import BACKENDS
+    from symbolic import __version__
+
+    parser = _Parser(prog="symgrad", description="Derive, document, generate and train neural "
+                     "networks from their equations.")
+    parser.add_argument("--version", action="version", version=f"symgrad {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="list the built-in models")
+    p.set_defaults(run=_cmd_list)
+
+    p = sub.add_parser("derive", help="derive a model's gradients and write its generated module")
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="a built-in model name or the path of a Python file that defines `model`")
+    p.add_argument("--all", action="store_true", help="every built-in model")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="elementwise engine of the generated code (default: auto, chosen per kernel)")
+    p.add_argument("--out", default="generated", metavar="DIR",
+                   help="folder to write MODEL.py into (default: ./generated)")
+    p.add_argument("--show", action="store_true", help="also print the derivation")
+    p.set_defaults(run=_cmd_derive)
+
+    from training.cli import add_arguments
+
+    p = sub.add_parser("train", help="train a model with its generated module")
+    add_arguments(p)
+    p.set_defaults(run=_cmd_train)
+
+    try:
+        from symgrad.documents.cli import add_doc_command
+    except ImportError:  # documents are optional
+        pass
+    else:
+        add_doc_command(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SymgradWarning)
+            warnings.showwarning = _show_warning
+            return args.run(args)
+    except SymgradError as e:
+        print(f"symgrad {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"symgrad {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"symgrad: warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

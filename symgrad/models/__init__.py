@@ -1,0 +1,36 @@
+"""The built-in models, each written only in the modelling language, and their registry."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from symbolic.model import Model
+from symgrad.models import classic, mlp
+
+
+@dataclass(frozen=True)
+class BuiltIn:
+    build: Callable[[], Model]
+    summary: str
+    data: str  # the bundled data set `symgrad train` uses by default
+    train: dict = field(default_factory=dict)  # default training settings for that data
+
+
+BUILTINS: dict[str, BuiltIn] = {
+    "linear_regression": BuiltIn(classic.linear_regression, "linear regression, mean squared error",
+                                 "diabetes", {"lr": 0.05, "epochs": 60, "batch_size": 32}),
+    "logistic_regression": BuiltIn(classic.logistic_regression,
+                                   "logistic regression, binary cross-entropy on logits",
+                                   "breast_cancer", {"lr": 0.1, "epochs": 40, "batch_size": 32}),
+    "softmax_regression": BuiltIn(classic.softmax_regression,
+                                  "softmax regression, softmax cross-entropy on logits",
+                                  "iris", {"lr": 0.1, "epochs": 60, "batch_size": 16}),
+    **{f"mlp_{act}": BuiltIn((lambda a: lambda: mlp.mlp(a))(act),
+                             f"two-hidden-layer perceptron with {act}, softmax cross-entropy",
+                             "digits", {"lr": 0.1, "epochs": 40, "batch_size": 32})
+       for act in ("tanh", "relu", "sigmoid")},
+}
+
+
+def build(name: str) -> Model:
+    return BUILTINS[name].build()
