@@ -237,11 +237,11 @@ def generate_update(model: Model, backend: str = "auto", calibration: dict | Non
         ins.eqs = tuple(sorted({owners[ins.node]} if ins.node in owners else ()))
     states = list(model.leaves_of("state"))
     hypers = list(model.hyper_defaults)
+    context = _common(model, backend, calibration, _finish_kernels(kernels, backend), [program])
     body = _bind_dims(program, list(model.leaves.values()), f"update rules {model.name!r}")
     body += _statements(program, texts)
     if any(re.search(r"\bdt\b", line) for line in body):
         body.insert(0, f"dt = {p}.dtype")
-    context = _common(model, backend, calibration, _finish_kernels(kernels, backend), [program])
     arrays = [f"{p}: np.ndarray", f"{g}: np.ndarray"] + [f"{s}: np.ndarray" for s in states]
     context.update({
         "summary": _safe_doc(model.description or "update rules"),

@@ -22,8 +22,8 @@ def _ew(ins: Instr) -> list[str]:
     if ins.inline is not None:
         return [f"{ins.out} = {ins.inline}"]
     out = ins.buffer or f"np.empty({ins.shape}, dtype=dt)"
-    args = ", ".join(ins.args)
-    return [f"{ins.out} = {ins.kernel.name}({args}, out={out})"]
+    call = f"{ins.kernel.name}({', '.join(ins.args)}, out={out})"
+    return [call if ins.discard else f"{ins.out} = {call}"]
 
 
 def _matmul(ins: Instr) -> list[str]:

@@ -42,6 +42,7 @@ class Instr:
     eqs: tuple[int, ...] = ()
     inline: str | None = None  # scalar elementwise: the numpy expression
     shape: str = ""  # the output's shape as Python text, for allocating it
+    discard: bool = False  # the value lands in a leaf in place and no later line names it
 
 
 @dataclass
@@ -270,6 +271,7 @@ class Lowering:
             params = dict(zip(ins.args, ins.kernel.operands)) if ins and ins.kernel else {}
             if ins and ins.kernel and not later and (leaf not in params or params[leaf] in ins.kernel.alias_safe):
                 ins.buffer = leaf
+                ins.discard = not any(_mentions(t, ins.out) for i in instrs[k + 1:] for t in i.args)
             else:
                 copies.append((leaf, self.ref(node)))
         return copies

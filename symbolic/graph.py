@@ -44,7 +44,7 @@ class Node:
     # -- construction -------------------------------------------------------------------
     @staticmethod
     def make(op: str, args: Sequence[Node], attrs: dict[str, Any], shape: Shape) -> Node:
-        key = (op, tuple(args), tuple(sorted(attrs.items())))
+        key = (op, tuple(args), tuple(sorted(attrs.items())), tuple(shape))
         node = _INTERNED.get(key)
         if node is None:
             node = object.__new__(Node)

@@ -124,7 +124,9 @@ class Model:
     def update(self, target: Node, expr: Node) -> Node:
         """`target <- expr`: a parameter or state tensor gets a new value, in place.
 
-        Updates run in the order written; an update sees the new values of those before it.
+        Returns the new value: an expression that mentions `target` itself means its old value,
+        so a later update that needs the new one uses what this returns (`v_new = m.update(v,
+        ...)`). Updates are applied in the order written.
         """
         if not isinstance(target, Node) or target.op not in ("param", "state"):
             raise ModelError(f"update: the target must be a parameter or state tensor, not {target!r}")
@@ -208,10 +210,14 @@ class Model:
 
     # -- internals ---------------------------------------------------------------------
     def _claim(self, name: str, what: str) -> str:
-        check_identifier(name, what)
+        try:
+            check_identifier(name, what)
+        except ModelError as e:
+            raise ModelError(located(str(e), user_location())) from None
         taken = (set(self.dim_symbols) | set(self.leaves) | {e.name for e in self.equations})
         if name in taken:
-            raise ModelError(f"{what} {name!r}: the name is already used in model {self.name!r}")
+            raise ModelError(located(f"{what} {name!r}: the name is already used in model {self.name!r}",
+                                     user_location()))
         return name
 
     def _shape(self, name: str, shape: Iterable[object]) -> Shape:

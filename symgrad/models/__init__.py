@@ -24,7 +24,7 @@ BUILTINS: dict[str, BuiltIn] = {
                                    "breast_cancer", {"lr": 0.1, "epochs": 40, "batch_size": 32}),
     "softmax_regression": BuiltIn(classic.softmax_regression,
                                   "softmax regression, softmax cross-entropy on logits",
-                                  "iris", {"lr": 0.1, "epochs": 60, "batch_size": 16}),
+                                  "iris", {"lr": 0.1, "epochs": 300, "batch_size": 16}),
     **{f"mlp_{act}": BuiltIn((lambda a: lambda: mlp.mlp(a))(act),
                              f"two-hidden-layer perceptron with {act}, softmax cross-entropy",
                              "digits", {"lr": 0.1, "epochs": 40, "batch_size": 32})

@@ -1,0 +1,227 @@
+"""Independent oracles for the generated code.
+
+`Interpreter` evaluates a model's equation graph directly, primitive by primitive, on one of
+three array libraries: numpy floats (forward reference), numpy object arrays of sympy
+expressions (exact symbolic derivatives at tiny dims), or torch tensors (autograd). It shares
+nothing with the code generator: elementwise expressions are walked node by node here, and a
+defined function (sigmoid, softplus, ...) is evaluated through its mathematical definition,
+not through the stable forms the generator emits.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy
+
+from symbolic.functions import ElementwiseFunction
+from symbolic.graph import ARG, Node, topological
+
+
+def _definition(expr: sympy.Expr) -> sympy.Expr:
+    """Defined functions replaced by their definitions, recursively."""
+    while True:
+        calls = [e for e in sympy.preorder_traversal(expr) if isinstance(e, ElementwiseFunction)]
+        if not calls:
+            return expr
+        expr = expr.replace(lambda e: isinstance(e, ElementwiseFunction), lambda e: e.expanded())
+
+
+class Lib:
+    """The few array operations the interpreter needs, per library."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        if kind == "torch":
+            import torch
+
+            self.torch = torch
+
+    # elementwise functions by sympy class
+    def fn(self, cls, x):
+        if self.kind == "sympy":
+            return np.vectorize(lambda v: cls(v), otypes=[object])(x)
+        if self.kind == "torch":
+            t = self.torch
+            table = {sympy.exp: t.exp, sympy.log: t.log, sympy.tanh: t.tanh, sympy.Abs: t.abs,
+                     sympy.sign: t.sign, sympy.sqrt: t.sqrt}
+            return table[cls](x)
+        table = {sympy.exp: np.exp, sympy.log: np.log, sympy.tanh: np.tanh, sympy.Abs: np.abs,
+                 sympy.sign: np.sign}
+        return table[cls](x)
+
+    def maximum(self, a, b):
+        if self.kind == "sympy":
+            return np.vectorize(lambda u, v: sympy.Max(u, v), otypes=[object])(a, b)
+        if self.kind == "torch":
+            return self.torch.maximum(self.as_t(a), self.as_t(b))
+        return np.maximum(a, b)
+
+    def where(self, cond, a, b):
+        if self.kind == "torch":
+            return self.torch.where(cond, self.as_t(a), self.as_t(b))
+        if self.kind == "sympy":
+            raise NotImplementedError("branches are not differentiated symbolically here")
+        return np.where(cond, a, b)
+
+    def as_t(self, v):
+        t = self.torch
+        return v if isinstance(v, t.Tensor) else t.tensor(float(v), dtype=t.float64)
+
+    def matmul(self, a, b):
+        if self.kind == "sympy":
+            return np.dot(a, b) if a.ndim <= 2 else np.einsum("...k,kn->...n", a, b)
+        return a @ b
+
+    def sum(self, x, axes, keepdims):
+        if self.kind == "torch":
+            return x.sum(dim=axes, keepdim=keepdims) if axes else x
+        return np.sum(x, axis=axes, keepdims=keepdims)
+
+    def transpose(self, x, perm):
+        return x.permute(*perm) if self.kind == "torch" else np.transpose(x, perm)
+
+    def reshape(self, x, shape):
+        return x.reshape(tuple(shape))
+
+    def broadcast_to(self, x, shape):
+        if self.kind == "torch":
+            return x.expand(*shape)
+        return np.broadcast_to(x, shape)
+
+    def exp(self, x):
+        return self.fn(sympy.exp, x)
+
+    def log(self, x):
+        return self.fn(sympy.log, x)
+
+
+class Interpreter:
+    def __init__(self, kind: str = "numpy"):
+        self.lib = Lib(kind)
+        self.kind = kind
+
+    def scalar(self, value):
+        if self.kind == "sympy":
+            return value
+        if self.kind == "torch":
+            return self.lib.torch.tensor(float(value), dtype=self.lib.torch.float64)
+        return float(value)
+
+    def evaluate(self, roots: list[Node], leaves: dict[str, object], dims: dict[str, int]) -> list:
+        values: dict[Node, object] = {}
+        dim_subs = {sympy.Symbol(k, integer=True, positive=True): v for k, v in dims.items()}
+        for node in topological(roots):
+            values[node] = self.node(node, values, leaves, dim_subs)
+        return [values[r] for r in roots]
+
+    def node(self, node: Node, values, leaves, dim_subs):
+        lib = self.lib
+        args = [values[a] for a in node.args]
+        shape = tuple(int(sympy.sympify(d).xreplace(dim_subs)) for d in node.shape)
+        op = node.op
+        if op == "const":
+            return self.scalar(node.attr("value").xreplace(dim_subs))
+        if node.is_leaf:
+            return leaves[node.name]
+        if op == "ew":
+            expr = _definition(node.attr("expr")).xreplace(dim_subs)
+            return self.expr(expr, dict(zip(ARG, args)))
+        if op == "matmul":
+            return lib.matmul(*args)
+        if op == "sum":
+            return lib.sum(args[0], node.attr("axes"), node.attr("keepdims"))
+        if op == "transpose":
+            return lib.transpose(args[0], node.attr("perm"))
+        if op == "reshape":
+            return lib.reshape(args[0], shape)
+        if op == "broadcast_to":
+            return lib.broadcast_to(args[0], shape)
+        if op in ("softmax", "log_softmax"):
+            axis = node.attr("axis")
+            x = args[0]
+            e = lib.exp(x)
+            s = lib.sum(e, (axis,), True)
+            return e / s if op == "softmax" else x - lib.log(s)
+        raise NotImplementedError(op)
+
+    def expr(self, e: sympy.Expr, env: dict):
+        """Evaluate a sympy expression over arrays, node by node."""
+        lib = self.lib
+        if e in env:
+            return env[e]
+        if e.is_Number:
+            return self.scalar(e)
+        if isinstance(e, sympy.Add):
+            out = self.expr(e.args[0], env)
+            for a in e.args[1:]:
+                out = out + self.expr(a, env)
+            return out
+        if isinstance(e, sympy.Mul):
+            out = self.expr(e.args[0], env)
+            for a in e.args[1:]:
+                out = out * self.expr(a, env)
+            return out
+        if isinstance(e, sympy.Pow):
+            base, exp = self.expr(e.base, env), e.exp
+            if exp.is_Integer and exp > 0:
+                out = base
+                for _ in range(int(exp) - 1):
+                    out = out * base
+                return out
+            if exp == -1:
+                return self.scalar(1) / base
+            if exp == sympy.S.Half and self.kind != "sympy":
+                return base ** 0.5
+            return base ** (self.expr(exp, env) if not exp.is_Number else self.scalar(exp))
+        if isinstance(e, sympy.Max):
+            a, b = (self.expr(x, env) for x in e.args)
+            return lib.maximum(a, b)
+        if isinstance(e, sympy.Piecewise):
+            (value, cond), (other, _) = e.args
+            c = self.expr(cond.lhs, env) > self.expr(cond.rhs, env)
+            return lib.where(c, self.expr(value, env), self.expr(other, env))
+        if isinstance(e, sympy.Function) and len(e.args) == 1:
+            return lib.fn(type(e), self.expr(e.args[0], env))
+        raise NotImplementedError(f"oracle cannot evaluate {e!r}")
+
+
+def random_batch(module, dims: dict[str, int], rng: np.random.Generator, dtype=np.float64) -> dict:
+    """Inputs as random normals; classification targets as random probability rows."""
+    batch = {}
+    for name, shape in module.INPUTS.items():
+        concrete = tuple(d if isinstance(d, int) else dims[d] for d in shape)
+        if name in module.TARGETS and module.TASK == "multiclass":
+            a = rng.uniform(0.05, 1.0, concrete)
+            batch[name] = (a / a.sum(axis=-1, keepdims=True)).astype(dtype)
+        elif name in module.TARGETS and module.TASK == "binary":
+            batch[name] = rng.uniform(0, 1, concrete).astype(dtype)
+        else:
+            batch[name] = rng.standard_normal(concrete).astype(dtype)
+    return batch
+
+
+def jiggle(params: dict, rng: np.random.Generator, scale: float = 0.3) -> dict:
+    """Move parameters off their initial values (zero biases hide bugs in bias gradients)."""
+    return {k: v + scale * rng.standard_normal(v.shape).astype(v.dtype) for k, v in params.items()}
+
+
+def finite_differences(loss, params: dict, h: float = 1e-6) -> dict:
+    """Central differences of a scalar loss(params) in float64, one coordinate at a time."""
+    grads = {}
+    for name, p in params.items():
+        g = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            step = h * max(1.0, abs(old))
+            p[i] = old + step
+            plus = loss(params)
+            p[i] = old - step
+            minus = loss(params)
+            p[i] = old
+            g[i] = (plus - minus) / (2 * step)
+        grads[name] = g
+    return grads
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    scale = max(np.abs(a).max(initial=0), np.abs(b).max(initial=0), 1e-8)
+    return float(np.abs(a - b).max(initial=0) / scale)

@@ -1,0 +1,99 @@
+"""Every built-in model's generated gradient, for every backend, against three oracles:
+central finite differences in float64, sympy differentiating the loss symbolically at tiny
+dims, and PyTorch autograd (when installed) -- over random dim sizes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import built, torch_or_skip
+from tests.oracle import Interpreter, finite_differences, jiggle, random_batch, relative_error
+from symgrad.models import BUILTINS
+
+TOL = 1e-6
+
+
+def _dims(module, draw_size) -> dict[str, int]:
+    return {d: draw_size() for d in module.DIMS}
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+@pytest.mark.parametrize("backend", ["auto", "numpy", "numexpr"])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_gradient_matches_finite_differences(name, backend, data):
+    _, _, module = built(name, backend)
+    dims = {d: data.draw(st.integers(1, 6), label=d) for d in module.DIMS}
+    seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
+    rng = np.random.default_rng(seed)
+    params = jiggle(module.init_params(dims, seed=seed, dtype=np.float64), rng)
+    batch = random_batch(module, dims, rng)
+    loss, grads = module.loss_and_grad(params, batch)
+    assert loss == pytest.approx(module.loss(params, batch), rel=1e-12)
+    fd = finite_differences(lambda p: module.loss(p, batch), params)
+    for k in params:
+        assert grads[k].shape == params[k].shape and grads[k].dtype == np.float64
+        # absolute noise of central differences is ~1e-10; compare relative to the gradient's
+        # size, but never demand more than that noise allows on a near-zero gradient
+        scale = max(np.abs(fd[k]).max(), np.abs(grads[k]).max(), 1e-4)
+        assert np.abs(grads[k] - fd[k]).max() / scale <= TOL, (k, dims)
+
+
+def _sympy_gradients(model, module, dims, params, batch):
+    """d loss / d parameter, by sympy, on object arrays of symbols at tiny dims."""
+    symbols, values = {}, {}
+    leaves = {}
+    for name, p in params.items():
+        arr = np.empty(p.shape, dtype=object)
+        for i in np.ndindex(p.shape):
+            s = sympy.Symbol(f"{name}_{'_'.join(map(str, i))}", real=True)
+            arr[i] = s
+            symbols[(name, i)] = s
+            values[s] = float(p[i])
+        leaves[name] = arr
+    for name, a in batch.items():
+        leaves[name] = np.vectorize(lambda v: sympy.Float(float(v)), otypes=[object])(a) if a.ndim else a
+    (loss,) = Interpreter("sympy").evaluate([model.losses["L"]], leaves, dims)
+    out = {}
+    for name, p in params.items():
+        g = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            d = sympy.diff(loss, symbols[(name, i)])
+            g[i] = float(d.xreplace(values))
+        out[name] = g
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTINS])
+def test_gradient_matches_sympy_on_explicit_matrices(name):
+    model, _, module = built(name, "auto")
+    rng = np.random.default_rng(7)
+    dims = {d: 2 for d in module.DIMS}
+    params = jiggle(module.init_params(dims, seed=3, dtype=np.float64), rng)
+    batch = random_batch(module, dims, rng)
+    _, grads = module.loss_and_grad(params, batch)
+    exact = _sympy_gradients(model, module, dims, params, batch)
+    for k in params:
+        assert relative_error(grads[k], exact[k]) <= 1e-9, k
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradient_matches_pytorch_autograd(name, seed):
+    torch = torch_or_skip()
+    model, _, module = built(name, "auto")
+    rng = np.random.default_rng(seed)
+    dims = {d: int(rng.integers(1, 9)) for d in module.DIMS}
+    params = jiggle(module.init_params(dims, seed=seed, dtype=np.float64), rng)
+    batch = random_batch(module, dims, rng)
+    loss, grads = module.loss_and_grad(params, batch)
+    tparams = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    leaves = {**tparams, **{k: torch.tensor(v) for k, v in batch.items()}}
+    (tloss,) = Interpreter("torch").evaluate([model.losses["L"]], leaves, dims)
+    tloss.backward()
+    assert loss == pytest.approx(tloss.item(), rel=1e-10)
+    for k in params:
+        assert relative_error(grads[k], tparams[k].grad.numpy()) <= 1e-8, k

@@ -1,0 +1,1 @@
+"""Training with generated modules: data, optimizers (derived update kernels), the loop."""
