@@ -5,11 +5,16 @@ import os
 import warnings
 
 import pytest
+from hypothesis import settings
 
 from codegen.emit import BACKENDS, generate
 from symbolic.derivation import derive
 from symgrad.models import BUILTINS
 from symgrad.pipeline import import_source
+
+# CI replays the same examples every run (a red run must be reproducible); elsewhere they vary.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 _CACHE: dict = {}
 
