@@ -1,9 +1,12 @@
-"""`symgrad train`: arguments, defaults per built-in model, and the run itself."""
+"""`symgrad train`: the command line of `training.run.train`, flag for argument.
+
+Every flag defaults to None (not given), so that defaults come from one place
+(`training.run`) and a resumed run can tell a flag that was given from one that was not.
+"""
 from __future__ import annotations
 
 import argparse
-
-from symbolic.errors import SymgradError
+import sys
 
 
 def _dim(text: str) -> tuple[str, int]:
@@ -25,53 +28,57 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from training.optimizers import OPTIMIZERS
 
     p.add_argument("model", metavar="MODEL", help="a built-in model name or a model file")
-    p.add_argument("--data", help="bundled data set (digits, iris, wine, breast_cancer, diabetes); "
-                   "default: the model's own")
-    p.add_argument("--epochs", type=int, help="passes over the training split")
-    p.add_argument("--lr", type=float, help="learning rate (default: per model and optimizer)")
-    p.add_argument("--batch-size", type=int, help="rows per mini-batch")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, splits and shuffling")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None, help="default: sgd")
-    p.add_argument("--opt", type=_hyper, action="append", default=[], metavar="NAME=VALUE",
+    d = p.add_argument_group("data")
+    d.add_argument("--data", metavar="NAME|FILE",
+                   help="bundled data set (digits, iris, wine, breast_cancer, diabetes) or a .csv/.npz "
+                   "file; default: the model's own")
+    d.add_argument("--features", metavar="COLS",
+                   help="feature columns of a CSV/NPZ file: names, indices, START:STOP ranges, "
+                   "comma-separated (NPZ: an array name); default: all but the target")
+    d.add_argument("--target", metavar="COLS",
+                   help="target column(s) of a CSV/NPZ file (NPZ: an array name); default: the last")
+    d.add_argument("--val-fraction", type=float, metavar="F", help="share of rows for validation (0.15)")
+    d.add_argument("--test-fraction", type=float, metavar="F", help="share of rows for the test (0.2)")
+    t = p.add_argument_group("training")
+    t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="update rule (default: the model's, sgd)")
+    t.add_argument("--lr", type=float, help="learning rate (default: per model and optimizer)")
+    t.add_argument("--epochs", type=int, help="passes over the training split")
+    t.add_argument("--batch-size", type=int, help="rows per mini-batch (the last one may be smaller)")
+    t.add_argument("--seed", type=int, help="seed of initialisation, splits and shuffling (default 0)")
+    t.add_argument("--patience", type=int, metavar="N",
+                   help="stop after N epochs without a lower validation loss; keep the best epoch")
+    t.add_argument("--opt", type=_hyper, action="append", metavar="NAME=VALUE",
                    help="an optimizer hyper-parameter, e.g. --opt mu=0.95")
-    p.add_argument("--dim", type=_dim, action="append", default=[], metavar="NAME=N",
+    t.add_argument("--hyper", type=_hyper, action="append", metavar="NAME=VALUE",
+                   help="a hyper-parameter of the model's equations")
+    t.add_argument("--dim", type=_dim, action="append", metavar="NAME=N",
                    help="size of a model dim, e.g. --dim n_h1=256")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    t.add_argument("--dtype", choices=("float32", "float64"), help="float type of training (float32)")
+    r = p.add_argument_group("run folder")
+    r.add_argument("--out", metavar="RUN_DIR",
+                   help="folder for metrics.csv, checkpoint.npz, model.npz and plots "
+                   "(default: a fresh runs/MODEL-DATA-N)")
+    r.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR exactly where its last checkpoint left it "
+                   "(--epochs and --patience may be raised)")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar on stderr (default: when stderr is a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from symgrad import pipeline
-    from symgrad.models import BUILTINS
-    from training.data import load_bundled, prepare
-    from training.loop import TrainConfig, Trainer
+    from training.run import train
 
-    module = pipeline.load_module(args.model)  # an unknown model or a broken file fails first
-    builtin = BUILTINS.get(args.model)
-    defaults = dict(builtin.train) if builtin else {"lr": 0.05, "epochs": 20, "batch_size": 32}
-    data_name = args.data or (builtin.data if builtin else None)
-    if data_name is None:
-        raise SymgradError("--data is required for a model file")
-    optimizer = args.optimizer or defaults.get("optimizer", "sgd")
-    lr = args.lr if args.lr is not None else (defaults.get("lr") if optimizer == defaults.get(
-        "optimizer", "sgd") else None)
-    config = TrainConfig(
-        epochs=args.epochs if args.epochs is not None else defaults["epochs"],
-        batch_size=args.batch_size if args.batch_size is not None else defaults["batch_size"],
-        seed=args.seed, optimizer=optimizer, lr=lr, optimizer_hypers=dict(args.opt),
-        dims=dict(args.dim), dtype=args.dtype,
-    )
-    config.check()
-    dataset = load_bundled(data_name)
-    trainer = Trainer(module, prepare(dataset, args.seed), config)
-    metric = "r2" if dataset.task == "regression" else "accuracy"
-
-    def show(r):
-        print(f"epoch {r.epoch:3d}/{config.epochs}  train loss {r.train_loss:.4f}  "
-              f"val loss {r.val['loss']:.4f}  val {metric} {r.val[metric]:.4f}  ({r.seconds:.2f} s)",
-              flush=True)
-
-    trainer.fit(show)
-    test = trainer.evaluate(trainer.data.test)
-    print(f"test {metric} {test[metric]:.4f}  (test loss {test['loss']:.4f}, {module.__name__.split('.')[-1]}, "
-          f"{data_name}, {optimizer}, seed {args.seed})")
+    try:
+        result = train(
+            args.model, args.data, optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
+            batch_size=args.batch_size, seed=args.seed, patience=args.patience, features=args.features,
+            target=args.target, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+            optimizer_hypers=dict(args.opt or []), model_hypers=dict(args.hyper or []),
+            dims=dict(args.dim or []), dtype=args.dtype, out=args.out, resume=args.resume,
+            progress=args.progress)
+    except KeyboardInterrupt as e:
+        note = f": {e}" if str(e) else ""
+        print(f"symgrad train: interrupted{note}", file=sys.stderr)
+        return 130
+    print(result.summary, flush=True)
     return 0

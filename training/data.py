@@ -1,22 +1,28 @@
-"""Data for training: bundled data sets, splits, standardisation, target encoding, batches.
+"""Data for training: bundled data sets and the user's files, splits, standardisation,
+target encoding, batches.
 
 scikit-learn's bundled data sets load from its own package files, with no network access.
-Standardisation statistics come from the training split only, so nothing about the
-validation or test rows leaks into training.
+Splits are seeded and, for classification, stratified (each split keeps the class mix), so
+a small test split such as iris's 30 rows is not skewed by chance. Standardisation
+statistics come from the training split only, so nothing about the validation or test rows
+leaks into training.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from symbolic.errors import SymgradError
+from training import files
 
 BUNDLED = {
     "digits": "multiclass", "iris": "multiclass", "wine": "multiclass",
     "breast_cancer": "binary", "diabetes": "regression",
 }
+TASKS = ("regression", "binary", "multiclass")
 
 
 @dataclass
@@ -24,11 +30,44 @@ class Dataset:
     name: str
     task: str  # "multiclass", "binary" or "regression"
     X: np.ndarray  # (N, features), float64
-    y: np.ndarray  # (N,) class labels 0..k-1, or (N, targets) for regression
+    y: np.ndarray  # (N,) class labels 0..k-1, or (N, targets) float64 for regression
+    classes: list[str] | None = None  # the name of each class label, in label order
+    feature_names: list[str] = field(default_factory=list)
 
     @property
     def n_classes(self) -> int | None:
-        return int(self.y.max()) + 1 if self.task == "multiclass" else None
+        if self.task == "regression":
+            return None
+        return len(self.classes) if self.classes else int(self.y.max()) + 1
+
+    def fingerprint(self) -> str:
+        """A hash of the rows, so that a resumed run can tell that its data changed."""
+        h = hashlib.sha256()
+        for a in (self.X, self.y):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()[:16]
+
+
+def load(spec: str, task: str | None = None, features: str | None = None,
+         target: str | None = None) -> Dataset:
+    """A bundled data set by name, or a .csv/.npz file whose target is read for `task`
+    (the model's task: it decides whether the target holds classes or values)."""
+    if spec in BUNDLED:
+        if features is not None or target is not None:
+            raise SymgradError("--features and --target choose columns of a CSV or NPZ file; "
+                               f"{spec!r} is a bundled data set")
+        return load_bundled(spec)
+    if not files.is_file_spec(spec):
+        raise SymgradError(f"unknown data set {spec!r}; bundled ones are {', '.join(BUNDLED)} "
+                           "(or give a .csv/.npz file)")
+    if task is None:
+        raise SymgradError(f"the model declares no task, so the target of {spec} cannot be read; "
+                           "give the model one: Model(name, task='multiclass'|'binary'|'regression')")
+    columns = files.read(spec, features, target)
+    y, classes = encode_labels(columns.y, task, f"{spec}: target {', '.join(columns.target_names)}")
+    return Dataset(str(spec), task, columns.X, y, classes, columns.feature_names)
 
 
 def load_bundled(name: str) -> Dataset:
@@ -42,11 +81,48 @@ def load_bundled(name: str) -> Dataset:
     bunch = getattr(datasets, f"load_{name}")()
     X = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target)
+    names = [str(f) for f in getattr(bunch, "feature_names", range(X.shape[1]))]
     if BUNDLED[name] == "regression":
-        y = y.reshape(len(y), -1).astype(np.float64)
+        return Dataset(name, "regression", X, y.reshape(len(y), -1).astype(np.float64), None, names)
+    classes = [str(c) for c in bunch.target_names]
+    return Dataset(name, BUNDLED[name], X, y.astype(np.int64), classes, names)
+
+
+def encode_labels(y: np.ndarray, task: str, what: str) -> tuple[np.ndarray, list[str] | None]:
+    """Raw target values as the task needs them: values (N, t) for regression; labels 0..k-1
+    and the class names for classification (from numbers, words, or one-hot columns)."""
+    if task not in TASKS:
+        raise SymgradError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    if task == "regression":
+        if y.dtype.kind != "f":
+            raise SymgradError(f"{what} holds words, but a regression model needs numbers")
+        bad = np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(axis=1))
+        if len(bad):
+            raise SymgradError(f"{what}: row {bad[0]} is not a finite number")
+        return y.reshape(len(y), -1).astype(np.float64), None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2:  # one-hot rows
+        if y.dtype.kind != "f" or not np.all((y == 0) | (y == 1)) or not np.all(y.sum(axis=1) == 1):
+            raise SymgradError(f"{what}: several target columns must be one-hot rows for a {task} model")
+        labels, classes = y.argmax(axis=1), [str(j) for j in range(y.shape[1])]
     else:
-        y = y.astype(np.int64)
-    return Dataset(name, BUNDLED[name], X, y)
+        if y.dtype.kind == "f":
+            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+                bad = y[~(np.isfinite(y) & (y == np.round(y)))][0]
+                raise SymgradError(f"{what} holds {bad}, but a {task} model needs class labels "
+                                   "(whole numbers or words)")
+            values, labels = np.unique(y, return_inverse=True)
+            classes = [str(int(v)) for v in values]
+        else:
+            values, labels = np.unique(y, return_inverse=True)
+            classes = [str(v) for v in values]
+    if len(classes) < 2:
+        raise SymgradError(f"{what} holds one class only ({classes[0]!r}); a {task} model needs two or more")
+    if task == "binary" and len(classes) != 2:
+        raise SymgradError(f"{what} holds {len(classes)} classes, but a binary model needs exactly two "
+                           "(train a multiclass model instead)")
+    return labels.astype(np.int64), classes
 
 
 @dataclass
@@ -64,9 +140,12 @@ class Prepared:
     train: Split
     val: Split
     test: Split
-    mean: np.ndarray
+    mean: np.ndarray  # of the training features, subtracted from every row
     std: np.ndarray
     task: str
+    classes: list[str] | None = None
+    y_mean: np.ndarray | None = None  # regression targets are standardised too
+    y_std: np.ndarray | None = None
 
 
 def encode_targets(y: np.ndarray, task: str, n_classes: int | None) -> np.ndarray:
@@ -77,33 +156,55 @@ def encode_targets(y: np.ndarray, task: str, n_classes: int | None) -> np.ndarra
     return y.reshape(len(y), -1).astype(np.float64)
 
 
+def split_indices(ds: Dataset, seed: int, val_fraction: float, test_fraction: float
+                  ) -> dict[str, np.ndarray]:
+    """Seeded train/val/test row indices; stratified by class for classification."""
+    for name, f in (("validation", val_fraction), ("test", test_fraction)):
+        if not 0 < f < 1:
+            raise SymgradError(f"the {name} fraction must lie between 0 and 1, not {f!r}")
+    if val_fraction + test_fraction >= 1:
+        raise SymgradError("the validation and test fractions leave no rows for training")
+    rng = np.random.default_rng(seed)
+    groups = ([np.arange(len(ds.X))] if ds.task == "regression"
+              else [np.flatnonzero(ds.y == c) for c in range(ds.n_classes)])
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for group in groups:
+        group = rng.permutation(group)
+        n_test = int(round(len(group) * test_fraction))
+        n_val = int(round(len(group) * val_fraction))
+        parts["test"].append(group[:n_test])
+        parts["val"].append(group[n_test:n_test + n_val])
+        parts["train"].append(group[n_test + n_val:])
+    out = {k: rng.permutation(np.concatenate(v)) for k, v in parts.items()}
+    if min(len(v) for v in out.values()) < 1:
+        raise SymgradError(f"data set {ds.name!r} has too few rows ({len(ds.X)}) to split into "
+                           "training, validation and test rows")
+    return out
+
+
 def prepare(ds: Dataset, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2,
             standardize: bool = True) -> Prepared:
-    """Shuffle with `seed`, split train/val/test, standardise with training statistics."""
-    n = len(ds.X)
-    n_test = max(1, int(round(n * test_fraction)))
-    n_val = max(1, int(round(n * val_fraction)))
-    if n - n_test - n_val < 1:
-        raise SymgradError(f"data set {ds.name!r} has too few rows ({n}) to split")
-    order = np.random.default_rng(seed).permutation(n)
-    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+    """Split with `seed`, standardise with training statistics, encode targets."""
+    parts = split_indices(ds, seed, val_fraction, test_fraction)
     X_train = ds.X[parts["train"]]
     mean = X_train.mean(axis=0) if standardize else np.zeros(ds.X.shape[1])
     std = X_train.std(axis=0) if standardize else np.ones(ds.X.shape[1])
     std = np.where(std > 0, std, 1.0)  # constant columns (blank digit pixels) stay as they are
+    y_mean = y_std = None
+    y_all = ds.y
     if ds.task == "regression" and standardize:
         y_train = ds.y[parts["train"]]
         y_mean, y_std = y_train.mean(axis=0), y_train.std(axis=0)
         y_std = np.where(y_std > 0, y_std, 1.0)
         y_all = (ds.y - y_mean) / y_std
-    else:
-        y_all = ds.y
     k = ds.n_classes
     splits = {}
     for key, idx in parts.items():
         labels = ds.y[idx] if ds.task != "regression" else None
         splits[key] = Split((ds.X[idx] - mean) / std, encode_targets(y_all[idx], ds.task, k), labels)
-    return Prepared(splits["train"], splits["val"], splits["test"], mean, std, ds.task)
+    classes = ds.classes or ([str(c) for c in range(k)] if k else None)
+    return Prepared(splits["train"], splits["val"], splits["test"], mean, std, ds.task, classes,
+                    y_mean, y_std)
 
 
 def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:

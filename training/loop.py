@@ -1,17 +1,29 @@
-"""The training loop: a generated model module, a generated optimizer module, prepared data."""
+"""The training loop: a generated model module, a generated optimizer module, prepared data.
+
+`Trainer` owns everything that changes while training (parameters, optimizer state, step
+count, the shuffling generator, the history and the best epoch so far) and can hand all of
+it out and take it back (`snapshot` / `restore`), which is what makes resuming exact.
+Files, progress and plots are `training.run`'s business, not this module's.
+"""
 from __future__ import annotations
 
 import math
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from symbolic.errors import SymgradError
 from training import metrics, optimizers
 from training.data import Prepared, Split, batches
+
+EVAL_ROWS = 8192  # evaluation runs in chunks of this many rows, so memory stays bounded
+
+
+class Diverged(SymgradError):
+    """A loss or a gradient that is NaN or infinite: training cannot go on from here."""
 
 
 @dataclass
@@ -25,22 +37,38 @@ class TrainConfig:
     model_hypers: dict[str, float] = field(default_factory=dict)
     dims: dict[str, int] = field(default_factory=dict)
     dtype: str = "float32"
+    patience: int | None = None  # stop after this many epochs without a lower validation loss
 
     def check(self) -> None:
-        for name, value, low in (("epochs", self.epochs, 1), ("batch size", self.batch_size, 1)):
-            if not isinstance(value, int) or value < low:
+        for name, value in (("epochs", self.epochs), ("batch size", self.batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SymgradError(f"{name} must be a positive integer, not {value!r}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise SymgradError(f"patience must be a positive integer, not {self.patience!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise SymgradError(f"seed must be a non-negative integer, not {self.seed!r}")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0
+                                        and math.isfinite(self.lr)):
             raise SymgradError(f"learning rate must be a positive number, not {self.lr!r}")
+        for kind, table in (("optimizer", self.optimizer_hypers), ("model", self.model_hypers)):
+            for name, value in table.items():
+                if not math.isfinite(value):
+                    raise SymgradError(f"{kind} hyper-parameter {name} must be a finite number, "
+                                       f"not {value!r}")
         if self.dtype not in ("float32", "float64"):
             raise SymgradError(f"dtype must be float32 or float64, not {self.dtype!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
 class EpochRecord:
     epoch: int
-    train_loss: float
-    val: dict[str, float]
+    steps: int
+    train_loss: float  # mean of the epoch's mini-batch losses
+    train: dict[str, float]  # the metric on the training split, parameters at the epoch's end
+    val: dict[str, float]  # loss and metric on the validation split, parameters at the epoch's end
     seconds: float
 
 
@@ -61,47 +89,74 @@ class Trainer:
         self.input, self.target = _io_names(module)
         if module.TASK is not None and module.TASK != data.task:
             raise SymgradError(f"model task {module.TASK!r} does not fit data task {data.task!r}")
+        if module.PREDICTION is None:
+            raise SymgradError("the model has no output to predict with, so training has no metric; "
+                               "declare one with model.output(...)")
+        self.metric = "r2" if data.task == "regression" else "accuracy"
+        unknown = set(config.model_hypers) - set(module.HYPERS)
+        if unknown:
+            known = ", ".join(module.HYPERS) or "none"
+            raise SymgradError(f"the model has no hyper-parameter {sorted(unknown)[0]!r}; it has {known}")
         self.dims, self.input_shape = self._dims()
         self.dtype = np.dtype(config.dtype)
-        self.params = module.init_params(self.dims, seed=config.seed, dtype=self.dtype)
         self.optimizer = optimizers.load(config.optimizer)
-        unknown = set(config.optimizer_hypers) - set(self.optimizer.HYPERS)
+        # `t`, the step count, is the loop's to give, not a setting
+        unknown = set(config.optimizer_hypers) - (set(self.optimizer.HYPERS) - {"t"})
         if unknown:
+            known = ", ".join(h for h in self.optimizer.HYPERS if h != "t")
             raise SymgradError(f"optimizer {config.optimizer} has no hyper-parameter {sorted(unknown)[0]!r}; "
-                               f"it has {', '.join(self.optimizer.HYPERS)}")
+                               f"it has {known}")
         self.opt_hypers = dict(config.optimizer_hypers)
         if config.lr is not None:
-            self.opt_hypers["lr"] = config.lr
+            self.opt_hypers["lr"] = float(config.lr)
+        self.params = module.init_params(self.dims, seed=config.seed, dtype=self.dtype)
         self.state = self.optimizer.init_state(self.params)
         self.steps = 0
         self.epoch = 0
         self.rng = np.random.default_rng(config.seed)
+        self.history: list[EpochRecord] = []
+        self.best_epoch = 0  # the epoch with the lowest validation loss so far (0: none yet)
+        self.best_val_loss = math.inf
+        self.best_params = {k: v.copy() for k, v in self.params.items()}
+        self.bad_epochs = 0  # epochs since the best one
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt_hypers.get("lr", self.optimizer.HYPERS["lr"]))
 
     # -- shapes ------------------------------------------------------------------------------
     def _dims(self) -> tuple[dict[str, int], tuple[int, ...]]:
         m, train = self.module, self.data.train
-        dims = {**m.DEFAULT_DIMS, **self.config.dims}
         unknown = set(self.config.dims) - set(m.DIMS)
         if unknown:
             raise SymgradError(f"model has no dim {sorted(unknown)[0]!r}; its dims are {', '.join(m.DIMS)}")
+        dims = {**m.DEFAULT_DIMS, **self.config.dims}
         x_shape, y_shape = m.INPUTS[self.input], m.INPUTS[self.target]
-        features = train.X.shape[1]
-        rest = x_shape[1:]
-        if len(rest) == 1 and isinstance(rest[0], str):
-            dims[rest[0]] = features
-        elif all(isinstance(d, int) for d in rest) and int(np.prod(rest)) == features:
-            pass
+
+        def fit(dim: str | int, n: int, what: str) -> None:
+            wanted = dim if isinstance(dim, int) else dims.get(dim)
+            if wanted is not None and wanted != n:
+                name = "" if isinstance(dim, int) else f" (dim {dim})"
+                raise SymgradError(f"the data has {n} {what}, but the model expects {wanted}{name}")
+            if isinstance(dim, str):
+                dims[dim] = n
+
+        features, rest = train.X.shape[1], x_shape[1:]
+        if len(rest) == 1:
+            fit(rest[0], features, f"feature columns for input {self.input}")
+        elif all(isinstance(d, int) for d in rest):
+            if int(np.prod(rest)) != features:
+                raise SymgradError(f"the data has {features} feature columns, but model input "
+                                   f"{self.input} expects {rest} = {int(np.prod(rest))} per row")
         else:
-            raise SymgradError(f"the data has {features} features, but model input {self.input} "
-                               f"expects {x_shape[1:]} per row")
-        width = train.Y.shape[1]
-        last = y_shape[-1]
-        if isinstance(last, str):
-            dims[last] = width
-        elif last != width:
-            raise SymgradError(f"the data has {width} target columns, but model target "
-                               f"{self.target} expects {last}")
-        dims.setdefault(x_shape[0], self.config.batch_size)
+            raise SymgradError(f"model input {self.input} has shape {x_shape}; training feeds it rows "
+                               "of a table, so it needs one axis after the batch")
+        if len(y_shape) != 2:
+            raise SymgradError(f"model target {self.target} has shape {y_shape}; training feeds it "
+                               "(batch, columns)")
+        fit(y_shape[-1], train.Y.shape[1], f"target columns for {self.target}")
+        dims.pop(x_shape[0], None)
+        dims[x_shape[0]] = self.config.batch_size
         missing = [d for d in m.DIMS if d not in dims]
         if missing:
             raise SymgradError(f"dim {missing[0]} has no default; give it with --dim {missing[0]}=N")
@@ -113,36 +168,143 @@ class Trainer:
         return {self.input: X, self.target: split.Y[idx].astype(self.dtype)}
 
     # -- training ------------------------------------------------------------------------------
-    def train_epoch(self) -> float:
+    def train_epoch(self, on_step: Callable[[int, float], None] | None = None) -> float:
+        """One pass over the training split; the mean mini-batch loss. Raises `Diverged` at
+        the first NaN or infinity in a loss, a gradient or a parameter."""
         train = self.data.train
         total = 0.0
         hypers = self.config.model_hypers
-        for idx in batches(len(train), self.config.batch_size, self.rng):
+        epoch = self.epoch + 1
+        n_batches = -(-len(train) // self.config.batch_size)
+        for b, idx in enumerate(batches(len(train), self.config.batch_size, self.rng), start=1):
+            step = self.steps + 1
             loss, grads = self.module.loss_and_grad(self.params, self.batch(train, idx), hypers)
-            self.steps += 1
-            self.optimizer.step(self.params, grads, self.state, self.steps, self.opt_hypers)
+            where = f"epoch {epoch}, step {step} (batch {b} of {n_batches})"
+            if not math.isfinite(loss):
+                raise Diverged(f"the loss is {loss} at {where}" + self._blame_params("the step before"))
+            for name, g in grads.items():
+                if not np.isfinite(g.sum()) and not np.isfinite(g).all():
+                    raise Diverged(f"the gradient of parameter {name} holds {_first_bad(g)} at {where} "
+                                   f"(loss {loss:.4g}); lower the learning rate")
+            self.optimizer.step(self.params, grads, self.state, step, self.opt_hypers)
+            self.steps = step
             total += loss * len(idx)
-        self.epoch += 1
+            if on_step is not None:
+                on_step(len(idx), loss)
+        bad = self._blame_params(f"step {self.steps}")
+        if bad:
+            raise Diverged(f"the parameters are not finite at the end of epoch {epoch}" + bad)
+        self.epoch = epoch
         return total / len(train)
 
-    def evaluate(self, split: Split) -> dict[str, float]:
-        batch = self.batch(split)
-        out = {"loss": self.module.loss(self.params, batch, self.config.model_hypers)}
-        prediction = self.module.forward(self.params, batch, self.config.model_hypers)[self.module.PREDICTION]
+    def _blame_params(self, when: str) -> str:
+        for name, p in self.params.items():
+            if not np.isfinite(p).all():
+                return (f": parameter {name} became {_first_bad(p)} in {when}; "
+                        "lower the learning rate")
+        return ""
+
+    def evaluate(self, split: Split, params: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+        """Loss (the model's own) and metric on a split, of `params` (default: the current ones)."""
+        params = self.params if params is None else params
+        hypers = self.config.model_hypers
+        total = 0.0
+        for start in range(0, len(split), EVAL_ROWS):
+            batch = self.batch(split, slice(start, start + EVAL_ROWS))
+            total += self.module.loss(params, batch, hypers) * len(batch[self.input])
+        prediction = self.predict(split, params)
+        out = {"loss": total / len(split)}
         if self.data.task == "regression":
             out["r2"] = metrics.r2(prediction, split.Y)
         else:
             out["accuracy"] = metrics.accuracy(prediction, split.labels, self.data.task)
         return out
 
-    def fit(self, on_epoch: Callable[[EpochRecord], None] | None = None) -> list[EpochRecord]:
-        history = []
-        while self.epoch < self.config.epochs:
-            start = time.perf_counter()
-            train_loss = self.train_epoch()
-            record = EpochRecord(self.epoch, train_loss, self.evaluate(self.data.val),
-                                 time.perf_counter() - start)
-            history.append(record)
+    def predict(self, split: Split, params: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """The model's prediction output for every row of a split."""
+        params = self.params if params is None else params
+        hypers = self.config.model_hypers
+        chunks = (self.batch(split, slice(s, s + EVAL_ROWS)) for s in range(0, len(split), EVAL_ROWS))
+        name = self.module.PREDICTION
+        return np.concatenate([self.module.forward(params, c, hypers)[name] for c in chunks])
+
+    # -- the whole run -------------------------------------------------------------------------
+    @property
+    def stopped_early(self) -> bool:
+        return self.config.patience is not None and self.bad_epochs >= self.config.patience
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.epochs or self.stopped_early
+
+    def run_epoch(self, on_step: Callable[[int, float], None] | None = None) -> EpochRecord:
+        """Train one epoch, evaluate, and keep the best epoch's parameters."""
+        start = time.perf_counter()
+        train_loss = self.train_epoch(on_step)
+        train = self.evaluate(self.data.train)
+        val = self.evaluate(self.data.val)
+        if not math.isfinite(val["loss"]):
+            raise Diverged(f"the validation loss is {val['loss']} after epoch {self.epoch}, "
+                           f"step {self.steps}")
+        record = EpochRecord(self.epoch, self.steps, train_loss, {self.metric: train[self.metric]}, val,
+                             time.perf_counter() - start)
+        self.history.append(record)
+        if val["loss"] < self.best_val_loss:
+            self.best_val_loss, self.best_epoch, self.bad_epochs = val["loss"], self.epoch, 0
+            for k, p in self.params.items():
+                np.copyto(self.best_params[k], p)
+        else:
+            self.bad_epochs += 1
+        return record
+
+    def fit(self, on_epoch: Callable[[EpochRecord], None] | None = None,
+            on_step: Callable[[int, float], None] | None = None) -> list[EpochRecord]:
+        """Train until the last epoch or until early stopping; `on_epoch` sees each record."""
+        while not self.finished:
+            record = self.run_epoch(on_step)
             if on_epoch:
                 on_epoch(record)
-        return history
+        return self.history
+
+    @property
+    def final_params(self) -> dict[str, np.ndarray]:
+        """With early stopping, the parameters of the best epoch; else the last ones."""
+        return self.best_params if self.config.patience is not None and self.best_epoch else self.params
+
+    # -- exact resumption ------------------------------------------------------------------------
+    def snapshot(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything that changes while training: arrays, and the rest as JSON-ready data."""
+        arrays = {f"param/{k}": v for k, v in self.params.items()}
+        arrays.update({f"best/{k}": v for k, v in self.best_params.items()})
+        arrays.update({f"state/{k}/{s}": a for k, st in self.state.items() for s, a in st.items()})
+        meta = {"epoch": self.epoch, "steps": self.steps, "rng": self.rng.bit_generator.state,
+                "history": [asdict(r) for r in self.history], "best_epoch": self.best_epoch,
+                "best_val_loss": self.best_val_loss if self.best_epoch else None,
+                "bad_epochs": self.bad_epochs}
+        return arrays, meta
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Take back a snapshot: afterwards training goes on exactly as it would have."""
+        for table, prefix in ((self.params, "param/"), (self.best_params, "best/")):
+            for k, p in table.items():
+                saved = arrays.get(prefix + k)
+                if saved is None or saved.shape != p.shape or saved.dtype != p.dtype:
+                    raise SymgradError(f"the checkpoint's parameter {k} does not fit this model "
+                                       f"({None if saved is None else saved.shape} vs {p.shape})")
+                np.copyto(p, saved)
+        for k, st in self.state.items():
+            for s, a in st.items():
+                np.copyto(a, arrays[f"state/{k}/{s}"])
+        self.epoch, self.steps = int(meta["epoch"]), int(meta["steps"])
+        self.rng.bit_generator.state = meta["rng"]
+        self.history = [EpochRecord(**r) for r in meta["history"]]
+        self.best_epoch = int(meta["best_epoch"])
+        self.best_val_loss = math.inf if meta["best_val_loss"] is None else float(meta["best_val_loss"])
+        self.bad_epochs = int(meta["bad_epochs"])
+
+
+def _first_bad(a: np.ndarray) -> str:
+    flat = a.reshape(-1)
+    i = int(np.flatnonzero(~np.isfinite(flat))[0])
+    index = np.unravel_index(i, a.shape) if a.ndim else ()
+    return f"{flat[i]} at index {tuple(int(j) for j in index)}"

@@ -1,0 +1,80 @@
+"""PNG plots of a run: loss and metric curves, and a confusion matrix.
+
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global backend, no
+display needed) and written atomically, so a plot is either the old one or the new one.
+"""
+from __future__ import annotations
+
+import io
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from codegen.atomic import write_bytes
+from symbolic.errors import SymgradError
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - the train extra installs it
+        raise SymgradError("plots need matplotlib: pip install 'symgrad[train]'") from None
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _write(fig, path: str | pathlib.Path) -> pathlib.Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return write_bytes(path, buffer.getvalue())
+
+
+def curves(rows: Sequence[dict], metric: str, path: str | pathlib.Path, title: str = "",
+           best_epoch: int | None = None) -> pathlib.Path:
+    """Training and validation loss (left) and metric (right) per epoch."""
+    fig = _figure(10, 4)
+    from matplotlib.ticker import MaxNLocator
+    epochs = [r["epoch"] for r in rows]
+    for ax, key, label in zip(fig.subplots(1, 2), ("loss", metric), ("loss", metric), strict=True):
+        marker = "." if len(rows) < 30 else None
+        ax.plot(epochs, [r[f"train_{key}"] for r in rows], label="training", marker=marker)
+        ax.plot(epochs, [r[f"val_{key}"] for r in rows], label="validation", marker=marker)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        losses = [r[f"{s}_loss"] for r in rows for s in ("train", "val")]
+        if key == "loss" and min(losses) > 0 and max(losses) > 20 * min(losses):
+            ax.set_yscale("log")  # a loss falling by orders of magnitude stays readable
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _write(fig, path)
+
+
+def confusion(matrix: np.ndarray, classes: Sequence[str], path: str | pathlib.Path,
+              title: str = "") -> pathlib.Path:
+    """A confusion matrix: rows are true classes, columns predicted ones, counts in cells."""
+    k = len(classes)
+    size = min(12.0, 3.0 + 0.5 * k)
+    fig = _figure(size, size)
+    ax = fig.subplots()
+    ax.imshow(matrix, cmap="Blues")
+    ticks = np.arange(k)
+    ax.set_xticks(ticks, labels=list(classes), rotation=45 if max(map(len, classes)) > 3 else 0, ha="right"
+                  if max(map(len, classes)) > 3 else "center")
+    ax.set_yticks(ticks, labels=list(classes))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    high = matrix.max() if matrix.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center",
+                    color="white" if matrix[i, j] > high / 2 else "black", fontsize=9)
+    ax.set_title(title or "confusion matrix")
+    return _write(fig, path)

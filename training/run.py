@@ -1,0 +1,307 @@
+"""A training run from start to finish, the same from Python and from `symgrad train`.
+
+    from training import train
+    result = train("mlp_tanh", data="digits", optimizer="adam", seed=0, out="runs/adam")
+    result.test["accuracy"], result.run_dir
+
+Order of business: every setting, the model, the data and the run folder are checked before
+anything is written, so a mistake costs nothing. Then each epoch ends with an atomic
+checkpoint and a metrics row; the end writes the model, the plots and a one-line summary.
+
+The run folder (RUN_DIR) holds:
+  config.json     the settings of the run
+  metrics.csv     one row per epoch: training and validation loss and metric, seconds
+  checkpoint.npz  everything needed to continue exactly (parameters, optimizer state, step,
+                  epoch, shuffling generator state, history, best epoch), rewritten each epoch
+  model.npz       the trained parameters, the standardisation and class names, test metrics
+  curves.png      loss and metric per epoch; confusion.png for classification (test split)
+
+Resuming (`resume=RUN_DIR`) restores the checkpoint and continues bit for bit as if the run
+had never stopped. Only `epochs` and `patience` may differ from the original run; every
+other setting is the run's own and must not be contradicted.
+
+Early stopping (`patience=N`): the run stops after N epochs without a lower validation loss,
+and the parameters of the best epoch are the ones kept in model.npz and tested.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+import types
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codegen.atomic import write_text
+from symbolic.errors import SymgradError
+from training import checkpoint, defaults, metrics, plots
+from training.data import Dataset, Prepared, load, prepare
+from training.loop import Diverged, EpochRecord, TrainConfig, Trainer
+from training.progress import Progress
+
+CHECKPOINT, METRICS, MODEL, CONFIG = "checkpoint.npz", "metrics.csv", "model.npz", "config.json"
+CURVES, CONFUSION = "curves.png", "confusion.png"
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, MODEL, CURVES, CONFUSION)
+RESUMABLE = ("epochs", "patience")  # settings a resumed run may change
+
+
+@dataclass
+class RunResult:
+    run_dir: pathlib.Path
+    metric: str  # "accuracy" or "r2"
+    test: dict[str, float]  # loss and metric on the test split
+    history: list[EpochRecord]
+    params: dict[str, np.ndarray]  # the kept parameters (the best epoch's with patience)
+    summary: str  # the closing line, "test accuracy 0.9722  (...)"
+    best_epoch: int
+    stopped_early: bool
+    config: dict = field(default_factory=dict)
+
+
+def train(model, data: str | Dataset | None = None, *, optimizer: str | None = None,
+          lr: float | None = None, epochs: int | None = None, batch_size: int | None = None,
+          seed: int | None = None, patience: int | None = None,
+          features: str | None = None, target: str | None = None,
+          val_fraction: float | None = None, test_fraction: float | None = None,
+          optimizer_hypers: dict[str, float] | None = None, model_hypers: dict[str, float] | None = None,
+          dims: dict[str, int] | None = None, dtype: str | None = None,
+          out: str | pathlib.Path | None = None, resume: str | pathlib.Path | None = None,
+          progress: bool | None = None, quiet: bool = False) -> RunResult:
+    """Train `model` (a built-in name, a model file, or a `Model`) and return the result.
+
+    Every setting left as None takes its default: the model's own (`symgrad list`), the
+    recommended learning rate of the optimizer, or the resumed run's. `out` is the run
+    folder (default: a fresh `runs/MODEL-DATA-N`); `resume` continues the run in a folder.
+    `progress`: show a bar (None: when stderr is a terminal); `quiet`: print nothing.
+    """
+    given = {k: v for k, v in dict(
+        data=data, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+        patience=patience, features=features, target=target, val_fraction=val_fraction,
+        test_fraction=test_fraction, optimizer_hypers=optimizer_hypers or None,
+        model_hypers=model_hypers or None, dims=dims or None, dtype=dtype).items() if v is not None}
+    if resume is not None and out is not None and pathlib.Path(out) != pathlib.Path(resume):
+        raise SymgradError("give either --out (a new run) or --resume (an old one), not both")
+    module = _load_module(model)
+    saved = _open_resume(pathlib.Path(resume)) if resume is not None else None
+    settings = _settings(model, module, given, saved)
+    config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], seed=settings["seed"],
+                         optimizer=settings["optimizer"], lr=settings["lr"],
+                         optimizer_hypers=settings["optimizer_hypers"], model_hypers=settings["model_hypers"],
+                         dims=settings["dims"], dtype=settings["dtype"], patience=settings["patience"])
+    config.check()
+    dataset = settings.pop("_dataset")
+    prepared = prepare(dataset, config.seed, settings["val_fraction"], settings["test_fraction"])
+    trainer = Trainer(module, prepared, config)
+    settings["dims"] = {k: v for k, v in trainer.dims.items() if k != module.INPUTS[trainer.input][0]}
+    settings["lr"] = trainer.lr
+    settings["spec_hash"] = getattr(module, "SPEC_HASH", None)
+    settings["data_fingerprint"] = dataset.fingerprint()
+    if saved is not None:
+        run_dir = pathlib.Path(resume)
+        arrays, meta = saved
+        _check_same_run(meta["config"], settings)
+        trainer.restore(arrays, meta)
+    else:
+        run_dir = _claim_run_dir(out, settings)
+    return _run(trainer, prepared, settings, run_dir, progress, quiet)
+
+
+# -- before training: settings, model, data, run folder -------------------------------------------
+def _load_module(model) -> types.ModuleType:
+    from symgrad import pipeline
+
+    if isinstance(model, types.ModuleType):
+        return model
+    return pipeline.load_module(model)
+
+
+def _model_name(module: types.ModuleType) -> str:
+    return module.__name__.split(".")[-1].removeprefix("symgrad_generated_")
+
+
+def _open_resume(run_dir: pathlib.Path) -> tuple[dict, dict]:
+    path = run_dir / CHECKPOINT
+    if not run_dir.is_dir():
+        raise SymgradError(f"cannot resume: {run_dir} is not a folder")
+    if not path.is_file():
+        raise SymgradError(f"cannot resume: {run_dir} holds no {CHECKPOINT} (a run that had not "
+                           "finished its first epoch, or not a run folder)")
+    arrays, meta = checkpoint.load(path)
+    if "config" not in meta:
+        raise SymgradError(f"cannot resume: {path} is not a training checkpoint")
+    return arrays, meta
+
+
+def _settings(model, module: types.ModuleType, given: dict, saved) -> dict:
+    """Every setting of the run, resolved: given values, else the resumed run's, else defaults."""
+    from symgrad.models import BUILTINS
+
+    name = _model_name(module)
+    if saved is not None:
+        stored = saved[1]["config"]
+        out = {**stored, **{k: v for k, v in given.items() if k in RESUMABLE}}
+        if out["model"] != name:
+            raise SymgradError(f"cannot resume: the run trained {stored['model']}, not {name}")
+        data = given.get("data", stored["data"])
+        if isinstance(data, Dataset):
+            out["data"] = data.name
+        out["_dataset"] = data if isinstance(data, Dataset) else load(
+            out["data"], module.TASK, out["features"], out["target"])
+        out["_given"] = given
+        return out
+    builtin = BUILTINS.get(model) if isinstance(model, str) else None
+    chosen = defaults.settings(builtin.train if builtin else None, given.get("optimizer"))
+    data = given.get("data", builtin.data if builtin else None)
+    if data is None:
+        raise SymgradError("name the data: --data NAME (a bundled data set) or --data FILE.csv|FILE.npz")
+    dataset = data if isinstance(data, Dataset) else load(
+        data, module.TASK, given.get("features"), given.get("target"))
+    return {
+        "model": name, "data": dataset.name if isinstance(data, Dataset) else data,
+        "features": given.get("features"), "target": given.get("target"),
+        "val_fraction": given.get("val_fraction", 0.15), "test_fraction": given.get("test_fraction", 0.2),
+        "seed": given.get("seed", 0), "optimizer": chosen["optimizer"], "lr": given.get("lr", chosen["lr"]),
+        "epochs": given.get("epochs", chosen["epochs"]),
+        "batch_size": given.get("batch_size", chosen["batch_size"]),
+        "patience": given.get("patience"), "optimizer_hypers": dict(given.get("optimizer_hypers", {})),
+        "model_hypers": dict(given.get("model_hypers", {})), "dims": dict(given.get("dims", {})),
+        "dtype": given.get("dtype", "float32"), "_dataset": dataset,
+    }
+
+
+def _check_same_run(stored: dict, now: dict) -> None:
+    """A resumed run must be the run it was: same model, data and settings (but epochs and
+    patience, which only decide when to stop)."""
+    if now["spec_hash"] != stored.get("spec_hash"):
+        raise SymgradError(f"cannot resume: the equations of {stored['model']} changed since the run started")
+    if now["data_fingerprint"] != stored.get("data_fingerprint"):
+        raise SymgradError(f"cannot resume: the data {stored['data']} changed since the run started")
+    given = now.pop("_given")
+    for key, value in given.items():
+        if key in RESUMABLE or key == "data":
+            continue
+        old = stored.get(key)
+        if isinstance(value, dict):
+            conflict = next((k for k, v in value.items() if _effective(stored, key, k) != v), None)
+            if conflict is not None:
+                raise SymgradError(f"cannot resume with {key} {conflict}={value[conflict]}: the run "
+                                   f"used {_effective(stored, key, conflict)} (only epochs and patience "
+                                   "may change)")
+        elif value != old:
+            raise SymgradError(f"cannot resume with {key} {value!r}: the run used {old!r} "
+                               "(only epochs and patience may change)")
+
+
+def _effective(stored: dict, key: str, name: str):
+    if key == "optimizer_hypers":
+        from training import optimizers
+
+        return stored[key].get(name, optimizers.load(stored["optimizer"]).HYPERS.get(name))
+    return stored[key].get(name)
+
+
+def _claim_run_dir(out: str | pathlib.Path | None, settings: dict) -> pathlib.Path:
+    """The folder of a new run: given, or the first free `runs/MODEL-DATA-N`. One that holds
+    another run is refused, so nothing of it is overwritten."""
+    if out is None:
+        stem = pathlib.Path(settings["data"]).stem
+        n = 1
+        while (run_dir := pathlib.Path("runs") / f"{settings['model']}-{stem}-{n}").exists():
+            n += 1
+    else:
+        run_dir = pathlib.Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SymgradError(f"{run_dir} is a file, not a run folder")
+    taken = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if taken:
+        raise SymgradError(f"{run_dir} holds another run ({taken[0]}); continue it with --resume {run_dir} "
+                           "or choose another --out folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SymgradError(f"cannot create run folder {run_dir}: {e.strerror}") from None
+    return run_dir
+
+
+# -- training and what it leaves behind -------------------------------------------------------------
+def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path,
+         progress: bool | None, quiet: bool) -> RunResult:
+    config = trainer.config
+    n_batches = -(-len(data.train) // config.batch_size)
+    bar = Progress(config.epochs * n_batches, trainer.steps, config.epochs, trainer.metric, progress, quiet)
+    if trainer.history:
+        bar.write(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.steps})")
+    start = time.perf_counter()
+
+    def on_epoch(record: EpochRecord) -> None:
+        arrays, meta = trainer.snapshot()
+        checkpoint.save(run_dir / CHECKPOINT, arrays, {**meta, "config": settings})
+        write_text(run_dir / CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        write_text(run_dir / METRICS, metrics_csv(trainer.history, trainer.metric))
+        bar.epoch(record)
+
+    try:
+        trainer.fit(on_epoch, bar.step)
+    except Diverged as e:
+        kept = (f"the checkpoint of epoch {trainer.history[-1].epoch} stays in {run_dir / CHECKPOINT}"
+                if trainer.history else "no checkpoint was written")
+        raise Diverged(f"{e}; {kept}") from None
+    except KeyboardInterrupt:
+        kept = (f"continue with --resume {run_dir} (the checkpoint of epoch {trainer.history[-1].epoch} "
+                "is kept)" if trainer.history else "no epoch had finished, so there is no checkpoint")
+        raise KeyboardInterrupt(kept) from None
+    finally:
+        bar.close()
+    if trainer.history:  # epochs and patience may have grown on resume: keep config.json current
+        write_text(run_dir / CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    return _finish(trainer, data, settings, run_dir, time.perf_counter() - start)
+
+
+def metrics_csv(history: list[EpochRecord], metric: str) -> str:
+    lines = [f"epoch,steps,train_loss,train_{metric},val_loss,val_{metric},seconds"]
+    lines += [f"{r.epoch},{r.steps},{r.train_loss!r},{r.train[metric]!r},{r.val['loss']!r},"
+              f"{r.val[metric]!r},{r.seconds:.4f}" for r in history]
+    return "\n".join(lines) + "\n"
+
+
+def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path,
+            seconds: float) -> RunResult:
+    params, metric = trainer.final_params, trainer.metric
+    test = trainer.evaluate(data.test, params)
+    rows = [{"epoch": r.epoch, "train_loss": r.train_loss, f"train_{metric}": r.train[metric],
+             "val_loss": r.val["loss"], f"val_{metric}": r.val[metric]} for r in trainer.history]
+    title = f"{settings['model']} on {settings['data']} ({settings['optimizer']}, lr {settings['lr']:g})"
+    written = [METRICS, CHECKPOINT, MODEL, CURVES]
+    plots.curves(rows, metric, run_dir / CURVES, title,
+                 trainer.best_epoch if settings["patience"] is not None else None)
+    if data.task != "regression":
+        prediction = trainer.predict(data.test, params)
+        matrix = metrics.confusion(prediction, data.test.labels, len(data.classes), data.task)
+        plots.confusion(matrix, data.classes, run_dir / CONFUSION,
+                        f"{title}\ntest {metric} {test[metric]:.4f}")
+        written.append(CONFUSION)
+    epochs_run = trainer.epoch
+    stopped = trainer.stopped_early and epochs_run < trainer.config.epochs
+    extras = {"input.mean": data.mean, "input.std": data.std}
+    if data.y_mean is not None:
+        extras.update({"target.mean": data.y_mean, "target.std": data.y_std})
+    checkpoint.save_model(run_dir / MODEL, params, {
+        "model": settings["model"], "spec_hash": settings["spec_hash"], "task": data.task,
+        "dims": settings["dims"], "classes": data.classes, "epoch": trainer.best_epoch
+        if settings["patience"] is not None else epochs_run, "test": test, "config": settings}, extras)
+    note = f"stopped early after epoch {epochs_run}, best epoch {trainer.best_epoch}" if stopped else (
+        f"{epochs_run} epochs" + (f", best epoch {trainer.best_epoch}" if settings["patience"] else ""))
+    summary = (f"test {metric} {test[metric]:.4f}  (test loss {test['loss']:.4f}; {settings['model']} on "
+               f"{settings['data']}, {settings['optimizer']} lr {settings['lr']:g}, batch size "
+               f"{settings['batch_size']}, seed {settings['seed']}; {note}; {seconds:.1f} s; "
+               f"run in {run_dir})")
+    return RunResult(run_dir, metric, test, list(trainer.history), params, summary, trainer.best_epoch,
+                     stopped, dict(settings))
+
+
+def load_model(run_dir_or_file: str | pathlib.Path
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+    """(parameters, preprocessing arrays, metadata) of a trained model (RUN_DIR or model.npz)."""
+    path = pathlib.Path(run_dir_or_file)
+    return checkpoint.load_model(path / MODEL if path.is_dir() else path)
