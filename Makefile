@@ -25,7 +25,7 @@ calibrate: $(STAMP)
 	$(BIN)/python bench/calibrate.py
 
 generate: $(STAMP)
-	$(BIN)/symgrad derive --all --out generated
+	$(BIN)/python -m symgrad.regenerate
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -68,12 +68,12 @@ def _numexpr_call(k: Kernel, indent: str) -> list[str]:
                if re.search(rf"\b{p}\b", k.numexpr_source)]
     entries += [f'"{c}": k({v})' for c, v in k.numexpr_constants.items()]
     lines = ["k = out.dtype.type"] if any("k(" in e for e in entries) else []
-    call = f'return ne.evaluate("{k.numexpr_source}", local_dict={{{", ".join(entries)}}}, out=out)'
-    if len(indent) + len(call) <= 100:
-        return lines + [call]
     source = string_literal(k.numexpr_source, indent + "    ")
-    return lines + ["return ne.evaluate(", f"    {source},",
-                    f'    local_dict={{{", ".join(entries)}}},', "    out=out,", ")"]
+    call = f'return ne.evaluate({source}, local_dict={{{", ".join(entries)}}}, out=out)'
+    if "\n" not in source:
+        return lines + fit_all([call], indent)
+    local = fit_all([f'local_dict={{{", ".join(entries)}}},'], indent + "    ")
+    return lines + ["return ne.evaluate(", f"    {source},", *local, "    out=out,", ")"]
 
 
 def _finish_kernels(kernels: dict[str, Kernel], backend: str) -> list[Kernel]:
@@ -140,61 +140,97 @@ def _bind_dims(program: Program, leaves: list[Node], where: str) -> list[str]:
 
 
 # -- a model's module ---------------------------------------------------------------------------
-def _model_body(program: Program, derivation: Derivation, arg: str, first_param: str) -> list[str]:
+_STATE_MISSING = 'raise ValueError("pass state=: this model keeps running statistics")'
+
+
+def _model_body(program: Program, derivation: Derivation, arg: str, first_param: str,
+                grad: bool) -> list[str]:
+    """Bind what the program reads (params, batch, hypers, state, rng), then run it."""
     leaves = list(derivation.model.leaves.values())
     used = set(program.leaves)
     lines = [f'{leaf.name} = params["{leaf.name}"]' for leaf in leaves if leaf in used and leaf.op == "param"]
     lines.append(f'dt = params["{first_param}"].dtype')
+    if any(leaf.op == "state" for leaf in used):
+        lines += (["if state is None:  # a throwaway state: the batch statistics still apply",
+                   "    state = init_state(validate(params), dt)"] if grad
+                  else ["if state is None:", f"    {_STATE_MISSING}"])
     for leaf in leaves:
         if leaf in used and leaf.op in ("input", "target"):
             lines.append(f'{leaf.name} = np.asarray({arg}["{leaf.name}"], dtype=dt)')
         elif leaf in used and leaf.op == "hyper":
             lines.append(f'{leaf.name} = _hyper(hypers, "{leaf.name}")')
+        elif leaf in used and leaf.op == "state":
+            lines.append(f'{leaf.name} = state["{leaf.name}"]')
+    if any(ins.op == "dropout_mask" for ins in program.instrs):
+        lines.append("rng = _generator(rng)")
     lines += _bind_dims(program, leaves, f"model {derivation.model.name!r}")
     texts = {e.number: derivation.text(e) for e in derivation.equations}
     return lines + _statements(program, texts)
+
+
+def _returning(program: Program, name: str, grads: list[str]) -> str:
+    if name == "forward":
+        return "return {" + ", ".join(f'"{k}": {v}' for k, v in program.results.items()) + "}"
+    if name == "loss":
+        return f"return float({program.results['loss']})"
+    return f"return float({program.results['loss']}), {{" + ", ".join(
+        f'"{p}": {program.results[p]}' for p in grads) + "}"
 
 
 def generate(derivation: Derivation, backend: str = "auto", calibration: dict | None = None) -> str:
     """The source of the generated module for a model's derivation."""
     model = derivation.model
     names = {n: t for n, (t, _) in derivation.names.items()}
+    owners = derivation.owners
     kernels: dict[str, Kernel] = {}
-    loss = derivation.loss
-    programs = {
-        "forward": lower(dict(model.outputs), names, derivation.owners, kernels),
-        "loss": lower({"loss": loss}, names, derivation.owners, kernels),
-        "loss_and_grad": lower({"loss": loss, **derivation.gradients}, names, derivation.owners, kernels),
-    }
+    modes = (True, False) if derivation.has_modes else (False,)
+    updates = derivation.updates
+    programs = {}
+    for training in modes:
+        programs["forward", training] = lower(derivation.outputs(training), names, owners, kernels)
+        programs["loss", training] = lower({"loss": derivation.loss_in(training)}, names, owners, kernels)
+    state_roots = {f"state:{k}": v for k, v in updates.items()}
+    programs["loss_and_grad", True] = lower(
+        {"loss": derivation.loss, **derivation.gradients, **state_roots}, names, owners, kernels,
+        stores={key: key.split(":", 1)[1] for key in state_roots})
     context = _common(model, backend, calibration, _finish_kernels(kernels, backend), list(programs.values()))
     first_param = next(iter(model.params))
-    grad_numbers = sorted({derivation.owners[g] for g in derivation.gradients.values()
-                           if g in derivation.owners})
+    grads = list(derivation.gradients)
+    grad_numbers = sorted({owners[g] for g in derivation.gradients.values() if g in owners})
     span = f" (eqs. {grad_numbers[0]}-{grad_numbers[-1]})" if grad_numbers else ""
     functions = []
     for name, arg, returns, doc in (
-        ("forward", "inputs", "dict[str, np.ndarray]", "The model's outputs for a batch of inputs."),
-        ("loss", "batch", "float", f"The loss {derivation.loss_name} for a batch."),
+        ("forward", "inputs", "dict[str, np.ndarray]",
+         "The model's outputs for a batch of inputs (evaluation mode unless `training`)."),
+        ("loss", "batch", "float",
+         f"The loss {derivation.loss_name} for a batch (evaluation mode unless `training`)."),
         ("loss_and_grad", "batch", "tuple[float, dict[str, np.ndarray]]",
-         f"The loss {derivation.loss_name} and its gradient w.r.t. every parameter{span}."),
+         f"The loss {derivation.loss_name} and its gradient w.r.t. every parameter{span}, in "
+         "training mode" + (" (updates `state` in place)." if updates else ".")),
     ):
-        program = programs[name]
-        body = _model_body(program, derivation, arg, first_param)
-        if name == "forward":
-            body.append("return {" + ", ".join(f'"{k}": {v}' for k, v in program.results.items()) + "}")
-        elif name == "loss":
-            body.append(f"return float({program.results['loss']})")
-        else:
-            grads = ", ".join(f'"{p}": {program.results[p]}' for p in derivation.gradients)
-            body.append(f"return float({program.results['loss']}), {{{grads}}}")
+        grad = name == "loss_and_grad"
+        body: list[str] = []
+        for training in ((True,) if grad else modes):
+            program = programs[name, training]
+            lines = _model_body(program, derivation, arg, first_param, grad) + [
+                _returning(program, name, grads)]
+            if len(modes) == 2 and not grad and training:
+                body += ["if training:"] + ["    " + line for line in lines]
+            else:
+                body += lines
+        extra = ("    training: bool = False,\n" if not grad else "")
         functions.append({
-            "name": name, "doc": doc, "body": fit_all(body, "    "),
-            "header": "\n".join([f"def {name}(", "    params: Mapping[str, np.ndarray],",
-                                 f"    {arg}: Mapping[str, np.ndarray],",
-                                 "    hypers: Mapping[str, float] | None = None,", f") -> {returns}:"]),
+            "name": name, "doc": "\n    ".join(textwrap.wrap(doc, 90)), "body": fit_all(body, "    "),
+            "header": (f"def {name}(\n    params: Mapping[str, np.ndarray],\n"
+                       f"    {arg}: Mapping[str, np.ndarray],\n"
+                       "    hypers: Mapping[str, float] | None = None,\n    *,\n"
+                       "    state: Mapping[str, np.ndarray] | None = None,\n"
+                       "    rng: np.random.Generator | int | None = None,\n"
+                       f"{extra}) -> {returns}:"),
         })
     context.update({
-        "summary": _safe_doc(model.description or f"a model with parameters {', '.join(model.params)}"),
+        "summary": "\n".join(_wrap(_safe_doc(f"{model.name}: " + (
+            model.description or f"a model with parameters {', '.join(model.params)}")), 92)),
         "equations": [line for e in derivation.forward
                       for line in _wrap(_safe_doc(f"({e.number}) {derivation.text(e)}"), 92)],
         "dims": repr(tuple(model.dim_symbols)),
@@ -203,6 +239,7 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         "inputs": _dict_text({n: _tuple_text(v.shape) for n, v in model.data.items()}),
         "targets": repr(tuple(n for n, v in model.data.items() if v.op == "target")),
         "outputs": _dict_text({n: _tuple_text(v.shape) for n, v in model.outputs.items()}),
+        "states": _dict_text({n: _tuple_text(v.shape) for n, v in model.leaves_of("state").items()}),
         "task": repr(model.task),
         "prediction": repr(model.prediction),
         "inits": _dict_text({n: repr((i.scheme, float(i.scale))) for n, i in model.inits.items()}),
@@ -244,7 +281,7 @@ def generate_update(model: Model, backend: str = "auto", calibration: dict | Non
         body.insert(0, f"dt = {p}.dtype")
     arrays = [f"{p}: np.ndarray", f"{g}: np.ndarray"] + [f"{s}: np.ndarray" for s in states]
     context.update({
-        "summary": _safe_doc(model.description or "update rules"),
+        "summary": "\n".join(_wrap(_safe_doc(f"{model.name}: {model.description or 'update rules'}"), 92)),
         "equations": equations,
         "states": repr(tuple(states)),
         "state_init": _dict_text({s: repr(float(model.inits[s].scale) if model.inits[s].scheme == "constant"

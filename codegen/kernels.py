@@ -352,7 +352,7 @@ def build_kernel(expr: sympy.Expr, operands: tuple[str, ...],
     writer.write(reduced, "out")
     lines = writer.lines
     first_write = next(i for i, ln in enumerate(lines) if ln.writes == "out")
-    read_later = set().union(*(ln.reads for ln in lines[first_write + 1:])) if lines[first_write + 1:] else set()
+    read_later = set().union(*(ln.reads for ln in lines[first_write + 1:]))
     alias_safe = frozenset(op for op in operands if op not in read_later)
     try:
         printer = NumexprPrinter()

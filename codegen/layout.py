@@ -32,8 +32,8 @@ def _split_top(text: str) -> list[str]:
 
 
 def _outer_bracket(line: str) -> int | None:
-    """Index of the opening bracket whose partner closes the line (optionally before `:`)."""
-    end = len(line.rstrip(":")) - 1
+    """Index of the opening bracket whose partner closes the line."""
+    end = len(line) - 1
     if end < 0 or line[end] not in ")]}":
         return None
     depth, quote = 0, None
@@ -53,19 +53,23 @@ def _outer_bracket(line: str) -> int | None:
 
 
 def fit(line: str, indent: str = "") -> list[str]:
-    """`line` (without `indent`) as one or more lines no wider than WIDTH."""
+    """`line` (without `indent`) as one or more lines no wider than WIDTH: a call, literal or
+    header that is too long is broken at its top-level commas, one item per line."""
     if len(indent) + len(line) <= WIDTH:
         return [indent + line]
-    if line.lstrip().startswith("#"):
+    own = len(line) - len(line.lstrip())
+    indent, line = indent + line[:own], line[own:]
+    if line.startswith("#"):
         return [indent + p for p in textwrap.wrap(line, WIDTH - len(indent), subsequent_indent="#     ")]
-    at = _outer_bracket(line)
+    body = line.rstrip(",:")
+    tail = line[len(body):]
+    at = _outer_bracket(body)
     if at is None:
         return [indent + line]
-    head, inner, close = line[: at + 1], line[at + 1: len(line.rstrip(":")) - 1], line[len(line.rstrip(":")) - 1:]
-    out = [indent + head]
-    for part in _split_top(inner):
+    out = [indent + body[: at + 1]]
+    for part in _split_top(body[at + 1: -1]):
         out += fit(part + ",", indent + "    ")
-    out.append(indent + close)
+    out.append(indent + body[-1] + tail)
     return out
 
 

@@ -16,6 +16,7 @@ from codegen.program import Instr, atom
 class Lowering:
     emit: Callable[[Instr], list[str]]
     helper: str = ""  # source of a module-level helper the lines call, if any
+    needs_shape: bool = False  # the lines allocate the output themselves (Instr.shape is set)
 
 
 def _ew(ins: Instr) -> list[str]:
@@ -60,6 +61,23 @@ def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     return s
 '''
 
+_DROPOUT_MASK = '''
+def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+    """The random generator for dropout masks; None means seed 0 (repeatable calls)."""
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng or 0)
+
+
+def _dropout_mask(
+    rng: np.random.Generator, shape: tuple[int, ...], rate: float, dt: np.dtype,
+) -> np.ndarray:
+    """Inverted-dropout mask: 0 with probability `rate`, else 1 / (1 - rate)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), not {rate}")
+    mask = (rng.random(shape) >= rate).astype(dt)
+    mask *= dt.type(1.0 / (1.0 - rate))
+    return mask
+'''
+
 LOWERINGS: dict[str, Lowering] = {
     "ew": Lowering(_ew),
     "matmul": Lowering(_matmul),
@@ -68,4 +86,6 @@ LOWERINGS: dict[str, Lowering] = {
                         _SOFTMAX),
     "log_softmax": Lowering(lambda i: [f"{i.out} = _log_softmax({i.args[0]}, axis={i.node.attr('axis')})"],
                             _LOG_SOFTMAX),
+    "dropout_mask": Lowering(lambda i: [f"{i.out} = _dropout_mask(rng, {i.shape}, {i.args[0]}, dt)"],
+                             _DROPOUT_MASK, needs_shape=True),
 }

@@ -25,7 +25,6 @@ from symbolic.graph import ARG, Node, topological
 from symbolic.shapes import Shape, shapes_equal
 
 _VIEW_OPS = ("transpose", "reshape", "broadcast_to")
-_COMPUTE_OPS = ("ew", "matmul", "sum", "softmax", "log_softmax")
 _HEAVY = (sympy.exp, sympy.log, sympy.tanh)
 
 
@@ -142,6 +141,7 @@ class Lowering:
 
     # -- the program ------------------------------------------------------------------------
     def run(self) -> Program:
+        from codegen.lowering import LOWERINGS
         leaves = [n for n in self.order if n.is_leaf and n.op != "const"]
         for leaf in leaves:
             self.var[leaf] = leaf.name
@@ -152,7 +152,7 @@ class Lowering:
                 continue
             if n.op in _VIEW_OPS:  # a returned view: materialise a copy below
                 continue
-            if n.op not in _COMPUTE_OPS:
+            if n.op not in LOWERINGS:
                 raise RuleError(f"no lowering for operation {n.op!r}")
             instrs.append(self._instr(n))
         results = {}
@@ -164,7 +164,7 @@ class Lowering:
         self._plan_memory(instrs)
         copies = self._place_stores(instrs)
         for ins in instrs:  # a kernel with no buffer to reuse writes into a new one
-            if ins.kernel is not None and ins.buffer is None:
+            if ins.kernel is not None and ins.buffer is None or LOWERINGS[ins.op].needs_shape:
                 ins.shape = self._shape(ins.node.shape)
         return Program(instrs, results, leaves, sorted(self.dims), copies)
 
@@ -245,7 +245,7 @@ class Lowering:
                          and a not in returned and shapes_equal(var_node[a].shape, ins.node.shape)
                          and sum(_mentions(t, a) for t in ins.args) == 1]
                 if ins.op == "ew":
-                    own = [a for a, p in zip(ins.args, ins.kernel.operands) if a in dying
+                    own = [a for a, p in zip(ins.args, ins.kernel.operands, strict=True) if a in dying
                            and p in ins.kernel.alias_safe]
                     if own:
                         ins.buffer = own[0]
@@ -268,8 +268,9 @@ class Lowering:
             k = next((j for j, ins in enumerate(instrs) if ins.node is node), None)
             ins = instrs[k] if k is not None else None
             later = any(_mentions(t, leaf) for i in instrs[k + 1:] for t in i.args) if ins else True
-            params = dict(zip(ins.args, ins.kernel.operands)) if ins and ins.kernel else {}
-            if ins and ins.kernel and not later and (leaf not in params or params[leaf] in ins.kernel.alias_safe):
+            params = dict(zip(ins.args, ins.kernel.operands, strict=True)) if ins and ins.kernel else {}
+            safe = leaf not in params or ins is not None and params[leaf] in ins.kernel.alias_safe
+            if ins and ins.kernel and not later and safe:
                 ins.buffer = leaf
                 ins.discard = not any(_mentions(t, ins.out) for i in instrs[k + 1:] for t in i.args)
             else:

@@ -31,6 +31,7 @@ TARGETS: tuple[str, ...] = ('Y',)
 OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'p': ('B', 'n_out'),
 }
+STATES: dict[str, tuple[str | int, ...]] = {}
 HYPERS: dict[str, float] = {}
 TASK: str | None = 'binary'
 PREDICTION: str | None = 'p'
@@ -80,6 +81,15 @@ def init_params(
     return out
 
 
+def init_state(dims: Mapping[str, int], dtype: type = np.float32) -> dict[str, np.ndarray]:
+    """Fresh state (running averages) that training updates in place; empty for most models."""
+    out = {}
+    for name, shape in STATES.items():
+        scheme, scale = _INIT[name]
+        out[name] = _initial(None, scheme, _concrete(shape, dims, "init_state"), scale).astype(dtype)
+    return out
+
+
 def _concrete(
     shape: tuple[str | int, ...], dims: Mapping[str, int], where: str,
 ) -> tuple[int, ...]:
@@ -90,7 +100,7 @@ def _concrete(
 
 
 def _initial(
-    rng: np.random.Generator, scheme: str, shape: tuple[int, ...], scale: float,
+    rng: np.random.Generator | None, scheme: str, shape: tuple[int, ...], scale: float,
 ) -> np.ndarray:
     fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0]
     fan_out = shape[-1]
@@ -205,8 +215,12 @@ def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
     hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+    training: bool = False,
 ) -> dict[str, np.ndarray]:
-    """The model's outputs for a batch of inputs."""
+    """The model's outputs for a batch of inputs (evaluation mode unless `training`)."""
     W = params["W"]
     b = params["b"]
     dt = params["W"].dtype
@@ -222,8 +236,12 @@ def loss(
     params: Mapping[str, np.ndarray],
     batch: Mapping[str, np.ndarray],
     hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+    training: bool = False,
 ) -> float:
-    """The loss L for a batch."""
+    """The loss L for a batch (evaluation mode unless `training`)."""
     W = params["W"]
     b = params["b"]
     dt = params["W"].dtype
@@ -245,8 +263,11 @@ def loss_and_grad(
     params: Mapping[str, np.ndarray],
     batch: Mapping[str, np.ndarray],
     hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
-    """The loss L and its gradient w.r.t. every parameter (eqs. 12-13)."""
+    """The loss L and its gradient w.r.t. every parameter (eqs. 12-13), in training mode."""
     W = params["W"]
     b = params["b"]
     dt = params["W"].dtype

@@ -42,6 +42,7 @@ TARGETS: tuple[str, ...] = ('Y',)
 OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'P': ('B', 'n_out'),
 }
+STATES: dict[str, tuple[str | int, ...]] = {}
 HYPERS: dict[str, float] = {}
 TASK: str | None = 'multiclass'
 PREDICTION: str | None = 'P'
@@ -95,6 +96,15 @@ def init_params(
     return out
 
 
+def init_state(dims: Mapping[str, int], dtype: type = np.float32) -> dict[str, np.ndarray]:
+    """Fresh state (running averages) that training updates in place; empty for most models."""
+    out = {}
+    for name, shape in STATES.items():
+        scheme, scale = _INIT[name]
+        out[name] = _initial(None, scheme, _concrete(shape, dims, "init_state"), scale).astype(dtype)
+    return out
+
+
 def _concrete(
     shape: tuple[str | int, ...], dims: Mapping[str, int], where: str,
 ) -> tuple[int, ...]:
@@ -105,7 +115,7 @@ def _concrete(
 
 
 def _initial(
-    rng: np.random.Generator, scheme: str, shape: tuple[int, ...], scale: float,
+    rng: np.random.Generator | None, scheme: str, shape: tuple[int, ...], scale: float,
 ) -> np.ndarray:
     fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0]
     fan_out = shape[-1]
@@ -229,8 +239,12 @@ def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
     hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+    training: bool = False,
 ) -> dict[str, np.ndarray]:
-    """The model's outputs for a batch of inputs."""
+    """The model's outputs for a batch of inputs (evaluation mode unless `training`)."""
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -259,8 +273,12 @@ def loss(
     params: Mapping[str, np.ndarray],
     batch: Mapping[str, np.ndarray],
     hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+    training: bool = False,
 ) -> float:
-    """The loss L for a batch."""
+    """The loss L for a batch (evaluation mode unless `training`)."""
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -294,8 +312,11 @@ def loss_and_grad(
     params: Mapping[str, np.ndarray],
     batch: Mapping[str, np.ndarray],
     hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
-    """The loss L and its gradient w.r.t. every parameter (eqs. 13-24)."""
+    """The loss L and its gradient w.r.t. every parameter (eqs. 13-24), in training mode."""
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]

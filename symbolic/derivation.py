@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from symbolic.autodiff import Accumulation, Step, reverse_mode
 from symbolic.errors import ModelError, SymgradWarning
-from symbolic.graph import ARG, Node, broadcast_to, const, topological
+from symbolic.graph import ARG, Node, broadcast_to, const, has_modes, specialize, topological
 from symbolic.model import Model
 from symbolic.printing import Printer, latex_name
 from symbolic.rules import Y
@@ -40,10 +40,26 @@ class Derivation:
     gradients: dict[str, Node]  # parameter name -> dL/dparam
     names: dict[Node, tuple[str, str]]  # node -> (text name, LaTeX name)
     owners: dict[Node, int] = field(default_factory=dict)  # node -> number of its equation
+    train: dict[Node, Node] = field(default_factory=dict)  # equation node -> training form
+    evaluate: dict[Node, Node] = field(default_factory=dict)  # equation node -> evaluation form
+    has_modes: bool = False  # does anything differ between training and evaluation?
 
     @property
     def loss(self) -> Node:
-        return self.model.losses[self.loss_name]
+        """The loss as training computes it (the one the gradients are of)."""
+        return self.train[self.model.losses[self.loss_name]]
+
+    @property
+    def updates(self) -> dict[str, Node]:
+        """State name -> its new value after a training step (running averages)."""
+        return {name: self.train[node] for name, node in self.model.updates.items()}
+
+    def outputs(self, training: bool) -> dict[str, Node]:
+        forms = self.train if training else self.evaluate
+        return {name: forms[node] for name, node in self.model.outputs.items()}
+
+    def loss_in(self, training: bool) -> Node:
+        return (self.train if training else self.evaluate)[self.model.losses[self.loss_name]]
 
     @property
     def printer(self) -> Printer:
@@ -60,16 +76,17 @@ class Derivation:
         return p.text(eq.node, expand=own) if kind == "text" else p.latex(eq.node, expand=own)
 
     def text(self, eq: Numbered) -> str:
-        return f"{eq.lhs_text} = {self.rhs(eq, 'text')}"
+        return f"{eq.lhs_text} {'<-' if eq.kind == 'update' else '='} {self.rhs(eq, 'text')}"
 
     def latex(self, eq: Numbered) -> str:
-        return f"{eq.lhs_latex} = {self.rhs(eq, 'latex')}"
+        arrow = r"\leftarrow" if eq.kind == "update" else "="
+        return f"{eq.lhs_latex} {arrow} {self.rhs(eq, 'latex')}"
 
     def local_derivative(self, step: Step, kind: str = "latex") -> str | None:
         """An elementwise step's local derivative printed with the step's own operands."""
         if step.local is None:
             return None
-        symbols = dict(zip(ARG, step.node.args)) | {Y: step.node}
+        symbols = dict(zip(ARG, step.node.args, strict=False)) | {Y: step.node}
         return self.printer.expr(step.local, symbols, kind)
 
     def equation_number(self, node: Node) -> int | None:
@@ -111,14 +128,21 @@ def derive(model: Model, loss: str | None = None, wrt: list[str] | None = None) 
     for p in wrt:
         if p not in params:
             raise ModelError(f"model {model.name!r} has no parameter {p!r} to differentiate by")
-    loss_node = losses[loss]
-    grads = reverse_mode(loss_node, [params[p] for p in wrt])
+    roots = [eq.node for eq in model.equations]
+    train, evaluate = specialize(roots, True), specialize(roots, False)
+    grads = reverse_mode(train[losses[loss]], [params[p] for p in wrt])
 
     names: dict[Node, tuple[str, str]] = {}
     for leaf_name, leaf in model.leaves.items():
         names[leaf] = (leaf_name, latex_name(leaf_name))
     for eq in model.equations:
         names[eq.node] = (eq.name, latex_name(eq.name))
+    for eq in model.equations:  # the training form of an equation carries its name too
+        if not train[eq.node].is_leaf:
+            names.setdefault(train[eq.node], (eq.name, latex_name(eq.name)))
+    for node in topological(roots):
+        if node.op == "dropout_mask":
+            names[node] = (node.attr("name"), rf"M_{{{node.attr('name').removeprefix('mask')}}}")
     gradients: dict[str, Node] = {}
     for p in wrt:
         g = grads.adjoints.get(params[p])
@@ -138,8 +162,11 @@ def derive(model: Model, loss: str | None = None, wrt: list[str] | None = None) 
     forward, owners, number = [], {}, 0
     for eq in model.equations:
         number += 1
-        forward.append(Numbered(number, eq.name, latex_name(eq.name), eq.node, eq.kind))
+        lhs = eq.target if eq.kind == "update" else eq.name
+        forward.append(Numbered(number, lhs, latex_name(lhs), eq.node, eq.kind))
         _claim(eq.node, number, owners, names)
+        _claim(train[eq.node], number, owners, names)
+        _claim(evaluate[eq.node], number, owners, names)
 
     backward = []
     for step in grads.steps:
@@ -154,12 +181,14 @@ def derive(model: Model, loss: str | None = None, wrt: list[str] | None = None) 
             lhs = _adjoint_names(*names[target], target.op == "param", loss)
         else:
             t = printer.text(target)
-            lhs = (f"d{loss}/d({t})", rf"\frac{{\partial {latex_name(loss)}}}{{\partial \left({printer.latex(target)}\right)}}")
+            of = rf"\partial \left({printer.latex(target)}\right)"
+            lhs = (f"d{loss}/d({t})", rf"\frac{{\partial {latex_name(loss)}}}{{{of}}}")
             if not whole:
                 lhs = (f"{lhs[0]} += ...", rf"{lhs[1]} \mathrel{{+}}=")
         backward.append(Numbered(number, lhs[0], lhs[1], node, kind, step))
         _claim(node, number, owners, names)
-    return Derivation(model, loss, tuple(wrt), forward, backward, gradients, names, owners)
+    return Derivation(model, loss, tuple(wrt), forward, backward, gradients, names, owners,
+                      train, evaluate, has_modes(roots))
 
 
 def _claim(root: Node, number: int, owners: dict[Node, int], names: dict) -> None:

@@ -51,7 +51,7 @@ class ElementwiseFunction(sympy.Function):
 
     def _bind(self, expr: sympy.Expr) -> sympy.Expr:
         """Substitute this call's argument and parameter values into an expression of X."""
-        subs = dict(zip(self.parameters, self.args[1:]))
+        subs = dict(zip(self.parameters, self.args[1:], strict=True))
         own = type(self)(X, *self.parameters)
         return expr.xreplace({own: self}).xreplace({X: self.args[0], **subs})
 

@@ -267,3 +267,46 @@ def topological(roots: Iterable[Node]) -> list[Node]:
             stack.append((node, True))
             stack.extend((a, False) for a in reversed(node.args) if a not in seen)
     return order
+
+
+# -- training and evaluation modes ------------------------------------------------------------
+def select_mode(train: Node, evaluate: Node) -> Node:
+    """A value that differs between training and evaluation (dropout, batch statistics).
+
+    Mode nodes never reach differentiation or code generation: `specialize` replaces each by
+    one of its branches first, so a model is two ordinary graphs that share everything else.
+    """
+    from symbolic.errors import ShapeError
+
+    train, evaluate = as_node(train), as_node(evaluate)
+    if not shapes_equal(train.shape, evaluate.shape):
+        raise ShapeError(located(f"training and evaluation forms differ in shape: "
+                                 f"{fmt_shape(train.shape)} vs {fmt_shape(evaluate.shape)}",
+                                 user_location()))
+    return Node.make("mode", (train, evaluate), {}, train.shape)
+
+
+def rebuild(node: Node, args: Sequence[Node]) -> Node:
+    """`node` with new arguments, through the same constructors (so simplifications rerun)."""
+    args = tuple(args)
+    if args == node.args:
+        return node
+    if node.op == "ew":
+        return elementwise(node.attr("expr"), args)
+    return apply(node.op, list(args), **dict(node.attrs))
+
+
+def specialize(roots: Iterable[Node], training: bool) -> dict[Node, Node]:
+    """Every node under `roots` -> its form in training (or evaluation) mode."""
+    out: dict[Node, Node] = {}
+    for node in topological(roots):
+        if node.op == "mode":
+            out[node] = out[node.args[0] if training else node.args[1]]
+        else:
+            out[node] = rebuild(node, [out[a] for a in node.args])
+    return out
+
+
+def has_modes(roots: Iterable[Node]) -> bool:
+    return any(n.op == "mode" for n in topological(roots))
+

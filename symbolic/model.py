@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import sympy
 
+from symbolic import ops as F
 from symbolic.errors import ModelError, ShapeError, located, user_location
-from symbolic.graph import Node, topological
+from symbolic.graph import Node, apply, as_node, select_mode, topological
 from symbolic.names import check_identifier
 from symbolic.shapes import Shape, as_dim, fmt_shape, make_dim
 
@@ -62,6 +63,7 @@ class Model:
         self.equations: list[Equation] = []
         self.names: dict[Node, str] = {}
         self.prediction: str | None = None
+        self._masks = 0
 
     # -- declarations ------------------------------------------------------------------
     def dim(self, name: str, default: int | None = None) -> sympy.Symbol:
@@ -155,6 +157,50 @@ class Model:
         if self.losses:
             raise ModelError(f"model {self.name!r} already has a loss {next(iter(self.losses))!r}")
         return self._equation(name, expr, "loss")
+
+    # -- regularisation layers ---------------------------------------------------------
+    def dropout(self, x: Node, rate: float | Node) -> Node:
+        """Inverted dropout: in training, each element is zeroed with probability `rate` and
+        the rest scaled by 1/(1 - rate); in evaluation, x unchanged. `rate` is a number or a
+        hyper-parameter. Masks are drawn from the generator the generated code is given."""
+        rate = as_node(rate)
+        if rate.shape != () or rate.op not in ("const", "hyper"):
+            raise ModelError(located("dropout rate must be a number or a hyper-parameter", user_location()))
+        if rate.op == "const" and not 0 <= float(rate.attr("value")) < 1:
+            raise ModelError(located(f"dropout rate must be in [0, 1), not {rate.attr('value')}",
+                                     user_location()))
+        self._masks += 1
+        mask = apply("dropout_mask", [rate], name=f"mask{self._masks}", shape=x.shape)
+        return select_mode(x * mask, x)
+
+    def batchnorm(self, x: Node, name: str, momentum: float = 0.1, eps: float = 1e-5) -> Node:
+        """Batch normalisation over every axis but the last (the features).
+
+        Training uses the batch's mean and variance and moves the running averages
+        `<name>_mean`, `<name>_var` (state) towards them, as PyTorch does (the running variance
+        takes the unbiased batch variance); evaluation uses the running averages. Scale and
+        shift are the parameters `<name>_gamma` and `<name>_beta`.
+        """
+        check_identifier(name, "batchnorm name")
+        if x.ndim < 2:
+            raise ShapeError(located(f"batchnorm {name!r} needs a batch axis and a feature axis, "
+                                     f"got shape {fmt_shape(x.shape)}", user_location()))
+        features = (x.shape[-1],)
+        axes = tuple(range(x.ndim - 1))
+        gamma = self.param(f"{name}_gamma", features, init="ones")
+        beta = self.param(f"{name}_beta", features, init="zeros")
+        running_mean = self.state(f"{name}_mean", features, init="zeros")
+        running_var = self.state(f"{name}_var", features, init="ones")
+        mean = self.let(f"{name}_mu", x.mean(axes))
+        var = self.let(f"{name}_sigma2", F.square(x - mean).mean(axes))
+        count = sympy.Mul(*x.shape[:-1])
+        train = gamma * (x - mean) / F.sqrt(var + eps) + beta
+        evaluate = gamma * (x - running_mean) / F.sqrt(running_var + eps) + beta
+        self.update(running_mean, (1 - momentum) * running_mean + momentum * mean)
+        # unbiased batch variance, n/(n-1); max() keeps it finite for a batch of one
+        unbiased = count / sympy.Max(count - 1, 1)
+        self.update(running_var, (1 - momentum) * running_var + momentum * var * unbiased)
+        return select_mode(train, evaluate)
 
     # -- queries -----------------------------------------------------------------------
     @property
@@ -260,9 +306,9 @@ class Model:
         self._claim(name, {"let": "equation", "output": "output", "loss": "loss",
                            "update": "update"}[kind])
         expr = self._check_expr(name, expr)
-        if expr.is_leaf or expr in self.names:
+        if (expr.is_leaf or expr in self.names) and kind not in ("output", "loss"):
             what = self.names.get(expr) or expr.name or "a constant"
             raise ModelError(f"equation {name!r} only renames {what}; use {what} directly")
-        self.names[expr] = name
+        self.names.setdefault(expr, name)  # an output may be a value another equation named
         self.equations.append(Equation(name, expr, kind, target))
         return expr

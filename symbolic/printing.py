@@ -141,15 +141,15 @@ class Printer:
             return (latex_name(node.name) if kind == "latex" else node.name), ATOM
         if node.op == "ew":
             expr = node.attr("expr")
-            return self.expr(expr, dict(zip(ARG, node.args)), kind), _precedence_of(expr)
+            return self.expr(expr, dict(zip(ARG, node.args, strict=False)), kind), _precedence_of(expr)
         from symbolic.rules import rule_for
 
         rule = rule_for(node)
         wrap = (lambda s: rf"\left({s}\right)") if kind == "latex" else (lambda s: f"({s})")
         needed = _ARG_PRECEDENCE.get((node.op, kind), 0)
         args = []
-        for a in node.args:
-            s, prec = self._print(a, kind, False)
+        for a in node.args:  # a mode's branches are its own forms: show them, not its name
+            s, prec = self._print(a, kind, node.op == "mode" and self.names.get(a) == self.names.get(node))
             args.append(s if prec >= needed else wrap(s))
         form = rule.latex if kind == "latex" else rule.text
         prec = {"matmul": PRODUCT, "transpose": POSTFIX}.get(node.op, ATOM)

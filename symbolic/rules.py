@@ -20,7 +20,13 @@ import sympy
 from symbolic.errors import ShapeError
 from symbolic.graph import ARG, Node, apply, broadcast_to, elementwise
 from symbolic.shapes import (
-    Shape, broadcast, broadcast_axes, dims_equal, fmt_shape, shapes_equal, size,
+    Shape,
+    broadcast,
+    broadcast_axes,
+    dims_equal,
+    fmt_shape,
+    shapes_equal,
+    size,
 )
 
 #: Stands for the node's own output y in an elementwise local derivative (tanh' = 1 - y^2).
@@ -205,7 +211,8 @@ RULES: dict[str, Rule] = {
     "broadcast_to": Rule("broadcast", _broadcast_shape,
                          lambda g, n: [unbroadcast(g, n.args[0].shape)],
                          text=lambda n, a: f"broadcast({a}, {fmt_shape(n.shape)})",
-                         latex=lambda n, a: rf"\operatorname{{broadcast}}_{{{_shape_latex(n.shape)}}}\left({a}\right)"),
+                         latex=lambda n, a: rf"\operatorname{{broadcast}}_{{{_shape_latex(n.shape)}}}"
+                                            rf"\left({a}\right)"),
     "sum": Rule("reduction (sum)", _reduce_shape, lambda g, n: [_spread(g, n)],
                 text=_sum_text, latex=_sum_latex),
     "softmax": Rule("softmax", _axis_shape, _softmax_vjp,
@@ -215,6 +222,37 @@ RULES: dict[str, Rule] = {
                         text=lambda n, a: f"log_softmax({a}, axis={n.attr('axis')})",
                         latex=lambda n, a: rf"\log\operatorname{{softmax}}\left({a}\right)"),
 }
+
+
+def _not_differentiable(g: Node, node: Node) -> list[Node | None]:
+    return [None] * len(node.args)
+
+
+def _unspecialized(g: Node, node: Node) -> list[Node | None]:
+    from symbolic.errors import RuleError
+
+    raise RuleError("a training/evaluation choice must be specialized before differentiation")
+
+
+def _same_shapes(shapes: list[Shape]) -> Shape:
+    return shapes[0]
+
+
+def _given_shape(shapes: list[Shape], shape: Shape, **attrs) -> Shape:
+    return shape
+
+
+RULES.update({
+    # a choice between a training and an evaluation form (see graph.select_mode)
+    "mode": Rule("training/evaluation choice", _same_shapes, _unspecialized,
+                 text=lambda n, a, b: f"{{train: {a}; eval: {b}}}",
+                 latex=lambda n, a, b: rf"\begin{{cases}} {a} & \text{{training}} \\ {b} & "
+                                       rf"\text{{evaluation}} \end{{cases}}"),
+    # inverted-dropout mask: 0 with probability `rate`, else 1/(1 - rate); random, so no gradient
+    "dropout_mask": Rule("dropout mask", _given_shape, _not_differentiable,
+                         text=lambda n, rate: n.attr("name"),
+                         latex=lambda n, rate: rf"M_{{{n.attr('name').removeprefix('mask')}}}"),
+})
 
 
 def rule_for(node: Node) -> Rule:

@@ -39,7 +39,7 @@ def dims_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
 
 
 def shapes_equal(a: Shape, b: Shape) -> bool:
-    return len(a) == len(b) and all(dims_equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(dims_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def fmt_shape(shape: Shape) -> str:

@@ -12,18 +12,38 @@ generated as a fast numpy/numexpr module, and trained.
     print(sg.derive(m))              # the derivation, step by step
     module = sg.load_module(m)       # the generated code, imported
 """
+from codegen.emit import BACKENDS, generate
 from symbolic import __version__
 from symbolic.derivation import Derivation, derive
 from symbolic.errors import ModelError, RuleError, ShapeError, SymgradError, SymgradWarning
 from symbolic.model import Init, Model
 from symbolic.ops import (
-    abs, binary_cross_entropy_with_logits, elementwise_function, exp, l1, l2, leaky_relu, log,
-    log_softmax, matmul, mean, mse, relu, reshape, sigmoid, softmax, softmax_cross_entropy,
-    softplus, sqrt, square, sum, tanh, transpose,
+    abs,
+    binary_cross_entropy_with_logits,
+    elementwise_function,
+    exp,
+    l1,
+    l2,
+    leaky_relu,
+    log,
+    log_softmax,
+    matmul,
+    mean,
+    mse,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    softmax_cross_entropy,
+    softplus,
+    sqrt,
+    square,
+    sum,
+    tanh,
+    transpose,
 )
-from codegen.emit import BACKENDS, generate
-from symgrad.pipeline import load_module, resolve, source, write
 from symgrad.models import BUILTINS
+from symgrad.pipeline import load_module, resolve, source, write
 
 __all__ = [
     "__version__", "Derivation", "derive", "ModelError", "RuleError", "ShapeError", "SymgradError",

@@ -95,9 +95,14 @@ class Lib:
 
 
 class Interpreter:
-    def __init__(self, kind: str = "numpy"):
+    """Evaluates equation nodes directly; `training` picks each mode node's branch. A dropout
+    mask evaluates to ones: oracles compare models with dropout at rate 0 (the masks
+    themselves are tested on their own)."""
+
+    def __init__(self, kind: str = "numpy", training: bool = True):
         self.lib = Lib(kind)
         self.kind = kind
+        self.training = training
 
     def scalar(self, value):
         if self.kind == "sympy":
@@ -118,13 +123,18 @@ class Interpreter:
         args = [values[a] for a in node.args]
         shape = tuple(int(sympy.sympify(d).xreplace(dim_subs)) for d in node.shape)
         op = node.op
+        if op == "mode":
+            return args[0] if self.training else args[1]
+        if op == "dropout_mask":
+            ones = np.ones(shape)
+            return self.lib.torch.tensor(ones) if self.kind == "torch" else ones
         if op == "const":
             return self.scalar(node.attr("value").xreplace(dim_subs))
         if node.is_leaf:
             return leaves[node.name]
         if op == "ew":
             expr = _definition(node.attr("expr")).xreplace(dim_subs)
-            return self.expr(expr, dict(zip(ARG, args)))
+            return self.expr(expr, dict(zip(ARG, args, strict=False)))
         if op == "matmul":
             return lib.matmul(*args)
         if op == "sum":
@@ -174,6 +184,8 @@ class Interpreter:
             return base ** (self.expr(exp, env) if not exp.is_Number else self.scalar(exp))
         if isinstance(e, sympy.Max):
             a, b = (self.expr(x, env) for x in e.args)
+            if self.kind != "sympy" and not hasattr(a, "shape") and not hasattr(b, "shape"):
+                return max(a, b)
             return lib.maximum(a, b)
         if isinstance(e, sympy.Piecewise):
             (value, cond), (other, _) = e.args
@@ -182,6 +194,21 @@ class Interpreter:
         if isinstance(e, sympy.Function) and len(e.args) == 1:
             return lib.fn(type(e), self.expr(e.args[0], env))
         raise NotImplementedError(f"oracle cannot evaluate {e!r}")
+
+
+def run_kwargs(module, dims: dict[str, int], dtype=np.float64, **hypers) -> dict:
+    """hypers (defaults, dropout off unless given) and a fresh state, for modules that use them."""
+    h = {**module.HYPERS, **({"dropout": 0.0} if "dropout" in module.HYPERS else {}), **hypers}
+    return {"hypers": h, "state": module.init_state(dims, dtype)}
+
+
+def leaves_for(module, params: dict, batch: dict, kwargs: dict, lib=None) -> dict:
+    """Everything an equation can read: parameters, batch, hypers, state."""
+    wrap = lib or (lambda v: v)
+    out = {**params, **batch}
+    out.update({k: wrap(np.float64(v)) for k, v in kwargs["hypers"].items()})
+    out.update({k: wrap(np.array(v, dtype=np.float64)) for k, v in kwargs["state"].items()})
+    return out
 
 
 def random_batch(module, dims: dict[str, int], rng: np.random.Generator, dtype=np.float64) -> dict:

@@ -4,27 +4,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import built
-from tests.oracle import Interpreter, jiggle, random_batch
 from symgrad.models import BUILTINS
+from tests.conftest import built
+from tests.oracle import Interpreter, jiggle, leaves_for, random_batch, run_kwargs
 
 
 @pytest.mark.parametrize("name", list(BUILTINS))
 @pytest.mark.parametrize("backend", ["auto", "numpy", "numexpr"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_forward_and_loss_match_direct_evaluation(name, backend, seed):
+@pytest.mark.parametrize("training", [False, True])
+def test_forward_and_loss_match_direct_evaluation(name, backend, seed, training):
     model, _, module = built(name, backend)
     rng = np.random.default_rng(seed)
-    dims = {d: int(rng.integers(1, 12)) for d in module.DIMS}
+    dims = {d: int(rng.integers(2, 12)) for d in module.DIMS}
     params = jiggle(module.init_params(dims, seed=seed, dtype=np.float64), rng)
     batch = random_batch(module, dims, rng)
+    kw = run_kwargs(module, dims)
+    for k in kw["state"]:  # running statistics away from their initial values
+        kw["state"][k] += rng.uniform(0.1, 0.5, kw["state"][k].shape)
     roots = list(model.outputs.values()) + [model.losses["L"]]
-    *outputs, loss = Interpreter("numpy").evaluate(roots, {**params, **batch}, dims)
-    got = module.forward(params, batch)
+    leaves = leaves_for(module, params, batch, kw)
+    *outputs, loss = Interpreter("numpy", training).evaluate(roots, leaves, dims)
+    got = module.forward(params, batch, training=training, **kw)
     assert list(got) == list(model.outputs)
     for (key, want), value in zip(got.items(), outputs, strict=True):
         np.testing.assert_allclose(want, value, rtol=1e-10, atol=1e-12, err_msg=key)
-    assert module.loss(params, batch) == pytest.approx(float(loss), rel=1e-10)
+    assert module.loss(params, batch, training=training, **kw) == pytest.approx(float(loss), rel=1e-10)
 
 
 @pytest.mark.parametrize("name", list(BUILTINS))
@@ -36,15 +41,16 @@ def test_dtype_is_kept_end_to_end(name, backend, dtype):
     rng = np.random.default_rng(0)
     params = module.init_params(dims, seed=0, dtype=dtype)
     batch = random_batch(module, dims, rng, dtype=np.float64)  # inputs are cast to the params' dtype
-    loss, grads = module.loss_and_grad(params, batch)
+    kw = run_kwargs(module, dims, dtype)
+    loss, grads = module.loss_and_grad(params, batch, **kw)
     assert isinstance(loss, float) and np.isfinite(loss)
     for k, g in grads.items():
         assert g.dtype == dtype and g.shape == params[k].shape, k
-    for k, v in module.forward(params, batch).items():
+    for k, v in module.forward(params, batch, **kw).items():
         assert v.dtype == dtype, k
     if dtype == np.float32:  # float32 agrees with float64 to float32 precision
         p64 = {k: v.astype(np.float64) for k, v in params.items()}
-        loss64, grads64 = module.loss_and_grad(p64, batch)
+        loss64, grads64 = module.loss_and_grad(p64, batch, **run_kwargs(module, dims))
         assert loss == pytest.approx(loss64, rel=1e-4)
         for k in grads:
             np.testing.assert_allclose(grads[k], grads64[k], rtol=2e-3, atol=1e-5)

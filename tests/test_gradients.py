@@ -9,9 +9,17 @@ import sympy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import built, torch_or_skip
-from tests.oracle import Interpreter, finite_differences, jiggle, random_batch, relative_error
 from symgrad.models import BUILTINS
+from tests.conftest import built, torch_or_skip
+from tests.oracle import (
+    Interpreter,
+    finite_differences,
+    jiggle,
+    leaves_for,
+    random_batch,
+    relative_error,
+    run_kwargs,
+)
 
 TOL = 1e-6
 
@@ -31,9 +39,12 @@ def test_gradient_matches_finite_differences(name, backend, data):
     rng = np.random.default_rng(seed)
     params = jiggle(module.init_params(dims, seed=seed, dtype=np.float64), rng)
     batch = random_batch(module, dims, rng)
-    loss, grads = module.loss_and_grad(params, batch)
-    assert loss == pytest.approx(module.loss(params, batch), rel=1e-12)
-    fd = finite_differences(lambda p: module.loss(p, batch), params)
+    # dropout at a real rate: masks come from rng=None (seed 0), the same on every call
+    kw = run_kwargs(module, dims, **({"dropout": 0.3} if "dropout" in module.HYPERS else {}))
+    kw["hypers"].update({k: 0.01 for k in ("l1", "l2") if k in module.HYPERS})
+    loss, grads = module.loss_and_grad(params, batch, **kw)
+    assert loss == pytest.approx(module.loss(params, batch, training=True, **kw), rel=1e-12)
+    fd = finite_differences(lambda p: module.loss(p, batch, training=True, **kw), params)
     for k in params:
         assert grads[k].shape == params[k].shape and grads[k].dtype == np.float64
         # absolute noise of central differences is ~1e-10; compare relative to the gradient's
@@ -42,7 +53,7 @@ def test_gradient_matches_finite_differences(name, backend, data):
         assert np.abs(grads[k] - fd[k]).max() / scale <= TOL, (k, dims)
 
 
-def _sympy_gradients(model, module, dims, params, batch):
+def _sympy_gradients(model, module, dims, params, batch, kw):
     """d loss / d parameter, by sympy, on object arrays of symbols at tiny dims."""
     symbols, values = {}, {}
     leaves = {}
@@ -54,8 +65,11 @@ def _sympy_gradients(model, module, dims, params, batch):
             symbols[(name, i)] = s
             values[s] = float(p[i])
         leaves[name] = arr
+    to_sympy = np.vectorize(lambda v: sympy.Float(float(v)), otypes=[object])
     for name, a in batch.items():
-        leaves[name] = np.vectorize(lambda v: sympy.Float(float(v)), otypes=[object])(a) if a.ndim else a
+        leaves[name] = to_sympy(a)
+    leaves.update({k: sympy.Float(v) for k, v in kw["hypers"].items()})
+    leaves.update({k: to_sympy(v) for k, v in kw["state"].items()})
     (loss,) = Interpreter("sympy").evaluate([model.losses["L"]], leaves, dims)
     out = {}
     for name, p in params.items():
@@ -74,8 +88,9 @@ def test_gradient_matches_sympy_on_explicit_matrices(name):
     dims = {d: 2 for d in module.DIMS}
     params = jiggle(module.init_params(dims, seed=3, dtype=np.float64), rng)
     batch = random_batch(module, dims, rng)
-    _, grads = module.loss_and_grad(params, batch)
-    exact = _sympy_gradients(model, module, dims, params, batch)
+    kw = run_kwargs(module, dims)
+    _, grads = module.loss_and_grad(params, batch, **kw)
+    exact = _sympy_gradients(model, module, dims, params, batch, run_kwargs(module, dims))
     for k in params:
         assert relative_error(grads[k], exact[k]) <= 1e-9, k
 
@@ -89,9 +104,11 @@ def test_gradient_matches_pytorch_autograd(name, seed):
     dims = {d: int(rng.integers(1, 9)) for d in module.DIMS}
     params = jiggle(module.init_params(dims, seed=seed, dtype=np.float64), rng)
     batch = random_batch(module, dims, rng)
-    loss, grads = module.loss_and_grad(params, batch)
+    kw = run_kwargs(module, dims)
+    loss, grads = module.loss_and_grad(params, batch, **kw)
     tparams = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    leaves = {**tparams, **{k: torch.tensor(v) for k, v in batch.items()}}
+    leaves = leaves_for(module, tparams, {k: torch.tensor(v) for k, v in batch.items()},
+                        run_kwargs(module, dims), lib=torch.tensor)
     (tloss,) = Interpreter("torch").evaluate([model.losses["L"]], leaves, dims)
     tloss.backward()
     assert loss == pytest.approx(tloss.item(), rel=1e-10)

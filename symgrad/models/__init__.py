@@ -29,6 +29,10 @@ BUILTINS: dict[str, BuiltIn] = {
                              f"two-hidden-layer perceptron with {act}, softmax cross-entropy",
                              "digits", {"lr": 0.1, "epochs": 40, "batch_size": 32})
        for act in ("tanh", "relu", "sigmoid")},
+    "mlp_regularised": BuiltIn(
+        lambda: mlp.mlp("tanh", "mlp_regularised", dropout=True, batchnorm=True, l1=True, l2=True),
+        "tanh perceptron with batch normalisation, dropout, L1 and L2 penalties", "digits",
+        {"lr": 0.05, "epochs": 40, "batch_size": 64}),
 }
 
 

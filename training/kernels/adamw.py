@@ -144,7 +144,16 @@ def _ew3(
         k = out.dtype.type
         return ne.evaluate(
             "a*b - c*d/(e*(h + sqrt(f/g)))",
-            local_dict={"a": a, "b": k(b), "c": k(c), "d": d, "e": k(e), "f": f, "g": k(g), "h": k(h)},
+            local_dict={
+                "a": a,
+                "b": k(b),
+                "c": k(c),
+                "d": d,
+                "e": k(e),
+                "f": f,
+                "g": k(g),
+                "h": k(h),
+            },
             out=out,
         )
     np.multiply(a, b, out=out)
