@@ -1,0 +1,268 @@
+"""A model's derivation document as plain data (see `content.py`), in the order a reader needs.
+
+The derivation, the generated module and the numeric check all come from one `derive` call:
+the module is generated from the same `Derivation` the equations are printed from, and the
+check runs that module. So the document, the code and the numbers cannot disagree.
+"""
+from __future__ import annotations
+
+import math
+import types
+import warnings
+from dataclasses import dataclass
+
+import sympy
+
+from codegen.emit import generate
+from symbolic import __version__
+from symbolic.derivation import Derivation, derive
+from symbolic.errors import SymgradWarning
+from symbolic.model import Model
+from symgrad.documents import check, code, mathtext, symbols
+from symgrad.documents.content import (
+    CheckRow,
+    CodeBlock,
+    Document,
+    Equation,
+    Gradient,
+    Inline,
+    Section,
+    prose,
+)
+from symgrad.documents.steps import BackwardPass
+
+
+@dataclass(frozen=True)
+class Part:
+    """Everything one derivation contributes to a document, before it is cut into sections."""
+
+    derivation: Derivation
+    source: str  # the generated module's text
+    module: types.ModuleType  # ... imported: the numeric check runs it
+    dims: dict[str, int]  # the numeric check's dims
+    results: list[check.Result]
+    batch: sympy.Symbol | None  # the batch dim, if the model has one
+    prefix: str  # anchor prefix, so that several parts can share one HTML page
+
+
+_AUTO = object()
+
+
+def prepare(model: Model, prefix: str = "", batch: object = _AUTO) -> Part:
+    """Derive, generate and check one model. `batch` overrides the batch dim read off the model."""
+    d = derive(model)
+    source = generate(d)
+    module = check.load(source, model.name)
+    dims, results = check.run(module)
+    for r in results:
+        if not r.passed:
+            warnings.warn(SymgradWarning(
+                f"model {model.name!r}: the derived gradient of {r.name} differs from finite "
+                f"differences (relative error {r.error:.1e})"), stacklevel=2)
+    batch = symbols.batch_dim(model) if batch is _AUTO else batch
+    return Part(d, source, module, dims, results, batch, prefix)
+
+
+# -- sections shared by model documents and the primer ------------------------------------------
+def notation(batch: sympy.Symbol | None, first_input: str | None, extra: tuple[Inline, ...] = ()) -> Section:
+    paragraphs = [prose(
+        "**Layout.** Gradients are written in denominator layout: $\\frac{\\partial L}{\\partial W}$ has "
+        "the shape of $W$, and its entry $(i, j)$ is $\\frac{\\partial L}{\\partial W_{ij}}$, so a "
+        "gradient can be subtracted from its parameter as it is.")]
+    if batch is not None:
+        b = sympy.latex(batch)
+        paragraphs.append(prose(
+            f"**Batch axis.** The batch is the leading axis: ${first_input}$ holds ${b}$ examples, one per "
+            "row, and so does every activation computed from it. A dense layer is written "
+            "$X W + b$ with $W$ of shape $n_{in} \\times n_{out}$, and its bias $b$ is added to every "
+            "row (broadcast). Textbooks that use column vectors write the same layer for one example "
+            "$x$ as $W^{\\top} x + b$."))
+    else:
+        paragraphs.append(prose(
+            "**Batch axis.** There is none here: every tensor has exactly the shape it is declared with."))
+    paragraphs.append(prose(
+        "**Deltas.** The adjoint (or delta) $\\delta_{v} = \\frac{\\partial L}{\\partial v}$ of an "
+        "intermediate value $v$ is the gradient of the loss with respect to $v$; it has the shape of "
+        "$v$. The backward pass computes adjoints from the loss back to the parameters: each step "
+        "takes the adjoint of one operation's result and sends a contribution to one of its "
+        "arguments (a vector-Jacobian product, by that operation's rule). A value used several times "
+        "receives several contributions; the one from step (N) is written "
+        "$\\left[\\frac{\\partial L}{\\partial v}\\right]_{(N)}$, and the value's adjoint is their sum. "
+        "A parameter's adjoint is its gradient, $\\frac{\\partial L}{\\partial W}$."))
+    paragraphs += list(extra)
+    bullets = (
+        prose("$U V$ is a matrix product, $U^{\\top}$ a transpose, and $U \\odot V$ the elementwise "
+              "(Hadamard) product."),
+        prose("$\\sum_{B} U$ sums $U$ over its axis of length $B$; "
+              "$\\operatorname{broadcast}_{\\left(B, n\\right)}\\left(u\\right)$ repeats $u$ along the "
+              "axes it lacks until it has shape $B \\times n$."),
+        prose("An elementwise function applies to every entry; its local derivative is the scalar "
+              "derivative sympy computed, applied entry by entry. $\\mathbb{1}\\left[t > 0\\right]$ is "
+              "1 where $t > 0$ and 0 elsewhere (a kink gets derivative 0)."),
+        prose("$\\operatorname{softmax}$ and $\\log\\operatorname{softmax}$ act along the class "
+              "(last) axis."),
+    )
+    return Section("notation", "Notation and conventions", 2, tuple(paragraphs), bullets)
+
+
+def symbol_sections(part: Part, level: int = 2, id_prefix: str = "") -> list[Section]:
+    d = part.derivation
+    return [
+        Section(f"{id_prefix}symbols", "Symbols", level,
+                (prose("Every name in the derivation: its role, its shape and what it is."),),
+                kind="symbols", items=tuple(symbols.symbol_rows(d, part.batch, part.prefix))),
+        Section(f"{id_prefix}dims", "Dims", level + 1,
+                (prose("The sizes shapes are made of; the numeric check below uses the sizes given."),),
+                kind="dims", items=tuple(symbols.dim_rows(d.model, part.dims, part.batch))),
+    ]
+
+
+def forward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
+    d = part.derivation
+    eqs = []
+    for e in d.forward:
+        relation = r"\leftarrow" if e.kind == "update" else "="
+        eqs.append(Equation(e.number, f"{part.prefix}eq-{e.number}", e.lhs_latex, d.rhs(e, "latex"),
+                            relation, mathtext.shape(e.node.shape)))
+    loss = next((e for e in d.forward if e.kind == "loss" and e.lhs_text == d.loss_name), None)
+    intro = "The model's equations as written, numbered in order."
+    if loss is not None:
+        intro += f" Equation (#{loss.number}) is the loss ${loss.lhs_latex}$, a scalar."
+    return Section(f"{id_prefix}forward", "Forward pass and loss", level, (prose(intro, part.prefix),),
+                   kind="equations", items=tuple(eqs))
+
+
+def backward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
+    d = part.derivation
+    steps = BackwardPass(d, part.prefix).steps()
+    first, last = d.backward[0].number, d.backward[-1].number
+    intro = prose(
+        f"Reverse mode walks the forward equations from the loss back to the parameters, applying "
+        f"the chain rule once per step, (#{first}) to (#{last}). Each step names the rule the rule "
+        "table applied, the adjoint it starts from, the local derivative, and the result with its "
+        "shape. A step whose local derivative is 1 passes the adjoint on unchanged and is shown "
+        "on one line.", part.prefix)
+    return Section(f"{id_prefix}backward", "Backward pass, step by step", level, (intro,),
+                   kind="steps", items=tuple(steps))
+
+
+def gradient_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
+    d = part.derivation
+    loss = next((e.lhs_latex for e in d.forward if e.lhs_text == d.loss_name), d.loss_name)
+    by_number = {e.number: e for e in d.backward}
+    items = []
+    for name, g in d.gradients.items():
+        param = d.printer.latex(d.model.params[name])
+        number = d.owners.get(g)
+        eq = by_number.get(number)
+        rhs = d.rhs(eq, "latex") if eq is not None else d.printer.latex(g, expand=True)
+        items.append(Gradient(param, Equation(None, f"{part.prefix}grad-{name}",
+                                              mathtext.partial(loss, param), rhs,
+                                              shape=mathtext.shape(g.shape)),
+                              number if eq is not None else None,
+                              f"{part.prefix}eq-{number}" if eq is not None else ""))
+    intro = prose("The gradient of the loss with respect to every parameter, each with the "
+                  "shape of its parameter, and the step that computes it.")
+    return Section(f"{id_prefix}gradients", "Gradients", level, (intro,), kind="gradients",
+                   items=tuple(items))
+
+
+def check_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
+    d = part.derivation
+    dims = ", ".join(f"${sympy.latex(d.model.dim_symbols[n])} = {v}$" for n, v in part.dims.items())
+    intro = (
+        prose("Computed when this document was built, by running the generated module: the "
+              "gradient from `loss_and_grad` against five-point central differences "
+              "$\\frac{-L(\\theta + 2h) + 8 L(\\theta + h) - 8 L(\\theta - h) + L(\\theta - 2h)}{12 h}$ "
+              f"of `loss`, one entry at a time, with $h = 10^{{{round(math.log10(check.STEP))}}}$ "
+              "(in training mode, with fixed random masks, where the model has modes)."),
+        prose(f"Data type float64; dims {dims}; seed {check.SEED} for the parameters (their "
+              "initialisation plus noise of standard deviation 0.1) and the batch. The relative error "
+              "is $\\frac{\\lVert g - \\hat{g} \\rVert}{\\max(\\lVert g \\rVert, \\lVert \\hat{g} "
+              "\\rVert)}$, shown to one digit; a check passes below "
+              f"$10^{{{round(math.log10(check.TOLERANCE))}}}$."),
+    )
+    rows = tuple(CheckRow(d.printer.latex(d.model.params[r.name]), mathtext.concrete_shape(r.shape),
+                          mathtext.power_of_ten(r.error, check.FLOOR), r.passed)
+                 for r in part.results)
+    return Section(f"{id_prefix}check", "Numeric check", level, intro, kind="check", items=rows)
+
+
+def code_sections(part: Part, module_note: Inline, level: int = 2) -> list[Section]:
+    """The generated module's functions, cut into blocks tagged with equation numbers."""
+    d = part.derivation
+    source = part.source
+    main = code.blocks(code.function_body(source, "loss_and_grad"))
+    cited = {n for b in main for n in b.numbers}
+    extra = [b for b in code.blocks(code.function_body(source, "forward"))
+             if b.numbers and not set(b.numbers) <= cited]
+    cited |= {n for b in extra for n in b.numbers}
+    silent = [e.number for e in d.equations if e.number not in cited]
+    after = ()
+    if silent:
+        refs = ", ".join(f"(#{n})" for n in silent)
+        after = (prose(f"Equations with no line of their own: {refs}. They are computed inside a fused "
+                       "kernel or as a view in another block, or only `forward` needs them.",
+                       part.prefix),)
+    intro = (module_note, prose(
+        "Every block carries the comment `# (N) ...` that the module carries: the number of the "
+        "equation above that the block implements.", part.prefix))
+    shown = "\n".join(b.code for b in main + extra)
+    kernels = tuple(CodeBlock((), prose(f"`{name}`"), text) for name, text in code.helpers(source, shown))
+    sections = [
+        Section("code", "Generated code", level, intro, after=after),
+        Section("code-loss-and-grad", "loss_and_grad: the loss and every gradient", level + 1,
+                kind="code", items=tuple(_code_block(b, part.prefix) for b in main)),
+    ]
+    if extra:
+        sections.append(Section("code-forward", "forward: the outputs", level + 1,
+                                (prose("`forward` computes what `loss_and_grad` computes up to the "
+                                       "outputs, and then:"),),
+                                kind="code", items=tuple(_code_block(b, part.prefix) for b in extra)))
+    if kernels:
+        sections.append(Section("code-kernels", "Kernels and helpers", level + 1,
+                                (prose("The fused elementwise kernels and helpers the blocks above call. "
+                                       "Each kernel runs through numpy or numexpr, whichever is faster "
+                                       "for the array's size and dtype."),),
+                                kind="code", items=kernels))
+    return sections
+
+
+def _code_block(b: code.Block, prefix: str) -> CodeBlock:
+    text = "\n".join(list(b.comments) + ([b.code] if b.code else []))
+    if b.numbers:
+        refs = ", ".join(f"(#{n})" for n in b.numbers)
+        return CodeBlock(b.numbers, prose(f"Implements {refs}.", prefix), text)
+    first = b.code.lstrip().split("\n", 1)[0]
+    what = "Returns the results." if first.startswith("return") else "Reads the arguments and dims."
+    return CodeBlock((), prose(what), text)
+
+
+# -- a model's document --------------------------------------------------------------------------
+def model_document(model: Model, module_note: Inline | None = None) -> Document:
+    """The derivation document of one model, sections in the order of the issue's brief."""
+    part = prepare(model)
+    d = part.derivation
+    first_input = next((d.printer.latex(v) for v in model.data.values()), None)
+    loss = next(e for e in d.forward if e.kind == "loss" and e.lhs_text == d.loss_name)
+    if module_note is None:
+        module_note = prose(f"The module `symgrad derive` writes for `{model.name}`, "
+                            "generated from the same derivation as this document.")
+    sections = [notation(part.batch, first_input)]
+    sections += symbol_sections(part)
+    sections += [forward_section(part), backward_section(part), gradient_section(part),
+                 check_section(part)]
+    sections += code_sections(part, module_note)
+    described = model.description or f"the model {model.name}"
+    summary = [Inline((("text", described[:1].upper() + described[1:].rstrip(".") + "."),))]
+    passed = all(r.passed for r in part.results)
+    summary.append(prose(
+        f"Its {len(model.params)} parameters are trained by minimising the loss ${loss.lhs_latex}$ "
+        f"(#{loss.number}). "
+        f"Every formula below was derived by symgrad from the model's {len(d.forward)} equations: "
+        f"{len(d.backward)} backward steps by the chain rule, each one shown, then checked "
+        f"numerically ({'all gradients agree' if passed else 'SOME GRADIENTS DISAGREE'} with "
+        "finite differences) and compiled to the numpy code at the end.", ""))
+    anchors = tuple(f"eq-{e.number}" for e in d.equations)
+    return Document(model.name, f"Derivation of {model.name}", tuple(summary), tuple(sections),
+                    f"symgrad {__version__}", anchors)

@@ -1,0 +1,103 @@
+"""One self-contained HTML page: MathML from latex2mathml, Pygments colours, inline CSS.
+
+Nothing is fetched when the page is viewed: no scripts, fonts or style sheets from elsewhere.
+Browsers lay MathML out natively; a few LaTeX constructs are rewritten first because
+latex2mathml or MathML Core renders them poorly (see `mathml`).
+"""
+from __future__ import annotations
+
+import html
+import re
+
+from latex2mathml.converter import convert
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PythonLexer
+
+from symbolic.errors import SymgradError
+from symgrad.documents.content import Document, Equation
+from symgrad.documents.render import Renderer, equation_latex
+
+_OPERATOR_WITH_UNDERSCORE = re.compile(r"\\operatorname\{([^{}]*\\_[^{}]*)\}")
+_NAMED_OPERATOR = re.compile(r"<mo>([A-Za-z]{2,})</mo>")
+
+
+def mathml(latex: str, display: bool = False) -> str:
+    """MathML for a LaTeX formula; a formula latex2mathml cannot read is an error, not a guess."""
+    source = _OPERATOR_WITH_UNDERSCORE.sub(r"\\mathrm{\1}", _unstretch(latex))
+    source = source.replace("\\log\\operatorname", "\\log\\,\\operatorname")
+    try:
+        out = convert(source, display="block" if display else "inline")
+    except Exception as e:  # latex2mathml raises its own exception types and bare ones
+        raise SymgradError(f"cannot convert LaTeX to MathML: {latex!r} ({type(e).__name__})") from None
+    # MathML Core has no double-struck variant: write the character itself.
+    out = out.replace('<mn mathvariant="double-struck">1</mn>', "<mn>\U0001d7d9</mn>")
+    # A function name (softmax, broadcast) is an identifier, not an operator with its spacing;
+    # fences hug what they enclose.
+    out = _NAMED_OPERATOR.sub(r"<mi>\1</mi>", out)
+    return out.replace('fence="true" form="prefix">', 'fence="true" form="prefix" lspace="0" rspace="0">') \
+              .replace('fence="true" form="postfix">', 'fence="true" form="postfix" lspace="0" rspace="0">')
+
+
+_FENCE = re.compile(r"\\(left|right)(\\[A-Za-z]+|[()\[\]|.])")
+_TALL = ("\\frac", "\\sum", "\\begin", "\\prod", "\\int", "\\boxed")
+
+
+def _unstretch(latex: str) -> str:
+    """`\\left( x \\right)` -> `( x )` where nothing tall is inside: stretchy fences get wide side
+    bearings in browsers' MathML fonts even at their natural size."""
+    pairs, stack = [], []
+    for m in _FENCE.finditer(latex):
+        if m.group(1) == "left":
+            stack.append(m)
+        elif stack:
+            pairs.append((stack.pop(), m))
+    drop = set()
+    for left, right in pairs:
+        inner = latex[left.end():right.start()]
+        if left.group(2) != "." and right.group(2) != "." and not any(t in inner for t in _TALL):
+            drop |= {left.start(), right.start()}
+    out, pos = [], 0
+    for m in _FENCE.finditer(latex):
+        if m.start() in drop:
+            out.append(latex[pos:m.start()])
+            out.append(m.group(2) + (" " if m.group(2).startswith("\\") else ""))
+            pos = m.end()
+    out.append(latex[pos:])
+    return "".join(out)
+
+
+class Html(Renderer):
+    extension = "html"
+    template = "document.html.j2"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.formatter = HtmlFormatter(cssclass="code", style="default")
+
+    def text(self, s: str) -> str:
+        return html.escape(s, quote=False)
+
+    def math(self, latex: str) -> str:
+        return mathml(latex)
+
+    def code(self, s: str) -> str:
+        return f"<code>{html.escape(s, quote=False)}</code>"
+
+    def strong(self, s: str) -> str:
+        return f"<strong>{self.text(s)}</strong>"
+
+    def ref(self, number: str, anchor: str) -> str:
+        return f'<a class="ref" href="#{anchor}">({number})</a>'
+
+    def display(self, eq: Equation, boxed: bool = False) -> str:
+        number = f'<span class="eqno">({eq.number})</span>' if eq.number is not None else ""
+        cls = "eq gradient" if boxed else "eq"
+        return (f'<div class="{cls}" id="{eq.anchor}"><div class="eqmath">'
+                f"{mathml(equation_latex(eq), display=True)}</div>{number}</div>")
+
+    def highlight(self, source: str) -> str:
+        return highlight(source, PythonLexer(), self.formatter)
+
+    def context(self, doc: Document) -> dict:
+        return {"code_css": self.formatter.get_style_defs(".code"), "highlight": self.highlight}

@@ -1,0 +1,205 @@
+"""The backward pass explained: each recorded chain-rule step as a reader follows it.
+
+For every numbered backward equation this says through which forward operation the adjoint
+flows and into which argument, where the incoming adjoint was computed, which rule applies
+(the rule table's own vector-Jacobian product, applied to placeholder operands, so the general
+form shown is the one the tool used), and, for an elementwise operation, the scalar derivative
+as sympy derived it, down to a user's own function. Nothing here differentiates anything
+itself: every formula is printed from the derivation or from the rule table.
+"""
+from __future__ import annotations
+
+import sympy
+
+from symbolic.autodiff import Accumulation
+from symbolic.autodiff import Step as RuleStep
+from symbolic.derivation import Derivation, Numbered
+from symbolic.functions import ElementwiseFunction, X, derivative_of
+from symbolic.graph import ARG, Node
+from symbolic.printing import Printer
+from symbolic.rules import rule_for
+from symbolic.shapes import broadcast_axes
+from symgrad.documents import mathtext
+from symgrad.documents.content import Equation, Inline, Step, prose
+
+
+class BackwardPass:
+    """Who computes which adjoint, for a derivation's numbered backward equations."""
+
+    def __init__(self, d: Derivation, anchor_prefix: str = ""):
+        self.d = d
+        self.prefix = anchor_prefix
+        self.summed = {e.step.node for e in d.backward if isinstance(e.step, Accumulation)}
+        self.adjoint_eq: dict[Node, Numbered] = {}  # node -> the equation giving its whole adjoint
+        self.partials: dict[Node, list[Numbered]] = {}  # node -> the steps giving parts of it
+        for e in d.backward:
+            target = self.target(e)
+            if self.whole(e):
+                self.adjoint_eq[target] = e
+            else:
+                self.partials.setdefault(target, []).append(e)
+
+    # -- facts about one equation ------------------------------------------------------------
+    @staticmethod
+    def target(e: Numbered) -> Node:
+        """The node whose adjoint (or part of it) equation `e` computes."""
+        s = e.step
+        return s.node if isinstance(s, Accumulation) else s.node.args[s.arg]
+
+    def whole(self, e: Numbered) -> bool:
+        return isinstance(e.step, Accumulation) or self.target(e) not in self.summed
+
+    def lhs(self, e: Numbered) -> str:
+        """The left-hand side; a part of a sum is [dL/dx]_(N), the whole one its usual name."""
+        if self.whole(e):
+            return e.lhs_latex
+        total = self.adjoint_eq[self.target(e)]
+        return rf"\left[{total.lhs_latex}\right]_{{({e.number})}}"
+
+    def anchor(self, number: int) -> str:
+        return f"{self.prefix}eq-{number}"
+
+    # -- the explained steps -----------------------------------------------------------------
+    def steps(self) -> list[Step]:
+        return [self._sum(e) if isinstance(e.step, Accumulation) else self._step(e)
+                for e in self.d.backward]
+
+    def _equation(self, e: Numbered, rhs: str) -> Equation:
+        return Equation(e.number, self.anchor(e.number), self.lhs(e), rhs,
+                        shape=mathtext.shape(e.node.shape))
+
+    def _sum(self, e: Numbered) -> Step:
+        node = e.step.node
+        parts = self.partials.get(node, [])
+        cites = ", ".join(f"(#{p.number})" for p in parts)
+        lead = prose(f"${self._latex(node)}$ is used {len(parts)} times, so its adjoint is the "
+                     f"sum of the contributions {cites} that flow back through its uses.", self.prefix)
+        terms = " + ".join(self.lhs(p) for p in parts)
+        return Step(e.number, "sum of contributions", False, lead, (),
+                    self._equation(e, f"{terms} = {self.d.rhs(e, 'latex')}"))
+
+    def _step(self, e: Numbered) -> Step:
+        s: RuleStep = e.step
+        node, arg = s.node, s.node.args[s.arg]
+        incoming = self.adjoint_eq.get(node)
+        through = self._through(node)
+        into = self._latex(arg)
+        if incoming is not None and s.contribution is incoming.node:
+            lead = prose(f"Through {through}, into ${into}$: the local derivative is 1, so the "
+                         f"adjoint from (#{incoming.number}) passes through unchanged.", self.prefix)
+            return Step(e.number, s.rule, True, lead, (), self._equation(e, self.lhs(incoming)))
+        lead = prose(f"Through {through}, into ${into}$.", self.prefix)
+        details = [self._incoming(node, incoming)]
+        if node.op == "ew":
+            details += self._elementwise(s)
+        else:
+            details += self._rule(s)
+        details.append(prose(self._shape_note(arg)))
+        return Step(e.number, s.rule, False, lead, tuple(details),
+                    self._equation(e, self.d.rhs(e, "latex")))
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _latex(self, node: Node) -> str:
+        return self.d.printer.latex(node)
+
+    def _through(self, node: Node) -> str:
+        """`$z_1 = X W_1 + b_1$ (1)` for a named node, `$X W_1$ (in (1))` for a part of one."""
+        owner = self.d.owners.get(node)
+        expanded = self.d.printer.latex(node, expand=True)
+        if node in self.d.names and not node.is_leaf:
+            cite = f" (#{owner})" if owner is not None else ""
+            return f"${self.d.names[node][1]} = {expanded}$" + cite
+        cite = f" (in (#{owner}))" if owner is not None else ""
+        return f"${expanded}$" + cite
+
+    def _incoming(self, node: Node, incoming: Numbered | None) -> Inline:
+        if incoming is None:  # the loss itself: the chain starts from dL/dL = 1
+            name = self.d.names.get(node, (None, "L"))[1]
+            return prose(f"Incoming adjoint: ${mathtext.partial(name, name)} = 1$, where the chain "
+                         "rule starts.")
+        return prose(f"Incoming adjoint: ${self.lhs(incoming)}$, from (#{incoming.number}).",
+                     self.prefix)
+
+    def _rule(self, s: RuleStep) -> list[Inline]:
+        """The rule table's VJP for this primitive, applied to placeholder operands."""
+        node = s.node
+        letters, out = self._placeholders(len(node.args))
+        leaves = [Node.make("input", (), {"name": f"symgrad_doc_{c}"}, a.shape)
+                  for c, a in zip(letters, node.args, strict=True)]
+        placeholder = Node.make(node.op, leaves, dict(node.attrs), node.shape)
+        g = Node.make("input", (), {"name": "symgrad_doc_adjoint"}, node.shape)
+        names = {leaf: (c, c) for leaf, c in zip(leaves, letters, strict=True)}
+        names[placeholder] = (out, out)
+        names[g] = (f"dL/d{out}", mathtext.partial("L", out))
+        printer = Printer(names)
+        contribution = rule_for(node).vjp(g, placeholder)[s.arg]
+        general = (f"for ${out} = {printer.latex(placeholder, expand=True)}$: "
+                   f"${mathtext.partial('L', letters[s.arg])} = {printer.latex(contribution)}$")
+        return [prose(f"Rule ({s.rule}, from the rule table): {general}.")]
+
+    def _free(self, letters: str, *also: str) -> str:
+        """The first of `letters` that names nothing in the model (nor any of `also`)."""
+        taken = {latex for _, latex in self.d.names.values()} | set(also)
+        taken |= {sympy.latex(d) for d in self.d.model.dim_symbols.values()}
+        return next((c for c in letters if c not in taken), letters[0] + "'")
+
+    def _placeholders(self, n: int) -> tuple[list[str], str]:
+        """Letters for a rule's operands and output that no name of the model uses."""
+        taken = {latex for _, latex in self.d.names.values()}
+        taken |= {sympy.latex(d) for d in self.d.model.dim_symbols.values()}
+        operands = [c for c in "UVRSAPQ" if c not in taken]
+        outputs = [c for c in "ZFGHCTK" if c not in taken]
+        return operands[:n], outputs[0]
+
+    def _elementwise(self, s: RuleStep) -> list[Inline]:
+        node, arg = s.node, s.node.args[s.arg]
+        expr = node.attr("expr")
+        operands = dict(zip(ARG[:len(node.args)], node.args, strict=True))
+        p = self.d.printer
+        out: list[Inline] = [function_identity(f, p) for f in functions_in(expr)]
+        raw = p.expr(sympy.diff(expr, ARG[s.arg]), operands, "latex")
+        local = self.d.local_derivative(s)
+        shown = raw if local is None or local == raw else f"{raw} = {local}"
+        y = self.d.names[node][1] if node in self.d.names else self._free("yvqo")
+        x = self.d.names[arg][1] if arg in self.d.names else self._free("xtwk", y)
+        named = [f"${sym} = {self._latex(n)}$" for sym, n in ((y, node), (x, arg)) if n not in self.d.names]
+        note = f" (with {' and '.join(named)})" if named else ""
+        out.append(prose(f"Local derivative, entry by entry (sympy): "
+                         f"$\\frac{{\\partial {y}}}{{\\partial {x}}} = {shown}${note}; the step "
+                         "multiplies the incoming adjoint by it elementwise."))
+        axes = broadcast_axes(arg.shape, node.shape) if len(arg.shape) <= len(node.shape) else ()
+        if axes and tuple(arg.shape) != tuple(node.shape):
+            dims = ", ".join(f"${sympy.latex(node.shape[a])}$" for a in axes)
+            out.append(prose(f"${x}$ was broadcast along {dims} in the forward pass, so its "
+                             "contribution is summed over those axes."))
+        return out
+
+    def _shape_note(self, arg: Node) -> str:
+        if not arg.shape:
+            return "Result: a scalar, like its argument."
+        return f"Result shape: ${mathtext.shape(arg.shape)}$, the shape of ${self._latex(arg)}$."
+
+
+def functions_in(expr: sympy.Expr) -> list[type]:
+    """The one-variable functions an elementwise expression applies, in a stable order."""
+    found = {type(f) for f in expr.atoms(sympy.Function)
+             if isinstance(f, ElementwiseFunction) or len(f.args) == 1}
+    return sorted(found, key=lambda f: f.__name__)
+
+
+def function_identity(fn: type, printer: Printer) -> Inline:
+    """f(x) = definition, and f'(x) as sympy derived it (and the form the code uses)."""
+    x = {X: "x"}
+    if issubclass(fn, ElementwiseFunction):
+        call = printer.expr(fn(X, *fn.parameters), x, "latex")
+        definition = printer.expr(fn.definition, x, "latex")
+        raw = printer.expr(sympy.diff(fn.definition, X), x, "latex")
+        chosen = printer.expr(derivative_of(fn), x, "latex")
+        tail = raw if raw == chosen else f"{raw} = {chosen}"
+        return prose(f"${call} = {definition}$, so sympy derives "
+                     f"${mathtext.ordinary(call)} = {tail}$"
+                     + ("" if raw == chosen else " (the cheapest verified form, which the code uses)")
+                     + ".")
+    call = printer.expr(fn(X), x, "latex")
+    derivative = printer.expr(sympy.diff(fn(X), X), x, "latex")
+    return prose(f"sympy: ${mathtext.ordinary(call)} = {derivative}$.")
