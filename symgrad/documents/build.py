@@ -170,22 +170,30 @@ def gradient_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
 def check_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
     d = part.derivation
     dims = ", ".join(f"${sympy.latex(d.model.dim_symbols[n])} = {v}$" for n, v in part.dims.items())
+    h = round(math.log10(check.STEP))
     intro = (
         prose("Computed when this document was built, by running the generated module: the "
               "gradient from `loss_and_grad` against five-point central differences "
               "$\\frac{-L(\\theta + 2h) + 8 L(\\theta + h) - 8 L(\\theta - h) + L(\\theta - 2h)}{12 h}$ "
-              f"of `loss`, one entry at a time, with $h = 10^{{{round(math.log10(check.STEP))}}}$ "
-              "(in training mode, with fixed random masks, where the model has modes)."),
+              f"of `loss` with $h = 10^{{{h}}}$, one entry at a time (in training mode, with fixed "
+              "random masks, where the model has modes). A parameter with more than "
+              f"{check.ALL_UP_TO} entries is checked at {check.SAMPLE} of them, chosen at random."),
         prose(f"Data type float64; dims {dims}; seed {check.SEED} for the parameters (their "
-              "initialisation plus noise of standard deviation 0.1) and the batch. The relative error "
-              "is $\\frac{\\lVert g - \\hat{g} \\rVert}{\\max(\\lVert g \\rVert, \\lVert \\hat{g} "
-              "\\rVert)}$, shown to one digit; a check passes below "
+              "initialisation plus noise of standard deviation 0.1), the batch and the sample. The "
+              "relative error is $\\frac{\\lVert g - \\hat{g} \\rVert}{\\max(\\lVert g \\rVert, "
+              f"\\lVert \\hat{{g}} \\rVert, 10^{{{round(math.log10(check.SCALE))}}})}}$ over the "
+              "checked entries, shown to one digit; a check passes below "
               f"$10^{{{round(math.log10(check.TOLERANCE))}}}$."),
     )
-    rows = tuple(CheckRow(d.printer.latex(d.model.params[r.name]), mathtext.concrete_shape(r.shape),
-                          mathtext.power_of_ten(r.error, check.FLOOR), r.passed)
-                 for r in part.results)
+    rows = tuple(check_row(d.printer.latex(d.model.params[r.name]), r) for r in part.results)
     return Section(f"{id_prefix}check", "Numeric check", level, intro, kind="check", items=rows)
+
+
+def check_row(name: str, r: check.Result) -> CheckRow:
+    size = math.prod(r.shape)
+    entries = "all" if r.checked >= size else f"{r.checked} of {size}"
+    return CheckRow(name, mathtext.concrete_shape(r.shape), mathtext.power_of_ten(r.error, check.FLOOR),
+                    r.passed, entries)
 
 
 def code_sections(part: Part, module_note: Inline, level: int = 2) -> list[Section]:

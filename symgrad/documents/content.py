@@ -104,8 +104,9 @@ class Gradient:
 class CheckRow:
     name: str  # LaTeX
     shape: str  # concrete, e.g. "4 x 5" written as LaTeX
-    error: str  # LaTeX, e.g. "5 \times 10^{-7}" or "< 10^{-9}"
+    error: str  # LaTeX, e.g. "5 \times 10^{-7}" or "< 10^{-6}"
     passed: bool
+    entries: str = "all"  # which entries were compared: "all" or "32 of 4608"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pygments.lexers import PythonLexer
 
 from symbolic.errors import SymgradError
 from symgrad.documents.content import Document, Equation
-from symgrad.documents.render import Renderer, equation_latex
+from symgrad.documents.templating import Renderer, equation_latex
 
 _OPERATOR_WITH_UNDERSCORE = re.compile(r"\\operatorname\{([^{}]*\\_[^{}]*)\}")
 _NAMED_OPERATOR = re.compile(r"<mo>([A-Za-z]{2,})</mo>")

@@ -6,7 +6,7 @@ the tables, hyperref so that every `(N)` is a link to its equation.
 from __future__ import annotations
 
 from symgrad.documents.content import Equation
-from symgrad.documents.render import Renderer, equation_latex
+from symgrad.documents.templating import Renderer, equation_latex
 
 _ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
             "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}", "<": r"\textless{}", ">": r"\textgreater{}"}

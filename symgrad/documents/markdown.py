@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from symgrad.documents.content import Document, Equation
-from symgrad.documents.render import Renderer, equation_latex
+from symgrad.documents.templating import Renderer, equation_latex
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
 

@@ -20,6 +20,7 @@ from symgrad.documents import check, mathtext
 from symgrad.documents.build import (
     Part,
     backward_section,
+    check_row,
     check_section,
     forward_section,
     gradient_section,
@@ -148,8 +149,7 @@ def _jacobian_row(module, params: dict, batch: dict) -> CheckRow:
     derived = np.stack(rows)
     fd = check.differences(lambda: module.forward(params, batch)["p"], params["x"])
     error = check.relative_error(derived, fd)
-    return CheckRow("J", mathtext.concrete_shape(derived.shape),
-                    mathtext.power_of_ten(error, check.FLOOR), error < check.TOLERANCE)
+    return check_row("J", check.Result("J", derived.shape, error, derived.size))
 
 
 def _textbook_note(example: Example, part: Part, module, params: dict, batch: dict) -> Inline:
