@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench calibrate generate lint clean
+.PHONY: demo test bench calibrate generate docs lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ calibrate: $(STAMP)
 
 generate: $(STAMP)
 	$(BIN)/python -m symgrad.regenerate
+
+docs: $(STAMP)
+	$(BIN)/symgrad doc --all --format all --out docs/derivations
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
