@@ -21,8 +21,12 @@ def renderer(fmt: str):
 
         return Markdown()
     if fmt == "html":
-        from symgrad.documents.html import Html
+        try:
+            from symgrad.documents.html import Html
+        except ImportError as e:
+            from symbolic.errors import SymgradError
 
+            raise SymgradError(f"HTML documents need {e.name}: pip install 'symgrad[docs]'") from None
         return Html()
     if fmt == "tex":
         from symgrad.documents.latex import Latex

@@ -271,6 +271,5 @@ def model_document(model: Model, module_note: Inline | None = None) -> Document:
         f"{len(d.backward)} backward steps by the chain rule, each one shown, then checked "
         f"numerically ({'all gradients agree' if passed else 'SOME GRADIENTS DISAGREE'} with "
         "finite differences) and compiled to the numpy code at the end.", ""))
-    anchors = tuple(f"eq-{e.number}" for e in d.equations)
     return Document(model.name, f"Derivation of {model.name}", tuple(summary), tuple(sections),
-                    f"symgrad {__version__}", anchors)
+                    f"symgrad {__version__}")

@@ -12,7 +12,7 @@ thing. Prose is written in a tiny markup that every renderer understands:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: One piece of running text: ("text", s), ("math", latex), ("code", s), ("strong", s) or
 #: ("ref", "N|anchor").
@@ -144,4 +144,3 @@ class Document:
     summary: tuple[Inline, ...]
     sections: tuple[Section, ...]
     generator: str  # "symgrad 0.1.0": written into every format's header comment
-    equation_anchors: tuple[str, ...] = field(default=())  # every numbered equation, in order

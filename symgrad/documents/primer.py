@@ -191,7 +191,6 @@ def primer_document() -> Document:
         "output: $J_{ij} = \\frac{\\partial f_{i}}{\\partial x_{j}}$. The gradient of a scalar is then "
         "the transpose of its one-row Jacobian, which is why gradients above have the shape of what "
         "they differentiate by."),))]
-    anchors: list[str] = []
     for example in EXAMPLES:
         sections += _example_sections(example)
     summary = (
@@ -202,8 +201,5 @@ def primer_document() -> Document:
         prose("Every step is shown as the tool took it, and every result is checked numerically "
               "against central differences of the generated code."),
     )
-    for s in sections:
-        if s.kind in ("equations", "steps"):
-            anchors += [item.anchor if s.kind == "equations" else item.equation.anchor for item in s.items]
     return Document("primer", "A vector-calculus primer, derived by symgrad", summary, tuple(sections),
-                    f"symgrad {__version__}", tuple(anchors))
+                    f"symgrad {__version__}")

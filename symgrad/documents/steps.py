@@ -137,19 +137,21 @@ class BackwardPass:
                    f"${mathtext.partial('L', letters[s.arg])} = {printer.latex(contribution)}$")
         return [prose(f"Rule ({s.rule}, from the rule table): {general}.")]
 
+    def _taken(self) -> set[str]:
+        """The LaTeX names the model already uses (leaves, equations, adjoints, dims)."""
+        taken = {latex for _, latex in self.d.names.values()}
+        return taken | {sympy.latex(d) for d in self.d.model.dim_symbols.values()}
+
     def _free(self, letters: str, *also: str) -> str:
         """The first of `letters` that names nothing in the model (nor any of `also`)."""
-        taken = {latex for _, latex in self.d.names.values()} | set(also)
-        taken |= {sympy.latex(d) for d in self.d.model.dim_symbols.values()}
+        taken = self._taken() | set(also)
         return next((c for c in letters if c not in taken), letters[0] + "'")
 
     def _placeholders(self, n: int) -> tuple[list[str], str]:
         """Letters for a rule's operands and output that no name of the model uses."""
-        taken = {latex for _, latex in self.d.names.values()}
-        taken |= {sympy.latex(d) for d in self.d.model.dim_symbols.values()}
+        taken = self._taken()
         operands = [c for c in "UVRSAPQ" if c not in taken]
-        outputs = [c for c in "ZFGHCTK" if c not in taken]
-        return operands[:n], outputs[0]
+        return operands[:n], self._free("ZFGHCTK")
 
     def _elementwise(self, s: RuleStep) -> list[Inline]:
         node, arg = s.node, s.node.args[s.arg]
