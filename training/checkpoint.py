@@ -12,6 +12,7 @@ import io
 import json
 import pathlib
 import zipfile
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,19 +51,46 @@ def load(path: str | pathlib.Path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
-def save_model(path: str | pathlib.Path, params: dict[str, np.ndarray], meta: dict,
-               extras: dict[str, np.ndarray]) -> pathlib.Path:
-    """The trained model: parameters under their own names (`np.load(path)["W1"]` works),
-    preprocessing arrays under dotted names no parameter can have (`input.mean`)."""
-    clash = set(params) & set(extras)
-    if clash:
-        raise ValueError(f"names used twice: {sorted(clash)}")
-    return save(path, {**params, **extras}, meta)
+@dataclass
+class TrainedModel:
+    """What `model.npz` holds: enough to predict on new raw rows with the generated module."""
+
+    params: dict[str, np.ndarray]
+    state: dict[str, np.ndarray]  # the model's running averages (batch normalisation), if any
+    input_mean: np.ndarray  # standardisation of the features, fitted on the training split
+    input_std: np.ndarray
+    target_mean: np.ndarray | None  # regression targets were standardised too
+    target_std: np.ndarray | None
+    meta: dict  # model, dims, task, classes, test metrics, the run's settings
+
+    def inputs(self, X: np.ndarray) -> np.ndarray:
+        """Raw feature rows as the model saw them in training."""
+        return (np.asarray(X, dtype=np.float64) - self.input_mean) / self.input_std
+
+    def targets(self, Y: np.ndarray) -> np.ndarray:
+        """A regression model's outputs back in the data's own units."""
+        if self.target_mean is None:
+            return Y
+        return Y * self.target_std + self.target_mean
 
 
-def load_model(path: str | pathlib.Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
-    """(parameters, preprocessing arrays, metadata) of a `model.npz`."""
+def save_model(path: str | pathlib.Path, model: TrainedModel) -> pathlib.Path:
+    """Parameters under their own names (`np.load(path)["W1"]` works); state and
+    preprocessing under dotted names that no parameter can have (`state.bn1_mean`, `input.mean`)."""
+    arrays = {**model.params, **{f"state.{k}": v for k, v in model.state.items()},
+              "input.mean": model.input_mean, "input.std": model.input_std}
+    if model.target_mean is not None:
+        arrays.update({"target.mean": model.target_mean, "target.std": model.target_std})
+    return save(path, arrays, model.meta)
+
+
+def load_model(path: str | pathlib.Path) -> TrainedModel:
+    """The trained model in a `model.npz`."""
     arrays, meta = load(path)
-    params = {k: v for k, v in arrays.items() if "." not in k}
-    extras = {k: v for k, v in arrays.items() if "." in k}
-    return params, extras, meta
+    try:
+        return TrainedModel({k: v for k, v in arrays.items() if "." not in k},
+                            {k[6:]: v for k, v in arrays.items() if k.startswith("state.")},
+                            arrays["input.mean"], arrays["input.std"], arrays.get("target.mean"),
+                            arrays.get("target.std"), meta)
+    except KeyError as e:
+        raise SymgradError(f"{path} is not a trained model (it has no {e.args[0]})") from None

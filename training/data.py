@@ -2,8 +2,9 @@
 target encoding, batches.
 
 scikit-learn's bundled data sets load from its own package files, with no network access.
-Splits are seeded and, for classification, stratified (each split keeps the class mix), so
-a small test split such as iris's 30 rows is not skewed by chance. Standardisation
+Splits are seeded and stratified: each split keeps the class mix (classification) or the
+spread of the target over its quintiles (regression), so a small test split such as iris's
+30 rows or diabetes's 88 is not skewed by chance. Standardisation
 statistics come from the training split only, so nothing about the validation or test rows
 leaks into training.
 """
@@ -158,15 +159,19 @@ def encode_targets(y: np.ndarray, task: str, n_classes: int | None) -> np.ndarra
 
 def split_indices(ds: Dataset, seed: int, val_fraction: float, test_fraction: float
                   ) -> dict[str, np.ndarray]:
-    """Seeded train/val/test row indices; stratified by class for classification."""
+    """Seeded train/val/test row indices, stratified by class or by target quintile."""
     for name, f in (("validation", val_fraction), ("test", test_fraction)):
         if not 0 < f < 1:
             raise SymgradError(f"the {name} fraction must lie between 0 and 1, not {f!r}")
     if val_fraction + test_fraction >= 1:
         raise SymgradError("the validation and test fractions leave no rows for training")
-    rng = np.random.default_rng(seed)
-    groups = ([np.arange(len(ds.X))] if ds.task == "regression"
-              else [np.flatnonzero(ds.y == c) for c in range(ds.n_classes)])
+    rng = np.random.default_rng(streams(seed)[0])
+    if ds.task == "regression":  # strata: quintiles of the first target
+        y = ds.y.reshape(len(ds.y), -1)[:, 0]
+        strata = np.searchsorted(np.quantile(y, [0.2, 0.4, 0.6, 0.8]), y, side="right")
+    else:
+        strata = ds.y
+    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for group in groups:
         group = rng.permutation(group)
@@ -205,6 +210,14 @@ def prepare(ds: Dataset, seed: int, val_fraction: float = 0.15, test_fraction: f
     classes = ds.classes or ([str(c) for c in range(k)] if k else None)
     return Prepared(splits["train"], splits["val"], splits["test"], mean, std, ds.task, classes,
                     y_mean, y_std)
+
+
+def streams(seed: int) -> list[np.random.SeedSequence]:
+    """Independent random streams of one seed: [0] splits the data, [1] shuffles batches,
+    [2] draws the model's own randomness (dropout masks). Initialisation draws from the seed
+    itself, inside the generated module. Separate streams keep the split from echoing the
+    first shuffle or the initial weights, and adding dropout from changing the batches."""
+    return np.random.SeedSequence(seed).spawn(3)
 
 
 def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:

@@ -1,8 +1,13 @@
 """The training loop: a generated model module, a generated optimizer module, prepared data.
 
-`Trainer` owns everything that changes while training (parameters, optimizer state, step
-count, the shuffling generator, the history and the best epoch so far) and can hand all of
-it out and take it back (`snapshot` / `restore`), which is what makes resuming exact.
+`Trainer` owns everything that changes while training (parameters, the model's state such
+as batch-normalisation running averages, optimizer state, step count, the shuffling and
+dropout generators, the history and the best epoch so far) and can hand all of it out and
+take it back (`snapshot` / `restore`), which is what makes resuming exact.
+
+The model module runs in training mode inside `loss_and_grad` (dropout masks drawn, running
+averages updated in place) and in evaluation mode in `loss` and `forward`, which is what
+every reported loss and metric uses.
 Files, progress and plots are `training.run`'s business, not this module's.
 """
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 
 from symbolic.errors import SymgradError
 from training import metrics, optimizers
-from training.data import Prepared, Split, batches
+from training.data import Prepared, Split, batches, streams
 
 EVAL_ROWS = 8192  # evaluation runs in chunks of this many rows, so memory stays bounded
 
@@ -71,6 +76,10 @@ class EpochRecord:
     val: dict[str, float]  # loss and metric on the validation split, parameters at the epoch's end
     seconds: float
 
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "steps": self.steps, "train_loss": self.train_loss,
+                "train": dict(self.train), "val": dict(self.val), "seconds": self.seconds}
+
 
 def _io_names(module: types.ModuleType) -> tuple[str, str]:
     inputs = [k for k in module.INPUTS if k not in module.TARGETS]
@@ -110,14 +119,18 @@ class Trainer:
         if config.lr is not None:
             self.opt_hypers["lr"] = float(config.lr)
         self.params = module.init_params(self.dims, seed=config.seed, dtype=self.dtype)
+        self.model_state = module.init_state(self.dims, self.dtype)  # running averages, if any
         self.state = self.optimizer.init_state(self.params)
         self.steps = 0
         self.epoch = 0
-        self.rng = np.random.default_rng(config.seed)
+        _, shuffle, model_rng = streams(config.seed)
+        self.rng = np.random.default_rng(shuffle)
+        self.model_rng = np.random.default_rng(model_rng)
         self.history: list[EpochRecord] = []
         self.best_epoch = 0  # the epoch with the lowest validation loss so far (0: none yet)
         self.best_val_loss = math.inf
         self.best_params = {k: v.copy() for k, v in self.params.items()}
+        self.best_model_state = {k: v.copy() for k, v in self.model_state.items()}
         self.bad_epochs = 0  # epochs since the best one
 
     @property
@@ -178,7 +191,8 @@ class Trainer:
         n_batches = -(-len(train) // self.config.batch_size)
         for b, idx in enumerate(batches(len(train), self.config.batch_size, self.rng), start=1):
             step = self.steps + 1
-            loss, grads = self.module.loss_and_grad(self.params, self.batch(train, idx), hypers)
+            loss, grads = self.module.loss_and_grad(self.params, self.batch(train, idx), hypers,
+                                                    state=self.model_state, rng=self.model_rng)
             where = f"epoch {epoch}, step {step} (batch {b} of {n_batches})"
             if not math.isfinite(loss):
                 raise Diverged(f"the loss is {loss} at {where}" + self._blame_params("the step before"))
@@ -204,15 +218,18 @@ class Trainer:
                         "lower the learning rate")
         return ""
 
-    def evaluate(self, split: Split, params: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        """Loss (the model's own) and metric on a split, of `params` (default: the current ones)."""
+    def evaluate(self, split: Split, params: dict[str, np.ndarray] | None = None,
+                 state: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+        """Loss (the model's own) and metric on a split, in evaluation mode, of `params` and
+        the model `state` (default: the current ones)."""
         params = self.params if params is None else params
+        state = self.model_state if state is None else state
         hypers = self.config.model_hypers
         total = 0.0
         for start in range(0, len(split), EVAL_ROWS):
             batch = self.batch(split, slice(start, start + EVAL_ROWS))
-            total += self.module.loss(params, batch, hypers) * len(batch[self.input])
-        prediction = self.predict(split, params)
+            total += self.module.loss(params, batch, hypers, state=state) * len(batch[self.input])
+        prediction = self.predict(split, params, state)
         out = {"loss": total / len(split)}
         if self.data.task == "regression":
             out["r2"] = metrics.r2(prediction, split.Y)
@@ -220,13 +237,15 @@ class Trainer:
             out["accuracy"] = metrics.accuracy(prediction, split.labels, self.data.task)
         return out
 
-    def predict(self, split: Split, params: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """The model's prediction output for every row of a split."""
+    def predict(self, split: Split, params: dict[str, np.ndarray] | None = None,
+                state: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """The model's prediction output for every row of a split, in evaluation mode."""
         params = self.params if params is None else params
+        state = self.model_state if state is None else state
         hypers = self.config.model_hypers
         chunks = (self.batch(split, slice(s, s + EVAL_ROWS)) for s in range(0, len(split), EVAL_ROWS))
         name = self.module.PREDICTION
-        return np.concatenate([self.module.forward(params, c, hypers)[name] for c in chunks])
+        return np.concatenate([self.module.forward(params, c, hypers, state=state)[name] for c in chunks])
 
     # -- the whole run -------------------------------------------------------------------------
     @property
@@ -251,8 +270,9 @@ class Trainer:
         self.history.append(record)
         if val["loss"] < self.best_val_loss:
             self.best_val_loss, self.best_epoch, self.bad_epochs = val["loss"], self.epoch, 0
-            for k, p in self.params.items():
-                np.copyto(self.best_params[k], p)
+            for best, now in ((self.best_params, self.params), (self.best_model_state, self.model_state)):
+                for k, a in now.items():
+                    np.copyto(best[k], a)
         else:
             self.bad_epochs += 1
         return record
@@ -267,25 +287,39 @@ class Trainer:
         return self.history
 
     @property
+    def keeps_best(self) -> bool:
+        return self.config.patience is not None and self.best_epoch > 0
+
+    @property
     def final_params(self) -> dict[str, np.ndarray]:
         """With early stopping, the parameters of the best epoch; else the last ones."""
-        return self.best_params if self.config.patience is not None and self.best_epoch else self.params
+        return self.best_params if self.keeps_best else self.params
+
+    @property
+    def final_model_state(self) -> dict[str, np.ndarray]:
+        """The model state (running averages) that goes with `final_params`."""
+        return self.best_model_state if self.keeps_best else self.model_state
 
     # -- exact resumption ------------------------------------------------------------------------
     def snapshot(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything that changes while training: arrays, and the rest as JSON-ready data."""
         arrays = {f"param/{k}": v for k, v in self.params.items()}
         arrays.update({f"best/{k}": v for k, v in self.best_params.items()})
+        arrays.update({f"model_state/{k}": v for k, v in self.model_state.items()})
+        arrays.update({f"best_model_state/{k}": v for k, v in self.best_model_state.items()})
         arrays.update({f"state/{k}/{s}": a for k, st in self.state.items() for s, a in st.items()})
         meta = {"epoch": self.epoch, "steps": self.steps, "rng": self.rng.bit_generator.state,
-                "history": [asdict(r) for r in self.history], "best_epoch": self.best_epoch,
+                "model_rng": self.model_rng.bit_generator.state,
+                "history": [r.to_dict() for r in self.history], "best_epoch": self.best_epoch,
                 "best_val_loss": self.best_val_loss if self.best_epoch else None,
                 "bad_epochs": self.bad_epochs}
         return arrays, meta
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         """Take back a snapshot: afterwards training goes on exactly as it would have."""
-        for table, prefix in ((self.params, "param/"), (self.best_params, "best/")):
+        tables = ((self.params, "param/"), (self.best_params, "best/"), (self.model_state, "model_state/"),
+                  (self.best_model_state, "best_model_state/"))
+        for table, prefix in tables:
             for k, p in table.items():
                 saved = arrays.get(prefix + k)
                 if saved is None or saved.shape != p.shape or saved.dtype != p.dtype:
@@ -297,6 +331,7 @@ class Trainer:
                 np.copyto(a, arrays[f"state/{k}/{s}"])
         self.epoch, self.steps = int(meta["epoch"]), int(meta["steps"])
         self.rng.bit_generator.state = meta["rng"]
+        self.model_rng.bit_generator.state = meta["model_rng"]
         self.history = [EpochRecord(**r) for r in meta["history"]]
         self.best_epoch = int(meta["best_epoch"])
         self.best_val_loss = math.inf if meta["best_val_loss"] is None else float(meta["best_val_loss"])

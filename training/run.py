@@ -36,6 +36,7 @@ import numpy as np
 from codegen.atomic import write_text
 from symbolic.errors import SymgradError
 from training import checkpoint, defaults, metrics, plots
+from training.checkpoint import TrainedModel
 from training.data import Dataset, Prepared, load, prepare
 from training.loop import Diverged, EpochRecord, TrainConfig, Trainer
 from training.progress import Progress
@@ -164,7 +165,8 @@ def _settings(model, module: types.ModuleType, given: dict, saved) -> dict:
         "seed": given.get("seed", 0), "optimizer": chosen["optimizer"], "lr": given.get("lr", chosen["lr"]),
         "epochs": given.get("epochs", chosen["epochs"]),
         "batch_size": given.get("batch_size", chosen["batch_size"]),
-        "patience": given.get("patience"), "optimizer_hypers": dict(given.get("optimizer_hypers", {})),
+        "patience": given.get("patience"),
+        "optimizer_hypers": {**chosen["optimizer_hypers"], **given.get("optimizer_hypers", {})},
         "model_hypers": dict(given.get("model_hypers", {})), "dims": dict(given.get("dims", {})),
         "dtype": given.get("dtype", "float32"), "_dataset": dataset,
     }
@@ -234,11 +236,21 @@ def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path
         bar.write(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.steps})")
     start = time.perf_counter()
 
+    first = True
+
     def on_epoch(record: EpochRecord) -> None:
+        # The checkpoint first: metrics.csv is rebuilt from its history on resume, so a run
+        # killed between the two writes loses nothing.
+        nonlocal first
         arrays, meta = trainer.snapshot()
         checkpoint.save(run_dir / CHECKPOINT, arrays, {**meta, "config": settings})
-        write_text(run_dir / CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n")
-        write_text(run_dir / METRICS, metrics_csv(trainer.history, trainer.metric))
+        if first:
+            write_text(run_dir / CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+            write_text(run_dir / METRICS, metrics_csv(trainer.history, trainer.metric))
+            first = False
+        else:
+            with open(run_dir / METRICS, "a") as f:
+                f.write(metrics_row(record, trainer.metric))
         bar.epoch(record)
 
     try:
@@ -259,16 +271,19 @@ def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path
 
 
 def metrics_csv(history: list[EpochRecord], metric: str) -> str:
-    lines = [f"epoch,steps,train_loss,train_{metric},val_loss,val_{metric},seconds"]
-    lines += [f"{r.epoch},{r.steps},{r.train_loss!r},{r.train[metric]!r},{r.val['loss']!r},"
-              f"{r.val[metric]!r},{r.seconds:.4f}" for r in history]
-    return "\n".join(lines) + "\n"
+    header = f"epoch,steps,train_loss,train_{metric},val_loss,val_{metric},seconds\n"
+    return header + "".join(metrics_row(r, metric) for r in history)
+
+
+def metrics_row(r: EpochRecord, metric: str) -> str:
+    return (f"{r.epoch},{r.steps},{r.train_loss!r},{r.train[metric]!r},{r.val['loss']!r},"
+            f"{r.val[metric]!r},{r.seconds:.4f}\n")
 
 
 def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path,
             seconds: float) -> RunResult:
-    params, metric = trainer.final_params, trainer.metric
-    test = trainer.evaluate(data.test, params)
+    params, state, metric = trainer.final_params, trainer.final_model_state, trainer.metric
+    test = trainer.evaluate(data.test, params, state)
     rows = [{"epoch": r.epoch, "train_loss": r.train_loss, f"train_{metric}": r.train[metric],
              "val_loss": r.val["loss"], f"val_{metric}": r.val[metric]} for r in trainer.history]
     title = f"{settings['model']} on {settings['data']} ({settings['optimizer']}, lr {settings['lr']:g})"
@@ -276,20 +291,19 @@ def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.P
     plots.curves(rows, metric, run_dir / CURVES, title,
                  trainer.best_epoch if settings["patience"] is not None else None)
     if data.task != "regression":
-        prediction = trainer.predict(data.test, params)
+        prediction = trainer.predict(data.test, params, state)
         matrix = metrics.confusion(prediction, data.test.labels, len(data.classes), data.task)
         plots.confusion(matrix, data.classes, run_dir / CONFUSION,
                         f"{title}\ntest {metric} {test[metric]:.4f}")
         written.append(CONFUSION)
     epochs_run = trainer.epoch
     stopped = trainer.stopped_early and epochs_run < trainer.config.epochs
-    extras = {"input.mean": data.mean, "input.std": data.std}
-    if data.y_mean is not None:
-        extras.update({"target.mean": data.y_mean, "target.std": data.y_std})
-    checkpoint.save_model(run_dir / MODEL, params, {
-        "model": settings["model"], "spec_hash": settings["spec_hash"], "task": data.task,
-        "dims": settings["dims"], "classes": data.classes, "epoch": trainer.best_epoch
-        if settings["patience"] is not None else epochs_run, "test": test, "config": settings}, extras)
+    meta = {"model": settings["model"], "spec_hash": settings["spec_hash"], "task": data.task,
+            "dims": settings["dims"], "classes": data.classes,
+            "epoch": trainer.best_epoch if trainer.keeps_best else epochs_run, "test": test,
+            "config": settings}
+    checkpoint.save_model(run_dir / MODEL, TrainedModel(params, state, data.mean, data.std, data.y_mean,
+                                                        data.y_std, meta))
     note = f"stopped early after epoch {epochs_run}, best epoch {trainer.best_epoch}" if stopped else (
         f"{epochs_run} epochs" + (f", best epoch {trainer.best_epoch}" if settings["patience"] else ""))
     summary = (f"test {metric} {test[metric]:.4f}  (test loss {test['loss']:.4f}; {settings['model']} on "
@@ -300,8 +314,7 @@ def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.P
                      stopped, dict(settings))
 
 
-def load_model(run_dir_or_file: str | pathlib.Path
-               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
-    """(parameters, preprocessing arrays, metadata) of a trained model (RUN_DIR or model.npz)."""
+def load_model(run_dir_or_file: str | pathlib.Path) -> TrainedModel:
+    """The trained model of a run (its RUN_DIR, or the model.npz itself)."""
     path = pathlib.Path(run_dir_or_file)
     return checkpoint.load_model(path / MODEL if path.is_dir() else path)
