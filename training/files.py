@@ -152,11 +152,10 @@ def read_npz(path: pathlib.Path, features: str | None, target: str | None) -> Co
             table = _numeric(path, tables[0], table)
             columns = [table[:, j] for j in range(table.shape[1])]
         return pick(Table(path, None, columns, list(range(1, len(table) + 1))), features, target)
-    wanted = [f"{what} {name!r}" for what, name, key in
-              (("features", features, x_key), ("target", target, y_key)) if key is None]
-    missing = " and ".join(wanted) if wanted else "arrays"
-    raise SymgradError(f"{path} has no {missing}; its arrays are {', '.join(keys)} "
-                       "(name them with --features KEY --target KEY)")
+    missing = [f"{name or default!r} for the {what}" for what, name, key, default in
+               (("features", features, x_key, "X"), ("target", target, y_key, "y")) if key is None]
+    raise SymgradError(f"{path} has no array {' and no array '.join(missing)}; its arrays are "
+                       f"{', '.join(keys)} (name them with --features KEY --target KEY)")
 
 
 def _numeric(path: pathlib.Path, key: str, a: np.ndarray) -> np.ndarray:
@@ -223,7 +222,7 @@ def pick(table: Table, features: str | None, target: str | None) -> Columns:
         column = table.columns[j]
         if column.dtype.kind != "f":
             row = next(i for i, cell in enumerate(column) if _number(cell) is None)
-            cell = column[row]
+            cell = str(column[row])
             what = "is empty" if cell == "" else f"holds {cell!r}, which is not a number"
             raise SymgradError(f"{table.path}:{table.lines[row]}: column {table.label(j)} {what}")
         bad = np.flatnonzero(~np.isfinite(column))
