@@ -68,7 +68,7 @@ def _param_meaning(d: Derivation, leaf: Node, users: list[Node]) -> str:
             return f"weight matrix{cite}: maps ${rows}$ features to ${cols}${how}"
         if user.op == "ew" and leaf.ndim and len(user.shape) > leaf.ndim:
             return f"bias{cite}, added to every row{how}"
-    return f"trained parameter{how}"
+    return f"the loss is differentiated with respect to it{how}"
 
 
 def _equation_meaning(d: Derivation, node: Node) -> str:
