@@ -21,7 +21,7 @@ from codegen import calibration as calib
 from codegen.atomic import write_text
 from codegen.kernels import Kernel
 from codegen.layout import def_lines, fit_all, string_literal
-from codegen.lowering import LOWERINGS
+from codegen.lowering import HELPERS, LOWERINGS
 from codegen.program import Program, lower
 from symbolic import __version__
 from symbolic.derivation import Derivation
@@ -97,8 +97,8 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
     if backend not in BACKENDS:
         raise SymgradError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     calibration = calibration or calib.load()
-    helpers = sorted({LOWERINGS[i.op].helper.strip() for p in programs for i in p.instrs
-                      if LOWERINGS[i.op].helper})
+    used = {h for p in programs for i in p.instrs for h in LOWERINGS[i.op].helpers}
+    helpers = [HELPERS[h].strip() for h in HELPERS if h in used]
     return {
         "model": model,
         "version": __version__,

@@ -188,9 +188,25 @@ class NumpyWriter:
         self.call("np.greater", [src, "0.0"], dest)  # True/False land in `dest` as 1.0/0.0
 
     def _w_Piecewise(self, expr: sympy.Piecewise, dest: str) -> None:
+        if _indicator(expr):  # [a == b], [a > b], ...: the comparison ufunc writes 1.0/0.0
+            cond = expr.args[0][1]
+            lhs, rhs = self.operand(cond.lhs), self.operand(cond.rhs)
+            self.call(_COMPARISON[type(cond)], [lhs, rhs], dest)
+            return
         printer = InlineNumpy()
         text = printer.doprint(expr)
         self.emit(f"{dest}[...] = {text}", {s.name for s in expr.free_symbols}, dest)
+
+
+_COMPARISON = {sympy.Eq: "np.equal", sympy.StrictGreaterThan: "np.greater",
+               sympy.GreaterThan: "np.greater_equal", sympy.StrictLessThan: "np.less",
+               sympy.LessThan: "np.less_equal", sympy.Ne: "np.not_equal"}
+
+
+def _indicator(expr: sympy.Piecewise) -> bool:
+    """Piecewise((1, a <rel> b), (0, True))."""
+    return (len(expr.args) == 2 and expr.args[0][0] == 1 and expr.args[1] == (0, True)
+            and type(expr.args[0][1]) in _COMPARISON)
 
 
 class InlineNumpy(StrPrinter):
@@ -230,6 +246,9 @@ class InlineNumpy(StrPrinter):
         if expr.exp == sympy.S.Half:
             return f"np.sqrt({self._print(expr.base)})"
         return super()._print_Pow(expr, rational)
+
+    def _print_Relational(self, expr):
+        return f"({self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)})"
 
     def _print_Float(self, expr):
         return _literal(expr)

@@ -15,7 +15,7 @@ from codegen.program import Instr, atom
 @dataclass(frozen=True)
 class Lowering:
     emit: Callable[[Instr], list[str]]
-    helper: str = ""  # source of a module-level helper the lines call, if any
+    helpers: tuple[str, ...] = ()  # module-level helpers (keys of HELPERS) the lines call
     needs_shape: bool = False  # the lines allocate the output themselves (Instr.shape is set)
 
 
@@ -44,8 +44,7 @@ def _sum(ins: Instr) -> list[str]:
     return [f"{ins.out} = {atom(a)}.sum(axis={axis}{keep})"]
 
 
-_SOFTMAX = '''
-def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
+_SOFTMAX = '''def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
     np.exp(e, out=e)
@@ -53,21 +52,19 @@ def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     return e
 '''
 
-_LOG_SOFTMAX = '''
-def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
+_LOG_SOFTMAX = '''def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
     s = z - z.max(axis=axis, keepdims=True)
     s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
     return s
 '''
 
-_DROPOUT_MASK = '''
-def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+_GENERATOR = '''def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     """The random generator for dropout masks; None means seed 0 (repeatable calls)."""
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng or 0)
+'''
 
-
-def _dropout_mask(
+_DROPOUT_MASK = '''def _dropout_mask(
     rng: np.random.Generator, shape: tuple[int, ...], rate: float, dt: np.dtype,
 ) -> np.ndarray:
     """Inverted-dropout mask: 0 with probability `rate`, else 1 / (1 - rate)."""
@@ -78,14 +75,64 @@ def _dropout_mask(
     return mask
 '''
 
+_IM2COL = '''def _im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
+    """Patches of a (B, H, W, C) image as rows: (B, OH, OW, kh*kw*C), ordered (kh, kw, C)."""
+    if padding:
+        x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))
+    windows = windows[:, ::stride, ::stride]  # (B, OH, OW, C, kh, kw), a view
+    b, oh, ow, c = windows.shape[:4]
+    out = np.empty((b, oh, ow, kh, kw, c), dtype=x.dtype)
+    np.copyto(out, windows.transpose(0, 1, 2, 4, 5, 3))
+    return out.reshape(b, oh, ow, kh * kw * c)
+'''
+
+_COL2IM = '''def _col2im(
+    cols: np.ndarray, shape: tuple[int, int, int, int], kh: int, kw: int, stride: int, padding: int,
+) -> np.ndarray:
+    """The transpose of _im2col: each patch entry is added back where it came from."""
+    b, h, w, c = shape
+    oh, ow = cols.shape[1:3]
+    out = np.zeros((b, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
+    patches = cols.reshape(b, oh, ow, kh, kw, c)
+    for i in range(kh):  # one strided slice per kernel offset, not a loop over pixels
+        for j in range(kw):
+            out[:, i:i + stride * oh:stride, j:j + stride * ow:stride] += patches[:, :, :, i, j]
+    return out[:, padding:padding + h, padding:padding + w]
+'''
+
+#: helper name -> source; a module includes those its lines call, in this order
+HELPERS = {
+    "_softmax": _SOFTMAX, "_log_softmax": _LOG_SOFTMAX, "_generator": _GENERATOR,
+    "_dropout_mask": _DROPOUT_MASK, "_im2col": _IM2COL, "_col2im": _COL2IM,
+}
+
+
+def _window(i: Instr) -> str:
+    n = i.node
+    return f"{n.attr('kh')}, {n.attr('kw')}, {n.attr('stride')}, {n.attr('padding')}"
+
+
+def _max(ins: Instr) -> list[str]:
+    (a,) = ins.args
+    axes, keepdims = ins.node.attr("axes"), ins.node.attr("keepdims")
+    axis = str(axes[0]) if len(axes) == 1 else str(axes)
+    keep = ", keepdims=True" if keepdims else ""
+    return [f"{ins.out} = {atom(a)}.max(axis={axis}{keep})"]
+
+
 LOWERINGS: dict[str, Lowering] = {
     "ew": Lowering(_ew),
     "matmul": Lowering(_matmul),
     "sum": Lowering(_sum),
+    "max": Lowering(_max),
     "softmax": Lowering(lambda i: [f"{i.out} = _softmax({i.args[0]}, axis={i.node.attr('axis')})"],
-                        _SOFTMAX),
+                        ("_softmax",)),
     "log_softmax": Lowering(lambda i: [f"{i.out} = _log_softmax({i.args[0]}, axis={i.node.attr('axis')})"],
-                            _LOG_SOFTMAX),
+                            ("_log_softmax",)),
     "dropout_mask": Lowering(lambda i: [f"{i.out} = _dropout_mask(rng, {i.shape}, {i.args[0]}, dt)"],
-                             _DROPOUT_MASK, needs_shape=True),
+                             ("_generator", "_dropout_mask"), needs_shape=True),
+    "im2col": Lowering(lambda i: [f"{i.out} = _im2col({i.args[0]}, {_window(i)})"], ("_im2col",)),
+    "col2im": Lowering(lambda i: [f"{i.out} = _col2im({i.args[0]}, {i.shape}, {_window(i)})"],
+                       ("_col2im",), needs_shape=True),
 }

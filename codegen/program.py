@@ -156,9 +156,14 @@ class Lowering:
                 raise RuleError(f"no lowering for operation {n.op!r}")
             instrs.append(self._instr(n))
         results = {}
+        roots = list(self.roots.values())
         for key, n in self.roots.items():
             text = self.ref(n)
-            if n.is_leaf or n.op in _VIEW_OPS or n.op == "const" or list(self.roots.values()).count(n) > 1:
+            base = n
+            while base.op in _VIEW_OPS and base not in self.var:
+                base = base.args[0]
+            # a returned array must not be a caller's array, a constant, or another result
+            if base.is_leaf or base.op == "const" or n.op == "broadcast_to" or roots.count(n) > 1:
                 text = self._copy(n, text)
             results[key] = text
         self._plan_memory(instrs)

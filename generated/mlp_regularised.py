@@ -192,6 +192,21 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
+def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
+    """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
+    e = z - z.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
+    """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
+    s = z - z.max(axis=axis, keepdims=True)
+    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    return s
+
+
 def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     """The random generator for dropout masks; None means seed 0 (repeatable calls)."""
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng or 0)
@@ -206,21 +221,6 @@ def _dropout_mask(
     mask = (rng.random(shape) >= rate).astype(dt)
     mask *= dt.type(1.0 / (1.0 - rate))
     return mask
-
-
-def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
-    """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
-    s = z - z.max(axis=axis, keepdims=True)
-    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
-    return s
-
-
-def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
-    """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
-    e = z - z.max(axis=axis, keepdims=True)
-    np.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
-    return e
 
 
 def _ew1(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:

@@ -145,19 +145,19 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
-def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
-    """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
-    s = z - z.max(axis=axis, keepdims=True)
-    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
-    return s
-
-
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
     np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e
+
+
+def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
+    """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
+    s = z - z.max(axis=axis, keepdims=True)
+    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    return s
 
 
 def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:

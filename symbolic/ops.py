@@ -139,3 +139,60 @@ def l2(x: Node) -> Node:
 def l1(x: Node) -> Node:
     """Sum of absolute values, ||x||_1."""
     return abs(x).sum()
+
+
+# -- images (layout NHWC: batch, height, width, channels; kernels HWIO) --------------------------
+def _image_error(what: str, message: str) -> ShapeError:
+    return ShapeError(located(f"{what}: {message}", user_location()))
+
+
+def conv2d(x: Node, kernel: Node, stride: int = 1, padding: int = 0) -> Node:
+    """2-D cross-correlation (deep learning's "convolution") of a (B, H, W, C) image with a
+    (kh, kw, C, O) kernel: `im2col(x) @ kernel` as (kh*kw*C, O), so (B, OH, OW, O)."""
+    x, kernel = as_node(x), as_node(kernel)
+    if kernel.ndim != 4:
+        raise _image_error("conv2d", f"kernel must be (kh, kw, in_channels, out_channels), "
+                                     f"got shape {fmt_shape(kernel.shape)}")
+    kh, kw, c, o = kernel.shape
+    if not (kh.is_Integer and kw.is_Integer):
+        raise _image_error("conv2d", f"kernel height and width must be numbers, not {kh} and {kw}")
+    if x.ndim == 4 and not shapes_equal((x.shape[3],), (c,)):
+        raise _image_error("conv2d", f"image {fmt_shape(x.shape)} has {x.shape[3]} channels, "
+                                     f"kernel {fmt_shape(kernel.shape)} expects {c}")
+    cols = apply("im2col", [x], kh=int(kh), kw=int(kw), stride=stride, padding=padding)
+    return cols @ kernel.reshape((kh * kw * c, o))
+
+
+def _pool(x: Node, size: int, stride: int | None, what: str) -> Node:
+    x = as_node(x)
+    if x.ndim != 4:
+        raise _image_error(what, "expected a (batch, height, width, channels) image, "
+                                 f"got {fmt_shape(x.shape)}")
+    stride = size if stride is None else stride
+    cols = apply("im2col", [x], kh=size, kw=size, stride=stride, padding=0)
+    b, oh, ow, _ = cols.shape
+    return cols.reshape((b, oh, ow, size * size, x.shape[3]))
+
+
+def max_pool2d(x: Node, size: int = 2, stride: int | None = None) -> Node:
+    """Maximum over each size x size window (stride defaults to size)."""
+    return apply("max", [_pool(x, size, stride, "max_pool2d")], axes=(3,), keepdims=False)
+
+
+def avg_pool2d(x: Node, size: int = 2, stride: int | None = None) -> Node:
+    """Mean over each size x size window (stride defaults to size)."""
+    return _pool(x, size, stride, "avg_pool2d").mean(3)
+
+
+def flatten(x: Node) -> Node:
+    """(B, ...) -> (B, product of the rest)."""
+    x = as_node(x)
+    return x.reshape((x.shape[0], size(x.shape[1:])))
+
+
+def max(x: Node, axis: int | Iterable[int] | None = None, keepdims: bool = False) -> Node:  # noqa: A001
+    """Maximum along axes; the gradient goes to the maximal entries."""
+    from symbolic.shapes import normalize_axes
+
+    x = as_node(x)
+    return apply("max", [x], axes=normalize_axes(axis, x.ndim), keepdims=keepdims)

@@ -76,6 +76,11 @@ class _LatexSubst(_Subst, LatexPrinter):
     def _print_Heaviside(self, expr):
         return rf"\mathbb{{1}}\left[{self._print(expr.args[0])} > 0\right]"
 
+    def _print_Piecewise(self, expr):
+        if _indicator(expr):
+            return rf"\mathbb{{1}}\left[{self._print(expr.args[0][1])}\right]"
+        return super()._print_Piecewise(expr)
+
     def _print_Function(self, expr, exp=None):
         if len(expr.args) == 1 and expr.args[0] in self.strings:  # f(name): no double parens
             s, _ = self.strings[expr.args[0]]
@@ -90,6 +95,17 @@ class _TextSubst(_Subst, StrPrinter):
 
     def _print_Heaviside(self, expr):
         return f"({self._print(expr.args[0])} > 0)"
+
+    def _print_Piecewise(self, expr):
+        if _indicator(expr):
+            cond = expr.args[0][1]
+            return f"({self._print(cond.lhs)} {cond.rel_op} {self._print(cond.rhs)})"
+        return super()._print_Piecewise(expr)
+
+
+def _indicator(expr: sympy.Piecewise) -> bool:
+    """Piecewise((1, condition), (0, True)): an indicator [condition]."""
+    return len(expr.args) == 2 and expr.args[0][0] == 1 and tuple(expr.args[1]) == (0, True)
 
 
 def _precedence_of(expr: sympy.Expr) -> int:

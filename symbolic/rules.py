@@ -158,6 +158,73 @@ def _axis_shape(shapes: list[Shape], axis: int) -> Shape:
     return x
 
 
+def _max_vjp(g: Node, node: Node) -> list[Node | None]:
+    """The adjoint goes to the maximal entries (shared equally between ties)."""
+    x = node.args[0]
+    top = _spread(node, node)  # the max, broadcast back over the reduced axes
+    hit = elementwise(sympy.Piecewise((1, sympy.Eq(ARG[0], ARG[1])), (0, True)), [x, top])
+    count = _spread(hit.sum(node.attr("axes"), node.attr("keepdims")), node)
+    return [_spread(g, node) * hit / count]
+
+
+def _window_out(size: sympy.Expr, k: int, stride: int, padding: int, what: str) -> sympy.Expr:
+    padded = size + 2 * padding
+    if padded.is_Integer and int(padded) < k:
+        raise ShapeError(f"the {k}x{k} {what} window is larger than the padded input ({padded})")
+    return sympy.floor((padded - k) / stride) + 1
+
+
+def _check_window(kh: int, kw: int, stride: int, padding: int) -> None:
+    for name, v, low in (("kernel height", kh, 1), ("kernel width", kw, 1), ("stride", stride, 1),
+                         ("padding", padding, 0)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ShapeError(f"{name} must be an integer >= {low}, not {v!r}")
+
+
+def _im2col_shape(shapes: list[Shape], kh: int, kw: int, stride: int, padding: int) -> Shape:
+    (x,) = shapes
+    if len(x) != 4:
+        raise ShapeError(f"expected a (batch, height, width, channels) image, got shape {fmt_shape(x)}")
+    _check_window(kh, kw, stride, padding)
+    b, h, w, c = x
+    oh = _window_out(h, kh, stride, padding, "kernel")
+    ow = _window_out(w, kw, stride, padding, "kernel")
+    return (b, oh, ow, sympy.Integer(kh * kw) * c)
+
+
+def _col2im_shape(shapes: list[Shape], kh: int, kw: int, stride: int, padding: int, image: Shape) -> Shape:
+    (cols,) = shapes
+    h, w, c = image
+    expect = _im2col_shape([(cols[0], h, w, c)], kh, kw, stride, padding)
+    if not shapes_equal(tuple(cols), expect):
+        image = fmt_shape((cols[0], h, w, c))
+        raise ShapeError(f"patches {fmt_shape(cols)} do not come from an image {image}")
+    return (cols[0], h, w, c)
+
+
+def _im2col_vjp(g: Node, node: Node) -> list[Node | None]:
+    """im2col is linear; its transpose, col2im, adds every patch entry back where it came from."""
+    x = node.args[0]
+    return [apply("col2im", [g], image=tuple(x.shape[1:]), **_window(node))]
+
+
+def _col2im_vjp(g: Node, node: Node) -> list[Node | None]:
+    return [apply("im2col", [g], **_window(node))]
+
+
+def _window(node: Node) -> dict:
+    return {k: node.attr(k) for k in ("kh", "kw", "stride", "padding")}
+
+
+def _window_latex(node: Node) -> str:
+    s = f"{node.attr('kh')}\\times{node.attr('kw')}"
+    if node.attr("stride") != 1:
+        s += f", s={node.attr('stride')}"
+    if node.attr("padding"):
+        s += f", p={node.attr('padding')}"
+    return s
+
+
 def _softmax_vjp(g: Node, node: Node) -> list[Node | None]:
     axis = node.attr("axis")
     return [node * (g - (g * node).sum(axis, keepdims=True))]
@@ -171,10 +238,13 @@ def _log_softmax_vjp(g: Node, node: Node) -> list[Node | None]:
 
 
 # -- printed forms --------------------------------------------------------------------------
+def _axes_latex(node: Node) -> str:
+    """The reduced axes, named by their dims: sum over B prints as sum_B."""
+    return ",".join(sympy.latex(node.args[0].shape[i]) for i in node.attr("axes"))
+
+
 def _sum_latex(node: Node, a: str) -> str:
-    x = node.args[0]
-    over = ",".join(sympy.latex(x.shape[i]) for i in node.attr("axes"))
-    return rf"\sum_{{{over}}} {a}"
+    return rf"\sum_{{{_axes_latex(node)}}} {a}"
 
 
 def _sum_text(node: Node, a: str) -> str:
@@ -243,6 +313,19 @@ def _given_shape(shapes: list[Shape], shape: Shape, **attrs) -> Shape:
 
 
 RULES.update({
+    "max": Rule("reduction (max)", _reduce_shape, _max_vjp,
+                text=lambda n, a: f"max({a}, axis={_axes_text(n.attr('axes'))})",
+                latex=lambda n, a: rf"\max_{{{_axes_latex(n)}}} {a}"),
+    # image patches as rows (kh, kw, channels): a convolution is im2col(X) K, a matrix product
+    "im2col": Rule("image patches (im2col)", _im2col_shape, _im2col_vjp,
+                   text=lambda n, a: f"im2col({a}, {n.attr('kh')}x{n.attr('kw')}, stride={n.attr('stride')}, "
+                                     f"padding={n.attr('padding')})",
+                   latex=lambda n, a: rf"\operatorname{{im2col}}_{{{_window_latex(n)}}}\left({a}\right)"),
+    # the transpose of im2col: patch entries summed back into the image they came from
+    "col2im": Rule("patches back to the image (col2im)", _col2im_shape, _col2im_vjp,
+                   text=lambda n, a: f"col2im({a}, {n.attr('kh')}x{n.attr('kw')}, stride={n.attr('stride')}, "
+                                     f"padding={n.attr('padding')})",
+                   latex=lambda n, a: rf"\operatorname{{col2im}}_{{{_window_latex(n)}}}\left({a}\right)"),
     # a choice between a training and an evaluation form (see graph.select_mode)
     "mode": Rule("training/evaluation choice", _same_shapes, _unspecialized,
                  text=lambda n, a, b: f"{{train: {a}; eval: {b}}}",

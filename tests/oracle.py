@@ -145,6 +145,15 @@ class Interpreter:
             return lib.reshape(args[0], shape)
         if op == "broadcast_to":
             return lib.broadcast_to(args[0], shape)
+        if op == "max":
+            x, axes, keep = args[0], node.attr("axes"), node.attr("keepdims")
+            if self.kind == "torch":
+                return x.amax(dim=axes, keepdim=keep)
+            return np.max(x, axis=axes, keepdims=keep)
+        if op == "im2col":
+            return self.im2col(args[0], node)
+        if op == "col2im":
+            return self.col2im(args[0], node, shape)
         if op in ("softmax", "log_softmax"):
             axis = node.attr("axis")
             x = args[0]
@@ -152,6 +161,34 @@ class Interpreter:
             s = lib.sum(e, (axis,), True)
             return e / s if op == "softmax" else x - lib.log(s)
         raise NotImplementedError(op)
+
+    # images, written the plain way: one patch at a time (nothing shared with the generator)
+    def im2col(self, x, node):
+        kh, kw, s, p = (node.attr(k) for k in ("kh", "kw", "stride", "padding"))
+        if self.kind == "torch":
+            x = self.lib.torch.nn.functional.pad(x, (0, 0, p, p, p, p))
+            patches = x.unfold(1, kh, s).unfold(2, kw, s)  # (B, OH, OW, C, kh, kw)
+            b, oh, ow, c = patches.shape[:4]
+            return patches.permute(0, 1, 2, 4, 5, 3).reshape(b, oh, ow, kh * kw * c)
+        x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        b, h, w, c = x.shape
+        oh, ow = (h - kh) // s + 1, (w - kw) // s + 1
+        out = np.zeros((b, oh, ow, kh * kw * c), dtype=x.dtype)
+        for i in range(oh):
+            for j in range(ow):
+                out[:, i, j] = x[:, i * s:i * s + kh, j * s:j * s + kw, :].reshape(b, -1)
+        return out
+
+    def col2im(self, cols, node, shape):
+        """The adjoint of im2col (only backward graphs use it; the numpy form suffices)."""
+        kh, kw, s, p = (node.attr(k) for k in ("kh", "kw", "stride", "padding"))
+        b, h, w, c = shape
+        oh, ow = cols.shape[1:3]
+        out = np.zeros((b, h + 2 * p, w + 2 * p, c), dtype=cols.dtype)
+        for i in range(oh):
+            for j in range(ow):
+                out[:, i * s:i * s + kh, j * s:j * s + kw, :] += cols[:, i, j].reshape(b, kh, kw, c)
+        return out[:, p:p + h, p:p + w, :]
 
     def expr(self, e: sympy.Expr, env: dict):
         """Evaluate a sympy expression over arrays, node by node."""
@@ -231,16 +268,21 @@ def jiggle(params: dict, rng: np.random.Generator, scale: float = 0.3) -> dict:
     return {k: v + scale * rng.standard_normal(v.shape).astype(v.dtype) for k, v in params.items()}
 
 
-def finite_differences(loss, params: dict, h: float = 1e-5) -> dict:
+def finite_differences(loss, params: dict, h: float = 1e-5, limit: int = 200, seed: int = 0) -> dict:
     """Central differences of a scalar loss(params) in float64, one coordinate at a time.
 
     The five-point stencil (error O(h^4)) lets h be large enough that rounding noise in the
-    loss stays near 1e-11, yet small enough that a relu kink is almost never crossed.
+    loss stays near 1e-11, yet small enough that a relu kink is almost never crossed. A tensor
+    with more than `limit` entries is checked at `limit` random ones; the rest come back NaN.
     """
+    rng = np.random.default_rng(seed)
     grads = {}
     for name, p in params.items():
-        g = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
+        g = np.full_like(p, np.nan)
+        coords = list(np.ndindex(p.shape))
+        if len(coords) > limit:
+            coords = [coords[k] for k in rng.choice(len(coords), limit, replace=False)]
+        for i in coords:
             old = p[i]
             step = h * max(1.0, abs(old))
             values = []

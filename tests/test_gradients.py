@@ -44,13 +44,14 @@ def test_gradient_matches_finite_differences(name, backend, data):
     kw["hypers"].update({k: 0.01 for k in ("l1", "l2") if k in module.HYPERS})
     loss, grads = module.loss_and_grad(params, batch, **kw)
     assert loss == pytest.approx(module.loss(params, batch, training=True, **kw), rel=1e-12)
-    fd = finite_differences(lambda p: module.loss(p, batch, training=True, **kw), params)
+    fd = finite_differences(lambda p: module.loss(p, batch, training=True, **kw), params, limit=48, seed=seed)
     for k in params:
         assert grads[k].shape == params[k].shape and grads[k].dtype == np.float64
-        # absolute noise of central differences is ~1e-10; compare relative to the gradient's
-        # size, but never demand more than that noise allows on a near-zero gradient
-        scale = max(np.abs(fd[k]).max(), np.abs(grads[k]).max(), 1e-4)
-        assert np.abs(grads[k] - fd[k]).max() / scale <= TOL, (k, dims)
+        # absolute noise of the differences is ~1e-11; compare relative to the gradient's size,
+        # but never demand more than that noise allows on a near-zero gradient
+        checked = ~np.isnan(fd[k])
+        scale = max(np.abs(fd[k][checked]).max(), np.abs(grads[k]).max(), 1e-4)
+        assert np.abs(grads[k] - fd[k])[checked].max() / scale <= TOL, (k, dims)
 
 
 def _sympy_gradients(model, module, dims, params, batch, kw):
@@ -81,7 +82,12 @@ def _sympy_gradients(model, module, dims, params, batch, kw):
     return out
 
 
-@pytest.mark.parametrize("name", [n for n in BUILTINS])
+def _small(name: str) -> bool:
+    """Models whose dims can all be tiny (image models have fixed sizes: too big for sympy)."""
+    return not any(d.is_Integer and d > 4 for p in BUILTINS[name].build().params.values() for d in p.shape)
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTINS if _small(n)])
 def test_gradient_matches_sympy_on_explicit_matrices(name):
     model, _, module = built(name, "auto")
     rng = np.random.default_rng(7)

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from symbolic.model import Model
-from symgrad.models import classic, mlp
+from symgrad.models import classic, cnn, mlp
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ BUILTINS: dict[str, BuiltIn] = {
         lambda: mlp.mlp("tanh", "mlp_regularised", dropout=True, batchnorm=True, l1=True, l2=True),
         "tanh perceptron with batch normalisation, dropout, L1 and L2 penalties", "digits",
         {"lr": 0.05, "epochs": 40, "batch_size": 64}),
+    "cnn_digits": BuiltIn(lambda: cnn.cnn(8, name="cnn_digits"),
+                          "convolutional network for 8x8 digits (conv-relu-pool twice, dense softmax)",
+                          "digits", {"lr": 0.05, "epochs": 30, "batch_size": 32}),
 }
 
 

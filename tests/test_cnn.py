@@ -1,0 +1,185 @@
+"""Convolution and pooling: derived through im2col, checked against finite differences, a
+plain patch-by-patch evaluation, and PyTorch's conv2d / max_pool2d / avg_pool2d."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import symgrad as sg
+from symbolic import ops as F
+from symbolic.errors import ShapeError
+from symbolic.graph import apply
+from tests.conftest import torch_or_skip
+from tests.oracle import Interpreter, finite_differences
+
+
+def conv_model(h, w, c, o, k, stride, padding, pool):
+    """conv -> tanh -> pool -> weighted sum: every primitive of a CNN in one small loss."""
+    m = sg.Model("conv_probe")
+    (B,) = m.dims("B")
+    X = m.input("X", (B, h, w, c))
+    K = m.param("K", (k, k, c, o), "he_normal")
+    a = m.let("a", sg.tanh(F.conv2d(X, K, stride=stride, padding=padding)))
+    p = a if pool == "none" else m.let("p", {"max": F.max_pool2d, "avg": F.avg_pool2d}[pool](a, 2, 1))
+    R = m.target("R", tuple(p.shape))
+    m.output("pooled", p)
+    m.loss(sg.sum(p * R))
+    return m
+
+
+CASES = st.tuples(st.integers(3, 7), st.integers(3, 7), st.integers(1, 3), st.integers(1, 3),
+                  st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.sampled_from(["max", "avg", "none"]))
+
+
+@settings(max_examples=12, deadline=None)
+@given(CASES, st.integers(0, 1000))
+def test_conv_pool_gradients_match_finite_differences(case, seed):
+    h, w, c, o, k, stride, padding, pool = case
+    out_h, out_w = ((n + 2 * padding - k) // stride + 1 for n in (h, w))
+    assume(k <= min(h, w) + 2 * padding and (pool == "none" or min(out_h, out_w) >= 2))
+    model = conv_model(h, w, c, o, k, stride, padding, pool)
+    mod = sg.load_module(model)
+    rng = np.random.default_rng(seed)
+    params = {"K": rng.standard_normal((k, k, c, o))}
+    shape = (2,) + tuple(int(d) for d in model.leaves["R"].shape[1:])
+    batch = {"X": rng.standard_normal((2, h, w, c)), "R": rng.standard_normal(shape)}
+    loss, grads = mod.loss_and_grad(params, batch)
+    leaves = {**params, **batch}
+    (want,) = Interpreter("numpy").evaluate([model.losses["L"]], leaves, {"B": 2})
+    assert loss == pytest.approx(float(want), rel=1e-10)
+    fd = finite_differences(lambda p: mod.loss(p, batch), params)
+    np.testing.assert_allclose(grads["K"], fd["K"], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("k, stride, padding", [(3, 1, 1), (3, 2, 0), (2, 1, 0), (5, 2, 2), (1, 1, 0)])
+def test_conv2d_matches_pytorch(k, stride, padding):
+    torch = torch_or_skip()
+    rng = np.random.default_rng(k * 10 + stride)
+    x = rng.standard_normal((3, 9, 7, 2))
+    kern = rng.standard_normal((k, k, 2, 4))
+    m = sg.Model("conv_torch")
+    (B,) = m.dims("B")
+    X = m.input("X", (B, 9, 7, 2))
+    K = m.param("K", (k, k, 2, 4))
+    y = m.let("y", F.conv2d(X, K, stride, padding))
+    G = m.target("G", tuple(y.shape))
+    m.output("y_out", y)
+    m.loss(sg.sum(y * G))
+    mod = sg.load_module(m)
+    G_val = rng.standard_normal((3,) + tuple(int(d) for d in y.shape[1:]))
+    tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)  # NCHW
+    tk = torch.tensor(kern.transpose(3, 2, 0, 1), requires_grad=True)  # OIHW
+    ty = torch.nn.functional.conv2d(tx, tk, stride=stride, padding=padding)
+    np.testing.assert_allclose(mod.forward({"K": kern}, {"X": x})["y_out"],
+                               ty.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-10, atol=1e-12)
+    (ty * torch.tensor(G_val.transpose(0, 3, 1, 2))).sum().backward()
+    _, grads = mod.loss_and_grad({"K": kern}, {"X": x, "G": G_val})
+    np.testing.assert_allclose(grads["K"], tk.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("size, stride", [(2, 2), (3, 1), (2, 1), (3, 2)])
+def test_pooling_matches_pytorch_forward_and_input_gradient(kind, size, stride):
+    torch = torch_or_skip()
+    rng = np.random.default_rng(size + 7 * stride)
+    x = rng.standard_normal((2, 7, 6, 3))
+    m = sg.Model("pool_torch")
+    (B,) = m.dims("B")
+    X = m.input("X", (B, 7, 6, 3))
+    S = m.param("S", (7, 6, 3), "ones")  # a parameter in front, so the input gradient is returned
+    pool = F.max_pool2d if kind == "max" else F.avg_pool2d
+    y = m.let("y", pool(X * S, size, stride))
+    G = m.target("G", tuple(y.shape))
+    m.output("y_out", y)
+    m.loss(sg.sum(y * G))
+    mod = sg.load_module(m)
+    G_val = rng.standard_normal((2,) + tuple(int(d) for d in y.shape[1:]))
+    tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    fn = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
+    ty = fn(tx, size, stride)
+    np.testing.assert_allclose(mod.forward({"S": np.ones((7, 6, 3))}, {"X": x})["y_out"],
+                               ty.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-12)
+    (ty * torch.tensor(G_val.transpose(0, 3, 1, 2))).sum().backward()
+    _, grads = mod.loss_and_grad({"S": np.ones((7, 6, 3))}, {"X": x, "G": G_val})
+    # dL/dS = sum over the batch of x * dL/d(x S): recover dL/dx from it and compare
+    dx_torch = tx.grad.numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(grads["S"], (dx_torch * x).sum(axis=0), rtol=1e-10, atol=1e-12)
+
+
+def test_im2col_and_col2im_are_adjoint():
+    rng = np.random.default_rng(0)
+    m = sg.Model("adjoint")
+    (B,) = m.dims("B")
+    X = m.input("X", (B, 6, 5, 2))
+    cols = apply("im2col", [X], kh=3, kw=2, stride=2, padding=1)
+    back = apply("col2im", [cols], kh=3, kw=2, stride=2, padding=1, image=X.shape[1:])
+    x = rng.standard_normal((2, 6, 5, 2))
+    interp = Interpreter("numpy")
+    (c,) = interp.evaluate([cols], {"X": x}, {"B": 2})
+    y = rng.standard_normal(c.shape)
+    Y = m.input("Yc", tuple(cols.shape))
+    (xy,) = interp.evaluate([apply("col2im", [Y], kh=3, kw=2, stride=2, padding=1, image=X.shape[1:])],
+                            {"Yc": y}, {"B": 2})
+    assert float((c * y).sum()) == pytest.approx(float((x * xy).sum()), rel=1e-12)
+    assert back.shape == X.shape
+
+
+def test_bad_convolutions_are_clear_errors():
+    m = sg.Model("bad_conv")
+    (B,) = m.dims("B")
+    X = m.input("X", (B, 4, 4, 3))
+    with pytest.raises(ShapeError, match=r"the 7x7 kernel window is larger than the padded input \(6\)"):
+        F.conv2d(X, m.param("K", (7, 7, 3, 2)), padding=1)
+    with pytest.raises(ShapeError, match="stride must be an integer >= 1, not 0"):
+        F.conv2d(X, m.param("K2", (3, 3, 3, 2)), stride=0)
+    with pytest.raises(ShapeError, match="image .* has 3 channels, kernel .* expects 5"):
+        F.conv2d(X, m.param("K3", (3, 3, 5, 2)))
+    with pytest.raises(ShapeError, match="expected a \\(batch, height, width, channels\\) image"):
+        F.max_pool2d(m.input("V", (B, 4)))
+    with pytest.raises(ShapeError, match="window is larger than the padded input"):
+        F.max_pool2d(X, 5)
+
+
+def test_cnn_digits_module_against_pytorch():
+    torch = torch_or_skip()
+    from tests.conftest import built
+
+    model, _, mod = built("cnn_digits", "auto")
+    rng = np.random.default_rng(3)
+    params = {k: v + 0.05 * rng.standard_normal(v.shape) for k, v in
+              mod.init_params({"n_out": 10}, seed=3, dtype=np.float64).items()}
+    X = rng.standard_normal((5, 8, 8, 1))
+    Y = np.eye(10)[rng.integers(0, 10, 5)]
+    loss, grads = mod.loss_and_grad(params, {"X": X, "Y": Y})
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    nnf = torch.nn.functional
+    h = torch.tensor(X.transpose(0, 3, 1, 2))
+    for K, c in (("K1", "c1"), ("K2", "c2")):
+        h = nnf.max_pool2d(nnf.relu(nnf.conv2d(h, t[K].permute(3, 2, 0, 1), padding=1)
+                                    + t[c].reshape(1, -1, 1, 1)), 2)
+    z = h.permute(0, 2, 3, 1).reshape(5, -1) @ t["W"] + t["b"]
+    tloss = nnf.cross_entropy(z, torch.tensor(Y))
+    tloss.backward()
+    assert loss == pytest.approx(tloss.item(), rel=1e-10)
+    for k in params:
+        np.testing.assert_allclose(grads[k], t[k].grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+
+
+def test_conv_gradient_matches_sympy_on_a_tiny_image():
+    import sympy
+
+    model = conv_model(3, 3, 1, 2, 2, 1, 1, "avg")
+    mod = sg.load_module(model)
+    rng = np.random.default_rng(5)
+    K = rng.standard_normal((2, 2, 1, 2))
+    batch = {"X": rng.standard_normal((1, 3, 3, 1)), "R": rng.standard_normal((1, 3, 3, 2))}
+    _, grads = mod.loss_and_grad({"K": K}, batch)
+    symbols = np.array([sympy.Symbol(f"k{i}", real=True) for i in range(K.size)], dtype=object).reshape(K.shape)
+    to_sympy = np.vectorize(lambda v: sympy.Float(float(v)), otypes=[object])
+    leaves = {"K": symbols, **{k: to_sympy(v) for k, v in batch.items()}}
+    (loss,) = Interpreter("sympy").evaluate([model.losses["L"]], leaves, {"B": 1})
+    values = dict(zip(symbols.ravel(), K.ravel(), strict=True))
+    exact = np.array([float(sympy.diff(loss, s).xreplace(values)) for s in symbols.ravel()]).reshape(K.shape)
+    np.testing.assert_allclose(grads["K"], exact, rtol=1e-10)
