@@ -30,7 +30,8 @@ def conv_model(h, w, c, o, k, stride, padding, pool):
 
 
 CASES = st.tuples(st.integers(3, 7), st.integers(3, 7), st.integers(1, 3), st.integers(1, 3),
-                  st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.sampled_from(["max", "avg", "none"]))
+                  st.integers(1, 3), st.integers(1, 2), st.integers(0, 1),
+                  st.sampled_from(["max", "avg", "none"]))
 
 
 @settings(max_examples=12, deadline=None)
@@ -176,7 +177,8 @@ def test_conv_gradient_matches_sympy_on_a_tiny_image():
     K = rng.standard_normal((2, 2, 1, 2))
     batch = {"X": rng.standard_normal((1, 3, 3, 1)), "R": rng.standard_normal((1, 3, 3, 2))}
     _, grads = mod.loss_and_grad({"K": K}, batch)
-    symbols = np.array([sympy.Symbol(f"k{i}", real=True) for i in range(K.size)], dtype=object).reshape(K.shape)
+    symbols = np.array([sympy.Symbol(f"k{i}", real=True) for i in range(K.size)], dtype=object)
+    symbols = symbols.reshape(K.shape)
     to_sympy = np.vectorize(lambda v: sympy.Float(float(v)), otypes=[object])
     leaves = {"K": symbols, **{k: to_sympy(v) for k, v in batch.items()}}
     (loss,) = Interpreter("sympy").evaluate([model.losses["L"]], leaves, {"B": 1})
