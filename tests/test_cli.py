@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "symgrad", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "symgrad", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or ROOT)
 
 
@@ -100,14 +100,14 @@ def test_user_model_file_derives_and_trains(tmp_path):
     r = run("derive", str(f), "--out", str(tmp_path / "gen"))
     assert r.returncode == 0, r.stderr
     assert "def loss_and_grad(" in (tmp_path / "gen" / "swish_net.py").read_text()
-    r = run("train", str(f), "--data", "iris", "--epochs", "40", "--lr", "0.1")
+    r = run("train", str(f), "--data", "iris", "--epochs", "40", "--lr", "0.1", "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr
     acc = float(r.stdout.strip().splitlines()[-1].split()[2])
     assert acc >= 0.8
 
 
-def test_train_prints_epochs_and_test_metric():
-    r = run("train", "softmax_regression", "--epochs", "3")
+def test_train_prints_epochs_and_test_metric(tmp_path):
+    r = run("train", "softmax_regression", "--epochs", "3", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert [ln.split()[1] for ln in lines[:3]] == ["1/3", "2/3", "3/3"]

@@ -259,9 +259,11 @@ class Trainer:
     def run_epoch(self, on_step: Callable[[int, float], None] | None = None) -> EpochRecord:
         """Train one epoch, evaluate, and keep the best epoch's parameters."""
         start = time.perf_counter()
-        train_loss = self.train_epoch(on_step)
-        train = self.evaluate(self.data.train)
-        val = self.evaluate(self.data.val)
+        # Overflow on the way to a NaN is reported once, as `Diverged`, not as numpy warnings.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            train_loss = self.train_epoch(on_step)
+            train = self.evaluate(self.data.train)
+            val = self.evaluate(self.data.val)
         if not math.isfinite(val["loss"]):
             raise Diverged(f"the validation loss is {val['loss']} after epoch {self.epoch}, "
                            f"step {self.steps}")
