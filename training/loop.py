@@ -132,6 +132,7 @@ class Trainer:
         self.best_params = {k: v.copy() for k, v in self.params.items()}
         self.best_model_state = {k: v.copy() for k, v in self.model_state.items()}
         self.bad_epochs = 0  # epochs since the best one
+        self._train: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def lr(self) -> float:
@@ -184,22 +185,26 @@ class Trainer:
     def train_epoch(self, on_step: Callable[[int, float], None] | None = None) -> float:
         """One pass over the training split; the mean mini-batch loss. Raises `Diverged` at
         the first NaN or infinity in a loss, a gradient or a parameter."""
-        train = self.data.train
+        X, Y = self._train_arrays()
         total = 0.0
         hypers = self.config.model_hypers
         epoch = self.epoch + 1
-        n_batches = -(-len(train) // self.config.batch_size)
-        for b, idx in enumerate(batches(len(train), self.config.batch_size, self.rng), start=1):
+        n_batches = -(-len(X) // self.config.batch_size)
+
+        def where(step: int, b: int) -> str:
+            return f"epoch {epoch}, step {step} (batch {b} of {n_batches})"
+
+        for b, idx in enumerate(batches(len(X), self.config.batch_size, self.rng), start=1):
             step = self.steps + 1
-            loss, grads = self.module.loss_and_grad(self.params, self.batch(train, idx), hypers,
-                                                    state=self.model_state, rng=self.model_rng)
-            where = f"epoch {epoch}, step {step} (batch {b} of {n_batches})"
+            loss, grads = self.module.loss_and_grad(self.params, {self.input: X[idx], self.target: Y[idx]},
+                                                    hypers, state=self.model_state, rng=self.model_rng)
             if not math.isfinite(loss):
-                raise Diverged(f"the loss is {loss} at {where}" + self._blame_params("the step before"))
-            for name, g in grads.items():
-                if not np.isfinite(g.sum()) and not np.isfinite(g).all():
-                    raise Diverged(f"the gradient of parameter {name} holds {_first_bad(g)} at {where} "
-                                   f"(loss {loss:.4g}); lower the learning rate")
+                blame = self._blame_params("the step before")
+                raise Diverged(f"the loss is {loss} at {where(step, b)}{blame}")
+            name = nonfinite(grads)
+            if name is not None:
+                raise Diverged(f"the gradient of parameter {name} holds {_first_bad(grads[name])} at "
+                               f"{where(step, b)} (loss {loss:.4g}); lower the learning rate")
             self.optimizer.step(self.params, grads, self.state, step, self.opt_hypers)
             self.steps = step
             total += loss * len(idx)
@@ -209,7 +214,15 @@ class Trainer:
         if bad:
             raise Diverged(f"the parameters are not finite at the end of epoch {epoch}" + bad)
         self.epoch = epoch
-        return total / len(train)
+        return total / len(X)
+
+    def _train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training split in the training dtype and input shape, cast once, not per batch."""
+        if self._train is None:
+            train = self.data.train
+            self._train = (np.ascontiguousarray(train.X.reshape((-1, *self.input_shape)), dtype=self.dtype),
+                           np.ascontiguousarray(train.Y, dtype=self.dtype))
+        return self._train
 
     def _blame_params(self, when: str) -> str:
         for name, p in self.params.items():
@@ -338,6 +351,15 @@ class Trainer:
         self.best_epoch = int(meta["best_epoch"])
         self.best_val_loss = math.inf if meta["best_val_loss"] is None else float(meta["best_val_loss"])
         self.bad_epochs = int(meta["bad_epochs"])
+
+
+def nonfinite(arrays: dict[str, np.ndarray]) -> str | None:
+    """The name of the first array holding a NaN or an infinity, if any. One reduction per
+    array (a NaN or inf makes the sum so); only a sum that overflowed needs the full check."""
+    for name, a in arrays.items():
+        if not math.isfinite(a.sum()) and not np.isfinite(a).all():
+            return name
+    return None
 
 
 def _first_bad(a: np.ndarray) -> str:
