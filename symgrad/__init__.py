@@ -11,6 +11,7 @@ generated as a fast numpy/numexpr module, and trained.
     m.loss(sg.binary_cross_entropy_with_logits(z, y))
     print(sg.derive(m))              # the derivation, step by step
     module = sg.load_module(m)       # the generated code, imported
+    run = sg.train(m, data="breast_cancer", epochs=40, out="runs/logreg")  # RUN_DIR with plots
 """
 from codegen.emit import BACKENDS, generate
 from symbolic import __version__
@@ -44,6 +45,7 @@ from symbolic.ops import (
 )
 from symgrad.models import BUILTINS
 from symgrad.pipeline import load_module, resolve, source, write
+from training.run import load_trained, train
 
 __all__ = [
     "__version__", "Derivation", "derive", "ModelError", "RuleError", "ShapeError", "SymgradError",
@@ -51,5 +53,5 @@ __all__ = [
     "elementwise_function", "exp", "l1", "l2", "leaky_relu", "log", "log_softmax", "matmul", "mean",
     "mse", "relu", "reshape", "sigmoid", "softmax", "softmax_cross_entropy", "softplus", "sqrt",
     "square", "sum", "tanh", "transpose", "BACKENDS", "generate", "load_module", "resolve",
-    "source", "write", "BUILTINS",
+    "source", "write", "BUILTINS", "train", "load_trained",
 ]

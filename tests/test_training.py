@@ -22,7 +22,7 @@ from symgrad.cli import main as symgrad_main
 from training import checkpoint, optimizers
 from training.data import load, prepare, split_indices
 from training.loop import Diverged, TrainConfig, Trainer
-from training.run import RUN_FILES, load_model, train
+from training.run import RUN_FILES, load_trained, train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"^test (accuracy|r2) -?\d\.\d{4}  \(test loss \d+\.\d{4}; ")
@@ -109,7 +109,7 @@ def test_run_folder_holds_metrics_plots_model_and_checkpoint(tmp_path, capsys):
 
 def test_model_npz_predicts_raw_rows_like_the_run(tmp_path):
     result = train("softmax_regression", "iris", epochs=5, seed=2, out=tmp_path)
-    model = load_model(tmp_path)
+    model = load_trained(tmp_path)
     for k, v in result.params.items():
         np.testing.assert_array_equal(model.params[k], v)
     assert model.meta["classes"] == ["setosa", "versicolor", "virginica"]
@@ -125,7 +125,7 @@ def test_regression_run_reports_r2_and_unstandardises(tmp_path):
     result = train("linear_regression", "diabetes", epochs=3, out=tmp_path)
     assert result.summary.startswith("test r2 ") and "r2" in result.test
     assert not (tmp_path / "confusion.png").exists() and (tmp_path / "curves.png").exists()
-    model = load_model(tmp_path)
+    model = load_trained(tmp_path)
     assert model.target_mean is not None
     np.testing.assert_allclose(model.targets(np.zeros((1, 1))), model.target_mean.reshape(1, 1))
 
@@ -140,7 +140,7 @@ def test_a_csv_file_with_chosen_columns_trains_from_the_command_line(tmp_path, c
                           "sl,sw,pl,pw", "--target", "species", "--epochs", "150", "--out", tmp_path / "run")
     assert code == 0, err
     assert out[-1].startswith("test accuracy ") and float(out[-1].split()[2]) >= 0.85
-    assert load_model(tmp_path / "run").meta["classes"] == names
+    assert load_trained(tmp_path / "run").meta["classes"] == names
 
 
 # -- exact resumption -----------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_resume_after_sigkill_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == f"resuming {run} after epoch {epoch} (step {epoch * 37})"
     whole = train("mlp_tanh", epochs=12, seed=1, out=tmp_path / "whole", quiet=True)
-    kept = load_model(run)
+    kept = load_trained(run)
     for name, value in whole.params.items():
         np.testing.assert_array_equal(kept.params[name], value)
     assert r.stdout.splitlines()[-1].split()[2] == whole.summary.split()[2]
@@ -261,7 +261,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     best = train("mlp_tanh", epochs=result.best_epoch, out=tmp_path / "best", quiet=True, **settings)
     for k in best.params:  # the kept parameters are exactly those of the best epoch
         np.testing.assert_array_equal(result.params[k], best.params[k])
-        np.testing.assert_array_equal(load_model(tmp_path / "es").params[k], best.params[k])
+        np.testing.assert_array_equal(load_trained(tmp_path / "es").params[k], best.params[k])
     assert result.test == best.test
 
 

@@ -314,7 +314,7 @@ def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.P
                      stopped, dict(settings))
 
 
-def load_model(run_dir_or_file: str | pathlib.Path) -> TrainedModel:
+def load_trained(run_dir_or_file: str | pathlib.Path) -> TrainedModel:
     """The trained model of a run (its RUN_DIR, or the model.npz itself)."""
     path = pathlib.Path(run_dir_or_file)
     return checkpoint.load_model(path / MODEL if path.is_dir() else path)
