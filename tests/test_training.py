@@ -94,7 +94,9 @@ def test_run_folder_holds_metrics_plots_model_and_checkpoint(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
     captured = capsys.readouterr()
     assert [ln.split()[:2] for ln in captured.out.splitlines()] == [["epoch", f"{e}/4"] for e in range(1, 5)]
-    assert "step/s" in captured.err or "step" in captured.err  # the tqdm bar
+    bar = captured.err.split("\r")  # the tqdm bar: steps of the run, running loss, validation metric
+    last = re.compile(r"epoch 4/4: 100%.* 24/24 .*step/s, loss \d\.\d{4}, val acc \d\.\d{4}\]")
+    assert any(last.match(s) for s in bar)
     rows = metrics_rows(run)
     assert list(rows[0]) == ["epoch", "steps", "train_loss", "train_accuracy", "val_loss",
                              "val_accuracy", "seconds"]

@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: a fresh runs/MODEL-DATA-N)")
     r.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR exactly where its last checkpoint left it "
-                   "(--epochs and --patience may be raised)")
+                   "(only --epochs and --patience may differ)")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar on stderr (default: when stderr is a terminal)")
 
