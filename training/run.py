@@ -305,7 +305,8 @@ def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.P
     checkpoint.save_model(run_dir / MODEL, TrainedModel(params, state, data.mean, data.std, data.y_mean,
                                                         data.y_std, meta))
     note = f"stopped early after epoch {epochs_run}, best epoch {trainer.best_epoch}" if stopped else (
-        f"{epochs_run} epochs" + (f", best epoch {trainer.best_epoch}" if settings["patience"] else ""))
+        f"{epochs_run} epoch{'s' * (epochs_run != 1)}"
+        + (f", best epoch {trainer.best_epoch}" if settings["patience"] else ""))
     summary = (f"test {metric} {test[metric]:.4f}  (test loss {test['loss']:.4f}; {settings['model']} on "
                f"{settings['data']}, {settings['optimizer']} lr {settings['lr']:g}, batch size "
                f"{settings['batch_size']}, seed {settings['seed']}; {note}; {seconds:.1f} s; "
