@@ -17,10 +17,11 @@ float32 and float64, it times in one run, per configuration:
 
 Timing: every variant is warmed up, then sampled round-robin (a sample is an untimed call, so
 that no variant pays for the switch from the one before, then enough timed calls to last a few
-milliseconds); the table gives the median time per call over the samples, and the spread
-(half the interquartile range, in % of the median), the best sample, and the minor page
-faults per call (fresh memory the kernel maps: a few microseconds each in a VM). At the end it runs
-bench/train_throughput.py, when that script exists.
+milliseconds); PyTorch's samples are taken the same way in its child process, after the
+others. The table gives the median time per call, the spread (half the interquartile range,
+in % of the median), the best sample, and the minor page faults per call (memory the kernel
+maps afresh: a few microseconds each in a VM). At the end it runs bench/train_throughput.py,
+when that script exists.
 
     python bench/run.py                 # all four configurations
     python bench/run.py --rounds 100    # more samples per variant (default 40)
