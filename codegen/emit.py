@@ -114,7 +114,7 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
     }
 
 
-def _statements(program: Program, texts: dict[int, str]) -> list[str]:
+def statements(program: Program, texts: dict[int, str]) -> list[str]:
     """The program's lines, each equation cited once, before the first line computing it."""
     lines, shown = [], set()
     for ins in program.instrs:
@@ -165,7 +165,7 @@ def _model_body(program: Program, derivation: Derivation, arg: str, first_param:
         lines.append("rng = _generator(rng)")
     lines += _bind_dims(program, leaves, f"model {derivation.model.name!r}")
     texts = {e.number: derivation.text(e) for e in derivation.equations}
-    return lines + _statements(program, texts)
+    return lines + statements(program, texts)
 
 
 def _returning(program: Program, name: str, grads: list[str]) -> str:
@@ -276,7 +276,7 @@ def generate_update(model: Model, backend: str = "auto", calibration: dict | Non
     hypers = list(model.hyper_defaults)
     context = _common(model, backend, calibration, _finish_kernels(kernels, backend), [program])
     body = _bind_dims(program, list(model.leaves.values()), f"update rules {model.name!r}")
-    body += _statements(program, texts)
+    body += statements(program, texts)
     if any(re.search(r"\bdt\b", line) for line in body):
         body.insert(0, f"dt = {p}.dtype")
     arrays = [f"{p}: np.ndarray", f"{g}: np.ndarray"] + [f"{s}: np.ndarray" for s in states]

@@ -121,6 +121,17 @@ def _max(ins: Instr) -> list[str]:
     return [f"{ins.out} = {atom(a)}.max(axis={axis}{keep})"]
 
 
+def _pad(ins: Instr) -> list[str]:
+    n = ins.node
+    widths = ["(0, 0)"] * n.ndim
+    widths[n.attr("axis")] = f"({ins.pad[0]}, {ins.pad[1]})"
+    return [f"{ins.out} = np.pad({ins.args[0]}, ({', '.join(widths)}{',' if n.ndim == 1 else ''}))"]
+
+
+def _loop(ins: Instr) -> list[str]:
+    return ins.render()  # codegen.loops lowered the loop body; it is written out now
+
+
 LOWERINGS: dict[str, Lowering] = {
     "ew": Lowering(_ew),
     "matmul": Lowering(_matmul),
@@ -132,6 +143,11 @@ LOWERINGS: dict[str, Lowering] = {
                             ("_log_softmax",)),
     "dropout_mask": Lowering(lambda i: [f"{i.out} = _dropout_mask(rng, {i.shape}, {i.args[0]}, dt)"],
                              ("_generator", "_dropout_mask"), needs_shape=True),
+    "pad": Lowering(_pad),
+    "concat": Lowering(lambda i: [f"{i.out} = np.concatenate([{', '.join(i.args)}], "
+                                  f"axis={i.node.attr('axis')})"]),
+    "scan": Lowering(_loop),
+    "scan_vjp": Lowering(_loop),
     "im2col": Lowering(lambda i: [f"{i.out} = _im2col({i.args[0]}, {_window(i)})"], ("_im2col",)),
     "col2im": Lowering(lambda i: [f"{i.out} = _col2im({i.args[0]}, {i.shape}, {_window(i)})"],
                        ("_col2im",), needs_shape=True),

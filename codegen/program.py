@@ -15,6 +15,7 @@ needs is kept, not recomputed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy
@@ -24,7 +25,8 @@ from symbolic.errors import RuleError
 from symbolic.graph import ARG, Node, topological
 from symbolic.shapes import Shape, shapes_equal
 
-_VIEW_OPS = ("transpose", "reshape", "broadcast_to")
+_VIEW_OPS = ("transpose", "reshape", "broadcast_to", "slice")
+_LOOP_OPS = ("scan", "scan_vjp")  # lowered by codegen.loops into a loop over time
 _HEAVY = (sympy.exp, sympy.log, sympy.tanh)
 
 
@@ -42,6 +44,8 @@ class Instr:
     inline: str | None = None  # scalar elementwise: the numpy expression
     shape: str = ""  # the output's shape as Python text, for allocating it
     discard: bool = False  # the value lands in a leaf in place and no later line names it
+    pad: tuple[str, str] = ("0", "0")  # zero padding: widths before and after, as Python text
+    render: Callable[[], list[str]] | None = None  # a loop's lines, written once kernels have names
 
 
 @dataclass
@@ -59,23 +63,30 @@ def _dim_names(expr: sympy.Expr) -> set[str]:
 
 class Lowering:
     def __init__(self, roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
-                 kernels: dict[str, Kernel], stores: dict[str, str] | None = None):
+                 kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
+                 copy_results: bool = True):
         self.roots = roots
+        self.copy_results = copy_results  # a loop body's results are copied by the loop itself
         self.stores = stores or {}  # result key -> the leaf its value overwrites in place
         self.names = names
         self.owners = owners
         self.kernels = kernels  # shared across programs of one module: identical kernels merge
-        self.order = topological(roots.values())
-        self.consumers: dict[Node, list[Node]] = {n: [] for n in self.order}
-        for n in self.order:
-            for a in dict.fromkeys(n.args):
-                self.consumers[a].append(n)
-        self.pinned = set(roots.values())
-        self.fused = {n for n in self.order if self._fuses(n)}
-        self.transparent = {n for n in self.order if self._transparent(n)}
+        self._analyse(topological(roots.values()))
         self.var: dict[Node, str] = {}
         self.taken: set[str] = set()
         self.dims: set[str] = set()
+
+    def _analyse(self, order: list[Node]) -> None:
+        """Consumers, fusion and views of the nodes the program computes."""
+        self.order = order
+        self.consumers: dict[Node, list[Node]] = {n: [] for n in order}
+        for n in order:
+            for a in dict.fromkeys(n.args):
+                if a in self.consumers:
+                    self.consumers[a].append(n)
+        self.pinned = set(self.roots.values())
+        self.fused = {n for n in order if self._fuses(n)}
+        self.transparent = {n for n in order if self._transparent(n)}
 
     # -- classification -------------------------------------------------------------------
     def _fuses(self, n: Node) -> bool:
@@ -126,10 +137,18 @@ class Lowering:
             return f"{self._atom(n.args[0])}.reshape{self._shape(n.shape)}"
         if n.op == "broadcast_to":
             return f"np.broadcast_to({self.ref(n.args[0])}, {self._shape(n.shape)})"
+        if n.op == "slice":
+            start, stop = (self._dim_text(n.attr(k)) for k in ("start", "stop"))
+            return f"{self._atom(n.args[0])}[{', '.join([':'] * n.attr('axis') + [f'{start}:{stop}'])}]"
         raise RuleError(f"internal: node {n.op} used before it was computed")
 
     def _atom(self, n: Node) -> str:
         return atom(self.ref(n))
+
+    def _dim_text(self, d) -> str:
+        d = sympy.sympify(d)
+        self.dims |= _dim_names(d)
+        return str(int(d)) if d.is_Integer else str(d).replace(" ", "")
 
     def _shape(self, shape: Shape) -> str:
         """Python text of a shape tuple, e.g. `(B, n_h1)`; registers the dims it needs."""
@@ -141,16 +160,22 @@ class Lowering:
 
     # -- the program ------------------------------------------------------------------------
     def run(self) -> Program:
+        from codegen.loops import lower_loop
         from codegen.lowering import LOWERINGS
+
+        if self.var:  # values bound from outside (a loop body): do not look behind them
+            self._analyse(topological(self.roots.values(), stop=set(self.var)))
+
         leaves = [n for n in self.order if n.is_leaf and n.op != "const"]
         for leaf in leaves:
-            self.var[leaf] = leaf.name
-            self.taken.add(leaf.name)
+            self.var.setdefault(leaf, leaf.name)
+            self.taken.add(self.var[leaf])
         instrs: list[Instr] = []
         for n in self.order:
-            if n.is_leaf or n in self.fused or n.op in _VIEW_OPS and n not in self.pinned:
-                continue
-            if n.op in _VIEW_OPS:  # a returned view: materialise a copy below
+            if n in self.var or n.is_leaf or n in self.fused or n.op in _VIEW_OPS or n.op == "item":
+                continue  # bound already, fused into a kernel, a view written inline, or a loop's output
+            if n.op in _LOOP_OPS:
+                instrs.append(lower_loop(self, n))
                 continue
             if n.op not in LOWERINGS:
                 raise RuleError(f"no lowering for operation {n.op!r}")
@@ -163,7 +188,8 @@ class Lowering:
             while base.op in _VIEW_OPS and base not in self.var:
                 base = base.args[0]
             # a returned array must not be a caller's array, a constant, or another result
-            if base.is_leaf or base.op == "const" or n.op == "broadcast_to" or roots.count(n) > 1:
+            if self.copy_results and (base.is_leaf or base.op == "const" or n.op == "broadcast_to"
+                                      or roots.count(n) > 1):
                 text = self._copy(n, text)
             results[key] = text
         self._plan_memory(instrs)
@@ -187,6 +213,8 @@ class Lowering:
         if n.op != "ew":
             args = [self.ref(a) for a in n.args]
             instr = Instr(n.op, n, self._name(n), args, eqs=self._eqs(n, []))
+            if n.op == "pad":
+                instr.pad = (self._dim_text(n.attr("before")), self._dim_text(n.attr("after")))
             self.var[n] = instr.out
             return instr
         operands: dict[str, str] = {}  # operand expression -> kernel parameter name
@@ -287,20 +315,36 @@ class Lowering:
 
 
 def atom(text: str) -> str:
-    """Parenthesise an operand's text unless it is a name, attribute or call chain."""
-    head = re.match(r"[\w.]+", text)
-    if head and (head.end() == len(text) or text[head.end()] == "(" and _closes_at_end(text, head.end())):
-        return text
-    return f"({text})"
+    """Parenthesise an operand's text unless it is a primary: a name followed by attribute
+    accesses, calls and subscripts (`W.T`, `x.reshape(B, 1)`, `H[:, t]`)."""
+    head = re.match(r"[A-Za-z_][\w.]*", text)
+    at = head.end() if head else 0
+    while head and at < len(text):
+        if text[at] == ".":
+            tail = re.match(r"\.[A-Za-z_]\w*", text[at:])
+            if not tail:
+                break
+            at += tail.end()
+            continue
+        if text[at] not in "([":
+            break
+        close = _closing(text, at)
+        if close is None:
+            break
+        at = close + 1
+    return text if head and at == len(text) else f"({text})"
 
 
-def _closes_at_end(text: str, start: int) -> bool:
-    depth = 0
+def _closing(text: str, start: int) -> int | None:
+    depth, pairs = 0, {"(": ")", "[": "]"}
     for i in range(start, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[i], 0)
-        if depth == 0:
-            return i == len(text) - 1 or text[i + 1] == "." and atom(text[i + 2:]) == text[i + 2:]
-    return False
+        if text[i] in pairs:
+            depth += 1
+        elif text[i] in ")]":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
 
 
 def _mentions(text: str, name: str) -> bool:

@@ -24,7 +24,7 @@ from symbolic.shapes import Shape, as_shape, broadcast, fmt_shape, normalize_axe
 #: The scalar variables an `ew` node's expression is written in: x0 is its first argument, ...
 ARG = tuple(sympy.Symbol(f"x{i}", real=True) for i in range(64))
 
-LEAF_OPS = ("input", "target", "param", "state", "hyper", "const")
+LEAF_OPS = ("input", "target", "param", "state", "hyper", "placeholder", "const")
 
 _INTERNED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
@@ -65,8 +65,8 @@ class Node:
 
     @property
     def name(self) -> str | None:
-        """The name of a leaf (input, target, param, state, hyper); None for other nodes."""
-        return self.attr("name") if self.op in LEAF_OPS[:5] else None
+        """The name of a leaf (input, target, param, state, hyper, placeholder); else None."""
+        return self.attr("name") if self.op in LEAF_OPS[:6] else None
 
     @property
     def is_leaf(self) -> bool:
@@ -230,6 +230,11 @@ def elementwise(expr: sympy.Expr, args: Sequence[object], what: str = "elementwi
     return result
 
 
+def placeholder(name: str, shape: Shape) -> Node:
+    """A stand-in for a value bound later (one time step of a sequence, a carried state)."""
+    return Node.make("placeholder", (), {"name": name}, tuple(shape))
+
+
 def broadcast_to(x: Node, shape: Shape) -> Node:
     if shapes_equal(x.shape, shape):
         return x
@@ -250,8 +255,9 @@ def _text(n: Node) -> str:
     return text(n)
 
 
-def topological(roots: Iterable[Node]) -> list[Node]:
-    """Every node the roots depend on, each after its arguments, in a deterministic order."""
+def topological(roots: Iterable[Node], stop: frozenset | set = frozenset()) -> list[Node]:
+    """Every node the roots depend on, each after its arguments, in a deterministic order;
+    the arguments of nodes in `stop` (values bound elsewhere) are not visited."""
     order: list[Node] = []
     seen: set[Node] = set()
     for root in roots:
@@ -265,7 +271,8 @@ def topological(roots: Iterable[Node]) -> list[Node]:
                 continue
             seen.add(node)
             stack.append((node, True))
-            stack.extend((a, False) for a in reversed(node.args) if a not in seen)
+            if node not in stop:
+                stack.extend((a, False) for a in reversed(node.args) if a not in seen)
     return order
 
 
@@ -293,6 +300,8 @@ def rebuild(node: Node, args: Sequence[Node]) -> Node:
         return node
     if node.op == "ew":
         return elementwise(node.attr("expr"), args)
+    if node.op in ("scan", "scan_vjp", "item"):  # shapes come from attributes, not a rule
+        return Node.make(node.op, args, dict(node.attrs), node.shape)
     return apply(node.op, list(args), **dict(node.attrs))
 
 

@@ -202,6 +202,17 @@ class Model:
         self.update(running_var, (1 - momentum) * running_var + momentum * var * unbiased)
         return select_mode(train, evaluate)
 
+    # -- recurrences ---------------------------------------------------------------------
+    def scan(self, cell, sequences, init, name: str = "rnn") -> list[Node]:
+        """A recurrence over axis 1 (time) of `sequences`: `cell(x_t..., h_prev...)` returns the
+        new states; the result is each state's (B, T, ...) sequence. Back-propagation through
+        time is derived from the cell (see symbolic.scan)."""
+        from symbolic.scan import scan
+
+        for node in (*sequences, *init):
+            self._check_expr(name, as_node(node))
+        return scan(cell, sequences, init, name)
+
     # -- queries -----------------------------------------------------------------------
     @property
     def losses(self) -> dict[str, Node]:

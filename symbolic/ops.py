@@ -196,3 +196,37 @@ def max(x: Node, axis: int | Iterable[int] | None = None, keepdims: bool = False
 
     x = as_node(x)
     return apply("max", [x], axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
+
+
+# -- sequences ----------------------------------------------------------------------------------
+def take(x: Node, axis: int, start, stop) -> Node:
+    """x[..., start:stop, ...] along one axis (start and stop may be expressions of dims)."""
+    x = as_node(x)
+    axis = _axis(x, axis, "take")
+    return apply("slice", [x], axis=axis, start=sympy.sympify(start), stop=sympy.sympify(stop))
+
+
+def concat(xs: list[Node], axis: int = -1) -> Node:
+    """Join tensors along an axis."""
+    xs = [as_node(x) for x in xs]
+    return apply("concat", xs, axis=_axis(xs[0], axis, "concat"))
+
+
+def last_step(seq: Node) -> Node:
+    """The last time step of a (B, T, ...) sequence: (B, ...)."""
+    seq = as_node(seq)
+    T = seq.shape[1]
+    step = take(seq, 1, T - 1, T)
+    return step.reshape(seq.shape[:1] + seq.shape[2:])
+
+
+def split(x: Node, parts: int, axis: int = -1) -> list[Node]:
+    """`parts` equal slices along an axis (the gates of one LSTM product)."""
+    x = as_node(x)
+    axis = _axis(x, axis, "split")
+    width = x.shape[axis] / parts
+    if not (sympy.Integer(parts) * width - x.shape[axis]) == 0 or width.is_Integer is False and \
+            not isinstance(width, (sympy.Symbol, sympy.Mul)):
+        raise ShapeError(located(f"split: axis {axis} of {fmt_shape(x.shape)} does not divide into {parts}",
+                                 user_location()))
+    return [take(x, axis, k * width, (k + 1) * width) for k in range(parts)]

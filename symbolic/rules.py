@@ -225,6 +225,55 @@ def _window_latex(node: Node) -> str:
     return s
 
 
+def _slice_shape(shapes: list[Shape], axis: int, start, stop) -> Shape:
+    (x,) = shapes
+    if not 0 <= axis < len(x):
+        raise ShapeError(f"axis {axis} is out of range for shape {fmt_shape(x)}")
+    width = sympy.sympify(stop) - sympy.sympify(start)
+    if width.is_positive is False or (sympy.sympify(stop) - x[axis]).is_positive:
+        raise ShapeError(f"slice {start}:{stop} does not fit axis {axis} of shape {fmt_shape(x)}")
+    return tuple(width if i == axis else d for i, d in enumerate(x))
+
+
+def _pad_shape(shapes: list[Shape], axis: int, before, after) -> Shape:
+    (x,) = shapes
+    return tuple(d + before + after if i == axis else d for i, d in enumerate(x))
+
+
+def _concat_shape(shapes: list[Shape], axis: int) -> Shape:
+    first = shapes[0]
+    for s in shapes[1:]:
+        same = len(s) == len(first) and all(
+            dims_equal(a, b) for i, (a, b) in enumerate(zip(s, first, strict=True)) if i != axis)
+        if not same:
+            raise ShapeError(f"cannot join {fmt_shape(first)} and {fmt_shape(s)} along axis {axis}")
+    total = sum((s[axis] for s in shapes), sympy.Integer(0))
+    return tuple(total if i == axis else d for i, d in enumerate(first))
+
+
+def _slice_vjp(g: Node, node: Node) -> list[Node | None]:
+    x, axis = node.args[0], node.attr("axis")
+    after = x.shape[axis] - node.attr("stop")
+    return [apply("pad", [g], axis=axis, before=node.attr("start"), after=sympy.sympify(after))]
+
+
+def _pad_vjp(g: Node, node: Node) -> list[Node | None]:
+    x, axis, before = node.args[0], node.attr("axis"), node.attr("before")
+    return [apply("slice", [g], axis=axis, start=before, stop=before + x.shape[axis])]
+
+
+def _concat_vjp(g: Node, node: Node) -> list[Node | None]:
+    axis, at, out = node.attr("axis"), sympy.Integer(0), []
+    for x in node.args:
+        out.append(apply("slice", [g], axis=axis, start=at, stop=at + x.shape[axis]))
+        at = at + x.shape[axis]
+    return out
+
+
+def _range_text(node: Node) -> str:
+    return ", ".join([":"] * node.attr("axis") + [f"{node.attr('start')}:{node.attr('stop')}"])
+
+
 def _softmax_vjp(g: Node, node: Node) -> list[Node | None]:
     axis = node.attr("axis")
     return [node * (g - (g * node).sum(axis, keepdims=True))]
@@ -312,7 +361,41 @@ def _given_shape(shapes: list[Shape], shape: Shape, **attrs) -> Shape:
     return shape
 
 
+def _scan_vjp(cotangents, node: Node) -> list[Node | None]:
+    from symbolic.scan import scan_vjp
+
+    return scan_vjp(cotangents, node)
+
+
+def _no_second_order(g, node: Node) -> list[Node | None]:
+    from symbolic.errors import RuleError
+
+    raise RuleError("derivatives of back-propagation through time (second order through a scan) "
+                    "are not supported")
+
+
 RULES.update({
+    # a recurrence over time (symbolic.scan): several outputs, read through `item`
+    "scan": Rule("recurrence over time (scan)", lambda shapes, **attrs: (), _scan_vjp,
+                 text=lambda n, *a: f"scan[{n.attr('cell').name}]({', '.join(a)})",
+                 latex=lambda n, *a: rf"\operatorname{{scan}}_{{\text{{{n.attr('cell').name}}}}}"
+                                     rf"\left({', '.join(a)}\right)"),
+    "scan_vjp": Rule("back-propagation through time", lambda shapes, **attrs: (), _no_second_order,
+                     text=lambda n, *a: f"bptt[{n.attr('cell').name}](...)",
+                     latex=lambda n, *a: rf"\operatorname{{BPTT}}_{{\text{{{n.attr('cell').name}}}}}"),
+    "item": Rule("output of a scan", lambda shapes, **attrs: (), _no_second_order,
+                 text=lambda n, a: f"{a}[{n.attr('index')}]",
+                 latex=lambda n, a: rf"{a}_{{{n.attr('index')}}}"),
+    "slice": Rule("slice", _slice_shape, _slice_vjp,
+                  text=lambda n, a: f"{a}[{_range_text(n)}]",
+                  latex=lambda n, a: rf"{a}_{{[{_range_text(n)}]}}"),
+    "pad": Rule("zero padding", _pad_shape, _pad_vjp,
+                text=lambda n, a: f"pad({a}, axis={n.attr('axis')}, {n.attr('before')}, {n.attr('after')})",
+                latex=lambda n, a: rf"\operatorname{{pad}}_{{{sympy.latex(n.attr('before'))},"
+                                   rf"{sympy.latex(n.attr('after'))}}}\left({a}\right)"),
+    "concat": Rule("concatenation", _concat_shape, _concat_vjp,
+                   text=lambda n, *a: f"concat([{', '.join(a)}], axis={n.attr('axis')})",
+                   latex=lambda n, *a: r"\left[" + r" \;\middle|\; ".join(a) + r"\right]"),
     "max": Rule("reduction (max)", _reduce_shape, _max_vjp,
                 text=lambda n, a: f"max({a}, axis={_axes_text(n.attr('axes'))})",
                 latex=lambda n, a: rf"\max_{{{_axes_latex(n)}}} {a}"),

@@ -111,18 +111,49 @@ class Interpreter:
             return self.lib.torch.tensor(float(value), dtype=self.lib.torch.float64)
         return float(value)
 
-    def evaluate(self, roots: list[Node], leaves: dict[str, object], dims: dict[str, int]) -> list:
-        values: dict[Node, object] = {}
+    def evaluate(self, roots: list[Node], leaves: dict[str, object], dims: dict[str, int],
+                 known: dict | None = None) -> list:
+        values: dict[Node, object] = dict(known or {})
         dim_subs = {sympy.Symbol(k, integer=True, positive=True): v for k, v in dims.items()}
-        for node in topological(roots):
-            values[node] = self.node(node, values, leaves, dim_subs)
+        for node in topological(roots, stop=set(values)):
+            if node not in values:
+                values[node] = self.node(node, values, leaves, dim_subs)
         return [values[r] for r in roots]
+
+    def scan(self, node: Node, args: list, leaves: dict, dims: dict) -> list:
+        """The recurrence step by step, the cell evaluated by this interpreter (autograd, for
+        torch, then differentiates through the whole loop: an independent BPTT)."""
+        cell = node.attr("cell")
+        ns, nh = len(cell.seq_ph), len(cell.state_ph)
+        seqs, states, captured = args[:ns], list(args[ns:ns + nh]), args[ns + nh:]
+        known = dict(zip(cell.captured, captured, strict=True))
+        history = [[] for _ in range(nh)]
+        for t in range(seqs[0].shape[1]):
+            step = {p: s[:, t] for p, s in zip(cell.seq_ph, seqs, strict=True)}
+            step |= dict(zip(cell.state_ph, states, strict=True))
+            states = self.evaluate(list(cell.outs), leaves, dims, known | step)
+            for k, s in enumerate(states):
+                history[k].append(s)
+        stack = self.lib.torch.stack if self.kind == "torch" else np.stack
+        return [stack(h, 1) for h in history]
 
     def node(self, node: Node, values, leaves, dim_subs):
         lib = self.lib
         args = [values[a] for a in node.args]
         shape = tuple(int(sympy.sympify(d).xreplace(dim_subs)) for d in node.shape)
         op = node.op
+        if op == "scan":
+            return self.scan(node, args, leaves, {str(k): v for k, v in dim_subs.items()})
+        if op == "item":
+            return args[0][node.attr("index")]
+        if op == "slice":
+            index = [slice(None)] * node.args[0].ndim
+            start, stop = (int(sympy.sympify(node.attr(k)).xreplace(dim_subs)) for k in ("start", "stop"))
+            index[node.attr("axis")] = slice(start, stop)
+            return args[0][tuple(index)]
+        if op == "concat":
+            cat = self.lib.torch.cat if self.kind == "torch" else np.concatenate
+            return cat(args, node.attr("axis"))
         if op == "mode":
             return args[0] if self.training else args[1]
         if op == "dropout_mask":

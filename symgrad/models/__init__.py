@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from symbolic.model import Model
-from symgrad.models import classic, cnn, mlp
+from symgrad.models import classic, cnn, mlp, rnn
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,15 @@ BUILTINS: dict[str, BuiltIn] = {
     "cnn_digits": BuiltIn(lambda: cnn.cnn(8, name="cnn_digits"),
                           "convolutional network for 8x8 digits (conv-relu-pool twice, dense softmax)",
                           "digits", {"lr": 0.05, "epochs": 30, "batch_size": 32}),
+    "lstm_digits": BuiltIn(lambda: rnn.classifier("lstm", name="lstm_digits"),
+                           "LSTM reading each 8x8 digit row by row (8 steps of 8 features)", "digits",
+                           {"optimizer": "adam", "lr": 0.005, "epochs": 30, "batch_size": 32}),
+    "gru_digits": BuiltIn(lambda: rnn.classifier("gru", name="gru_digits"),
+                          "GRU reading each 8x8 digit row by row (8 steps of 8 features)", "digits",
+                          {"optimizer": "adam", "lr": 0.005, "epochs": 30, "batch_size": 32}),
+    "rnn_sines": BuiltIn(lambda: rnn.sequence_regressor("lstm", name="rnn_sines"),
+                         "many-to-many LSTM predicting the next value of a sine mixture at every step",
+                         "sines", {"optimizer": "adam", "lr": 0.01, "epochs": 30, "batch_size": 32}),
 }
 
 

@@ -1,0 +1,164 @@
+"""Lowering a scan (the loop over time) and its VJP (the reverse loop) to Python `for` loops.
+
+The body of each loop is the cell's own program, lowered by the same `Lowering` with its
+placeholders bound to loop variables and the values it reads from outside bound to the outer
+program's names. Each step's work is a few BLAS products and fused kernels; the state and
+residual sequences are written one time step at a time. Lines are written out only when the
+module is assembled (kernels get their names last).
+"""
+from __future__ import annotations
+
+from codegen.program import Instr, Lowering, Program
+from symbolic.graph import Node
+from symbolic.scan import TIME_AXIS, Cell
+
+
+def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str]) -> Program:
+    """The program of one step, its placeholders and outside values bound to names."""
+    inner = Lowering(roots, outer.names, {}, outer.kernels, copy_results=False)
+    inner.var.update(bound)
+    inner.taken |= outer.taken | set(bound.values())
+    program = inner.run()
+    outer.dims |= set(program.dims)
+    outer.taken |= inner.taken
+    return program
+
+
+def _body(program: Program) -> list[str]:
+    from codegen.emit import statements  # the same writer as whole functions
+
+    return statements(program, {})
+
+
+def _at(seq: str, t: str) -> str:
+    return f"{seq}[{', '.join([':'] * TIME_AXIS + [t])}]"
+
+
+def _claim(outer: Lowering, base: str) -> str:
+    name, k = base, 2
+    while name in outer.taken:
+        name, k = f"{base}_{k}", k + 1
+    outer.taken.add(name)
+    return name
+
+
+def lower_loop(outer: Lowering, node: Node) -> Instr:
+    cell: Cell = node.attr("cell")
+    args = [outer.ref(a) for a in node.args]
+    build = _forward if node.op == "scan" else _backward
+    ins = Instr(node.op, node, _claim(outer, f"{cell.name}_{node.op}"), args, eqs=outer._eqs(node, []))
+    ins.render = build(outer, node, cell, args)
+    return ins
+
+
+def _outputs(outer: Lowering, node: Node, bases: list[str]) -> list[str | None]:
+    """Names of the loop's output arrays (an equation's name where the model gave one); None
+    for an output nothing reads."""
+    names = []
+    for k, base in enumerate(bases):
+        item = next((c for c in outer.consumers.get(node, []) if c.op == "item" and c.attr("index") == k),
+                    None)
+        given = outer.names.get(item) if item is not None else None
+        name = _claim(outer, given if given and given.isidentifier() else base)
+        if item is not None:
+            outer.var[item] = name
+        names.append(name if item is not None else None)
+    return names
+
+
+def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str]):
+    ns, nh = len(cell.seq_ph), len(cell.state_ph)
+    shapes = node.attr("shapes")
+    T = outer._dim_text(shapes[0][TIME_AXIS])
+    t = "t" if "t" not in outer.taken else _claim(outer, "step")
+    outs = _outputs(outer, node, [f"{p.name.removesuffix('_prev')}_seq" for p in cell.state_ph]
+                    + [f"{r.name.removesuffix('_t')}_seq" for r in cell.res_ph])
+    outs = [o or _claim(outer, f"{cell.name}_unused{k}") for k, o in enumerate(outs)]  # states are kept
+    bound = {p: p.name for p in (*cell.seq_ph, *cell.state_ph)}
+    bound |= dict(zip(cell.captured, args[ns + nh:], strict=True))
+    roots = {f"s{k}": o for k, o in enumerate(cell.outs)} | {f"r{k}": r for k, r in enumerate(cell.residuals)}
+    program = _step(outer, roots, bound)
+    allocations = [f"{o} = np.empty({outer._shape(s)}, dtype=dt)" for o, s in zip(outs, shapes, strict=True)]
+
+    def render() -> list[str]:
+        results = program.results
+        lines = [f"# {cell.name}: the loop over the {T} steps of axis {TIME_AXIS}, keeping every "
+                 "state (and residual) for back-propagation through time"]
+        if not T.isdigit():
+            message = f"scan {cell.name}: the time axis has length 0"
+            lines += [f"if {T} == 0:", f'    raise ValueError("{message}")']
+        lines += allocations
+        lines += [f"{p.name} = {a}" for p, a in zip(cell.state_ph, args[ns:ns + nh], strict=True)]
+        lines.append(f"for {t} in range({T}):")
+        inner = [f"{p.name} = {_at(a, t)}" for p, a in zip(cell.seq_ph, args[:ns], strict=True)]
+        inner += _body(program)
+        inner += [f"{_at(o, t)} = {results[f's{k}']}" for k, o in enumerate(outs[:nh])]
+        inner += [f"{_at(o, t)} = {results[f'r{k}']}" for k, o in enumerate(outs[nh:])]
+        inner += [f"{p.name} = {results[f's{k}']}" for k, p in enumerate(cell.state_ph)]
+        return lines + ["    " + line for line in inner]
+
+    return render
+
+
+def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str]):
+    ns, nh, nr = len(cell.seq_ph), len(cell.state_ph), len(cell.residuals)
+    cts, residuals = args[:nh], args[nh:nh + nr]
+    states, rest = args[nh + nr:2 * nh + nr], args[2 * nh + nr:]
+    sequences, inits, back_captured = rest[:ns], rest[ns:ns + nh], rest[ns + nh:]
+    fwd_args = node.args[nh + nr].args[0].args  # the arguments of the scan this loop reverses
+    shapes = node.attr("shapes")
+    T = outer._dim_text(fwd_args[0].shape[TIME_AXIS])
+    t = "t" if "t" not in outer.taken else _claim(outer, "step")
+    names = [f"d{p.name.removesuffix('_t')}_seq" for p in cell.seq_ph]
+    names += [f"d{p.name.removesuffix('_prev')}0" for p in cell.state_ph]
+    names += [_grad_name(outer, c, k) for k, c in enumerate(fwd_args[ns + nh:])]
+    outs = _outputs(outer, node, names)
+    carries = [_claim(outer, f"carry_{p.name.removesuffix('_prev')}") for p in cell.state_ph]
+    bound = {p: p.name for p in (*cell.seq_ph, *cell.state_ph, *cell.res_ph, *cell.ct_ph)}
+    bound |= {p: p.name for p in cell.out_ph if p is not None}
+    bound |= dict(zip(cell.back_captured, back_captured, strict=True))
+    wanted = [*cell.d_seq, *cell.d_state, *cell.d_captured]
+    roots = {f"d{k}": d for k, d in enumerate(wanted) if d is not None and (outs[k] or ns <= k < ns + nh)}
+    program = _step(outer, roots, bound)
+    allocations = []
+    for k, (o, s) in enumerate(zip(outs, shapes, strict=True)):
+        if o is not None and not ns <= k < ns + nh:  # an initial state's adjoint is the last carry
+            allocations.append(f"{o} = {'np.empty' if k < ns else 'np.zeros'}({outer._shape(s)}, dtype=dt)")
+    allocations += [f"{c} = np.zeros({outer._shape(p.shape)}, dtype=dt)"
+                    for c, p in zip(carries, cell.state_ph, strict=True)]
+
+    def render() -> list[str]:
+        results = program.results
+        lines = [f"# {cell.name}: back-propagation through time, the reverse loop over the {T} steps"]
+        lines += allocations
+        lines.append(f"for {t} in range({T} - 1, -1, -1):")
+        inner = [f"{p.name} = {_at(a, t)}" for p, a in zip(cell.seq_ph, sequences, strict=True)]
+        inner += [f"{p.name} = {_at(s, f'{t} - 1')} if {t} else {h0}"
+                  for p, s, h0 in zip(cell.state_ph, states, inits, strict=True)]
+        inner += [f"{p.name} = {_at(s, t)}" for p, s in zip(cell.out_ph, states, strict=True)
+                  if p is not None]
+        inner += [f"{p.name} = {_at(r, t)}" for p, r in zip(cell.res_ph, residuals, strict=True)]
+        for p, c, carry, ct in zip(cell.ct_ph, cts, carries, node.args[:nh], strict=True):
+            zero = ct.op == "broadcast_to" and ct.args[0].op == "const" and ct.args[0].attr("value") == 0
+            inner.append(f"{p.name} = {carry}" if zero else f"{p.name} = {_at(c, t)} + {carry}")
+        inner += _body(program)
+        for k in range(ns):
+            if outs[k] is not None:
+                inner.append(f"{_at(outs[k], t)} = {results.get(f'd{k}', '0.0')}")
+        for k, carry in enumerate(carries):
+            value = results.get(f"d{ns + k}")
+            inner.append(f"{carry} = {value}" if value else f"{carry}[...] = 0.0")
+        for k in range(len(cell.d_captured)):
+            acc, value = outs[ns + nh + k], results.get(f"d{ns + nh + k}")
+            if acc is not None and value:
+                inner.append(f"np.add({acc}, {value}, out={acc})")
+        lines += ["    " + line for line in inner]
+        lines += [f"{outs[ns + k]} = {carry}" for k, carry in enumerate(carries) if outs[ns + k] is not None]
+        return lines
+
+    return render
+
+
+def _grad_name(outer: Lowering, captured: Node, k: int) -> str:
+    base = outer.names.get(captured)
+    return f"dL_d{base}" if base and base.isidentifier() else f"d_captured{k + 1}"

@@ -1,0 +1,240 @@
+"""`scan`: a recurrence over the time axis whose step (the cell) is written in equations.
+
+Building a scan derives everything the generated code needs, once:
+
+* the cell's graph over placeholders (one time step of each sequence, each previous state);
+* hoisting: the part of the step that reads only the sequences and parameters (x_t W_x + b
+  for every gate of an LSTM) moves out of the loop as one matrix product over all time steps;
+* the backward step: reverse mode applied to the cell itself, seeded with the incoming adjoint
+  of each new state, gives the adjoints of the step's inputs, previous states and parameters;
+* residuals: the forward values the backward step reads (gate activations, ...), which the
+  forward loop stores for every step, so back-propagation through time recomputes nothing.
+
+The scan node outputs the state sequences (B, T, ...) and the residual sequences; its VJP is
+a `scan_vjp` node whose lowering is the reverse loop over time.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import sympy
+
+from symbolic.autodiff import pullback
+from symbolic.errors import ModelError, ShapeError, located, user_location
+from symbolic.graph import Node, apply, as_node, broadcast_to, const, placeholder, rebuild, topological
+from symbolic.names import check_identifier
+from symbolic.shapes import Shape, fmt_shape, shapes_equal
+
+TIME_AXIS = 1  # sequences are (batch, time, ...): the batch leads, as everywhere
+
+
+@dataclass(eq=False)
+class Cell:
+    """One time step of a scan, forward and backward, as graphs over placeholders."""
+
+    name: str
+    seq_ph: tuple[Node, ...]  # x_t: one step of each sequence the loop reads
+    state_ph: tuple[Node, ...]  # h_prev: the previous value of each state
+    outs: tuple[Node, ...]  # the new value of each state
+    captured: tuple[Node, ...]  # values from outside the loop that the step reads
+    residuals: tuple[Node, ...] = ()  # step values the backward step reads
+    ct_ph: tuple[Node, ...] = ()  # incoming adjoint of each new state
+    res_ph: tuple[Node, ...] = ()  # stand-ins for the residuals in the backward step
+    d_seq: tuple[Node | None, ...] = ()
+    d_state: tuple[Node | None, ...] = ()
+    d_captured: tuple[Node | None, ...] = ()
+    back_captured: tuple[Node, ...] = ()  # values from outside the loop the backward step reads
+    out_ph: tuple[Node | None, ...] = ()  # new states the backward step reads (from the states)
+    equations: list[tuple[str, Node]] = field(default_factory=list)  # for documents
+
+    def __repr__(self) -> str:  # attrs print in error messages; keep them short
+        return f"<cell {self.name}>"
+
+
+def _depends(roots: Sequence[Node], on: set[Node]) -> set[Node]:
+    out: set[Node] = set()
+    for n in topological(roots):
+        if n in on or any(a in out for a in n.args):
+            out.add(n)
+    return out
+
+
+def substitute(roots: Sequence[Node], mapping: dict[Node, Node]) -> dict[Node, Node]:
+    """Every node under `roots` rebuilt with `mapping` applied (nodes are immutable)."""
+    out: dict[Node, Node] = {}
+    for n in topological(roots):
+        out[n] = mapping[n] if n in mapping else rebuild(n, [out[a] for a in n.args])
+    return out
+
+
+def _error(name: str, message: str) -> ShapeError:
+    return ShapeError(located(f"scan {name!r}: {message}", user_location()))
+
+
+def scan(cell_fn: Callable[..., Node | Sequence[Node]], sequences: Sequence[Node],
+         init: Sequence[Node], name: str = "scan") -> list[Node]:
+    """Run `cell_fn(x_t..., h_prev...) -> h_t...` over axis 1 of `sequences`, from `init`.
+
+    Returns one (B, T, ...) sequence per state: the state after every step.
+    """
+    check_identifier(name, "scan name")
+    sequences, init = [as_node(s) for s in sequences], [as_node(s) for s in init]
+    if not sequences or not init:
+        raise _error(name, "needs at least one sequence and one state")
+    T = sequences[0].shape[TIME_AXIS] if sequences[0].ndim > TIME_AXIS else None
+    for s in sequences:
+        if s.ndim < 2 or not shapes_equal((s.shape[0], s.shape[TIME_AXIS]), (sequences[0].shape[0], T)):
+            raise _error(name, f"sequences must share (batch, time) axes; got {fmt_shape(s.shape)} "
+                               f"and {fmt_shape(sequences[0].shape)}")
+    if T is not None and T.is_Integer and int(T) == 0:
+        raise _error(name, "the time axis has length 0")
+    params = [p for p in inspect.signature(cell_fn).parameters]
+    if len(params) != len(sequences) + len(init):
+        raise _error(name, f"the cell takes {len(params)} arguments, but there are {len(sequences)} "
+                           f"sequences and {len(init)} states")
+    seq_names, state_names = params[:len(sequences)], params[len(sequences):]
+    seq_ph = tuple(placeholder(f"{p}_t", s.shape[:TIME_AXIS] + s.shape[TIME_AXIS + 1:])
+                   for p, s in zip(seq_names, sequences, strict=True))
+    state_ph = tuple(placeholder(f"{p}_prev", h.shape) for p, h in zip(state_names, init, strict=True))
+    outs = cell_fn(*seq_ph, *state_ph)
+    outs = tuple(outs) if isinstance(outs, (tuple, list)) else (outs,)
+    if len(outs) != len(init):
+        raise _error(name, f"the cell returns {len(outs)} values for {len(init)} states")
+    for p, h, o in zip(state_names, init, outs, strict=True):
+        o = as_node(o)
+        if not shapes_equal(o.shape, h.shape):
+            raise _error(name, f"state {p!r} starts with shape {fmt_shape(h.shape)} but the cell "
+                               f"returns {fmt_shape(o.shape)}")
+    outs = tuple(as_node(o) for o in outs)
+    seq_ph, outs, sequences = _hoist(seq_ph, state_ph, outs, sequences, name)
+    cell = _derive_cell(name, seq_ph, state_ph, outs)
+    shapes = [h.shape[:TIME_AXIS] + (T,) + h.shape[TIME_AXIS:] for h in init]
+    shapes += [r.shape[:TIME_AXIS] + (T,) + r.shape[TIME_AXIS:] for r in cell.residuals]
+    node = Node.make("scan", (*sequences, *init, *cell.captured), {"cell": cell, "shapes": tuple(shapes)}, ())
+    return [item(node, k) for k in range(len(init))]
+
+
+def item(node: Node, k: int) -> Node:
+    return Node.make("item", (node,), {"index": k}, node.attr("shapes")[k])
+
+
+# -- hoisting the per-step work that does not depend on the states ------------------------
+def _batchable(n: Node, hoisted: set[Node]) -> bool:
+    if n.op == "ew":
+        return True
+    if n.op == "matmul":
+        return n.args[1] not in hoisted and n.args[1].ndim == 2 and n.args[0].ndim >= 2
+    return False
+
+
+def _hoist(seq_ph, state_ph, outs, sequences, name):
+    """Move state-independent work on the sequences out of the loop, batched over time."""
+    on_state = _depends(outs, set(state_ph))
+    hoisted: set[Node] = set()
+    batched: dict[Node, Node] = dict(zip(seq_ph, sequences, strict=True))
+    for n in topological(outs):
+        if n in batched or n.is_leaf or n in on_state:
+            continue
+        if not any(a in batched for a in n.args) or not _batchable(n, hoisted):
+            continue
+        args = []
+        for a in n.args:
+            if a in batched:
+                args.append(batched[a])
+            elif n.op == "ew" and a.ndim == n.ndim:  # a per-batch value: give it a time axis
+                args.append(a.reshape(a.shape[:TIME_AXIS] + (sympy.Integer(1),) + a.shape[TIME_AXIS:]))
+            else:
+                args.append(a)
+        batched[n] = rebuild(n, args) if n.op == "ew" else apply(n.op, args, **dict(n.attrs))
+        hoisted.add(n)
+    consumers: dict[Node, set[Node]] = {}
+    for n in topological(outs):
+        for a in n.args:
+            consumers.setdefault(a, set()).add(n)
+    frontier = [n for n in topological(outs) if n in hoisted
+                and (n in outs or any(c not in hoisted for c in consumers.get(n, ())))]
+    if not frontier:
+        return seq_ph, outs, sequences
+    mapping = {f: placeholder(f"{name}_u{k + 1}_t", f.shape) for k, f in enumerate(frontier)}
+    new = substitute(outs, mapping)
+    outs = tuple(new[o] for o in outs)
+    used = set(topological(outs))
+    keep = [(p, s) for p, s in zip(seq_ph, sequences, strict=True) if p in used]
+    seq_ph = tuple(p for p, _ in keep) + tuple(mapping[f] for f in frontier)
+    sequences = [s for _, s in keep] + [batched[f] for f in frontier]
+    return seq_ph, outs, sequences
+
+
+# -- the backward step ------------------------------------------------------------------------
+def _outside(roots: Sequence[Node], placeholders: set[Node]) -> tuple[Node, ...]:
+    """Values the step reads that do not change over the loop (parameters, their views, ...)."""
+    inside = _depends(roots, placeholders)
+    out = []
+    for n in topological(roots):
+        if n in inside or n.op == "const":
+            continue
+        if n.op == "broadcast_to" and n.args[0].op == "const":
+            continue
+        if any(n in c.args for c in inside):
+            out.append(n)
+    return tuple(dict.fromkeys(out))
+
+
+def _derive_cell(name, seq_ph, state_ph, outs) -> Cell:
+    phs = set(seq_ph) | set(state_ph)
+    captured = _outside(outs, phs)
+    ct_ph = tuple(placeholder(f"d{o.name.removesuffix('_prev')}_t", o.shape) for o in state_ph)
+    wrt = [*seq_ph, *state_ph, *captured]
+    grads = pullback(dict(zip(outs, ct_ph, strict=True)), wrt)
+    d = [grads.adjoints.get(w) for w in wrt]
+    roots = [x for x in d if x is not None]
+    forward = set(topological(outs))
+    inside_fwd = _depends(outs, phs)
+    residuals = [n for n in topological(roots) if n in forward and n in inside_fwd and not n.is_leaf]
+    # keep only the outermost residuals: those the backward graph reads directly
+    back_nodes = set(topological(roots))
+    residuals = [r for r in residuals if any(r in c.args for c in back_nodes if c not in forward)
+                 or r in roots]
+    # a new state the backward step reads comes from the state sequence, not a second copy
+    out_ph = tuple(placeholder(f"{p.name.removesuffix('_prev')}_t", o.shape) if o in residuals else None
+                   for p, o in zip(state_ph, outs, strict=True))
+    residuals = [r for r in residuals if r not in outs]
+    res_ph = tuple(placeholder(f"{name}_r{k + 1}_t", r.shape) for k, r in enumerate(residuals))
+    mapping = dict(zip(residuals, res_ph, strict=True))
+    mapping |= {o: p for o, p in zip(outs, out_ph, strict=True) if p is not None}
+    new = substitute(roots, mapping)
+    d = [new[x] if x is not None else None for x in d]
+    ns, nh = len(seq_ph), len(state_ph)
+    back_roots = [x for x in d if x is not None]
+    bound = phs | set(ct_ph) | set(res_ph) | {p for p in out_ph if p is not None}
+    back_captured = _outside(back_roots, bound) if back_roots else ()
+    return Cell(name, tuple(seq_ph), tuple(state_ph), tuple(outs), captured, tuple(residuals),
+                ct_ph, res_ph, tuple(d[:ns]), tuple(d[ns:ns + nh]), tuple(d[ns + nh:]), back_captured,
+                out_ph)
+
+
+def scan_vjp(cotangents: tuple[Node | None, ...], node: Node) -> list[Node | None]:
+    """The adjoints of a scan's sequences, initial states and captured values: one reverse
+    loop over time (see the module docstring)."""
+    cell: Cell = node.attr("cell")
+    shapes = node.attr("shapes")
+    nh = len(cell.state_ph)
+    cts = [c if c is not None else broadcast_to(const(0), shapes[k]) for k, c in enumerate(cotangents[:nh])]
+    states = [item(node, k) for k in range(nh)]
+    residuals = [item(node, nh + k) for k in range(len(cell.residuals))]
+    ns = len(cell.seq_ph)
+    sequences, inits = node.args[:ns], node.args[ns:ns + nh]
+    args = (*cts, *residuals, *states, *sequences, *inits, *cell.back_captured)
+    out_shapes = tuple(a.shape for a in node.args)
+    back = Node.make("scan_vjp", args, {"cell": cell, "shapes": out_shapes}, ())
+    return [item(back, k) for k in range(len(node.args))]
+
+
+def zeros(shape: Shape) -> Node:
+    """A tensor of zeros (an initial state)."""
+    return broadcast_to(const(0), tuple(shape))
+
+
+__all__ = ["Cell", "scan", "scan_vjp", "item", "zeros", "ModelError"]
