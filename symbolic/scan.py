@@ -25,7 +25,7 @@ from symbolic.autodiff import pullback
 from symbolic.errors import ModelError, ShapeError, located, user_location
 from symbolic.graph import Node, apply, as_node, broadcast_to, const, placeholder, rebuild, topological
 from symbolic.names import check_identifier
-from symbolic.shapes import Shape, fmt_shape, shapes_equal
+from symbolic.shapes import Shape, as_shape, fmt_shape, shapes_equal
 
 TIME_AXIS = 1  # sequences are (batch, time, ...): the batch leads, as everywhere
 
@@ -234,7 +234,7 @@ def scan_vjp(cotangents: tuple[Node | None, ...], node: Node) -> list[Node | Non
 
 def zeros(shape: Shape) -> Node:
     """A tensor of zeros (an initial state)."""
-    return broadcast_to(const(0), tuple(shape))
+    return broadcast_to(const(0), as_shape(shape))
 
 
 __all__ = ["Cell", "scan", "scan_vjp", "item", "zeros", "ModelError"]
