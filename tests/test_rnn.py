@@ -79,7 +79,7 @@ def test_recurrence_matches_pytorch(kind):
     gates = rnn.GATES[kind]
     n = n_h
     for k, g in enumerate(gates):
-        name = lambda base: f"{base}_{g}" if g else base  # noqa: E731
+        name = lambda base, g=g: f"{base}_{g}" if g else base  # noqa: E731
         rows = slice(k * n, (k + 1) * n)
         for ours, theirs in (("Wx", layer.weight_ih_l0), ("Wh", layer.weight_hh_l0)):
             np.testing.assert_allclose(grads[name(ours)], theirs.grad[rows].numpy().T, rtol=1e-9, atol=1e-12)
