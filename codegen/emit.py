@@ -144,7 +144,7 @@ _STATE_MISSING = 'raise ValueError("pass state=: this model keeps running statis
 
 
 def _model_body(program: Program, derivation: Derivation, arg: str, first_param: str,
-                grad: bool) -> list[str]:
+                grad: bool, cite: Derivation | None = None) -> list[str]:
     """Bind what the program reads (params, batch, hypers, state, rng), then run it."""
     leaves = list(derivation.model.leaves.values())
     used = set(program.leaves)
@@ -164,7 +164,10 @@ def _model_body(program: Program, derivation: Derivation, arg: str, first_param:
     if any(ins.op == "dropout_mask" for ins in program.instrs):
         lines.append("rng = _generator(rng)")
     lines += _bind_dims(program, leaves, f"model {derivation.model.name!r}")
-    texts = {e.number: derivation.text(e) for e in derivation.equations}
+    # an objective's function cites the model's forward equations (its own backward steps
+    # are numbered in its own derivation, which documents do not show)
+    texts = ({e.number: derivation.text(e) for e in derivation.equations} if cite is None
+             else {e.number: cite.text(e) for e in cite.forward})
     return lines + statements(program, texts)
 
 
@@ -193,12 +196,23 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
     programs["loss_and_grad", True] = lower(
         {"loss": derivation.loss, **derivation.gradients, **state_roots}, names, owners, kernels,
         stores={key: key.split(":", 1)[1] for key in state_roots})
+    players = {}
+    for objective in model.objectives:  # a GAN: each player's loss w.r.t. its own parameters
+        from symbolic.derivation import derive
+
+        d = derive(model, objective)
+        players[objective] = d
+        programs[f"loss_and_grad_{objective}", True] = lower(
+            {"loss": d.loss, **d.gradients}, {n: t for n, (t, _) in d.names.items()}, d.owners, kernels)
     context = _common(model, backend, calibration, _finish_kernels(kernels, backend), list(programs.values()))
     first_param = next(iter(model.params))
     grads = list(derivation.gradients)
     grad_numbers = sorted({owners[g] for g in derivation.gradients.values() if g in owners})
     span = f" (eqs. {grad_numbers[0]}-{grad_numbers[-1]})" if grad_numbers else ""
     functions = []
+    jobs = [(f"loss_and_grad_{o}", "batch", "tuple[float, dict[str, np.ndarray]]",
+             f"The objective {o} and its gradient w.r.t. {', '.join(model.objectives[o])} only "
+             "(the other parameters held fixed), in training mode.") for o in model.objectives]
     for name, arg, returns, doc in (
         ("forward", "inputs", "dict[str, np.ndarray]",
          "The model's outputs for a batch of inputs (evaluation mode unless `training`)."),
@@ -207,13 +221,19 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         ("loss_and_grad", "batch", "tuple[float, dict[str, np.ndarray]]",
          f"The loss {derivation.loss_name} and its gradient w.r.t. every parameter{span}, in "
          "training mode" + (" (updates `state` in place)." if updates else ".")),
+        *jobs,
     ):
-        grad = name == "loss_and_grad"
+        grad = name.startswith("loss_and_grad")
+        player = players.get(name.removeprefix("loss_and_grad_"))
         body: list[str] = []
         for training in ((True,) if grad else modes):
             program = programs[name, training]
-            lines = _model_body(program, derivation, arg, first_param, grad) + [
-                _returning(program, name, grads)]
+            if player is None:
+                lines = _model_body(program, derivation, arg, first_param, grad)
+            else:
+                lines = _model_body(program, player, arg, first_param, grad, cite=derivation)
+            lines.append(_returning(program, "loss_and_grad" if grad else name,
+                                    list(player.gradients) if player else grads))
             if len(modes) == 2 and not grad and training:
                 body += ["if training:"] + ["    " + line for line in lines]
             else:
@@ -240,6 +260,7 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         "targets": repr(tuple(n for n, v in model.data.items() if v.op == "target")),
         "outputs": _dict_text({n: _tuple_text(v.shape) for n, v in model.outputs.items()}),
         "states": _dict_text({n: _tuple_text(v.shape) for n, v in model.leaves_of("state").items()}),
+        "objectives": _dict_text({n: repr(g) for n, g in model.objectives.items()}),
         "task": repr(model.task),
         "prediction": repr(model.prediction),
         "inits": _dict_text({n: repr((i.scheme, float(i.scale))) for n, i in model.inits.items()}),

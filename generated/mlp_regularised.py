@@ -65,6 +65,8 @@ STATES: dict[str, tuple[str | int, ...]] = {
     'bn2_mean': ('n_h2',),
     'bn2_var': ('n_h2',),
 }
+# Players' objectives (a GAN): objective -> the parameters it trains (loss_and_grad_<name>).
+OBJECTIVES: dict[str, tuple[str, ...]] = {}
 HYPERS: dict[str, float] = {
     'dropout': 0.2,
     'l1': 1e-05,

@@ -43,6 +43,8 @@ OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'P': ('B', 'n_out'),
 }
 STATES: dict[str, tuple[str | int, ...]] = {}
+# Players' objectives (a GAN): objective -> the parameters it trains (loss_and_grad_<name>).
+OBJECTIVES: dict[str, tuple[str, ...]] = {}
 HYPERS: dict[str, float] = {}
 TASK: str | None = 'multiclass'
 PREDICTION: str | None = 'P'

@@ -48,6 +48,8 @@ OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'Yhat': ('B', 40, 1),
 }
 STATES: dict[str, tuple[str | int, ...]] = {}
+# Players' objectives (a GAN): objective -> the parameters it trains (loss_and_grad_<name>).
+OBJECTIVES: dict[str, tuple[str, ...]] = {}
 HYPERS: dict[str, float] = {}
 TASK: str | None = 'regression'
 PREDICTION: str | None = 'Yhat'

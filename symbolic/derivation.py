@@ -47,7 +47,7 @@ class Derivation:
     @property
     def loss(self) -> Node:
         """The loss as training computes it (the one the gradients are of)."""
-        return self.train[self.model.losses[self.loss_name]]
+        return self.train[self.model.loss_nodes[self.loss_name]]
 
     @property
     def updates(self) -> dict[str, Node]:
@@ -59,7 +59,7 @@ class Derivation:
         return {name: forms[node] for name, node in self.model.outputs.items()}
 
     def loss_in(self, training: bool) -> Node:
-        return (self.train if training else self.evaluate)[self.model.losses[self.loss_name]]
+        return (self.train if training else self.evaluate)[self.model.loss_nodes[self.loss_name]]
 
     @property
     def printer(self) -> Printer:
@@ -119,12 +119,14 @@ def _nameable(node: Node) -> bool:
 def derive(model: Model, loss: str | None = None, wrt: list[str] | None = None) -> Derivation:
     """Derive the gradient of a loss of `model` w.r.t. parameters (all of them by default)."""
     model.check()
-    losses = model.losses
-    loss = loss or next(iter(losses))
+    losses = model.loss_nodes
+    loss = loss or next(iter(model.losses))
     if loss not in losses:
         raise ModelError(f"model {model.name!r} has no loss {loss!r}; it has {', '.join(losses)}")
     params = model.params
-    wrt = list(params) if wrt is None else list(wrt)
+    if wrt is None:
+        wrt = list(model.objectives.get(loss, params))
+    wrt = list(wrt)
     for p in wrt:
         if p not in params:
             raise ModelError(f"model {model.name!r} has no parameter {p!r} to differentiate by")

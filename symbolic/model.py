@@ -64,6 +64,7 @@ class Model:
         self.names: dict[Node, str] = {}
         self.prediction: str | None = None
         self._masks = 0
+        self.objectives: dict[str, tuple[str, ...]] = {}  # objective -> the parameters it trains
 
     # -- declarations ------------------------------------------------------------------
     def dim(self, name: str, default: int | None = None) -> sympy.Symbol:
@@ -157,6 +158,32 @@ class Model:
         if self.losses:
             raise ModelError(f"model {self.name!r} already has a loss {next(iter(self.losses))!r}")
         return self._equation(name, expr, "loss")
+
+    def objective(self, expr: Node, name: str, wrt: Iterable[Node]) -> Node:
+        """One player's loss in a model with several (a GAN's discriminator and generator):
+        minimised w.r.t. the parameters `wrt` only, with the others held fixed. The generated
+        module gets `loss_and_grad_<name>` for it; `model.loss` stays the sum (the common
+        contract)."""
+        expr = self._check_expr(name, expr)
+        if expr.shape != ():
+            raise ShapeError(located(f"objective {name!r} must be a scalar, but its shape is "
+                                     f"{fmt_shape(expr.shape)}", user_location()))
+        group = []
+        for p in wrt:
+            if not isinstance(p, Node) or p.op != "param" or self.leaves.get(p.name) is not p:
+                raise ModelError(located(f"objective {name!r}: {p!r} is not a parameter of model "
+                                         f"{self.name!r}", user_location()))
+            group.append(p.name)
+        if not group:
+            raise ModelError(located(f"objective {name!r} trains no parameters", user_location()))
+        node = self._equation(name, expr, "objective")
+        self.objectives[name] = tuple(group)
+        return node
+
+    @property
+    def loss_nodes(self) -> dict[str, Node]:
+        """Every scalar that can be differentiated: the loss and the players' objectives."""
+        return {e.name: e.node for e in self.equations if e.kind in ("loss", "objective")}
 
     # -- regularisation layers ---------------------------------------------------------
     def dropout(self, x: Node, rate: float | Node) -> Node:
@@ -315,9 +342,9 @@ class Model:
 
     def _equation(self, name: str, expr: Node, kind: str, target: str | None = None) -> Node:
         self._claim(name, {"let": "equation", "output": "output", "loss": "loss",
-                           "update": "update"}[kind])
+                           "update": "update", "objective": "objective"}[kind])
         expr = self._check_expr(name, expr)
-        if (expr.is_leaf or expr in self.names) and kind not in ("output", "loss"):
+        if (expr.is_leaf or expr in self.names) and kind not in ("output", "loss", "objective"):
             what = self.names.get(expr) or expr.name or "a constant"
             raise ModelError(f"equation {name!r} only renames {what}; use {what} directly")
         self.names.setdefault(expr, name)  # an output may be a value another equation named

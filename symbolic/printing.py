@@ -100,7 +100,7 @@ class _TextSubst(_Subst, StrPrinter):
         if _indicator(expr):
             cond = expr.args[0][1]
             return f"({self._print(cond.lhs)} {cond.rel_op} {self._print(cond.rhs)})"
-        return super()._print_Piecewise(expr)
+        return self._print_Basic(expr)
 
 
 def _indicator(expr: sympy.Piecewise) -> bool:

@@ -22,6 +22,7 @@ from training import files
 BUNDLED = {
     "digits": "multiclass", "iris": "multiclass", "wine": "multiclass",
     "breast_cancer": "binary", "diabetes": "regression",
+    "sines": "regression",  # generated here: next-value prediction on sine mixtures
 }
 TASKS = ("regression", "binary", "multiclass")
 
@@ -71,10 +72,25 @@ def load(spec: str, task: str | None = None, features: str | None = None,
     return Dataset(str(spec), task, columns.X, y, classes, columns.feature_names)
 
 
+def sines(rows: int = 1200, steps: int = 40, seed: int = 20261126) -> Dataset:
+    """Sequences of two summed sines (random frequency, phase and amplitude each); the target
+    at every step is the next value. Generated, the same on every machine (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps + 1) * 0.25
+    freq = rng.uniform(0.3, 1.5, (rows, 2, 1))
+    phase = rng.uniform(0, 2 * np.pi, (rows, 2, 1))
+    amp = rng.uniform(0.3, 1.0, (rows, 2, 1))
+    wave = (amp * np.sin(freq * t + phase)).sum(axis=1)  # (rows, steps + 1)
+    names = [f"x{k}" for k in range(steps)]
+    return Dataset("sines", "regression", wave[:, :-1], wave[:, 1:], None, names)
+
+
 def load_bundled(name: str) -> Dataset:
     if name not in BUNDLED:
         raise SymgradError(f"unknown data set {name!r}; bundled ones are {', '.join(BUNDLED)} "
                            "(or give a .csv/.npz file)")
+    if name == "sines":
+        return sines()
     try:
         from sklearn import datasets
     except ImportError:  # pragma: no cover - the train extra installs it
@@ -188,18 +204,25 @@ def split_indices(ds: Dataset, seed: int, val_fraction: float, test_fraction: fl
 
 
 def prepare(ds: Dataset, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2,
-            standardize: bool = True) -> Prepared:
-    """Split with `seed`, standardise with training statistics, encode targets."""
+            standardize: bool = True, per_column: bool = True) -> Prepared:
+    """Split with `seed`, standardise with training statistics, encode targets.
+
+    `per_column=False` standardises with one mean and deviation over all columns: for
+    images and sequences, whose columns are pixels or time steps of one quantity (per-pixel
+    statistics would blow a rarely lit border pixel up to dozens of deviations)."""
     parts = split_indices(ds, seed, val_fraction, test_fraction)
     X_train = ds.X[parts["train"]]
-    mean = X_train.mean(axis=0) if standardize else np.zeros(ds.X.shape[1])
-    std = X_train.std(axis=0) if standardize else np.ones(ds.X.shape[1])
+    axis = 0 if per_column else None
+    ones = np.ones(ds.X.shape[1])
+    mean = X_train.mean(axis=axis) * ones if standardize else 0 * ones
+    std = X_train.std(axis=axis) * ones if standardize else ones
     std = np.where(std > 0, std, 1.0)  # constant columns (blank digit pixels) stay as they are
     y_mean = y_std = None
     y_all = ds.y
     if ds.task == "regression" and standardize:
         y_train = ds.y[parts["train"]]
-        y_mean, y_std = y_train.mean(axis=0), y_train.std(axis=0)
+        y_ones = np.ones(y_train.shape[1])
+        y_mean, y_std = y_train.mean(axis=axis) * y_ones, y_train.std(axis=axis) * y_ones
         y_std = np.where(y_std > 0, y_std, 1.0)
         y_all = (ds.y - y_mean) / y_std
     k = ds.n_classes

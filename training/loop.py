@@ -106,7 +106,7 @@ class Trainer:
         if unknown:
             known = ", ".join(module.HYPERS) or "none"
             raise SymgradError(f"the model has no hyper-parameter {sorted(unknown)[0]!r}; it has {known}")
-        self.dims, self.input_shape = self._dims()
+        self.dims, self.input_shape, self.target_shape = self._dims()
         self.dtype = np.dtype(config.dtype)
         self.optimizer = optimizers.load(config.optimizer)
         # `t`, the step count, is the loop's to give, not a setting
@@ -139,7 +139,7 @@ class Trainer:
         return float(self.opt_hypers.get("lr", self.optimizer.HYPERS["lr"]))
 
     # -- shapes ------------------------------------------------------------------------------
-    def _dims(self) -> tuple[dict[str, int], tuple[int, ...]]:
+    def _dims(self) -> tuple[dict[str, int], tuple[int, ...], tuple[int, ...]]:
         m, train = self.module, self.data.train
         unknown = set(self.config.dims) - set(m.DIMS)
         if unknown:
@@ -165,21 +165,23 @@ class Trainer:
         else:
             raise SymgradError(f"model input {self.input} has shape {x_shape}; training feeds it rows "
                                "of a table, so it needs one axis after the batch")
-        if len(y_shape) != 2:
-            raise SymgradError(f"model target {self.target} has shape {y_shape}; training feeds it "
-                               "(batch, columns)")
-        fit(y_shape[-1], train.Y.shape[1], f"target columns for {self.target}")
+        columns, y_rest = train.Y.shape[1], y_shape[1:]
+        if len(y_rest) == 1:
+            fit(y_rest[0], columns, f"target columns for {self.target}")
+        elif not all(isinstance(d, int) for d in y_rest) or int(np.prod(y_rest)) != columns:
+            raise SymgradError(f"the data has {columns} target columns, but model target {self.target} "
+                               f"expects {y_shape[1:]} per row")
         dims.pop(x_shape[0], None)
         dims[x_shape[0]] = self.config.batch_size
         missing = [d for d in m.DIMS if d not in dims]
         if missing:
             raise SymgradError(f"dim {missing[0]} has no default; give it with --dim {missing[0]}=N")
         shape = tuple(d if isinstance(d, int) else dims[d] for d in rest)
-        return dims, shape
+        return dims, shape, tuple(d if isinstance(d, int) else dims[d] for d in y_rest)
 
     def batch(self, split: Split, idx: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
         X = split.X[idx].astype(self.dtype).reshape((-1, *self.input_shape))
-        return {self.input: X, self.target: split.Y[idx].astype(self.dtype)}
+        return {self.input: X, self.target: split.Y[idx].astype(self.dtype).reshape((-1, *self.target_shape))}
 
     # -- training ------------------------------------------------------------------------------
     def train_epoch(self, on_step: Callable[[int, float], None] | None = None) -> float:
@@ -221,7 +223,7 @@ class Trainer:
         if self._train is None:
             train = self.data.train
             self._train = (np.ascontiguousarray(train.X.reshape((-1, *self.input_shape)), dtype=self.dtype),
-                           np.ascontiguousarray(train.Y, dtype=self.dtype))
+                           np.ascontiguousarray(train.Y.reshape((-1, *self.target_shape)), dtype=self.dtype))
         return self._train
 
     def _blame_params(self, when: str) -> str:

@@ -92,7 +92,10 @@ def train(model, data: str | Dataset | None = None, *, optimizer: str | None = N
                          dims=settings["dims"], dtype=settings["dtype"], patience=settings["patience"])
     config.check()
     dataset = settings.pop("_dataset")
-    prepared = prepare(dataset, config.seed, settings["val_fraction"], settings["test_fraction"])
+    inputs = [k for k in module.INPUTS if k not in module.TARGETS]
+    per_column = len(inputs) != 1 or len(module.INPUTS[inputs[0]]) <= 2  # a table, not an image/sequence
+    prepared = prepare(dataset, config.seed, settings["val_fraction"], settings["test_fraction"],
+                       per_column=per_column)
     trainer = Trainer(module, prepared, config)
     settings["dims"] = {k: v for k, v in trainer.dims.items() if k != module.INPUTS[trainer.input][0]}
     settings["lr"] = trainer.lr

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from symbolic.model import Model
-from symgrad.models import classic, cnn, mlp, rnn
+from symgrad.models import classic, cnn, gan, mlp, rnn
 
 
 @dataclass(frozen=True)
