@@ -59,7 +59,8 @@ class Lib:
         if self.kind == "torch":
             return self.torch.where(cond, self.as_t(a), self.as_t(b))
         if self.kind == "sympy":
-            raise NotImplementedError("branches are not differentiated symbolically here")
+            branch = np.vectorize(lambda c, u, v: sympy.Piecewise((u, c), (v, True)), otypes=[object])
+            return branch(cond, a, b)
         return np.where(cond, a, b)
 
     def as_t(self, v):
@@ -257,7 +258,11 @@ class Interpreter:
             return lib.maximum(a, b)
         if isinstance(e, sympy.Piecewise):
             (value, cond), (other, _) = e.args
-            c = self.expr(cond.lhs, env) > self.expr(cond.rhs, env)
+            lhs, rhs = self.expr(cond.lhs, env), self.expr(cond.rhs, env)
+            if self.kind == "sympy":
+                c = np.vectorize(lambda u, v: sympy.StrictGreaterThan(u, v), otypes=[object])(lhs, rhs)
+            else:
+                c = lhs > rhs
             return lib.where(c, self.expr(value, env), self.expr(other, env))
         if isinstance(e, sympy.Function) and len(e.args) == 1:
             return lib.fn(type(e), self.expr(e.args[0], env))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from symbolic.errors import SymgradError
+
 
 def _dim(text: str) -> tuple[str, int]:
     name, sep, value = text.partition("=")
@@ -43,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="update rule (default: the model's, sgd)")
     t.add_argument("--lr", type=float, help="learning rate (default: per model and optimizer)")
     t.add_argument("--epochs", type=int, help="passes over the training split")
+    t.add_argument("--steps", type=int, help="alternating updates of a GAN (its models train in steps)")
     t.add_argument("--batch-size", type=int, help="rows per mini-batch (the last one may be smaller)")
     t.add_argument("--seed", type=int, help="seed of initialisation, splits and shuffling (default 0)")
     t.add_argument("--patience", type=int, metavar="N",
@@ -66,7 +69,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from symgrad import pipeline
     from training.run import train
+
+    module = pipeline.load_module(args.model)
+    if getattr(module, "OBJECTIVES", None):  # several players: a GAN trains by alternating steps
+        return _run_gan(args, module)
+    if args.steps is not None:
+        raise SymgradError("--steps is for GANs; this model trains in --epochs")
 
     try:
         result = train(
@@ -80,5 +90,27 @@ def run(args: argparse.Namespace) -> int:
         note = f": {e}" if str(e) else ""
         print(f"symgrad train: interrupted{note}", file=sys.stderr)
         return 130
+    print(result.summary, flush=True)
+    return 0
+
+
+def _run_gan(args: argparse.Namespace, module) -> int:
+    from symgrad.models import BUILTINS
+    from training.gan import train_gan
+
+    not_for_gan = [f"--{k.replace('_', '-')}" for k in ("epochs", "patience", "resume", "features", "target",
+                                                          "optimizer", "dim", "hyper", "opt")
+                   if getattr(args, k, None)]
+    if not_for_gan:
+        raise SymgradError(f"{not_for_gan[0]} does not apply to GAN training (it takes --steps, --lr, "
+                           "--batch-size, --seed, --out)")
+    if args.data not in (None, "ring"):
+        raise SymgradError(f"GAN training uses the generated ring of 8 Gaussians (--data ring), "
+                           f"not {args.data!r}")
+    builtin = BUILTINS.get(args.model)
+    defaults = builtin.train if builtin else {"steps": 12000, "batch_size": 256, "lr": 3e-4}
+    result = train_gan(module, steps=args.steps or defaults["steps"],
+                       batch_size=args.batch_size or defaults["batch_size"], lr=args.lr or defaults["lr"],
+                       seed=args.seed or 0, out=args.out)
     print(result.summary, flush=True)
     return 0

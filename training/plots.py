@@ -78,3 +78,19 @@ def confusion(matrix: np.ndarray, classes: Sequence[str], path: str | pathlib.Pa
                     color="white" if matrix[i, j] > high / 2 else "black", fontsize=9)
     ax.set_title(title or "confusion matrix")
     return _write(fig, path)
+
+
+def scatter(real: np.ndarray, fake: np.ndarray, path: str | pathlib.Path, title: str = "",
+            centers: np.ndarray | None = None) -> pathlib.Path:
+    """2-D samples: the real data and the generator's, one over the other."""
+    fig = _figure(6, 6)
+    ax = fig.subplots()
+    ax.scatter(real[:, 0], real[:, 1], s=4, alpha=0.3, label="real", color="tab:blue")
+    ax.scatter(fake[:, 0], fake[:, 1], s=4, alpha=0.3, label="generated", color="tab:orange")
+    if centers is not None:
+        ax.scatter(centers[:, 0], centers[:, 1], marker="x", color="black", label="modes")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    ax.set_title(title or "real and generated samples")
+    return _write(fig, path)

@@ -50,6 +50,8 @@ BUILTINS: dict[str, BuiltIn] = {
     "rnn_sines": BuiltIn(lambda: rnn.sequence_regressor("lstm", name="rnn_sines"),
                          "many-to-many LSTM predicting the next value of a sine mixture at every step",
                          "sines", {"optimizer": "adam", "lr": 0.01, "epochs": 30, "batch_size": 32}),
+    "gan_ring": BuiltIn(gan.gan, "GAN (relu generator, leaky-relu discriminator) for the ring of 8 Gaussians",
+                        "ring", {"steps": 12000, "batch_size": 256, "lr": 3e-4}),
 }
 
 
