@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in DTYPES:
         print(f"  {dtype}: light {result[dtype]['light']}, heavy {result[dtype]['heavy']}")
     print(f"measured in {time.perf_counter() - began:.0f} s")
-    assert set(calib.thresholds(result)) == {(d, h) for d in DTYPES for h in (False, True)}
+    assert len(calib.thresholds(result)) == 2 * len(DTYPES)
     if args.dry_run:
         return 0
     write_text(calib.PATH, json.dumps(result, indent=2) + "\n")

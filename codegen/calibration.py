@@ -27,6 +27,6 @@ def load() -> dict:
 
 
 def thresholds(calibration: dict) -> dict[tuple[str, bool], int | None]:
-    """{(dtype name, heavy): smallest size at which numexpr wins, or None}."""
-    return {(dt, kind == "heavy"): calibration[dt][kind]
+    """{(dtype char, heavy): smallest size at which numexpr wins, or None}."""
+    return {({"float32": "f", "float64": "d"}[dt], kind == "heavy"): calibration[dt][kind]
             for dt in ("float32", "float64") for kind in ("light", "heavy")}

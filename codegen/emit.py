@@ -97,7 +97,13 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
     if backend not in BACKENDS:
         raise SymgradError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     calibration = calibration or calib.load()
-    used = {h for p in programs for i in p.instrs for h in LOWERINGS[i.op].helpers}
+    # a helper goes in when the code calls it (inside loops too), with what it calls itself
+    code = "\n".join(line for p in programs for i in p.instrs for line in LOWERINGS[i.op].emit(i))
+    used = {h for p in programs for i in p.instrs for h in LOWERINGS[i.op].helpers
+            if re.search(rf"\b{h}\(", code)}
+    used |= {h for h in HELPERS if re.search(rf"\b{h}\(", code)}
+    if "_dropout_mask" in used:
+        used.add("_generator")
     helpers = [HELPERS[h].strip() for h in HELPERS if h in used]
     return {
         "model": model,

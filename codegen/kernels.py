@@ -110,23 +110,29 @@ class NumpyWriter:
 
     # one method per sympy node
     def _w_Add(self, expr: sympy.Add, dest: str) -> None:
-        terms = sorted(expr.args, key=lambda t: (t.is_Atom, sympy.default_sort_key(t)))
-        positive = [t for t in terms if not t.could_extract_minus_sign()]
-        negative = [-t for t in terms if t.could_extract_minus_sign()]
-        if not positive:
-            self.write(sympy.Add(*negative), dest)
-            self.call("np.negative", [dest], dest)
-            return
-        head, rest = positive[0], positive[1:] + [None] + negative
-        sign = "np.add"
-        acc = self.first_into(head, dest)
-        for t in rest:
-            if t is None:
-                sign = "np.subtract"
-                continue
+        """A compound term first, straight into dest; the rest added or subtracted. dest may
+        hold the negated partial sum for a while (1 - b**2: b**2 into dest, then 1 - dest), so
+        a single compound term never needs a scratch buffer."""
+        terms = [(-1, -t) if t.could_extract_minus_sign() else (1, t) for t in expr.args]
+        terms.sort(key=lambda st: (st[1].is_Atom, st[0] < 0, sympy.default_sort_key(st[1])))
+        (sign, head), rest = terms[0], terms[1:]
+        acc = self.first_into(head, dest)  # a leaf's text, or None once dest holds it
+        if acc is not None and sign < 0:
+            self.call("np.negative", [acc], dest)
+            acc, sign = None, 1
+        for s, t in rest:
             other = self.operand(t)
-            self.call(sign, [acc if acc is not None else dest, other], dest)
+            current = acc or dest
+            if sign > 0:
+                self.call("np.add" if s > 0 else "np.subtract", [current, other], dest)
+            elif s > 0:  # -dest + t
+                self.call("np.subtract", [other, current], dest)
+                sign = 1
+            else:  # -dest - t = -(dest + t)
+                self.call("np.add", [current, other], dest)
             acc = None
+        if sign < 0:
+            self.call("np.negative", [dest], dest)
 
     def _w_Mul(self, expr: sympy.Mul, dest: str) -> None:
         coeff, factors = expr.as_coeff_mul()

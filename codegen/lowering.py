@@ -31,14 +31,19 @@ def _matmul(ins: Instr) -> list[str]:
     a, b = ins.args
     if ins.buffer:
         return [f"{ins.out} = np.matmul({a}, {b}, out={ins.buffer})"]
+    if all(x.ndim == 2 for x in ins.node.args):  # np.dot: less dispatch than @ for matrices
+        return [f"{ins.out} = np.dot({a}, {b})"]
     return [f"{ins.out} = {atom(a)} @ {atom(b)}"]
 
 
 def _sum(ins: Instr) -> list[str]:
     (a,) = ins.args
+    x = ins.node.args[0]
     axes, keepdims = ins.node.attr("axes"), ins.node.attr("keepdims")
-    if len(axes) == ins.node.args[0].ndim and not keepdims:
+    if len(axes) == x.ndim and not keepdims:
         return [f"{ins.out} = {atom(a)}.sum()"]
+    if axes == tuple(range(x.ndim - 1)) and not keepdims:  # a bias gradient: all rows summed
+        return [f"{ins.out} = _colsum({a})"]
     axis = str(axes[0]) if len(axes) == 1 else str(axes)
     keep = ", keepdims=True" if keepdims else ""
     return [f"{ins.out} = {atom(a)}.sum(axis={axis}{keep})"]
@@ -101,8 +106,22 @@ _COL2IM = '''def _col2im(
     return out[:, padding:padding + h, padding:padding + w]
 '''
 
+_COLSUM = '''_ONES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
+    rows = x.reshape(-1, x.shape[-1])
+    key = (rows.shape[0], rows.dtype.char)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return np.dot(ones, rows)
+'''
+
 #: helper name -> source; a module includes those its lines call, in this order
 HELPERS = {
+    "_colsum": _COLSUM,
     "_softmax": _SOFTMAX, "_log_softmax": _LOG_SOFTMAX, "_generator": _GENERATOR,
     "_dropout_mask": _DROPOUT_MASK, "_im2col": _IM2COL, "_col2im": _COL2IM,
 }
@@ -135,7 +154,8 @@ def _loop(ins: Instr) -> list[str]:
 LOWERINGS: dict[str, Lowering] = {
     "ew": Lowering(_ew),
     "matmul": Lowering(_matmul),
-    "sum": Lowering(_sum),
+    "sum": Lowering(_sum, ("_colsum",)),
+    "vdot": Lowering(lambda i: [f"{i.out} = np.vdot({i.args[0]}, {i.args[1]})"]),
     "max": Lowering(_max),
     "softmax": Lowering(lambda i: [f"{i.out} = _softmax({i.args[0]}, axis={i.node.attr('axis')})"],
                         ("_softmax",)),

@@ -85,7 +85,9 @@ class Lowering:
                 if a in self.consumers:
                     self.consumers[a].append(n)
         self.pinned = set(self.roots.values())
-        self.fused = {n for n in order if self._fuses(n)}
+        # sum(a * b) over every axis is one BLAS dot product, the product never stored
+        self.dotted = {n: n.args[0] for n in order if self._dot_sum(n)}
+        self.fused = {n for n in order if self._fuses(n)} | set(self.dotted.values())
         self.transparent = {n for n in order if self._transparent(n)}
 
     # -- classification -------------------------------------------------------------------
@@ -93,10 +95,21 @@ class Lowering:
         if n.op != "ew" or n in self.pinned or len(self.consumers[n]) != 1 or not n.shape:
             return False
         c = self.consumers[n][0]
-        if c.op != "ew":
+        if c.op != "ew" or c in self.dotted.values():  # a dot product reads stored operands
             return False
         cheap = not any(isinstance(e, _HEAVY) for e in sympy.preorder_traversal(n.attr("expr")))
         return shapes_equal(n.shape, c.shape) or cheap  # never repeat a transcendental per row
+
+    def _named(self, instr: Instr) -> Instr:
+        self.var[instr.node] = instr.out
+        return instr
+
+    def _dot_sum(self, n: Node) -> bool:
+        if n.op != "sum" or len(n.attr("axes")) != n.args[0].ndim or n.attr("keepdims"):
+            return False
+        e = n.args[0]
+        return (e.op == "ew" and e.attr("expr") == ARG[0] * ARG[1] and e not in self.pinned
+                and self.consumers.get(e) == [n] and all(shapes_equal(a.shape, e.shape) for a in e.args))
 
     def _transparent(self, n: Node) -> bool:
         return (n.op == "broadcast_to" and n not in self.pinned and bool(self.consumers[n])
@@ -210,6 +223,10 @@ class Lowering:
         return tuple(sorted({self.owners[p] for p in [n, *parts] if p in self.owners}))
 
     def _instr(self, n: Node) -> Instr:
+        if n in self.dotted:
+            e = self.dotted[n]
+            return self._named(Instr("vdot", n, self._name(n), [self.ref(a) for a in e.args],
+                                     eqs=self._eqs(n, [e])))
         if n.op != "ew":
             args = [self.ref(a) for a in n.args]
             instr = Instr(n.op, n, self._name(n), args, eqs=self._eqs(n, []))

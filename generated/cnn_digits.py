@@ -59,13 +59,14 @@ _INIT: dict[str, tuple[str, float]] = {
     'b': ('zeros', 0.01),
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -78,8 +79,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -160,6 +161,19 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
+_ONES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
+    rows = x.reshape(-1, x.shape[-1])
+    key = (rows.shape[0], rows.dtype.char)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return np.dot(ones, rows)
+
+
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
@@ -223,15 +237,7 @@ def _ew2(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a*b"""
-    if _use_numexpr(out, False):
-        return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
-    np.multiply(a, b, out=out)
-    return out
-
-
-def _ew4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+def _ew3(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d + c*exp(b)/d"""
     if _use_numexpr(out, True):
         k = out.dtype.type
@@ -247,7 +253,7 @@ def _ew4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray)
     return out
 
 
-def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = Piecewise((1, Eq(a, b)), (0, True))"""
     if _use_numexpr(out, False):
         k = out.dtype.type
@@ -260,7 +266,7 @@ def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew6(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b/c"""
     if _use_numexpr(out, False):
         return ne.evaluate("a*b/c", local_dict={"a": a, "b": b, "c": c}, out=out)
@@ -269,7 +275,7 @@ def _ew6(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
     return out
 
 
-def _ew7(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew6(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*Heaviside(b, 0)"""
     if _use_numexpr(out, False):
         k = out.dtype.type
@@ -317,7 +323,7 @@ def forward(
     t6 = _im2col(a2, 2, 2, 2, 0)
     p2 = t6.reshape(B, 2, 2, 4, 32).max(axis=3)
     # (5) z = p2.reshape(B, 128) @ W + b
-    t7 = p2.reshape(B, 128) @ W
+    t7 = np.dot(p2.reshape(B, 128), W)
     z = _ew2(t7, b, out=t7)
     # (6) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
@@ -359,13 +365,12 @@ def loss(
     t6 = _im2col(a2, 2, 2, 2, 0)
     p2 = t6.reshape(B, 2, 2, 4, 32).max(axis=3)
     # (5) z = p2.reshape(B, 128) @ W + b
-    t7 = p2.reshape(B, 128) @ W
+    t7 = np.dot(p2.reshape(B, 128), W)
     z = _ew2(t7, b, out=t7)
     # (7) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t8 = _log_softmax(z, axis=1)
-    t9 = _ew3(Y, t8, out=t8)
-    t10 = t9.sum()
-    L = -t10/B
+    t9 = np.vdot(Y, t8)
+    L = -t9/B
     return float(L)
 
 
@@ -403,85 +408,84 @@ def loss_and_grad(
     t6 = _im2col(a2, 2, 2, 2, 0)
     p2 = t6.reshape(B, 2, 2, 4, 32).max(axis=3)
     # (5) z = p2.reshape(B, 128) @ W + b
-    t7 = p2.reshape(B, 128) @ W
+    t7 = np.dot(p2.reshape(B, 128), W)
     z = _ew2(t7, b, out=t7)
     # (7) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t8 = _log_softmax(z, axis=1)
-    t9 = _ew3(Y, t8, out=z)
-    t10 = t9.sum()
-    L = -t10/B
+    t9 = np.vdot(Y, t8)
+    L = -t9/B
     # (11) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
-    t11 = Y.sum(axis=1, keepdims=True)
+    t10 = Y.sum(axis=1, keepdims=True)
     # (10) dL/d(log_softmax(z, axis=1)) = -Y/B
-    dL_dz = _ew4(Y, t8, t11, B, out=t8)
+    dL_dz = _ew3(Y, t8, t10, B, out=t8)
     # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
-    t12 = dL_dz @ W.T
+    t11 = np.dot(dL_dz, W.T)
     # (17) dL/d(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32)) = (broadcast((dL_dz
     #     @ W.T).reshape(B, 2, 2, 1, 32), (B, 2, 2, 4, 32))*(im2col(a2, 2x2, stride=2,
     #     padding=0).reshape(B, 2, 2, 4, 32) == broadcast(p2.reshape(B, 2, 2, 1, 32), (B, 2, 2, 4,
     #     32))))/broadcast(sum((im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32) ==
     #     broadcast(p2.reshape(B, 2, 2, 1, 32), (B, 2, 2, 4, 32))), axis=3).reshape(B, 2, 2, 1,
     #     32), (B, 2, 2, 4, 32))
-    t13 = _ew5(
+    t12 = _ew4(
         t6.reshape(B, 2, 2, 4, 32),
         p2.reshape(B, 2, 2, 1, 32),
         out=np.empty((B, 2, 2, 4, 32), dtype=dt),
     )
-    t14 = t13.sum(axis=3)
-    t15 = _ew6(t12.reshape(B, 2, 2, 1, 32), t13, t14.reshape(B, 2, 2, 1, 32), out=t13)
+    t13 = t12.sum(axis=3)
+    t14 = _ew5(t11.reshape(B, 2, 2, 1, 32), t12, t13.reshape(B, 2, 2, 1, 32), out=t12)
     # (19) dL_da2 = col2im(((broadcast((dL_dz @ W.T).reshape(B, 2, 2, 1, 32), (B, 2, 2, 4,
     #     32))*(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32) ==
     #     broadcast(p2.reshape(B, 2, 2, 1, 32), (B, 2, 2, 4, 32))))/broadcast(sum((im2col(a2, 2x2,
     #     stride=2, padding=0).reshape(B, 2, 2, 4, 32) == broadcast(p2.reshape(B, 2, 2, 1, 32),
     #     (B, 2, 2, 4, 32))), axis=3).reshape(B, 2, 2, 1, 32), (B, 2, 2, 4, 32))).reshape(B, 2, 2,
     #     128), 2x2, stride=2, padding=0)
-    dL_da2 = _col2im(t15.reshape(B, 2, 2, 128), (B, 4, 4, 32), 2, 2, 2, 0)
+    dL_da2 = _col2im(t14.reshape(B, 2, 2, 128), (B, 4, 4, 32), 2, 2, 2, 0)
     # (20) dL/d(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2) = dL_da2*(a2 > 0)
-    t16 = _ew7(dL_da2, a2, out=a2)
+    t15 = _ew6(dL_da2, a2, out=a2)
     # (23) dL/d(im2col(p1, 3x3, stride=1, padding=1)) = (dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T
-    t17 = t16 @ K2.reshape(144, 32).T
+    t16 = t15 @ K2.reshape(144, 32).T
     # (26) dL_dp1 = col2im((dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T, 3x3, stride=1, padding=1)
-    dL_dp1 = _col2im(t17, (B, 4, 4, 16), 3, 3, 1, 1)
+    dL_dp1 = _col2im(t16, (B, 4, 4, 16), 3, 3, 1, 1)
     # (27) dL/d(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16)) =
     #     (broadcast(dL_dp1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4, 16))*(im2col(a1, 2x2, stride=2,
     #     padding=0).reshape(B, 4, 4, 4, 16) == broadcast(p1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4,
     #     16))))/broadcast(sum((im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16) ==
     #     broadcast(p1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4, 16))), axis=3).reshape(B, 4, 4, 1,
     #     16), (B, 4, 4, 4, 16))
-    t18 = _ew5(
+    t17 = _ew4(
         t3.reshape(B, 4, 4, 4, 16),
         p1.reshape(B, 4, 4, 1, 16),
         out=np.empty((B, 4, 4, 4, 16), dtype=dt),
     )
-    t19 = t18.sum(axis=3)
-    t20 = _ew6(dL_dp1.reshape(B, 4, 4, 1, 16), t18, t19.reshape(B, 4, 4, 1, 16), out=t18)
+    t18 = t17.sum(axis=3)
+    t19 = _ew5(dL_dp1.reshape(B, 4, 4, 1, 16), t17, t18.reshape(B, 4, 4, 1, 16), out=t17)
     # (29) dL_da1 = col2im(((broadcast(dL_dp1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4,
     #     16))*(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16) ==
     #     broadcast(p1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4, 16))))/broadcast(sum((im2col(a1, 2x2,
     #     stride=2, padding=0).reshape(B, 4, 4, 4, 16) == broadcast(p1.reshape(B, 4, 4, 1, 16),
     #     (B, 4, 4, 4, 16))), axis=3).reshape(B, 4, 4, 1, 16), (B, 4, 4, 4, 16))).reshape(B, 4, 4,
     #     64), 2x2, stride=2, padding=0)
-    dL_da1 = _col2im(t20.reshape(B, 4, 4, 64), (B, 8, 8, 16), 2, 2, 2, 0)
+    dL_da1 = _col2im(t19.reshape(B, 4, 4, 64), (B, 8, 8, 16), 2, 2, 2, 0)
     # (30) dL/d(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1) = dL_da1*(a1 > 0)
-    t21 = _ew7(dL_da1, a1, out=a1)
+    t20 = _ew6(dL_da1, a1, out=a1)
     # (33) dL/d(K1.reshape(9, 16)) = im2col(X, 3x3, stride=1, padding=1).reshape(64*B, 9).T @
     #     (dL_da1*(a1 > 0)).reshape(64*B, 16)
-    t22 = t1.reshape(64*B, 9).T @ t21.reshape(64*B, 16)
+    t21 = np.dot(t1.reshape(64*B, 9).T, t20.reshape(64*B, 16))
     # (32) dL_dc1 = sum(dL_da1*(a1 > 0), axis=(0, 1, 2))
-    dL_dc1 = t21.sum(axis=(0, 1, 2))
+    dL_dc1 = _colsum(t20)
     # (24) dL/d(K2.reshape(144, 32)) = im2col(p1, 3x3, stride=1, padding=1).reshape(16*B, 144).T @
     #     (dL_da2*(a2 > 0)).reshape(16*B, 32)
-    t23 = t4.reshape(16*B, 144).T @ t16.reshape(16*B, 32)
+    t22 = np.dot(t4.reshape(16*B, 144).T, t15.reshape(16*B, 32))
     # (22) dL_dc2 = sum(dL_da2*(a2 > 0), axis=(0, 1, 2))
-    dL_dc2 = t16.sum(axis=(0, 1, 2))
+    dL_dc2 = _colsum(t15)
     # (15) dL_dW = p2.reshape(B, 128).T @ dL_dz
-    dL_dW = p2.reshape(B, 128).T @ dL_dz
+    dL_dW = np.dot(p2.reshape(B, 128).T, dL_dz)
     # (13) dL_db = sum(dL_dz, axis=0)
-    dL_db = dL_dz.sum(axis=0)
+    dL_db = _colsum(dL_dz)
     return float(L), {
-        "K1": t22.reshape(3, 3, 1, 16),
+        "K1": t21.reshape(3, 3, 1, 16),
         "c1": dL_dc1,
-        "K2": t23.reshape(3, 3, 16, 32),
+        "K2": t22.reshape(3, 3, 16, 32),
         "c2": dL_dc2,
         "W": dL_dW,
         "b": dL_db,

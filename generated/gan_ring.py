@@ -75,13 +75,14 @@ _INIT: dict[str, tuple[str, float]] = {
     'bd3': ('zeros', 0.01),
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -94,8 +95,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -174,6 +175,19 @@ def validate(
 
 def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
+
+
+_ONES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
+    rows = x.reshape(-1, x.shape[-1])
+    key = (rows.shape[0], rows.dtype.char)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return np.dot(ones, rows)
 
 
 def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -278,8 +292,8 @@ def _ew7(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a - b"""
     if _use_numexpr(out, False):
         return ne.evaluate("-(a + b)", local_dict={"a": a, "b": b}, out=out)
-    np.add(a, b, out=out)
-    np.negative(out, out=out)
+    np.negative(a, out=out)
+    np.subtract(out, b, out=out)
     return out
 
 
@@ -400,11 +414,11 @@ def forward(
     dt = params["Wg1"].dtype
     Z = np.asarray(inputs["Z"], dtype=dt)
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
-    t1 = Z @ Wg1
+    t1 = np.dot(Z, Wg1)
     t2 = _ew1(t1, bg1, out=t1)
-    t3 = t2 @ Wg2
+    t3 = np.dot(t2, Wg2)
     t4 = _ew1(t3, bg2, out=t3)
-    t5 = t4 @ Wg3
+    t5 = np.dot(t4, Wg3)
     fake = _ew2(t5, bg3, out=t5)
     return {"fake": fake}
 
@@ -436,11 +450,11 @@ def loss(
     Z = np.asarray(batch["Z"], dtype=dt)
     B = X.shape[0]
     # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
-    t1 = X @ Wd1
+    t1 = np.dot(X, Wd1)
     t2 = _ew3(t1, bd1, out=t1)
-    t3 = t2 @ Wd2
+    t3 = np.dot(t2, Wd2)
     t4 = _ew3(t3, bd2, out=t3)
-    t5 = t4 @ Wd3
+    t5 = np.dot(t4, Wd3)
     # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
     t6 = _ew4(t5, bd3, out=t5)
     t7 = t6.sum()
@@ -450,7 +464,7 @@ def loss(
     t10 = _ew1(t9, bg1, out=t9)
     t11 = np.matmul(t10, Wg2, out=t4)
     t12 = _ew1(t11, bg2, out=t11)
-    t13 = t12 @ Wg3
+    t13 = np.dot(t12, Wg3)
     fake = _ew2(t13, bg3, out=t13)
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     t14 = np.matmul(fake, Wd1, out=t10)
@@ -499,27 +513,27 @@ def loss_and_grad(
     B = X.shape[0]
     n_h = Wg1.shape[1]
     # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
-    t1 = X @ Wd1
+    t1 = np.dot(X, Wd1)
     t2 = _ew3(t1, bd1, out=t1)
-    t3 = t2 @ Wd2
+    t3 = np.dot(t2, Wd2)
     t4 = _ew3(t3, bd2, out=t3)
-    t5 = t4 @ Wd3
+    t5 = np.dot(t4, Wd3)
     # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
     t6 = _ew7(t5, bd3, out=t5)
     t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
     t8 = t7.sum()
     t9 = t8/B
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
-    t10 = Z @ Wg1
+    t10 = np.dot(Z, Wg1)
     t11 = _ew1(t10, bg1, out=t10)
-    t12 = t11 @ Wg2
+    t12 = np.dot(t11, Wg2)
     t13 = _ew1(t12, bg2, out=t12)
-    t14 = t13 @ Wg3
+    t14 = np.dot(t13, Wg3)
     fake = _ew2(t14, bg3, out=t14)
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
-    t15 = fake @ Wd1
+    t15 = np.dot(fake, Wd1)
     t16 = _ew3(t15, bd1, out=t15)
-    t17 = t16 @ Wd2
+    t17 = np.dot(t16, Wd2)
     t18 = _ew3(t17, bd2, out=t17)
     t19 = np.matmul(t18, Wd3, out=t7)
     d_fake = _ew2(t19, bd3, out=t19)
@@ -541,7 +555,7 @@ def loss_and_grad(
     dL_dd_fake = _ew9(t23, d_fake, B, out=d_fake)
     # (21) dL/d(leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5)) = dL_dd_fake @
     #     Wd3.T
-    t26 = dL_dd_fake @ Wd3.T
+    t26 = np.dot(dL_dd_fake, Wd3.T)
     # (23) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True))
@@ -557,7 +571,7 @@ def loss_and_grad(
     # (31) dL_dfake = ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True))) @ Wd1.T
-    dL_dfake = t29 @ Wd1.T
+    dL_dfake = np.dot(t29, Wd1.T)
     # (35) dL/d(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)) = dL_dfake @ Wg3.T
     t30 = np.matmul(dL_dfake, Wg3.T, out=t28)
     # (37) dL/d(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) = (dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @
@@ -571,23 +585,23 @@ def loss_and_grad(
     t33 = _ew11(t32, t11, out=np.empty((B, n_h), dtype=dt))
     # (45) dL_dWg1 = Z.T @ ((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0))
-    dL_dWg1 = Z.T @ t33
+    dL_dWg1 = np.dot(Z.T, t33)
     # (44) dL_dbg1 = sum((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0), axis=0)
-    dL_dbg1 = t33.sum(axis=0)
+    dL_dbg1 = _colsum(t33)
     # (41) dL_dWg2 = relu(Z @ Wg1 + bg1).T @ ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 +
     #     bg2) > 0))
-    dL_dWg2 = t11.T @ t31
+    dL_dWg2 = np.dot(t11.T, t31)
     # (39) dL_dbg2 = sum((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0), axis=0)
-    dL_dbg2 = t31.sum(axis=0)
+    dL_dbg2 = _colsum(t31)
     # (36) dL_dWg3 = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2).T @ dL_dfake
-    dL_dWg3 = t13.T @ dL_dfake
+    dL_dWg3 = np.dot(t13.T, dL_dfake)
     # (34) dL_dbg3 = sum(dL_dfake, axis=0)
-    dL_dbg3 = dL_dfake.sum(axis=0)
+    dL_dbg3 = _colsum(dL_dfake)
     # (32) dL/d(Wd1) += ... = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
-    t34 = fake.T @ t29
+    t34 = np.dot(fake.T, t29)
     # (48) dL/d(-d_real) = sigmoid(-d_real)/B
     t35 = _ew12(t6, B, out=t6)
     # (49) dL_dd_real = -(sigmoid(-d_real)/B)
@@ -607,7 +621,7 @@ def loss_and_grad(
     # (67) dL/d(Wd1) += ... = X.T @ ((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
-    t40 = X.T @ t39
+    t40 = np.dot(X.T, t39)
     # (68) dL_dWd1 = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))) + X.T @ ((((dL_dd_real @
@@ -617,11 +631,11 @@ def loss_and_grad(
     # (30) dL/d(bd1) += ... = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    t41 = t29.sum(axis=0)
+    t41 = _colsum(t29)
     # (65) dL/d(bd1) += ... = sum((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    t42 = t39.sum(axis=0)
+    t42 = _colsum(t39)
     # (66) dL_dbd1 = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0) + sum((((dL_dd_real @ Wd3.T)*Piecewise((1,
@@ -631,11 +645,11 @@ def loss_and_grad(
     # (27) dL/d(Wd2) += ... = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True)))
-    t43 = t16.T @ t27
+    t43 = np.dot(t16.T, t27)
     # (61) dL/d(Wd2) += ... = leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
     #     (1/5, True)))
-    t44 = t2.T @ t37
+    t44 = np.dot(t2.T, t37)
     # (62) dL_dWd2 = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) +
     #     leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @ Wd3.T)*Piecewise((1,
@@ -643,10 +657,10 @@ def loss_and_grad(
     dL_dWd2 = _ew2(t43, t44, out=t43)
     # (25) dL/d(bd2) += ... = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
-    t45 = t27.sum(axis=0)
+    t45 = _colsum(t27)
     # (58) dL/d(bd2) += ... = sum((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1
     #     + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
-    t46 = t37.sum(axis=0)
+    t46 = _colsum(t37)
     # (59) dL_dbd2 = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0) + sum((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
@@ -654,17 +668,17 @@ def loss_and_grad(
     dL_dbd2 = _ew2(t45, t46, out=t45)
     # (22) dL/d(Wd3) += ... = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
     #     dL_dd_fake
-    t47 = t18.T @ dL_dd_fake
+    t47 = np.dot(t18.T, dL_dd_fake)
     # (54) dL/d(Wd3) += ... = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
     #     dL_dd_real
-    t48 = t4.T @ dL_dd_real
+    t48 = np.dot(t4.T, dL_dd_real)
     # (55) dL_dWd3 = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_fake
     #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
     dL_dWd3 = _ew2(t47, t48, out=t47)
     # (20) dL/d(bd3) += ... = sum(dL_dd_fake, axis=0)
-    t49 = dL_dd_fake.sum(axis=0)
+    t49 = _colsum(dL_dd_fake)
     # (51) dL/d(bd3) += ... = -sum(sigmoid(-d_real)/B, axis=0)
-    t50 = t35.sum(axis=0)
+    t50 = _colsum(t35)
     # (52) dL_dbd3 = sum(dL_dd_fake, axis=0) - sum(sigmoid(-d_real)/B, axis=0)
     dL_dbd3 = _ew13(t49, t50, out=t49)
     return float(L), {
@@ -711,22 +725,22 @@ def loss_and_grad_L_D(
     B = X.shape[0]
     n_h = Wg1.shape[1]
     # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
-    t1 = X @ Wd1
+    t1 = np.dot(X, Wd1)
     t2 = _ew3(t1, bd1, out=t1)
-    t3 = t2 @ Wd2
+    t3 = np.dot(t2, Wd2)
     t4 = _ew3(t3, bd2, out=t3)
-    t5 = t4 @ Wd3
+    t5 = np.dot(t4, Wd3)
     # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
     t6 = _ew7(t5, bd3, out=t5)
     t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
     t8 = t7.sum()
     t9 = t8/B
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
-    t10 = Z @ Wg1
+    t10 = np.dot(Z, Wg1)
     t11 = _ew1(t10, bg1, out=t10)
-    t12 = t11 @ Wg2
+    t12 = np.dot(t11, Wg2)
     t13 = _ew1(t12, bg2, out=t12)
-    t14 = t13 @ Wg3
+    t14 = np.dot(t13, Wg3)
     fake = _ew2(t14, bg3, out=t14)
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     t15 = np.matmul(fake, Wd1, out=t11)
@@ -740,33 +754,33 @@ def loss_and_grad_L_D(
     t22 = t21/B
     L_D = t22 + t9
     dL_D_dd_fake = _ew12(d_fake, B, out=d_fake)
-    t23 = dL_D_dd_fake @ Wd3.T
+    t23 = np.dot(dL_D_dd_fake, Wd3.T)
     t24 = _ew10(t23, t18, out=np.empty((B, n_h), dtype=dt))
     t25 = np.matmul(t24, Wd2.T, out=t23)
     t26 = _ew10(t25, t16, out=np.empty((B, n_h), dtype=dt))
-    t27 = fake.T @ t26
+    t27 = np.dot(fake.T, t26)
     t28 = _ew12(t6, B, out=t6)
     dL_D_dd_real = _ew8(t28, out=t20)
     t29 = np.matmul(dL_D_dd_real, Wd3.T, out=t25)
     t30 = _ew10(t29, t4, out=np.empty((B, n_h), dtype=dt))
     t31 = np.matmul(t30, Wd2.T, out=t29)
     t32 = _ew10(t31, t2, out=np.empty((B, n_h), dtype=dt))
-    t33 = X.T @ t32
+    t33 = np.dot(X.T, t32)
     dL_D_dWd1 = _ew2(t27, t33, out=t27)
-    t34 = t26.sum(axis=0)
-    t35 = t32.sum(axis=0)
+    t34 = _colsum(t26)
+    t35 = _colsum(t32)
     dL_D_dbd1 = _ew2(t34, t35, out=t34)
-    t36 = t16.T @ t24
-    t37 = t2.T @ t30
+    t36 = np.dot(t16.T, t24)
+    t37 = np.dot(t2.T, t30)
     dL_D_dWd2 = _ew2(t36, t37, out=t36)
-    t38 = t24.sum(axis=0)
-    t39 = t30.sum(axis=0)
+    t38 = _colsum(t24)
+    t39 = _colsum(t30)
     dL_D_dbd2 = _ew2(t38, t39, out=t38)
-    t40 = t18.T @ dL_D_dd_fake
-    t41 = t4.T @ dL_D_dd_real
+    t40 = np.dot(t18.T, dL_D_dd_fake)
+    t41 = np.dot(t4.T, dL_D_dd_real)
     dL_D_dWd3 = _ew2(t40, t41, out=t40)
-    t42 = dL_D_dd_fake.sum(axis=0)
-    t43 = t28.sum(axis=0)
+    t42 = _colsum(dL_D_dd_fake)
+    t43 = _colsum(t28)
     dL_D_dbd3 = _ew13(t42, t43, out=t42)
     return float(L_D), {
         "Wd1": dL_D_dWd1,
@@ -804,25 +818,25 @@ def loss_and_grad_L_G(
     Z = np.asarray(batch["Z"], dtype=dt)
     B = Z.shape[0]
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
-    t1 = Z @ Wg1
+    t1 = np.dot(Z, Wg1)
     t2 = _ew1(t1, bg1, out=t1)
-    t3 = t2 @ Wg2
+    t3 = np.dot(t2, Wg2)
     t4 = _ew1(t3, bg2, out=t3)
-    t5 = t4 @ Wg3
+    t5 = np.dot(t4, Wg3)
     fake = _ew2(t5, bg3, out=t5)
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
-    t6 = fake @ Wd1
+    t6 = np.dot(fake, Wd1)
     t7 = _ew3(t6, bd1, out=t6)
-    t8 = t7 @ Wd2
+    t8 = np.dot(t7, Wd2)
     t9 = _ew3(t8, bd2, out=t8)
-    t10 = t9 @ Wd3
+    t10 = np.dot(t9, Wd3)
     # (5) L_G = sum(softplus(-d_fake), axis=(0, 1))/B
     t11 = _ew7(t10, bd3, out=t10)
     t12 = _ew5(t11, out=np.empty((B, 1), dtype=dt))
     t13 = t12.sum()
     L_G = t13/B
     dL_G_dd_fake = _ew14(t11, B, out=t11)
-    t14 = dL_G_dd_fake @ Wd3.T
+    t14 = np.dot(dL_G_dd_fake, Wd3.T)
     t15 = _ew10(t14, t9, out=t9)
     t16 = np.matmul(t15, Wd2.T, out=t14)
     t17 = _ew10(t16, t7, out=t7)
@@ -831,12 +845,12 @@ def loss_and_grad_L_G(
     t19 = _ew11(t18, t4, out=t16)
     t20 = np.matmul(t19, Wg2.T, out=t17)
     t21 = _ew11(t20, t2, out=t18)
-    dL_G_dWg1 = Z.T @ t21
-    dL_G_dbg1 = t21.sum(axis=0)
-    dL_G_dWg2 = t2.T @ t19
-    dL_G_dbg2 = t19.sum(axis=0)
-    dL_G_dWg3 = t4.T @ dL_G_dfake
-    dL_G_dbg3 = dL_G_dfake.sum(axis=0)
+    dL_G_dWg1 = np.dot(Z.T, t21)
+    dL_G_dbg1 = _colsum(t21)
+    dL_G_dWg2 = np.dot(t2.T, t19)
+    dL_G_dbg2 = _colsum(t19)
+    dL_G_dWg3 = np.dot(t4.T, dL_G_dfake)
+    dL_G_dbg3 = _colsum(dL_G_dfake)
     return float(L_G), {
         "Wg1": dL_G_dWg1,
         "bg1": dL_G_dbg1,

@@ -76,13 +76,14 @@ _INIT: dict[str, tuple[str, float]] = {
     'c': ('zeros', 0.01),
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -95,8 +96,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -177,6 +178,19 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
+_ONES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
+    rows = x.reshape(-1, x.shape[-1])
+    key = (rows.shape[0], rows.dtype.char)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return np.dot(ones, rows)
+
+
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
@@ -247,15 +261,7 @@ def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
     return out
 
 
-def _ew6(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a*b"""
-    if _use_numexpr(out, False):
-        return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
-    np.multiply(a, b, out=out)
-    return out
-
-
-def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+def _ew6(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d + c*exp(b)/d"""
     if _use_numexpr(out, True):
         k = out.dtype.type
@@ -271,7 +277,7 @@ def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray)
     return out
 
 
-def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*(1 - c**2)"""
     if _use_numexpr(out, False):
         k = out.dtype.type
@@ -280,15 +286,14 @@ def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
             local_dict={"a": a, "b": b, "c": c, "k0": k(1.0)},
             out=out,
         )
-    s0 = np.empty_like(out)
-    np.square(c, out=s0)
-    np.subtract(1.0, s0, out=out)
+    np.square(c, out=out)
+    np.subtract(1.0, out, out=out)
     np.multiply(out, a, out=out)
     np.multiply(out, b, out=out)
     return out
 
 
-def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*c*(1 - c)"""
     if _use_numexpr(out, False):
         k = out.dtype.type
@@ -304,13 +309,7 @@ def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
     return out
 
 
-def _ew10(
-    a: np.ndarray,
-    b: np.ndarray,
-    c: np.ndarray,
-    d: np.ndarray,
-    out: np.ndarray,
-) -> np.ndarray:
+def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = d*(1 - d)*(a*b - a*c)"""
     if _use_numexpr(out, False):
         k = out.dtype.type
@@ -325,6 +324,14 @@ def _ew10(
     np.multiply(out, s0, out=out)
     np.multiply(out, a, out=out)
     np.multiply(out, d, out=out)
+    return out
+
+
+def _ew10(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a*b"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
+    np.multiply(a, b, out=out)
     return out
 
 
@@ -385,7 +392,7 @@ def forward(
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = h_prev @ t5
+        t7 = np.dot(h_prev, t5)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
         t10 = _ew3(t9, out=np.empty((B, n_h), dtype=dt))
@@ -405,7 +412,7 @@ def forward(
         gru_unused5[:, t] = t12
         h_prev = t13
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = H[:, 7:8].reshape(B, n_h) @ W
+    t14 = np.dot(H[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t14, c, out=t14)
     # (3) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
@@ -461,7 +468,7 @@ def loss(
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = h_prev @ t5
+        t7 = np.dot(h_prev, t5)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
         t10 = _ew3(t9, out=np.empty((B, n_h), dtype=dt))
@@ -481,13 +488,12 @@ def loss(
         gru_unused5[:, t] = t12
         h_prev = t13
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = H[:, 7:8].reshape(B, n_h) @ W
+    t14 = np.dot(H[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t14, c, out=t14)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
-    t16 = _ew6(Y, t15, out=t15)
-    t17 = t16.sum()
-    L = -t17/B
+    t16 = np.vdot(Y, t15)
+    L = -t16/B
     return float(L)
 
 
@@ -539,7 +545,7 @@ def loss_and_grad(
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = h_prev @ t5
+        t7 = np.dot(h_prev, t5)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
         t10 = _ew3(t9, out=np.empty((B, n_h), dtype=dt))
@@ -559,21 +565,20 @@ def loss_and_grad(
         gru_r5_seq[:, t] = t12
         h_prev = t13
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = H[:, 7:8].reshape(B, n_h) @ W
+    t14 = np.dot(H[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t14, c, out=t14)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
-    t16 = _ew6(Y, t15, out=z)
-    t17 = t16.sum()
-    L = -t17/B
+    t16 = np.vdot(Y, t15)
+    L = -t16/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
-    t18 = Y.sum(axis=1, keepdims=True)
+    t17 = Y.sum(axis=1, keepdims=True)
     # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
-    dL_dz = _ew7(Y, t15, t18, B, out=t15)
+    dL_dz = _ew6(Y, t15, t17, B, out=t15)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
-    t19 = dL_dz @ W.T
+    t18 = np.dot(dL_dz, W.T)
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
-    dL_dH = np.pad(t19.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
+    dL_dH = np.pad(t18.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
     # (15) dL/d(X @ concat([Wx_r, Wx_z, Wx_n], axis=1) + concat([bx_r, bx_z, bx_n], axis=0)) =
     #     bptt[gru](...)[0]
     # gru: back-propagation through time, the reverse loop over the 8 steps
@@ -590,39 +595,39 @@ def loss_and_grad(
         gru_r4_t = gru_r4_seq[:, t]
         gru_r5_t = gru_r5_seq[:, t]
         dh_t = dL_dH[:, t] + carry_h
-        t20 = _ew8(dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t21 = _ew9(t20, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t22 = _ew10(dh_t, h_prev, gru_r5_t, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t23 = np.concatenate([t21, t22, t20], axis=1)
-        t24 = _ew6(t20, gru_r3_t, out=t20)
-        t25 = np.concatenate([t21, t22, t24], axis=1)
-        t26 = np.matmul(t25, t5.T, out=t21)
-        t27 = _ew11(dh_t, gru_r1_t, t26, out=t22)
-        t28 = h_prev.T @ t25
-        t29 = t25.sum(axis=0)
-        dgru_u1_seq[:, t] = t23
-        carry_h = t27
-        np.add(d_captured1, t28, out=d_captured1)
-        np.add(d_captured2, t29, out=d_captured2)
+        t19 = _ew7(dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t20 = _ew8(t19, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t21 = _ew9(dh_t, h_prev, gru_r5_t, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t22 = np.concatenate([t20, t21, t19], axis=1)
+        t23 = _ew10(t19, gru_r3_t, out=t19)
+        t24 = np.concatenate([t20, t21, t23], axis=1)
+        t25 = np.matmul(t24, t5.T, out=t20)
+        t26 = _ew11(dh_t, gru_r1_t, t25, out=t21)
+        t27 = np.dot(h_prev.T, t24)
+        t28 = _colsum(t24)
+        dgru_u1_seq[:, t] = t22
+        carry_h = t26
+        np.add(d_captured1, t27, out=d_captured1)
+        np.add(d_captured2, t28, out=d_captured2)
     # (29) dL/d(concat([Wx_r, Wx_z, Wx_n], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[gru](...)[0].reshape(8*B, 3*n_h)
-    t30 = X.reshape(8*B, 8).T @ dgru_u1_seq.reshape(8*B, 3*n_h)
+    t29 = np.dot(X.reshape(8*B, 8).T, dgru_u1_seq.reshape(8*B, 3*n_h))
     # (25) dL/d(concat([bx_r, bx_z, bx_n], axis=0)) = sum(bptt[gru](...)[0], axis=(0, 1))
-    t31 = dgru_u1_seq.sum(axis=(0, 1))
+    t30 = _colsum(dgru_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
-    dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
+    dL_dW = np.dot(H[:, 7:8].reshape(B, n_h).T, dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
-    dL_dc = dL_dz.sum(axis=0)
+    dL_dc = _colsum(dL_dz)
     return float(L), {
-        "Wx_r": t30[:, 0:n_h],
-        "Wx_z": t30[:, n_h:2*n_h],
-        "Wx_n": t30[:, 2*n_h:3*n_h],
+        "Wx_r": t29[:, 0:n_h],
+        "Wx_z": t29[:, n_h:2*n_h],
+        "Wx_n": t29[:, 2*n_h:3*n_h],
         "Wh_r": d_captured1[:, 0:n_h],
         "Wh_z": d_captured1[:, n_h:2*n_h],
         "Wh_n": d_captured1[:, 2*n_h:3*n_h],
-        "bx_r": t31[0:n_h],
-        "bx_z": t31[n_h:2*n_h],
-        "bx_n": t31[2*n_h:3*n_h],
+        "bx_r": t30[0:n_h],
+        "bx_z": t30[n_h:2*n_h],
+        "bx_n": t30[2*n_h:3*n_h],
         "bh_r": d_captured2[0:n_h],
         "bh_z": d_captured2[n_h:2*n_h],
         "bh_n": d_captured2[2*n_h:3*n_h],

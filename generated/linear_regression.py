@@ -45,13 +45,14 @@ _INIT: dict[str, tuple[str, float]] = {
     'b': ('zeros', 0.01),
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -64,8 +65,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -146,6 +147,19 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
+_ONES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
+    rows = x.reshape(-1, x.shape[-1])
+    key = (rows.shape[0], rows.dtype.char)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return np.dot(ones, rows)
+
+
 def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
     if _use_numexpr(out, False):
@@ -211,7 +225,7 @@ def forward(
     dt = params["W"].dtype
     X = np.asarray(inputs["X"], dtype=dt)
     # (1) Yhat = X @ W + b
-    t1 = X @ W
+    t1 = np.dot(X, W)
     Yhat = _ew1(t1, b, out=t1)
     return {"Yhat": Yhat}
 
@@ -234,7 +248,7 @@ def loss(
     B = X.shape[0]
     n_out = Y.shape[1]
     # (1) Yhat = X @ W + b
-    t1 = X @ W
+    t1 = np.dot(X, W)
     # (2) L = sum((Yhat - Y)**2, axis=(0, 1))/(B*n_out)
     t2 = _ew2(t1, b, Y, out=t1)
     t3 = t2.sum()
@@ -259,7 +273,7 @@ def loss_and_grad(
     B = X.shape[0]
     n_out = Y.shape[1]
     # (1) Yhat = X @ W + b
-    t1 = X @ W
+    t1 = np.dot(X, W)
     # (2) L = sum((Yhat - Y)**2, axis=(0, 1))/(B*n_out)
     t2 = _ew3(t1, b, Y, out=t1)
     t3 = _ew4(t2, out=np.empty((B, n_out), dtype=dt))
@@ -268,8 +282,8 @@ def loss_and_grad(
     # (5) dL/d(Yhat - Y) = 2*(Yhat - Y)/(B*n_out)
     dL_dYhat = _ew5(t2, B, n_out, out=t3)
     # (9) dL_dW = X.T @ dL_dYhat
-    dL_dW = X.T @ dL_dYhat
+    dL_dW = np.dot(X.T, dL_dYhat)
     # (8) dL_db = 2*sum(Yhat - Y, axis=0)/(B*n_out)
-    t5 = t2.sum(axis=0)
+    t5 = _colsum(t2)
     dL_db = _ew5(t5, B, n_out, out=t5)
     return float(L), {"W": dL_dW, "b": dL_db}

@@ -76,13 +76,14 @@ _INIT: dict[str, tuple[str, float]] = {
     'c': ('zeros', 0.01),
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -95,8 +96,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -175,6 +176,19 @@ def validate(
 
 def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
+
+
+_ONES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
+    rows = x.reshape(-1, x.shape[-1])
+    key = (rows.shape[0], rows.dtype.char)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return np.dot(ones, rows)
 
 
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
@@ -277,9 +291,8 @@ def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
             local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(1.0)},
             out=out,
         )
-    s0 = np.empty_like(out)
-    np.square(d, out=s0)
-    np.subtract(1.0, s0, out=out)
+    np.square(d, out=out)
+    np.subtract(1.0, out, out=out)
     np.multiply(out, b, out=out)
     np.multiply(out, c, out=out)
     np.add(out, a, out=out)
@@ -311,9 +324,8 @@ def _ew10(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
             local_dict={"a": a, "b": b, "c": c, "k0": k(1.0)},
             out=out,
         )
-    s0 = np.empty_like(out)
-    np.square(c, out=s0)
-    np.subtract(1.0, s0, out=out)
+    np.square(c, out=out)
+    np.subtract(1.0, out, out=out)
     np.multiply(out, a, out=out)
     np.multiply(out, b, out=out)
     return out
@@ -367,7 +379,7 @@ def forward(
     c_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t2[:, t]
-        t5 = h_prev @ t3
+        t5 = np.dot(h_prev, t3)
         t6 = _ew1(lstm_u1_t, t5, t4, out=t5)
         t7 = _ew2(t6[:, 3*n_h:4*n_h], out=np.empty((B, n_h), dtype=dt))
         t8 = _ew2(t6[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
@@ -386,7 +398,7 @@ def forward(
         h_prev = t13
         c_prev = t11
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = H[:, 7:8].reshape(B, n_h) @ W
+    t14 = np.dot(H[:, 7:8].reshape(B, n_h), W)
     z = _ew6(t14, c, out=t14)
     # (3) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
@@ -442,7 +454,7 @@ def loss(
     c_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t2[:, t]
-        t5 = h_prev @ t3
+        t5 = np.dot(h_prev, t3)
         t6 = _ew1(lstm_u1_t, t5, t4, out=t5)
         t7 = _ew2(t6[:, 3*n_h:4*n_h], out=np.empty((B, n_h), dtype=dt))
         t8 = _ew2(t6[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
@@ -461,13 +473,12 @@ def loss(
         h_prev = t13
         c_prev = t11
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = H[:, 7:8].reshape(B, n_h) @ W
+    t14 = np.dot(H[:, 7:8].reshape(B, n_h), W)
     z = _ew6(t14, c, out=t14)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
-    t16 = _ew5(Y, t15, out=t15)
-    t17 = t16.sum()
-    L = -t17/B
+    t16 = np.vdot(Y, t15)
+    L = -t16/B
     return float(L)
 
 
@@ -519,7 +530,7 @@ def loss_and_grad(
     c_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t2[:, t]
-        t5 = h_prev @ t3
+        t5 = np.dot(h_prev, t3)
         t6 = _ew1(lstm_u1_t, t5, t4, out=t5)
         t7 = _ew2(t6[:, 3*n_h:4*n_h], out=np.empty((B, n_h), dtype=dt))
         t8 = _ew2(t6[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
@@ -538,21 +549,20 @@ def loss_and_grad(
         h_prev = t13
         c_prev = t11
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = H[:, 7:8].reshape(B, n_h) @ W
+    t14 = np.dot(H[:, 7:8].reshape(B, n_h), W)
     z = _ew6(t14, c, out=t14)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
-    t16 = _ew5(Y, t15, out=z)
-    t17 = t16.sum()
-    L = -t17/B
+    t16 = np.vdot(Y, t15)
+    L = -t16/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
-    t18 = Y.sum(axis=1, keepdims=True)
+    t17 = Y.sum(axis=1, keepdims=True)
     # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
-    dL_dz = _ew7(Y, t15, t18, B, out=t15)
+    dL_dz = _ew7(Y, t15, t17, B, out=t15)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
-    t19 = dL_dz @ W.T
+    t18 = np.dot(dL_dz, W.T)
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
-    dL_dH = np.pad(t19.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
+    dL_dH = np.pad(t18.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
     # (15) dL/d(X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = bptt[lstm](...)[0]
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = np.empty((B, 8, 4*n_h), dtype=dt)
@@ -571,33 +581,33 @@ def loss_and_grad(
         lstm_r5_t = lstm_r5_seq[:, t]
         dh_t = dL_dH[:, t] + carry_h
         dc_t = carry_c
-        t20 = _ew8(dc_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t21 = _ew9(t20, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t22 = _ew9(t20, c_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
-        t23 = _ew10(t20, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
-        t24 = _ew9(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t25 = np.concatenate([t21, t22, t23, t24], axis=1)
-        t26 = np.matmul(t25, t3.T, out=t21)
-        t27 = _ew5(t20, lstm_r2_t, out=t20)
-        t28 = h_prev.T @ t25
-        t29 = t25.sum(axis=0)
-        dlstm_u1_seq[:, t] = t25
-        carry_h = t26
-        carry_c = t27
-        np.add(d_captured1, t28, out=d_captured1)
-        np.add(d_captured2, t29, out=d_captured2)
+        t19 = _ew8(dc_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t20 = _ew9(t19, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t21 = _ew9(t19, c_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t22 = _ew10(t19, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
+        t23 = _ew9(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t24 = np.concatenate([t20, t21, t22, t23], axis=1)
+        t25 = np.matmul(t24, t3.T, out=t20)
+        t26 = _ew5(t19, lstm_r2_t, out=t19)
+        t27 = np.dot(h_prev.T, t24)
+        t28 = _colsum(t24)
+        dlstm_u1_seq[:, t] = t24
+        carry_h = t25
+        carry_c = t26
+        np.add(d_captured1, t27, out=d_captured1)
+        np.add(d_captured2, t28, out=d_captured2)
     # (26) dL/d(concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[lstm](...)[0].reshape(8*B, 4*n_h)
-    t30 = X.reshape(8*B, 8).T @ dlstm_u1_seq.reshape(8*B, 4*n_h)
+    t29 = np.dot(X.reshape(8*B, 8).T, dlstm_u1_seq.reshape(8*B, 4*n_h))
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
-    dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
+    dL_dW = np.dot(H[:, 7:8].reshape(B, n_h).T, dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
-    dL_dc = dL_dz.sum(axis=0)
+    dL_dc = _colsum(dL_dz)
     return float(L), {
-        "Wx_i": t30[:, 0:n_h],
-        "Wx_f": t30[:, n_h:2*n_h],
-        "Wx_g": t30[:, 2*n_h:3*n_h],
-        "Wx_o": t30[:, 3*n_h:4*n_h],
+        "Wx_i": t29[:, 0:n_h],
+        "Wx_f": t29[:, n_h:2*n_h],
+        "Wx_g": t29[:, 2*n_h:3*n_h],
+        "Wx_o": t29[:, 3*n_h:4*n_h],
         "Wh_i": d_captured1[:, 0:n_h],
         "Wh_f": d_captured1[:, n_h:2*n_h],
         "Wh_g": d_captured1[:, 2*n_h:3*n_h],

@@ -93,13 +93,14 @@ _INIT: dict[str, tuple[str, float]] = {
     'bn2_var': ('ones', 0.01),
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -112,8 +113,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -194,6 +195,19 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
+_ONES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
+    rows = x.reshape(-1, x.shape[-1])
+    key = (rows.shape[0], rows.dtype.char)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return np.dot(ones, rows)
+
+
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
@@ -230,9 +244,8 @@ def _ew1(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
     if _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a - b/c", local_dict={"a": a, "b": b, "c": k(c)}, out=out)
-    s0 = np.empty_like(out)
-    np.divide(b, c, out=s0)
-    np.subtract(a, s0, out=out)
+    np.divide(b, c, out=out)
+    np.subtract(a, out, out=out)
     return out
 
 
@@ -281,15 +294,7 @@ def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a*b"""
-    if _use_numexpr(out, False):
-        return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
-    np.multiply(a, b, out=out)
-    return out
-
-
-def _ew6(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew5(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = Abs(a)"""
     if _use_numexpr(out, False):
         return ne.evaluate("abs(a)", local_dict={"a": a}, out=out)
@@ -297,7 +302,7 @@ def _ew6(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew7(
+def _ew6(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -324,7 +329,7 @@ def _ew7(
     return out
 
 
-def _ew8(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
+def _ew7(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = a/b"""
     if _use_numexpr(out, False):
         k = out.dtype.type
@@ -333,11 +338,19 @@ def _ew8(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew9(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew8(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b"""
     if _use_numexpr(out, False):
         return ne.evaluate("a - b", local_dict={"a": a, "b": b}, out=out)
     np.subtract(a, b, out=out)
+    return out
+
+
+def _ew9(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a*b"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
+    np.multiply(a, b, out=out)
     return out
 
 
@@ -386,9 +399,8 @@ def _ew13(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
             local_dict={"a": a, "b": b, "c": c, "k0": k(1.0)},
             out=out,
         )
-    s0 = np.empty_like(out)
-    np.square(c, out=s0)
-    np.subtract(1.0, s0, out=out)
+    np.square(c, out=out)
+    np.subtract(1.0, out, out=out)
     np.multiply(out, a, out=out)
     np.multiply(out, b, out=out)
     return out
@@ -568,33 +580,33 @@ def forward(
         n_h1 = W1.shape[1]
         n_h2 = W2.shape[1]
         # (1) z1 = X @ W1
-        z1 = X @ W1
+        z1 = np.dot(X, W1)
         # (2) bn1_mu = sum(z1, axis=0)/B
-        t1 = z1.sum(axis=0)
+        t1 = _colsum(z1)
         # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
-        t2 = _ew1(z1, t1, B, out=z1)
-        t3 = _ew2(t2, out=np.empty((B, n_h1), dtype=dt))
-        t4 = t3.sum(axis=0)
+        t2 = _ew1(z1, t1, B, out=np.empty((B, n_h1), dtype=dt))
+        t3 = _ew2(t2, out=z1)
+        t4 = _colsum(t3)
         mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
         # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
         #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
         # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
         h1 = _ew3(bn1_gamma, t2, t4, bn1_beta, mask1, B, out=t2)
         # (8) z2 = h1 @ W2
-        z2 = h1 @ W2
+        z2 = np.dot(h1, W2)
         # (9) bn2_mu = sum(z2, axis=0)/B
-        t5 = z2.sum(axis=0)
+        t5 = _colsum(z2)
         # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
-        t6 = _ew1(z2, t5, B, out=z2)
-        t7 = _ew2(t6, out=np.empty((B, n_h2), dtype=dt))
-        t8 = t7.sum(axis=0)
+        t6 = _ew1(z2, t5, B, out=np.empty((B, n_h2), dtype=dt))
+        t7 = _ew2(t6, out=z2)
+        t8 = _colsum(t7)
         mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
         # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
         #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
         # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
         h2 = _ew3(bn2_gamma, t6, t8, bn2_beta, mask2, B, out=t6)
         # (15) z3 = h2 @ W3 + b3
-        t9 = h2 @ W3
+        t9 = np.dot(h2, W3)
         z3 = _ew4(t9, b3, out=t9)
         # (16) P = softmax(z3, axis=1)
         P = _softmax(z3, axis=1)
@@ -616,19 +628,19 @@ def forward(
     bn2_mean = state["bn2_mean"]
     bn2_var = state["bn2_var"]
     # (1) z1 = X @ W1
-    z1 = X @ W1
+    z1 = np.dot(X, W1)
     # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
     #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
     # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
-    t1 = _ew7(bn1_gamma, z1, bn1_mean, bn1_var, bn1_beta, out=z1)
+    t1 = _ew6(bn1_gamma, z1, bn1_mean, bn1_var, bn1_beta, out=z1)
     # (8) z2 = h1 @ W2
-    t2 = t1 @ W2
+    t2 = np.dot(t1, W2)
     # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
     #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
     # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
-    t3 = _ew7(bn2_gamma, t2, bn2_mean, bn2_var, bn2_beta, out=t2)
+    t3 = _ew6(bn2_gamma, t2, bn2_mean, bn2_var, bn2_beta, out=t2)
     # (15) z3 = h2 @ W3 + b3
-    t4 = t3 @ W3
+    t4 = np.dot(t3, W3)
     t5 = _ew4(t4, b3, out=t4)
     # (16) P = softmax(z3, axis=1)
     t6 = _softmax(t5, axis=1)
@@ -667,61 +679,60 @@ def loss(
         n_in = X.shape[1]
         n_out = Y.shape[1]
         # (1) z1 = X @ W1
-        z1 = X @ W1
+        z1 = np.dot(X, W1)
         # (2) bn1_mu = sum(z1, axis=0)/B
-        t1 = z1.sum(axis=0)
+        t1 = _colsum(z1)
         # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
-        t2 = _ew1(z1, t1, B, out=z1)
-        t3 = _ew2(t2, out=np.empty((B, n_h1), dtype=dt))
-        t4 = t3.sum(axis=0)
+        t2 = _ew1(z1, t1, B, out=np.empty((B, n_h1), dtype=dt))
+        t3 = _ew2(t2, out=z1)
+        t4 = _colsum(t3)
         mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
         # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
         #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
         # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
         h1 = _ew3(bn1_gamma, t2, t4, bn1_beta, mask1, B, out=t2)
         # (8) z2 = h1 @ W2
-        z2 = h1 @ W2
+        z2 = np.dot(h1, W2)
         # (9) bn2_mu = sum(z2, axis=0)/B
-        t5 = z2.sum(axis=0)
+        t5 = _colsum(z2)
         # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
-        t6 = _ew1(z2, t5, B, out=z2)
-        t7 = _ew2(t6, out=np.empty((B, n_h2), dtype=dt))
-        t8 = t7.sum(axis=0)
+        t6 = _ew1(z2, t5, B, out=np.empty((B, n_h2), dtype=dt))
+        t7 = _ew2(t6, out=z2)
+        t8 = _colsum(t7)
         mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
         # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
         #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
         # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
         h2 = _ew3(bn2_gamma, t6, t8, bn2_beta, mask2, B, out=t6)
         # (15) z3 = h2 @ W3 + b3
-        t9 = h2 @ W3
+        t9 = np.dot(h2, W3)
         z3 = _ew4(t9, b3, out=t9)
         # (17) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B + l1*(sum(Abs(W1), axis=(0, 1)) +
         #     sum(Abs(W2), axis=(0, 1)) + sum(Abs(W3), axis=(0, 1))) + l2*(sum(W1**2, axis=(0, 1)) +
         #     sum(W2**2, axis=(0, 1)) + sum(W3**2, axis=(0, 1)))
         t10 = _log_softmax(z3, axis=1)
-        t11 = _ew5(Y, t10, out=t10)
-        t12 = t11.sum()
-        t13 = -t12/B
-        t14 = _ew6(W1, out=np.empty((n_in, n_h1), dtype=dt))
-        t15 = t14.sum()
-        t16 = _ew6(W2, out=np.empty((n_h1, n_h2), dtype=dt))
-        t17 = t16.sum()
-        t18 = t15 + t17
-        t19 = _ew6(W3, out=np.empty((n_h2, n_out), dtype=dt))
-        t20 = t19.sum()
-        t21 = t18 + t20
-        t22 = l1*t21
-        t23 = t13 + t22
-        t24 = _ew2(W1, out=t14)
-        t25 = t24.sum()
-        t26 = _ew2(W2, out=t16)
-        t27 = t26.sum()
-        t28 = t25 + t27
-        t29 = _ew2(W3, out=t19)
-        t30 = t29.sum()
-        t31 = t28 + t30
-        t32 = l2*t31
-        L = t23 + t32
+        t11 = np.vdot(Y, t10)
+        t12 = -t11/B
+        t13 = _ew5(W1, out=np.empty((n_in, n_h1), dtype=dt))
+        t14 = t13.sum()
+        t15 = _ew5(W2, out=np.empty((n_h1, n_h2), dtype=dt))
+        t16 = t15.sum()
+        t17 = t14 + t16
+        t18 = _ew5(W3, out=np.empty((n_h2, n_out), dtype=dt))
+        t19 = t18.sum()
+        t20 = t17 + t19
+        t21 = l1*t20
+        t22 = t12 + t21
+        t23 = _ew2(W1, out=t13)
+        t24 = t23.sum()
+        t25 = _ew2(W2, out=t15)
+        t26 = t25.sum()
+        t27 = t24 + t26
+        t28 = _ew2(W3, out=t18)
+        t29 = t28.sum()
+        t30 = t27 + t29
+        t31 = l2*t30
+        L = t22 + t31
         return float(L)
     W1 = params["W1"]
     W2 = params["W2"]
@@ -748,48 +759,47 @@ def loss(
     n_in = X.shape[1]
     n_out = Y.shape[1]
     # (1) z1 = X @ W1
-    z1 = X @ W1
+    z1 = np.dot(X, W1)
     # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
     #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
     # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
-    t1 = _ew7(bn1_gamma, z1, bn1_mean, bn1_var, bn1_beta, out=z1)
+    t1 = _ew6(bn1_gamma, z1, bn1_mean, bn1_var, bn1_beta, out=z1)
     # (8) z2 = h1 @ W2
-    t2 = t1 @ W2
+    t2 = np.dot(t1, W2)
     # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
     #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
     # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
-    t3 = _ew7(bn2_gamma, t2, bn2_mean, bn2_var, bn2_beta, out=t2)
+    t3 = _ew6(bn2_gamma, t2, bn2_mean, bn2_var, bn2_beta, out=t2)
     # (15) z3 = h2 @ W3 + b3
-    t4 = t3 @ W3
+    t4 = np.dot(t3, W3)
     t5 = _ew4(t4, b3, out=t4)
     # (17) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B + l1*(sum(Abs(W1), axis=(0, 1)) +
     #     sum(Abs(W2), axis=(0, 1)) + sum(Abs(W3), axis=(0, 1))) + l2*(sum(W1**2, axis=(0, 1)) +
     #     sum(W2**2, axis=(0, 1)) + sum(W3**2, axis=(0, 1)))
     t6 = _log_softmax(t5, axis=1)
-    t7 = _ew5(Y, t6, out=t6)
-    t8 = t7.sum()
-    t9 = -t8/B
-    t10 = _ew6(W1, out=np.empty((n_in, n_h1), dtype=dt))
-    t11 = t10.sum()
-    t12 = _ew6(W2, out=np.empty((n_h1, n_h2), dtype=dt))
-    t13 = t12.sum()
-    t14 = t11 + t13
-    t15 = _ew6(W3, out=np.empty((n_h2, n_out), dtype=dt))
-    t16 = t15.sum()
-    t17 = t14 + t16
-    t18 = l1*t17
-    t19 = t18 + t9
-    t20 = _ew2(W1, out=t10)
-    t21 = t20.sum()
-    t22 = _ew2(W2, out=t12)
-    t23 = t22.sum()
-    t24 = t21 + t23
-    t25 = _ew2(W3, out=t15)
-    t26 = t25.sum()
-    t27 = t24 + t26
-    t28 = l2*t27
-    t29 = t19 + t28
-    return float(t29)
+    t7 = np.vdot(Y, t6)
+    t8 = -t7/B
+    t9 = _ew5(W1, out=np.empty((n_in, n_h1), dtype=dt))
+    t10 = t9.sum()
+    t11 = _ew5(W2, out=np.empty((n_h1, n_h2), dtype=dt))
+    t12 = t11.sum()
+    t13 = t10 + t12
+    t14 = _ew5(W3, out=np.empty((n_h2, n_out), dtype=dt))
+    t15 = t14.sum()
+    t16 = t13 + t15
+    t17 = l1*t16
+    t18 = t17 + t8
+    t19 = _ew2(W1, out=t9)
+    t20 = t19.sum()
+    t21 = _ew2(W2, out=t11)
+    t22 = t21.sum()
+    t23 = t20 + t22
+    t24 = _ew2(W3, out=t14)
+    t25 = t24.sum()
+    t26 = t23 + t25
+    t27 = l2*t26
+    t28 = t18 + t27
+    return float(t28)
 
 
 def loss_and_grad(
@@ -829,168 +839,167 @@ def loss_and_grad(
     n_in = X.shape[1]
     n_out = Y.shape[1]
     # (1) z1 = X @ W1
-    z1 = X @ W1
+    z1 = np.dot(X, W1)
     # (2) bn1_mu = sum(z1, axis=0)/B
-    t1 = z1.sum(axis=0)
-    bn1_mu = _ew8(t1, B, out=t1)
+    t1 = _colsum(z1)
+    bn1_mu = _ew7(t1, B, out=t1)
     # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
-    t2 = _ew9(z1, bn1_mu, out=z1)
+    t2 = _ew8(z1, bn1_mu, out=z1)
     # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
     #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
-    t3 = _ew5(bn1_gamma, t2, out=np.empty((B, n_h1), dtype=dt))
+    t3 = _ew9(bn1_gamma, t2, out=np.empty((B, n_h1), dtype=dt))
     t4 = _ew2(t2, out=np.empty((B, n_h1), dtype=dt))
-    t5 = t4.sum(axis=0)
-    bn1_sigma2 = _ew8(t5, B, out=t5)
+    t5 = _colsum(t4)
+    bn1_sigma2 = _ew7(t5, B, out=t5)
     t6 = _ew10(bn1_sigma2, out=np.empty((n_h1,), dtype=dt))
     # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
     t7 = _ew11(t3, t6, bn1_beta, out=t4)
     mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
-    h1 = _ew5(t7, mask1, out=np.empty((B, n_h1), dtype=dt))
+    h1 = _ew9(t7, mask1, out=np.empty((B, n_h1), dtype=dt))
     # (8) z2 = h1 @ W2
-    z2 = h1 @ W2
+    z2 = np.dot(h1, W2)
     # (9) bn2_mu = sum(z2, axis=0)/B
-    t8 = z2.sum(axis=0)
-    bn2_mu = _ew8(t8, B, out=t8)
+    t8 = _colsum(z2)
+    bn2_mu = _ew7(t8, B, out=t8)
     # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
-    t9 = _ew9(z2, bn2_mu, out=z2)
+    t9 = _ew8(z2, bn2_mu, out=z2)
     # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
     #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
-    t10 = _ew5(bn2_gamma, t9, out=np.empty((B, n_h2), dtype=dt))
+    t10 = _ew9(bn2_gamma, t9, out=np.empty((B, n_h2), dtype=dt))
     t11 = _ew2(t9, out=np.empty((B, n_h2), dtype=dt))
-    t12 = t11.sum(axis=0)
-    bn2_sigma2 = _ew8(t12, B, out=t12)
+    t12 = _colsum(t11)
+    bn2_sigma2 = _ew7(t12, B, out=t12)
     t13 = _ew10(bn2_sigma2, out=np.empty((n_h2,), dtype=dt))
     # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
     t14 = _ew11(t10, t13, bn2_beta, out=t11)
     mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
-    h2 = _ew5(t14, mask2, out=np.empty((B, n_h2), dtype=dt))
+    h2 = _ew9(t14, mask2, out=np.empty((B, n_h2), dtype=dt))
     # (15) z3 = h2 @ W3 + b3
-    t15 = h2 @ W3
+    t15 = np.dot(h2, W3)
     z3 = _ew4(t15, b3, out=t15)
     # (17) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B + l1*(sum(Abs(W1), axis=(0, 1)) +
     #     sum(Abs(W2), axis=(0, 1)) + sum(Abs(W3), axis=(0, 1))) + l2*(sum(W1**2, axis=(0, 1)) +
     #     sum(W2**2, axis=(0, 1)) + sum(W3**2, axis=(0, 1)))
     t16 = _log_softmax(z3, axis=1)
-    t17 = _ew5(Y, t16, out=z3)
-    t18 = t17.sum()
-    t19 = -t18/B
-    t20 = _ew6(W1, out=np.empty((n_in, n_h1), dtype=dt))
-    t21 = t20.sum()
-    t22 = _ew6(W2, out=np.empty((n_h1, n_h2), dtype=dt))
-    t23 = t22.sum()
-    t24 = t21 + t23
-    t25 = _ew6(W3, out=np.empty((n_h2, n_out), dtype=dt))
-    t26 = t25.sum()
-    t27 = t24 + t26
-    t28 = l1*t27
-    t29 = t19 + t28
-    t30 = _ew2(W1, out=t20)
-    t31 = t30.sum()
-    t32 = _ew2(W2, out=t22)
-    t33 = t32.sum()
-    t34 = t31 + t33
-    t35 = _ew2(W3, out=t25)
-    t36 = t35.sum()
-    t37 = t34 + t36
-    t38 = l2*t37
-    L = t29 + t38
+    t17 = np.vdot(Y, t16)
+    t18 = -t17/B
+    t19 = _ew5(W1, out=np.empty((n_in, n_h1), dtype=dt))
+    t20 = t19.sum()
+    t21 = _ew5(W2, out=np.empty((n_h1, n_h2), dtype=dt))
+    t22 = t21.sum()
+    t23 = t20 + t22
+    t24 = _ew5(W3, out=np.empty((n_h2, n_out), dtype=dt))
+    t25 = t24.sum()
+    t26 = t23 + t25
+    t27 = l1*t26
+    t28 = t18 + t27
+    t29 = _ew2(W1, out=t19)
+    t30 = t29.sum()
+    t31 = _ew2(W2, out=t21)
+    t32 = t31.sum()
+    t33 = t30 + t32
+    t34 = _ew2(W3, out=t24)
+    t35 = t34.sum()
+    t36 = t33 + t35
+    t37 = l2*t36
+    L = t28 + t37
     # (47) dL_dz3 = -Y/B - (exp(log_softmax(z3, axis=1))*(-sum(Y, axis=1)/B))
-    t39 = Y.sum(axis=1, keepdims=True)
+    t38 = Y.sum(axis=1, keepdims=True)
     # (46) dL/d(log_softmax(z3, axis=1)) = -Y/B
-    dL_dz3 = _ew12(Y, t16, t39, B, out=t16)
+    dL_dz3 = _ew12(Y, t16, t38, B, out=t16)
     # (50) dL_dh2 = dL_dz3 @ W3.T
-    dL_dh2 = dL_dz3 @ W3.T
+    dL_dh2 = np.dot(dL_dz3, W3.T)
     # (53) dL/d(tanh(n2)) = dL_dh2*mask2
     # (54) dL_dn2 = (dL_dh2*mask2)*(1 - tanh(n2)**2)
     dL_dn2 = _ew13(dL_dh2, mask2, t14, out=t14)
     # (58) dL/d(sqrt((bn2_sigma2 + 1.0e-5))) = sum(-dL_dn2*(bn2_gamma*(z2 -
     #     bn2_mu))/(sqrt((bn2_sigma2 + 1.0e-5)))**2, axis=0)
-    t40 = _ew14(dL_dn2, t10, t13, out=t10)
-    t41 = t40.sum(axis=0)
+    t39 = _ew14(dL_dn2, t10, t13, out=t10)
+    t40 = _colsum(t39)
     # (59) dL/d(bn2_sigma2 + 1.0e-5) = sum(-dL_dn2*(bn2_gamma*(z2 - bn2_mu))/(sqrt((bn2_sigma2 +
     #     1.0e-5)))**2, axis=0)/(2*sqrt((bn2_sigma2 + 1.0e-5)))
     # (61) dL/d(sum((z2 - bn2_mu)**2, axis=0)) = dL_dbn2_sigma2/B
-    t42 = _ew15(t41, t13, B, out=t41)
+    t41 = _ew15(t40, t13, B, out=t40)
     # (57) dL/d(bn2_gamma*(z2 - bn2_mu)) = dL_dn2/sqrt((bn2_sigma2 + 1.0e-5))
-    t43 = _ew16(dL_dn2, t13, out=dL_dh2)
+    t42 = _ew16(dL_dn2, t13, out=dL_dh2)
     # (63) dL/d(z2 - bn2_mu) += ... = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B,
     #     n_h2))*(z2 - bn2_mu)
     # (65) dL/d(z2 - bn2_mu) += ... = (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma
     # (66) dL/d(z2 - bn2_mu) = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 -
     #     bn2_mu) + (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma
-    t44 = _ew17(t42.reshape(1, n_h2), t9, t43, bn2_gamma, out=t40)
+    t43 = _ew17(t41.reshape(1, n_h2), t9, t42, bn2_gamma, out=t39)
     # (68) dL_dbn2_mu = -sum(2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 -
     #     bn2_mu) + (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma, axis=0)
-    t45 = t44.sum(axis=0)
+    t44 = _colsum(t43)
     # (69) dL/d(sum(z2, axis=0)) = dL_dbn2_mu/B
-    t46 = _ew18(t45, B, out=t45)
+    t45 = _ew18(t44, B, out=t44)
     # (71) dL_dz2 = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 - bn2_mu) +
     #     (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma + broadcast((dL_dbn2_mu/B).reshape(1,
     #     n_h2), (B, n_h2))
-    dL_dz2 = _ew4(t44, t46.reshape(1, n_h2), out=t44)
+    dL_dz2 = _ew4(t43, t45.reshape(1, n_h2), out=t43)
     # (72) dL_dh1 = dL_dz2 @ W2.T
-    dL_dh1 = dL_dz2 @ W2.T
+    dL_dh1 = np.dot(dL_dz2, W2.T)
     # (75) dL/d(tanh(n1)) = dL_dh1*mask1
     # (76) dL_dn1 = (dL_dh1*mask1)*(1 - tanh(n1)**2)
     dL_dn1 = _ew13(dL_dh1, mask1, t7, out=t7)
     # (80) dL/d(sqrt((bn1_sigma2 + 1.0e-5))) = sum(-dL_dn1*(bn1_gamma*(z1 -
     #     bn1_mu))/(sqrt((bn1_sigma2 + 1.0e-5)))**2, axis=0)
-    t47 = _ew14(dL_dn1, t3, t6, out=t3)
-    t48 = t47.sum(axis=0)
+    t46 = _ew14(dL_dn1, t3, t6, out=t3)
+    t47 = _colsum(t46)
     # (81) dL/d(bn1_sigma2 + 1.0e-5) = sum(-dL_dn1*(bn1_gamma*(z1 - bn1_mu))/(sqrt((bn1_sigma2 +
     #     1.0e-5)))**2, axis=0)/(2*sqrt((bn1_sigma2 + 1.0e-5)))
     # (83) dL/d(sum((z1 - bn1_mu)**2, axis=0)) = dL_dbn1_sigma2/B
-    t49 = _ew15(t48, t6, B, out=t48)
+    t48 = _ew15(t47, t6, B, out=t47)
     # (79) dL/d(bn1_gamma*(z1 - bn1_mu)) = dL_dn1/sqrt((bn1_sigma2 + 1.0e-5))
-    t50 = _ew16(dL_dn1, t6, out=dL_dh1)
+    t49 = _ew16(dL_dn1, t6, out=dL_dh1)
     # (85) dL/d(z1 - bn1_mu) += ... = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B,
     #     n_h1))*(z1 - bn1_mu)
     # (87) dL/d(z1 - bn1_mu) += ... = (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma
     # (88) dL/d(z1 - bn1_mu) = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 -
     #     bn1_mu) + (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma
-    t51 = _ew17(t49.reshape(1, n_h1), t2, t50, bn1_gamma, out=t47)
+    t50 = _ew17(t48.reshape(1, n_h1), t2, t49, bn1_gamma, out=t46)
     # (90) dL_dbn1_mu = -sum(2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 -
     #     bn1_mu) + (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma, axis=0)
-    t52 = t51.sum(axis=0)
+    t51 = _colsum(t50)
     # (91) dL/d(sum(z1, axis=0)) = dL_dbn1_mu/B
-    t53 = _ew18(t52, B, out=t52)
+    t52 = _ew18(t51, B, out=t51)
     # (93) dL_dz1 = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 - bn1_mu) +
     #     (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma + broadcast((dL_dbn1_mu/B).reshape(1,
     #     n_h1), (B, n_h1))
-    dL_dz1 = _ew4(t51, t53.reshape(1, n_h1), out=t51)
+    dL_dz1 = _ew4(t50, t52.reshape(1, n_h1), out=t50)
     # (94) dL/d(W1) += ... = X.T @ dL_dz1
-    t54 = np.matmul(X.T, dL_dz1, out=t30)
+    t53 = np.matmul(X.T, dL_dz1, out=t29)
     # (30) dL/d(W1) += ... = 2*broadcast(l2, (n_in, n_h1))*W1
     # (43) dL/d(W1) += ... = broadcast(l1, (n_in, n_h1))*sign(W1)
     # (95) dL_dW1 = 2*broadcast(l2, (n_in, n_h1))*W1 + broadcast(l1, (n_in, n_h1))*sign(W1) + X.T
     #     @ dL_dz1
-    dL_dW1 = _ew19(l2, W1, l1, t54, out=np.empty((n_in, n_h1), dtype=dt))
+    dL_dW1 = _ew19(l2, W1, l1, t53, out=np.empty((n_in, n_h1), dtype=dt))
     # (73) dL/d(W2) += ... = h1.T @ dL_dz2
-    t55 = np.matmul(h1.T, dL_dz2, out=t32)
+    t54 = np.matmul(h1.T, dL_dz2, out=t31)
     # (28) dL/d(W2) += ... = 2*broadcast(l2, (n_h1, n_h2))*W2
     # (41) dL/d(W2) += ... = broadcast(l1, (n_h1, n_h2))*sign(W2)
     # (74) dL_dW2 = 2*broadcast(l2, (n_h1, n_h2))*W2 + broadcast(l1, (n_h1, n_h2))*sign(W2) + h1.T
     #     @ dL_dz2
-    dL_dW2 = _ew19(l2, W2, l1, t55, out=np.empty((n_h1, n_h2), dtype=dt))
+    dL_dW2 = _ew19(l2, W2, l1, t54, out=np.empty((n_h1, n_h2), dtype=dt))
     # (51) dL/d(W3) += ... = h2.T @ dL_dz3
-    t56 = np.matmul(h2.T, dL_dz3, out=t35)
+    t55 = np.matmul(h2.T, dL_dz3, out=t34)
     # (24) dL/d(W3) += ... = 2*broadcast(l2, (n_h2, n_out))*W3
     # (37) dL/d(W3) += ... = broadcast(l1, (n_h2, n_out))*sign(W3)
     # (52) dL_dW3 = 2*broadcast(l2, (n_h2, n_out))*W3 + broadcast(l1, (n_h2, n_out))*sign(W3) +
     #     h2.T @ dL_dz3
-    dL_dW3 = _ew19(l2, W3, l1, t56, out=np.empty((n_h2, n_out), dtype=dt))
+    dL_dW3 = _ew19(l2, W3, l1, t55, out=np.empty((n_h2, n_out), dtype=dt))
     # (49) dL_db3 = sum(dL_dz3, axis=0)
-    dL_db3 = dL_dz3.sum(axis=0)
+    dL_db3 = _colsum(dL_dz3)
     # (86) dL_dbn1_gamma = sum((dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*(z1 - bn1_mu), axis=0)
-    t57 = _ew5(t50, t2, out=t50)
-    dL_dbn1_gamma = t57.sum(axis=0)
+    t56 = _ew9(t49, t2, out=t49)
+    dL_dbn1_gamma = _colsum(t56)
     # (78) dL_dbn1_beta = sum(dL_dn1, axis=0)
-    dL_dbn1_beta = dL_dn1.sum(axis=0)
+    dL_dbn1_beta = _colsum(dL_dn1)
     # (64) dL_dbn2_gamma = sum((dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*(z2 - bn2_mu), axis=0)
-    t58 = _ew5(t43, t9, out=t43)
-    dL_dbn2_gamma = t58.sum(axis=0)
+    t57 = _ew9(t42, t9, out=t42)
+    dL_dbn2_gamma = _colsum(t57)
     # (56) dL_dbn2_beta = sum(dL_dn2, axis=0)
-    dL_dbn2_beta = dL_dn2.sum(axis=0)
+    dL_dbn2_beta = _colsum(dL_dn2)
     # (4) bn1_mean <- 0.9*bn1_mean + 0.1*bn1_mu
     _ew20(bn1_mean, bn1_mu, out=bn1_mean)
     # (5) bn1_var <- 0.9*bn1_var + B*(0.1*bn1_sigma2)/Max(1, B - 1)

@@ -61,13 +61,14 @@ _INIT: dict[str, tuple[str, float]] = {
     'b3': ('zeros', 0.01),
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -80,8 +81,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -162,6 +163,19 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
+_ONES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
+    rows = x.reshape(-1, x.shape[-1])
+    key = (rows.shape[0], rows.dtype.char)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return np.dot(ones, rows)
+
+
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
@@ -199,15 +213,7 @@ def _ew2(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a*b"""
-    if _use_numexpr(out, False):
-        return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
-    np.multiply(a, b, out=out)
-    return out
-
-
-def _ew4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+def _ew3(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d + c*exp(b)/d"""
     if _use_numexpr(out, True):
         k = out.dtype.type
@@ -223,7 +229,7 @@ def _ew4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray)
     return out
 
 
-def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*Heaviside(b, 0)"""
     if _use_numexpr(out, False):
         k = out.dtype.type
@@ -256,15 +262,15 @@ def forward(
     dt = params["W1"].dtype
     X = np.asarray(inputs["X"], dtype=dt)
     # (1) z1 = X @ W1 + b1
-    t1 = X @ W1
+    t1 = np.dot(X, W1)
     # (2) h1 = relu(z1)
     h1 = _ew1(t1, b1, out=t1)
     # (3) z2 = h1 @ W2 + b2
-    t2 = h1 @ W2
+    t2 = np.dot(h1, W2)
     # (4) h2 = relu(z2)
     h2 = _ew1(t2, b2, out=t2)
     # (5) z3 = h2 @ W3 + b3
-    t3 = h2 @ W3
+    t3 = np.dot(h2, W3)
     z3 = _ew2(t3, b3, out=t3)
     # (6) P = softmax(z3, axis=1)
     P = _softmax(z3, axis=1)
@@ -292,21 +298,20 @@ def loss(
     Y = np.asarray(batch["Y"], dtype=dt)
     B = X.shape[0]
     # (1) z1 = X @ W1 + b1
-    t1 = X @ W1
+    t1 = np.dot(X, W1)
     # (2) h1 = relu(z1)
     h1 = _ew1(t1, b1, out=t1)
     # (3) z2 = h1 @ W2 + b2
-    t2 = h1 @ W2
+    t2 = np.dot(h1, W2)
     # (4) h2 = relu(z2)
     h2 = _ew1(t2, b2, out=t2)
     # (5) z3 = h2 @ W3 + b3
-    t3 = h2 @ W3
+    t3 = np.dot(h2, W3)
     z3 = _ew2(t3, b3, out=t3)
     # (7) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B
     t4 = _log_softmax(z3, axis=1)
-    t5 = _ew3(Y, t4, out=t4)
-    t6 = t5.sum()
-    L = -t6/B
+    t5 = np.vdot(Y, t4)
+    L = -t5/B
     return float(L)
 
 
@@ -332,45 +337,44 @@ def loss_and_grad(
     n_h1 = W1.shape[1]
     n_h2 = W2.shape[1]
     # (1) z1 = X @ W1 + b1
-    t1 = X @ W1
+    t1 = np.dot(X, W1)
     # (2) h1 = relu(z1)
     h1 = _ew1(t1, b1, out=t1)
     # (3) z2 = h1 @ W2 + b2
-    t2 = h1 @ W2
+    t2 = np.dot(h1, W2)
     # (4) h2 = relu(z2)
     h2 = _ew1(t2, b2, out=t2)
     # (5) z3 = h2 @ W3 + b3
-    t3 = h2 @ W3
+    t3 = np.dot(h2, W3)
     z3 = _ew2(t3, b3, out=t3)
     # (7) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B
     t4 = _log_softmax(z3, axis=1)
-    t5 = _ew3(Y, t4, out=z3)
-    t6 = t5.sum()
-    L = -t6/B
+    t5 = np.vdot(Y, t4)
+    L = -t5/B
     # (11) dL_dz3 = -Y/B - (exp(log_softmax(z3, axis=1))*(-sum(Y, axis=1)/B))
-    t7 = Y.sum(axis=1, keepdims=True)
+    t6 = Y.sum(axis=1, keepdims=True)
     # (10) dL/d(log_softmax(z3, axis=1)) = -Y/B
-    dL_dz3 = _ew4(Y, t4, t7, B, out=t4)
+    dL_dz3 = _ew3(Y, t4, t6, B, out=t4)
     # (14) dL_dh2 = dL_dz3 @ W3.T
-    dL_dh2 = dL_dz3 @ W3.T
+    dL_dh2 = np.dot(dL_dz3, W3.T)
     # (16) dL_dz2 = dL_dh2*(h2 > 0)
-    dL_dz2 = _ew5(dL_dh2, h2, out=np.empty((B, n_h2), dtype=dt))
+    dL_dz2 = _ew4(dL_dh2, h2, out=np.empty((B, n_h2), dtype=dt))
     # (19) dL_dh1 = dL_dz2 @ W2.T
-    dL_dh1 = dL_dz2 @ W2.T
+    dL_dh1 = np.dot(dL_dz2, W2.T)
     # (21) dL_dz1 = dL_dh1*(h1 > 0)
-    dL_dz1 = _ew5(dL_dh1, h1, out=np.empty((B, n_h1), dtype=dt))
+    dL_dz1 = _ew4(dL_dh1, h1, out=np.empty((B, n_h1), dtype=dt))
     # (24) dL_dW1 = X.T @ dL_dz1
-    dL_dW1 = X.T @ dL_dz1
+    dL_dW1 = np.dot(X.T, dL_dz1)
     # (23) dL_db1 = sum(dL_dz1, axis=0)
-    dL_db1 = dL_dz1.sum(axis=0)
+    dL_db1 = _colsum(dL_dz1)
     # (20) dL_dW2 = h1.T @ dL_dz2
-    dL_dW2 = h1.T @ dL_dz2
+    dL_dW2 = np.dot(h1.T, dL_dz2)
     # (18) dL_db2 = sum(dL_dz2, axis=0)
-    dL_db2 = dL_dz2.sum(axis=0)
+    dL_db2 = _colsum(dL_dz2)
     # (15) dL_dW3 = h2.T @ dL_dz3
-    dL_dW3 = h2.T @ dL_dz3
+    dL_dW3 = np.dot(h2.T, dL_dz3)
     # (13) dL_db3 = sum(dL_dz3, axis=0)
-    dL_db3 = dL_dz3.sum(axis=0)
+    dL_db3 = _colsum(dL_dz3)
     return float(L), {
         "W1": dL_dW1,
         "b1": dL_db1,

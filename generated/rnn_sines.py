@@ -74,13 +74,14 @@ _INIT: dict[str, tuple[str, float]] = {
     'c': ('zeros', 0.01),
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -93,8 +94,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -173,6 +174,19 @@ def validate(
 
 def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
+
+
+_ONES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
+    rows = x.reshape(-1, x.shape[-1])
+    key = (rows.shape[0], rows.dtype.char)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return np.dot(ones, rows)
 
 
 def _ew1(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -287,9 +301,8 @@ def _ew11(
             local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(1.0)},
             out=out,
         )
-    s0 = np.empty_like(out)
-    np.square(d, out=s0)
-    np.subtract(1.0, s0, out=out)
+    np.square(d, out=out)
+    np.subtract(1.0, out, out=out)
     np.multiply(out, b, out=out)
     np.multiply(out, c, out=out)
     np.add(out, a, out=out)
@@ -321,9 +334,8 @@ def _ew13(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
             local_dict={"a": a, "b": b, "c": c, "k0": k(1.0)},
             out=out,
         )
-    s0 = np.empty_like(out)
-    np.square(c, out=s0)
-    np.subtract(1.0, s0, out=out)
+    np.square(c, out=out)
+    np.subtract(1.0, out, out=out)
     np.multiply(out, a, out=out)
     np.multiply(out, b, out=out)
     return out
@@ -377,7 +389,7 @@ def forward(
     c_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(40):
         lstm_u1_t = t2[:, t]
-        t5 = h_prev @ t3
+        t5 = np.dot(h_prev, t3)
         t6 = _ew1(lstm_u1_t, t5, t4, out=t5)
         t7 = _ew2(t6[:, 3*n_h:4*n_h], out=np.empty((B, n_h), dtype=dt))
         t8 = _ew2(t6[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
@@ -450,7 +462,7 @@ def loss(
     c_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(40):
         lstm_u1_t = t2[:, t]
-        t5 = h_prev @ t3
+        t5 = np.dot(h_prev, t3)
         t6 = _ew1(lstm_u1_t, t5, t4, out=t5)
         t7 = _ew2(t6[:, 3*n_h:4*n_h], out=np.empty((B, n_h), dtype=dt))
         t8 = _ew2(t6[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
@@ -525,7 +537,7 @@ def loss_and_grad(
     c_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(40):
         lstm_u1_t = t2[:, t]
-        t5 = h_prev @ t3
+        t5 = np.dot(h_prev, t3)
         t6 = _ew1(lstm_u1_t, t5, t4, out=t5)
         t7 = _ew2(t6[:, 3*n_h:4*n_h], out=np.empty((B, n_h), dtype=dt))
         t8 = _ew2(t6[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
@@ -580,8 +592,8 @@ def loss_and_grad(
         t23 = np.concatenate([t19, t20, t21, t22], axis=1)
         t24 = np.matmul(t23, t3.T, out=t19)
         t25 = _ew5(t18, lstm_r2_t, out=t18)
-        t26 = h_prev.T @ t23
-        t27 = t23.sum(axis=0)
+        t26 = np.dot(h_prev.T, t23)
+        t27 = _colsum(t23)
         dlstm_u1_seq[:, t] = t23
         carry_h = t24
         carry_c = t25
@@ -589,11 +601,11 @@ def loss_and_grad(
         np.add(d_captured2, t27, out=d_captured2)
     # (23) dL/d(concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = X.reshape(40*B, 1).T @
     #     bptt[lstm](...)[0].reshape(40*B, 4*n_h)
-    t28 = X.reshape(40*B, 1).T @ dlstm_u1_seq.reshape(40*B, 4*n_h)
+    t28 = np.dot(X.reshape(40*B, 1).T, dlstm_u1_seq.reshape(40*B, 4*n_h))
     # (11) dL_dW = H.reshape(40*B, n_h).T @ dL_dYhat.reshape(40*B, 1)
-    dL_dW = H.reshape(40*B, n_h).T @ dL_dYhat.reshape(40*B, 1)
+    dL_dW = np.dot(H.reshape(40*B, n_h).T, dL_dYhat.reshape(40*B, 1))
     # (9) dL_dc = sum(Yhat - Y, axis=(0, 1))/(20*B)
-    t29 = t15.sum(axis=(0, 1))
+    t29 = _colsum(t15)
     dL_dc = _ew10(t29, B, out=t29)
     return float(L), {
         "Wx_i": t28[:, 0:n_h],

@@ -46,13 +46,14 @@ _INIT: dict[str, tuple[str, float]] = {
     'b': ('zeros', 0.01),
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -65,8 +66,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -147,6 +148,19 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
+_ONES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
+    rows = x.reshape(-1, x.shape[-1])
+    key = (rows.shape[0], rows.dtype.char)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return np.dot(ones, rows)
+
+
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
@@ -170,15 +184,7 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew2(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a*b"""
-    if _use_numexpr(out, False):
-        return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
-    np.multiply(a, b, out=out)
-    return out
-
-
-def _ew3(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+def _ew2(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d + c*exp(b)/d"""
     if _use_numexpr(out, True):
         k = out.dtype.type
@@ -209,7 +215,7 @@ def forward(
     dt = params["W"].dtype
     X = np.asarray(inputs["X"], dtype=dt)
     # (1) z = X @ W + b
-    t1 = X @ W
+    t1 = np.dot(X, W)
     z = _ew1(t1, b, out=t1)
     # (2) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
@@ -233,13 +239,12 @@ def loss(
     Y = np.asarray(batch["Y"], dtype=dt)
     B = X.shape[0]
     # (1) z = X @ W + b
-    t1 = X @ W
+    t1 = np.dot(X, W)
     z = _ew1(t1, b, out=t1)
     # (3) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t2 = _log_softmax(z, axis=1)
-    t3 = _ew2(Y, t2, out=t2)
-    t4 = t3.sum()
-    L = -t4/B
+    t3 = np.vdot(Y, t2)
+    L = -t3/B
     return float(L)
 
 
@@ -259,19 +264,18 @@ def loss_and_grad(
     Y = np.asarray(batch["Y"], dtype=dt)
     B = X.shape[0]
     # (1) z = X @ W + b
-    t1 = X @ W
+    t1 = np.dot(X, W)
     z = _ew1(t1, b, out=t1)
     # (3) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t2 = _log_softmax(z, axis=1)
-    t3 = _ew2(Y, t2, out=z)
-    t4 = t3.sum()
-    L = -t4/B
+    t3 = np.vdot(Y, t2)
+    L = -t3/B
     # (7) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
-    t5 = Y.sum(axis=1, keepdims=True)
+    t4 = Y.sum(axis=1, keepdims=True)
     # (6) dL/d(log_softmax(z, axis=1)) = -Y/B
-    dL_dz = _ew3(Y, t2, t5, B, out=t2)
+    dL_dz = _ew2(Y, t2, t4, B, out=t2)
     # (10) dL_dW = X.T @ dL_dz
-    dL_dW = X.T @ dL_dz
+    dL_dW = np.dot(X.T, dL_dz)
     # (9) dL_db = sum(dL_dz, axis=0)
-    dL_db = dL_dz.sum(axis=0)
+    dL_db = _colsum(dL_dz)
     return float(L), {"W": dL_dW, "b": dL_db}

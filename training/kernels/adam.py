@@ -37,13 +37,14 @@ _STATE_INIT: dict[str, float] = {
     'v': 0.0,
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -56,8 +57,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -143,15 +144,14 @@ def _ew3(
             local_dict={"a": a, "b": k(b), "c": c, "d": k(d), "e": e, "f": k(f), "g": k(g)},
             out=out,
         )
+    np.multiply(b, c, out=out)
+    np.divide(out, d, out=out)
     s0 = np.empty_like(out)
-    np.multiply(b, c, out=s0)
-    np.divide(s0, d, out=s0)
-    s1 = np.empty_like(out)
-    np.divide(e, f, out=s1)
-    np.sqrt(s1, out=s1)
-    np.add(s1, g, out=s1)
-    np.divide(s0, s1, out=s0)
-    np.subtract(a, s0, out=out)
+    np.divide(e, f, out=s0)
+    np.sqrt(s0, out=s0)
+    np.add(s0, g, out=s0)
+    np.divide(out, s0, out=out)
+    np.subtract(a, out, out=out)
     return out
 
 
@@ -167,6 +167,8 @@ def update(
     t: float,
 ) -> None:
     """One step of the rules above for one (flattened) parameter tensor, in place."""
+    dt = p.dtype
+    n = p.shape[0]
     t1 = 1.0 - beta1
     # (1) m <- beta1*m + (1 - beta1)*g
     m_new = _ew1(beta1, m, t1, g, out=m)
@@ -178,4 +180,5 @@ def update(
     t5 = beta2**t
     t6 = 1.0 - t5
     # (5) p <- p - ((lr*m_hat)/(sqrt(v_hat) + eps))
-    _ew3(p, lr, m_new, t4, v_new, t6, eps, out=p)
+    p_new = _ew3(p, lr, m_new, t4, v_new, t6, eps, out=np.empty((n,), dtype=dt))
+    np.copyto(p, p_new)

@@ -39,13 +39,14 @@ _STATE_INIT: dict[str, float] = {
     'v': 0.0,
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -58,8 +59,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 

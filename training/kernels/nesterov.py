@@ -30,13 +30,14 @@ _STATE_INIT: dict[str, float] = {
     'v': 0.0,
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -49,8 +50,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -105,17 +106,19 @@ def _ew2(
             local_dict={"a": a, "b": k(b), "c": c, "d": k(d), "e": e},
             out=out,
         )
-    s0 = np.empty_like(out)
-    np.multiply(d, e, out=s0)
-    np.add(s0, c, out=s0)
-    np.multiply(s0, b, out=s0)
-    np.subtract(a, s0, out=out)
+    np.multiply(d, e, out=out)
+    np.add(out, c, out=out)
+    np.multiply(out, b, out=out)
+    np.subtract(a, out, out=out)
     return out
 
 
 def update(p: np.ndarray, g: np.ndarray, v: np.ndarray, lr: float, mu: float) -> None:
     """One step of the rules above for one (flattened) parameter tensor, in place."""
+    dt = p.dtype
+    n = p.shape[0]
     # (1) v <- mu*v + g
     v_new = _ew1(mu, v, g, out=v)
     # (2) p <- p - (lr*(g + mu*v_new))
-    _ew2(p, lr, g, mu, v_new, out=p)
+    p_new = _ew2(p, lr, g, mu, v_new, out=np.empty((n,), dtype=dt))
+    np.copyto(p, p_new)

@@ -31,13 +31,14 @@ _STATE_INIT: dict[str, float] = {
     's': 0.0,
 }
 
-# Element counts from which numexpr beats numpy, per (dtype, has transcendentals); None: never.
+# Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
+# has transcendentals); None: never.
 # Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
-    ('float32', False): None,
-    ('float32', True): None,
-    ('float64', False): None,
-    ('float64', True): None,
+    ('f', False): None,
+    ('f', True): None,
+    ('d', False): None,
+    ('d', True): None,
 }
 
 
@@ -50,8 +51,8 @@ def set_backend(name: str) -> None:
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
-    if BACKEND == "auto":
-        start = _NUMEXPR_FROM.get((out.dtype.name, heavy))
+    if BACKEND == "auto":  # keyed by dtype.char: dtype.name is a slow property
+        start = _NUMEXPR_FROM.get((out.dtype.char, heavy))
         return start is not None and out.size >= start
     return BACKEND == "numexpr"
 
@@ -120,13 +121,12 @@ def _ew2(
             local_dict={"a": a, "b": k(b), "c": c, "d": d, "e": k(e)},
             out=out,
         )
+    np.multiply(b, c, out=out)
     s0 = np.empty_like(out)
-    np.multiply(b, c, out=s0)
-    s1 = np.empty_like(out)
-    np.sqrt(d, out=s1)
-    np.add(s1, e, out=s1)
-    np.divide(s0, s1, out=s0)
-    np.subtract(a, s0, out=out)
+    np.sqrt(d, out=s0)
+    np.add(s0, e, out=s0)
+    np.divide(out, s0, out=out)
+    np.subtract(a, out, out=out)
     return out
 
 
@@ -139,8 +139,11 @@ def update(
     eps: float,
 ) -> None:
     """One step of the rules above for one (flattened) parameter tensor, in place."""
+    dt = p.dtype
+    n = p.shape[0]
     t1 = 1.0 - alpha
     # (1) s <- alpha*s + (1 - alpha)*g**2
     s_new = _ew1(alpha, s, t1, g, out=s)
     # (2) p <- p - ((lr*g)/(sqrt(s_new) + eps))
-    _ew2(p, lr, g, s_new, eps, out=p)
+    p_new = _ew2(p, lr, g, s_new, eps, out=np.empty((n,), dtype=dt))
+    np.copyto(p, p_new)
