@@ -334,3 +334,31 @@ def finite_differences(loss, params: dict, h: float = 1e-5, limit: int = 200, se
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     scale = max(np.abs(a).max(initial=0), np.abs(b).max(initial=0), 1e-8)
     return float(np.abs(a - b).max(initial=0) / scale)
+
+
+def sympy_gradients(model, params: dict, batch: dict, kw: dict, dims: dict[str, int]) -> dict:
+    """d loss / d parameter, by sympy, on object arrays of symbols at tiny dims."""
+    symbols, values = {}, {}
+    leaves = {}
+    for name, p in params.items():
+        arr = np.empty(p.shape, dtype=object)
+        for i in np.ndindex(p.shape):
+            s = sympy.Symbol(f"{name}_{'_'.join(map(str, i))}", real=True)
+            arr[i] = s
+            symbols[(name, i)] = s
+            values[s] = float(p[i])
+        leaves[name] = arr
+    to_sympy = np.vectorize(lambda v: sympy.Float(float(v)), otypes=[object])
+    for name, a in batch.items():
+        leaves[name] = to_sympy(a)
+    leaves.update({k: sympy.Float(v) for k, v in kw["hypers"].items()})
+    leaves.update({k: to_sympy(v) for k, v in kw["state"].items()})
+    (loss,) = Interpreter("sympy").evaluate([model.losses["L"]], leaves, dims)
+    out = {}
+    for name, p in params.items():
+        g = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            d = sympy.diff(loss, symbols[(name, i)])
+            g[i] = float(d.xreplace(values))
+        out[name] = g
+    return out

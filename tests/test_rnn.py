@@ -14,7 +14,7 @@ from symbolic.errors import ShapeError
 from symbolic.scan import zeros
 from symgrad.models import rnn
 from tests.conftest import torch_or_skip
-from tests.oracle import finite_differences
+from tests.oracle import finite_differences, relative_error, sympy_gradients
 
 
 def many_to_many(kind: str, steps, n_in, n_h):
@@ -42,6 +42,21 @@ def test_bptt_matches_finite_differences(kind, steps, n_in, n_h, seed):
     fd = finite_differences(lambda p: mod.loss(p, batch), params)
     for k in params:
         np.testing.assert_allclose(grads[k], fd[k], rtol=1e-6, atol=1e-9, err_msg=k)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_bptt_matches_sympy_on_explicit_matrices(kind):
+    """sympy differentiates the loss unrolled over two steps: an oracle with no reverse loop."""
+    model = many_to_many(kind, 2, 2, 2)
+    mod = sg.load_module(model)
+    rng = np.random.default_rng(5)
+    params = {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in
+              mod.init_params({}, seed=5, dtype=np.float64).items()}
+    batch = {"X": rng.standard_normal((2, 2, 2)), "R": rng.standard_normal((2, 2, 2))}
+    _, grads = mod.loss_and_grad(params, batch)
+    exact = sympy_gradients(model, params, batch, {"hypers": {}, "state": {}}, {"B": 2})
+    for k in params:
+        assert relative_error(grads[k], exact[k]) <= 1e-9, k
 
 
 def _torch_weights(torch, layer, kind, params):
@@ -93,7 +108,8 @@ def test_recurrence_matches_pytorch(kind):
 def test_lstm_step_uses_one_product_per_input_and_keeps_states():
     src = sg.source(many_to_many("lstm", 4, 3, 2))
     forward_loop = src.split("def loss_and_grad(")[1].split("for t in range(4):")[1].split("# ")[0]
-    assert forward_loop.count(" @ ") == 1  # h_prev @ [Wh_i Wh_f Wh_g Wh_o]; x_t Wx was hoisted
+    # h_prev [Wh_i Wh_f Wh_g Wh_o] is the loop's one product; x_t Wx was hoisted out of it
+    assert forward_loop.count(" @ ") + forward_loop.count("np.dot(") == 1
     assert "np.concatenate([t" in src  # the four gate adjoints are joined, not zero-padded and added
     assert "for t in range(4 - 1, -1, -1):" in src
 
