@@ -178,6 +178,7 @@ _ARG_PRECEDENCE = {
     ("matmul", "text"): POSTFIX, ("matmul", "latex"): POSTFIX,
     ("transpose", "text"): ATOM, ("transpose", "latex"): ATOM,
     ("reshape", "text"): ATOM, ("sum", "latex"): POSTFIX,
+    ("slice", "text"): ATOM, ("slice", "latex"): ATOM, ("item", "latex"): ATOM,
 }
 
 _DEFAULT = Printer()

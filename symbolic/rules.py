@@ -270,8 +270,8 @@ def _concat_vjp(g: Node, node: Node) -> list[Node | None]:
     return out
 
 
-def _range_text(node: Node) -> str:
-    return ", ".join([":"] * node.attr("axis") + [f"{node.attr('start')}:{node.attr('stop')}"])
+def _range_text(node: Node, show=str) -> str:
+    return ", ".join([":"] * node.attr("axis") + [f"{show(node.attr('start'))}:{show(node.attr('stop'))}"])
 
 
 def _softmax_vjp(g: Node, node: Node) -> list[Node | None]:
@@ -382,13 +382,14 @@ RULES.update({
                                      rf"\left({', '.join(a)}\right)"),
     "scan_vjp": Rule("back-propagation through time", lambda shapes, **attrs: (), _no_second_order,
                      text=lambda n, *a: f"bptt[{n.attr('cell').name}](...)",
-                     latex=lambda n, *a: rf"\operatorname{{BPTT}}_{{\text{{{n.attr('cell').name}}}}}"),
+                     latex=lambda n, *a: rf"\operatorname{{BPTT}}_{{\text{{{n.attr('cell').name}}}}}"
+                                         r"\left(\dots\right)"),
     "item": Rule("output of a scan", lambda shapes, **attrs: (), _no_second_order,
                  text=lambda n, a: f"{a}[{n.attr('index')}]",
-                 latex=lambda n, a: rf"{a}_{{{n.attr('index')}}}"),
+                 latex=lambda n, a: rf"{{{a}}}_{{{n.attr('index')}}}"),
     "slice": Rule("slice", _slice_shape, _slice_vjp,
                   text=lambda n, a: f"{a}[{_range_text(n)}]",
-                  latex=lambda n, a: rf"{a}_{{[{_range_text(n)}]}}"),
+                  latex=lambda n, a: rf"{{{a}}}_{{[{_range_text(n, sympy.latex)}]}}"),
     "pad": Rule("zero padding", _pad_shape, _pad_vjp,
                 text=lambda n, a: f"pad({a}, axis={n.attr('axis')}, {n.attr('before')}, {n.attr('after')})",
                 latex=lambda n, a: rf"\operatorname{{pad}}_{{{sympy.latex(n.attr('before'))},"

@@ -40,7 +40,7 @@ def mathml(latex: str, display: bool = False) -> str:
 
 
 _FENCE = re.compile(r"\\(left|right)(\\[A-Za-z]+|[()\[\]|.])")
-_TALL = ("\\frac", "\\sum", "\\begin", "\\prod", "\\int", "\\boxed")
+_TALL = ("\\frac", "\\sum", "\\begin", "\\prod", "\\int", "\\boxed", "\\middle")
 
 
 def _unstretch(latex: str) -> str:

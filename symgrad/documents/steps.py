@@ -30,6 +30,7 @@ class BackwardPass:
         self.d = d
         self.prefix = anchor_prefix
         self.summed = {e.step.node for e in d.backward if isinstance(e.step, Accumulation)}
+        self.cells_shown: dict[object, int] = {}  # a scan's cell -> the step that showed it
         self.adjoint_eq: dict[Node, Numbered] = {}  # node -> the equation giving its whole adjoint
         self.partials: dict[Node, list[Numbered]] = {}  # node -> the steps giving parts of it
         for e in d.backward:
@@ -123,6 +124,8 @@ class BackwardPass:
     def _rule(self, s: RuleStep) -> list[Inline]:
         """The rule table's VJP for this primitive, applied to placeholder operands."""
         node = s.node
+        if node.op == "scan":
+            return self._scan(s)
         letters, out = self._placeholders(len(node.args))
         leaves = [Node.make("input", (), {"name": f"symgrad_doc_{c}"}, a.shape)
                   for c, a in zip(letters, node.args, strict=True)]
@@ -136,6 +139,48 @@ class BackwardPass:
         general = (f"for ${out} = {printer.latex(placeholder, expand=True)}$: "
                    f"${mathtext.partial('L', letters[s.arg])} = {printer.latex(contribution)}$")
         return [prose(f"Rule ({s.rule}, from the rule table): {general}.")]
+
+    def _scan(self, s: RuleStep) -> list[Inline]:
+        """Back-propagation through time: the cell, its derived backward step, and which of
+        the step's adjoints this equation collects."""
+        cell = s.node.attr("cell")
+        printer = self.d.printer
+        ns, nh = len(cell.seq_ph), len(cell.state_ph)
+        shown = self.cells_shown.setdefault(cell, s_number := self._number(s))
+        if shown != s_number:
+            out = [prose(f"Rule (recurrence over time): the reverse loop over the cell {cell.name} "
+                         f"shown in (#{shown}).", self.prefix)]
+        else:
+            step = "; ".join(f"${printer.latex(p).replace('prev', 't')} = {printer.latex(o, expand=True)}$"
+                             for p, o in zip(cell.state_ph, cell.outs, strict=True))
+            out = [prose(f"Rule (recurrence over time, from the rule table): the forward pass ran the "
+                         f"cell {cell.name} for t = 1, ..., T: {step}. Its adjoint is one reverse loop, "
+                         "t = T, ..., 1, running the cell's backward step, which the same reverse mode "
+                         "derived from the cell's equations; the adjoint of the state is carried from "
+                         "each step to the one before.")]
+            if cell.res_ph:
+                kept = "; ".join(f"${printer.latex(ph)} = {printer.latex(r, expand=True)}$"
+                                 for ph, r in zip(cell.res_ph, cell.residuals, strict=True))
+                out.append(prose(f"Values of each step the forward loop keeps for the backward one: {kept}."))
+        adjoint = {ph: mathtext.partial("L", printer.latex(ph)) for ph in (*cell.seq_ph, *cell.state_ph)}
+        incoming = ", ".join(f"${printer.latex(c)}$" for c in cell.ct_ph)
+        if s.arg < ns:
+            what, d = adjoint[cell.seq_ph[s.arg]], cell.d_seq[s.arg]
+            how = "one per step, stacked over time"
+        elif s.arg < ns + nh:
+            what, d = adjoint[cell.state_ph[s.arg - ns]], cell.d_state[s.arg - ns]
+            how = "that of the first step's previous state"
+        else:
+            j = s.arg - ns - nh
+            what, d = mathtext.partial("L", printer.latex(cell.captured[j])), cell.d_captured[j]
+            how = "the sum over all steps, since every step reads the same value"
+        out.append(prose(f"Backward step (with {incoming} the adjoint of the new state at step t, "
+                         f"from the loss and from step t+1): ${what} = {printer.latex(d, expand=True)}$; "
+                         f"this equation collects {how}."))
+        return out
+
+    def _number(self, s: RuleStep) -> int:
+        return next(e.number for e in self.d.backward if e.step is s)
 
     def _taken(self) -> set[str]:
         """The LaTeX names the model already uses (leaves, equations, adjoints, dims)."""
