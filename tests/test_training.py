@@ -236,6 +236,36 @@ def test_resume_refuses_other_settings_and_touches_nothing(tmp_path):
         train("logistic_regression", resume=tmp_path / "empty", quiet=True)
 
 
+def test_regularisation_flags_train_the_builtins_variant_with_those_terms(tmp_path, capsys):
+    """--l2/--dropout on a model without those terms derive its variant with them; at rate and
+    coefficient 0 the variant is the plain model, and a real L2 coefficient shrinks the weights."""
+    plain = train("mlp_tanh", "digits", epochs=2, out=tmp_path / "plain", quiet=True)
+    zero = train("mlp_tanh", "digits", epochs=2, l2=0.0, dropout=0.0, out=tmp_path / "zero", quiet=True)
+    assert zero.config["model"] == "mlp_tanh_dropout_l2"
+    assert zero.config["model_hypers"] == {"l2": 0.0, "dropout": 0.0}
+    for k in plain.params:
+        np.testing.assert_allclose(zero.params[k], plain.params[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    code, out, err = main(capsys, "mlp_tanh", "--epochs", "2", "--l2", "0.05", "--out", tmp_path / "l2")
+    assert code == 0 and SUMMARY.match(out[-1]), err
+    shrunk = load_trained(tmp_path / "l2" / "model.npz").params
+    norm = lambda p: sum(float(np.sum(p[k] ** 2)) for k in ("W1", "W2", "W3"))  # noqa: E731
+    assert norm(shrunk) < 0.9 * norm(plain.params)
+    # a resumed run rebuilds the same variant from its settings, with no flags given again
+    longer = train("mlp_tanh", epochs=3, resume=tmp_path / "l2", quiet=True)
+    assert longer.config["model"] == "mlp_tanh_l2" and len(longer.history) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["mlp_tanh", "--dropout", "1.5"], "dropout must be in [0, 1), not 1.5"),
+    (["mlp_tanh", "--l1", "-1"], "l1 must be a non-negative number, not -1.0"),
+    (["linear_regression", "--l2", "0.1"], "--l2 needs a l2 term in the equations of linear_regression"),
+])
+def test_regularisation_flags_reject_bad_values_and_models(tmp_path, capsys, args, message):
+    code, out, lines = main(capsys, *args, "--out", tmp_path / "run")
+    assert code == 1 and len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_folder_holding_a_run_is_not_overwritten(tmp_path):
     train("softmax_regression", epochs=1, out=tmp_path, quiet=True)
     before = snapshot_files(tmp_path)

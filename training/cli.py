@@ -57,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--dim", type=_dim, action="append", metavar="NAME=N",
                    help="size of a model dim, e.g. --dim n_h1=256")
     t.add_argument("--dtype", choices=("float32", "float64"), help="float type of training (float32)")
+    g = p.add_argument_group("regularisation (a built-in MLP without the term trains its variant with it)")
+    g.add_argument("--l1", type=float, metavar="X", help="coefficient of the L1 penalty on the weights")
+    g.add_argument("--l2", type=float, metavar="X", help="coefficient of the L2 penalty on the weights")
+    g.add_argument("--dropout", type=float, metavar="P", help="dropout rate after each hidden layer")
     r = p.add_argument_group("run folder")
     r.add_argument("--out", metavar="RUN_DIR",
                    help="folder for metrics.csv, checkpoint.npz, model.npz and plots "
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             target=args.target, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
             optimizer_hypers=dict(args.opt or []), model_hypers=dict(args.hyper or []),
             dims=dict(args.dim or []), dtype=args.dtype, out=args.out, resume=args.resume,
-            progress=args.progress)
+            progress=args.progress, l1=args.l1, l2=args.l2, dropout=args.dropout)
     except KeyboardInterrupt as e:
         note = f": {e}" if str(e) else ""
         print(f"symgrad train: interrupted{note}", file=sys.stderr)
@@ -99,7 +103,8 @@ def _run_gan(args: argparse.Namespace, module) -> int:
     from training.gan import train_gan
 
     not_for_gan = [f"--{k.replace('_', '-')}" for k in ("epochs", "patience", "resume", "features", "target",
-                                                          "optimizer", "dim", "hyper", "opt")
+                                                          "optimizer", "dim", "hyper", "opt",
+                                                          "l1", "l2", "dropout")
                    if getattr(args, k, None)]
     if not_for_gan:
         raise SymgradError(f"{not_for_gan[0]} does not apply to GAN training (it takes --steps, --lr, "

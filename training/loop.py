@@ -105,7 +105,10 @@ class Trainer:
         unknown = set(config.model_hypers) - set(module.HYPERS)
         if unknown:
             known = ", ".join(module.HYPERS) or "none"
-            raise SymgradError(f"the model has no hyper-parameter {sorted(unknown)[0]!r}; it has {known}")
+            first = sorted(unknown)[0]
+            flagged = first in ("l1", "l2", "dropout")
+            hint = f" (--{first} trains a built-in MLP's variant with it)" if flagged else ""
+            raise SymgradError(f"the model has no hyper-parameter {first!r}; it has {known}{hint}")
         self.dims, self.input_shape, self.target_shape = self._dims()
         self.dtype = np.dtype(config.dtype)
         self.optimizer = optimizers.load(config.optimizer)

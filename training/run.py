@@ -45,6 +45,7 @@ CHECKPOINT, METRICS, MODEL, CONFIG = "checkpoint.npz", "metrics.csv", "model.npz
 CURVES, CONFUSION = "curves.png", "confusion.png"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, MODEL, CURVES, CONFUSION)
 RESUMABLE = ("epochs", "patience")  # settings a resumed run may change
+REGULARISERS = ("l1", "l2", "dropout")  # hyper-parameters with flags of their own
 
 
 @dataclass
@@ -68,14 +69,19 @@ def train(model, data: str | Dataset | None = None, *, optimizer: str | None = N
           optimizer_hypers: dict[str, float] | None = None, model_hypers: dict[str, float] | None = None,
           dims: dict[str, int] | None = None, dtype: str | None = None,
           out: str | pathlib.Path | None = None, resume: str | pathlib.Path | None = None,
-          progress: bool | None = None, quiet: bool = False) -> RunResult:
+          progress: bool | None = None, quiet: bool = False, l1: float | None = None,
+          l2: float | None = None, dropout: float | None = None) -> RunResult:
     """Train `model` (a built-in name, a model file, or a `Model`) and return the result.
 
     Every setting left as None takes its default: the model's own (`symgrad list`), the
     recommended learning rate of the optimizer, or the resumed run's. `out` is the run
     folder (default: a fresh `runs/MODEL-DATA-N`); `resume` continues the run in a folder.
     `progress`: show a bar (None: when stderr is a terminal); `quiet`: print nothing.
+    `l1`, `l2`, `dropout`: the coefficients and the rate of the model's regularisers; a
+    built-in that lacks one of these terms trains its variant with the terms in its equations.
     """
+    regularisers = _regularisers(l1=l1, l2=l2, dropout=dropout)
+    model_hypers = {**regularisers, **(model_hypers or {})}
     given = {k: v for k, v in dict(
         data=data, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
         patience=patience, features=features, target=target, val_fraction=val_fraction,
@@ -83,8 +89,10 @@ def train(model, data: str | Dataset | None = None, *, optimizer: str | None = N
         model_hypers=model_hypers or None, dims=dims or None, dtype=dtype).items() if v is not None}
     if resume is not None and out is not None and pathlib.Path(out) != pathlib.Path(resume):
         raise SymgradError("give either --out (a new run) or --resume (an old one), not both")
-    module = _load_module(model)
     saved = _open_resume(pathlib.Path(resume)) if resume is not None else None
+    if saved is not None:  # the resumed run's regularisers select the same variant
+        regularisers = {k: v for k, v in saved[1]["config"]["model_hypers"].items() if k in REGULARISERS}
+    module = _with_regularisers(model, _load_module(model), regularisers)
     settings = _settings(model, module, given, saved)
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], seed=settings["seed"],
                          optimizer=settings["optimizer"], lr=settings["lr"],
@@ -118,6 +126,37 @@ def _load_module(model) -> types.ModuleType:
     if isinstance(model, types.ModuleType):
         return model
     return pipeline.load_module(model)
+
+
+def _regularisers(**given: float | None) -> dict[str, float]:
+    for name, value in given.items():
+        if value is None:
+            continue
+        upper = 1.0 if name == "dropout" else float("inf")
+        if not (isinstance(value, (int, float)) and 0 <= value < upper):
+            bound = "in [0, 1)" if name == "dropout" else "a non-negative number"
+            raise SymgradError(f"{name} must be {bound}, not {value!r}")
+    return {k: float(v) for k, v in given.items() if v is not None}
+
+
+def _with_regularisers(model, module: types.ModuleType, wanted: dict[str, float]) -> types.ModuleType:
+    """`module`, when its equations hold every wanted regulariser; else the built-in's variant
+    with them added (derived and generated in memory)."""
+    from symgrad import pipeline
+    from symgrad.models import BUILTINS
+
+    missing = [k for k in wanted if k not in module.HYPERS]
+    if not missing:
+        return module
+    builtin = BUILTINS.get(model) if isinstance(model, str) else None
+    if builtin is None or builtin.variant is None:
+        has = ", ".join(module.HYPERS) or "none"
+        raise SymgradError(
+            f"--{missing[0]} needs a {missing[0]} term in the equations of {_model_name(module)}, which has "
+            f"none (its hyper-parameters: {has}); write it into the model (see symgrad.models.mlp) or "
+            "train a model that has it, e.g. mlp_tanh or mlp_regularised")
+    terms = {k: k in wanted or k in module.HYPERS for k in REGULARISERS}
+    return pipeline.load_module(builtin.variant(**terms))
 
 
 def _model_name(module: types.ModuleType) -> str:

@@ -14,6 +14,9 @@ class BuiltIn:
     summary: str
     data: str  # the bundled data set `symgrad train` uses by default
     train: dict = field(default_factory=dict)  # default training settings for that data
+    # the same model with regularisers added to its equations: variant(l1=, l2=, dropout=) -> Model;
+    # `symgrad train --l1/--l2/--dropout` derives it when the model itself lacks the term
+    variant: Callable[..., Model] | None = None
 
 
 # AdamW's decoupled weight decay regularises the digits MLPs: mean test accuracy over seeds 0-7
@@ -32,7 +35,7 @@ BUILTINS: dict[str, BuiltIn] = {
                                   "iris", {"lr": 0.1, "epochs": 300, "batch_size": 16}),
     **{f"mlp_{act}": BuiltIn((lambda a: lambda: mlp.mlp(a))(act),
                              f"two-hidden-layer perceptron with {act}, softmax cross-entropy",
-                             "digits", MLP_DIGITS)
+                             "digits", MLP_DIGITS, (lambda a: lambda **terms: mlp.mlp(a, **terms))(act))
        for act in ("tanh", "relu", "sigmoid")},
     "mlp_regularised": BuiltIn(
         lambda: mlp.mlp("tanh", "mlp_regularised", dropout=True, batchnorm=True, l1=True, l2=True),
