@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import symgrad as sg
@@ -22,7 +22,9 @@ def conv_model(h, w, c, o, k, stride, padding, pool):
     X = m.input("X", (B, h, w, c))
     K = m.param("K", (k, k, c, o), "he_normal")
     a = m.let("a", sg.tanh(F.conv2d(X, K, stride=stride, padding=padding)))
-    p = a if pool == "none" else m.let("p", {"max": F.max_pool2d, "avg": F.avg_pool2d}[pool](a, 2, 1))
+    kind, _, tiled = pool.partition("_")  # windows of 2 that overlap (stride 1) or tile (stride 2)
+    pool_fn = {"max": F.max_pool2d, "avg": F.avg_pool2d}.get(kind)
+    p = a if pool == "none" else m.let("p", pool_fn(a, 2, 2 if tiled else 1))
     R = m.target("R", tuple(p.shape))
     m.output("pooled", p)
     m.loss(sg.sum(p * R))
@@ -31,11 +33,13 @@ def conv_model(h, w, c, o, k, stride, padding, pool):
 
 CASES = st.tuples(st.integers(3, 7), st.integers(3, 7), st.integers(1, 3), st.integers(1, 3),
                   st.integers(1, 3), st.integers(1, 2), st.integers(0, 1),
-                  st.sampled_from(["max", "avg", "none"]))
+                  st.sampled_from(["max", "avg", "max_tiled", "avg_tiled", "none"]))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=16, deadline=None)
 @given(CASES, st.integers(0, 1000))
+@example((6, 4, 2, 2, 3, 1, 1, "max_tiled"), 1)  # 6x4 maps pooled by tiling 2x2 windows
+@example((6, 4, 2, 2, 3, 1, 1, "avg_tiled"), 2)
 def test_conv_pool_gradients_match_finite_differences(case, seed):
     h, w, c, o, k, stride, padding, pool = case
     out_h, out_w = ((n + 2 * padding - k) // stride + 1 for n in (h, w))
