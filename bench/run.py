@@ -9,19 +9,16 @@ float32 and float64, it times in one run, per configuration:
 * the hand-written numpy reference (bench/handwritten.py), whose loss and gradients are first
   checked against the generated ones (to 1e-5);
 * PyTorch eager on the same number of threads (forward, `backward()`), when torch imports,
-  in a child process: torch's OpenMP pool and OpenBLAS's pool both spin-wait on the same
-  cores, so in one process each BLAS call right after a torch call pays milliseconds (measured:
-  a 128x784 @ 784x256 product pair went from 0.6 ms to 10 ms when alternated);
+  in a child process (bench/timing.py says why);
 * the same 8 matrix products alone into preallocated outputs (3 forward, 5 backward), the floor
   every implementation pays: each other time is also given as a multiple of it.
 
-Timing: every variant is warmed up, then sampled round-robin (a sample is an untimed call, so
-that no variant pays for the switch from the one before, then enough timed calls to last a few
-milliseconds); PyTorch's samples are taken the same way in its child process, after the
-others. The table gives the median time per call, the spread (half the interquartile range,
-in % of the median), the best sample, and the minor page faults per call (memory the kernel
-maps afresh: a few microseconds each in a VM). At the end it runs bench/train_throughput.py,
-when that script exists.
+Timing (bench/timing.py): every variant is warmed up, then sampled round-robin; PyTorch's
+samples are taken the same way in its child process, after the others. The table gives the
+median time per call, the spread (half the interquartile range, in % of the median), the best
+sample, and the minor page faults per call (memory the kernel maps afresh: a few microseconds
+each in a VM). Then it runs bench/models.py (the CNNs and the LSTM) and
+bench/train_throughput.py.
 
     python bench/run.py                 # all four configurations
     python bench/run.py --rounds 100    # more samples per variant (default 40)
@@ -32,8 +29,6 @@ import argparse
 import json
 import os
 import pathlib
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import handwritten  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import THREADS, TORCH, check_gradients, measure, table, torch_child  # noqa: E402
 
 import symgrad  # noqa: E402
 from codegen import calibration as calib  # noqa: E402
@@ -58,8 +54,6 @@ CONFIGS = [  # (label, dims, batch)
 ]
 DTYPES = (np.float32, np.float64)
 BACKENDS = ("numpy", "numexpr", "auto")
-THREADS = 2
-SAMPLE_S = 0.004  # timed calls per sample: enough to last about this long
 
 
 def generated_modules() -> dict:
@@ -79,16 +73,6 @@ def with_biases(params: dict, seed: int = 2) -> dict:
     rng = np.random.default_rng(seed)
     return {k: (rng.uniform(-0.1, 0.1, v.shape).astype(v.dtype) if k.startswith("b") else v)
             for k, v in params.items()}
-
-
-def check_gradients(reference, got, what: str, tol: float = 1e-5) -> None:
-    (l_ref, g_ref), (l_got, g_got) = reference, got
-    if not np.isclose(l_ref, l_got, rtol=tol, atol=tol):
-        raise SystemExit(f"{what}: loss {l_got} differs from the generated module's {l_ref}")
-    for k, v in g_ref.items():
-        if g_got[k].shape != v.shape or not np.allclose(g_got[k], v, rtol=tol, atol=tol):
-            err = np.max(np.abs(np.asarray(g_got[k], dtype=np.float64) - v))
-            raise SystemExit(f"{what}: gradient {k} differs from the generated one (max |diff| {err:.2e})")
 
 
 def matmuls_only(params: dict, X: np.ndarray, act: dict) -> callable:
@@ -166,64 +150,6 @@ def torch_worker(paths: list[str], rounds: int) -> int:
     return 0
 
 
-def torch_samples(saved: list[str], rounds: int) -> list | None:
-    """PyTorch samples for each saved configuration, from a child process; None without torch."""
-    probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
-    if probe.returncode != 0:
-        print("(PyTorch is not importable: no PyTorch rows)")
-        return None
-    child = subprocess.run([sys.executable, __file__, "--torch-worker", *saved, "--rounds", str(rounds)],
-                           capture_output=True, text=True, cwd=ROOT)
-    if child.returncode != 0:
-        raise SystemExit(f"the PyTorch child process failed:\n{child.stderr}{child.stdout}")
-    return json.loads(child.stdout.strip().splitlines()[-1])
-
-
-def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-def measure(variants: dict, rounds: int) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Per-call times (s) of each variant, round-robin samples after a warm-up; page faults per call."""
-    number = {}
-    for name, f in variants.items():
-        for _ in range(3):
-            f()
-        t0 = time.perf_counter()
-        f()
-        number[name] = max(1, int(SAMPLE_S / max(time.perf_counter() - t0, 1e-7)))
-    samples = {name: [] for name in variants}
-    faults = dict.fromkeys(variants, 0)
-    calls = dict.fromkeys(variants, 0)
-    clock = time.perf_counter
-    for _ in range(rounds):
-        for name, f in variants.items():
-            f()  # untimed: absorbs the switch from the previous variant (caches, thread pools)
-            n = number[name]
-            f0 = minor_faults()
-            t0 = clock()
-            for _ in range(n):
-                f()
-            samples[name].append((clock() - t0) / n)
-            faults[name] += minor_faults() - f0
-            calls[name] += n
-    return samples, {name: faults[name] / calls[name] for name in variants}
-
-
-def table(title: str, samples: dict[str, list[float]], faults: dict[str, float]) -> None:
-    med = {k: statistics.median(v) for k, v in samples.items()}
-    base, hand = med["matmuls only"], med["hand-written numpy"]
-    print(title)
-    print(f"  {'variant':<22} {'median us':>10} {'spread':>7} {'best us':>9} {'faults':>7} "
-          f"{'x matmuls':>10} {'x hand':>7}")
-    for name, s in samples.items():
-        q = statistics.quantiles(s, n=4)
-        spread = (q[2] - q[0]) / 2 / med[name] * 100
-        print(f"  {name:<22} {med[name] * 1e6:>10.1f} {spread:>6.1f}% {min(s) * 1e6:>9.1f} "
-              f"{faults[name]:>7.1f} {med[name] / base:>10.2f} {med[name] / hand:>7.2f}")
-    print()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="samples per variant (default 40)")
@@ -264,22 +190,23 @@ def main(argv: list[str] | None = None) -> int:
             np.savez(path, X=X, Y=Y, loss=reference[0], **{f"p:{k}": v for k, v in params.items()},
                      **{f"g:{k}": v for k, v in reference[1].items()})
             saved.append(path)
-    torch_rows = torch_samples(saved, args.rounds)
+    torch_rows = torch_child(__file__, [*saved, "--rounds", str(args.rounds)])
     print(f"(measured in {time.perf_counter() - began:.0f} s)\n")
     for i, (title, samples, faults) in enumerate(results):
         if torch_rows is not None:
-            name = f"PyTorch eager ({THREADS} thr)"
             samples = {k: v for k, v in samples.items() if k != "matmuls only"} | {
-                name: torch_rows[i][0], "matmuls only": samples["matmuls only"]}
-            faults = faults | {name: torch_rows[i][1]}
-        table(title, samples, faults)
+                TORCH: torch_rows[i][0], "matmuls only": samples["matmuls only"]}
+            faults = faults | {TORCH: torch_rows[i][1]}
+        table(title, samples, faults, {"matmuls only": "x matmuls", "hand-written numpy": "x hand"})
     for path in saved:
         os.unlink(path)
     os.rmdir(folder)
-    script = ROOT / "bench" / "train_throughput.py"
-    if script.exists() and not args.no_train:
-        print(f"$ python {script.relative_to(ROOT)}", flush=True)
-        return subprocess.run([sys.executable, str(script)], cwd=ROOT).returncode
+    scripts = ["models.py"] + ([] if args.no_train else ["train_throughput.py"])
+    for script in scripts:
+        print(f"$ python bench/{script}", flush=True)
+        code = subprocess.run([sys.executable, str(ROOT / "bench" / script)], cwd=ROOT).returncode
+        if code:
+            return code
     return 0
 
 
