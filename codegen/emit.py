@@ -104,6 +104,8 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
     used |= {h for h in HELPERS if re.search(rf"\b{h}\(", code)}
     if "_dropout_mask" in used:
         used.add("_generator")
+    if any(p.uses_workspace for p in programs):
+        used.add("_workspace")
     helpers = [HELPERS[h].strip() for h in HELPERS if h in used]
     return {
         "model": model,
@@ -196,12 +198,14 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
     updates = derivation.updates
     programs = {}
     for training in modes:
-        programs["forward", training] = lower(derivation.outputs(training), names, owners, kernels)
-        programs["loss", training] = lower({"loss": derivation.loss_in(training)}, names, owners, kernels)
+        programs["forward", training] = lower(derivation.outputs(training), names, owners, kernels,
+                                              workspace=True)
+        programs["loss", training] = lower({"loss": derivation.loss_in(training)}, names, owners, kernels,
+                                           workspace=True)
     state_roots = {f"state:{k}": v for k, v in updates.items()}
     programs["loss_and_grad", True] = lower(
         {"loss": derivation.loss, **derivation.gradients, **state_roots}, names, owners, kernels,
-        stores={key: key.split(":", 1)[1] for key in state_roots})
+        stores={key: key.split(":", 1)[1] for key in state_roots}, workspace=True)
     players = {}
     for objective in model.objectives:  # a GAN: each player's loss w.r.t. its own parameters
         from symbolic.derivation import derive
@@ -209,7 +213,8 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         d = derive(model, objective)
         players[objective] = d
         programs[f"loss_and_grad_{objective}", True] = lower(
-            {"loss": d.loss, **d.gradients}, {n: t for n, (t, _) in d.names.items()}, d.owners, kernels)
+            {"loss": d.loss, **d.gradients}, {n: t for n, (t, _) in d.names.items()}, d.owners, kernels,
+            workspace=True)
     context = _common(model, backend, calibration, _finish_kernels(kernels, backend), list(programs.values()))
     first_param = next(iter(model.params))
     grads = list(derivation.gradients)
@@ -238,6 +243,10 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
                 lines = _model_body(program, derivation, arg, first_param, grad)
             else:
                 lines = _model_body(program, player, arg, first_param, grad, cite=derivation)
+            if program.uses_workspace:  # the workspace's arrays never reach the return line
+                key = f"{name}_training" if training and len(modes) == 2 and not grad else name
+                lines.insert(0, f'ws = _take_workspace("{key}")')
+                lines.append(f'_give_back("{key}", ws)')
             lines.append(_returning(program, "loss_and_grad" if grad else name,
                                     list(player.gradients) if player else grads))
             if len(modes) == 2 and not grad and training:

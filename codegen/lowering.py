@@ -19,21 +19,57 @@ class Lowering:
     needs_shape: bool = False  # the lines allocate the output themselves (Instr.shape is set)
 
 
+def _scratch_out(ins: Instr) -> str:
+    """The output's array in the call's workspace (see Lowering._plan_workspace)."""
+    return f'_scratch(ws, "{ins.out}", {ins.shape}, dt)'
+
+
+def _ws(ins: Instr) -> str:
+    """Trailing arguments that hand a helper the workspace slot of its output."""
+    return f', ws, "{ins.out}"' if ins.scratch else ""
+
+
 def _ew(ins: Instr) -> list[str]:
     if ins.inline is not None:
         return [f"{ins.out} = {ins.inline}"]
-    out = ins.buffer or f"np.empty({ins.shape}, dtype=dt)"
+    out = ins.buffer or (_scratch_out(ins) if ins.scratch else f"np.empty({ins.shape}, dtype=dt)")
     call = f"{ins.kernel.name}({', '.join(ins.args)}, out={out})"
     return [call if ins.discard else f"{ins.out} = {call}"]
 
 
 def _matmul(ins: Instr) -> list[str]:
     a, b = ins.args
-    if ins.buffer:
-        return [f"{ins.out} = np.matmul({a}, {b}, out={ins.buffer})"]
-    if all(x.ndim == 2 for x in ins.node.args):  # np.dot: less dispatch than @ for matrices
+    x, y = ins.node.args
+    if x.ndim > 2 and y.ndim == 2 and not ins.buffer:
+        # a stack of rows times a matrix: one GEMM over all rows (matmul would loop over the stack)
+        rows = f"{atom(a)}.reshape(-1, {atom(a)}.shape[-1])"
+        if ins.scratch:
+            return [f"{ins.out} = {_scratch_out(ins)}",
+                    f"np.dot({rows}, {b}, out={ins.out}.reshape(-1, {ins.out}.shape[-1]))"]
+        return [f"{ins.out} = np.dot({rows}, {b}).reshape(*{atom(a)}.shape[:-1], {atom(b)}.shape[-1])"]
+    if ins.buffer or ins.scratch:
+        return [f"{ins.out} = np.matmul({a}, {b}, out={ins.buffer or _scratch_out(ins)})"]
+    if x.ndim == 2 and y.ndim == 2:  # np.dot: less dispatch than @ for matrices
         return [f"{ins.out} = np.dot({a}, {b})"]
     return [f"{ins.out} = {atom(a)} @ {atom(b)}"]
+
+
+def _unrolled(ins: Instr, ufunc: str) -> list[str] | None:
+    """A reduction over one short axis that is not the last (a pooling window) as binary ufunc
+    calls on views of its slices: numpy's reduce along a middle axis strides through memory
+    and is several times slower. None when the reduction is not of that kind."""
+    x = ins.node.args[0]
+    axes, keepdims = ins.node.attr("axes"), ins.node.attr("keepdims")
+    if len(axes) != 1 or keepdims or axes[0] == x.ndim - 1:
+        return None
+    length = x.shape[axes[0]]
+    if not getattr(length, "is_Integer", isinstance(length, int)) or not 2 <= int(length) <= 9:
+        return None
+    parts = f"{ins.out}_parts"
+    at = lambda k: f"{parts}[{':, ' * axes[0]}{k}]"  # noqa: E731
+    out = f", out={_scratch_out(ins)}" if ins.scratch else ""
+    return ([f"{parts} = {ins.args[0]}", f"{ins.out} = {ufunc}({at(0)}, {at(1)}{out})"]
+            + [f"{ufunc}({ins.out}, {at(k)}, out={ins.out})" for k in range(2, int(length))])
 
 
 def _sum(ins: Instr) -> list[str]:
@@ -44,9 +80,13 @@ def _sum(ins: Instr) -> list[str]:
         return [f"{ins.out} = {atom(a)}.sum()"]
     if axes == tuple(range(x.ndim - 1)) and not keepdims:  # a bias gradient: all rows summed
         return [f"{ins.out} = _colsum({a})"]
+    unrolled = _unrolled(ins, "np.add")
+    if unrolled:
+        return unrolled
     axis = str(axes[0]) if len(axes) == 1 else str(axes)
     keep = ", keepdims=True" if keepdims else ""
-    return [f"{ins.out} = {atom(a)}.sum(axis={axis}{keep})"]
+    into = f", out={_scratch_out(ins)}" if ins.scratch else ""
+    return [f"{ins.out} = {atom(a)}.sum(axis={axis}{keep}{into})"]
 
 
 _SOFTMAX = '''def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
@@ -80,35 +120,104 @@ _DROPOUT_MASK = '''def _dropout_mask(
     return mask
 '''
 
-_IM2COL = '''def _im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
-    """Patches of a (B, H, W, C) image as rows: (B, OH, OW, kh*kw*C), ordered (kh, kw, C)."""
+_IM2COL = '''def _im2col(
+    x: np.ndarray, kh: int, kw: int, stride: int, padding: int,
+    ws: dict[str, np.ndarray] | None = None, slot: str = "",
+) -> np.ndarray:
+    """Patches of a (B, H, W, C) image as rows: (B, OH, OW, kh*kw*C), ordered (kh, kw, C);
+    in the workspace `ws` (padded copy and result) when one is given."""
+    b, h, w, c = x.shape
     if padding:
-        x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        p = padding
+        shape = (b, h + 2 * p, w + 2 * p, c)
+        padded = np.zeros(shape, dtype=x.dtype) if ws is None else _scratch(ws, slot + "_pad", shape, x.dtype)
+        if ws is not None:  # a reused buffer: zero the border, the inside is overwritten
+            padded[:, :p] = padded[:, p + h:] = padded[:, :, :p] = padded[:, :, p + w:] = 0
+        padded[:, p:p + h, p:p + w] = x
+        x = padded
     windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))
     windows = windows[:, ::stride, ::stride]  # (B, OH, OW, C, kh, kw), a view
-    b, oh, ow, c = windows.shape[:4]
-    out = np.empty((b, oh, ow, kh, kw, c), dtype=x.dtype)
-    np.copyto(out, windows.transpose(0, 1, 2, 4, 5, 3))
-    return out.reshape(b, oh, ow, kh * kw * c)
+    oh, ow = windows.shape[1:3]
+    shape = (b, oh, ow, kh * kw * c)
+    out = np.empty(shape, dtype=x.dtype) if ws is None else _scratch(ws, slot, shape, x.dtype)
+    np.copyto(out.reshape(b, oh, ow, kh, kw, c), windows.transpose(0, 1, 2, 4, 5, 3))
+    return out
 '''
 
 _COL2IM = '''def _col2im(
     cols: np.ndarray, shape: tuple[int, int, int, int], kh: int, kw: int, stride: int, padding: int,
+    ws: dict[str, np.ndarray] | None = None, slot: str = "",
 ) -> np.ndarray:
-    """The transpose of _im2col: each patch entry is added back where it came from."""
+    """The transpose of _im2col: each patch entry is added back where it came from (in the
+    workspace `ws` when one is given)."""
     b, h, w, c = shape
     oh, ow = cols.shape[1:3]
     patches = cols.reshape(b, oh, ow, kh, kw, c)
     if padding == 0 and stride == kh == kw and (oh * kh, ow * kw) == (h, w):
         # the windows tile the image (pooling): each entry has one place, so one transposed copy
-        out = np.empty(shape, dtype=cols.dtype)
+        out = np.empty(shape, dtype=cols.dtype) if ws is None else _scratch(ws, slot, shape, cols.dtype)
         out.reshape(b, oh, kh, ow, kw, c)[...] = patches.transpose(0, 1, 3, 2, 4, 5)
         return out
-    out = np.zeros((b, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
+    full = (b, h + 2 * padding, w + 2 * padding, c)
+    if ws is None:
+        out = np.zeros(full, dtype=cols.dtype)
+    else:
+        out = _scratch(ws, slot, full, cols.dtype)
+        out.fill(0)
     for i in range(kh):  # one strided slice per kernel offset, not a loop over pixels
         for j in range(kw):
             out[:, i:i + stride * oh:stride, j:j + stride * ow:stride] += patches[:, :, :, i, j]
     return out[:, padding:padding + h, padding:padding + w]
+'''
+
+_COL2IM_MATMUL = '''def _col2im_matmul(
+    g: np.ndarray, k: np.ndarray, shape: tuple[int, int, int, int], kh: int, kw: int, stride: int,
+    padding: int, ws: dict[str, np.ndarray] | None = None, slot: str = "",
+) -> np.ndarray:
+    """_col2im(g @ k) without the patch matrix: one product per kernel offset, each added
+    where its patches came from (k's columns are ordered (kh, kw, C), like the patches)."""
+    b, h, w, c = shape
+    oh, ow = g.shape[1:3]
+    rows = g.reshape(-1, g.shape[-1])
+    full = (b, h + 2 * padding, w + 2 * padding, c)
+    if ws is None:
+        out, part = np.zeros(full, dtype=g.dtype), np.empty((rows.shape[0], c), dtype=g.dtype)
+    else:
+        out = _scratch(ws, slot, full, g.dtype)
+        out.fill(0)
+        part = _scratch(ws, slot + "_part", (rows.shape[0], c), g.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            first = (i * kw + j) * c
+            np.dot(rows, k[:, first:first + c], out=part)
+            out[:, i:i + stride * oh:stride, j:j + stride * ow:stride] += part.reshape(b, oh, ow, c)
+    return out[:, padding:padding + h, padding:padding + w]
+'''
+
+_WORKSPACE = '''# Large temporaries of a call live in a workspace kept across calls: mapping fresh memory for
+# them on every call costs more page faults than their arithmetic. A call takes a workspace
+# from its function's pool and gives it back before returning, so concurrent calls (threads)
+# each hold their own; an array handed to the caller never lives in one.
+_WORKSPACES: dict[str, list[dict[str, np.ndarray]]] = {}
+
+
+def _take_workspace(function: str) -> dict[str, np.ndarray]:
+    try:
+        return _WORKSPACES.setdefault(function, []).pop()
+    except IndexError:
+        return {}
+
+
+def _give_back(function: str, ws: dict[str, np.ndarray]) -> None:
+    _WORKSPACES[function].append(ws)
+
+
+def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The workspace's array for `slot`, (re)allocated when the shape or dtype changed."""
+    a = ws.get(slot)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = ws[slot] = np.empty(shape, dtype=dtype)
+    return a
 '''
 
 _COLSUM = '''_ONES: dict[tuple[int, str], np.ndarray] = {}
@@ -126,9 +235,10 @@ def _colsum(x: np.ndarray) -> np.ndarray:
 
 #: helper name -> source; a module includes those its lines call, in this order
 HELPERS = {
-    "_colsum": _COLSUM,
+    "_workspace": _WORKSPACE, "_colsum": _COLSUM,
     "_softmax": _SOFTMAX, "_log_softmax": _LOG_SOFTMAX, "_generator": _GENERATOR,
     "_dropout_mask": _DROPOUT_MASK, "_im2col": _IM2COL, "_col2im": _COL2IM,
+    "_col2im_matmul": _COL2IM_MATMUL,
 }
 
 
@@ -139,10 +249,14 @@ def _window(i: Instr) -> str:
 
 def _max(ins: Instr) -> list[str]:
     (a,) = ins.args
+    unrolled = _unrolled(ins, "np.maximum")
+    if unrolled:
+        return unrolled
     axes, keepdims = ins.node.attr("axes"), ins.node.attr("keepdims")
     axis = str(axes[0]) if len(axes) == 1 else str(axes)
     keep = ", keepdims=True" if keepdims else ""
-    return [f"{ins.out} = {atom(a)}.max(axis={axis}{keep})"]
+    into = f", out={_scratch_out(ins)}" if ins.scratch else ""
+    return [f"{ins.out} = {atom(a)}.max(axis={axis}{keep}{into})"]
 
 
 def _pad(ins: Instr) -> list[str]:
@@ -173,7 +287,10 @@ LOWERINGS: dict[str, Lowering] = {
                                   f"axis={i.node.attr('axis')})"]),
     "scan": Lowering(_loop),
     "scan_vjp": Lowering(_loop),
-    "im2col": Lowering(lambda i: [f"{i.out} = _im2col({i.args[0]}, {_window(i)})"], ("_im2col",)),
-    "col2im": Lowering(lambda i: [f"{i.out} = _col2im({i.args[0]}, {i.shape}, {_window(i)})"],
+    "im2col": Lowering(lambda i: [f"{i.out} = _im2col({i.args[0]}, {_window(i)}{_ws(i)})"], ("_im2col",)),
+    "col2im": Lowering(lambda i: [f"{i.out} = _col2im({i.args[0]}, {i.shape}, {_window(i)}{_ws(i)})"],
                        ("_col2im",), needs_shape=True),
+    "col2im_matmul": Lowering(
+        lambda i: [f"{i.out} = _col2im_matmul({i.args[0]}, {i.args[1]}, {i.shape}, {_window(i)}{_ws(i)})"],
+        ("_col2im_matmul",), needs_shape=True),
 }

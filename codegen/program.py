@@ -7,7 +7,9 @@ The program computes a set of named results (outputs, the loss, gradients). Lowe
   broadcasts vanish into a kernel's own broadcasting;
 * where each result lives: a kernel writes in place into an operand that dies at that
   instruction when the kernel allows it, else into a buffer a dead value left behind, else into
-  a new one. Returned arrays are never reused and never alias a parameter or an input.
+  a new one. Returned arrays are never reused and never alias a parameter or an input;
+* which large temporaries (a fixed part of their shape of at least WORKSPACE_MIN elements, as
+  an image's or a patch matrix's) live in a workspace kept across calls instead of fresh memory.
 
 Every node is computed once (nodes are hash-consed), so a forward value the backward pass
 needs is kept, not recomputed.
@@ -28,6 +30,9 @@ from symbolic.shapes import Shape, shapes_equal
 _VIEW_OPS = ("transpose", "reshape", "broadcast_to", "slice")
 _LOOP_OPS = ("scan", "scan_vjp")  # lowered by codegen.loops into a loop over time
 _HEAVY = (sympy.exp, sympy.log, sympy.tanh)
+# the operations whose lowerings can write into a workspace array
+_WORKSPACE_OPS = ("ew", "matmul", "im2col", "col2im", "col2im_matmul", "max", "sum")
+WORKSPACE_MIN = 256  # elements per batch row (the fixed dims' product) that make a value large
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Instr:
     discard: bool = False  # the value lands in a leaf in place and no later line names it
     pad: tuple[str, str] = ("0", "0")  # zero padding: widths before and after, as Python text
     render: Callable[[], list[str]] | None = None  # a loop's lines, written once kernels have names
+    scratch: bool = False  # the output lives in the call's workspace (never returned)
 
 
 @dataclass
@@ -56,6 +62,10 @@ class Program:
     dims: list[str]  # dim names it needs bound
     copies: list[tuple[str, str]] = field(default_factory=list)  # (leaf, value) written at the end
 
+    @property
+    def uses_workspace(self) -> bool:
+        return any(ins.scratch for ins in self.instrs)
+
 
 def _dim_names(expr: sympy.Expr) -> set[str]:
     return {s.name for s in expr.free_symbols if s.is_integer and s.is_positive}
@@ -64,8 +74,9 @@ def _dim_names(expr: sympy.Expr) -> set[str]:
 class Lowering:
     def __init__(self, roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
                  kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
-                 copy_results: bool = True):
+                 copy_results: bool = True, workspace: bool = False):
         self.roots = roots
+        self.workspace = workspace  # a function's top level (a loop body's values are carried)
         self.copy_results = copy_results  # a loop body's results are copied by the loop itself
         self.stores = stores or {}  # result key -> the leaf its value overwrites in place
         self.names = names
@@ -88,6 +99,8 @@ class Lowering:
         # sum(a * b) over every axis is one BLAS dot product, the product never stored
         self.dotted = {n: n.args[0] for n in order if self._dot_sum(n)}
         self.fused = {n for n in order if self._fuses(n)} | set(self.dotted.values())
+        # col2im(G @ K) scatters one product per kernel offset: the patch matrix is never stored
+        self.folded = {n.args[0] for n in order if n.op == "col2im" and self._folds(n.args[0], n)}
         self.transparent = {n for n in order if self._transparent(n)}
 
     # -- classification -------------------------------------------------------------------
@@ -110,6 +123,10 @@ class Lowering:
         e = n.args[0]
         return (e.op == "ew" and e.attr("expr") == ARG[0] * ARG[1] and e not in self.pinned
                 and self.consumers.get(e) == [n] and all(shapes_equal(a.shape, e.shape) for a in e.args))
+
+    def _folds(self, m: Node, into: Node) -> bool:
+        return (m.op == "matmul" and m not in self.pinned and self.consumers.get(m) == [into]
+                and m.args[0].ndim > 2 and m.args[1].ndim == 2)
 
     def _transparent(self, n: Node) -> bool:
         return (n.op == "broadcast_to" and n not in self.pinned and bool(self.consumers[n])
@@ -185,7 +202,8 @@ class Lowering:
             self.taken.add(self.var[leaf])
         instrs: list[Instr] = []
         for n in self.order:
-            if n in self.var or n.is_leaf or n in self.fused or n.op in _VIEW_OPS or n.op == "item":
+            if n in self.var or n.is_leaf or n in self.fused or n in self.folded or n.op in _VIEW_OPS \
+                    or n.op == "item":
                 continue  # bound already, fused into a kernel, a view written inline, or a loop's output
             if n.op in _LOOP_OPS:
                 instrs.append(lower_loop(self, n))
@@ -207,8 +225,10 @@ class Lowering:
             results[key] = text
         self._plan_memory(instrs)
         copies = self._place_stores(instrs)
+        if self.workspace:
+            self._plan_workspace(instrs, list(results.values()))
         for ins in instrs:  # a kernel with no buffer to reuse writes into a new one
-            if ins.kernel is not None and ins.buffer is None or LOWERINGS[ins.op].needs_shape:
+            if ins.kernel is not None and ins.buffer is None or LOWERINGS[ins.op].needs_shape or ins.scratch:
                 ins.shape = self._shape(ins.node.shape)
         return Program(instrs, results, leaves, sorted(self.dims), copies)
 
@@ -227,6 +247,10 @@ class Lowering:
             e = self.dotted[n]
             return self._named(Instr("vdot", n, self._name(n), [self.ref(a) for a in e.args],
                                      eqs=self._eqs(n, [e])))
+        if n.op == "col2im" and n.args[0] in self.folded:
+            m = n.args[0]
+            return self._named(Instr("col2im_matmul", n, self._name(n), [self.ref(a) for a in m.args],
+                                     eqs=self._eqs(n, [m])))
         if n.op != "ew":
             args = [self.ref(a) for a in n.args]
             instr = Instr(n.op, n, self._name(n), args, eqs=self._eqs(n, []))
@@ -309,6 +333,21 @@ class Lowering:
                         and var_node[a].op in ("ew", "matmul"):
                     free.append(a)
 
+    def _plan_workspace(self, instrs: list[Instr], result_texts: list[str]) -> None:
+        """Put large temporaries in the workspace: values that no result names (views
+        included) and whose memory no returned value reuses."""
+        escaped = {name for text in result_texts for name in re.findall(r"[A-Za-z_]\w*", text)}
+        for ins in reversed(instrs):  # a value written into another's memory takes it along
+            if ins.out in escaped and ins.buffer:
+                escaped.add(ins.buffer)
+        for ins in instrs:
+            n = ins.node
+            if (ins.op in _WORKSPACE_OPS and ins.buffer is None and ins.inline is None and not ins.discard
+                    and ins.out not in escaped and _fixed_size(n.shape) >= WORKSPACE_MIN
+                    and not (ins.op == "sum" and (len(n.attr("axes")) == n.args[0].ndim
+                                                  or n.attr("axes") == tuple(range(n.args[0].ndim - 1))))):
+                ins.scratch = True
+
     def _place_stores(self, instrs: list[Instr]) -> list[tuple[str, str]]:
         """Write each stored result straight into its leaf when nothing later reads the leaf's
         old value and the kernel allows it; otherwise copy it over at the end."""
@@ -364,12 +403,23 @@ def _closing(text: str, start: int) -> int | None:
     return None
 
 
+def _fixed_size(shape: Shape) -> int:
+    """The product of a shape's fixed (integer) sizes."""
+    size = 1
+    for d in shape:
+        if isinstance(d, int) or getattr(d, "is_Integer", False):
+            size *= int(d)
+    return size
+
+
 def _mentions(text: str, name: str) -> bool:
     return name in re.findall(r"[A-Za-z_]\w*", text)
 
 
 def lower(roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
-          kernels: dict[str, Kernel], stores: dict[str, str] | None = None) -> Program:
+          kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
+          workspace: bool = False) -> Program:
     """Lower the graph that computes `roots` into a Program (see the module docstring);
-    `stores` names results that overwrite a leaf (a state or parameter) in place."""
-    return Lowering(roots, names, owners, kernels, stores).run()
+    `stores` names results that overwrite a leaf (a state or parameter) in place; with
+    `workspace`, large temporaries live in the call's workspace (`ws`)."""
+    return Lowering(roots, names, owners, kernels, stores, workspace=workspace).run()

@@ -161,6 +161,32 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
+# Large temporaries of a call live in a workspace kept across calls: mapping fresh memory for
+# them on every call costs more page faults than their arithmetic. A call takes a workspace
+# from its function's pool and gives it back before returning, so concurrent calls (threads)
+# each hold their own; an array handed to the caller never lives in one.
+_WORKSPACES: dict[str, list[dict[str, np.ndarray]]] = {}
+
+
+def _take_workspace(function: str) -> dict[str, np.ndarray]:
+    try:
+        return _WORKSPACES.setdefault(function, []).pop()
+    except IndexError:
+        return {}
+
+
+def _give_back(function: str, ws: dict[str, np.ndarray]) -> None:
+    _WORKSPACES[function].append(ws)
+
+
+def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The workspace's array for `slot`, (re)allocated when the shape or dtype changed."""
+    a = ws.get(slot)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = ws[slot] = np.empty(shape, dtype=dtype)
+    return a
+
+
 _ONES: dict[tuple[int, str], np.ndarray] = {}
 
 
@@ -189,34 +215,77 @@ def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     return s
 
 
-def _im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
-    """Patches of a (B, H, W, C) image as rows: (B, OH, OW, kh*kw*C), ordered (kh, kw, C)."""
+def _im2col(
+    x: np.ndarray, kh: int, kw: int, stride: int, padding: int,
+    ws: dict[str, np.ndarray] | None = None, slot: str = "",
+) -> np.ndarray:
+    """Patches of a (B, H, W, C) image as rows: (B, OH, OW, kh*kw*C), ordered (kh, kw, C);
+    in the workspace `ws` (padded copy and result) when one is given."""
+    b, h, w, c = x.shape
     if padding:
-        x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        p = padding
+        shape = (b, h + 2 * p, w + 2 * p, c)
+        padded = np.zeros(shape, dtype=x.dtype) if ws is None else _scratch(ws, slot + "_pad", shape, x.dtype)
+        if ws is not None:  # a reused buffer: zero the border, the inside is overwritten
+            padded[:, :p] = padded[:, p + h:] = padded[:, :, :p] = padded[:, :, p + w:] = 0
+        padded[:, p:p + h, p:p + w] = x
+        x = padded
     windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))
     windows = windows[:, ::stride, ::stride]  # (B, OH, OW, C, kh, kw), a view
-    b, oh, ow, c = windows.shape[:4]
-    out = np.empty((b, oh, ow, kh, kw, c), dtype=x.dtype)
-    np.copyto(out, windows.transpose(0, 1, 2, 4, 5, 3))
-    return out.reshape(b, oh, ow, kh * kw * c)
+    oh, ow = windows.shape[1:3]
+    shape = (b, oh, ow, kh * kw * c)
+    out = np.empty(shape, dtype=x.dtype) if ws is None else _scratch(ws, slot, shape, x.dtype)
+    np.copyto(out.reshape(b, oh, ow, kh, kw, c), windows.transpose(0, 1, 2, 4, 5, 3))
+    return out
 
 
 def _col2im(
     cols: np.ndarray, shape: tuple[int, int, int, int], kh: int, kw: int, stride: int, padding: int,
+    ws: dict[str, np.ndarray] | None = None, slot: str = "",
 ) -> np.ndarray:
-    """The transpose of _im2col: each patch entry is added back where it came from."""
+    """The transpose of _im2col: each patch entry is added back where it came from (in the
+    workspace `ws` when one is given)."""
     b, h, w, c = shape
     oh, ow = cols.shape[1:3]
     patches = cols.reshape(b, oh, ow, kh, kw, c)
     if padding == 0 and stride == kh == kw and (oh * kh, ow * kw) == (h, w):
         # the windows tile the image (pooling): each entry has one place, so one transposed copy
-        out = np.empty(shape, dtype=cols.dtype)
+        out = np.empty(shape, dtype=cols.dtype) if ws is None else _scratch(ws, slot, shape, cols.dtype)
         out.reshape(b, oh, kh, ow, kw, c)[...] = patches.transpose(0, 1, 3, 2, 4, 5)
         return out
-    out = np.zeros((b, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
+    full = (b, h + 2 * padding, w + 2 * padding, c)
+    if ws is None:
+        out = np.zeros(full, dtype=cols.dtype)
+    else:
+        out = _scratch(ws, slot, full, cols.dtype)
+        out.fill(0)
     for i in range(kh):  # one strided slice per kernel offset, not a loop over pixels
         for j in range(kw):
             out[:, i:i + stride * oh:stride, j:j + stride * ow:stride] += patches[:, :, :, i, j]
+    return out[:, padding:padding + h, padding:padding + w]
+
+
+def _col2im_matmul(
+    g: np.ndarray, k: np.ndarray, shape: tuple[int, int, int, int], kh: int, kw: int, stride: int,
+    padding: int, ws: dict[str, np.ndarray] | None = None, slot: str = "",
+) -> np.ndarray:
+    """_col2im(g @ k) without the patch matrix: one product per kernel offset, each added
+    where its patches came from (k's columns are ordered (kh, kw, C), like the patches)."""
+    b, h, w, c = shape
+    oh, ow = g.shape[1:3]
+    rows = g.reshape(-1, g.shape[-1])
+    full = (b, h + 2 * padding, w + 2 * padding, c)
+    if ws is None:
+        out, part = np.zeros(full, dtype=g.dtype), np.empty((rows.shape[0], c), dtype=g.dtype)
+    else:
+        out = _scratch(ws, slot, full, g.dtype)
+        out.fill(0)
+        part = _scratch(ws, slot + "_part", (rows.shape[0], c), g.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            first = (i * kw + j) * c
+            np.dot(rows, k[:, first:first + c], out=part)
+            out[:, i:i + stride * oh:stride, j:j + stride * ow:stride] += part.reshape(b, oh, ow, c)
     return out[:, padding:padding + h, padding:padding + w]
 
 
@@ -304,6 +373,7 @@ def forward(
     training: bool = False,
 ) -> dict[str, np.ndarray]:
     """The model's outputs for a batch of inputs (evaluation mode unless `training`)."""
+    ws = _take_workspace("forward")
     K1 = params["K1"]
     c1 = params["c1"]
     K2 = params["K2"]
@@ -314,24 +384,37 @@ def forward(
     X = np.asarray(inputs["X"], dtype=dt)
     B = X.shape[0]
     # (1) a1 = relu(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1)
-    t1 = _im2col(X, 3, 3, 1, 1)
-    t2 = t1 @ K1.reshape(9, 16)
+    t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
+    t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
+    np.dot(t1.reshape(-1, t1.shape[-1]), K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
     a1 = _ew1(t2, c1, out=t2)
     # (2) p1 = max(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16), axis=3)
-    t3 = _im2col(a1, 2, 2, 2, 0)
-    p1 = t3.reshape(B, 4, 4, 4, 16).max(axis=3)
+    t3 = _im2col(a1, 2, 2, 2, 0, ws, "t3")
+    p1_parts = t3.reshape(B, 4, 4, 4, 16)
+    p1 = np.maximum(
+        p1_parts[:, :, :, 0],
+        p1_parts[:, :, :, 1],
+        out=_scratch(ws, "p1", (B, 4, 4, 16), dt),
+    )
+    np.maximum(p1, p1_parts[:, :, :, 2], out=p1)
+    np.maximum(p1, p1_parts[:, :, :, 3], out=p1)
     # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
-    t4 = _im2col(p1, 3, 3, 1, 1)
-    t5 = t4 @ K2.reshape(144, 32)
+    t4 = _im2col(p1, 3, 3, 1, 1, ws, "t4")
+    t5 = _scratch(ws, "t5", (B, 4, 4, 32), dt)
+    np.dot(t4.reshape(-1, t4.shape[-1]), K2.reshape(144, 32), out=t5.reshape(-1, t5.shape[-1]))
     a2 = _ew1(t5, c2, out=t5)
     # (4) p2 = max(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32), axis=3)
-    t6 = _im2col(a2, 2, 2, 2, 0)
-    p2 = t6.reshape(B, 2, 2, 4, 32).max(axis=3)
+    t6 = _im2col(a2, 2, 2, 2, 0, ws, "t6")
+    p2_parts = t6.reshape(B, 2, 2, 4, 32)
+    p2 = np.maximum(p2_parts[:, :, :, 0], p2_parts[:, :, :, 1])
+    np.maximum(p2, p2_parts[:, :, :, 2], out=p2)
+    np.maximum(p2, p2_parts[:, :, :, 3], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
     t7 = np.dot(p2.reshape(B, 128), W)
     z = _ew2(t7, b, out=t7)
     # (6) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
+    _give_back("forward", ws)
     return {"P": P}
 
 
@@ -345,6 +428,7 @@ def loss(
     training: bool = False,
 ) -> float:
     """The loss L for a batch (evaluation mode unless `training`)."""
+    ws = _take_workspace("loss")
     K1 = params["K1"]
     c1 = params["c1"]
     K2 = params["K2"]
@@ -356,19 +440,31 @@ def loss(
     Y = np.asarray(batch["Y"], dtype=dt)
     B = X.shape[0]
     # (1) a1 = relu(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1)
-    t1 = _im2col(X, 3, 3, 1, 1)
-    t2 = t1 @ K1.reshape(9, 16)
+    t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
+    t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
+    np.dot(t1.reshape(-1, t1.shape[-1]), K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
     a1 = _ew1(t2, c1, out=t2)
     # (2) p1 = max(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16), axis=3)
-    t3 = _im2col(a1, 2, 2, 2, 0)
-    p1 = t3.reshape(B, 4, 4, 4, 16).max(axis=3)
+    t3 = _im2col(a1, 2, 2, 2, 0, ws, "t3")
+    p1_parts = t3.reshape(B, 4, 4, 4, 16)
+    p1 = np.maximum(
+        p1_parts[:, :, :, 0],
+        p1_parts[:, :, :, 1],
+        out=_scratch(ws, "p1", (B, 4, 4, 16), dt),
+    )
+    np.maximum(p1, p1_parts[:, :, :, 2], out=p1)
+    np.maximum(p1, p1_parts[:, :, :, 3], out=p1)
     # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
-    t4 = _im2col(p1, 3, 3, 1, 1)
-    t5 = t4 @ K2.reshape(144, 32)
+    t4 = _im2col(p1, 3, 3, 1, 1, ws, "t4")
+    t5 = _scratch(ws, "t5", (B, 4, 4, 32), dt)
+    np.dot(t4.reshape(-1, t4.shape[-1]), K2.reshape(144, 32), out=t5.reshape(-1, t5.shape[-1]))
     a2 = _ew1(t5, c2, out=t5)
     # (4) p2 = max(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32), axis=3)
-    t6 = _im2col(a2, 2, 2, 2, 0)
-    p2 = t6.reshape(B, 2, 2, 4, 32).max(axis=3)
+    t6 = _im2col(a2, 2, 2, 2, 0, ws, "t6")
+    p2_parts = t6.reshape(B, 2, 2, 4, 32)
+    p2 = np.maximum(p2_parts[:, :, :, 0], p2_parts[:, :, :, 1])
+    np.maximum(p2, p2_parts[:, :, :, 2], out=p2)
+    np.maximum(p2, p2_parts[:, :, :, 3], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
     t7 = np.dot(p2.reshape(B, 128), W)
     z = _ew2(t7, b, out=t7)
@@ -376,6 +472,7 @@ def loss(
     t8 = _log_softmax(z, axis=1)
     t9 = np.vdot(Y, t8)
     L = -t9/B
+    _give_back("loss", ws)
     return float(L)
 
 
@@ -388,6 +485,7 @@ def loss_and_grad(
     rng: np.random.Generator | int | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """The loss L and its gradient w.r.t. every parameter (eqs. 13-34), in training mode."""
+    ws = _take_workspace("loss_and_grad")
     K1 = params["K1"]
     c1 = params["c1"]
     K2 = params["K2"]
@@ -399,19 +497,31 @@ def loss_and_grad(
     Y = np.asarray(batch["Y"], dtype=dt)
     B = X.shape[0]
     # (1) a1 = relu(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1)
-    t1 = _im2col(X, 3, 3, 1, 1)
-    t2 = t1 @ K1.reshape(9, 16)
+    t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
+    t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
+    np.dot(t1.reshape(-1, t1.shape[-1]), K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
     a1 = _ew1(t2, c1, out=t2)
     # (2) p1 = max(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16), axis=3)
-    t3 = _im2col(a1, 2, 2, 2, 0)
-    p1 = t3.reshape(B, 4, 4, 4, 16).max(axis=3)
+    t3 = _im2col(a1, 2, 2, 2, 0, ws, "t3")
+    p1_parts = t3.reshape(B, 4, 4, 4, 16)
+    p1 = np.maximum(
+        p1_parts[:, :, :, 0],
+        p1_parts[:, :, :, 1],
+        out=_scratch(ws, "p1", (B, 4, 4, 16), dt),
+    )
+    np.maximum(p1, p1_parts[:, :, :, 2], out=p1)
+    np.maximum(p1, p1_parts[:, :, :, 3], out=p1)
     # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
-    t4 = _im2col(p1, 3, 3, 1, 1)
-    t5 = t4 @ K2.reshape(144, 32)
+    t4 = _im2col(p1, 3, 3, 1, 1, ws, "t4")
+    t5 = _scratch(ws, "t5", (B, 4, 4, 32), dt)
+    np.dot(t4.reshape(-1, t4.shape[-1]), K2.reshape(144, 32), out=t5.reshape(-1, t5.shape[-1]))
     a2 = _ew1(t5, c2, out=t5)
     # (4) p2 = max(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32), axis=3)
-    t6 = _im2col(a2, 2, 2, 2, 0)
-    p2 = t6.reshape(B, 2, 2, 4, 32).max(axis=3)
+    t6 = _im2col(a2, 2, 2, 2, 0, ws, "t6")
+    p2_parts = t6.reshape(B, 2, 2, 4, 32)
+    p2 = np.maximum(p2_parts[:, :, :, 0], p2_parts[:, :, :, 1])
+    np.maximum(p2, p2_parts[:, :, :, 2], out=p2)
+    np.maximum(p2, p2_parts[:, :, :, 3], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
     t7 = np.dot(p2.reshape(B, 128), W)
     z = _ew2(t7, b, out=t7)
@@ -434,9 +544,12 @@ def loss_and_grad(
     t12 = _ew4(
         t6.reshape(B, 2, 2, 4, 32),
         p2.reshape(B, 2, 2, 1, 32),
-        out=np.empty((B, 2, 2, 4, 32), dtype=dt),
+        out=_scratch(ws, "t12", (B, 2, 2, 4, 32), dt),
     )
-    t13 = t12.sum(axis=3)
+    t13_parts = t12
+    t13 = np.add(t13_parts[:, :, :, 0], t13_parts[:, :, :, 1])
+    np.add(t13, t13_parts[:, :, :, 2], out=t13)
+    np.add(t13, t13_parts[:, :, :, 3], out=t13)
     t14 = _ew5(t11.reshape(B, 2, 2, 1, 32), t12, t13.reshape(B, 2, 2, 1, 32), out=t12)
     # (19) dL_da2 = col2im(((broadcast((dL_dz @ W.T).reshape(B, 2, 2, 1, 32), (B, 2, 2, 4,
     #     32))*(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32) ==
@@ -444,53 +557,60 @@ def loss_and_grad(
     #     stride=2, padding=0).reshape(B, 2, 2, 4, 32) == broadcast(p2.reshape(B, 2, 2, 1, 32),
     #     (B, 2, 2, 4, 32))), axis=3).reshape(B, 2, 2, 1, 32), (B, 2, 2, 4, 32))).reshape(B, 2, 2,
     #     128), 2x2, stride=2, padding=0)
-    dL_da2 = _col2im(t14.reshape(B, 2, 2, 128), (B, 4, 4, 32), 2, 2, 2, 0)
+    dL_da2 = _col2im(t14.reshape(B, 2, 2, 128), (B, 4, 4, 32), 2, 2, 2, 0, ws, "dL_da2")
     # (20) dL/d(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2) = dL_da2*(a2 > 0)
     t15 = _ew6(dL_da2, a2, out=a2)
     # (23) dL/d(im2col(p1, 3x3, stride=1, padding=1)) = (dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T
-    t16 = t15 @ K2.reshape(144, 32).T
     # (26) dL_dp1 = col2im((dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T, 3x3, stride=1, padding=1)
-    dL_dp1 = _col2im(t16, (B, 4, 4, 16), 3, 3, 1, 1)
+    dL_dp1 = _col2im_matmul(t15, K2.reshape(144, 32).T, (B, 4, 4, 16), 3, 3, 1, 1, ws, "dL_dp1")
     # (27) dL/d(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16)) =
     #     (broadcast(dL_dp1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4, 16))*(im2col(a1, 2x2, stride=2,
     #     padding=0).reshape(B, 4, 4, 4, 16) == broadcast(p1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4,
     #     16))))/broadcast(sum((im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16) ==
     #     broadcast(p1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4, 16))), axis=3).reshape(B, 4, 4, 1,
     #     16), (B, 4, 4, 4, 16))
-    t17 = _ew4(
+    t16 = _ew4(
         t3.reshape(B, 4, 4, 4, 16),
         p1.reshape(B, 4, 4, 1, 16),
-        out=np.empty((B, 4, 4, 4, 16), dtype=dt),
+        out=_scratch(ws, "t16", (B, 4, 4, 4, 16), dt),
     )
-    t18 = t17.sum(axis=3)
-    t19 = _ew5(dL_dp1.reshape(B, 4, 4, 1, 16), t17, t18.reshape(B, 4, 4, 1, 16), out=t17)
+    t17_parts = t16
+    t17 = np.add(
+        t17_parts[:, :, :, 0],
+        t17_parts[:, :, :, 1],
+        out=_scratch(ws, "t17", (B, 4, 4, 16), dt),
+    )
+    np.add(t17, t17_parts[:, :, :, 2], out=t17)
+    np.add(t17, t17_parts[:, :, :, 3], out=t17)
+    t18 = _ew5(dL_dp1.reshape(B, 4, 4, 1, 16), t16, t17.reshape(B, 4, 4, 1, 16), out=t16)
     # (29) dL_da1 = col2im(((broadcast(dL_dp1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4,
     #     16))*(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16) ==
     #     broadcast(p1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4, 16))))/broadcast(sum((im2col(a1, 2x2,
     #     stride=2, padding=0).reshape(B, 4, 4, 4, 16) == broadcast(p1.reshape(B, 4, 4, 1, 16),
     #     (B, 4, 4, 4, 16))), axis=3).reshape(B, 4, 4, 1, 16), (B, 4, 4, 4, 16))).reshape(B, 4, 4,
     #     64), 2x2, stride=2, padding=0)
-    dL_da1 = _col2im(t19.reshape(B, 4, 4, 64), (B, 8, 8, 16), 2, 2, 2, 0)
+    dL_da1 = _col2im(t18.reshape(B, 4, 4, 64), (B, 8, 8, 16), 2, 2, 2, 0, ws, "dL_da1")
     # (30) dL/d(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1) = dL_da1*(a1 > 0)
-    t20 = _ew6(dL_da1, a1, out=a1)
+    t19 = _ew6(dL_da1, a1, out=a1)
     # (33) dL/d(K1.reshape(9, 16)) = im2col(X, 3x3, stride=1, padding=1).reshape(64*B, 9).T @
     #     (dL_da1*(a1 > 0)).reshape(64*B, 16)
-    t21 = np.dot(t1.reshape(64*B, 9).T, t20.reshape(64*B, 16))
+    t20 = np.dot(t1.reshape(64*B, 9).T, t19.reshape(64*B, 16))
     # (32) dL_dc1 = sum(dL_da1*(a1 > 0), axis=(0, 1, 2))
-    dL_dc1 = _colsum(t20)
+    dL_dc1 = _colsum(t19)
     # (24) dL/d(K2.reshape(144, 32)) = im2col(p1, 3x3, stride=1, padding=1).reshape(16*B, 144).T @
     #     (dL_da2*(a2 > 0)).reshape(16*B, 32)
-    t22 = np.dot(t4.reshape(16*B, 144).T, t15.reshape(16*B, 32))
+    t21 = np.dot(t4.reshape(16*B, 144).T, t15.reshape(16*B, 32))
     # (22) dL_dc2 = sum(dL_da2*(a2 > 0), axis=(0, 1, 2))
     dL_dc2 = _colsum(t15)
     # (15) dL_dW = p2.reshape(B, 128).T @ dL_dz
     dL_dW = np.dot(p2.reshape(B, 128).T, dL_dz)
     # (13) dL_db = sum(dL_dz, axis=0)
     dL_db = _colsum(dL_dz)
+    _give_back("loss_and_grad", ws)
     return float(L), {
-        "K1": t21.reshape(3, 3, 1, 16),
+        "K1": t20.reshape(3, 3, 1, 16),
         "c1": dL_dc1,
-        "K2": t22.reshape(3, 3, 16, 32),
+        "K2": t21.reshape(3, 3, 16, 32),
         "c2": dL_dc2,
         "W": dL_dW,
         "b": dL_db,

@@ -376,7 +376,7 @@ def forward(
     #     axis=0), broadcast(0, (B, n_h)), concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z,
     #     bh_n], axis=0))[0]
     t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
-    t2 = X @ t1
+    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
@@ -452,7 +452,7 @@ def loss(
     #     axis=0), broadcast(0, (B, n_h)), concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z,
     #     bh_n], axis=0))[0]
     t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
-    t2 = X @ t1
+    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
@@ -529,7 +529,7 @@ def loss_and_grad(
     #     axis=0), broadcast(0, (B, n_h)), concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z,
     #     bh_n], axis=0))[0]
     t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
-    t2 = X @ t1
+    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)

@@ -363,7 +363,7 @@ def forward(
     #     broadcast(0, (B, n_h)), concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1), concat([b_i, b_f, b_g,
     #     b_o], axis=0))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
-    t2 = X @ t1
+    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
     t3 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     t4 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
@@ -438,7 +438,7 @@ def loss(
     #     broadcast(0, (B, n_h)), concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1), concat([b_i, b_f, b_g,
     #     b_o], axis=0))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
-    t2 = X @ t1
+    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
     t3 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     t4 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
@@ -514,7 +514,7 @@ def loss_and_grad(
     #     broadcast(0, (B, n_h)), concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1), concat([b_i, b_f, b_g,
     #     b_o], axis=0))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
-    t2 = X @ t1
+    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
     t3 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     t4 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-

@@ -373,7 +373,7 @@ def forward(
     #     broadcast(0, (B, n_h)), concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1), concat([b_i, b_f, b_g,
     #     b_o], axis=0))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
-    t2 = X @ t1
+    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
     t3 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     t4 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     # lstm: the loop over the 40 steps of axis 1, keeping every state (and residual) for back-
@@ -408,7 +408,7 @@ def forward(
         h_prev = t13
         c_prev = t11
     # (2) Yhat = H @ W + c
-    t14 = H @ W
+    t14 = np.dot(H.reshape(-1, H.shape[-1]), W).reshape(*H.shape[:-1], W.shape[-1])
     Yhat = _ew6(t14, c, out=t14)
     return {"Yhat": Yhat}
 
@@ -446,7 +446,7 @@ def loss(
     #     broadcast(0, (B, n_h)), concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1), concat([b_i, b_f, b_g,
     #     b_o], axis=0))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
-    t2 = X @ t1
+    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
     t3 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     t4 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     # lstm: the loop over the 40 steps of axis 1, keeping every state (and residual) for back-
@@ -481,7 +481,7 @@ def loss(
         h_prev = t13
         c_prev = t11
     # (2) Yhat = H @ W + c
-    t14 = H @ W
+    t14 = np.dot(H.reshape(-1, H.shape[-1]), W).reshape(*H.shape[:-1], W.shape[-1])
     # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t15 = _ew7(t14, c, Y, out=t14)
     t16 = t15.sum()
@@ -521,7 +521,7 @@ def loss_and_grad(
     #     broadcast(0, (B, n_h)), concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1), concat([b_i, b_f, b_g,
     #     b_o], axis=0))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
-    t2 = X @ t1
+    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
     t3 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     t4 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     # lstm: the loop over the 40 steps of axis 1, keeping every state (and residual) for back-
@@ -556,7 +556,7 @@ def loss_and_grad(
         h_prev = t13
         c_prev = t11
     # (2) Yhat = H @ W + c
-    t14 = H @ W
+    t14 = np.dot(H.reshape(-1, H.shape[-1]), W).reshape(*H.shape[:-1], W.shape[-1])
     # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t15 = _ew8(t14, c, Y, out=t14)
     t16 = _ew9(t15, out=np.empty((B, 40, 1), dtype=dt))
@@ -565,7 +565,10 @@ def loss_and_grad(
     # (6) dL/d(Yhat - Y) = (Yhat - Y)/(20*B)
     dL_dYhat = _ew10(t15, B, out=t16)
     # (10) dL_dH = dL_dYhat @ W.T
-    dL_dH = dL_dYhat @ W.T
+    dL_dH = np.dot(dL_dYhat.reshape(-1, dL_dYhat.shape[-1]), W.T).reshape(
+        *dL_dYhat.shape[:-1],
+        W.T.shape[-1],
+    )
     # (12) dL/d(X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = bptt[lstm](...)[0]
     # lstm: back-propagation through time, the reverse loop over the 40 steps
     dlstm_u1_seq = np.empty((B, 40, 4*n_h), dtype=dt)

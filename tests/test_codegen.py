@@ -146,3 +146,76 @@ def test_program_reuses_forward_values_and_fuses_kernels():
     assert body.count("_ew") >= 4
     assert "h1.T @ dL_dz2" in body and "X.T @ dL_dz1" in body  # names from the math, BLAS products
     assert "1 - h1**2" in body  # the backward uses the kept forward value h1 (tanh' = 1 - tanh^2)
+
+
+def _run_twice(module, dims, seed):
+    """Two calls with different parameters and batches; the first call's results, and a copy."""
+    import numpy as np
+
+    from tests.oracle import random_batch, run_kwargs
+
+    rng = np.random.default_rng(seed)
+    calls = []
+    for k in range(2):
+        params = module.init_params(dims, seed=seed + k, dtype=np.float64)
+        batch = random_batch(module, dims, rng)
+        kw = run_kwargs(module, dims)
+        calls.append((params, batch, kw))
+    return calls
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+def test_results_do_not_share_memory_with_a_later_call(name):
+    """Large temporaries live in a workspace kept across calls: nothing returned may be one."""
+    import numpy as np
+
+    from tests.conftest import built
+
+    _, _, module = built(name, "auto")
+    dims = {d: 3 for d in module.DIMS}
+    (p1, b1, kw1), (p2, b2, kw2) = _run_twice(module, dims, seed=4)
+    loss, grads = module.loss_and_grad(p1, b1, **kw1)
+    outputs = module.forward(p1, {k: v for k, v in b1.items() if k not in module.TARGETS}, **kw1)
+    kept = {k: v.copy() for k, v in grads.items()} | {f"out:{k}": v.copy() for k, v in outputs.items()}
+    module.loss_and_grad(p2, b2, **kw2)
+    module.forward(p2, {k: v for k, v in b2.items() if k not in module.TARGETS}, **kw2)
+    for k, v in grads.items():
+        np.testing.assert_array_equal(v, kept[k], err_msg=k)
+    for k, v in outputs.items():
+        np.testing.assert_array_equal(v, kept[f"out:{k}"], err_msg=k)
+    assert module.loss_and_grad(p1, b1, **kw1)[0] == loss
+
+
+def test_concurrent_calls_each_get_their_own_workspace():
+    import threading
+
+    import numpy as np
+
+    from tests.conftest import built
+
+    _, _, module = built("cnn_digits", "auto")
+    assert "_take_workspace(" in (ROOT / "generated" / "cnn_digits.py").read_text()
+    dims = {"B": 16, "n_out": 10}
+    calls = [call for seed in range(4) for call in _run_twice(module, dims, seed)]
+    want = [module.loss_and_grad(p, b, **kw) for p, b, kw in calls]
+    got = [None] * len(calls)
+
+    def work(i):
+        for _ in range(5):
+            got[i] = module.loss_and_grad(*calls[i][:2], **calls[i][2])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (l_want, g_want), (l_got, g_got) in zip(want, got, strict=True):
+        assert l_got == l_want
+        for k in g_want:
+            np.testing.assert_array_equal(g_got[k], g_want[k])
+
+
+def test_small_dense_models_allocate_as_before():
+    """Workspaces are for large temporaries (images, patch matrices): a dense model, whose
+    sizes are all dims, pays no per-call bookkeeping."""
+    assert "_take_workspace" not in (ROOT / "generated" / "mlp_tanh.py").read_text()
