@@ -8,7 +8,7 @@ module is assembled (kernels get their names last).
 """
 from __future__ import annotations
 
-from codegen.program import Instr, Lowering, Program
+from codegen.program import Instr, Lowering, Program, _large
 from symbolic.graph import Node
 from symbolic.scan import TIME_AXIS, Cell
 
@@ -47,8 +47,20 @@ def lower_loop(outer: Lowering, node: Node) -> Instr:
     args = [outer.ref(a) for a in node.args]
     build = _forward if node.op == "scan" else _backward
     ins = Instr(node.op, node, _claim(outer, f"{cell.name}_{node.op}"), args, eqs=outer._eqs(node, []))
-    ins.render = build(outer, node, cell, args)
+    ins.render, ins.allocates = build(outer, node, cell, args, ins)
     return ins
+
+
+def _allocations(ins: Instr) -> list[str]:
+    """The loop's arrays: from the call's workspace when the plan put them there."""
+    lines = []
+    for name, (shape, zeroed, _) in ins.allocates.items():
+        if name in ins.scratch_names:
+            lines.append(f'{name} = _scratch(ws, "{name}", {shape}, dt)')
+            lines += [f"{name}.fill(0)"] if zeroed else []
+        else:
+            lines.append(f"{name} = {'np.zeros' if zeroed else 'np.empty'}({shape}, dtype=dt)")
+    return lines
 
 
 def _outputs(outer: Lowering, node: Node, bases: list[str]) -> list[str | None]:
@@ -66,7 +78,7 @@ def _outputs(outer: Lowering, node: Node, bases: list[str]) -> list[str | None]:
     return names
 
 
-def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str]):
+def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Instr):
     ns, nh = len(cell.seq_ph), len(cell.state_ph)
     shapes = node.attr("shapes")
     T = outer._dim_text(shapes[0][TIME_AXIS])
@@ -78,10 +90,11 @@ def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str]):
     bound |= dict(zip(cell.captured, args[ns + nh:], strict=True))
     roots = {f"s{k}": o for k, o in enumerate(cell.outs)} | {f"r{k}": r for k, r in enumerate(cell.residuals)}
     program = _step(outer, roots, bound)
-    allocations = [f"{o} = np.empty({outer._shape(s)}, dtype=dt)" for o, s in zip(outs, shapes, strict=True)]
+    allocates = {o: (outer._shape(s), False, _large(s)) for o, s in zip(outs, shapes, strict=True)}
 
     def render() -> list[str]:
         results = program.results
+        allocations = _allocations(ins)
         lines = [f"# {cell.name}: the loop over the {T} steps of axis {TIME_AXIS}, keeping every "
                  "state (and residual) for back-propagation through time"]
         if not T.isdigit():
@@ -97,10 +110,10 @@ def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str]):
         inner += [f"{p.name} = {results[f's{k}']}" for k, p in enumerate(cell.state_ph)]
         return lines + ["    " + line for line in inner]
 
-    return render
+    return render, allocates
 
 
-def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str]):
+def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Instr):
     ns, nh, nr = len(cell.seq_ph), len(cell.state_ph), len(cell.residuals)
     cts, residuals = args[:nh], args[nh:nh + nr]
     states, rest = args[nh + nr:2 * nh + nr], args[2 * nh + nr:]
@@ -120,15 +133,17 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str]):
     wanted = [*cell.d_seq, *cell.d_state, *cell.d_captured]
     roots = {f"d{k}": d for k, d in enumerate(wanted) if d is not None and (outs[k] or ns <= k < ns + nh)}
     program = _step(outer, roots, bound)
-    allocations = []
-    for k, (o, s) in enumerate(zip(outs, shapes, strict=True)):
-        if o is not None and not ns <= k < ns + nh:  # an initial state's adjoint is the last carry
-            allocations.append(f"{o} = {'np.empty' if k < ns else 'np.zeros'}({outer._shape(s)}, dtype=dt)")
-    allocations += [f"{c} = np.zeros({outer._shape(p.shape)}, dtype=dt)"
-                    for c, p in zip(carries, cell.state_ph, strict=True)]
+    # an initial state's adjoint is the last carry, allocated with the carries
+    allocates = {o: (outer._shape(s), k >= ns, _large(s))
+                 for k, (o, s) in enumerate(zip(outs, shapes, strict=True))
+                 if o is not None and not ns <= k < ns + nh}
+    # the carries end as the initial states' adjoints: never in the workspace
+    carried = [f"{c} = np.zeros({outer._shape(p.shape)}, dtype=dt)"
+               for c, p in zip(carries, cell.state_ph, strict=True)]
 
     def render() -> list[str]:
         results = program.results
+        allocations = _allocations(ins) + carried
         lines = [f"# {cell.name}: back-propagation through time, the reverse loop over the {T} steps"]
         lines += allocations
         lines.append(f"for {t} in range({T} - 1, -1, -1):")
@@ -156,7 +171,7 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str]):
         lines += [f"{outs[ns + k]} = {carry}" for k, carry in enumerate(carries) if outs[ns + k] is not None]
         return lines
 
-    return render
+    return render, allocates
 
 
 def _grad_name(outer: Lowering, captured: Node, k: int) -> str:

@@ -8,8 +8,8 @@ The program computes a set of named results (outputs, the loss, gradients). Lowe
 * where each result lives: a kernel writes in place into an operand that dies at that
   instruction when the kernel allows it, else into a buffer a dead value left behind, else into
   a new one. Returned arrays are never reused and never alias a parameter or an input;
-* which large temporaries (a fixed part of their shape of at least WORKSPACE_MIN elements, as
-  an image's or a patch matrix's) live in a workspace kept across calls instead of fresh memory.
+* which large temporaries (images, patch matrices, sequences: see `_large`) live in a
+  workspace kept across calls instead of fresh memory.
 
 Every node is computed once (nodes are hash-consed), so a forward value the backward pass
 needs is kept, not recomputed.
@@ -52,6 +52,9 @@ class Instr:
     pad: tuple[str, str] = ("0", "0")  # zero padding: widths before and after, as Python text
     render: Callable[[], list[str]] | None = None  # a loop's lines, written once kernels have names
     scratch: bool = False  # the output lives in the call's workspace (never returned)
+    # a loop's arrays: name -> (shape text, zeroed, large); `scratch_names` live in the workspace
+    allocates: dict[str, tuple[str, bool, bool]] = field(default_factory=dict)
+    scratch_names: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Program:
 
     @property
     def uses_workspace(self) -> bool:
-        return any(ins.scratch for ins in self.instrs)
+        return any(ins.scratch or ins.scratch_names for ins in self.instrs)
 
 
 def _dim_names(expr: sympy.Expr) -> set[str]:
@@ -342,8 +345,10 @@ class Lowering:
                 escaped.add(ins.buffer)
         for ins in instrs:
             n = ins.node
+            ins.scratch_names = {name for name, (_, _, large) in ins.allocates.items()
+                                 if large and name not in escaped}
             if (ins.op in _WORKSPACE_OPS and ins.buffer is None and ins.inline is None and not ins.discard
-                    and ins.out not in escaped and _fixed_size(n.shape) >= WORKSPACE_MIN
+                    and ins.out not in escaped and _large(n.shape)
                     and not (ins.op == "sum" and (len(n.attr("axes")) == n.args[0].ndim
                                                   or n.attr("axes") == tuple(range(n.args[0].ndim - 1))))):
                 ins.scratch = True
@@ -403,13 +408,15 @@ def _closing(text: str, start: int) -> int | None:
     return None
 
 
-def _fixed_size(shape: Shape) -> int:
-    """The product of a shape's fixed (integer) sizes."""
+def _large(shape: Shape) -> bool:
+    """Images, patch matrices, sequences: three axes or more, or a fixed part of the shape of
+    WORKSPACE_MIN elements. A dense model's (batch, features) arrays are not: they stay few and
+    small enough for the allocator to recycle without asking the kernel."""
     size = 1
     for d in shape:
         if isinstance(d, int) or getattr(d, "is_Integer", False):
             size *= int(d)
-    return size
+    return len(shape) >= 3 or size >= WORKSPACE_MIN
 
 
 def _mentions(text: str, name: str) -> bool:

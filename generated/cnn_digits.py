@@ -406,7 +406,11 @@ def forward(
     # (4) p2 = max(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32), axis=3)
     t6 = _im2col(a2, 2, 2, 2, 0, ws, "t6")
     p2_parts = t6.reshape(B, 2, 2, 4, 32)
-    p2 = np.maximum(p2_parts[:, :, :, 0], p2_parts[:, :, :, 1])
+    p2 = np.maximum(
+        p2_parts[:, :, :, 0],
+        p2_parts[:, :, :, 1],
+        out=_scratch(ws, "p2", (B, 2, 2, 32), dt),
+    )
     np.maximum(p2, p2_parts[:, :, :, 2], out=p2)
     np.maximum(p2, p2_parts[:, :, :, 3], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
@@ -462,7 +466,11 @@ def loss(
     # (4) p2 = max(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32), axis=3)
     t6 = _im2col(a2, 2, 2, 2, 0, ws, "t6")
     p2_parts = t6.reshape(B, 2, 2, 4, 32)
-    p2 = np.maximum(p2_parts[:, :, :, 0], p2_parts[:, :, :, 1])
+    p2 = np.maximum(
+        p2_parts[:, :, :, 0],
+        p2_parts[:, :, :, 1],
+        out=_scratch(ws, "p2", (B, 2, 2, 32), dt),
+    )
     np.maximum(p2, p2_parts[:, :, :, 2], out=p2)
     np.maximum(p2, p2_parts[:, :, :, 3], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
@@ -519,7 +527,11 @@ def loss_and_grad(
     # (4) p2 = max(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32), axis=3)
     t6 = _im2col(a2, 2, 2, 2, 0, ws, "t6")
     p2_parts = t6.reshape(B, 2, 2, 4, 32)
-    p2 = np.maximum(p2_parts[:, :, :, 0], p2_parts[:, :, :, 1])
+    p2 = np.maximum(
+        p2_parts[:, :, :, 0],
+        p2_parts[:, :, :, 1],
+        out=_scratch(ws, "p2", (B, 2, 2, 32), dt),
+    )
     np.maximum(p2, p2_parts[:, :, :, 2], out=p2)
     np.maximum(p2, p2_parts[:, :, :, 3], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
@@ -547,7 +559,11 @@ def loss_and_grad(
         out=_scratch(ws, "t12", (B, 2, 2, 4, 32), dt),
     )
     t13_parts = t12
-    t13 = np.add(t13_parts[:, :, :, 0], t13_parts[:, :, :, 1])
+    t13 = np.add(
+        t13_parts[:, :, :, 0],
+        t13_parts[:, :, :, 1],
+        out=_scratch(ws, "t13", (B, 2, 2, 32), dt),
+    )
     np.add(t13, t13_parts[:, :, :, 2], out=t13)
     np.add(t13, t13_parts[:, :, :, 3], out=t13)
     t14 = _ew5(t11.reshape(B, 2, 2, 1, 32), t12, t13.reshape(B, 2, 2, 1, 32), out=t12)

@@ -178,6 +178,32 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
+# Large temporaries of a call live in a workspace kept across calls: mapping fresh memory for
+# them on every call costs more page faults than their arithmetic. A call takes a workspace
+# from its function's pool and gives it back before returning, so concurrent calls (threads)
+# each hold their own; an array handed to the caller never lives in one.
+_WORKSPACES: dict[str, list[dict[str, np.ndarray]]] = {}
+
+
+def _take_workspace(function: str) -> dict[str, np.ndarray]:
+    try:
+        return _WORKSPACES.setdefault(function, []).pop()
+    except IndexError:
+        return {}
+
+
+def _give_back(function: str, ws: dict[str, np.ndarray]) -> None:
+    _WORKSPACES[function].append(ws)
+
+
+def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The workspace's array for `slot`, (re)allocated when the shape or dtype changed."""
+    a = ws.get(slot)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = ws[slot] = np.empty(shape, dtype=dtype)
+    return a
+
+
 _ONES: dict[tuple[int, str], np.ndarray] = {}
 
 
@@ -354,6 +380,7 @@ def forward(
     training: bool = False,
 ) -> dict[str, np.ndarray]:
     """The model's outputs for a batch of inputs (evaluation mode unless `training`)."""
+    ws = _take_workspace("forward")
     Wx_r = params["Wx_r"]
     Wx_z = params["Wx_z"]
     Wx_n = params["Wx_n"]
@@ -376,19 +403,20 @@ def forward(
     #     axis=0), broadcast(0, (B, n_h)), concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z,
     #     bh_n], axis=0))[0]
     t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
-    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
+    t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
+    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
     t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
-    H = np.empty((B, 8, n_h), dtype=dt)
-    gru_unused1 = np.empty((B, 8, n_h), dtype=dt)
-    gru_unused2 = np.empty((B, 8, n_h), dtype=dt)
-    gru_unused3 = np.empty((B, 8, n_h), dtype=dt)
-    gru_unused4 = np.empty((B, 8, n_h), dtype=dt)
-    gru_unused5 = np.empty((B, 8, n_h), dtype=dt)
+    H = _scratch(ws, "H", (B, 8, n_h), dt)
+    gru_unused1 = _scratch(ws, "gru_unused1", (B, 8, n_h), dt)
+    gru_unused2 = _scratch(ws, "gru_unused2", (B, 8, n_h), dt)
+    gru_unused3 = _scratch(ws, "gru_unused3", (B, 8, n_h), dt)
+    gru_unused4 = _scratch(ws, "gru_unused4", (B, 8, n_h), dt)
+    gru_unused5 = _scratch(ws, "gru_unused5", (B, 8, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
@@ -416,6 +444,7 @@ def forward(
     z = _ew1(t14, c, out=t14)
     # (3) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
+    _give_back("forward", ws)
     return {"P": P}
 
 
@@ -429,6 +458,7 @@ def loss(
     training: bool = False,
 ) -> float:
     """The loss L for a batch (evaluation mode unless `training`)."""
+    ws = _take_workspace("loss")
     Wx_r = params["Wx_r"]
     Wx_z = params["Wx_z"]
     Wx_n = params["Wx_n"]
@@ -452,19 +482,20 @@ def loss(
     #     axis=0), broadcast(0, (B, n_h)), concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z,
     #     bh_n], axis=0))[0]
     t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
-    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
+    t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
+    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
     t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
-    H = np.empty((B, 8, n_h), dtype=dt)
-    gru_unused1 = np.empty((B, 8, n_h), dtype=dt)
-    gru_unused2 = np.empty((B, 8, n_h), dtype=dt)
-    gru_unused3 = np.empty((B, 8, n_h), dtype=dt)
-    gru_unused4 = np.empty((B, 8, n_h), dtype=dt)
-    gru_unused5 = np.empty((B, 8, n_h), dtype=dt)
+    H = _scratch(ws, "H", (B, 8, n_h), dt)
+    gru_unused1 = _scratch(ws, "gru_unused1", (B, 8, n_h), dt)
+    gru_unused2 = _scratch(ws, "gru_unused2", (B, 8, n_h), dt)
+    gru_unused3 = _scratch(ws, "gru_unused3", (B, 8, n_h), dt)
+    gru_unused4 = _scratch(ws, "gru_unused4", (B, 8, n_h), dt)
+    gru_unused5 = _scratch(ws, "gru_unused5", (B, 8, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
@@ -494,6 +525,7 @@ def loss(
     t15 = _log_softmax(z, axis=1)
     t16 = np.vdot(Y, t15)
     L = -t16/B
+    _give_back("loss", ws)
     return float(L)
 
 
@@ -506,6 +538,7 @@ def loss_and_grad(
     rng: np.random.Generator | int | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """The loss L and its gradient w.r.t. every parameter (eqs. 10-32), in training mode."""
+    ws = _take_workspace("loss_and_grad")
     Wx_r = params["Wx_r"]
     Wx_z = params["Wx_z"]
     Wx_n = params["Wx_n"]
@@ -529,19 +562,20 @@ def loss_and_grad(
     #     axis=0), broadcast(0, (B, n_h)), concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z,
     #     bh_n], axis=0))[0]
     t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
-    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
+    t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
+    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
     t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
-    H = np.empty((B, 8, n_h), dtype=dt)
-    gru_r1_seq = np.empty((B, 8, n_h), dtype=dt)
-    gru_r2_seq = np.empty((B, 8, n_h), dtype=dt)
-    gru_r3_seq = np.empty((B, 8, n_h), dtype=dt)
-    gru_r4_seq = np.empty((B, 8, n_h), dtype=dt)
-    gru_r5_seq = np.empty((B, 8, n_h), dtype=dt)
+    H = _scratch(ws, "H", (B, 8, n_h), dt)
+    gru_r1_seq = _scratch(ws, "gru_r1_seq", (B, 8, n_h), dt)
+    gru_r2_seq = _scratch(ws, "gru_r2_seq", (B, 8, n_h), dt)
+    gru_r3_seq = _scratch(ws, "gru_r3_seq", (B, 8, n_h), dt)
+    gru_r4_seq = _scratch(ws, "gru_r4_seq", (B, 8, n_h), dt)
+    gru_r5_seq = _scratch(ws, "gru_r5_seq", (B, 8, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
@@ -582,7 +616,7 @@ def loss_and_grad(
     # (15) dL/d(X @ concat([Wx_r, Wx_z, Wx_n], axis=1) + concat([bx_r, bx_z, bx_n], axis=0)) =
     #     bptt[gru](...)[0]
     # gru: back-propagation through time, the reverse loop over the 8 steps
-    dgru_u1_seq = np.empty((B, 8, 3*n_h), dtype=dt)
+    dgru_u1_seq = _scratch(ws, "dgru_u1_seq", (B, 8, 3*n_h), dt)
     d_captured1 = np.zeros((n_h, 3*n_h), dtype=dt)
     d_captured2 = np.zeros((3*n_h,), dtype=dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
@@ -618,6 +652,7 @@ def loss_and_grad(
     dL_dW = np.dot(H[:, 7:8].reshape(B, n_h).T, dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
+    _give_back("loss_and_grad", ws)
     return float(L), {
         "Wx_r": t29[:, 0:n_h],
         "Wx_z": t29[:, n_h:2*n_h],

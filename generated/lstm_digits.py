@@ -178,6 +178,32 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
 
 
+# Large temporaries of a call live in a workspace kept across calls: mapping fresh memory for
+# them on every call costs more page faults than their arithmetic. A call takes a workspace
+# from its function's pool and gives it back before returning, so concurrent calls (threads)
+# each hold their own; an array handed to the caller never lives in one.
+_WORKSPACES: dict[str, list[dict[str, np.ndarray]]] = {}
+
+
+def _take_workspace(function: str) -> dict[str, np.ndarray]:
+    try:
+        return _WORKSPACES.setdefault(function, []).pop()
+    except IndexError:
+        return {}
+
+
+def _give_back(function: str, ws: dict[str, np.ndarray]) -> None:
+    _WORKSPACES[function].append(ws)
+
+
+def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The workspace's array for `slot`, (re)allocated when the shape or dtype changed."""
+    a = ws.get(slot)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = ws[slot] = np.empty(shape, dtype=dtype)
+    return a
+
+
 _ONES: dict[tuple[int, str], np.ndarray] = {}
 
 
@@ -341,6 +367,7 @@ def forward(
     training: bool = False,
 ) -> dict[str, np.ndarray]:
     """The model's outputs for a batch of inputs (evaluation mode unless `training`)."""
+    ws = _take_workspace("forward")
     Wx_i = params["Wx_i"]
     Wx_f = params["Wx_f"]
     Wx_g = params["Wx_g"]
@@ -363,18 +390,19 @@ def forward(
     #     broadcast(0, (B, n_h)), concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1), concat([b_i, b_f, b_g,
     #     b_o], axis=0))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
-    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
+    t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
+    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     t4 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
-    H = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused1 = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused2 = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused3 = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused4 = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused5 = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused6 = np.empty((B, 8, n_h), dtype=dt)
+    H = _scratch(ws, "H", (B, 8, n_h), dt)
+    lstm_unused1 = _scratch(ws, "lstm_unused1", (B, 8, n_h), dt)
+    lstm_unused2 = _scratch(ws, "lstm_unused2", (B, 8, n_h), dt)
+    lstm_unused3 = _scratch(ws, "lstm_unused3", (B, 8, n_h), dt)
+    lstm_unused4 = _scratch(ws, "lstm_unused4", (B, 8, n_h), dt)
+    lstm_unused5 = _scratch(ws, "lstm_unused5", (B, 8, n_h), dt)
+    lstm_unused6 = _scratch(ws, "lstm_unused6", (B, 8, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     c_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
@@ -402,6 +430,7 @@ def forward(
     z = _ew6(t14, c, out=t14)
     # (3) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
+    _give_back("forward", ws)
     return {"P": P}
 
 
@@ -415,6 +444,7 @@ def loss(
     training: bool = False,
 ) -> float:
     """The loss L for a batch (evaluation mode unless `training`)."""
+    ws = _take_workspace("loss")
     Wx_i = params["Wx_i"]
     Wx_f = params["Wx_f"]
     Wx_g = params["Wx_g"]
@@ -438,18 +468,19 @@ def loss(
     #     broadcast(0, (B, n_h)), concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1), concat([b_i, b_f, b_g,
     #     b_o], axis=0))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
-    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
+    t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
+    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     t4 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
-    H = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused1 = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused2 = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused3 = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused4 = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused5 = np.empty((B, 8, n_h), dtype=dt)
-    lstm_unused6 = np.empty((B, 8, n_h), dtype=dt)
+    H = _scratch(ws, "H", (B, 8, n_h), dt)
+    lstm_unused1 = _scratch(ws, "lstm_unused1", (B, 8, n_h), dt)
+    lstm_unused2 = _scratch(ws, "lstm_unused2", (B, 8, n_h), dt)
+    lstm_unused3 = _scratch(ws, "lstm_unused3", (B, 8, n_h), dt)
+    lstm_unused4 = _scratch(ws, "lstm_unused4", (B, 8, n_h), dt)
+    lstm_unused5 = _scratch(ws, "lstm_unused5", (B, 8, n_h), dt)
+    lstm_unused6 = _scratch(ws, "lstm_unused6", (B, 8, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     c_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
@@ -479,6 +510,7 @@ def loss(
     t15 = _log_softmax(z, axis=1)
     t16 = np.vdot(Y, t15)
     L = -t16/B
+    _give_back("loss", ws)
     return float(L)
 
 
@@ -491,6 +523,7 @@ def loss_and_grad(
     rng: np.random.Generator | int | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """The loss L and its gradient w.r.t. every parameter (eqs. 10-30), in training mode."""
+    ws = _take_workspace("loss_and_grad")
     Wx_i = params["Wx_i"]
     Wx_f = params["Wx_f"]
     Wx_g = params["Wx_g"]
@@ -514,18 +547,19 @@ def loss_and_grad(
     #     broadcast(0, (B, n_h)), concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1), concat([b_i, b_f, b_g,
     #     b_o], axis=0))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
-    t2 = np.dot(X.reshape(-1, X.shape[-1]), t1).reshape(*X.shape[:-1], t1.shape[-1])
+    t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
+    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     t4 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
-    H = np.empty((B, 8, n_h), dtype=dt)
-    c_seq = np.empty((B, 8, n_h), dtype=dt)
-    lstm_r1_seq = np.empty((B, 8, n_h), dtype=dt)
-    lstm_r2_seq = np.empty((B, 8, n_h), dtype=dt)
-    lstm_r3_seq = np.empty((B, 8, n_h), dtype=dt)
-    lstm_r4_seq = np.empty((B, 8, n_h), dtype=dt)
-    lstm_r5_seq = np.empty((B, 8, n_h), dtype=dt)
+    H = _scratch(ws, "H", (B, 8, n_h), dt)
+    c_seq = _scratch(ws, "c_seq", (B, 8, n_h), dt)
+    lstm_r1_seq = _scratch(ws, "lstm_r1_seq", (B, 8, n_h), dt)
+    lstm_r2_seq = _scratch(ws, "lstm_r2_seq", (B, 8, n_h), dt)
+    lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (B, 8, n_h), dt)
+    lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (B, 8, n_h), dt)
+    lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (B, 8, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     c_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
@@ -565,7 +599,7 @@ def loss_and_grad(
     dL_dH = np.pad(t18.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
     # (15) dL/d(X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = bptt[lstm](...)[0]
     # lstm: back-propagation through time, the reverse loop over the 8 steps
-    dlstm_u1_seq = np.empty((B, 8, 4*n_h), dtype=dt)
+    dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (B, 8, 4*n_h), dt)
     d_captured1 = np.zeros((n_h, 4*n_h), dtype=dt)
     d_captured2 = np.zeros((4*n_h,), dtype=dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
@@ -603,6 +637,7 @@ def loss_and_grad(
     dL_dW = np.dot(H[:, 7:8].reshape(B, n_h).T, dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
+    _give_back("loss_and_grad", ws)
     return float(L), {
         "Wx_i": t29[:, 0:n_h],
         "Wx_f": t29[:, n_h:2*n_h],
