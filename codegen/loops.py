@@ -132,11 +132,17 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
     bound |= dict(zip(cell.back_captured, back_captured, strict=True))
     wanted = [*cell.d_seq, *cell.d_state, *cell.d_captured]
     roots = {f"d{k}": d for k, d in enumerate(wanted) if d is not None and (outs[k] or ns <= k < ns + nh)}
+    after = {}  # captured adjoints summed over time by one product after the loop, not step by step
+    for k, d in enumerate(cell.d_captured):
+        line = _summed_after_loop(d, cell, outs, sequences, states, inits)
+        if line is not None and outs[ns + nh + k] is not None:
+            after[ns + nh + k] = f"{outs[ns + nh + k]} = {line}"
+            roots.pop(f"d{ns + nh + k}", None)
     program = _step(outer, roots, bound)
     # an initial state's adjoint is the last carry, allocated with the carries
     allocates = {o: (outer._shape(s), k >= ns, _large(s))
                  for k, (o, s) in enumerate(zip(outs, shapes, strict=True))
-                 if o is not None and not ns <= k < ns + nh}
+                 if o is not None and not ns <= k < ns + nh and k not in after}
     # the carries end as the initial states' adjoints: never in the workspace
     carried = [f"{c} = np.zeros({outer._shape(p.shape)}, dtype=dt)"
                for c, p in zip(carries, cell.state_ph, strict=True)]
@@ -169,9 +175,32 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
                 inner.append(f"np.add({acc}, {value}, out={acc})")
         lines += ["    " + line for line in inner]
         lines += [f"{outs[ns + k]} = {carry}" for k, carry in enumerate(carries) if outs[ns + k] is not None]
-        return lines
+        return lines + list(after.values())
 
     return render, allocates
+
+
+def _summed_after_loop(d: Node | None, cell: Cell, outs: list[str | None], sequences: list[str],
+                       states: list[str], inits: list[str]) -> str | None:
+    """A captured value's adjoint, summed over all steps at once, when each step's part is a
+    product (or a batch sum) of a stored sequence's adjoint: sum_t a_t^T g_t is one product of
+    the (B*T)-row stacks, and sum_t sum_b g_t one column sum. None when it is not of that form."""
+    if d is None:
+        return None
+    stored = {id(g): outs[j] for j, g in enumerate(cell.d_seq) if g is not None and outs[j] is not None}
+    if d.op == "sum" and d.attr("axes") == (0,) and not d.attr("keepdims") and id(d.args[0]) in stored:
+        return f"_colsum({stored[id(d.args[0])]})"
+    if d.op != "matmul" or id(d.args[1]) not in stored or d.args[0].op != "transpose":
+        return None
+    a = d.args[0].args[0]
+    if a in cell.seq_ph:  # x_t: the sequence itself
+        rows = sequences[cell.seq_ph.index(a)]
+    elif a in cell.state_ph:  # h_{t-1}: the states shifted one step, the initial state first
+        i = cell.state_ph.index(a)
+        rows = f"np.concatenate([{inits[i]}[:, None], {states[i]}[:, :-1]], axis=1)"
+    else:
+        return None
+    return f"np.tensordot({rows}, {stored[id(d.args[1])]}, axes=([0, 1], [0, 1]))"
 
 
 def _grad_name(outer: Lowering, captured: Node, k: int) -> str:

@@ -235,7 +235,13 @@ def _im2col(
     oh, ow = windows.shape[1:3]
     shape = (b, oh, ow, kh * kw * c)
     out = np.empty(shape, dtype=x.dtype) if ws is None else _scratch(ws, slot, shape, x.dtype)
-    np.copyto(out.reshape(b, oh, ow, kh, kw, c), windows.transpose(0, 1, 2, 4, 5, 3))
+    cols = out.reshape(b, oh, ow, kh, kw, c)
+    if c < 4:  # few channels: one strided copy per kernel offset beats a copy with a tiny inner loop
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, :, i, j] = x[:, i:i + stride * oh:stride, j:j + stride * ow:stride]
+    else:
+        np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
     return out
 
 

@@ -600,8 +600,6 @@ def loss_and_grad(
     # (15) dL/d(X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = bptt[lstm](...)[0]
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (B, 8, 4*n_h), dt)
-    d_captured1 = np.zeros((n_h, 4*n_h), dtype=dt)
-    d_captured2 = np.zeros((4*n_h,), dtype=dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
     carry_c = np.zeros((B, n_h), dtype=dt)
     for t in range(8 - 1, -1, -1):
@@ -623,26 +621,28 @@ def loss_and_grad(
         t24 = np.concatenate([t20, t21, t22, t23], axis=1)
         t25 = np.matmul(t24, t3.T, out=t20)
         t26 = _ew5(t19, lstm_r2_t, out=t19)
-        t27 = np.dot(h_prev.T, t24)
-        t28 = _colsum(t24)
         dlstm_u1_seq[:, t] = t24
         carry_h = t25
         carry_c = t26
-        np.add(d_captured1, t27, out=d_captured1)
-        np.add(d_captured2, t28, out=d_captured2)
+    d_captured1 = np.tensordot(
+        np.concatenate([np.broadcast_to(0.0, (B, n_h))[:, None], H[:, :-1]], axis=1),
+        dlstm_u1_seq,
+        axes=([0, 1], [0, 1]),
+    )
+    d_captured2 = _colsum(dlstm_u1_seq)
     # (26) dL/d(concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[lstm](...)[0].reshape(8*B, 4*n_h)
-    t29 = np.dot(X.reshape(8*B, 8).T, dlstm_u1_seq.reshape(8*B, 4*n_h))
+    t27 = np.dot(X.reshape(8*B, 8).T, dlstm_u1_seq.reshape(8*B, 4*n_h))
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = np.dot(H[:, 7:8].reshape(B, n_h).T, dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
     _give_back("loss_and_grad", ws)
     return float(L), {
-        "Wx_i": t29[:, 0:n_h],
-        "Wx_f": t29[:, n_h:2*n_h],
-        "Wx_g": t29[:, 2*n_h:3*n_h],
-        "Wx_o": t29[:, 3*n_h:4*n_h],
+        "Wx_i": t27[:, 0:n_h],
+        "Wx_f": t27[:, n_h:2*n_h],
+        "Wx_g": t27[:, 2*n_h:3*n_h],
+        "Wx_o": t27[:, 3*n_h:4*n_h],
         "Wh_i": d_captured1[:, 0:n_h],
         "Wh_f": d_captured1[:, n_h:2*n_h],
         "Wh_g": d_captured1[:, 2*n_h:3*n_h],

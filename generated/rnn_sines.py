@@ -606,8 +606,6 @@ def loss_and_grad(
     # (12) dL/d(X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = bptt[lstm](...)[0]
     # lstm: back-propagation through time, the reverse loop over the 40 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (B, 40, 4*n_h), dt)
-    d_captured1 = np.zeros((n_h, 4*n_h), dtype=dt)
-    d_captured2 = np.zeros((4*n_h,), dtype=dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
     carry_c = np.zeros((B, n_h), dtype=dt)
     for t in range(40 - 1, -1, -1):
@@ -629,27 +627,29 @@ def loss_and_grad(
         t23 = np.concatenate([t19, t20, t21, t22], axis=1)
         t24 = np.matmul(t23, t3.T, out=t19)
         t25 = _ew5(t18, lstm_r2_t, out=t18)
-        t26 = np.dot(h_prev.T, t23)
-        t27 = _colsum(t23)
         dlstm_u1_seq[:, t] = t23
         carry_h = t24
         carry_c = t25
-        np.add(d_captured1, t26, out=d_captured1)
-        np.add(d_captured2, t27, out=d_captured2)
+    d_captured1 = np.tensordot(
+        np.concatenate([np.broadcast_to(0.0, (B, n_h))[:, None], H[:, :-1]], axis=1),
+        dlstm_u1_seq,
+        axes=([0, 1], [0, 1]),
+    )
+    d_captured2 = _colsum(dlstm_u1_seq)
     # (23) dL/d(concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = X.reshape(40*B, 1).T @
     #     bptt[lstm](...)[0].reshape(40*B, 4*n_h)
-    t28 = np.dot(X.reshape(40*B, 1).T, dlstm_u1_seq.reshape(40*B, 4*n_h))
+    t26 = np.dot(X.reshape(40*B, 1).T, dlstm_u1_seq.reshape(40*B, 4*n_h))
     # (11) dL_dW = H.reshape(40*B, n_h).T @ dL_dYhat.reshape(40*B, 1)
     dL_dW = np.dot(H.reshape(40*B, n_h).T, dL_dYhat.reshape(40*B, 1))
     # (9) dL_dc = sum(Yhat - Y, axis=(0, 1))/(20*B)
-    t29 = _colsum(t15)
-    dL_dc = _ew10(t29, B, out=t29)
+    t27 = _colsum(t15)
+    dL_dc = _ew10(t27, B, out=t27)
     _give_back("loss_and_grad", ws)
     return float(L), {
-        "Wx_i": t28[:, 0:n_h],
-        "Wx_f": t28[:, n_h:2*n_h],
-        "Wx_g": t28[:, 2*n_h:3*n_h],
-        "Wx_o": t28[:, 3*n_h:4*n_h],
+        "Wx_i": t26[:, 0:n_h],
+        "Wx_f": t26[:, n_h:2*n_h],
+        "Wx_g": t26[:, 2*n_h:3*n_h],
+        "Wx_o": t26[:, 3*n_h:4*n_h],
         "Wh_i": d_captured1[:, 0:n_h],
         "Wh_f": d_captured1[:, n_h:2*n_h],
         "Wh_g": d_captured1[:, 2*n_h:3*n_h],
