@@ -197,7 +197,7 @@ def _summed_after_loop(d: Node | None, cell: Cell, outs: list[str | None], seque
         rows = sequences[cell.seq_ph.index(a)]
     elif a in cell.state_ph:  # h_{t-1}: the states shifted one step, the initial state first
         i = cell.state_ph.index(a)
-        rows = f"np.concatenate([{inits[i]}[:, None], {states[i]}[:, :-1]], axis=1)"
+        rows = f"np.concatenate([{inits[i]}[:, None], {states[i]}[:, :-1]], axis=1, dtype=dt)"
     else:
         return None
     return f"np.tensordot({rows}, {stored[id(d.args[1])]}, axes=([0, 1], [0, 1]))"

@@ -631,7 +631,7 @@ def loss_and_grad(
         carry_h = t24
         carry_c = t25
     d_captured1 = np.tensordot(
-        np.concatenate([np.broadcast_to(0.0, (B, n_h))[:, None], H[:, :-1]], axis=1),
+        np.concatenate([np.broadcast_to(0.0, (B, n_h))[:, None], H[:, :-1]], axis=1, dtype=dt),
         dlstm_u1_seq,
         axes=([0, 1], [0, 1]),
     )
