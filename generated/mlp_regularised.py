@@ -969,24 +969,21 @@ def loss_and_grad(
     dL_dz1 = _ew4(t50, t52.reshape(1, n_h1), out=t50)
     # (94) dL/d(W1) += ... = X.T @ dL_dz1
     t53 = np.matmul(X.T, dL_dz1, out=t29)
-    # (30) dL/d(W1) += ... = 2*broadcast(l2, (n_in, n_h1))*W1
-    # (43) dL/d(W1) += ... = broadcast(l1, (n_in, n_h1))*sign(W1)
-    # (95) dL_dW1 = 2*broadcast(l2, (n_in, n_h1))*W1 + broadcast(l1, (n_in, n_h1))*sign(W1) + X.T
-    #     @ dL_dz1
+    # (30) dL/d(W1) += ... = 2*l2*W1
+    # (43) dL/d(W1) += ... = l1*sign(W1)
+    # (95) dL_dW1 = 2*l2*W1 + l1*sign(W1) + X.T @ dL_dz1
     dL_dW1 = _ew19(l2, W1, l1, t53, out=np.empty((n_in, n_h1), dtype=dt))
     # (73) dL/d(W2) += ... = h1.T @ dL_dz2
     t54 = np.matmul(h1.T, dL_dz2, out=t31)
-    # (28) dL/d(W2) += ... = 2*broadcast(l2, (n_h1, n_h2))*W2
-    # (41) dL/d(W2) += ... = broadcast(l1, (n_h1, n_h2))*sign(W2)
-    # (74) dL_dW2 = 2*broadcast(l2, (n_h1, n_h2))*W2 + broadcast(l1, (n_h1, n_h2))*sign(W2) + h1.T
-    #     @ dL_dz2
+    # (28) dL/d(W2) += ... = 2*l2*W2
+    # (41) dL/d(W2) += ... = l1*sign(W2)
+    # (74) dL_dW2 = 2*l2*W2 + l1*sign(W2) + h1.T @ dL_dz2
     dL_dW2 = _ew19(l2, W2, l1, t54, out=np.empty((n_h1, n_h2), dtype=dt))
     # (51) dL/d(W3) += ... = h2.T @ dL_dz3
     t55 = np.matmul(h2.T, dL_dz3, out=t34)
-    # (24) dL/d(W3) += ... = 2*broadcast(l2, (n_h2, n_out))*W3
-    # (37) dL/d(W3) += ... = broadcast(l1, (n_h2, n_out))*sign(W3)
-    # (52) dL_dW3 = 2*broadcast(l2, (n_h2, n_out))*W3 + broadcast(l1, (n_h2, n_out))*sign(W3) +
-    #     h2.T @ dL_dz3
+    # (24) dL/d(W3) += ... = 2*l2*W3
+    # (37) dL/d(W3) += ... = l1*sign(W3)
+    # (52) dL_dW3 = 2*l2*W3 + l1*sign(W3) + h2.T @ dL_dz3
     dL_dW3 = _ew19(l2, W3, l1, t55, out=np.empty((n_h2, n_out), dtype=dt))
     # (49) dL_db3 = sum(dL_dz3, axis=0)
     dL_db3 = _colsum(dL_dz3)

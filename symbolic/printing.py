@@ -20,7 +20,11 @@ ATOM, POSTFIX, PRODUCT, SUM = 4, 3, 2, 1
 
 
 def latex_name(name: str) -> str:
-    """W1 -> W_{1}, n_in -> n_{in}, alpha -> \\alpha (sympy's convention for symbol names)."""
+    """W1 -> W_{1}, n_in -> n_{in}, alpha -> \\alpha (sympy's convention for symbol names);
+    bn1_gamma -> \\mathrm{bn1}_{\\gamma}, where sympy would read the digit as a subscript too."""
+    base, _, rest = name.partition("_")
+    if rest and any(c.isdigit() for c in base) and not base.isdigit():
+        return rf"\mathrm{{{base}}}_{{{sympy.latex(sympy.Symbol(rest))}}}"
     return sympy.latex(sympy.Symbol(name))
 
 
@@ -108,6 +112,10 @@ def _indicator(expr: sympy.Piecewise) -> bool:
     return len(expr.args) == 2 and expr.args[0][0] == 1 and tuple(expr.args[1]) == (0, True)
 
 
+def _scalar_broadcast(node: Node) -> bool:
+    return node.op == "broadcast_to" and not node.args[0].shape
+
+
 def _precedence_of(expr: sympy.Expr) -> int:
     if expr.is_Atom or isinstance(expr, sympy.Function):
         return ATOM
@@ -136,7 +144,7 @@ class Printer:
         for sym, what in symbols.items():
             if isinstance(what, Node):
                 strings[sym] = self._print(what, kind, False)
-                if what.shape:
+                if what.shape and not _scalar_broadcast(what):
                     tensors.add(sym)
             else:
                 strings[sym] = (what, ATOM)
@@ -155,6 +163,8 @@ class Printer:
             return (sympy.latex(value) if kind == "latex" else str(value)), _precedence_of(value)
         if node.is_leaf:
             return (latex_name(node.name) if kind == "latex" else node.name), ATOM
+        if _scalar_broadcast(node):  # a scalar spread over a tensor reads as the scalar itself
+            return self._print(node.args[0], kind, expand)
         if node.op == "ew":
             expr = node.attr("expr")
             return self.expr(expr, dict(zip(ARG, node.args, strict=False)), kind), _precedence_of(expr)

@@ -67,7 +67,13 @@ def _param_meaning(d: Derivation, leaf: Node, users: list[Node]) -> str:
             rows, cols = (sympy.latex(s) for s in leaf.shape)
             return f"weight matrix{cite}: maps ${rows}$ features to ${cols}${how}"
         if user.op == "ew" and leaf.ndim and len(user.shape) > leaf.ndim:
-            return f"bias{cite}, added to every row{how}"
+            arg = ARG[user.args.index(leaf)]
+            terms = sympy.Add.make_args(user.attr("expr"))
+            if arg in terms:
+                return f"bias{cite}, added to every row{how}"
+            if any(arg in sympy.Mul.make_args(t) for t in terms):
+                return f"scale{cite}, multiplies every row elementwise{how}"
+            return f"applied to every row{cite}{how}"
     return f"the loss is differentiated with respect to it{how}"
 
 
