@@ -288,8 +288,11 @@ def _log_softmax_vjp(g: Node, node: Node) -> list[Node | None]:
 
 # -- printed forms --------------------------------------------------------------------------
 def _axes_latex(node: Node) -> str:
-    """The reduced axes, named by their dims: sum over B prints as sum_B."""
-    return ",".join(sympy.latex(node.args[0].shape[i]) for i in node.attr("axes"))
+    """The reduced axes, named by their dims (sum over B prints as sum_B); an axis of a fixed
+    size by its position, since a number alone would read as a bound (max over axis 3)."""
+    shape = node.args[0].shape
+    return ",".join(rf"\text{{axis }}{i}" if getattr(shape[i], "is_Integer", False) else sympy.latex(shape[i])
+                    for i in node.attr("axes"))
 
 
 def _sum_latex(node: Node, a: str) -> str:
