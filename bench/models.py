@@ -19,7 +19,6 @@ against the generated ones), and the bare matrix products any implementation mus
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import sys
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
-from timing import THREADS, TORCH, check_gradients, measure, table, torch_child  # noqa: E402
+from timing import THREADS, TORCH, measure, save_case, table, torch_child, torch_worker  # noqa: E402
 
 import symgrad  # noqa: E402
 from symgrad.models import cnn, rnn  # noqa: E402
@@ -160,20 +159,9 @@ def torch_variant(case: str, params: dict, X: np.ndarray, Y: np.ndarray):
     return run, result
 
 
-def torch_worker(paths: list[str], rounds: int) -> int:
-    """Child process: check and time PyTorch on each saved case; print JSON samples."""
-    out = []
-    for path in paths:
-        data = np.load(path)
-        params = {k[2:]: data[k] for k in data.files if k.startswith("p:")}
-        grads = {k[2:]: data[k] for k in data.files if k.startswith("g:")}
-        run, result = torch_variant(str(data["case"]), params, data["X"], data["Y"])
-        tol = 1e-3 if data["X"].dtype == np.float32 else 1e-8
-        check_gradients((float(data["loss"]), grads), result(), f"PyTorch ({data['case']})", tol=tol)
-        samples, faults = measure({"torch": run}, rounds)
-        out.append([samples["torch"], faults["torch"]])
-    print(json.dumps(out))
-    return 0
+def _torch_case(data, params: dict):
+    run, result = torch_variant(str(data["case"]), params, data["X"], data["Y"])
+    return run, result, 1e-3 if data["X"].dtype == np.float32 else 1e-8
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-worker", nargs="+", metavar="NPZ", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_worker:
-        return torch_worker(args.torch_worker, args.rounds)
+        return torch_worker(args.torch_worker, args.rounds, _torch_case)
     began = time.perf_counter()
     results, saved = [], []
     folder = tempfile.mkdtemp(prefix="symgrad-bench-models-")
@@ -197,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{title}, {np.dtype(dtype).name}: one loss_and_grad"
             results.append((label, *measure(variants, args.rounds)))
             path = os.path.join(folder, f"{case}-{np.dtype(dtype).name}.npz")
-            np.savez(path, case=case, X=batch["X"], Y=batch["Y"], loss=reference[0],
-                     **{f"p:{k}": v for k, v in params.items()},
-                     **{f"g:{k}": v for k, v in reference[1].items()})
+            save_case(path, reference, params, case=case, X=batch["X"], Y=batch["Y"])
             saved.append(path)
     torch_rows = torch_child(__file__, [*saved, "--rounds", str(args.rounds)])
     print(f"(measured in {time.perf_counter() - began:.0f} s)\n")

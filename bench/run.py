@@ -26,7 +26,6 @@ bench/train_throughput.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import subprocess
@@ -40,7 +39,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import handwritten  # noqa: E402
 import numpy as np  # noqa: E402
-from timing import THREADS, TORCH, check_gradients, measure, table, torch_child  # noqa: E402
+from timing import (  # noqa: E402
+    THREADS,
+    TORCH,
+    check_gradients,
+    measure,
+    save_case,
+    table,
+    torch_child,
+    torch_worker,
+)
 
 import symgrad  # noqa: E402
 from codegen import calibration as calib  # noqa: E402
@@ -135,21 +143,6 @@ def torch_variant(params: dict, X: np.ndarray, Y: np.ndarray):
     return run, result
 
 
-def torch_worker(paths: list[str], rounds: int) -> int:
-    """Child process: check and time PyTorch on each saved configuration; print JSON samples."""
-    out = []
-    for path in paths:
-        data = np.load(path)
-        params = {k[2:]: data[k] for k in data.files if k.startswith("p:")}
-        grads = {k[2:]: data[k] for k in data.files if k.startswith("g:")}
-        run, result = torch_variant(params, data["X"], data["Y"])
-        check_gradients((float(data["loss"]), grads), result(), "PyTorch", tol=1e-4)
-        samples, faults = measure({"torch": run}, rounds)
-        out.append([samples["torch"], faults["torch"]])
-    print(json.dumps(out))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="samples per variant (default 40)")
@@ -157,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-worker", nargs="+", metavar="NPZ", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_worker:
-        return torch_worker(args.torch_worker, args.rounds)
+        return torch_worker(args.torch_worker, args.rounds, lambda data, params: (
+            *torch_variant(params, data["X"], data["Y"]), 1e-4))
 
     import numexpr as ne
 
@@ -187,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append((f"MLP {label}, batch {n}, {np.dtype(dtype).name}: one loss_and_grad",
                             *measure(variants, args.rounds)))
             path = os.path.join(folder, f"config{len(saved)}.npz")
-            np.savez(path, X=X, Y=Y, loss=reference[0], **{f"p:{k}": v for k, v in params.items()},
-                     **{f"g:{k}": v for k, v in reference[1].items()})
+            save_case(path, reference, params, X=X, Y=Y)
             saved.append(path)
     torch_rows = torch_child(__file__, [*saved, "--rounds", str(args.rounds)])
     print(f"(measured in {time.perf_counter() - began:.0f} s)\n")

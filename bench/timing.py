@@ -82,6 +82,34 @@ def torch_child(script: str, args: list[str]) -> list | None:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
+def save_case(path: str, reference: tuple, params: dict, **arrays) -> None:
+    """One configuration for the PyTorch child: inputs, parameters, the generated loss and gradients."""
+    import numpy as np
+
+    loss, grads = reference
+    np.savez(path, loss=loss, **arrays, **{f"p:{k}": v for k, v in params.items()},
+             **{f"g:{k}": v for k, v in grads.items()})
+
+
+def torch_worker(paths: list[str], rounds: int, variant) -> int:
+    """Child process: for each saved case, `variant(data, params) -> (run, result, tol)` builds
+    PyTorch's pass; its loss and gradients are checked against the saved ones, then `run` is
+    timed. Prints the samples as JSON."""
+    import numpy as np
+
+    out = []
+    for path in paths:
+        data = np.load(path)
+        params = {k[2:]: data[k] for k in data.files if k.startswith("p:")}
+        grads = {k[2:]: data[k] for k in data.files if k.startswith("g:")}
+        run, result, tol = variant(data, params)
+        check_gradients((float(data["loss"]), grads), result(), f"PyTorch ({path})", tol=tol)
+        samples, faults = measure({"torch": run}, rounds)
+        out.append([samples["torch"], faults["torch"]])
+    print(json.dumps(out))
+    return 0
+
+
 def check_gradients(reference, got, what: str, tol: float = 1e-5) -> None:
     """Stop the benchmark when a variant computes something else than the generated module."""
     import numpy as np
