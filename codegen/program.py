@@ -226,7 +226,7 @@ class Lowering:
                                       or roots.count(n) > 1):
                 text = self._copy(n, text)
             results[key] = text
-        self._plan_memory(instrs)
+        self._plan_memory(instrs, list(results.values()))
         copies = self._place_stores(instrs)
         if self.workspace:
             self._plan_workspace(instrs, list(results.values()))
@@ -305,7 +305,7 @@ class Lowering:
         return self.kernels[key]
 
     # -- memory -------------------------------------------------------------------------------
-    def _plan_memory(self, instrs: list[Instr]) -> None:
+    def _plan_memory(self, instrs: list[Instr], result_texts: list[str]) -> None:
         """Give each instruction an output buffer: in place, a dead value's, or a new one."""
         var_node = {i.out: i.node for i in instrs}
         last_use: dict[str, int] = {}
@@ -314,7 +314,8 @@ class Lowering:
                 for name in re.findall(r"[A-Za-z_]\w*", text):
                     if name in var_node:
                         last_use[name] = k
-        returned = {name for text in self._result_texts() for name in re.findall(r"[A-Za-z_]\w*", text)}
+        # names the results read, views included (a gradient returned as t21.reshape(...))
+        returned = {name for text in result_texts for name in re.findall(r"[A-Za-z_]\w*", text)}
         free: list[str] = []  # dead values whose memory may be reused
         for k, ins in enumerate(instrs):
             if ins.op in ("ew", "matmul") and ins.node.shape:
@@ -371,8 +372,6 @@ class Lowering:
                 copies.append((leaf, self.ref(node)))
         return copies
 
-    def _result_texts(self) -> list[str]:
-        return [self.var.get(n, "") for n in self.roots.values()]
 
 
 def atom(text: str) -> str:
