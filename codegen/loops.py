@@ -8,7 +8,7 @@ module is assembled (kernels get their names last).
 """
 from __future__ import annotations
 
-from codegen.program import Instr, Lowering, Program, _large
+from codegen.program import Instr, Lowering, Program, is_large
 from symbolic.graph import Node
 from symbolic.scan import TIME_AXIS, Cell
 
@@ -90,7 +90,7 @@ def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Inst
     bound |= dict(zip(cell.captured, args[ns + nh:], strict=True))
     roots = {f"s{k}": o for k, o in enumerate(cell.outs)} | {f"r{k}": r for k, r in enumerate(cell.residuals)}
     program = _step(outer, roots, bound)
-    allocates = {o: (outer._shape(s), False, _large(s)) for o, s in zip(outs, shapes, strict=True)}
+    allocates = {o: (outer._shape(s), False, is_large(s)) for o, s in zip(outs, shapes, strict=True)}
 
     def render() -> list[str]:
         results = program.results
@@ -140,7 +140,7 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
             roots.pop(f"d{ns + nh + k}", None)
     program = _step(outer, roots, bound)
     # an initial state's adjoint is the last carry, allocated with the carries
-    allocates = {o: (outer._shape(s), k >= ns, _large(s))
+    allocates = {o: (outer._shape(s), k >= ns, is_large(s))
                  for k, (o, s) in enumerate(zip(outs, shapes, strict=True))
                  if o is not None and not ns <= k < ns + nh and k not in after}
     # the carries end as the initial states' adjoints: never in the workspace

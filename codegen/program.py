@@ -8,7 +8,7 @@ The program computes a set of named results (outputs, the loss, gradients). Lowe
 * where each result lives: a kernel writes in place into an operand that dies at that
   instruction when the kernel allows it, else into a buffer a dead value left behind, else into
   a new one. Returned arrays are never reused and never alias a parameter or an input;
-* which large temporaries (images, patch matrices, sequences: see `_large`) live in a
+* which large temporaries (images, patch matrices, sequences: see `is_large`) live in a
   workspace kept across calls instead of fresh memory.
 
 Every node is computed once (nodes are hash-consed), so a forward value the backward pass
@@ -349,7 +349,7 @@ class Lowering:
             ins.scratch_names = {name for name, (_, _, large) in ins.allocates.items()
                                  if large and name not in escaped}
             if (ins.op in _WORKSPACE_OPS and ins.buffer is None and ins.inline is None and not ins.discard
-                    and ins.out not in escaped and _large(n.shape)
+                    and ins.out not in escaped and is_large(n.shape)
                     and not (ins.op == "sum" and (len(n.attr("axes")) == n.args[0].ndim
                                                   or n.attr("axes") == tuple(range(n.args[0].ndim - 1))))):
                 ins.scratch = True
@@ -407,7 +407,7 @@ def _closing(text: str, start: int) -> int | None:
     return None
 
 
-def _large(shape: Shape) -> bool:
+def is_large(shape: Shape) -> bool:
     """Images, patch matrices, sequences: three axes or more, or a fixed part of the shape of
     WORKSPACE_MIN elements. A dense model's (batch, features) arrays are not: they stay few and
     small enough for the allocator to recycle without asking the kernel."""
