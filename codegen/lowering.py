@@ -65,7 +65,7 @@ def _unrolled(ins: Instr, ufunc: str) -> list[str] | None:
     length = x.shape[axes[0]]
     if not getattr(length, "is_Integer", isinstance(length, int)) or not 2 <= int(length) <= 9:
         return None
-    parts = f"{ins.out}_parts"
+    parts = "_parts"  # read at once, so one name serves every reduction ('_': never a model's name)
     at = lambda k: f"{parts}[{':, ' * axes[0]}{k}]"  # noqa: E731
     out = f", out={_scratch_out(ins)}" if ins.scratch else ""
     return ([f"{parts} = {ins.args[0]}", f"{ins.out} = {ufunc}({at(0)}, {at(1)}{out})"]

@@ -396,14 +396,14 @@ def forward(
     a1 = _ew1(t2, c1, out=t2)
     # (2) p1 = max(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16), axis=3)
     t3 = _im2col(a1, 2, 2, 2, 0, ws, "t3")
-    p1_parts = t3.reshape(B, 4, 4, 4, 16)
+    _parts = t3.reshape(B, 4, 4, 4, 16)
     p1 = np.maximum(
-        p1_parts[:, :, :, 0],
-        p1_parts[:, :, :, 1],
+        _parts[:, :, :, 0],
+        _parts[:, :, :, 1],
         out=_scratch(ws, "p1", (B, 4, 4, 16), dt),
     )
-    np.maximum(p1, p1_parts[:, :, :, 2], out=p1)
-    np.maximum(p1, p1_parts[:, :, :, 3], out=p1)
+    np.maximum(p1, _parts[:, :, :, 2], out=p1)
+    np.maximum(p1, _parts[:, :, :, 3], out=p1)
     # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
     t4 = _im2col(p1, 3, 3, 1, 1, ws, "t4")
     t5 = _scratch(ws, "t5", (B, 4, 4, 32), dt)
@@ -411,14 +411,14 @@ def forward(
     a2 = _ew1(t5, c2, out=t5)
     # (4) p2 = max(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32), axis=3)
     t6 = _im2col(a2, 2, 2, 2, 0, ws, "t6")
-    p2_parts = t6.reshape(B, 2, 2, 4, 32)
+    _parts = t6.reshape(B, 2, 2, 4, 32)
     p2 = np.maximum(
-        p2_parts[:, :, :, 0],
-        p2_parts[:, :, :, 1],
+        _parts[:, :, :, 0],
+        _parts[:, :, :, 1],
         out=_scratch(ws, "p2", (B, 2, 2, 32), dt),
     )
-    np.maximum(p2, p2_parts[:, :, :, 2], out=p2)
-    np.maximum(p2, p2_parts[:, :, :, 3], out=p2)
+    np.maximum(p2, _parts[:, :, :, 2], out=p2)
+    np.maximum(p2, _parts[:, :, :, 3], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
     t7 = np.dot(p2.reshape(B, 128), W)
     z = _ew2(t7, b, out=t7)
@@ -456,14 +456,14 @@ def loss(
     a1 = _ew1(t2, c1, out=t2)
     # (2) p1 = max(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16), axis=3)
     t3 = _im2col(a1, 2, 2, 2, 0, ws, "t3")
-    p1_parts = t3.reshape(B, 4, 4, 4, 16)
+    _parts = t3.reshape(B, 4, 4, 4, 16)
     p1 = np.maximum(
-        p1_parts[:, :, :, 0],
-        p1_parts[:, :, :, 1],
+        _parts[:, :, :, 0],
+        _parts[:, :, :, 1],
         out=_scratch(ws, "p1", (B, 4, 4, 16), dt),
     )
-    np.maximum(p1, p1_parts[:, :, :, 2], out=p1)
-    np.maximum(p1, p1_parts[:, :, :, 3], out=p1)
+    np.maximum(p1, _parts[:, :, :, 2], out=p1)
+    np.maximum(p1, _parts[:, :, :, 3], out=p1)
     # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
     t4 = _im2col(p1, 3, 3, 1, 1, ws, "t4")
     t5 = _scratch(ws, "t5", (B, 4, 4, 32), dt)
@@ -471,14 +471,14 @@ def loss(
     a2 = _ew1(t5, c2, out=t5)
     # (4) p2 = max(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32), axis=3)
     t6 = _im2col(a2, 2, 2, 2, 0, ws, "t6")
-    p2_parts = t6.reshape(B, 2, 2, 4, 32)
+    _parts = t6.reshape(B, 2, 2, 4, 32)
     p2 = np.maximum(
-        p2_parts[:, :, :, 0],
-        p2_parts[:, :, :, 1],
+        _parts[:, :, :, 0],
+        _parts[:, :, :, 1],
         out=_scratch(ws, "p2", (B, 2, 2, 32), dt),
     )
-    np.maximum(p2, p2_parts[:, :, :, 2], out=p2)
-    np.maximum(p2, p2_parts[:, :, :, 3], out=p2)
+    np.maximum(p2, _parts[:, :, :, 2], out=p2)
+    np.maximum(p2, _parts[:, :, :, 3], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
     t7 = np.dot(p2.reshape(B, 128), W)
     z = _ew2(t7, b, out=t7)
@@ -517,14 +517,14 @@ def loss_and_grad(
     a1 = _ew1(t2, c1, out=t2)
     # (2) p1 = max(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16), axis=3)
     t3 = _im2col(a1, 2, 2, 2, 0, ws, "t3")
-    p1_parts = t3.reshape(B, 4, 4, 4, 16)
+    _parts = t3.reshape(B, 4, 4, 4, 16)
     p1 = np.maximum(
-        p1_parts[:, :, :, 0],
-        p1_parts[:, :, :, 1],
+        _parts[:, :, :, 0],
+        _parts[:, :, :, 1],
         out=_scratch(ws, "p1", (B, 4, 4, 16), dt),
     )
-    np.maximum(p1, p1_parts[:, :, :, 2], out=p1)
-    np.maximum(p1, p1_parts[:, :, :, 3], out=p1)
+    np.maximum(p1, _parts[:, :, :, 2], out=p1)
+    np.maximum(p1, _parts[:, :, :, 3], out=p1)
     # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
     t4 = _im2col(p1, 3, 3, 1, 1, ws, "t4")
     t5 = _scratch(ws, "t5", (B, 4, 4, 32), dt)
@@ -532,14 +532,14 @@ def loss_and_grad(
     a2 = _ew1(t5, c2, out=t5)
     # (4) p2 = max(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32), axis=3)
     t6 = _im2col(a2, 2, 2, 2, 0, ws, "t6")
-    p2_parts = t6.reshape(B, 2, 2, 4, 32)
+    _parts = t6.reshape(B, 2, 2, 4, 32)
     p2 = np.maximum(
-        p2_parts[:, :, :, 0],
-        p2_parts[:, :, :, 1],
+        _parts[:, :, :, 0],
+        _parts[:, :, :, 1],
         out=_scratch(ws, "p2", (B, 2, 2, 32), dt),
     )
-    np.maximum(p2, p2_parts[:, :, :, 2], out=p2)
-    np.maximum(p2, p2_parts[:, :, :, 3], out=p2)
+    np.maximum(p2, _parts[:, :, :, 2], out=p2)
+    np.maximum(p2, _parts[:, :, :, 3], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
     t7 = np.dot(p2.reshape(B, 128), W)
     z = _ew2(t7, b, out=t7)
@@ -564,14 +564,10 @@ def loss_and_grad(
         p2.reshape(B, 2, 2, 1, 32),
         out=_scratch(ws, "t12", (B, 2, 2, 4, 32), dt),
     )
-    t13_parts = t12
-    t13 = np.add(
-        t13_parts[:, :, :, 0],
-        t13_parts[:, :, :, 1],
-        out=_scratch(ws, "t13", (B, 2, 2, 32), dt),
-    )
-    np.add(t13, t13_parts[:, :, :, 2], out=t13)
-    np.add(t13, t13_parts[:, :, :, 3], out=t13)
+    _parts = t12
+    t13 = np.add(_parts[:, :, :, 0], _parts[:, :, :, 1], out=_scratch(ws, "t13", (B, 2, 2, 32), dt))
+    np.add(t13, _parts[:, :, :, 2], out=t13)
+    np.add(t13, _parts[:, :, :, 3], out=t13)
     t14 = _ew5(t11.reshape(B, 2, 2, 1, 32), t12, t13.reshape(B, 2, 2, 1, 32), out=t12)
     # (19) dL_da2 = col2im(((broadcast((dL_dz @ W.T).reshape(B, 2, 2, 1, 32), (B, 2, 2, 4,
     #     32))*(im2col(a2, 2x2, stride=2, padding=0).reshape(B, 2, 2, 4, 32) ==
@@ -596,14 +592,10 @@ def loss_and_grad(
         p1.reshape(B, 4, 4, 1, 16),
         out=_scratch(ws, "t16", (B, 4, 4, 4, 16), dt),
     )
-    t17_parts = t16
-    t17 = np.add(
-        t17_parts[:, :, :, 0],
-        t17_parts[:, :, :, 1],
-        out=_scratch(ws, "t17", (B, 4, 4, 16), dt),
-    )
-    np.add(t17, t17_parts[:, :, :, 2], out=t17)
-    np.add(t17, t17_parts[:, :, :, 3], out=t17)
+    _parts = t16
+    t17 = np.add(_parts[:, :, :, 0], _parts[:, :, :, 1], out=_scratch(ws, "t17", (B, 4, 4, 16), dt))
+    np.add(t17, _parts[:, :, :, 2], out=t17)
+    np.add(t17, _parts[:, :, :, 3], out=t17)
     t18 = _ew5(dL_dp1.reshape(B, 4, 4, 1, 16), t16, t17.reshape(B, 4, 4, 1, 16), out=t16)
     # (29) dL_da1 = col2im(((broadcast(dL_dp1.reshape(B, 4, 4, 1, 16), (B, 4, 4, 4,
     #     16))*(im2col(a1, 2x2, stride=2, padding=0).reshape(B, 4, 4, 4, 16) ==
