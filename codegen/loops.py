@@ -187,10 +187,10 @@ def _summed_after_loop(d: Node | None, cell: Cell, outs: list[str | None], seque
     the (B*T)-row stacks, and sum_t sum_b g_t one column sum. None when it is not of that form."""
     if d is None:
         return None
-    stored = {id(g): outs[j] for j, g in enumerate(cell.d_seq) if g is not None and outs[j] is not None}
-    if d.op == "sum" and d.attr("axes") == (0,) and not d.attr("keepdims") and id(d.args[0]) in stored:
-        return f"_colsum({stored[id(d.args[0])]})"
-    if d.op != "matmul" or id(d.args[1]) not in stored or d.args[0].op != "transpose":
+    stored = {g: outs[j] for j, g in enumerate(cell.d_seq) if g is not None and outs[j] is not None}
+    if d.op == "sum" and d.attr("axes") == (0,) and not d.attr("keepdims") and d.args[0] in stored:
+        return f"_colsum({stored[d.args[0]]})"
+    if d.op != "matmul" or d.args[1] not in stored or d.args[0].op != "transpose":
         return None
     a = d.args[0].args[0]
     if a in cell.seq_ph:  # x_t: the sequence itself
@@ -200,7 +200,7 @@ def _summed_after_loop(d: Node | None, cell: Cell, outs: list[str | None], seque
         rows = f"np.concatenate([{inits[i]}[:, None], {states[i]}[:, :-1]], axis=1, dtype=dt)"
     else:
         return None
-    return f"np.tensordot({rows}, {stored[id(d.args[1])]}, axes=([0, 1], [0, 1]))"
+    return f"np.tensordot({rows}, {stored[d.args[1]]}, axes=([0, 1], [0, 1]))"
 
 
 def _grad_name(outer: Lowering, captured: Node, k: int) -> str:

@@ -31,6 +31,9 @@ class Diverged(SymgradError):
     """A loss or a gradient that is NaN or infinite: training cannot go on from here."""
 
 
+REGULARISERS = ("l1", "l2", "dropout")  # model hyper-parameters with flags of their own
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 20
@@ -106,8 +109,7 @@ class Trainer:
         if unknown:
             known = ", ".join(module.HYPERS) or "none"
             first = sorted(unknown)[0]
-            flagged = first in ("l1", "l2", "dropout")
-            hint = f" (--{first} trains a built-in MLP's variant with it)" if flagged else ""
+            hint = f" (--{first} trains a built-in MLP's variant with it)" if first in REGULARISERS else ""
             raise SymgradError(f"the model has no hyper-parameter {first!r}; it has {known}{hint}")
         self.dims, self.input_shape, self.target_shape = self._dims()
         self.dtype = np.dtype(config.dtype)

@@ -38,14 +38,13 @@ from symbolic.errors import SymgradError
 from training import checkpoint, defaults, metrics, plots
 from training.checkpoint import TrainedModel
 from training.data import Dataset, Prepared, load, prepare
-from training.loop import Diverged, EpochRecord, TrainConfig, Trainer
+from training.loop import REGULARISERS, Diverged, EpochRecord, TrainConfig, Trainer
 from training.progress import Progress
 
 CHECKPOINT, METRICS, MODEL, CONFIG = "checkpoint.npz", "metrics.csv", "model.npz", "config.json"
 CURVES, CONFUSION = "curves.png", "confusion.png"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, MODEL, CURVES, CONFUSION)
 RESUMABLE = ("epochs", "patience")  # settings a resumed run may change
-REGULARISERS = ("l1", "l2", "dropout")  # hyper-parameters with flags of their own
 
 
 @dataclass

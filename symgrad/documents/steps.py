@@ -146,8 +146,9 @@ class BackwardPass:
         cell = s.node.attr("cell")
         printer = self.d.printer
         ns, nh = len(cell.seq_ph), len(cell.state_ph)
-        shown = self.cells_shown.setdefault(cell, s_number := self._number(s))
-        if shown != s_number:
+        number = self._number(s)
+        shown = self.cells_shown.setdefault(cell, number)
+        if shown != number:
             out = [prose(f"Rule (recurrence over time): the reverse loop over the cell {cell.name} "
                          f"shown in (#{shown}).", self.prefix)]
         else:
