@@ -12,16 +12,19 @@ from symbolic import ops as F
 from symbolic.errors import ShapeError
 from symbolic.graph import apply
 from tests.conftest import torch_or_skip
-from tests.oracle import Interpreter, finite_differences
+from tests.oracle import Interpreter, finite_differences, sympy_gradients
 
 
 def conv_model(h, w, c, o, k, stride, padding, pool):
-    """conv -> tanh -> pool -> weighted sum: every primitive of a CNN in one small loss."""
+    """scale -> conv -> tanh -> pool -> weighted sum: every primitive of a CNN in one small loss.
+    The scale S in front makes the convolution's input gradient needed (as in a CNN's second
+    layer), so the generated col2im of G K^T is exercised too."""
     m = sg.Model("conv_probe")
     (B,) = m.dims("B")
     X = m.input("X", (B, h, w, c))
+    S = m.param("S", (h, w, c), "ones")
     K = m.param("K", (k, k, c, o), "he_normal")
-    a = m.let("a", sg.tanh(F.conv2d(X, K, stride=stride, padding=padding)))
+    a = m.let("a", sg.tanh(F.conv2d(X * S, K, stride=stride, padding=padding)))
     kind, _, tiled = pool.partition("_")  # windows of 2 that overlap (stride 1) or tile (stride 2)
     pool_fn = {"max": F.max_pool2d, "avg": F.avg_pool2d}.get(kind)
     p = a if pool == "none" else m.let("p", pool_fn(a, 2, 2 if tiled else 1))
@@ -47,7 +50,7 @@ def test_conv_pool_gradients_match_finite_differences(case, seed):
     model = conv_model(h, w, c, o, k, stride, padding, pool)
     mod = sg.load_module(model)
     rng = np.random.default_rng(seed)
-    params = {"K": rng.standard_normal((k, k, c, o))}
+    params = {"K": rng.standard_normal((k, k, c, o)), "S": 1 + 0.3 * rng.standard_normal((h, w, c))}
     shape = (2,) + tuple(int(d) for d in model.leaves["R"].shape[1:])
     batch = {"X": rng.standard_normal((2, h, w, c)), "R": rng.standard_normal(shape)}
     loss, grads = mod.loss_and_grad(params, batch)
@@ -55,7 +58,9 @@ def test_conv_pool_gradients_match_finite_differences(case, seed):
     (want,) = Interpreter("numpy").evaluate([model.losses["L"]], leaves, {"B": 2})
     assert loss == pytest.approx(float(want), rel=1e-10)
     fd = finite_differences(lambda p: mod.loss(p, batch), params)
-    np.testing.assert_allclose(grads["K"], fd["K"], rtol=1e-6, atol=1e-8)
+    for name in params:
+        np.testing.assert_allclose(grads[name], fd[name], rtol=1e-6, atol=1e-8, err_msg=name)
+    assert "_col2im_matmul(" in sg.source(model)
 
 
 @pytest.mark.parametrize("k, stride, padding", [(3, 1, 1), (3, 2, 0), (2, 1, 0), (5, 2, 2), (1, 1, 0)])
@@ -173,19 +178,12 @@ def test_cnn_digits_module_against_pytorch():
 
 
 def test_conv_gradient_matches_sympy_on_a_tiny_image():
-    import sympy
-
     model = conv_model(3, 3, 1, 2, 2, 1, 1, "avg")
     mod = sg.load_module(model)
     rng = np.random.default_rng(5)
-    K = rng.standard_normal((2, 2, 1, 2))
+    params = {"K": rng.standard_normal((2, 2, 1, 2)), "S": 1 + 0.3 * rng.standard_normal((3, 3, 1))}
     batch = {"X": rng.standard_normal((1, 3, 3, 1)), "R": rng.standard_normal((1, 3, 3, 2))}
-    _, grads = mod.loss_and_grad({"K": K}, batch)
-    symbols = np.array([sympy.Symbol(f"k{i}", real=True) for i in range(K.size)], dtype=object)
-    symbols = symbols.reshape(K.shape)
-    to_sympy = np.vectorize(lambda v: sympy.Float(float(v)), otypes=[object])
-    leaves = {"K": symbols, **{k: to_sympy(v) for k, v in batch.items()}}
-    (loss,) = Interpreter("sympy").evaluate([model.losses["L"]], leaves, {"B": 1})
-    values = dict(zip(symbols.ravel(), K.ravel(), strict=True))
-    exact = np.array([float(sympy.diff(loss, s).xreplace(values)) for s in symbols.ravel()]).reshape(K.shape)
-    np.testing.assert_allclose(grads["K"], exact, rtol=1e-10)
+    _, grads = mod.loss_and_grad(params, batch)
+    exact = sympy_gradients(model, params, batch, {"hypers": {}, "state": {}}, {"B": 1})
+    for name in params:
+        np.testing.assert_allclose(grads[name], exact[name], rtol=1e-10, err_msg=name)
