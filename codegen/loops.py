@@ -8,20 +8,32 @@ module is assembled (kernels get their names last).
 """
 from __future__ import annotations
 
-from codegen.program import Instr, Lowering, Program, is_large
+from codegen.program import BATCH_MAJOR, Instr, Lowering, Program, atom, is_large
 from symbolic.graph import Node
 from symbolic.scan import TIME_AXIS, Cell
 
 
-def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str]) -> Program:
-    """The program of one step, its placeholders and outside values bound to names."""
-    inner = Lowering(roots, outer.names, {}, outer.kernels, copy_results=False)
+def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str], targets: dict[str, str],
+          invariant: list[str]) -> tuple[Program, list[str]]:
+    """The program of one step, its placeholders and outside values bound to names, and the
+    lines to run before the loop. `targets` are the sequence slices results are written into
+    (see Lowering._place_targets); a product with the transpose of an `invariant` matrix reads
+    a contiguous copy made once before the loop (BLAS is faster on it, every step)."""
+    inner = Lowering(roots, outer.names, {}, outer.kernels, copy_results=False, targets=targets)
     inner.var.update(bound)
     inner.taken |= outer.taken | set(bound.values())
     program = inner.run()
     outer.dims |= set(program.dims)
     outer.taken |= inner.taken
-    return program
+    before, copies = [], {}
+    for ins in program.instrs:
+        b = ins.args[1] if ins.op == "matmul" else ""
+        if b.endswith(".T") and (b in invariant or b[:-2] in invariant):
+            if ins.args[1] not in copies:
+                copies[ins.args[1]] = _claim(outer, f"{ins.args[1][:-2]}_T")
+                before.append(f"{copies[ins.args[1]]} = np.ascontiguousarray({ins.args[1]})")
+            ins.args[1] = copies[ins.args[1]]
+    return program, before
 
 
 def _body(program: Program) -> list[str]:
@@ -30,8 +42,26 @@ def _body(program: Program) -> list[str]:
     return statements(program, {})
 
 
+# The sequences a loop writes (states, residuals, adjoints of sequences) are stored step-major,
+# (T, B, ...), so that each step's slice is one contiguous block: kernels writing into or
+# reading from slices strided by T run up to twice as slowly. The rest of the program sees
+# them batch-major, as the model defines them, through the free view BATCH_MAJOR.
+
+
 def _at(seq: str, t: str) -> str:
+    """Step t of a sequence: a loop's own array (step-major) or any other (batch-major)."""
+    if seq.endswith(BATCH_MAJOR):
+        return f"{seq.removesuffix(BATCH_MAJOR)}[{t}]"
     return f"{seq}[{', '.join([':'] * TIME_AXIS + [t])}]"
+
+
+def _steps_first(seq: str) -> str:
+    """A sequence with its step axis first (a view)."""
+    return seq.removesuffix(BATCH_MAJOR) if seq.endswith(BATCH_MAJOR) else f"{atom(seq)}{BATCH_MAJOR}"
+
+
+def _step_major(outer: Lowering, shape) -> str:
+    return outer._shape((shape[TIME_AXIS], *shape[:TIME_AXIS], *shape[TIME_AXIS + 1:]))
 
 
 def _claim(outer: Lowering, base: str) -> str:
@@ -63,9 +93,9 @@ def _allocations(ins: Instr) -> list[str]:
     return lines
 
 
-def _outputs(outer: Lowering, node: Node, bases: list[str]) -> list[str | None]:
+def _outputs(outer: Lowering, node: Node, bases: list[str], sequences: int) -> list[str | None]:
     """Names of the loop's output arrays (an equation's name where the model gave one); None
-    for an output nothing reads."""
+    for an output nothing reads. The first `sequences` are stored step-major."""
     names = []
     for k, base in enumerate(bases):
         item = next((c for c in outer.consumers.get(node, []) if c.op == "item" and c.attr("index") == k),
@@ -73,7 +103,7 @@ def _outputs(outer: Lowering, node: Node, bases: list[str]) -> list[str | None]:
         given = outer.names.get(item) if item is not None else None
         name = _claim(outer, given if given and given.isidentifier() else base)
         if item is not None:
-            outer.var[item] = name
+            outer.var[item] = name + BATCH_MAJOR if k < sequences else name
         names.append(name if item is not None else None)
     return names
 
@@ -83,14 +113,16 @@ def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Inst
     shapes = node.attr("shapes")
     T = outer._dim_text(shapes[0][TIME_AXIS])
     t = "t" if "t" not in outer.taken else _claim(outer, "step")
-    outs = _outputs(outer, node, [f"{p.name.removesuffix('_prev')}_seq" for p in cell.state_ph]
-                    + [f"{r.name.removesuffix('_t')}_seq" for r in cell.res_ph])
+    bases = [f"{p.name.removesuffix('_prev')}_seq" for p in cell.state_ph]
+    bases += [f"{r.name.removesuffix('_t')}_seq" for r in cell.res_ph]
+    outs = _outputs(outer, node, bases, len(bases))
     outs = [o or _claim(outer, f"{cell.name}_unused{k}") for k, o in enumerate(outs)]  # states are kept
     bound = {p: p.name for p in (*cell.seq_ph, *cell.state_ph)}
     bound |= dict(zip(cell.captured, args[ns + nh:], strict=True))
     roots = {f"s{k}": o for k, o in enumerate(cell.outs)} | {f"r{k}": r for k, r in enumerate(cell.residuals)}
-    program = _step(outer, roots, bound)
-    allocates = {o: (outer._shape(s), False, is_large(s)) for o, s in zip(outs, shapes, strict=True)}
+    targets = {key: f"{o}[{t}]" for key, o in zip(roots, outs, strict=True)}
+    program, before = _step(outer, roots, bound, targets, args[ns + nh:])
+    allocates = {o: (_step_major(outer, s), False, is_large(s)) for o, s in zip(outs, shapes, strict=True)}
 
     def render() -> list[str]:
         results = program.results
@@ -100,14 +132,15 @@ def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Inst
         if not T.isdigit():
             message = f"scan {cell.name}: the time axis has length 0"
             lines += [f"if {T} == 0:", f'    raise ValueError("{message}")']
-        lines += allocations
+        lines += allocations + before
         lines += [f"{p.name} = {a}" for p, a in zip(cell.state_ph, args[ns:ns + nh], strict=True)]
         lines.append(f"for {t} in range({T}):")
         inner = [f"{p.name} = {_at(a, t)}" for p, a in zip(cell.seq_ph, args[:ns], strict=True)]
         inner += _body(program)
-        inner += [f"{_at(o, t)} = {results[f's{k}']}" for k, o in enumerate(outs[:nh])]
-        inner += [f"{_at(o, t)} = {results[f'r{k}']}" for k, o in enumerate(outs[nh:])]
-        inner += [f"{p.name} = {results[f's{k}']}" for k, p in enumerate(cell.state_ph)]
+        inner += [f"{target} = {results[key]}" for key, target in targets.items()
+                  if key not in program.placed]
+        inner += [f"{p.name} = {targets[key] if key in program.placed else results[key]}"
+                  for p, key in zip(cell.state_ph, [f"s{k}" for k in range(nh)], strict=True)]
         return lines + ["    " + line for line in inner]
 
     return render, allocates
@@ -125,7 +158,7 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
     names = [f"d{p.name.removesuffix('_t')}_seq" for p in cell.seq_ph]
     names += [f"d{p.name.removesuffix('_prev')}0" for p in cell.state_ph]
     names += [_grad_name(outer, c, k) for k, c in enumerate(fwd_args[ns + nh:])]
-    outs = _outputs(outer, node, names)
+    outs = _outputs(outer, node, names, ns)
     carries = [_claim(outer, f"carry_{p.name.removesuffix('_prev')}") for p in cell.state_ph]
     bound = {p: p.name for p in (*cell.seq_ph, *cell.state_ph, *cell.res_ph, *cell.ct_ph)}
     bound |= {p: p.name for p in cell.out_ph if p is not None}
@@ -138,9 +171,10 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
         if line is not None and outs[ns + nh + k] is not None:
             after[ns + nh + k] = f"{outs[ns + nh + k]} = {line}"
             roots.pop(f"d{ns + nh + k}", None)
-    program = _step(outer, roots, bound)
+    targets = {f"d{k}": f"{outs[k]}[{t}]" for k in range(ns) if f"d{k}" in roots}
+    program, before = _step(outer, roots, bound, targets, back_captured)
     # an initial state's adjoint is the last carry, allocated with the carries
-    allocates = {o: (outer._shape(s), k >= ns, is_large(s))
+    allocates = {o: (_step_major(outer, s) if k < ns else outer._shape(s), k >= ns, is_large(s))
                  for k, (o, s) in enumerate(zip(outs, shapes, strict=True))
                  if o is not None and not ns <= k < ns + nh and k not in after}
     # the carries end as the initial states' adjoints: never in the workspace
@@ -151,7 +185,7 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
         results = program.results
         allocations = _allocations(ins) + carried
         lines = [f"# {cell.name}: back-propagation through time, the reverse loop over the {T} steps"]
-        lines += allocations
+        lines += allocations + before
         lines.append(f"for {t} in range({T} - 1, -1, -1):")
         inner = [f"{p.name} = {_at(a, t)}" for p, a in zip(cell.seq_ph, sequences, strict=True)]
         inner += [f"{p.name} = {_at(s, f'{t} - 1')} if {t} else {h0}"
@@ -164,8 +198,8 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
             inner.append(f"{p.name} = {carry}" if zero else f"{p.name} = {_at(c, t)} + {carry}")
         inner += _body(program)
         for k in range(ns):
-            if outs[k] is not None:
-                inner.append(f"{_at(outs[k], t)} = {results.get(f'd{k}', '0.0')}")
+            if outs[k] is not None and f"d{k}" not in program.placed:
+                inner.append(f"{outs[k]}[{t}] = {results.get(f'd{k}', '0.0')}")
         for k, carry in enumerate(carries):
             value = results.get(f"d{ns + k}")
             inner.append(f"{carry} = {value}" if value else f"{carry}[...] = 0.0")
@@ -194,10 +228,10 @@ def _summed_after_loop(d: Node | None, cell: Cell, outs: list[str | None], seque
         return None
     a = d.args[0].args[0]
     if a in cell.seq_ph:  # x_t: the sequence itself
-        rows = sequences[cell.seq_ph.index(a)]
+        rows = _steps_first(sequences[cell.seq_ph.index(a)])
     elif a in cell.state_ph:  # h_{t-1}: the states shifted one step, the initial state first
         i = cell.state_ph.index(a)
-        rows = f"np.concatenate([{inits[i]}[:, None], {states[i]}[:, :-1]], axis=1, dtype=dt)"
+        rows = f"np.concatenate([{atom(inits[i])}[None], {_steps_first(states[i])}[:-1]], axis=0, dtype=dt)"
     else:
         return None
     return f"np.tensordot({rows}, {stored[d.args[1]]}, axes=([0, 1], [0, 1]))"

@@ -6,10 +6,11 @@ reshape, broadcast) need no entry: they are written inline where they are used.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from codegen.program import Instr, atom
+from codegen.program import BATCH_MAJOR, Instr, atom
 
 
 @dataclass(frozen=True)
@@ -48,28 +49,37 @@ def _matmul(ins: Instr) -> list[str]:
                     f"np.dot({rows}, {b}, out={ins.out}.reshape(-1, {ins.out}.shape[-1]))"]
         return [f"{ins.out} = np.dot({rows}, {b}).reshape(*{atom(a)}.shape[:-1], {atom(b)}.shape[-1])"]
     if ins.buffer or ins.scratch:
-        return [f"{ins.out} = np.matmul({a}, {b}, out={ins.buffer or _scratch_out(ins)})"]
+        call = f"np.matmul({a}, {b}, out={ins.buffer or _scratch_out(ins)})"
+        return [call if ins.discard else f"{ins.out} = {call}"]
     if x.ndim == 2 and y.ndim == 2:  # np.dot: less dispatch than @ for matrices
         return [f"{ins.out} = np.dot({a}, {b})"]
     return [f"{ins.out} = {atom(a)} @ {atom(b)}"]
 
 
 def _unrolled(ins: Instr, ufunc: str) -> list[str] | None:
-    """A reduction over one short axis that is not the last (a pooling window) as binary ufunc
-    calls on views of its slices: numpy's reduce along a middle axis strides through memory
-    and is several times slower. None when the reduction is not of that kind."""
+    """A reduction over short axes that are not the last (a pooling window) as binary ufunc
+    calls on views of its slices: numpy's reduce along middle axes strides through memory and
+    is several times slower. None when the reduction is not of that kind."""
     x = ins.node.args[0]
     axes, keepdims = ins.node.attr("axes"), ins.node.attr("keepdims")
-    if len(axes) != 1 or keepdims or axes[0] == x.ndim - 1:
+    lengths = [x.shape[a] for a in axes]
+    fixed = all(getattr(n, "is_Integer", isinstance(n, int)) for n in lengths)
+    if keepdims or x.ndim - 1 in axes or not fixed:
         return None
-    length = x.shape[axes[0]]
-    if not getattr(length, "is_Integer", isinstance(length, int)) or not 2 <= int(length) <= 9:
+    picks = list(itertools.product(*(range(int(n)) for n in lengths)))
+    if not 2 <= len(picks) <= 16:
         return None
     parts = "_parts"  # read at once, so one name serves every reduction ('_': never a model's name)
-    at = lambda k: f"{parts}[{':, ' * axes[0]}{k}]"  # noqa: E731
+
+    def at(pick: tuple[int, ...]) -> str:
+        index = [":"] * (max(axes) + 1)
+        for a, k in zip(axes, pick, strict=True):
+            index[a] = str(k)
+        return f"{parts}[{', '.join(index)}]"
+
     out = f", out={_scratch_out(ins)}" if ins.scratch else ""
-    return ([f"{parts} = {ins.args[0]}", f"{ins.out} = {ufunc}({at(0)}, {at(1)}{out})"]
-            + [f"{ufunc}({ins.out}, {at(k)}, out={ins.out})" for k in range(2, int(length))])
+    return ([f"{parts} = {ins.args[0]}", f"{ins.out} = {ufunc}({at(picks[0])}, {at(picks[1])}{out})"]
+            + [f"{ufunc}({ins.out}, {at(pick)}, out={ins.out})" for pick in picks[2:]])
 
 
 def _sum(ins: Instr) -> list[str]:
@@ -79,7 +89,8 @@ def _sum(ins: Instr) -> list[str]:
     if len(axes) == x.ndim and not keepdims:
         return [f"{ins.out} = {atom(a)}.sum()"]
     if axes == tuple(range(x.ndim - 1)) and not keepdims:  # a bias gradient: all rows summed
-        return [f"{ins.out} = _colsum({a})"]
+        # the same rows as a loop's own step-major array: sum that, not a copy of the view
+        return [f"{ins.out} = _colsum({a.removesuffix(BATCH_MAJOR)})"]
     unrolled = _unrolled(ins, "np.add")
     if unrolled:
         return unrolled
@@ -272,6 +283,14 @@ def _pad(ins: Instr) -> list[str]:
     return [f"{ins.out} = np.pad({ins.args[0]}, ({', '.join(widths)}{',' if n.ndim == 1 else ''}))"]
 
 
+def _concat(ins: Instr) -> list[str]:
+    call = f"np.concatenate([{', '.join(ins.args)}], axis={ins.node.attr('axis')}"
+    if ins.buffer:  # placed into a loop's sequence (Lowering._place_targets)
+        call += f", out={ins.buffer})"
+        return [call if ins.discard else f"{ins.out} = {call}"]
+    return [f"{ins.out} = {call})"]
+
+
 def _loop(ins: Instr) -> list[str]:
     return ins.render()  # codegen.loops lowered the loop body; it is written out now
 
@@ -289,8 +308,7 @@ LOWERINGS: dict[str, Lowering] = {
     "dropout_mask": Lowering(lambda i: [f"{i.out} = _dropout_mask(rng, {i.shape}, {i.args[0]}, dt)"],
                              ("_generator", "_dropout_mask"), needs_shape=True),
     "pad": Lowering(_pad),
-    "concat": Lowering(lambda i: [f"{i.out} = np.concatenate([{', '.join(i.args)}], "
-                                  f"axis={i.node.attr('axis')})"]),
+    "concat": Lowering(_concat),
     "scan": Lowering(_loop),
     "scan_vjp": Lowering(_loop),
     "im2col": Lowering(lambda i: [f"{i.out} = _im2col({i.args[0]}, {_window(i)}{_ws(i)})"], ("_im2col",)),

@@ -32,6 +32,9 @@ _LOOP_OPS = ("scan", "scan_vjp")  # lowered by codegen.loops into a loop over ti
 _HEAVY = (sympy.exp, sympy.log, sympy.tanh)
 # the operations whose lowerings can write into a workspace array
 _WORKSPACE_OPS = ("ew", "matmul", "im2col", "col2im", "col2im_matmul", "max", "sum")
+# The sequences a loop writes are stored step-major, (T, B, ...), and read by the rest of the
+# program batch-major, as the model defines them, through this view (see codegen.loops).
+BATCH_MAJOR = ".swapaxes(0, 1)"
 WORKSPACE_MIN = 256  # elements per batch row (the fixed dims' product) that make a value large
 
 
@@ -55,6 +58,7 @@ class Instr:
     # a loop's arrays: name -> (shape text, zeroed, large); `scratch_names` live in the workspace
     allocates: dict[str, tuple[str, bool, bool]] = field(default_factory=dict)
     scratch_names: set[str] = field(default_factory=set)
+    placed: bool = False  # `buffer` is a target outside this program (a slice of a loop's sequence)
 
 
 @dataclass
@@ -64,6 +68,7 @@ class Program:
     leaves: list[Node]  # the parameters, inputs, states and hypers it reads
     dims: list[str]  # dim names it needs bound
     copies: list[tuple[str, str]] = field(default_factory=list)  # (leaf, value) written at the end
+    placed: set[str] = field(default_factory=set)  # result keys computed straight into their targets
 
     @property
     def uses_workspace(self) -> bool:
@@ -77,8 +82,9 @@ def _dim_names(expr: sympy.Expr) -> set[str]:
 class Lowering:
     def __init__(self, roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
                  kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
-                 copy_results: bool = True, workspace: bool = False):
+                 copy_results: bool = True, workspace: bool = False, targets: dict[str, str] | None = None):
         self.roots = roots
+        self.targets = targets or {}  # result key -> the array (a sequence's step) it is written into
         self.workspace = workspace  # a function's top level (a loop body's values are carried)
         self.copy_results = copy_results  # a loop body's results are copied by the loop itself
         self.stores = stores or {}  # result key -> the leaf its value overwrites in place
@@ -226,6 +232,7 @@ class Lowering:
                                       or roots.count(n) > 1):
                 text = self._copy(n, text)
             results[key] = text
+        placed = self._place_targets(instrs)
         self._plan_memory(instrs, list(results.values()))
         copies = self._place_stores(instrs)
         if self.workspace:
@@ -233,7 +240,7 @@ class Lowering:
         for ins in instrs:  # a kernel with no buffer to reuse writes into a new one
             if ins.kernel is not None and ins.buffer is None or LOWERINGS[ins.op].needs_shape or ins.scratch:
                 ins.shape = self._shape(ins.node.shape)
-        return Program(instrs, results, leaves, sorted(self.dims), copies)
+        return Program(instrs, results, leaves, sorted(self.dims), copies, placed)
 
     def _copy(self, n: Node, text: str) -> str:
         if n.op == "const" or n.op == "broadcast_to" and n.args[0].op == "const":
@@ -305,6 +312,24 @@ class Lowering:
         return self.kernels[key]
 
     # -- memory -------------------------------------------------------------------------------
+    def _place_targets(self, instrs: list[Instr]) -> set[str]:
+        """Compute each targeted result (a loop step's value) straight into its target, saving
+        a copy a step, when a kernel, product or concatenation computes it here. Returns the
+        result keys placed (the caller reads their targets); the caller copies the others."""
+        at = {ins.node: k for k, ins in enumerate(instrs)}
+        results = list(self.roots.values())
+        placed = set()
+        for key, target in self.targets.items():
+            k = at.get(self.roots[key])
+            ins = instrs[k] if k is not None else None
+            if ins is not None and results.count(ins.node) == 1 and (
+                    ins.op == "ew" and ins.kernel is not None or ins.op in ("matmul", "concat")):
+                ins.buffer, ins.placed = target, True
+                # the caller reads the target; a value no later line reads needs no name
+                ins.discard = not any(_mentions(t, ins.out) for i in instrs[k + 1:] for t in i.args)
+                placed.add(key)
+        return placed
+
     def _plan_memory(self, instrs: list[Instr], result_texts: list[str]) -> None:
         """Give each instruction an output buffer: in place, a dead value's, or a new one."""
         var_node = {i.out: i.node for i in instrs}
@@ -317,8 +342,10 @@ class Lowering:
         # names the results read, views included (a gradient returned as t21.reshape(...))
         returned = {name for text in result_texts for name in re.findall(r"[A-Za-z_]\w*", text)}
         free: list[str] = []  # dead values whose memory may be reused
+        # values living in a target outside the program: their memory is never reused
+        returned |= {i.out for i in instrs if i.placed}
         for k, ins in enumerate(instrs):
-            if ins.op in ("ew", "matmul") and ins.node.shape:
+            if ins.op in ("ew", "matmul") and ins.node.shape and not ins.placed:
                 dying = [a for a in ins.args if a in var_node and last_use.get(a) == k
                          and a not in returned and shapes_equal(var_node[a].shape, ins.node.shape)
                          and sum(_mentions(t, a) for t in ins.args) == 1]

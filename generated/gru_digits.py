@@ -409,36 +409,26 @@ def forward(
     t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
-    H = _scratch(ws, "H", (B, 8, n_h), dt)
-    gru_unused1 = _scratch(ws, "gru_unused1", (B, 8, n_h), dt)
-    gru_unused2 = _scratch(ws, "gru_unused2", (B, 8, n_h), dt)
-    gru_unused3 = _scratch(ws, "gru_unused3", (B, 8, n_h), dt)
-    gru_unused4 = _scratch(ws, "gru_unused4", (B, 8, n_h), dt)
-    gru_unused5 = _scratch(ws, "gru_unused5", (B, 8, n_h), dt)
+    H = _scratch(ws, "H", (8, B, n_h), dt)
+    gru_unused1 = _scratch(ws, "gru_unused1", (8, B, n_h), dt)
+    gru_unused2 = _scratch(ws, "gru_unused2", (8, B, n_h), dt)
+    gru_unused3 = _scratch(ws, "gru_unused3", (8, B, n_h), dt)
+    gru_unused4 = _scratch(ws, "gru_unused4", (8, B, n_h), dt)
+    gru_unused5 = _scratch(ws, "gru_unused5", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
         t7 = np.dot(h_prev, t5)
         t8 = _ew1(t7, t6, out=t7)
-        t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
-        t10 = _ew3(t9, out=np.empty((B, n_h), dtype=dt))
-        t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=np.empty((B, n_h), dtype=dt))
-        t12 = _ew4(
-            gru_u1_t[:, 2*n_h:3*n_h],
-            t11,
-            t8[:, 2*n_h:3*n_h],
-            out=np.empty((B, n_h), dtype=dt),
-        )
-        t13 = _ew5(t10, t12, t9, h_prev, out=np.empty((B, n_h), dtype=dt))
-        H[:, t] = t13
-        gru_unused1[:, t] = t9
-        gru_unused2[:, t] = t10
-        gru_unused3[:, t] = t11
-        gru_unused4[:, t] = t8[:, 2*n_h:3*n_h]
-        gru_unused5[:, t] = t12
-        h_prev = t13
+        t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_unused1[t])
+        t10 = _ew3(t9, out=gru_unused2[t])
+        t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=gru_unused3[t])
+        t12 = _ew4(gru_u1_t[:, 2*n_h:3*n_h], t11, t8[:, 2*n_h:3*n_h], out=gru_unused5[t])
+        _ew5(t10, t12, t9, h_prev, out=H[t])
+        gru_unused4[t] = t8[:, 2*n_h:3*n_h]
+        h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = np.dot(H[:, 7:8].reshape(B, n_h), W)
+    t14 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t14, c, out=t14)
     # (3) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
@@ -487,36 +477,26 @@ def loss(
     t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
-    H = _scratch(ws, "H", (B, 8, n_h), dt)
-    gru_unused1 = _scratch(ws, "gru_unused1", (B, 8, n_h), dt)
-    gru_unused2 = _scratch(ws, "gru_unused2", (B, 8, n_h), dt)
-    gru_unused3 = _scratch(ws, "gru_unused3", (B, 8, n_h), dt)
-    gru_unused4 = _scratch(ws, "gru_unused4", (B, 8, n_h), dt)
-    gru_unused5 = _scratch(ws, "gru_unused5", (B, 8, n_h), dt)
+    H = _scratch(ws, "H", (8, B, n_h), dt)
+    gru_unused1 = _scratch(ws, "gru_unused1", (8, B, n_h), dt)
+    gru_unused2 = _scratch(ws, "gru_unused2", (8, B, n_h), dt)
+    gru_unused3 = _scratch(ws, "gru_unused3", (8, B, n_h), dt)
+    gru_unused4 = _scratch(ws, "gru_unused4", (8, B, n_h), dt)
+    gru_unused5 = _scratch(ws, "gru_unused5", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
         t7 = np.dot(h_prev, t5)
         t8 = _ew1(t7, t6, out=t7)
-        t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
-        t10 = _ew3(t9, out=np.empty((B, n_h), dtype=dt))
-        t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=np.empty((B, n_h), dtype=dt))
-        t12 = _ew4(
-            gru_u1_t[:, 2*n_h:3*n_h],
-            t11,
-            t8[:, 2*n_h:3*n_h],
-            out=np.empty((B, n_h), dtype=dt),
-        )
-        t13 = _ew5(t10, t12, t9, h_prev, out=np.empty((B, n_h), dtype=dt))
-        H[:, t] = t13
-        gru_unused1[:, t] = t9
-        gru_unused2[:, t] = t10
-        gru_unused3[:, t] = t11
-        gru_unused4[:, t] = t8[:, 2*n_h:3*n_h]
-        gru_unused5[:, t] = t12
-        h_prev = t13
+        t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_unused1[t])
+        t10 = _ew3(t9, out=gru_unused2[t])
+        t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=gru_unused3[t])
+        t12 = _ew4(gru_u1_t[:, 2*n_h:3*n_h], t11, t8[:, 2*n_h:3*n_h], out=gru_unused5[t])
+        _ew5(t10, t12, t9, h_prev, out=H[t])
+        gru_unused4[t] = t8[:, 2*n_h:3*n_h]
+        h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = np.dot(H[:, 7:8].reshape(B, n_h), W)
+    t14 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t14, c, out=t14)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
@@ -566,36 +546,26 @@ def loss_and_grad(
     t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
-    H = _scratch(ws, "H", (B, 8, n_h), dt)
-    gru_r1_seq = _scratch(ws, "gru_r1_seq", (B, 8, n_h), dt)
-    gru_r2_seq = _scratch(ws, "gru_r2_seq", (B, 8, n_h), dt)
-    gru_r3_seq = _scratch(ws, "gru_r3_seq", (B, 8, n_h), dt)
-    gru_r4_seq = _scratch(ws, "gru_r4_seq", (B, 8, n_h), dt)
-    gru_r5_seq = _scratch(ws, "gru_r5_seq", (B, 8, n_h), dt)
+    H = _scratch(ws, "H", (8, B, n_h), dt)
+    gru_r1_seq = _scratch(ws, "gru_r1_seq", (8, B, n_h), dt)
+    gru_r2_seq = _scratch(ws, "gru_r2_seq", (8, B, n_h), dt)
+    gru_r3_seq = _scratch(ws, "gru_r3_seq", (8, B, n_h), dt)
+    gru_r4_seq = _scratch(ws, "gru_r4_seq", (8, B, n_h), dt)
+    gru_r5_seq = _scratch(ws, "gru_r5_seq", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
         t7 = np.dot(h_prev, t5)
         t8 = _ew1(t7, t6, out=t7)
-        t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
-        t10 = _ew3(t9, out=np.empty((B, n_h), dtype=dt))
-        t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=np.empty((B, n_h), dtype=dt))
-        t12 = _ew4(
-            gru_u1_t[:, 2*n_h:3*n_h],
-            t11,
-            t8[:, 2*n_h:3*n_h],
-            out=np.empty((B, n_h), dtype=dt),
-        )
-        t13 = _ew5(t10, t12, t9, h_prev, out=np.empty((B, n_h), dtype=dt))
-        H[:, t] = t13
-        gru_r1_seq[:, t] = t9
-        gru_r2_seq[:, t] = t10
-        gru_r3_seq[:, t] = t11
-        gru_r4_seq[:, t] = t8[:, 2*n_h:3*n_h]
-        gru_r5_seq[:, t] = t12
-        h_prev = t13
+        t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_r1_seq[t])
+        t10 = _ew3(t9, out=gru_r2_seq[t])
+        t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=gru_r3_seq[t])
+        t12 = _ew4(gru_u1_t[:, 2*n_h:3*n_h], t11, t8[:, 2*n_h:3*n_h], out=gru_r5_seq[t])
+        _ew5(t10, t12, t9, h_prev, out=H[t])
+        gru_r4_seq[t] = t8[:, 2*n_h:3*n_h]
+        h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = np.dot(H[:, 7:8].reshape(B, n_h), W)
+    t14 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t14, c, out=t14)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
@@ -612,40 +582,40 @@ def loss_and_grad(
     # (15) dL/d(X @ concat([Wx_r, Wx_z, Wx_n], axis=1) + concat([bx_r, bx_z, bx_n], axis=0)) =
     #     bptt[gru](...)[0]
     # gru: back-propagation through time, the reverse loop over the 8 steps
-    dgru_u1_seq = _scratch(ws, "dgru_u1_seq", (B, 8, 3*n_h), dt)
+    dgru_u1_seq = _scratch(ws, "dgru_u1_seq", (8, B, 3*n_h), dt)
     d_captured1 = np.zeros((n_h, 3*n_h), dtype=dt)
     d_captured2 = np.zeros((3*n_h,), dtype=dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
+    t5_T = np.ascontiguousarray(t5.T)
     for t in range(8 - 1, -1, -1):
         gru_u1_t = t4[:, t]
-        h_prev = H[:, t - 1] if t else np.broadcast_to(0.0, (B, n_h))
-        gru_r1_t = gru_r1_seq[:, t]
-        gru_r2_t = gru_r2_seq[:, t]
-        gru_r3_t = gru_r3_seq[:, t]
-        gru_r4_t = gru_r4_seq[:, t]
-        gru_r5_t = gru_r5_seq[:, t]
+        h_prev = H[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
+        gru_r1_t = gru_r1_seq[t]
+        gru_r2_t = gru_r2_seq[t]
+        gru_r3_t = gru_r3_seq[t]
+        gru_r4_t = gru_r4_seq[t]
+        gru_r5_t = gru_r5_seq[t]
         dh_t = dL_dH[:, t] + carry_h
         t19 = _ew7(dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
         t20 = _ew8(t19, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
         t21 = _ew9(dh_t, h_prev, gru_r5_t, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t22 = np.concatenate([t20, t21, t19], axis=1)
+        np.concatenate([t20, t21, t19], axis=1, out=dgru_u1_seq[t])
         t23 = _ew10(t19, gru_r3_t, out=t19)
         t24 = np.concatenate([t20, t21, t23], axis=1)
-        t25 = np.matmul(t24, t5.T, out=t20)
+        t25 = np.matmul(t24, t5_T, out=t20)
         t26 = _ew11(dh_t, gru_r1_t, t25, out=t21)
         t27 = np.dot(h_prev.T, t24)
         t28 = _colsum(t24)
-        dgru_u1_seq[:, t] = t22
         carry_h = t26
         np.add(d_captured1, t27, out=d_captured1)
         np.add(d_captured2, t28, out=d_captured2)
     # (29) dL/d(concat([Wx_r, Wx_z, Wx_n], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[gru](...)[0].reshape(8*B, 3*n_h)
-    t29 = np.dot(X.reshape(8*B, 8).T, dgru_u1_seq.reshape(8*B, 3*n_h))
+    t29 = np.dot(X.reshape(8*B, 8).T, dgru_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h))
     # (25) dL/d(concat([bx_r, bx_z, bx_n], axis=0)) = sum(bptt[gru](...)[0], axis=(0, 1))
     t30 = _colsum(dgru_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
-    dL_dW = np.dot(H[:, 7:8].reshape(B, n_h).T, dL_dz)
+    dL_dW = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
     _give_back("loss_and_grad", ws)

@@ -163,25 +163,37 @@ def conv2d(x: Node, kernel: Node, stride: int = 1, padding: int = 0) -> Node:
     return cols @ kernel.reshape((kh * kw * c, o))
 
 
-def _pool(x: Node, size: int, stride: int | None, what: str) -> Node:
+def _pool(x: Node, size: int, stride: int | None, what: str) -> tuple[Node, tuple[int, ...]]:
+    """The windows of x and the axes that run over one window.
+
+    Windows that tile the image (stride = size, dividing height and width) are a reshape,
+    (B, H/size, size, W/size, size, C), reduced over axes 2 and 4: no copy of the image, and the
+    adjoint lands back in the image's own layout. Other windows are im2col's patches,
+    (B, OH, OW, size*size, C), reduced over axis 3."""
     x = as_node(x)
     if x.ndim != 4:
         raise _image_error(what, "expected a (batch, height, width, channels) image, "
                                  f"got {fmt_shape(x.shape)}")
     stride = size if stride is None else stride
+    b, h, w, c = x.shape
+    if isinstance(size, int) and size >= 1 and stride == size and all(
+            d.is_Integer and int(d) % size == 0 for d in (h, w)):
+        return x.reshape((b, h // size, size, w // size, size, c)), (2, 4)
     cols = apply("im2col", [x], kh=size, kw=size, stride=stride, padding=0)
     b, oh, ow, _ = cols.shape
-    return cols.reshape((b, oh, ow, size * size, x.shape[3]))
+    return cols.reshape((b, oh, ow, size * size, c)), (3,)
 
 
 def max_pool2d(x: Node, size: int = 2, stride: int | None = None) -> Node:
     """Maximum over each size x size window (stride defaults to size)."""
-    return apply("max", [_pool(x, size, stride, "max_pool2d")], axes=(3,), keepdims=False)
+    windows, axes = _pool(x, size, stride, "max_pool2d")
+    return apply("max", [windows], axes=axes, keepdims=False)
 
 
 def avg_pool2d(x: Node, size: int = 2, stride: int | None = None) -> Node:
     """Mean over each size x size window (stride defaults to size)."""
-    return _pool(x, size, stride, "avg_pool2d").mean(3)
+    windows, axes = _pool(x, size, stride, "avg_pool2d")
+    return windows.mean(axes)
 
 
 def flatten(x: Node) -> Node:

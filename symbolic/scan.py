@@ -23,7 +23,18 @@ import sympy
 
 from symbolic.autodiff import pullback
 from symbolic.errors import ModelError, ShapeError, located, user_location
-from symbolic.graph import Node, apply, as_node, broadcast_to, const, placeholder, rebuild, topological
+from symbolic.graph import (
+    ARG,
+    Node,
+    apply,
+    as_node,
+    broadcast_to,
+    const,
+    elementwise,
+    placeholder,
+    rebuild,
+    topological,
+)
 from symbolic.names import check_identifier
 from symbolic.shapes import Shape, as_shape, fmt_shape, shapes_equal
 
@@ -107,7 +118,7 @@ def scan(cell_fn: Callable[..., Node | Sequence[Node]], sequences: Sequence[Node
         if not shapes_equal(o.shape, h.shape):
             raise _error(name, f"state {p!r} starts with shape {fmt_shape(h.shape)} but the cell "
                                f"returns {fmt_shape(o.shape)}")
-    outs = tuple(as_node(o) for o in outs)
+    outs = _regroup_sums(tuple(as_node(o) for o in outs), state_ph)
     seq_ph, outs, sequences = _hoist(seq_ph, state_ph, outs, sequences, name)
     cell = _derive_cell(name, seq_ph, state_ph, outs)
     shapes = [h.shape[:TIME_AXIS] + (T,) + h.shape[TIME_AXIS:] for h in init]
@@ -121,6 +132,47 @@ def item(node: Node, k: int) -> Node:
 
 
 # -- hoisting the per-step work that does not depend on the states ------------------------
+def _flat_sum(n: Node, single: set[Node]) -> tuple[sympy.Expr, list[Node]]:
+    """n's expression with the sums it adds up (nodes in `single`) inlined, over its terms' nodes."""
+    subs, args = {}, []
+    for i, a in enumerate(n.args):
+        if a in single:
+            inner, inner_args = _flat_sum(a, single)
+            subs[ARG[i]] = inner.xreplace({ARG[j]: ARG[len(args) + j] for j in range(len(inner_args))})
+            args += inner_args
+        else:
+            subs[ARG[i]] = ARG[len(args)]
+            args.append(a)
+    return n.attr("expr").xreplace(subs), args
+
+
+def _regroup_sums(outs: tuple[Node, ...], state_ph: Sequence[Node]) -> tuple[Node, ...]:
+    """Gather the state-independent terms of each sum into one term, so that hoisting moves
+    them out of the loop together: `x W_x + h W_h + b` is built as (x W_x + h W_h) + b, and
+    becomes (x W_x + b) + h W_h, whose first term is computed for every step at once."""
+    on_state = _depends(outs, set(state_ph))
+    users: dict[Node, list[Node]] = {}
+    for n in topological(outs):
+        for a in set(n.args):
+            users.setdefault(a, []).append(n)
+    sums = {n for n in on_state if n.op == "ew" and n.attr("expr").is_Add}
+    # a sum whose one user is another sum is one of that sum's terms
+    single = {n for n in sums if len(users.get(n, ())) == 1 and users[n][0] in sums and n not in outs}
+    mapping: dict[Node, Node] = {}
+    for n in [n for n in topological(outs) if n in sums and n not in single]:
+        expr, args = _flat_sum(n, single)
+        free = [t for t in expr.args if not any(args[ARG.index(s)] in on_state for s in t.free_symbols)]
+        if len(free) < 2 or len(free) == len(expr.args):
+            continue
+        fixed = elementwise(sympy.Add(*free), args)
+        k = len(args)
+        mapping[n] = elementwise(sympy.Add(*[t for t in expr.args if t not in free]) + ARG[k], [*args, fixed])
+    if not mapping:
+        return outs
+    new = substitute(outs, mapping)
+    return tuple(new[o] for o in outs)
+
+
 def _batchable(n: Node, hoisted: set[Node]) -> bool:
     if n.op == "ew":
         return True

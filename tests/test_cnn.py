@@ -90,15 +90,16 @@ def test_conv2d_matches_pytorch(k, stride, padding):
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
-@pytest.mark.parametrize("size, stride", [(2, 2), (3, 1), (2, 1), (3, 2)])
-def test_pooling_matches_pytorch_forward_and_input_gradient(kind, size, stride):
+# an 8x6 image with 2x2 windows of stride 2 takes the tiling path (a reshape, no im2col)
+@pytest.mark.parametrize("size, stride, h", [(2, 2, 7), (2, 2, 8), (3, 1, 7), (2, 1, 7), (3, 2, 7)])
+def test_pooling_matches_pytorch_forward_and_input_gradient(kind, size, stride, h):
     torch = torch_or_skip()
     rng = np.random.default_rng(size + 7 * stride)
-    x = rng.standard_normal((2, 7, 6, 3))
+    x = rng.standard_normal((2, h, 6, 3))
     m = sg.Model("pool_torch")
     (B,) = m.dims("B")
-    X = m.input("X", (B, 7, 6, 3))
-    S = m.param("S", (7, 6, 3), "ones")  # a parameter in front, so the input gradient is returned
+    X = m.input("X", (B, h, 6, 3))
+    S = m.param("S", (h, 6, 3), "ones")  # a parameter in front, so the input gradient is returned
     pool = F.max_pool2d if kind == "max" else F.avg_pool2d
     y = m.let("y", pool(X * S, size, stride))
     G = m.target("G", tuple(y.shape))
@@ -109,10 +110,10 @@ def test_pooling_matches_pytorch_forward_and_input_gradient(kind, size, stride):
     tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
     fn = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
     ty = fn(tx, size, stride)
-    np.testing.assert_allclose(mod.forward({"S": np.ones((7, 6, 3))}, {"X": x})["y_out"],
+    np.testing.assert_allclose(mod.forward({"S": np.ones((h, 6, 3))}, {"X": x})["y_out"],
                                ty.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-12)
     (ty * torch.tensor(G_val.transpose(0, 3, 1, 2))).sum().backward()
-    _, grads = mod.loss_and_grad({"S": np.ones((7, 6, 3))}, {"X": x, "G": G_val})
+    _, grads = mod.loss_and_grad({"S": np.ones((h, 6, 3))}, {"X": x, "G": G_val})
     # dL/dS = sum over the batch of x * dL/d(x S): recover dL/dx from it and compare
     dx_torch = tx.grad.numpy().transpose(0, 2, 3, 1)
     np.testing.assert_allclose(grads["S"], (dx_torch * x).sum(axis=0), rtol=1e-10, atol=1e-12)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import symgrad as sg
 from symbolic import ops as F
 from symbolic.errors import ShapeError
+from symbolic.graph import topological
 from symbolic.scan import zeros
 from symgrad.models import rnn
 from tests.conftest import torch_or_skip
@@ -112,6 +113,25 @@ def test_lstm_step_uses_one_product_per_input_and_keeps_states():
     assert forward_loop.count(" @ ") + forward_loop.count("np.dot(") == 1
     assert "np.concatenate([t" in src  # the four gate adjoints are joined, not zero-padded and added
     assert "for t in range(4 - 1, -1, -1):" in src
+    # the bias is added to x_t Wx for every step at once, leaving one addition in the step
+    assert forward_loop.count("_ew") == 8  # the sum, three sigmoids, two tanh, c_t and h_t
+    # sequences are step-major: each step's values are written straight into their slices
+    for seq in ("states", "c_seq", "lstm_r1_seq"):
+        assert f"out={seq}[t])" in forward_loop and f"{seq}[:, t] =" not in src
+    before, backward_loop = src.split("for t in range(4 - 1, -1, -1):")
+    assert "axis=1, out=dlstm_u1_seq[t])" in backward_loop  # the gate adjoints, joined in place
+    assert "_T = np.ascontiguousarray(t5.T)" in before  # W_h^T, made contiguous once
+    assert ".T" not in backward_loop.split("carry_c =")[0]
+
+
+def test_regrouped_sum_leaves_the_bias_out_of_the_cell():
+    """x Wx + h Wh + b is built as (x Wx + h Wh) + b; scan gathers x Wx + b, so the bias is
+    hoisted with the input product and the cell reads only W_h."""
+    for kind in ("rnn", "lstm"):
+        model = many_to_many(kind, 3, 2, 2)
+        (scan,) = [n for n in topological([model.losses["L"]]) if n.op == "scan"]
+        read = {n.name for n in topological(scan.attr("cell").captured) if n.op == "param"}
+        assert read and all(name.startswith("Wh") for name in read), read
 
 
 def test_scan_errors_name_the_layer_and_shapes():
