@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
-from timing import THREADS, TORCH, measure, save_case, table, torch_child, torch_worker  # noqa: E402
+from timing import THREADS, TORCH, TorchWorker, measure, save_case, table, torch_worker  # noqa: E402
 
 import symgrad  # noqa: E402
 from symgrad.models import cnn, rnn  # noqa: E402
@@ -167,37 +167,32 @@ def _torch_case(data, params: dict):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="samples per variant (default 30)")
-    parser.add_argument("--torch-worker", nargs="+", metavar="NPZ", help=argparse.SUPPRESS)
+    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_worker:
-        return torch_worker(args.torch_worker, args.rounds, _torch_case)
+        return torch_worker(_torch_case)
     began = time.perf_counter()
-    results, saved = [], []
+    results = []
     folder = tempfile.mkdtemp(prefix="symgrad-bench-models-")
-    for case, (title, build, dims, n) in CASES.items():
-        module = symgrad.load_module(build())
-        for dtype in DTYPES:
-            params = module.init_params(dims, seed=0, dtype=dtype)
-            batch = batch_for(module, dims, n, dtype)
-            reference = module.loss_and_grad(params, batch)
-            variants = {"generated auto": lambda m=module, p=params, b=batch: m.loss_and_grad(p, b),
-                        "matmuls only": products(case, params, batch["X"])}
-            label = f"{title}, {np.dtype(dtype).name}: one loss_and_grad"
-            results.append((label, *measure(variants, args.rounds)))
-            path = os.path.join(folder, f"{case}-{np.dtype(dtype).name}.npz")
-            save_case(path, reference, params, case=case, X=batch["X"], Y=batch["Y"])
-            saved.append(path)
-    torch_rows = torch_child(__file__, [*saved, "--rounds", str(args.rounds)])
-    print(f"(measured in {time.perf_counter() - began:.0f} s)\n")
-    for i, (title, samples, faults) in enumerate(results):
-        if torch_rows is not None:
-            samples = {"generated auto": samples["generated auto"], TORCH: torch_rows[i][0],
-                       "matmuls only": samples["matmuls only"]}
-            faults = faults | {TORCH: torch_rows[i][1]}
-        table(title, samples, faults, {"matmuls only": "x matmuls", TORCH: "x torch"})
-    for path in saved:
-        os.unlink(path)
+    with TorchWorker(__file__) as torch:
+        for case, (title, build, dims, n) in CASES.items():
+            module = symgrad.load_module(build())
+            for dtype in DTYPES:
+                params = module.init_params(dims, seed=0, dtype=dtype)
+                batch = batch_for(module, dims, n, dtype)
+                reference = module.loss_and_grad(params, batch)
+                path = os.path.join(folder, f"{case}-{np.dtype(dtype).name}.npz")
+                save_case(path, reference, params, case=case, X=batch["X"], Y=batch["Y"])
+                remote = torch.load(path)
+                os.unlink(path)
+                variants = {"generated auto": lambda m=module, p=params, b=batch: m.loss_and_grad(p, b),
+                            "matmuls only": products(case, params, batch["X"])}
+                label = f"{title}, {np.dtype(dtype).name}: one loss_and_grad"
+                results.append((label, *measure(variants, args.rounds, remote)))
     os.rmdir(folder)
+    print(f"(measured in {time.perf_counter() - began:.0f} s)\n")
+    for title, samples, faults in results:
+        table(title, samples, faults, {"matmuls only": "x matmuls", TORCH: "x torch"})
     return 0
 
 

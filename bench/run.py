@@ -42,11 +42,11 @@ import numpy as np  # noqa: E402
 from timing import (  # noqa: E402
     THREADS,
     TORCH,
+    TorchWorker,
     check_gradients,
     measure,
     save_case,
     table,
-    torch_child,
     torch_worker,
 )
 
@@ -147,11 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="samples per variant (default 40)")
     parser.add_argument("--no-train", action="store_true", help="skip bench/train_throughput.py")
-    parser.add_argument("--torch-worker", nargs="+", metavar="NPZ", help=argparse.SUPPRESS)
+    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_worker:
-        return torch_worker(args.torch_worker, args.rounds, lambda data, params: (
-            *torch_variant(params, data["X"], data["Y"]), 1e-4))
+        return torch_worker(lambda data, params: (*torch_variant(params, data["X"], data["Y"]), 1e-4))
 
     import numexpr as ne
 
@@ -162,38 +161,35 @@ def main(argv: list[str] | None = None) -> int:
         f"{dt} {'heavy' if heavy else 'light'} {v}" for (dt, heavy), v in calib.thresholds(cal).items()))
     modules = generated_modules()
     began = time.perf_counter()
-    results, saved = [], []
+    results = []
     folder = tempfile.mkdtemp(prefix="symgrad-bench-")
-    for label, dims, n in CONFIGS:
-        for dtype in DTYPES:
-            params = with_biases(modules["auto"].init_params(dims, seed=0, dtype=dtype))
-            batch = batch_for(dims, n, dtype)
-            X, Y = batch["X"], batch["Y"]
-            reference = modules["auto"].loss_and_grad(params, batch)
-            for b, mod in modules.items():
-                check_gradients(reference, mod.loss_and_grad(params, batch), f"backend {b}")
-            check_gradients(reference, handwritten.loss_and_grad(params, X, Y), "hand-written numpy")
-            variants = {f"generated {b}": (lambda m=mod, p=params, d=batch: m.loss_and_grad(p, d))
-                        for b, mod in modules.items()}
-            variants["hand-written numpy"] = (
-                lambda p=params, x=X, y=Y: handwritten.loss_and_grad(p, x, y))
-            variants["matmuls only"] = matmuls_only(params, X, activations(params, X, Y))
-            results.append((f"MLP {label}, batch {n}, {np.dtype(dtype).name}: one loss_and_grad",
-                            *measure(variants, args.rounds)))
-            path = os.path.join(folder, f"config{len(saved)}.npz")
-            save_case(path, reference, params, X=X, Y=Y)
-            saved.append(path)
-    torch_rows = torch_child(__file__, [*saved, "--rounds", str(args.rounds)])
-    print(f"(measured in {time.perf_counter() - began:.0f} s)\n")
-    for i, (title, samples, faults) in enumerate(results):
-        if torch_rows is not None:
-            samples = {k: v for k, v in samples.items() if k != "matmuls only"} | {
-                TORCH: torch_rows[i][0], "matmuls only": samples["matmuls only"]}
-            faults = faults | {TORCH: torch_rows[i][1]}
-        table(title, samples, faults, {"matmuls only": "x matmuls", "hand-written numpy": "x hand"})
-    for path in saved:
-        os.unlink(path)
+    with TorchWorker(__file__) as torch:
+        for label, dims, n in CONFIGS:
+            for dtype in DTYPES:
+                params = with_biases(modules["auto"].init_params(dims, seed=0, dtype=dtype))
+                batch = batch_for(dims, n, dtype)
+                X, Y = batch["X"], batch["Y"]
+                reference = modules["auto"].loss_and_grad(params, batch)
+                for b, mod in modules.items():
+                    check_gradients(reference, mod.loss_and_grad(params, batch), f"backend {b}")
+                check_gradients(reference, handwritten.loss_and_grad(params, X, Y), "hand-written numpy")
+                path = os.path.join(folder, f"{label}-{np.dtype(dtype).name}.npz")
+                save_case(path, reference, params, X=X, Y=Y)
+                remote = torch.load(path)
+                os.unlink(path)
+                variants = {f"generated {b}": (lambda m=mod, p=params, d=batch: m.loss_and_grad(p, d))
+                            for b, mod in modules.items()}
+                variants["hand-written numpy"] = (
+                    lambda p=params, x=X, y=Y: handwritten.loss_and_grad(p, x, y))
+                variants["matmuls only"] = matmuls_only(params, X, activations(params, X, Y))
+                results.append((f"MLP {label}, batch {n}, {np.dtype(dtype).name}: one loss_and_grad",
+                                *measure(variants, args.rounds, remote)))
     os.rmdir(folder)
+    print(f"(measured in {time.perf_counter() - began:.0f} s)\n")
+    for title, samples, faults in results:
+        order = [k for k in samples if k not in ("matmuls only", TORCH)] + [TORCH, "matmuls only"]
+        samples = {k: samples[k] for k in order if k in samples}
+        table(title, samples, faults, {"matmuls only": "x matmuls", "hand-written numpy": "x hand"})
     scripts = ["models.py"] + ([] if args.no_train else ["train_throughput.py"])
     for script in scripts:
         print(f"$ python bench/{script}", flush=True)

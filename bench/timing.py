@@ -3,7 +3,12 @@ PyTorch in a child process.
 
 PyTorch always runs in a child process: torch's OpenMP pool and OpenBLAS's pool both spin-wait
 on the same cores, so in one process each BLAS call right after a torch call pays milliseconds
-(measured: a 128x784 @ 784x256 product pair went from 0.6 ms to 10 ms when alternated).
+(measured: a 128x784 @ 784x256 product pair went from 0.6 ms to 10 ms when alternated). The
+child still takes its turn in every round of samples (it waits on a pipe while the parent
+times its variants, and the parent waits while it times PyTorch), so a change in the shared
+machine's load reaches every variant alike instead of skewing the ratios. The turns are blocks
+of rounds with a pause before each, long enough for the other process's thread pool to stop
+spinning: switching every round let each side's spinning threads slow the other by up to 2x.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import time
 
 THREADS = 2
 SAMPLE_S = 0.004  # timed calls per sample: enough to last about this long
+BLOCKS = 3  # turns each side takes in `measure` when PyTorch runs beside the variants
+PAUSE_S = 0.3  # before each turn: OpenBLAS's idle threads spin for about 0.1 s
 TORCH = f"PyTorch eager ({THREADS} thr)"
 
 
@@ -23,11 +30,12 @@ def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def measure(variants: dict, rounds: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+def measure(variants: dict, rounds: int, remote=None) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Per-call times (s) of each variant, round-robin samples after a warm-up; page faults per call.
 
     A sample is one untimed call (it absorbs the switch from the previous variant: caches,
-    thread pools), then enough timed calls to last about SAMPLE_S."""
+    thread pools), then enough timed calls to last about SAMPLE_S. `remote` (a TorchWorker's
+    loaded case: `remote(k)` takes k samples) takes turns with the variants, as TORCH."""
     number = {}
     for name, f in variants.items():
         for _ in range(3):
@@ -35,22 +43,36 @@ def measure(variants: dict, rounds: int) -> tuple[dict[str, list[float]], dict[s
         t0 = time.perf_counter()
         f()
         number[name] = max(1, int(SAMPLE_S / max(time.perf_counter() - t0, 1e-7)))
-    samples = {name: [] for name in variants}
-    faults = dict.fromkeys(variants, 0)
+    samples = {name: [] for name in variants} | ({TORCH: []} if remote else {})
+    faults = dict.fromkeys(samples, 0.0)
     calls = dict.fromkeys(variants, 0)
     clock = time.perf_counter
-    for _ in range(rounds):
-        for name, f in variants.items():
-            f()
-            n = number[name]
-            f0 = minor_faults()
-            t0 = clock()
-            for _ in range(n):
+    blocks = [len(b) for b in _split(range(rounds), BLOCKS if remote else 1)]
+    for block in blocks:
+        if remote:
+            time.sleep(PAUSE_S)
+        for _ in range(block):
+            for name, f in variants.items():
                 f()
-            samples[name].append((clock() - t0) / n)
-            faults[name] += minor_faults() - f0
-            calls[name] += n
-    return samples, {name: faults[name] / calls[name] for name in variants}
+                n = number[name]
+                f0 = minor_faults()
+                t0 = clock()
+                for _ in range(n):
+                    f()
+                samples[name].append((clock() - t0) / n)
+                faults[name] += minor_faults() - f0
+                calls[name] += n
+        if remote:
+            time.sleep(PAUSE_S)
+            for seconds, per_call in remote(block):
+                samples[TORCH].append(seconds)
+                faults[TORCH] += per_call / rounds
+    return samples, {name: faults[name] / calls[name] if name in calls else faults[name] for name in samples}
+
+
+def _split(items: range, parts: int) -> list[range]:
+    size = -(-len(items) // parts)
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def table(title: str, samples: dict[str, list[float]], faults: dict[str, float],
@@ -70,16 +92,41 @@ def table(title: str, samples: dict[str, list[float]], faults: dict[str, float],
     print()
 
 
-def torch_child(script: str, args: list[str]) -> list | None:
-    """The JSON a `--torch-worker` child process prints last; None when torch does not import."""
-    probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
-    if probe.returncode != 0:
-        print("(PyTorch is not importable: no PyTorch rows)")
-        return None
-    child = subprocess.run([sys.executable, script, "--torch-worker", *args], capture_output=True, text=True)
-    if child.returncode != 0:
-        raise SystemExit(f"the PyTorch child process failed:\n{child.stderr}{child.stdout}")
-    return json.loads(child.stdout.strip().splitlines()[-1])
+class TorchWorker:
+    """PyTorch in a child process (`script --torch-worker`), driven over pipes: `load(path)`
+    builds and checks a saved case and returns a callable that takes one sample of it."""
+
+    def __init__(self, script: str):
+        probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
+        self.child = None
+        if probe.returncode != 0:
+            print("(PyTorch is not importable: no PyTorch rows)")
+            return
+        self.child = subprocess.Popen([sys.executable, script, "--torch-worker"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+
+    def _ask(self, request: dict):
+        self.child.stdin.write(json.dumps(request) + "\n")
+        self.child.stdin.flush()
+        line = self.child.stdout.readline()
+        if not line:
+            code = self.child.wait()
+            raise SystemExit(f"the PyTorch child process failed (exit {code}); its error is above")
+        return json.loads(line)
+
+    def load(self, path: str):
+        if self.child is None:
+            return None
+        self._ask({"load": path})
+        return lambda k: self._ask({"samples": k})
+
+    def __enter__(self) -> TorchWorker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.child is not None:
+            self.child.stdin.close()
+            self.child.wait()
 
 
 def save_case(path: str, reference: tuple, params: dict, **arrays) -> None:
@@ -91,22 +138,34 @@ def save_case(path: str, reference: tuple, params: dict, **arrays) -> None:
              **{f"g:{k}": v for k, v in grads.items()})
 
 
-def torch_worker(paths: list[str], rounds: int, variant) -> int:
-    """Child process: for each saved case, `variant(data, params) -> (run, result, tol)` builds
-    PyTorch's pass; its loss and gradients are checked against the saved ones, then `run` is
-    timed. Prints the samples as JSON."""
+def torch_worker(variant) -> int:
+    """Child process (see TorchWorker): `{"load": path}` builds PyTorch's pass for a saved case
+    with `variant(data, params) -> (run, result, tol)` and checks its loss and gradients against
+    the saved ones; `{"samples": k}` times k samples of it, like `measure`, and answers
+    [[seconds per call, page faults per call], ...]."""
     import numpy as np
 
-    out = []
-    for path in paths:
-        data = np.load(path)
-        params = {k[2:]: data[k] for k in data.files if k.startswith("p:")}
-        grads = {k[2:]: data[k] for k in data.files if k.startswith("g:")}
-        run, result, tol = variant(data, params)
-        check_gradients((float(data["loss"]), grads), result(), f"PyTorch ({path})", tol=tol)
-        samples, faults = measure({"torch": run}, rounds)
-        out.append([samples["torch"], faults["torch"]])
-    print(json.dumps(out))
+    run, number = None, 1
+    for line in sys.stdin:
+        request = json.loads(line)
+        if "load" in request:
+            data = np.load(request["load"])
+            params = {k[2:]: data[k] for k in data.files if k.startswith("p:")}
+            grads = {k[2:]: data[k] for k in data.files if k.startswith("g:")}
+            run, result, tol = variant(data, params)
+            check_gradients((float(data["loss"]), grads), result(), f"PyTorch ({request['load']})", tol=tol)
+            samples, _ = measure({"torch": run}, 1)  # warms up
+            number = max(1, int(SAMPLE_S / samples["torch"][0]))
+            answer = True
+        else:
+            answer = []
+            for _ in range(request["samples"]):
+                run()
+                f0, t0 = minor_faults(), time.perf_counter()
+                for _ in range(number):
+                    run()
+                answer.append([(time.perf_counter() - t0) / number, (minor_faults() - f0) / number])
+        print(json.dumps(answer), flush=True)
     return 0
 
 

@@ -320,16 +320,23 @@ def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a*b/c"""
+def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a/b"""
     if _use_numexpr(out, False):
-        return ne.evaluate("a*b/c", local_dict={"a": a, "b": b, "c": c}, out=out)
-    np.multiply(a, b, out=out)
-    np.divide(out, c, out=out)
+        return ne.evaluate("a/b", local_dict={"a": a, "b": b}, out=out)
+    np.divide(a, b, out=out)
     return out
 
 
 def _ew6(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a*b"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
+    np.multiply(a, b, out=out)
+    return out
+
+
+def _ew7(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*Heaviside(b, 0)"""
     if _use_numexpr(out, False):
         k = out.dtype.type
@@ -521,11 +528,10 @@ def loss_and_grad(
     dL_dz = _ew3(Y, t6, t8, B, out=t6)
     # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
     t9 = np.dot(dL_dz, W.T)
-    # (17) dL/d(a2.reshape(B, 2, 2, 2, 2, 32)) = (broadcast((dL_dz @ W.T).reshape(B, 2, 1, 2, 1,
-    #     32), (B, 2, 2, 2, 2, 32))*(a2.reshape(B, 2, 2, 2, 2, 32) == broadcast(p2.reshape(B, 2,
-    #     1, 2, 1, 32), (B, 2, 2, 2, 2, 32))))/broadcast(sum((a2.reshape(B, 2, 2, 2, 2, 32) ==
-    #     broadcast(p2.reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))), axis=(2, 4)).reshape(B,
-    #     2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))
+    # (17) dL/d(a2.reshape(B, 2, 2, 2, 2, 32)) = broadcast((dL_dp2/sum((a2.reshape(B, 2, 2, 2, 2,
+    #     32) == broadcast(p2.reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))), axis=(2,
+    #     4))).reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))*(a2.reshape(B, 2, 2, 2, 2, 32) ==
+    #     broadcast(p2.reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32)))
     t10 = _ew4(
         a2.reshape(B, 2, 2, 2, 2, 32),
         p2.reshape(B, 2, 1, 2, 1, 32),
@@ -539,52 +545,53 @@ def loss_and_grad(
     )
     np.add(t11, _parts[:, :, 1, :, 0], out=t11)
     np.add(t11, _parts[:, :, 1, :, 1], out=t11)
-    t12 = _ew5(t9.reshape(B, 2, 1, 2, 1, 32), t10, t11.reshape(B, 2, 1, 2, 1, 32), out=t10)
+    t12 = _ew5(t9.reshape(B, 2, 2, 32), t11, out=t11)
+    t13 = _ew6(t12.reshape(B, 2, 1, 2, 1, 32), t10, out=t10)
     # (19) dL/d(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2) = dL_da2*(a2 > 0)
-    t13 = _ew6(t12.reshape(B, 4, 4, 32), a2, out=a2)
+    t14 = _ew7(t13.reshape(B, 4, 4, 32), a2, out=a2)
     # (22) dL/d(im2col(p1, 3x3, stride=1, padding=1)) = (dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T
     # (25) dL_dp1 = col2im((dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T, 3x3, stride=1, padding=1)
-    dL_dp1 = _col2im_matmul(t13, K2.reshape(144, 32).T, (B, 4, 4, 16), 3, 3, 1, 1, ws, "dL_dp1")
-    # (26) dL/d(a1.reshape(B, 4, 2, 4, 2, 16)) = (broadcast(dL_dp1.reshape(B, 4, 1, 4, 1, 16), (B,
-    #     4, 2, 4, 2, 16))*(a1.reshape(B, 4, 2, 4, 2, 16) == broadcast(p1.reshape(B, 4, 1, 4, 1,
-    #     16), (B, 4, 2, 4, 2, 16))))/broadcast(sum((a1.reshape(B, 4, 2, 4, 2, 16) ==
-    #     broadcast(p1.reshape(B, 4, 1, 4, 1, 16), (B, 4, 2, 4, 2, 16))), axis=(2, 4)).reshape(B,
-    #     4, 1, 4, 1, 16), (B, 4, 2, 4, 2, 16))
-    t14 = _ew4(
+    dL_dp1 = _col2im_matmul(t14, K2.reshape(144, 32).T, (B, 4, 4, 16), 3, 3, 1, 1, ws, "dL_dp1")
+    # (26) dL/d(a1.reshape(B, 4, 2, 4, 2, 16)) = broadcast((dL_dp1/sum((a1.reshape(B, 4, 2, 4, 2,
+    #     16) == broadcast(p1.reshape(B, 4, 1, 4, 1, 16), (B, 4, 2, 4, 2, 16))), axis=(2,
+    #     4))).reshape(B, 4, 1, 4, 1, 16), (B, 4, 2, 4, 2, 16))*(a1.reshape(B, 4, 2, 4, 2, 16) ==
+    #     broadcast(p1.reshape(B, 4, 1, 4, 1, 16), (B, 4, 2, 4, 2, 16)))
+    t15 = _ew4(
         a1.reshape(B, 4, 2, 4, 2, 16),
         p1.reshape(B, 4, 1, 4, 1, 16),
-        out=_scratch(ws, "t14", (B, 4, 2, 4, 2, 16), dt),
+        out=_scratch(ws, "t15", (B, 4, 2, 4, 2, 16), dt),
     )
-    _parts = t14
-    t15 = np.add(
+    _parts = t15
+    t16 = np.add(
         _parts[:, :, 0, :, 0],
         _parts[:, :, 0, :, 1],
-        out=_scratch(ws, "t15", (B, 4, 4, 16), dt),
+        out=_scratch(ws, "t16", (B, 4, 4, 16), dt),
     )
-    np.add(t15, _parts[:, :, 1, :, 0], out=t15)
-    np.add(t15, _parts[:, :, 1, :, 1], out=t15)
-    t16 = _ew5(dL_dp1.reshape(B, 4, 1, 4, 1, 16), t14, t15.reshape(B, 4, 1, 4, 1, 16), out=t14)
+    np.add(t16, _parts[:, :, 1, :, 0], out=t16)
+    np.add(t16, _parts[:, :, 1, :, 1], out=t16)
+    t17 = _ew5(dL_dp1, t16, out=dL_dp1)
+    t18 = _ew6(t17.reshape(B, 4, 1, 4, 1, 16), t15, out=t15)
     # (28) dL/d(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1) = dL_da1*(a1 > 0)
-    t17 = _ew6(t16.reshape(B, 8, 8, 16), a1, out=a1)
+    t19 = _ew7(t18.reshape(B, 8, 8, 16), a1, out=a1)
     # (31) dL/d(K1.reshape(9, 16)) = im2col(X, 3x3, stride=1, padding=1).reshape(64*B, 9).T @
     #     (dL_da1*(a1 > 0)).reshape(64*B, 16)
-    t18 = np.dot(t1.reshape(64*B, 9).T, t17.reshape(64*B, 16))
+    t20 = np.dot(t1.reshape(64*B, 9).T, t19.reshape(64*B, 16))
     # (30) dL_dc1 = sum(dL_da1*(a1 > 0), axis=(0, 1, 2))
-    dL_dc1 = _colsum(t17)
+    dL_dc1 = _colsum(t19)
     # (23) dL/d(K2.reshape(144, 32)) = im2col(p1, 3x3, stride=1, padding=1).reshape(16*B, 144).T @
     #     (dL_da2*(a2 > 0)).reshape(16*B, 32)
-    t19 = np.dot(t3.reshape(16*B, 144).T, t13.reshape(16*B, 32))
+    t21 = np.dot(t3.reshape(16*B, 144).T, t14.reshape(16*B, 32))
     # (21) dL_dc2 = sum(dL_da2*(a2 > 0), axis=(0, 1, 2))
-    dL_dc2 = _colsum(t13)
+    dL_dc2 = _colsum(t14)
     # (15) dL_dW = p2.reshape(B, 128).T @ dL_dz
     dL_dW = np.dot(p2.reshape(B, 128).T, dL_dz)
     # (13) dL_db = sum(dL_dz, axis=0)
     dL_db = _colsum(dL_dz)
     _give_back("loss_and_grad", ws)
     return float(L), {
-        "K1": t18.reshape(3, 3, 1, 16),
+        "K1": t20.reshape(3, 3, 1, 16),
         "c1": dL_dc1,
-        "K2": t19.reshape(3, 3, 16, 32),
+        "K2": t21.reshape(3, 3, 16, 32),
         "c2": dL_dc2,
         "W": dL_dW,
         "b": dL_db,

@@ -159,12 +159,14 @@ def _axis_shape(shapes: list[Shape], axis: int) -> Shape:
 
 
 def _max_vjp(g: Node, node: Node) -> list[Node | None]:
-    """The adjoint goes to the maximal entries (shared equally between ties)."""
+    """The adjoint goes to the maximal entries (shared equally between ties). The share,
+    adjoint / number of ties, is taken on the reduced shape (a pooling window's one value),
+    so only the final product runs over the full input."""
     x = node.args[0]
     top = _spread(node, node)  # the max, broadcast back over the reduced axes
     hit = elementwise(sympy.Piecewise((1, sympy.Eq(ARG[0], ARG[1])), (0, True)), [x, top])
-    count = _spread(hit.sum(node.attr("axes"), node.attr("keepdims")), node)
-    return [_spread(g, node) * hit / count]
+    count = hit.sum(node.attr("axes"), node.attr("keepdims"))
+    return [_spread(g / count, node) * hit]
 
 
 def _window_out(size: sympy.Expr, k: int, stride: int, padding: int, what: str) -> sympy.Expr:
