@@ -36,3 +36,24 @@ def test_handwritten_reference_matches_generated_gradients(dtype, tol):
     for k, g in grads.items():
         assert hand_grads[k].dtype == g.dtype == dtype
         np.testing.assert_allclose(hand_grads[k], g, rtol=tol, atol=tol, err_msg=k)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 2e-5)])
+def test_handwritten_lstm_matches_generated_gradients(dtype, tol):
+    import symgrad as sg
+    from symgrad.models import rnn
+
+    module = sg.load_module(rnn.classifier("lstm", steps=5, features=4, hidden=6, name="bench_lstm_small"))
+    rng = np.random.default_rng(4)
+    params = module.init_params({"n_out": 3, "n_h": 6}, seed=2, dtype=dtype)
+    params = {k: (rng.uniform(-0.3, 0.3, v.shape).astype(dtype) if k[0] in "bc" else v)
+              for k, v in params.items()}
+    X = rng.standard_normal((7, 5, 4)).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 7)]
+    loss, grads = module.loss_and_grad(params, {"X": X, "Y": Y})
+    hand_loss, hand_grads = _handwritten().lstm_loss_and_grad(params, X, Y)
+    assert hand_loss == pytest.approx(loss, rel=tol, abs=tol)
+    assert set(hand_grads) == set(grads)
+    for k, g in grads.items():
+        assert hand_grads[k].dtype == dtype, k
+        np.testing.assert_allclose(hand_grads[k], g, rtol=tol, atol=tol, err_msg=k)
