@@ -22,7 +22,9 @@ import time
 THREADS = 2
 SAMPLE_S = 0.004  # timed calls per sample: enough to last about this long
 BLOCKS = 3  # turns each side takes in `measure` when PyTorch runs beside the variants
-PAUSE_S = 0.3  # before each turn: OpenBLAS's idle threads spin for about 0.1 s
+# before each turn. Measured on the MLP: with no pause PyTorch's turn ran 2.9x slower than
+# alone (OpenBLAS's threads in the parent still spinning), 1.25x after 0.3 s, 1.0x after 1 s
+PAUSE_S = 1.0
 TORCH = f"PyTorch eager ({THREADS} thr)"
 
 
