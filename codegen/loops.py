@@ -29,10 +29,11 @@ def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str], targe
     for ins in program.instrs:
         b = ins.args[1] if ins.op == "matmul" else ""
         if b.endswith(".T") and (b in invariant or b[:-2] in invariant):
-            if ins.args[1] not in copies:
-                copies[ins.args[1]] = _claim(outer, f"{ins.args[1][:-2]}_T")
-                before.append(f"{copies[ins.args[1]]} = np.ascontiguousarray({ins.args[1]})")
-            ins.args[1] = copies[ins.args[1]]
+            if b not in copies:
+                base = b[:-2] if b[:-2].isidentifier() else "captured"
+                copies[b] = _claim(outer, f"{base}_T")
+                before.append(f"{copies[b]} = np.ascontiguousarray({b})")
+            ins.args[1] = copies[b]
     return program, before
 
 

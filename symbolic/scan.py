@@ -161,7 +161,8 @@ def _regroup_sums(outs: tuple[Node, ...], state_ph: Sequence[Node]) -> tuple[Nod
     mapping: dict[Node, Node] = {}
     for n in [n for n in topological(outs) if n in sums and n not in single]:
         expr, args = _flat_sum(n, single)
-        free = [t for t in expr.args if not any(args[ARG.index(s)] in on_state for s in t.free_symbols)]
+        free = [t for t in expr.args
+                if not any(args[ARG.index(s)] in on_state for s in t.free_symbols if s in ARG)]
         if len(free) < 2 or len(free) == len(expr.args):
             continue
         fixed = elementwise(sympy.Add(*free), args)

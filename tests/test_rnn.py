@@ -124,6 +124,28 @@ def test_lstm_step_uses_one_product_per_input_and_keeps_states():
     assert ".T" not in backward_loop.split("carry_c =")[0]
 
 
+def test_cell_reading_a_reshaped_weight_gets_its_transpose_copied_once():
+    """The backward step multiplies by the transpose of a weight the cell reads through a
+    reshape: the contiguous copy made before the loop needs a name of its own."""
+    m = sg.Model("reshaped_cell")
+    (B,) = m.dims("B")
+    X = m.input("X", (B, 4, 3))
+    R = m.target("R", (B, 4, 3))
+    V = m.param("V", (9,))
+    (H,) = m.scan(lambda x, h: F.tanh(x + h @ V.reshape((3, 3))), [X], [zeros((B, 3))], name="cell")
+    m.output("H", H)
+    m.loss(sg.sum(H * R))
+    source = sg.source(m)
+    assert "captured_T = np.ascontiguousarray(V.reshape(3, 3).T)" in source
+    mod = sg.load_module(m)
+    rng = np.random.default_rng(5)
+    params = {"V": 0.5 * rng.standard_normal(9)}
+    batch = {"X": rng.standard_normal((2, 4, 3)), "R": rng.standard_normal((2, 4, 3))}
+    _, grads = mod.loss_and_grad(params, batch)
+    fd = finite_differences(lambda p: mod.loss(p, batch), params)
+    np.testing.assert_allclose(grads["V"], fd["V"], rtol=1e-6, atol=1e-9)
+
+
 def test_regrouped_sum_leaves_the_bias_out_of_the_cell():
     """x Wx + h Wh + b is built as (x Wx + h Wh) + b; scan gathers x Wx + b, so the bias is
     hoisted with the input product and the cell reads only W_h."""
