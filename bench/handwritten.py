@@ -10,6 +10,9 @@ modules' names and layout (W of shape (n_in, n_out), the batch along axis 0).
 
 `lstm_loss_and_grad`, the LSTM classifier of bench/models.py, tuned as far as we could take
 numpy: the numpy floor for that model, to tell the generated code's overhead from numpy's own.
+
+`cnn_loss_and_grad`, the CNNs of bench/models.py, written with the same algorithms as the
+generated module but arrays allocated per call.
 """
 from __future__ import annotations
 
@@ -112,4 +115,85 @@ def lstm_loss_and_grad(params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.nd
     for base, value in joined.items():
         for k, g in enumerate(LSTM_GATES):
             grads[f"{base}_{g}"] = value[..., k * h_dim:(k + 1) * h_dim]
+    return float(loss), grads
+
+
+def _patches(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """3x3 patches of x (B, H, W, C) at padding 1 into out (B, H, W, 9*C), ordered (kh, kw, C)."""
+    n, h, w, c = x.shape
+    padded = np.zeros((n, h + 2, w + 2, c), x.dtype)
+    padded[:, 1:h + 1, 1:w + 1] = x
+    cols = out.reshape(n, h, w, 3, 3, c)
+    for i in range(3):
+        for j in range(3):
+            cols[:, :, :, i, j] = padded[:, i:i + h, j:j + w]
+    return out
+
+
+def _conv_relu_pool(x: np.ndarray, K: np.ndarray, bias: np.ndarray):
+    """relu(conv3x3(x, pad 1) + bias) pooled by tiling 2x2 windows: (patches, activation, pooled)."""
+    n, h, w, c = x.shape
+    cols = _patches(x, np.empty((n, h, w, 9 * c), x.dtype))
+    a = np.dot(cols.reshape(-1, 9 * c), K.reshape(9 * c, -1)).reshape(n, h, w, -1)
+    a += bias
+    np.maximum(a, 0, out=a)
+    windows = a.reshape(n, h // 2, 2, w // 2, 2, -1)
+    pooled = np.maximum(windows[:, :, 0, :, 0], windows[:, :, 0, :, 1])
+    np.maximum(pooled, windows[:, :, 1, :, 0], out=pooled)
+    np.maximum(pooled, windows[:, :, 1, :, 1], out=pooled)
+    return cols, a, pooled
+
+
+def _pool_relu_back(a: np.ndarray, pooled: np.ndarray, d_pooled: np.ndarray) -> np.ndarray:
+    """Adjoint of relu then 2x2 max pooling: each window's adjoint shared among its maxima, and
+    relu' folded into that share (a maximum is positive exactly when its window's max is)."""
+    n, h2, w2, c = pooled.shape
+    windows = a.reshape(n, h2, 2, w2, 2, c)
+    hit = windows == pooled.reshape(n, h2, 1, w2, 1, c)
+    count = hit[:, :, 0, :, 0] + hit[:, :, 0, :, 1].astype(a.dtype)
+    count += hit[:, :, 1, :, 0]
+    count += hit[:, :, 1, :, 1]
+    share = d_pooled / count
+    share *= pooled > 0
+    return np.multiply(hit, share.reshape(n, h2, 1, w2, 1, c), dtype=a.dtype).reshape(a.shape)
+
+
+def _patches_back(g: np.ndarray, K: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The input's adjoint of a 3x3 convolution at padding 1: one product per kernel offset,
+    added where its patches came from."""
+    n, h, w, c = shape
+    rows = g.reshape(-1, g.shape[-1])
+    K = K.reshape(9, c, -1)
+    out = np.zeros((n, h + 2, w + 2, c), g.dtype)
+    for i in range(3):
+        for j in range(3):
+            out[:, i:i + h, j:j + w] += np.dot(rows, K[3 * i + j].T).reshape(n, h, w, c)
+    return out[:, 1:h + 1, 1:w + 1]
+
+
+def cnn_loss_and_grad(params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray
+                      ) -> tuple[float, dict[str, np.ndarray]]:
+    """The CNN of symgrad.models.cnn (two conv 3x3 pad 1 -> relu -> max pool 2 blocks, dense
+    softmax) on (B, H, W, 1) images, parameters named and laid out as the generated module's
+    (HWIO kernels K1, K2; biases c1, c2; W, b). Written as a careful person would with numpy's
+    usual means (im2col products, pooling on a reshape, relu' folded into the pooling's
+    adjoint), arrays allocated per call like the MLP's: a reference, not a floor."""
+    K1, c1, K2, c2, W, b = (params[k] for k in ("K1", "c1", "K2", "c2", "W", "b"))
+    n = X.shape[0]
+    cols1, a1, p1 = _conv_relu_pool(X, K1, c1)
+    cols2, a2, p2 = _conv_relu_pool(p1, K2, c2)
+    flat = p2.reshape(n, -1)
+    z = flat @ W + b
+    shifted = z - z.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -(Y * logp).sum() / n
+    dz = (np.exp(logp) - Y) / n
+    da2 = _pool_relu_back(a2, p2, (dz @ W.T).reshape(p2.shape))
+    rows2 = da2.reshape(-1, da2.shape[-1])
+    dp1 = _patches_back(da2, K2, p1.shape)
+    da1 = _pool_relu_back(a1, p1, dp1)
+    rows1 = da1.reshape(-1, da1.shape[-1])
+    grads = {"K1": (cols1.reshape(-1, cols1.shape[-1]).T @ rows1).reshape(K1.shape), "c1": rows1.sum(axis=0),
+             "K2": (cols2.reshape(-1, cols2.shape[-1]).T @ rows2).reshape(K2.shape), "c2": rows2.sum(axis=0),
+             "W": flat.T @ dz, "b": dz.sum(axis=0)}
     return float(loss), grads

@@ -11,9 +11,10 @@ eager vs the bare matrix products.
 it times the generated module (backend auto), PyTorch eager doing the same forward, loss and
 `backward()` on the same 2 threads in a child process (its loss and gradients first checked
 against the generated ones), and the bare matrix products any implementation must do (listed in
-`products`), and gives each time as a multiple of the products' time and of PyTorch's. For the
-LSTM it also times the same network tuned by hand in numpy (bench/handwritten.py): how fast
-numpy alone can go.
+`products`), and gives each time as a multiple of the products' time and of PyTorch's. It also
+times each network written by hand in numpy (bench/handwritten.py): the LSTM tuned as far as
+numpy goes (numpy's floor), the CNNs with the generated module's algorithms but arrays
+allocated per call.
 
     python bench/models.py              # default 30 samples per variant
     python bench/models.py --rounds 60
@@ -56,7 +57,7 @@ CASES = {  # name: (title, model builder, dims, batch)
 }
 DTYPES = (np.float32, np.float64)
 GATES = rnn.GATES["lstm"]
-HAND = "hand-tuned numpy"
+HAND = "hand-written numpy"
 
 
 def batch_for(module, dims: dict, n: int, dtype, seed: int = 1) -> dict[str, np.ndarray]:
@@ -199,19 +200,18 @@ def main(argv: list[str] | None = None) -> int:
                 remote = torch.load(path)
                 os.unlink(path)
                 variants = {"generated auto": lambda m=module, p=params, b=batch: m.loss_and_grad(p, b)}
-                if case == "lstm":  # the numpy floor: the same LSTM tuned by hand
-                    hand = lambda p=params, b=batch: handwritten.lstm_loss_and_grad(p, b["X"], b["Y"])  # noqa: E731
-                    check_gradients(reference, hand(), "hand-tuned numpy LSTM",
-                                    tol=1e-3 if dtype == np.float32 else 1e-8)
-                    variants[HAND] = hand
+                written = handwritten.lstm_loss_and_grad if case == "lstm" else handwritten.cnn_loss_and_grad
+                hand = lambda p=params, b=batch, f=written: f(p, b["X"], b["Y"])  # noqa: E731
+                check_gradients(reference, hand(), f"hand-written numpy {case}",
+                                tol=1e-3 if dtype == np.float32 else 1e-8)
+                variants[HAND] = hand
                 variants["matmuls only"] = products(case, params, batch["X"])
                 label = f"{title}, {np.dtype(dtype).name}: one loss_and_grad"
                 results.append((label, *measure(variants, args.rounds, remote)))
     os.rmdir(folder)
     print(f"(measured in {time.perf_counter() - began:.0f} s)\n")
     for title, samples, faults in results:
-        table(title, samples, faults, {"matmuls only": "x matmuls", TORCH: "x torch"} | (
-            {HAND: "x hand"} if HAND in samples else {}))
+        table(title, samples, faults, {"matmuls only": "x matmuls", TORCH: "x torch", HAND: "x hand"})
     return 0
 
 

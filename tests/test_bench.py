@@ -57,3 +57,20 @@ def test_handwritten_lstm_matches_generated_gradients(dtype, tol):
     for k, g in grads.items():
         assert hand_grads[k].dtype == dtype, k
         np.testing.assert_allclose(hand_grads[k], g, rtol=tol, atol=tol, err_msg=k)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 2e-5)])
+def test_handwritten_cnn_matches_generated_gradients(dtype, tol):
+    from generated import cnn_digits
+
+    rng = np.random.default_rng(6)
+    params = cnn_digits.init_params({"n_out": 4}, seed=3, dtype=dtype)
+    X = rng.standard_normal((5, 8, 8, 1)).astype(dtype)
+    Y = np.eye(4, dtype=dtype)[rng.integers(0, 4, 5)]
+    loss, grads = cnn_digits.loss_and_grad(params, {"X": X, "Y": Y})
+    hand_loss, hand_grads = _handwritten().cnn_loss_and_grad(params, X, Y)
+    assert hand_loss == pytest.approx(loss, rel=tol, abs=tol)
+    assert set(hand_grads) == set(grads)
+    for k, g in grads.items():
+        assert hand_grads[k].dtype == dtype, k
+        np.testing.assert_allclose(hand_grads[k], g, rtol=tol, atol=tol, err_msg=k)
