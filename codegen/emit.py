@@ -99,6 +99,7 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
     calibration = calibration or calib.load()
     # a helper goes in when the code calls it (inside loops too), with what it calls itself
     code = "\n".join(line for p in programs for i in p.instrs for line in LOWERINGS[i.op].emit(i))
+    code += "\n".join(line for k in kernels for line in k.numpy_lines)
     used = {h for p in programs for i in p.instrs for h in LOWERINGS[i.op].helpers
             if re.search(rf"\b{h}\(", code)}
     used |= {h for h in HELPERS if re.search(rf"\b{h}\(", code)}

@@ -251,8 +251,22 @@ def _colsum(x: np.ndarray) -> np.ndarray:
 '''
 
 #: helper name -> source; a module includes those its lines call, in this order
+_ZEROS = '''_ZEROS: dict[str, np.ndarray] = {}
+
+
+def _zeros(like: np.ndarray) -> np.ndarray:
+    """Zeros shaped like `like`, shared and read-only. np.maximum(x, zeros) runs numpy's SIMD
+    loop where np.maximum(x, 0) does not (3x faster in float32), and memory np.zeros has not
+    written is the kernel's zero page: reading it costs no RAM."""
+    zeros = _ZEROS.get(like.dtype.char)
+    if zeros is None or zeros.size < like.size:
+        zeros = _ZEROS[like.dtype.char] = np.zeros(like.size, dtype=like.dtype)
+        zeros.flags.writeable = False
+    return zeros[:like.size].reshape(like.shape)
+'''
+
 HELPERS = {
-    "_workspace": _WORKSPACE, "_colsum": _COLSUM,
+    "_workspace": _WORKSPACE, "_colsum": _COLSUM, "_zeros": _ZEROS,
     "_softmax": _SOFTMAX, "_log_softmax": _LOG_SOFTMAX, "_generator": _GENERATOR,
     "_dropout_mask": _DROPOUT_MASK, "_im2col": _IM2COL, "_col2im": _COL2IM,
     "_col2im_matmul": _COL2IM_MATMUL,

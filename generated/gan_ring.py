@@ -190,6 +190,20 @@ def _colsum(x: np.ndarray) -> np.ndarray:
     return np.dot(ones, rows)
 
 
+_ZEROS: dict[str, np.ndarray] = {}
+
+
+def _zeros(like: np.ndarray) -> np.ndarray:
+    """Zeros shaped like `like`, shared and read-only. np.maximum(x, zeros) runs numpy's SIMD
+    loop where np.maximum(x, 0) does not (3x faster in float32), and memory np.zeros has not
+    written is the kernel's zero page: reading it costs no RAM."""
+    zeros = _ZEROS.get(like.dtype.char)
+    if zeros is None or zeros.size < like.size:
+        zeros = _ZEROS[like.dtype.char] = np.zeros(like.size, dtype=like.dtype)
+        zeros.flags.writeable = False
+    return zeros[:like.size].reshape(like.shape)
+
+
 def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = relu(a + b)"""
     if _use_numexpr(out, False):
@@ -200,7 +214,7 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
             out=out,
         )
     np.add(a, b, out=out)
-    np.maximum(out, 0.0, out=out)
+    np.maximum(out, _zeros(out), out=out)
     return out
 
 
@@ -244,7 +258,7 @@ def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.log1p(out, out=out)
     s1 = np.empty_like(out)
     np.negative(s0, out=s1)
-    np.maximum(s1, 0.0, out=s1)
+    np.maximum(s1, _zeros(out), out=s1)
     np.add(out, s1, out=out)
     return out
 
@@ -263,7 +277,7 @@ def _ew5(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.exp(out, out=out)
     np.log1p(out, out=out)
     s0 = np.empty_like(out)
-    np.maximum(0.0, a, out=s0)
+    np.maximum(a, _zeros(out), out=s0)
     np.add(out, s0, out=out)
     return out
 
@@ -283,7 +297,7 @@ def _ew6(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.log1p(out, out=out)
     s0 = np.empty_like(out)
     np.negative(a, out=s0)
-    np.maximum(s0, 0.0, out=s0)
+    np.maximum(s0, _zeros(out), out=s0)
     np.add(out, s0, out=out)
     return out
 

@@ -161,6 +161,20 @@ def _colsum(x: np.ndarray) -> np.ndarray:
     return np.dot(ones, rows)
 
 
+_ZEROS: dict[str, np.ndarray] = {}
+
+
+def _zeros(like: np.ndarray) -> np.ndarray:
+    """Zeros shaped like `like`, shared and read-only. np.maximum(x, zeros) runs numpy's SIMD
+    loop where np.maximum(x, 0) does not (3x faster in float32), and memory np.zeros has not
+    written is the kernel's zero page: reading it costs no RAM."""
+    zeros = _ZEROS.get(like.dtype.char)
+    if zeros is None or zeros.size < like.size:
+        zeros = _ZEROS[like.dtype.char] = np.zeros(like.size, dtype=like.dtype)
+        zeros.flags.writeable = False
+    return zeros[:like.size].reshape(like.shape)
+
+
 def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = sigmoid(a + b)"""
     if _use_numexpr(out, True):
@@ -200,7 +214,7 @@ def _ew3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.exp(out, out=out)
     np.log1p(out, out=out)
     s0 = np.empty_like(out)
-    np.maximum(0.0, a, out=s0)
+    np.maximum(a, _zeros(out), out=s0)
     np.add(out, s0, out=out)
     s1 = np.empty_like(out)
     np.multiply(a, b, out=s1)

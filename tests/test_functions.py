@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import symgrad as sg
 from codegen.kernels import build_kernel
+from codegen.lowering import HELPERS
 from symbolic import functions
 from symbolic.functions import X, derivative_of
 from symbolic.graph import ARG
@@ -57,6 +58,7 @@ def _kernel_values(expr, inputs: dict[str, np.ndarray], engine: str) -> np.ndarr
         local = dict(inputs) | {c: out.dtype.type(float(v)) for c, v in k.numexpr_constants.items()}
         return ne.evaluate(k.numexpr_source, local_dict=local, out=out)
     env = {"np": np, "out": out, **inputs}
+    exec(HELPERS["_zeros"], env)
     exec("\n".join(k.numpy_lines), env)
     return out
 
@@ -107,11 +109,25 @@ def test_numpy_and_numexpr_kernels_agree(xs, ys):
     A, B = np.array(xs[:n]), np.array(ys[:n])
     for expr in (a * b * (1 - b), functions.softplus(a) - a * b, (sympy.exp(a) * b - a) / 3,
                  a * sympy.Heaviside(b, 0), functions.leaky_relu(a, sympy.Rational(1, 50)) + b**2,
-                 sympy.sqrt(sympy.Abs(a) + 1) - 2 / (1 + b**2)):
+                 sympy.sqrt(sympy.Abs(a) + 1) - 2 / (1 + b**2), sympy.Max(a + b, 0) - sympy.Min(a, 0)):
         with np.errstate(over="ignore"):
             np.testing.assert_allclose(_kernel_values(expr, {"a": A, "b": B}, "numpy"),
                                        _kernel_values(expr, {"a": A, "b": B}, "numexpr"),
                                        rtol=1e-12, atol=1e-12, err_msg=str(expr))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_compares_with_shared_read_only_zeros(dtype):
+    k = build_kernel(sympy.Max(a + b, 0), ("a", "b"))
+    assert "np.maximum(out, _zeros(out), out=out)" in k.numpy_lines
+    x = np.linspace(-2, 2, 12, dtype=dtype).reshape(3, 4)
+    np.testing.assert_array_equal(_kernel_values(sympy.Max(a + b, 0), {"a": x, "b": x}, "numpy"),
+                                  np.maximum(2 * x, 0))
+    env = {"np": np}
+    exec(HELPERS["_zeros"], env)
+    small, large = env["_zeros"](x[:1]), env["_zeros"](x)
+    assert large.shape == x.shape and large.dtype == dtype and not large.any()
+    assert small.shape == (1, 4) and not large.flags.writeable
 
 
 def test_in_place_kernels_are_only_used_where_safe():
