@@ -124,6 +124,33 @@ def test_lstm_step_uses_one_product_per_input_and_keeps_states():
     assert ".T" not in backward_loop.split("carry_c =")[0]
 
 
+@pytest.mark.parametrize("first, second", [("lstm", "gru"), ("rnn", "rnn")])
+def test_stacked_recurrences_match_finite_differences(first, second):
+    """The second layer reads the first's state sequence (a step-major array seen batch-major)
+    and hands back its adjoint the same way."""
+    m = sg.Model(f"{first}_{second}_stack")
+    (B,) = m.dims("B")
+    X = m.input("X", (B, 4, 2))
+    R = m.target("R", (B, 4, 3))
+    if first != second:  # their parameters have different names
+        H1 = rnn._recurrence(m, first, X, 2, 3)
+    else:  # the lower layer by hand, under names of its own; its states squashed again
+        cell = rnn.rnn_cell(m.param("Ux", (2, 3)), m.param("Uh", (3, 3)), m.param("ub", (3,), "zeros"))
+        H1 = F.tanh(m.scan(cell, [X], [zeros((B, 3))], name="low")[0])
+    H2 = rnn._recurrence(m, second, H1, 3, 3)
+    m.output("H2", H2)
+    m.loss(sg.sum(H2 * R))
+    mod = sg.load_module(m)
+    rng = np.random.default_rng(7)
+    params = {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in
+              mod.init_params({}, seed=1, dtype=np.float64).items()}
+    batch = {"X": rng.standard_normal((2, 4, 2)), "R": rng.standard_normal((2, 4, 3))}
+    _, grads = mod.loss_and_grad(params, batch)
+    fd = finite_differences(lambda p: mod.loss(p, batch), params)
+    for k in params:
+        np.testing.assert_allclose(grads[k], fd[k], rtol=1e-6, atol=1e-9, err_msg=k)
+
+
 def test_cell_reading_a_reshaped_weight_gets_its_transpose_copied_once():
     """The backward step multiplies by the transpose of a weight the cell reads through a
     reshape: the contiguous copy made before the loop needs a name of its own."""
