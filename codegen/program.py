@@ -231,6 +231,8 @@ class Lowering:
             if self.copy_results and (base.is_leaf or base.op == "const" or n.op == "broadcast_to"
                                       or roots.count(n) > 1):
                 text = self._copy(n, text)
+            elif self.copy_results and text.endswith(BATCH_MAJOR):  # a loop's sequence, as laid out
+                text = f"np.ascontiguousarray({text})"  # for the caller: batch-major in memory too
             results[key] = text
         placed = self._place_targets(instrs)
         self._plan_memory(instrs, list(results.values()))

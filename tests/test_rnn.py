@@ -173,6 +173,21 @@ def test_cell_reading_a_reshaped_weight_gets_its_transpose_copied_once():
     np.testing.assert_allclose(grads["V"], fd["V"], rtol=1e-6, atol=1e-9)
 
 
+def test_returned_state_sequence_is_batch_major_in_memory():
+    """The loop stores states step-major; the caller still gets a C-contiguous (B, T, n) array,
+    with step t's states where a plain loop over time puts them."""
+    mod = sg.load_module(many_to_many("rnn", 3, 2, 4))
+    rng = np.random.default_rng(8)
+    params = mod.init_params({}, seed=0, dtype=np.float64)
+    X = rng.standard_normal((5, 3, 2))
+    states = mod.forward(params, {"X": X})["states"]
+    assert states.shape == (5, 3, 4) and states.flags.c_contiguous
+    h = np.zeros((5, 4))
+    for t in range(3):
+        h = np.tanh(X[:, t] @ params["Wx"] + h @ params["Wh"] + params["b"])
+        np.testing.assert_allclose(states[:, t], h, rtol=1e-12)
+
+
 def test_regrouped_sum_leaves_the_bias_out_of_the_cell():
     """x Wx + h Wh + b is built as (x Wx + h Wh) + b; scan gathers x Wx + b, so the bias is
     hoisted with the input product and the cell reads only W_h."""
