@@ -8,7 +8,7 @@ child still takes its turn in every round of samples (it waits on a pipe while t
 times its variants, and the parent waits while it times PyTorch), so a change in the shared
 machine's load reaches every variant alike instead of skewing the ratios. The turns are blocks
 of rounds with a pause before each, long enough for the other process's thread pool to stop
-spinning: switching every round let each side's spinning threads slow the other by up to 2x.
+spinning: right after the parent's turn, PyTorch's ran up to 2.9x slower than alone.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import time
 THREADS = 2
 SAMPLE_S = 0.004  # timed calls per sample: enough to last about this long
 BLOCKS = 3  # turns each side takes in `measure` when PyTorch runs beside the variants
-# before each turn. Measured on the MLP: with no pause PyTorch's turn ran 2.9x slower than
-# alone (OpenBLAS's threads in the parent still spinning), 1.25x after 0.3 s, 1.0x after 1 s
+# The pause before each turn. Measured on the MLP: with no pause PyTorch's turn ran 2.9x slower
+# than alone (OpenBLAS's threads in the parent still spinning), 1.25x after 0.3 s, 1.0x after 1 s
 PAUSE_S = 1.0
 TORCH = f"PyTorch eager ({THREADS} thr)"
 
@@ -96,7 +96,7 @@ def table(title: str, samples: dict[str, list[float]], faults: dict[str, float],
 
 class TorchWorker:
     """PyTorch in a child process (`script --torch-worker`), driven over pipes: `load(path)`
-    builds and checks a saved case and returns a callable that takes one sample of it."""
+    builds and checks a saved case and returns a callable that takes k samples of it."""
 
     def __init__(self, script: str):
         probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
