@@ -40,11 +40,10 @@ sys.path.insert(0, str(ROOT))
 import numexpr as ne  # noqa: E402
 import numpy as np  # noqa: E402
 import sympy  # noqa: E402
-
-from codegen import calibration as calib  # noqa: E402
-from codegen.atomic import write_text  # noqa: E402
-from codegen.kernels import build_kernel  # noqa: E402
-from symbolic import functions  # noqa: E402
+from symgrad.codegen import calibration as calib  # noqa: E402
+from symgrad.codegen.atomic import write_text  # noqa: E402
+from symgrad.codegen.kernels import build_kernel  # noqa: E402
+from symgrad.symbolic import functions  # noqa: E402
 
 a, b, c = sympy.symbols("a b c", real=True)
 

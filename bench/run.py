@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import handwritten  # noqa: E402
 import numpy as np  # noqa: E402
+from symgrad.codegen import calibration as calib  # noqa: E402
+from symgrad.codegen.emit import generate  # noqa: E402
 from timing import (  # noqa: E402
     THREADS,
     TORCH,
@@ -51,8 +53,6 @@ from timing import (  # noqa: E402
 )
 
 import symgrad  # noqa: E402
-from codegen import calibration as calib  # noqa: E402
-from codegen.emit import generate  # noqa: E402
 from symgrad.models.mlp import mlp  # noqa: E402
 from symgrad.pipeline import import_source  # noqa: E402
 

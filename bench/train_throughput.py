@@ -37,11 +37,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import handwritten  # noqa: E402
 import numpy as np  # noqa: E402
+from symgrad.training import defaults, optimizers  # noqa: E402
+from symgrad.training.data import batches, load, prepare  # noqa: E402
+from symgrad.training.loop import TrainConfig, Trainer, nonfinite  # noqa: E402
 
 from symgrad import pipeline  # noqa: E402
-from training import defaults, optimizers  # noqa: E402
-from training.data import batches, load, prepare  # noqa: E402
-from training.loop import TrainConfig, Trainer, nonfinite  # noqa: E402
 
 
 def textbook_update(name: str, h: dict):

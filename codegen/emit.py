@@ -16,19 +16,18 @@ import textwrap
 
 import jinja2
 import sympy
-
-from codegen import calibration as calib
-from codegen.atomic import write_text
-from codegen.kernels import Kernel
-from codegen.layout import def_lines, fit_all, string_literal
-from codegen.lowering import HELPERS, LOWERINGS
-from codegen.program import Program, lower
-from symbolic import __version__
-from symbolic.derivation import Derivation
-from symbolic.errors import SymgradError
-from symbolic.graph import Node
-from symbolic.model import Model
-from symbolic.printing import Printer
+from symgrad.codegen import calibration as calib
+from symgrad.codegen.atomic import write_text
+from symgrad.codegen.kernels import Kernel
+from symgrad.codegen.layout import def_lines, fit_all, string_literal
+from symgrad.codegen.lowering import HELPERS, LOWERINGS
+from symgrad.codegen.program import Program, lower
+from symgrad.symbolic import __version__
+from symgrad.symbolic.derivation import Derivation
+from symgrad.symbolic.errors import SymgradError
+from symgrad.symbolic.graph import Node
+from symgrad.symbolic.model import Model
+from symgrad.symbolic.printing import Printer
 
 BACKENDS = ("auto", "numpy", "numexpr")
 
@@ -209,7 +208,7 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         stores={key: key.split(":", 1)[1] for key in state_roots}, workspace=True)
     players = {}
     for objective in model.objectives:  # a GAN: each player's loss w.r.t. its own parameters
-        from symbolic.derivation import derive
+        from symgrad.symbolic.derivation import derive
 
         d = derive(model, objective)
         players[objective] = d

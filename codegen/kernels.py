@@ -15,10 +15,9 @@ import string
 from dataclasses import dataclass
 
 import sympy
+from symgrad.symbolic.functions import ElementwiseFunction
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.str import StrPrinter
-
-from symbolic.functions import ElementwiseFunction
 
 OPERAND_NAMES = tuple(string.ascii_lowercase[:20])  # a, b, c, ... (kernel parameter names)
 

@@ -8,9 +8,9 @@ module is assembled (kernels get their names last).
 """
 from __future__ import annotations
 
-from codegen.program import BATCH_MAJOR, Instr, Lowering, Program, atom, is_large
-from symbolic.graph import Node
-from symbolic.scan import TIME_AXIS, Cell
+from symgrad.codegen.program import BATCH_MAJOR, Instr, Lowering, Program, atom, is_large
+from symgrad.symbolic.graph import Node
+from symgrad.symbolic.scan import TIME_AXIS, Cell
 
 
 def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str], targets: dict[str, str],
@@ -38,7 +38,7 @@ def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str], targe
 
 
 def _body(program: Program) -> list[str]:
-    from codegen.emit import statements  # the same writer as whole functions
+    from symgrad.codegen.emit import statements  # the same writer as whole functions
 
     return statements(program, {})
 

@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from codegen.program import BATCH_MAJOR, Instr, atom
+from symgrad.codegen.program import BATCH_MAJOR, Instr, atom
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy
-
-from codegen.kernels import OPERAND_NAMES, InlineNumpy, Kernel, build_kernel
-from symbolic.errors import RuleError
-from symbolic.graph import ARG, Node, topological
-from symbolic.shapes import Shape, shapes_equal
+from symgrad.codegen.kernels import OPERAND_NAMES, InlineNumpy, Kernel, build_kernel
+from symgrad.symbolic.errors import RuleError
+from symgrad.symbolic.graph import ARG, Node, topological
+from symgrad.symbolic.shapes import Shape, shapes_equal
 
 _VIEW_OPS = ("transpose", "reshape", "broadcast_to", "slice")
 _LOOP_OPS = ("scan", "scan_vjp")  # lowered by codegen.loops into a loop over time
@@ -199,8 +198,8 @@ class Lowering:
 
     # -- the program ------------------------------------------------------------------------
     def run(self) -> Program:
-        from codegen.loops import lower_loop
-        from codegen.lowering import LOWERINGS
+        from symgrad.codegen.loops import lower_loop
+        from symgrad.codegen.lowering import LOWERINGS
 
         if self.var:  # values bound from outside (a loop body): do not look behind them
             self._analyse(topological(self.roots.values(), stop=set(self.var)))

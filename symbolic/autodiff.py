@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy
-
-from symbolic.graph import Node, apply, broadcast_to, const, topological
-from symbolic.rules import local_derivative, rule_for
+from symgrad.symbolic.graph import Node, apply, broadcast_to, const, topological
+from symgrad.symbolic.rules import local_derivative, rule_for
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
-from symbolic.autodiff import Accumulation, Step, reverse_mode
-from symbolic.errors import ModelError, SymgradWarning
-from symbolic.graph import ARG, Node, broadcast_to, const, has_modes, specialize, topological
-from symbolic.model import Model
-from symbolic.printing import Printer, latex_name
-from symbolic.rules import Y
+from symgrad.symbolic.autodiff import Accumulation, Step, reverse_mode
+from symgrad.symbolic.errors import ModelError, SymgradWarning
+from symgrad.symbolic.graph import ARG, Node, broadcast_to, const, has_modes, specialize, topological
+from symgrad.symbolic.model import Model
+from symgrad.symbolic.printing import Printer, latex_name
+from symgrad.symbolic.rules import Y
 
 
 @dataclass(frozen=True)

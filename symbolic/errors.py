@@ -9,10 +9,18 @@ from __future__ import annotations
 import os
 import traceback
 
-_OWN_PACKAGES = tuple(
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), pkg) + os.sep
-    for pkg in ("symbolic", "codegen", "symgrad", "training")
-)
+
+def _own_packages() -> tuple[str, ...]:
+    """The folders of symgrad's own code: in a source tree the top-level symbolic/, codegen/,
+    symgrad/, training/; installed, the one folder site-packages/symgrad/ that holds them all."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folders = [os.path.join(root, pkg) + os.sep for pkg in ("symbolic", "codegen", "symgrad", "training")]
+    if os.path.basename(root) == "symgrad":  # installed: symgrad/symbolic/errors.py
+        folders.append(root + os.sep)
+    return tuple(folders)
+
+
+_OWN_PACKAGES = _own_packages()
 
 
 class SymgradError(Exception):

@@ -19,9 +19,8 @@ import math
 from collections.abc import Callable
 
 import sympy
+from symgrad.symbolic.errors import ModelError
 from sympy.codegen.cfunctions import log1p
-
-from symbolic.errors import ModelError
 
 X = sympy.Symbol("x", real=True)  # the variable every definition is written in
 _Y = sympy.Symbol("_y", real=True)  # stands for the forward value f(x) while rewriting
@@ -88,7 +87,7 @@ def define_function(
     (leaky_relu's slope). Defining the same name twice with the same definition returns the
     existing function; a different definition under a taken name is an error.
     """
-    from symbolic.names import check_identifier
+    from symgrad.symbolic.names import check_identifier
 
     check_identifier(name, "function name")
     definition = sympy.sympify(definition)

@@ -17,9 +17,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sympy
-
-from symbolic.errors import ShapeError, located, user_location
-from symbolic.shapes import Shape, as_shape, broadcast, fmt_shape, normalize_axes, shapes_equal
+from symgrad.symbolic.errors import ShapeError, located, user_location
+from symgrad.symbolic.shapes import Shape, as_shape, broadcast, fmt_shape, normalize_axes, shapes_equal
 
 #: The scalar variables an `ew` node's expression is written in: x0 is its first argument, ...
 ARG = tuple(sympy.Symbol(f"x{i}", real=True) for i in range(64))
@@ -73,7 +72,7 @@ class Node:
         return self.op in LEAF_OPS
 
     def __repr__(self) -> str:
-        from symbolic.printing import text
+        from symgrad.symbolic.printing import text
 
         return f"<{self.op} {text(self)} : {fmt_shape(self.shape)}>"
 
@@ -176,7 +175,7 @@ def as_node(x: object) -> Node:
 
 def apply(op: str, args: Sequence[Node], **attrs: Any) -> Node:
     """Build a non-elementwise node, checking its operands with the op's shape rule."""
-    from symbolic.rules import RULES
+    from symgrad.symbolic.rules import RULES
 
     rule = RULES[op]
     try:
@@ -250,7 +249,7 @@ def _constant_factor(x: Node) -> sympy.Expr | None:
 
 
 def _text(n: Node) -> str:
-    from symbolic.printing import text
+    from symgrad.symbolic.printing import text
 
     return text(n)
 
@@ -283,7 +282,7 @@ def select_mode(train: Node, evaluate: Node) -> Node:
     Mode nodes never reach differentiation or code generation: `specialize` replaces each by
     one of its branches first, so a model is two ordinary graphs that share everything else.
     """
-    from symbolic.errors import ShapeError
+    from symgrad.symbolic.errors import ShapeError
 
     train, evaluate = as_node(train), as_node(evaluate)
     if not shapes_equal(train.shape, evaluate.shape):

@@ -17,12 +17,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sympy
-
-from symbolic import ops as F
-from symbolic.errors import ModelError, ShapeError, located, user_location
-from symbolic.graph import Node, apply, as_node, select_mode, topological
-from symbolic.names import check_identifier
-from symbolic.shapes import Shape, as_dim, fmt_shape, make_dim
+from symgrad.symbolic import ops as F
+from symgrad.symbolic.errors import ModelError, ShapeError, located, user_location
+from symgrad.symbolic.graph import Node, apply, as_node, select_mode, topological
+from symgrad.symbolic.names import check_identifier
+from symgrad.symbolic.shapes import Shape, as_dim, fmt_shape, make_dim
 
 LEAF_ROLES = ("input", "target", "param", "state", "hyper")
 INITS = ("glorot_uniform", "he_normal", "normal", "constant", "zeros", "ones")
@@ -234,7 +233,7 @@ class Model:
         """A recurrence over axis 1 (time) of `sequences`: `cell(x_t..., h_prev...)` returns the
         new states; the result is each state's (B, T, ...) sequence. Back-propagation through
         time is derived from the cell (see symbolic.scan)."""
-        from symbolic.scan import scan
+        from symgrad.symbolic.scan import scan
 
         for node in (*sequences, *init):
             self._check_expr(name, as_node(node))
@@ -267,7 +266,7 @@ class Model:
 
     def spec_text(self) -> str:
         """A canonical text of the whole model; its hash identifies the spec in generated code."""
-        from symbolic.printing import Printer
+        from symgrad.symbolic.printing import Printer
 
         printer = Printer(self.names)
         lines = [f"model {self.name} task={self.task} prediction={self.prediction}"]

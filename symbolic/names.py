@@ -4,7 +4,7 @@ from __future__ import annotations
 import builtins
 import keyword
 
-from symbolic.errors import ModelError
+from symgrad.symbolic.errors import ModelError
 
 #: Names the generated module itself defines or uses; a model may not take them.
 RESERVED = frozenset({

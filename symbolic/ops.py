@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import sympy
-
-from symbolic import functions
-from symbolic.errors import ShapeError, located, user_location
-from symbolic.functions import define_function
-from symbolic.graph import ARG, Node, apply, as_node, elementwise
-from symbolic.shapes import fmt_shape, shapes_equal, size
+from symgrad.symbolic import functions
+from symgrad.symbolic.errors import ShapeError, located, user_location
+from symgrad.symbolic.functions import define_function
+from symgrad.symbolic.graph import ARG, Node, apply, as_node, elementwise
+from symgrad.symbolic.shapes import fmt_shape, shapes_equal, size
 
 _x = ARG[0]
 
@@ -204,7 +203,7 @@ def flatten(x: Node) -> Node:
 
 def max(x: Node, axis: int | Iterable[int] | None = None, keepdims: bool = False) -> Node:  # noqa: A001
     """Maximum along axes; the gradient goes to the maximal entries."""
-    from symbolic.shapes import normalize_axes
+    from symgrad.symbolic.shapes import normalize_axes
 
     x = as_node(x)
     return apply("max", [x], axes=normalize_axes(axis, x.ndim), keepdims=keepdims)

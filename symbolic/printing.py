@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import sympy
+from symgrad.symbolic.graph import ARG, Node
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
-
-from symbolic.graph import ARG, Node
 
 ATOM, POSTFIX, PRODUCT, SUM = 4, 3, 2, 1
 
@@ -168,7 +167,7 @@ class Printer:
         if node.op == "ew":
             expr = node.attr("expr")
             return self.expr(expr, dict(zip(ARG, node.args, strict=False)), kind), _precedence_of(expr)
-        from symbolic.rules import rule_for
+        from symgrad.symbolic.rules import rule_for
 
         rule = rule_for(node)
         wrap = (lambda s: rf"\left({s}\right)") if kind == "latex" else (lambda s: f"({s})")

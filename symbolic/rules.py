@@ -16,10 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy
-
-from symbolic.errors import ShapeError
-from symbolic.graph import ARG, Node, apply, broadcast_to, elementwise
-from symbolic.shapes import (
+from symgrad.symbolic.errors import ShapeError
+from symgrad.symbolic.graph import ARG, Node, apply, broadcast_to, elementwise
+from symgrad.symbolic.shapes import (
     Shape,
     broadcast,
     broadcast_axes,
@@ -282,7 +281,7 @@ def _softmax_vjp(g: Node, node: Node) -> list[Node | None]:
 
 
 def _log_softmax_vjp(g: Node, node: Node) -> list[Node | None]:
-    from symbolic.ops import exp
+    from symgrad.symbolic.ops import exp
 
     axis = node.attr("axis")
     return [g - exp(node) * g.sum(axis, keepdims=True)]
@@ -353,7 +352,7 @@ def _not_differentiable(g: Node, node: Node) -> list[Node | None]:
 
 
 def _unspecialized(g: Node, node: Node) -> list[Node | None]:
-    from symbolic.errors import RuleError
+    from symgrad.symbolic.errors import RuleError
 
     raise RuleError("a training/evaluation choice must be specialized before differentiation")
 
@@ -367,13 +366,13 @@ def _given_shape(shapes: list[Shape], shape: Shape, **attrs) -> Shape:
 
 
 def _scan_vjp(cotangents, node: Node) -> list[Node | None]:
-    from symbolic.scan import scan_vjp
+    from symgrad.symbolic.scan import scan_vjp
 
     return scan_vjp(cotangents, node)
 
 
 def _no_second_order(g, node: Node) -> list[Node | None]:
-    from symbolic.errors import RuleError
+    from symgrad.symbolic.errors import RuleError
 
     raise RuleError("derivatives of back-propagation through time (second order through a scan) "
                     "are not supported")
@@ -428,7 +427,7 @@ RULES.update({
 
 
 def rule_for(node: Node) -> Rule:
-    from symbolic.errors import RuleError
+    from symgrad.symbolic.errors import RuleError
 
     try:
         return RULES[node.op]

@@ -20,10 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import sympy
-
-from symbolic.autodiff import pullback
-from symbolic.errors import ModelError, ShapeError, located, user_location
-from symbolic.graph import (
+from symgrad.symbolic.autodiff import pullback
+from symgrad.symbolic.errors import ModelError, ShapeError, located, user_location
+from symgrad.symbolic.graph import (
     ARG,
     Node,
     apply,
@@ -35,8 +34,8 @@ from symbolic.graph import (
     rebuild,
     topological,
 )
-from symbolic.names import check_identifier
-from symbolic.shapes import Shape, as_shape, fmt_shape, shapes_equal
+from symgrad.symbolic.names import check_identifier
+from symgrad.symbolic.shapes import Shape, as_shape, fmt_shape, shapes_equal
 
 TIME_AXIS = 1  # sequences are (batch, time, ...): the batch leads, as everywhere
 

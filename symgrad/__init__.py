@@ -12,46 +12,51 @@ generated as a fast numpy/numexpr module, and trained.
     print(sg.derive(m))              # the derivation, step by step
     module = sg.load_module(m)       # the generated code, imported
     run = sg.train(m, data="breast_cancer", epochs=40, out="runs/logreg")  # RUN_DIR with plots
-"""
-from codegen.emit import BACKENDS, generate
-from symbolic import __version__
-from symbolic.derivation import Derivation, derive
-from symbolic.errors import ModelError, RuleError, ShapeError, SymgradError, SymgradWarning
-from symbolic.model import Init, Model
-from symbolic.ops import (
-    abs,
-    binary_cross_entropy_with_logits,
-    elementwise_function,
-    exp,
-    l1,
-    l2,
-    leaky_relu,
-    log,
-    log_softmax,
-    matmul,
-    mean,
-    mse,
-    relu,
-    reshape,
-    sigmoid,
-    softmax,
-    softmax_cross_entropy,
-    softplus,
-    sqrt,
-    square,
-    sum,
-    tanh,
-    transpose,
-)
-from symgrad.models import BUILTINS
-from symgrad.pipeline import load_module, resolve, source, write
-from training.run import load_trained, train
 
-__all__ = [
-    "__version__", "Derivation", "derive", "ModelError", "RuleError", "ShapeError", "SymgradError",
-    "SymgradWarning", "Init", "Model", "abs", "binary_cross_entropy_with_logits",
-    "elementwise_function", "exp", "l1", "l2", "leaky_relu", "log", "log_softmax", "matmul", "mean",
-    "mse", "relu", "reshape", "sigmoid", "softmax", "softmax_cross_entropy", "softplus", "sqrt",
-    "square", "sum", "tanh", "transpose", "BACKENDS", "generate", "load_module", "resolve",
-    "source", "write", "BUILTINS", "train", "load_trained",
-]
+Everything symgrad installs lives under this one name: the engine is `symgrad.symbolic`
+(modelling language, rules, derivation), `symgrad.codegen` (lowering and emission),
+`symgrad.training` (data, optimizers, the loop) and `symgrad.generated` (the built-in models'
+modules). The names below load on first use, so importing a generated module or an optimizer
+kernel (`symgrad.generated.mlp_tanh`) stays numpy-only and fast.
+"""
+from __future__ import annotations
+
+import importlib
+
+#: public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "__version__": "symgrad.symbolic",
+    **dict.fromkeys(("Derivation", "derive"), "symgrad.symbolic.derivation"),
+    **dict.fromkeys(("ModelError", "RuleError", "ShapeError", "SymgradError", "SymgradWarning"),
+                    "symgrad.symbolic.errors"),
+    **dict.fromkeys(("Init", "Model"), "symgrad.symbolic.model"),
+    **dict.fromkeys((
+        "abs", "binary_cross_entropy_with_logits", "elementwise_function", "exp", "l1", "l2",
+        "leaky_relu", "log", "log_softmax", "matmul", "mean", "mse", "relu", "reshape", "sigmoid",
+        "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "sum", "tanh", "transpose",
+    ), "symgrad.symbolic.ops"),
+    **dict.fromkeys(("BACKENDS", "generate"), "symgrad.codegen.emit"),
+    "BUILTINS": "symgrad.models",
+    **dict.fromkeys(("load_module", "resolve", "source", "write"), "symgrad.pipeline"),
+    **dict.fromkeys(("train", "load_trained"), "symgrad.training.run"),
+}
+#: `symgrad.ops` is the modelling language's whole vocabulary (`from symgrad import ops as F`)
+_SUBMODULES = {"ops": "symgrad.symbolic.ops"}
+
+# `from symgrad import *` takes the API but not the names that shadow Python's builtins.
+__all__ = sorted(n for n in _EXPORTS if n not in ("__version__", "abs", "sum"))
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(_SUBMODULES[name])
+    else:
+        raise AttributeError(f"module 'symgrad' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))

@@ -9,7 +9,7 @@ import argparse
 import sys
 import warnings
 
-from symbolic.errors import SymgradError, SymgradWarning
+from symgrad.symbolic.errors import SymgradError, SymgradWarning
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,14 +45,14 @@ def _cmd_derive(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.cli import run
+    from symgrad.training.cli import run
 
     return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from codegen.emit import BACKENDS
-    from symbolic import __version__
+    from symgrad.codegen.emit import BACKENDS
+    from symgrad.symbolic import __version__
 
     parser = _Parser(prog="symgrad", description="Derive, document, generate and train neural "
                      "networks from their equations.")
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="also print the derivation")
     p.set_defaults(run=_cmd_derive)
 
-    from training.cli import add_arguments
+    from symgrad.training.cli import add_arguments
 
     p = sub.add_parser("train", help="train a model with its generated module")
     add_arguments(p)

@@ -13,13 +13,14 @@ import tempfile
 import types
 import warnings
 
-from codegen.emit import generate, write_module
-from symbolic.derivation import Derivation, derive
-from symbolic.errors import SymgradError
-from symbolic.model import Model
+from symgrad.codegen.emit import generate, write_module
 from symgrad.models import BUILTINS
+from symgrad.symbolic.derivation import Derivation, derive
+from symgrad.symbolic.errors import SymgradError
+from symgrad.symbolic.model import Model
 
-GENERATED = pathlib.Path(__file__).resolve().parent.parent / "generated"
+#: the folder of the committed generated modules (the package symgrad.generated)
+GENERATED = pathlib.Path(importlib.util.find_spec("symgrad.generated").origin).parent
 
 
 def resolve(spec: str | Model) -> Model:
@@ -107,7 +108,7 @@ def load_module(spec: str | Model, backend: str = "auto") -> types.ModuleType:
     """The generated module for a model: the committed one for a built-in (auto backend),
     else generated now into a private temporary folder and imported from there."""
     if isinstance(spec, str) and spec in BUILTINS and backend == "auto":
-        return importlib.import_module(f"generated.{spec}")
+        return importlib.import_module(f"symgrad.generated.{spec}")
     model = resolve(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

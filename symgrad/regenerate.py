@@ -1,22 +1,39 @@
-"""`make generate`: write every committed generated module again (models and optimizers)."""
+"""`make generate`: write every committed generated module again (models and optimizers).
+
+It rewrites the source checkout's generated/ and training/kernels/, so it refuses to run from
+an installed copy (a wheel's files under site-packages are not the user's to rewrite).
+"""
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 import sys
 
-from codegen.emit import generate_update, write_module
 from symgrad import pipeline
+from symgrad.codegen.emit import generate_update, write_module
 from symgrad.models import BUILTINS
-from training.optimizers import OPTIMIZERS
+from symgrad.training.optimizers import OPTIMIZERS
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+GENERATED = pipeline.GENERATED
+KERNELS = pathlib.Path(importlib.util.find_spec("symgrad.training.kernels").origin).parent
+
+
+def source_checkout() -> pathlib.Path | None:
+    """The repository root when symgrad runs from a source checkout, else None."""
+    root = GENERATED.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "symbolic").is_dir() else None
 
 
 def main() -> int:
+    if source_checkout() is None:
+        print("symgrad.regenerate rewrites the committed modules of a source checkout; this symgrad "
+              f"is installed ({GENERATED.parent}). Use `symgrad derive MODEL --out DIR` instead.",
+              file=sys.stderr)
+        return 2
     for name in BUILTINS:
-        print(f"wrote {pipeline.write(name, ROOT / 'generated')}")
+        print(f"wrote {pipeline.write(name, GENERATED)}")
     for name, build in OPTIMIZERS.items():
-        print(f"wrote {write_module(generate_update(build()), ROOT / 'training' / 'kernels', name)}")
+        print(f"wrote {write_module(generate_update(build()), KERNELS, name)}")
     return 0
 
 

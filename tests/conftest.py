@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 from hypothesis import settings
+from symgrad.codegen.emit import BACKENDS, generate
+from symgrad.symbolic.derivation import derive
 
-from codegen.emit import BACKENDS, generate
-from symbolic.derivation import derive
 from symgrad.models import BUILTINS
 from symgrad.pipeline import import_source
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import sympy
-
-from symbolic.functions import ElementwiseFunction
-from symbolic.graph import ARG, Node, topological
+from symgrad.symbolic.functions import ElementwiseFunction
+from symgrad.symbolic.graph import ARG, Node, topological
 
 
 def _definition(expr: sympy.Expr) -> sympy.Expr:

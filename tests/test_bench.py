@@ -7,8 +7,7 @@ import pathlib
 
 import numpy as np
 import pytest
-
-from generated import mlp_tanh
+from symgrad.generated import mlp_tanh
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -61,7 +60,7 @@ def test_handwritten_lstm_matches_generated_gradients(dtype, tol):
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 2e-5)])
 def test_handwritten_cnn_matches_generated_gradients(dtype, tol):
-    from generated import cnn_digits
+    from symgrad.generated import cnn_digits
 
     rng = np.random.default_rng(6)
     params = cnn_digits.init_params({"n_out": 4}, seed=3, dtype=dtype)

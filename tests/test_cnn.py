@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from symgrad.symbolic import ops as F
+from symgrad.symbolic.errors import ShapeError
+from symgrad.symbolic.graph import apply
 
 import symgrad as sg
-from symbolic import ops as F
-from symbolic.errors import ShapeError
-from symbolic.graph import apply
 from tests.conftest import torch_or_skip
 from tests.oracle import Interpreter, finite_differences, sympy_gradients
 

@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import pytest
+from symgrad.codegen.emit import generate, generate_update, write_module
+from symgrad.symbolic.errors import ModelError, SymgradError
+from symgrad.training.optimizers import OPTIMIZERS
 
 import symgrad as sg
-from codegen.emit import generate, generate_update, write_module
-from symbolic.errors import ModelError, SymgradError
 from symgrad.models import BUILTINS
-from training.optimizers import OPTIMIZERS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from symbolic.errors import SymgradError
-from training import data as D
-from training import files
+from symgrad.symbolic.errors import SymgradError
+from symgrad.training import data as D
+from symgrad.training import files
 
 
 def write(tmp_path, name, text):

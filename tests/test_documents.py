@@ -11,13 +11,13 @@ import sys
 
 import numpy as np
 import pytest
+from symgrad.codegen.emit import generate
+from symgrad.symbolic.autodiff import Accumulation
+from symgrad.symbolic.errors import SymgradError, SymgradWarning
+from symgrad.symbolic.functions import REGISTRY, X, derivative_of, sigmoid
+from symgrad.symbolic.printing import Printer
 
 import symgrad as sg
-from codegen.emit import generate
-from symbolic.autodiff import Accumulation
-from symbolic.errors import SymgradError, SymgradWarning
-from symbolic.functions import REGISTRY, X, derivative_of, sigmoid
-from symbolic.printing import Printer
 from symgrad.cli import main
 from symgrad.documents import FORMATS, PRIMER, check, code, document, render
 from symgrad.documents.html import mathml

@@ -5,9 +5,9 @@ import warnings
 
 import pytest
 import sympy
+from symgrad.symbolic.errors import ModelError, ShapeError, SymgradWarning
 
 import symgrad as sg
-from symbolic.errors import ModelError, ShapeError, SymgradWarning
 
 
 def small():
@@ -142,9 +142,9 @@ def test_reshape_and_axes_are_checked():
 
 
 def test_no_rule_for_an_unknown_primitive_is_a_clear_error():
-    from symbolic.errors import RuleError
-    from symbolic.graph import Node
-    from symbolic.rules import rule_for
+    from symgrad.symbolic.errors import RuleError
+    from symgrad.symbolic.graph import Node
+    from symgrad.symbolic.rules import rule_for
 
     with pytest.raises(RuleError, match="no differentiation rule for operation 'fft'"):
         rule_for(Node.make("fft", (), {}, ()))

@@ -7,14 +7,14 @@ import pytest
 import sympy
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from symgrad.codegen.kernels import build_kernel
+from symgrad.codegen.lowering import HELPERS
+from symgrad.symbolic import functions
+from symgrad.symbolic.functions import X, derivative_of
+from symgrad.symbolic.graph import ARG
+from symgrad.symbolic.rules import Y, local_derivative
 
 import symgrad as sg
-from codegen.kernels import build_kernel
-from codegen.lowering import HELPERS
-from symbolic import functions
-from symbolic.functions import X, derivative_of
-from symbolic.graph import ARG
-from symbolic.rules import Y, local_derivative
 
 
 def test_sigmoid_derivative_is_written_through_its_output():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from symgrad.training import gan
 
 from tests.conftest import built, torch_or_skip
 from tests.oracle import Interpreter, finite_differences
-from training import gan
 
 
 def _setup(seed=0):
@@ -85,7 +85,7 @@ def test_gan_covers_the_ring(tmp_path):
 
 
 def test_gan_training_refuses_bad_settings(tmp_path):
-    from symbolic.errors import SymgradError
+    from symgrad.symbolic.errors import SymgradError
 
     _, _, mod = built("gan_ring", "auto")
     with pytest.raises(SymgradError, match="learning rate must be a positive number"):

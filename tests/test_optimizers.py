@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from symgrad.training import optimizers
 
 from tests.conftest import torch_or_skip
-from training import optimizers
 
 
 def textbook(name: str, h: dict):
@@ -109,7 +109,7 @@ def test_optimizer_matches_pytorch(name):
 
 
 def test_unknown_optimizer_is_a_clear_error():
-    from symbolic.errors import SymgradError
+    from symgrad.symbolic.errors import SymgradError
 
     with pytest.raises(SymgradError, match="unknown optimizer 'lbfgs'; choose one of sgd"):
         optimizers.load("lbfgs")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from symgrad.symbolic import ops as F
+from symgrad.symbolic.errors import ShapeError
+from symgrad.symbolic.graph import topological
+from symgrad.symbolic.scan import zeros
 
 import symgrad as sg
-from symbolic import ops as F
-from symbolic.errors import ShapeError
-from symbolic.graph import topological
-from symbolic.scan import zeros
 from symgrad.models import rnn
 from tests.conftest import torch_or_skip
 from tests.oracle import finite_differences, relative_error, sympy_gradients

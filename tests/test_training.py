@@ -13,16 +13,16 @@ import time
 
 import numpy as np
 import pytest
+import symgrad.generated.linear_regression as linear_module
+import symgrad.generated.mlp_regularised as regularised_module
+from symgrad.symbolic.errors import SymgradError
+from symgrad.training import checkpoint, optimizers
+from symgrad.training.data import load, prepare, split_indices
+from symgrad.training.loop import Diverged, TrainConfig, Trainer
+from symgrad.training.run import RUN_FILES, load_trained, train
 
-import generated.linear_regression as linear_module
-import generated.mlp_regularised as regularised_module
-from symbolic.errors import SymgradError
 from symgrad import pipeline
 from symgrad.cli import main as symgrad_main
-from training import checkpoint, optimizers
-from training.data import load, prepare, split_indices
-from training.loop import Diverged, TrainConfig, Trainer
-from training.run import RUN_FILES, load_trained, train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"^test (accuracy|r2) -?\d\.\d{4}  \(test loss \d+\.\d{4}; ")

@@ -8,7 +8,7 @@ optimizer kernel from `training.kernels` stays numpy-only.
 
 def __getattr__(name: str):
     if name in ("train", "load_trained"):
-        from training import run
+        from symgrad.training import run
 
         return getattr(run, name)
     raise AttributeError(f"module 'training' has no attribute {name!r}")

@@ -15,9 +15,8 @@ import zipfile
 from dataclasses import dataclass
 
 import numpy as np
-
-from codegen.atomic import write_bytes
-from symbolic.errors import SymgradError
+from symgrad.codegen.atomic import write_bytes
+from symgrad.symbolic.errors import SymgradError
 
 META = "meta.json"
 FORMAT = 1  # bumped when the layout changes

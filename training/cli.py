@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from symbolic.errors import SymgradError
+from symgrad.symbolic.errors import SymgradError
 
 
 def _dim(text: str) -> tuple[str, int]:
@@ -27,7 +27,7 @@ def _hyper(text: str) -> tuple[str, float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from training.optimizers import OPTIMIZERS
+    from symgrad.training.optimizers import OPTIMIZERS
 
     p.add_argument("model", metavar="MODEL", help="a built-in model name or a model file")
     d = p.add_argument_group("data")
@@ -73,8 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from symgrad.training.run import train
+
     from symgrad import pipeline
-    from training.run import train
 
     module = pipeline.load_module(args.model)
     if getattr(module, "OBJECTIVES", None):  # several players: a GAN trains by alternating steps
@@ -99,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_gan(args: argparse.Namespace, module) -> int:
+    from symgrad.training.gan import train_gan
+
     from symgrad.models import BUILTINS
-    from training.gan import train_gan
 
     not_for_gan = [f"--{k.replace('_', '-')}" for k in ("epochs", "patience", "resume", "features", "target",
                                                           "optimizer", "dim", "hyper", "opt",

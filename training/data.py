@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from symbolic.errors import SymgradError
-from training import files
+from symgrad.symbolic.errors import SymgradError
+from symgrad.training import files
 
 BUNDLED = {
     "digits": "multiclass", "iris": "multiclass", "wine": "multiclass",

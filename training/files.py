@@ -19,8 +19,7 @@ import zipfile
 from dataclasses import dataclass
 
 import numpy as np
-
-from symbolic.errors import SymgradError
+from symgrad.symbolic.errors import SymgradError
 
 FEATURE_KEYS = ("X", "x", "features", "data")
 TARGET_KEYS = ("y", "Y", "target", "targets", "labels")

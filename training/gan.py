@@ -20,11 +20,10 @@ import types
 from dataclasses import dataclass
 
 import numpy as np
-
-from codegen.atomic import write_text
-from symbolic.errors import SymgradError
-from training import checkpoint, optimizers, plots
-from training.data import streams
+from symgrad.codegen.atomic import write_text
+from symgrad.symbolic.errors import SymgradError
+from symgrad.training import checkpoint, optimizers, plots
+from symgrad.training.data import streams
 
 RING = {"modes": 8, "radius": 2.0, "std": 0.02}
 SAMPLES = 2500

@@ -19,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-
-from symbolic.errors import SymgradError
-from training import metrics, optimizers
-from training.data import Prepared, Split, batches, streams
+from symgrad.symbolic.errors import SymgradError
+from symgrad.training import metrics, optimizers
+from symgrad.training.data import Prepared, Split, batches, streams
 
 EVAL_ROWS = 8192  # evaluation runs in chunks of this many rows, so memory stays bounded
 

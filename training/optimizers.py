@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib
 import types
 
-from symbolic import ops as F
-from symbolic.errors import SymgradError
-from symbolic.model import Model
+from symgrad.symbolic import ops as F
+from symgrad.symbolic.errors import SymgradError
+from symgrad.symbolic.model import Model
 
 
 def _base(name: str, description: str, lr: float) -> tuple[Model, object, object, object]:
@@ -104,4 +104,4 @@ def load(name: str) -> types.ModuleType:
     """The generated update module of an optimizer (committed under training/kernels/)."""
     if name not in OPTIMIZERS:
         raise SymgradError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    return importlib.import_module(f"training.kernels.{name}")
+    return importlib.import_module(f"symgrad.training.kernels.{name}")

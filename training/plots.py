@@ -10,9 +10,8 @@ import pathlib
 from collections.abc import Sequence
 
 import numpy as np
-
-from codegen.atomic import write_bytes
-from symbolic.errors import SymgradError
+from symgrad.codegen.atomic import write_bytes
+from symgrad.symbolic.errors import SymgradError
 
 
 def _figure(width: float, height: float):

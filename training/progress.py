@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from training.loop import EpochRecord
+from symgrad.training.loop import EpochRecord
 
 REFRESH_SECONDS = 0.2
 

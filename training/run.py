@@ -1,6 +1,6 @@
 """A training run from start to finish, the same from Python and from `symgrad train`.
 
-    from training import train
+    from symgrad.training import train
     result = train("mlp_tanh", data="digits", optimizer="adam", seed=0, out="runs/adam")
     result.test["accuracy"], result.run_dir
 
@@ -32,14 +32,13 @@ import types
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from codegen.atomic import write_text
-from symbolic.errors import SymgradError
-from training import checkpoint, defaults, metrics, plots
-from training.checkpoint import TrainedModel
-from training.data import Dataset, Prepared, load, prepare
-from training.loop import REGULARISERS, Diverged, EpochRecord, TrainConfig, Trainer
-from training.progress import Progress
+from symgrad.codegen.atomic import write_text
+from symgrad.symbolic.errors import SymgradError
+from symgrad.training import checkpoint, defaults, metrics, plots
+from symgrad.training.checkpoint import TrainedModel
+from symgrad.training.data import Dataset, Prepared, load, prepare
+from symgrad.training.loop import REGULARISERS, Diverged, EpochRecord, TrainConfig, Trainer
+from symgrad.training.progress import Progress
 
 CHECKPOINT, METRICS, MODEL, CONFIG = "checkpoint.npz", "metrics.csv", "model.npz", "config.json"
 CURVES, CONFUSION = "curves.png", "confusion.png"
@@ -238,7 +237,7 @@ def _check_same_run(stored: dict, now: dict) -> None:
 
 def _effective(stored: dict, key: str, name: str):
     if key == "optimizer_hypers":
-        from training import optimizers
+        from symgrad.training import optimizers
 
         return stored[key].get(name, optimizers.load(stored["optimizer"]).HYPERS.get(name))
     return stored[key].get(name)

@@ -24,7 +24,7 @@ def renderer(fmt: str):
         try:
             from symgrad.documents.html import Html
         except ImportError as e:
-            from symbolic.errors import SymgradError
+            from symgrad.symbolic.errors import SymgradError
 
             raise SymgradError(f"HTML documents need {e.name}: pip install 'symgrad[docs]'") from None
         return Html()
@@ -32,7 +32,7 @@ def renderer(fmt: str):
         from symgrad.documents.latex import Latex
 
         return Latex()
-    from symbolic.errors import SymgradError
+    from symgrad.symbolic.errors import SymgradError
 
     raise SymgradError(f"unknown document format {fmt!r}; choose one of {', '.join(FORMATS)}")
 

@@ -13,11 +13,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from codegen.emit import generate
-from symbolic import __version__
-from symbolic.derivation import Derivation, derive
-from symbolic.errors import SymgradWarning
-from symbolic.model import Model
+from symgrad.codegen.emit import generate
 from symgrad.documents import check, code, mathtext, symbols
 from symgrad.documents.content import (
     CheckRow,
@@ -30,6 +26,10 @@ from symgrad.documents.content import (
     prose,
 )
 from symgrad.documents.steps import BackwardPass
+from symgrad.symbolic import __version__
+from symgrad.symbolic.derivation import Derivation, derive
+from symgrad.symbolic.errors import SymgradWarning
+from symgrad.symbolic.model import Model
 
 
 @dataclass(frozen=True)

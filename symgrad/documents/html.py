@@ -14,9 +14,9 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
-from symbolic.errors import SymgradError
 from symgrad.documents.content import Document, Equation
 from symgrad.documents.templating import Renderer, equation_latex
+from symgrad.symbolic.errors import SymgradError
 
 _OPERATOR_WITH_UNDERSCORE = re.compile(r"\\operatorname\{([^{}]*\\_[^{}]*)\}")
 _NAMED_OPERATOR = re.compile(r"<mo>([A-Za-z]{2,})</mo>")

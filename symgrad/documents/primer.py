@@ -13,9 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from symbolic import __version__
-from symbolic import ops as F
-from symbolic.model import Model
 from symgrad.documents import check, mathtext
 from symgrad.documents.build import (
     Part,
@@ -29,6 +26,9 @@ from symgrad.documents.build import (
     symbol_sections,
 )
 from symgrad.documents.content import CheckRow, Document, Inline, Section, prose
+from symgrad.symbolic import __version__
+from symgrad.symbolic import ops as F
+from symgrad.symbolic.model import Model
 
 
 @dataclass(frozen=True)

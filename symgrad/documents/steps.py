@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import sympy
 
-from symbolic.autodiff import Accumulation
-from symbolic.autodiff import Step as RuleStep
-from symbolic.derivation import Derivation, Numbered
-from symbolic.functions import ElementwiseFunction, X, derivative_of
-from symbolic.graph import ARG, Node
-from symbolic.printing import Printer
-from symbolic.rules import rule_for
-from symbolic.shapes import broadcast_axes
 from symgrad.documents import mathtext
 from symgrad.documents.content import Equation, Inline, Step, prose
+from symgrad.symbolic.autodiff import Accumulation
+from symgrad.symbolic.autodiff import Step as RuleStep
+from symgrad.symbolic.derivation import Derivation, Numbered
+from symgrad.symbolic.functions import ElementwiseFunction, X, derivative_of
+from symgrad.symbolic.graph import ARG, Node
+from symgrad.symbolic.printing import Printer
+from symgrad.symbolic.rules import rule_for
+from symgrad.symbolic.shapes import broadcast_axes
 
 
 class BackwardPass:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sympy
 
-from symbolic.derivation import Derivation
-from symbolic.functions import ElementwiseFunction
-from symbolic.graph import ARG, Node, topological
-from symbolic.model import Model
 from symgrad.documents import mathtext
 from symgrad.documents.content import DimRow, SymbolRow, prose
+from symgrad.symbolic.derivation import Derivation
+from symgrad.symbolic.functions import ElementwiseFunction
+from symgrad.symbolic.graph import ARG, Node, topological
+from symgrad.symbolic.model import Model
 
 ROLES = {"input": "input", "target": "target", "param": "parameter", "hyper": "hyper-parameter",
          "state": "state"}
@@ -156,6 +156,6 @@ def _first_use(model: Model, symbol: sympy.Symbol) -> str:
 
 
 def mathtext_name(leaf: Node) -> str:
-    from symbolic.printing import latex_name
+    from symgrad.symbolic.printing import latex_name
 
     return latex_name(leaf.name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from symbolic.model import Model
 from symgrad.models import classic, cnn, gan, mlp, rnn
+from symgrad.symbolic.model import Model
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Linear, logistic and softmax regression."""
 from __future__ import annotations
 
-from symbolic import ops as F
-from symbolic.model import Model
+from symgrad.symbolic import ops as F
+from symgrad.symbolic.model import Model
 
 
 def _affine(name: str, description: str, task: str) -> tuple[Model, object, object, object]:

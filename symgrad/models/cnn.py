@@ -7,8 +7,8 @@ the dense layer needs no reordering.
 """
 from __future__ import annotations
 
-from symbolic import ops as F
-from symbolic.model import Init, Model
+from symgrad.symbolic import ops as F
+from symgrad.symbolic.model import Init, Model
 
 
 def cnn(image: int = 8, channels: tuple[int, int] = (16, 32), kernel: int = 3,

@@ -14,8 +14,8 @@ softplus(-d) = -log sigma(d) keeps both stable for any logit. The model's `loss`
 """
 from __future__ import annotations
 
-from symbolic import ops as F
-from symbolic.model import Model
+from symgrad.symbolic import ops as F
+from symgrad.symbolic.model import Model
 
 
 def gan(name: str = "gan_ring", data_dim: int = 2, noise_dim: int = 2, hidden: int = 64) -> Model:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from symbolic import ops as F
-from symbolic.errors import ModelError
-from symbolic.model import Init, Model
+from symgrad.symbolic import ops as F
+from symgrad.symbolic.errors import ModelError
+from symgrad.symbolic.model import Init, Model
 
 
 def penalties(m: Model, weights: list, l1: bool, l2: bool):

@@ -7,9 +7,9 @@ through time. The input projection x_t W_x (+ b) of every gate is one matrix pro
 """
 from __future__ import annotations
 
-from symbolic import ops as F
-from symbolic.model import Model
-from symbolic.scan import zeros
+from symgrad.symbolic import ops as F
+from symgrad.symbolic.model import Model
+from symgrad.symbolic.scan import zeros
 
 
 def rnn_cell(Wx, Wh, b):
