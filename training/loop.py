@@ -202,8 +202,12 @@ class Trainer:
 
         for b, idx in enumerate(batches(len(X), self.config.batch_size, self.rng), start=1):
             step = self.steps + 1
-            loss, grads = self.module.loss_and_grad(self.params, {self.input: X[idx], self.target: Y[idx]},
-                                                    hypers, state=self.model_state, rng=self.model_rng)
+            batch = {self.input: X[idx], self.target: Y[idx]}
+            try:
+                loss, grads = self.module.loss_and_grad(self.params, batch, hypers, state=self.model_state,
+                                                        rng=self.model_rng)
+            except np.linalg.LinAlgError as e:  # a singular matrix: the generated code names the equation
+                raise Diverged(f"{e} at {where(step, b)}") from None
             if not math.isfinite(loss):
                 blame = self._blame_params("the step before")
                 raise Diverged(f"the loss is {loss} at {where(step, b)}{blame}")
@@ -281,8 +285,11 @@ class Trainer:
         # Overflow on the way to a NaN is reported once, as `Diverged`, not as numpy warnings.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             train_loss = self.train_epoch(on_step)
-            train = self.evaluate(self.data.train)
-            val = self.evaluate(self.data.val)
+            try:
+                train = self.evaluate(self.data.train)
+                val = self.evaluate(self.data.val)
+            except np.linalg.LinAlgError as e:
+                raise Diverged(f"{e} in the evaluation after epoch {self.epoch}") from None
         if not math.isfinite(val["loss"]):
             raise Diverged(f"the validation loss is {val['loss']} after epoch {self.epoch}, "
                            f"step {self.steps}")
