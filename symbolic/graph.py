@@ -220,6 +220,9 @@ def _identity_scale(x: Node) -> Node | None:
     """c where x is the identity matrix times a scalar c (1 for the identity itself), else None."""
     if x.op == "eye":
         return const(1)
+    if x.op == "ew" and len(x.args) == 1 and x.args[0].op == "eye":  # c I for a constant c
+        factor = _constant_factor(x)
+        return None if factor is None else const(factor)
     if x.op == "ew" and x.attr("expr") == ARG[0] * ARG[1] and len(x.args) == 2:
         for e, c in (x.args, x.args[::-1]):
             if e.op == "eye" and not c.shape:

@@ -33,6 +33,9 @@ CASES = {
     "cholesky": ({"S": "spd"}, lambda a: F.cholesky(a["S"])),
     "eye_scaled": ({"X": "square"}, lambda a: sg.sum(a["X"]) * F.eye(a["X"].shape[-1]) + a["X"]),
     "matmul_stacks": ({"X": "square", "R": "rhs"}, lambda a: a["X"] @ a["R"]),
+    "matmul_broadcast": ({"M": "square_one", "R": "rhs"}, lambda a: a["M"] @ a["R"]),  # (1, n, n) @ (b, n, k)
+    "vector_times_stack": ({"u": "vec1", "R": "rhs"}, lambda a: a["u"] @ a["R"]),
+    "stack_transposed": ({"R": "rhs", "X": "square"}, lambda a: a["R"].mT @ a["X"] @ a["R"]),
 }
 SYMPY_CASES = ("trace", "det", "inv", "logdet", "solve", "solve_vector", "diag", "outer")
 
@@ -46,7 +49,7 @@ def build(case: str, stacked: bool) -> sg.Model:
     b, n, k = m.dims("b n k")
     lead = (b,) if stacked else ()
     shapes = {"square": lead + (n, n), "spd": lead + (n, n), "vec": lead + (n,), "rhs": lead + (n, k),
-              "vec1": (n,)}
+              "vec1": (n,), "square_one": (1,) * stacked + (n, n)}
     operands = {name: m.param(name, shapes[kind]) for name, kind in kinds.items()}
     f = m.output("f", expr(operands))
     C = m.input("C", f.shape)
@@ -70,7 +73,9 @@ def values(case: str, stacked: bool, dims: dict[str, int], rng: np.random.Genera
     lead = (b,) if stacked else ()
     params = {}
     for name, kind in CASES[case][0].items():
-        if kind == "square":  # well-conditioned; a random sign flip of a row makes det negative
+        if kind == "square_one":
+            x = rng.standard_normal((1,) * stacked + (n, n))
+        elif kind == "square":  # well-conditioned; a random sign flip of a row makes det negative
             x = rng.standard_normal(lead + (n, n)) + 2 * n * np.eye(n)
             x[..., 0, :] *= rng.choice([-1.0, 1.0], size=lead + (1,))
         elif kind == "spd":
@@ -225,7 +230,7 @@ def test_logdet_and_det_of_a_singular_matrix_are_minus_inf_and_zero_as_in_pytorc
     assert det.forward({"X": SINGULAR}, {"C": np.float64(1)})["f"] == 0 == torch.linalg.det(
         torch.tensor(SINGULAR)).item()
     # the gradient X^{-T} does not exist there: a clear error, not infinities
-    with pytest.raises(np.linalg.LinAlgError, match="singular"):
+    with pytest.raises(np.linalg.LinAlgError, match="singular"), np.errstate(invalid="ignore"):
         logdet.loss_and_grad({"X": SINGULAR}, {"C": np.float64(1)})
 
 

@@ -83,8 +83,11 @@ class EpochRecord:
                 "train": dict(self.train), "val": dict(self.val), "seconds": self.seconds}
 
 
-def _io_names(module: types.ModuleType) -> tuple[str, str]:
+def _io_names(module: types.ModuleType) -> tuple[str, str | None]:
+    """The model's input and target; a density model has an input only."""
     inputs = [k for k in module.INPUTS if k not in module.TARGETS]
+    if module.TASK == "density" and len(inputs) == 1 and not module.TARGETS:
+        return inputs[0], None
     if len(inputs) != 1 or len(module.TARGETS) != 1:
         raise SymgradError("`symgrad train` needs a model with exactly one input and one target; "
                            f"this one has inputs {inputs} and targets {list(module.TARGETS)}")
@@ -103,7 +106,8 @@ class Trainer:
         if module.PREDICTION is None:
             raise SymgradError("the model has no output to predict with, so training has no metric; "
                                "declare one with model.output(...)")
-        self.metric = "r2" if data.task == "regression" else "accuracy"
+        # a density model's metric: the mean negative log-likelihood of a row, from its log-density output
+        self.metric = {"regression": "r2", "density": "nll"}.get(data.task, "accuracy")
         unknown = set(config.model_hypers) - set(module.HYPERS)
         if unknown:
             known = ", ".join(module.HYPERS) or "none"
@@ -149,7 +153,7 @@ class Trainer:
         if unknown:
             raise SymgradError(f"model has no dim {sorted(unknown)[0]!r}; its dims are {', '.join(m.DIMS)}")
         dims = {**m.DEFAULT_DIMS, **self.config.dims}
-        x_shape, y_shape = m.INPUTS[self.input], m.INPUTS[self.target]
+        x_shape, y_shape = m.INPUTS[self.input], m.INPUTS[self.target] if self.target else ()
 
         def fit(dim: str | int, n: int, what: str) -> None:
             wanted = dim if isinstance(dim, int) else dims.get(dim)
@@ -169,10 +173,11 @@ class Trainer:
         else:
             raise SymgradError(f"model input {self.input} has shape {x_shape}; training feeds it rows "
                                "of a table, so it needs one axis after the batch")
-        columns, y_rest = train.Y.shape[1], y_shape[1:]
-        if len(y_rest) == 1:
+        columns, y_rest = train.Y.shape[1], y_shape[1:]  # a density model: no target, y_rest ()
+        if self.target is not None and len(y_rest) == 1:
             fit(y_rest[0], columns, f"target columns for {self.target}")
-        elif not all(isinstance(d, int) for d in y_rest) or int(np.prod(y_rest)) != columns:
+        elif self.target is not None and (not all(isinstance(d, int) for d in y_rest)
+                                          or int(np.prod(y_rest)) != columns):
             raise SymgradError(f"the data has {columns} target columns, but model target {self.target} "
                                f"expects {y_shape[1:]} per row")
         dims.pop(x_shape[0], None)
@@ -185,6 +190,8 @@ class Trainer:
 
     def batch(self, split: Split, idx: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
         X = split.X[idx].astype(self.dtype).reshape((-1, *self.input_shape))
+        if self.target is None:
+            return {self.input: X}
         return {self.input: X, self.target: split.Y[idx].astype(self.dtype).reshape((-1, *self.target_shape))}
 
     # -- training ------------------------------------------------------------------------------
@@ -202,7 +209,7 @@ class Trainer:
 
         for b, idx in enumerate(batches(len(X), self.config.batch_size, self.rng), start=1):
             step = self.steps + 1
-            batch = {self.input: X[idx], self.target: Y[idx]}
+            batch = {self.input: X[idx]} if self.target is None else {self.input: X[idx], self.target: Y[idx]}
             try:
                 loss, grads = self.module.loss_and_grad(self.params, batch, hypers, state=self.model_state,
                                                         rng=self.model_rng)
@@ -230,8 +237,10 @@ class Trainer:
         """The training split in the training dtype and input shape, cast once, not per batch."""
         if self._train is None:
             train = self.data.train
-            self._train = (np.ascontiguousarray(train.X.reshape((-1, *self.input_shape)), dtype=self.dtype),
-                           np.ascontiguousarray(train.Y.reshape((-1, *self.target_shape)), dtype=self.dtype))
+            Y = train.Y if self.target is None else np.ascontiguousarray(
+                train.Y.reshape((-1, *self.target_shape)), dtype=self.dtype)
+            X = np.ascontiguousarray(train.X.reshape((-1, *self.input_shape)), dtype=self.dtype)
+            self._train = (X, Y)
         return self._train
 
     def _blame_params(self, when: str) -> str:
@@ -256,6 +265,8 @@ class Trainer:
         out = {"loss": total / len(split)}
         if self.data.task == "regression":
             out["r2"] = metrics.r2(prediction, split.Y)
+        elif self.data.task == "density":
+            out["nll"] = float(-np.mean(prediction))
         else:
             out["accuracy"] = metrics.accuracy(prediction, split.labels, self.data.task)
         return out

@@ -330,7 +330,7 @@ def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.P
     written = [METRICS, CHECKPOINT, MODEL, CURVES]
     plots.curves(rows, metric, run_dir / CURVES, title,
                  trainer.best_epoch if settings["patience"] is not None else None)
-    if data.task != "regression":
+    if data.task in ("binary", "multiclass"):
         prediction = trainer.predict(data.test, params, state)
         matrix = metrics.confusion(prediction, data.test.labels, len(data.classes), data.task)
         plots.confusion(matrix, data.classes, run_dir / CONFUSION,
