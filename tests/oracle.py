@@ -283,7 +283,7 @@ class Interpreter:
         lib = self.lib
         if e in env:
             return env[e]
-        if e.is_Number:
+        if e.is_number:  # a constant: 2, 1/2, log(2 pi)
             return self.scalar(e)
         if isinstance(e, sympy.Add):
             out = self.expr(e.args[0], env)
