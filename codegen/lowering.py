@@ -395,6 +395,9 @@ LOWERINGS: dict[str, Lowering] = {
     "logdet": Lowering(lambda i: [f"{i.out} = np.linalg.slogdet({i.args[0]}).logabsdet"]),
     "inv": Lowering(lambda i: [f"{i.out} = _inv({i.args[0]}, {i.where})"], ("_inv",)),
     "solve": Lowering(lambda i: [f"{i.out} = _solve({i.args[0]}, {i.args[1]}, {i.where})"], ("_solve",)),
+    # the spec passed the rule table's check (letters, commas, '->'), so it is a safe literal
+    "einsum": Lowering(lambda i: [f"{i.out} = np.einsum({i.node.attr('spec')!r}, {', '.join(i.args)}, "
+                                  "optimize=True)"]),
     "cholesky": Lowering(lambda i: [f"{i.out} = _cholesky({i.args[0]}, {i.where})"], ("_cholesky",)),
     "col2im_matmul": Lowering(
         lambda i: [f"{i.out} = _col2im_matmul({i.args[0]}, {i.args[1]}, {i.shape}, {_window(i)}{_ws(i)})"],

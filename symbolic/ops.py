@@ -310,3 +310,12 @@ def cholesky(s: Node) -> Node:
     """L, lower triangular with a positive diagonal, with L L^T = (S + S^T)/2 (the symmetric
     part of S, so the gradient is symmetric, as PyTorch's). S must be positive definite."""
     return apply("cholesky", [as_node(s)])
+
+
+def einsum(spec: str, *xs: Node) -> Node:
+    """A contraction in index notation, `einsum("bij,bjk->bik", A, B)`, restricted so that its
+    gradient is again an einsum: two or more operands, an explicit output, letters only, no
+    letter twice in one operand, and every letter kept or shared with another operand."""
+    if not isinstance(spec, str):
+        raise ShapeError(located(f"einsum: the spec must be a string, not {spec!r}", user_location()))
+    return apply("einsum", [as_node(x) for x in xs], spec=spec.replace(" ", ""))

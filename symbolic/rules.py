@@ -439,6 +439,62 @@ def _cholesky_vjp(g: Node, node: Node) -> list[Node | None]:
     return [sympy.Rational(1, 2) * (m + m.mT)]
 
 
+# -- einsum -----------------------------------------------------------------------------------
+# A restricted einsum: explicit output, letters only, no letter repeated within one operand (no
+# diagonals), every letter of an operand either kept or shared with another operand (no sum of
+# one operand alone), two or more operands. Then the VJP for operand i is again such an einsum,
+# of the adjoint with the other operands: `out,others->in_i`.
+def parse_einsum(spec: str) -> tuple[list[str], str]:
+    """The operands' subscripts and the output's, of a spec such as "bij,bjk->bik"."""
+    inputs, arrow, output = spec.replace(" ", "").partition("->")
+    if not arrow or not all(c.isascii() and c.isalpha() for c in inputs.replace(",", "") + output):
+        raise ShapeError(f"einsum spec {spec!r} must read like 'ij,jk->ik': letters, commas and an "
+                         "explicit '->' output (no '...')")
+    return inputs.split(","), output
+
+
+def _einsum_shape(shapes: list[Shape], spec: str) -> Shape:
+    subs, out = parse_einsum(spec)
+    if len(subs) != len(shapes) or len(shapes) < 2:
+        raise ShapeError(f"einsum spec {spec!r} names {len(subs)} operands for {len(shapes)}; it takes "
+                         "two or more (one operand: use transpose or sum)")
+    size_of: dict[str, sympy.Expr] = {}
+    for k, (sub, shape) in enumerate(zip(subs, shapes, strict=True)):
+        if len(sub) != len(shape) or len(set(sub)) != len(sub):
+            raise ShapeError(f"einsum operand {k + 1} has shape {fmt_shape(shape)} but subscripts {sub!r} "
+                             "(one distinct letter per axis)")
+        for c, d in zip(sub, shape, strict=True):
+            if not dims_equal(size_of.setdefault(c, d), d):
+                raise ShapeError(f"einsum letter {c!r} has size {size_of[c]} and {d}")
+    for k, sub in enumerate(subs):
+        alone = [c for c in sub if c not in out and sum(c in other for other in subs) == 1]
+        if alone:
+            raise ShapeError(f"einsum letter {alone[0]!r} of operand {k + 1} is summed in that operand "
+                             "alone; sum it first (its gradient would not be an einsum)")
+    if len(set(out)) != len(out) or any(c not in size_of for c in out):
+        raise ShapeError(f"einsum output {out!r} must name distinct letters of the operands")
+    return tuple(size_of[c] for c in out)
+
+
+def _einsum_vjp(g: Node, node: Node) -> list[Node | None]:
+    subs, out = parse_einsum(node.attr("spec"))
+    grads = []
+    for i, sub in enumerate(subs):
+        others = [k for k in range(len(subs)) if k != i]
+        spec = ",".join([out] + [subs[k] for k in others]) + "->" + sub
+        grads.append(apply("einsum", [g, *(node.args[k] for k in others)], spec=spec))
+    return grads
+
+
+def _einsum_latex(node: Node, *args: str) -> str:
+    """Index notation: [sum_j A_ij B_jk]_ik."""
+    subs, out = parse_einsum(node.attr("spec"))
+    summed = "".join(dict.fromkeys(c for sub in subs for c in sub if c not in out))
+    factors = " ".join(f"{{{a}}}_{{{sub}}}" if sub else a for a, sub in zip(args, subs, strict=True))
+    body = rf"\sum_{{{summed}}} {factors}" if summed else factors
+    return rf"\left[{body}\right]_{{{out}}}" if out else body
+
+
 # -- printed forms --------------------------------------------------------------------------
 def _axes_latex(node: Node) -> str:
     """The reduced axes, named by their dims (sum over B prints as sum_B); an axis of a fixed
@@ -628,6 +684,9 @@ RULES.update({
     # A^{-1} B by an LU solve, never forming the inverse
     "solve": Rule("linear solve", _solve_shape, _solve_vjp,
                   text=lambda n, a, b: f"solve({a}, {b})", latex=lambda n, a, b: f"{a}^{{-1}} {b}"),
+    # a contraction written in index notation (see parse_einsum for what it accepts)
+    "einsum": Rule("index contraction (einsum)", _einsum_shape, _einsum_vjp,
+                   text=lambda n, *a: f"einsum({n.attr('spec')!r}, {', '.join(a)})", latex=_einsum_latex),
     # the Cholesky factor of the symmetric part (S + S^T)/2: lower triangular, S = L L^T
     "cholesky": Rule("Cholesky factor", _square_shape, _cholesky_vjp,
                      **_function("cholesky", r"\operatorname{chol}")),

@@ -35,7 +35,7 @@ _EXPORTS: dict[str, str] = {
         "leaky_relu", "log", "log_softmax", "matmul", "mean", "mse", "relu", "reshape", "sigmoid",
         "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "sum", "tanh", "transpose",
         # linear algebra
-        "cholesky", "det", "diag", "diagonal", "eye", "inv", "logdet", "outer", "solve", "swapaxes",
+        "cholesky", "det", "diag", "diagonal", "einsum", "eye", "inv", "logdet", "outer", "solve", "swapaxes",
         "trace", "tril",
     ), "symgrad.symbolic.ops"),
     **dict.fromkeys(("BACKENDS", "generate"), "symgrad.codegen.emit"),

@@ -225,6 +225,9 @@ class Interpreter:
             return self.lib.torch.eye(n, dtype=self.lib.torch.float64) if self.kind == "torch" else np.eye(n)
         if op in LINALG:
             return lib.linalg(op, args, node)
+        if op == "einsum":  # each library's own einsum (numpy's takes sympy object arrays too)
+            einsum = self.lib.torch.einsum if self.kind == "torch" else np.einsum
+            return einsum(node.attr("spec"), *args)
         if op == "sum":
             return lib.sum(args[0], node.attr("axes"), node.attr("keepdims"))
         if op == "transpose":

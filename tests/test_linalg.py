@@ -36,8 +36,18 @@ CASES = {
     "matmul_broadcast": ({"M": "square_one", "R": "rhs"}, lambda a: a["M"] @ a["R"]),  # (1, n, n) @ (b, n, k)
     "vector_times_stack": ({"u": "vec1", "R": "rhs"}, lambda a: a["u"] @ a["R"]),
     "stack_transposed": ({"R": "rhs", "X": "square"}, lambda a: a["R"].mT @ a["X"] @ a["R"]),
+    # index contractions: a product with a kept index, a three-operand chain, a full contraction
+    "einsum_product": ({"X": "square", "R": "rhs"},
+                       lambda a: F.einsum("...ij,...jk->...ik".replace("...", "b" * (a["X"].ndim - 2)),
+                                          a["X"], a["R"])),
+    "einsum_chain": ({"R": "rhs", "X": "square", "v": "vec"},
+                     lambda a: F.einsum("...jk,...ij,...i->...k".replace("...", "b" * (a["X"].ndim - 2)),
+                                        a["R"], a["X"], a["v"])),
+    "einsum_scalar": ({"X": "square", "R": "rhs"},
+                      lambda a: F.einsum("...ij,...ik,...jk->".replace("...", "b" * (a["X"].ndim - 2)),
+                                         a["X"], a["R"], a["R"])),
 }
-SYMPY_CASES = ("trace", "det", "inv", "logdet", "solve", "solve_vector", "diag", "outer")
+SYMPY_CASES = ("trace", "det", "inv", "logdet", "solve", "solve_vector", "diag", "outer", "einsum_chain")
 
 
 def build(case: str, stacked: bool) -> sg.Model:
@@ -248,6 +258,12 @@ def test_nan_passes_through_for_the_training_loop_to_report():
     (lambda Y, X, v, w: F.diag(F.trace(Y)), "diag needs a vector"),
     (lambda Y, X, v, w: F.tril(v), "tril needs a matrix"),
     (lambda Y, X, v, w: F.outer(F.trace(Y), v), "outer needs two vectors"),
+    (lambda Y, X, v, w: F.einsum("ij,jk", Y, X), "explicit '->' output"),
+    (lambda Y, X, v, w: F.einsum("ij->ji", Y), "two or more"),
+    (lambda Y, X, v, w: F.einsum("ii,ik->k", Y, X), "one distinct letter per axis"),
+    (lambda Y, X, v, w: F.einsum("ij,jk->i", Y, X), "letter 'k' of operand 2 is summed in that operand"),
+    (lambda Y, X, v, w: F.einsum("ij,ik->jk", Y, w.reshape((w.shape[0], 1))), "letter 'i' has size n and k"),
+    (lambda Y, X, v, w: F.einsum("ij,jk->ik); import os; (", Y, X), "must read like"),
 ])
 def test_shape_errors_name_the_operation(make, message):
     m = sg.Model("bad")
