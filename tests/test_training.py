@@ -110,7 +110,8 @@ def test_run_folder_holds_metrics_plots_model_and_checkpoint(tmp_path, capsys):
     assert list(rows[0]) == ["epoch", "steps", "batch_loss", "train_loss", "train_accuracy", "val_loss",
                              "val_accuracy", *per_class, "val_f1_macro", "lr", "seconds"]
     for row, record in zip(rows, result.history, strict=True):  # train, val: measured alike
-        assert (float(row["train_loss"]), float(row["val_loss"])) == (record.train["loss"], record.val["loss"])
+        assert float(row["train_loss"]) == record.train["loss"]
+        assert float(row["val_loss"]) == record.val["loss"]
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert [float(r["val_loss"]) for r in rows] == [h.val["loss"] for h in result.history]
     for png in ("curves.png", "confusion.png"):
