@@ -64,9 +64,10 @@ class ElementwiseFunction(sympy.Function):
             return self.stable(*self.args)
         return self.expanded()
 
-    def _latex(self, printer) -> str:
+    def _latex(self, printer, exp=None) -> str:  # sympy passes `exp` for a power such as f(x)^2
         arg = printer._print(self.args[0])
-        return rf"{self.latex_name}\left({arg}\right)"
+        call = rf"{self.latex_name}\left({arg}\right)"
+        return call if exp is None else rf"\left({call}\right)^{{{exp}}}"
 
     def _sympystr(self, printer) -> str:
         return f"{self.func.__name__}({', '.join(printer._print(a) for a in self.args)})"
@@ -88,6 +89,7 @@ def define_function(
     existing function; a different definition under a taken name is an error.
     """
     from symgrad.symbolic.names import check_identifier
+    from symgrad.symbolic.texnames import check_latex
 
     check_identifier(name, "function name")
     definition = sympy.sympify(definition)
@@ -110,7 +112,8 @@ def define_function(
     attrs = {
         "definition": definition,
         "parameters": tuple(parameters),
-        "latex_name": latex or r"\operatorname{" + name.replace("_", r"\_") + "}",
+        "latex_name": r"\operatorname{" + name.replace("_", r"\_") + "}" if latex is None
+        else check_latex(latex, f"function {name!r}"),
         "stable": staticmethod(stable) if stable else None,
         "nargs": 1 + len(parameters),
         "__module__": __name__,

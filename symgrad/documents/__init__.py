@@ -62,7 +62,9 @@ def command_for(spec: str, fmt: str) -> str:
 
 
 def render(doc: Document, fmt: str, command: str | None = None) -> str:
-    return renderer(fmt).render(doc, command or command_for(doc.slug, fmt))
+    from symgrad.documents.sanitize import check_command
+
+    return renderer(fmt).render(doc, check_command(command or command_for(doc.slug, fmt)))
 
 
 __all__ = ["FORMATS", "PRIMER", "Document", "document", "render", "renderer", "command_for"]

@@ -15,6 +15,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
 from symgrad.documents.content import Document, Equation
+from symgrad.documents.sanitize import mathml as allowed_mathml
 from symgrad.documents.templating import Renderer, equation_latex
 from symgrad.symbolic.errors import SymgradError
 
@@ -35,8 +36,9 @@ def mathml(latex: str, display: bool = False) -> str:
     # A function name (softmax, broadcast) is an identifier, not an operator with its spacing;
     # fences hug what they enclose.
     out = _NAMED_OPERATOR.sub(r"<mi>\1</mi>", out)
-    return out.replace('fence="true" form="prefix">', 'fence="true" form="prefix" lspace="0" rspace="0">') \
-              .replace('fence="true" form="postfix">', 'fence="true" form="postfix" lspace="0" rspace="0">')
+    out = out.replace('fence="true" form="prefix">', 'fence="true" form="prefix" lspace="0" rspace="0">') \
+             .replace('fence="true" form="postfix">', 'fence="true" form="postfix" lspace="0" rspace="0">')
+    return allowed_mathml(out)  # latex2mathml copies \text{...} as it is: no tag may come of it
 
 
 _FENCE = re.compile(r"\\(left|right)(\\[A-Za-z]+|[()\[\]|.])")

@@ -6,7 +6,7 @@ import re
 from symgrad.documents.content import Document, Equation
 from symgrad.documents.templating import Renderer, equation_latex
 
-_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|$])")  # `$` would start maths on GitHub
 
 
 def slug(title: str) -> str:
