@@ -102,7 +102,10 @@ def test_a_run_of_a_model_file_loads_after_the_file_is_gone(tmp_path):
 
 
 def test_a_gan_run_loads_and_samples(tmp_path, capsys):
-    train("gan_ring", steps=20, out=tmp_path / "gan", quiet=True)
+    result = train("gan_ring", steps=20, out=tmp_path / "gan", quiet=True)
+    assert result.summary.startswith("modes covered ")
+    assert {p.name for p in (tmp_path / "gan").iterdir()} == {"config.json", "metrics.csv", "model.npz",
+                                                             "module.py", "samples.png"}
     gan = load_trained(tmp_path / "gan")
     samples = gan.sample(30, seed=1)
     assert samples.shape == (30, 2) and np.array_equal(samples, gan.sample(30, seed=1))
