@@ -49,6 +49,16 @@ def stable_form(expr: sympy.Expr) -> sympy.Expr:
         expr = expr.replace(lambda e: isinstance(e, ElementwiseFunction), lambda e: e.lowered())
 
 
+def numeric_constants(expr: sympy.Expr) -> sympy.Expr:
+    """Constant subexpressions that are not rationals (log(2 pi), sqrt(2)) as floats, so that
+    every printer writes a number as a checked literal and never a name such as `pi`."""
+    if isinstance(expr, sympy.Expr) and expr.is_number and not expr.is_Rational and not expr.is_Float:
+        return sympy.Float(expr.evalf(17), 17)
+    if not expr.args:
+        return expr
+    return expr.func(*(numeric_constants(a) for a in expr.args))
+
+
 def _literal(value: sympy.Expr) -> str:
     v = sympy.nsimplify(value) if not value.is_Float else value
     if v.is_Integer:
@@ -221,6 +231,9 @@ def _indicator(expr: sympy.Piecewise) -> bool:
 class InlineNumpy(StrPrinter):
     """Plain numpy expressions (allocating): for scalars, and branchy kernels like leaky relu."""
 
+    def doprint(self, expr, *args, **kwargs):
+        return super().doprint(numeric_constants(sympy.sympify(expr)), *args, **kwargs)
+
     def _print_Piecewise(self, expr):
         *pieces, (last, cond) = expr.args
         if cond != sympy.true:
@@ -365,7 +378,7 @@ class Kernel:
 def build_kernel(expr: sympy.Expr, operands: tuple[str, ...],
                  scalars: frozenset[str] = frozenset()) -> Kernel:
     """Emit both forms of the kernel computing `expr` (math form) over the named operands."""
-    low = stable_form(expr)
+    low = numeric_constants(stable_form(expr))
     factored = sympy.factor_terms(low)
     if sympy.count_ops(factored) < sympy.count_ops(low):  # (e*s - y)/B instead of e*s/B - y/B
         low = factored

@@ -250,6 +250,50 @@ def _colsum(x: np.ndarray) -> np.ndarray:
     return np.dot(ones, rows)
 '''
 
+_INV = '''def _inv(x: np.ndarray, where: str) -> np.ndarray:
+    """The inverse of each matrix. A singular matrix, or one so ill-conditioned that no digit of
+    its inverse is right (1-norm condition number at least 1/eps of its dtype), is an error
+    naming `where`; NaN in x comes out as NaN, for the caller to report."""
+    try:
+        y = np.linalg.inv(x)
+    except np.linalg.LinAlgError:
+        raise np.linalg.LinAlgError(f"{where}: the matrix is singular") from None
+    cond = np.linalg.norm(x, 1, axis=(-2, -1)) * np.linalg.norm(y, 1, axis=(-2, -1))
+    if np.any(cond * np.finfo(x.dtype).eps >= 1):
+        raise np.linalg.LinAlgError(
+            f"{where}: the matrix is singular to {x.dtype} precision (condition number {np.max(cond):.1e})")
+    return y
+'''
+
+_SOLVE = '''def _solve(a: np.ndarray, b: np.ndarray, where: str) -> np.ndarray:
+    """A^{-1} B by an LU solve. A singular A (a zero pivot, or a solution that overflows) is an
+    error naming `where`; NaN in A or B comes out as NaN, for the caller to report."""
+    try:
+        x = np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        raise np.linalg.LinAlgError(f"{where}: the matrix is singular") from None
+    if not np.isfinite(x).all() and np.isfinite(a).all() and np.isfinite(b).all():
+        raise np.linalg.LinAlgError(f"{where}: the matrix is singular to {a.dtype} precision")
+    return x
+'''
+
+_CHOLESKY = '''def _cholesky(s: np.ndarray, where: str) -> np.ndarray:
+    """The lower Cholesky factor of the symmetric part (S + S^T)/2 of each matrix; one that is
+    not positive definite is an error naming `where`."""
+    try:
+        return np.linalg.cholesky((s + s.swapaxes(-1, -2)) / 2)
+    except np.linalg.LinAlgError:
+        raise np.linalg.LinAlgError(f"{where}: the matrix is not positive definite") from None
+'''
+
+_DIAG = '''def _diag(v: np.ndarray) -> np.ndarray:
+    """The diagonal matrix of each vector of a stack: (..., n) -> (..., n, n)."""
+    n = v.shape[-1]
+    out = np.zeros((*v.shape, n), dtype=v.dtype)
+    out.reshape(*v.shape[:-1], n * n)[..., :: n + 1] = v
+    return out
+'''
+
 #: helper name -> source; a module includes those its lines call, in this order
 _ZEROS = '''_ZEROS: dict[str, np.ndarray] = {}
 
@@ -269,7 +313,7 @@ HELPERS = {
     "_workspace": _WORKSPACE, "_colsum": _COLSUM, "_zeros": _ZEROS,
     "_softmax": _SOFTMAX, "_log_softmax": _LOG_SOFTMAX, "_generator": _GENERATOR,
     "_dropout_mask": _DROPOUT_MASK, "_im2col": _IM2COL, "_col2im": _COL2IM,
-    "_col2im_matmul": _COL2IM_MATMUL,
+    "_col2im_matmul": _COL2IM_MATMUL, "_inv": _INV, "_solve": _SOLVE, "_cholesky": _CHOLESKY, "_diag": _DIAG,
 }
 
 
@@ -305,6 +349,18 @@ def _concat(ins: Instr) -> list[str]:
     return [f"{ins.out} = {call})"]
 
 
+def _outer(ins: Instr) -> list[str]:
+    a, b = ins.args
+    if ins.node.ndim == 2:
+        return [f"{ins.out} = np.outer({a}, {b})"]
+    return [f"{ins.out} = {atom(a)}[..., :, None] * {atom(b)}[..., None, :]"]
+
+
+def _tril(ins: Instr) -> list[str]:
+    k = ins.node.attr("k")
+    return [f"{ins.out} = np.tril({ins.args[0]}{f', {k}' if k else ''})"]
+
+
 def _loop(ins: Instr) -> list[str]:
     return ins.render()  # codegen.loops lowered the loop body; it is written out now
 
@@ -328,6 +384,18 @@ LOWERINGS: dict[str, Lowering] = {
     "im2col": Lowering(lambda i: [f"{i.out} = _im2col({i.args[0]}, {_window(i)}{_ws(i)})"], ("_im2col",)),
     "col2im": Lowering(lambda i: [f"{i.out} = _col2im({i.args[0]}, {i.shape}, {_window(i)}{_ws(i)})"],
                        ("_col2im",), needs_shape=True),
+    # linear algebra: numpy.linalg maps over leading (stack) axes; errors name the equation
+    "eye": Lowering(lambda i: [f"{i.out} = np.eye({i.order}, dtype=dt)"]),
+    "trace": Lowering(lambda i: [f"{i.out} = np.trace({i.args[0]}, axis1=-2, axis2=-1)"]),
+    "diag": Lowering(lambda i: [f"{i.out} = _diag({i.args[0]})"], ("_diag",)),
+    "diagonal": Lowering(lambda i: [f"{i.out} = np.diagonal({i.args[0]}, axis1=-2, axis2=-1).copy()"]),
+    "outer": Lowering(_outer),
+    "tril": Lowering(_tril),
+    "det": Lowering(lambda i: [f"{i.out} = np.linalg.det({i.args[0]})"]),
+    "logdet": Lowering(lambda i: [f"{i.out} = np.linalg.slogdet({i.args[0]}).logabsdet"]),
+    "inv": Lowering(lambda i: [f"{i.out} = _inv({i.args[0]}, {i.where})"], ("_inv",)),
+    "solve": Lowering(lambda i: [f"{i.out} = _solve({i.args[0]}, {i.args[1]}, {i.where})"], ("_solve",)),
+    "cholesky": Lowering(lambda i: [f"{i.out} = _cholesky({i.args[0]}, {i.where})"], ("_cholesky",)),
     "col2im_matmul": Lowering(
         lambda i: [f"{i.out} = _col2im_matmul({i.args[0]}, {i.args[1]}, {i.shape}, {_window(i)}{_ws(i)})"],
         ("_col2im_matmul",), needs_shape=True),

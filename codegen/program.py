@@ -27,6 +27,7 @@ from symgrad.symbolic.graph import ARG, Node, topological
 from symgrad.symbolic.shapes import Shape, shapes_equal
 
 _VIEW_OPS = ("transpose", "reshape", "broadcast_to", "slice")
+_CHECKED_OPS = ("inv", "solve", "cholesky")  # their errors (a singular matrix) name the equation
 _LOOP_OPS = ("scan", "scan_vjp")  # lowered by codegen.loops into a loop over time
 _HEAVY = (sympy.exp, sympy.log, sympy.tanh)
 # the operations whose lowerings can write into a workspace array
@@ -58,6 +59,8 @@ class Instr:
     allocates: dict[str, tuple[str, bool, bool]] = field(default_factory=dict)
     scratch_names: set[str] = field(default_factory=set)
     placed: bool = False  # `buffer` is a target outside this program (a slice of a loop's sequence)
+    order: str = ""  # an identity matrix's order, as Python text
+    where: str = ""  # a linear-algebra operation's label for its errors, as a Python string literal
 
 
 @dataclass
@@ -267,6 +270,10 @@ class Lowering:
             instr = Instr(n.op, n, self._name(n), args, eqs=self._eqs(n, []))
             if n.op == "pad":
                 instr.pad = (self._dim_text(n.attr("before")), self._dim_text(n.attr("after")))
+            elif n.op == "eye":
+                instr.order = self._dim_text(n.attr("n"))
+            elif n.op in _CHECKED_OPS:
+                instr.where = self._where(n, instr.eqs)
             self.var[n] = instr.out
             return instr
         operands: dict[str, str] = {}  # operand expression -> kernel parameter name
@@ -289,6 +296,17 @@ class Lowering:
             instr = Instr("ew", n, self._name(n), list(operands), kernel, eqs=eqs)
         self.var[n] = instr.out
         return instr
+
+    def _where(self, n: Node, eqs: tuple[int, ...]) -> str:
+        """`"equation (3): inv(Sigma)"` as a string literal: what a singular matrix's error names.
+        The text holds only validated names, operators and checked numbers."""
+        from symgrad.symbolic.printing import Printer
+
+        text = Printer(self.names).text(n, expand=True)
+        if len(text) > 72:
+            text = f"{n.op}(...)"
+        cite = f"equation ({', '.join(map(str, eqs))}): " if eqs else ""
+        return repr(cite + text)
 
     def _expand(self, n: Node, operands: dict[str, str], parts: list[Node], scalars: set[str]) -> sympy.Expr:
         """n's expression with fused arguments inlined and the rest as operand symbols."""

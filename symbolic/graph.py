@@ -115,14 +115,33 @@ class Node:
         return elementwise(-ARG[0], [self], "-")
 
     def __matmul__(self, other: object) -> Node:
-        return apply("matmul", [self, as_node(other)])
+        return matmul(self, as_node(other))
 
     def __rmatmul__(self, other: object) -> Node:
-        return apply("matmul", [as_node(other), self])
+        return matmul(as_node(other), self)
 
     @property
     def T(self) -> Node:  # noqa: N802 - numpy's name
         return self.transpose()
+
+    @property
+    def mT(self) -> Node:  # noqa: N802 - numpy's and PyTorch's name
+        """The transpose of each matrix of a stack: the last two axes swapped."""
+        if self.ndim < 2:
+            raise ShapeError(located(f"mT needs a matrix or a stack of matrices, not shape "
+                                     f"{fmt_shape(self.shape)}", user_location()))
+        return self.swapaxes(-2, -1)
+
+    def swapaxes(self, axis1: int, axis2: int) -> Node:
+        """x with two axes exchanged (numpy's swapaxes)."""
+        perm = list(range(self.ndim))
+        try:
+            i, j = (normalize_axes(a, self.ndim)[0] for a in (axis1, axis2))
+        except ValueError as e:
+            where = user_location()
+            raise ShapeError(located(f"swapaxes of shape {fmt_shape(self.shape)}: {e}", where)) from None
+        perm[i], perm[j] = perm[j], perm[i]
+        return self.transpose(tuple(perm))
 
     def transpose(self, *perm: int) -> Node:
         perm = tuple(perm[0]) if len(perm) == 1 and not isinstance(perm[0], int) else perm
@@ -188,6 +207,31 @@ def apply(op: str, args: Sequence[Node], **attrs: Any) -> Node:
         operands = ", ".join(f"{_text(a)} {fmt_shape(a.shape)}" for a in args)
         raise ShapeError(located(f"{rule.label} of {operands}: {e}", user_location())) from None
     return Node.make(op, args, attrs, shape)
+
+
+def matmul(a: Node, b: Node) -> Node:
+    """a @ b, shape-checked. A product with the identity, or a scalar times it (the adjoint of
+    a trace), is the other operand (scaled): so d tr(A X B)/dX comes out as A^T B^T."""
+    product = apply("matmul", [a, b])
+    for eye, other in ((a, b), (b, a)):
+        scale = _identity_scale(eye)
+        if scale is not None and shapes_equal(other.shape, product.shape):
+            return other if scale.op == "const" and scale.attr("value") == 1 else scale * other
+    return product
+
+
+def _identity_scale(x: Node) -> Node | None:
+    """c where x is the identity matrix times a scalar c (1 for the identity itself), else None."""
+    if x.op == "eye":
+        return const(1)
+    if x.op == "ew" and len(x.args) == 1 and x.args[0].op == "eye":  # c I for a constant c
+        factor = _constant_factor(x)
+        return None if factor is None else const(factor)
+    if x.op == "ew" and x.attr("expr") == ARG[0] * ARG[1] and len(x.args) == 2:
+        for e, c in (x.args, x.args[::-1]):
+            if e.op == "eye" and not c.shape:
+                return c
+    return None
 
 
 def elementwise(expr: sympy.Expr, args: Sequence[object], what: str = "elementwise op") -> Node:

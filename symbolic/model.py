@@ -25,7 +25,7 @@ from symgrad.symbolic.shapes import Shape, as_dim, fmt_shape, make_dim
 
 LEAF_ROLES = ("input", "target", "param", "state", "hyper")
 INITS = ("glorot_uniform", "he_normal", "normal", "constant", "zeros", "ones")
-TASKS = ("regression", "binary", "multiclass")
+TASKS = ("regression", "binary", "multiclass", "density")  # density: no target; the loss is an NLL
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import sympy
-from symgrad.symbolic import functions
+from symgrad.symbolic import functions, rules
 from symgrad.symbolic.errors import ShapeError, located, user_location
 from symgrad.symbolic.functions import define_function
 from symgrad.symbolic.graph import ARG, Node, apply, as_node, elementwise
-from symgrad.symbolic.shapes import fmt_shape, shapes_equal, size
+from symgrad.symbolic.shapes import as_dim, fmt_shape, shapes_equal, size
 
 _x = ARG[0]
 
@@ -71,6 +71,11 @@ def matmul(a: object, b: object) -> Node:
 
 def transpose(x: Node, *perm: int) -> Node:
     return x.transpose(*perm)
+
+
+def swapaxes(x: Node, axis1: int, axis2: int) -> Node:
+    """x with two axes exchanged; `swapaxes(K, -1, -2)` (or `K.mT`) transposes each matrix of a stack."""
+    return as_node(x).swapaxes(axis1, axis2)
 
 
 def reshape(x: Node, shape: Iterable[object]) -> Node:
@@ -241,3 +246,67 @@ def split(x: Node, parts: int, axis: int = -1) -> list[Node]:
         raise ShapeError(located(f"split: axis {axis} of {fmt_shape(x.shape)} does not divide into {parts}",
                                  user_location()))
     return [take(x, axis, k * width, (k + 1) * width) for k in range(parts)]
+
+
+# -- linear algebra (on the last two axes; leading axes are a stack, as in numpy.linalg) ---------
+def eye(n: object) -> Node:
+    """The n x n identity matrix (n a dim or an int)."""
+    try:
+        n = as_dim(n)
+    except (TypeError, ValueError) as e:
+        raise ShapeError(located(f"eye: {e}", user_location())) from None
+    return rules.eye(n)
+
+
+def trace(x: Node) -> Node:
+    """tr(X), the sum of the diagonal: (..., n, n) -> (...)."""
+    return apply("trace", [as_node(x)])
+
+
+def diag(x: Node) -> Node:
+    """The diagonal matrix with x on its diagonal: (..., n) -> (..., n, n)."""
+    return apply("diag", [as_node(x)])
+
+
+def diagonal(x: Node) -> Node:
+    """The diagonal of a square matrix: (..., n, n) -> (..., n)."""
+    return apply("diagonal", [as_node(x)])
+
+
+def outer(a: Node, b: Node) -> Node:
+    """a b^T: (..., m) and (..., n) -> (..., m, n)."""
+    return apply("outer", [as_node(a), as_node(b)])
+
+
+def tril(x: Node, k: int = 0) -> Node:
+    """The lower triangle of a matrix, from diagonal k on (k = -1: strictly below); zeros above."""
+    if not isinstance(k, int) or isinstance(k, bool):
+        raise ShapeError(located(f"tril: k must be an integer, not {k!r}", user_location()))
+    return apply("tril", [as_node(x)], k=k)
+
+
+def det(x: Node) -> Node:
+    """The determinant: (..., n, n) -> (...)."""
+    return apply("det", [as_node(x)])
+
+
+def logdet(x: Node) -> Node:
+    """log |det X|, through numpy's slogdet (no overflow); -inf for a singular matrix."""
+    return apply("logdet", [as_node(x)])
+
+
+def inv(x: Node) -> Node:
+    """X^{-1}. A singular matrix is an error at run time, naming the equation."""
+    return apply("inv", [as_node(x)])
+
+
+def solve(a: Node, b: Node) -> Node:
+    """A^{-1} B without forming the inverse. B is (..., n, k), or a vector (n,) (numpy's rule:
+    only a 1-D right-hand side is a vector)."""
+    return apply("solve", [as_node(a), as_node(b)])
+
+
+def cholesky(s: Node) -> Node:
+    """L, lower triangular with a positive diagonal, with L L^T = (S + S^T)/2 (the symmetric
+    part of S, so the gradient is symmetric, as PyTorch's). S must be positive definite."""
+    return apply("cholesky", [as_node(s)])

@@ -50,6 +50,8 @@ class _Subst:
         parent = self._stack[-2] if len(self._stack) > 1 else None
         if isinstance(parent, sympy.Add):
             needed = SUM
+        elif isinstance(parent, sympy.Mul) and self.bare_negation and parent.args == (-1, expr):
+            needed = PRODUCT  # -A B: a negated product needs no parentheses in LaTeX
         elif isinstance(parent, sympy.Mul):
             needed = POSTFIX  # a matrix product inside a Hadamard product gets parentheses
         elif isinstance(parent, sympy.Pow):
@@ -63,6 +65,8 @@ class _Subst:
 
 
 class _LatexSubst(_Subst, LatexPrinter):
+    bare_negation = True
+
     def _wrap(self, s: str) -> str:
         return rf"\left({s}\right)"
 
@@ -93,6 +97,8 @@ class _LatexSubst(_Subst, LatexPrinter):
 
 
 class _TextSubst(_Subst, StrPrinter):
+    bare_negation = False  # -(A @ B), as Python would need to read it the same way
+
     def _wrap(self, s: str) -> str:
         return f"({s})"
 
@@ -169,16 +175,52 @@ class Printer:
             return self.expr(expr, dict(zip(ARG, node.args, strict=False)), kind), _precedence_of(expr)
         from symgrad.symbolic.rules import rule_for
 
+        if kind == "latex":
+            inverse = self._transposed_inverse(node)
+            if inverse is not None:
+                return inverse
         rule = rule_for(node)
-        wrap = (lambda s: rf"\left({s}\right)") if kind == "latex" else (lambda s: f"({s})")
         needed = _ARG_PRECEDENCE.get((node.op, kind), 0)
         args = []
-        for a in node.args:  # a mode's branches are its own forms: show them, not its name
+        for i, a in enumerate(node.args):  # a mode's branches are its own forms: show them, not its name
             s, prec = self._print(a, kind, node.op == "mode" and self.names.get(a) == self.names.get(node))
-            args.append(s if prec >= needed else wrap(s))
+            # a product of products needs no parentheses on the left: (A B) C = A B C
+            chain = node.op == "matmul" and i == 0 and a.op == "matmul"
+            args.append(s if prec >= needed or chain and prec >= PRODUCT else _wrap(s, kind))
         form = rule.latex if kind == "latex" else rule.text
-        prec = {"matmul": PRODUCT, "transpose": POSTFIX}.get(node.op, ATOM)
-        return form(node, *args), prec
+        return form(node, *args), _RESULT_PRECEDENCE.get((node.op, kind), ATOM)
+
+    def _transposed_inverse(self, node: Node) -> tuple[str, int] | None:
+        """inv(X)^T as X^{-T} and solve(A^T, B) as A^{-T} B, as a textbook writes them (an
+        unnamed transpose or inverse only: a named one prints by its name)."""
+        from symgrad.symbolic.rules import swaps_last_two
+
+        def transposed(x: Node) -> bool:
+            return x.op == "transpose" and swaps_last_two(x)
+
+        if transposed(node) and node.args[0].op == "inv" and node.args[0] not in self.names:
+            return f"{self._operand(node.args[0].args[0], ATOM)}^{{-\\top}}", POSTFIX
+        if node.op == "solve" and transposed(node.args[0]) and node.args[0] not in self.names:
+            a, b = self._operand(node.args[0].args[0], ATOM), self._operand(node.args[1], ATOM)
+            return f"{a}^{{-\\top}} {b}", PRODUCT
+        return None
+
+    def _operand(self, node: Node, needed: int) -> str:
+        s, prec = self._print(node, "latex", False)
+        return s if prec >= needed else _wrap(s, "latex")
+
+
+def _wrap(s: str, kind: str) -> str:
+    return rf"\left({s}\right)" if kind == "latex" else f"({s})"
+
+
+#: How tightly a primitive's printed form binds: a product, a postfix (X.T, X^{-1}), or an atom
+#: (a name, a function call such as tr(X) or inv(X) in text).
+_RESULT_PRECEDENCE = {
+    ("matmul", "text"): PRODUCT, ("matmul", "latex"): PRODUCT,
+    ("transpose", "text"): POSTFIX, ("transpose", "latex"): POSTFIX,
+    ("inv", "latex"): POSTFIX, ("outer", "latex"): PRODUCT, ("solve", "latex"): PRODUCT,
+}
 
 
 #: How tightly a primitive's printed form binds its arguments; forms that print their own
@@ -188,6 +230,7 @@ _ARG_PRECEDENCE = {
     ("transpose", "text"): ATOM, ("transpose", "latex"): ATOM,
     ("reshape", "text"): ATOM, ("sum", "latex"): POSTFIX,
     ("slice", "text"): ATOM, ("slice", "latex"): ATOM, ("item", "latex"): ATOM,
+    ("inv", "latex"): ATOM, ("outer", "latex"): ATOM, ("solve", "latex"): ATOM,
 }
 
 _DEFAULT = Printer()

@@ -95,14 +95,26 @@ def _ew_vjp(g: Node, node: Node) -> list[Node | None]:
 
 # -- matrix product -----------------------------------------------------------------------
 def _matmul_shape(shapes: list[Shape]) -> Shape:
+    """numpy's matmul: vectors, matrices, and stacks of matrices whose leading axes broadcast."""
     a, b = shapes
     if not a or not b:
         raise ShapeError("a matrix product needs operands with at least one axis")
-    if len(b) > 2:
-        raise ShapeError("the right operand of a matrix product must have one or two axes")
-    if not dims_equal(a[-1], b[0]):
-        raise ShapeError(f"inner dims differ: {a[-1]} != {b[0]}")
-    return a[:-1] + b[1:]
+    inner = b[0] if len(b) == 1 else b[-2]
+    if not dims_equal(a[-1], inner):
+        raise ShapeError(f"inner dims differ: {a[-1]} != {inner}")
+    if len(b) <= 2:  # a stack of rows (or one row) times a matrix or a vector
+        return a[:-1] + b[1:]
+    if len(a) == 1:  # a vector times a stack of matrices
+        return b[:-2] + b[-1:]
+    return _stack_axes(a[:-2], b[:-2]) + (a[-2], b[-1])
+
+
+def _stack_axes(a: Shape, b: Shape) -> Shape:
+    """The leading (stack) axes of two operands, broadcast together."""
+    lead = broadcast([a, b])
+    if lead is None:
+        raise ShapeError(f"the stacks' leading axes {fmt_shape(a)} and {fmt_shape(b)} do not broadcast")
+    return lead
 
 
 def _flat(x: Node) -> Node:
@@ -110,16 +122,30 @@ def _flat(x: Node) -> Node:
     return x if x.ndim <= 2 else x.reshape((size(x.shape[:-1]), x.shape[-1]))
 
 
+def _column(x: Node) -> Node:
+    """(..., n) -> (..., n, 1): a vector (or a stack of them) as a column."""
+    return x.reshape(x.shape + (sympy.Integer(1),))
+
+
+def _row(x: Node) -> Node:
+    """(..., n) -> (..., 1, n)."""
+    return x.reshape(x.shape[:-1] + (sympy.Integer(1),) + x.shape[-1:])
+
+
 def _matmul_vjp(g: Node, node: Node) -> list[Node | None]:
     a, b = node.args
-    if a.ndim >= 2 and b.ndim == 2:
+    if a.ndim >= 2 and b.ndim == 2:  # (stack of rows) times a matrix: one 2-D product each way
         return [g @ b.T, _flat(a).T @ _flat(g)]
-    if a.ndim >= 2:  # matrix (or stack) times vector
-        col = g.reshape(g.shape + (sympy.Integer(1),))
-        return [col * b, _flat(a).T @ g.reshape((size(g.shape),))]
-    if b.ndim == 2:  # row vector times matrix
-        return [b @ g, a.reshape((a.shape[0], sympy.Integer(1))) * g]
-    return [g * b, g * a]  # dot product of two vectors
+    if a.ndim >= 2 and b.ndim == 1:  # matrix (or stack) times vector
+        return [_column(g) * b, _flat(a).T @ g.reshape((size(g.shape),))]
+    if a.ndim == 1 and b.ndim == 2:  # row vector times matrix
+        return [b @ g, _column(a) * g]
+    if a.ndim == 1 and b.ndim == 1:  # dot product of two vectors
+        return [g * b, g * a]
+    if a.ndim == 1:  # vector times a stack of matrices: a is read as one row
+        return [unbroadcast((b @ _column(g)).reshape(b.shape[:-1]), a.shape), _column(a) * _row(g)]
+    # stacks of matrices: per matrix, dA = G B^T and dB = A^T G, summed over broadcast axes
+    return [unbroadcast(g @ b.mT, a.shape), unbroadcast(a.mT @ g, b.shape)]
 
 
 # -- structural ops -----------------------------------------------------------------------
@@ -287,6 +313,132 @@ def _log_softmax_vjp(g: Node, node: Node) -> list[Node | None]:
     return [g - exp(node) * g.sum(axis, keepdims=True)]
 
 
+# -- linear algebra ---------------------------------------------------------------------------
+# Every operation acts on the last one or two axes and maps over any leading (stack) axes, as
+# numpy.linalg does. VJPs are matrix identities written with the same primitives (inv, matmul,
+# transposes), so the backward graph differentiates again with no new rule.
+def _square(x: Shape, what: str) -> None:
+    if len(x) < 2 or not dims_equal(x[-1], x[-2]):
+        raise ShapeError(f"{what} needs a square matrix (or a stack of them), not shape {fmt_shape(x)}")
+
+
+def _square_shape(shapes: list[Shape], **attrs) -> Shape:
+    (x,) = shapes
+    _square(x, "this operation")
+    return x
+
+
+def _per_matrix_shape(shapes: list[Shape]) -> Shape:
+    """A scalar per square matrix: trace, det, log|det|."""
+    (x,) = shapes
+    _square(x, "this operation")
+    return x[:-2]
+
+
+def _per_matrix(g: Node) -> Node:
+    """A per-matrix scalar (shape (...)) made to broadcast against (..., n, n)."""
+    return g if not g.ndim else g.reshape(g.shape + (sympy.Integer(1), sympy.Integer(1)))
+
+
+def _eye_shape(shapes: list[Shape], n: sympy.Expr) -> Shape:
+    return (n, n)
+
+
+def eye(n: sympy.Expr) -> Node:
+    return apply("eye", [], n=n)
+
+
+def _diag_shape(shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    if not x:
+        raise ShapeError("diag needs a vector (or a stack of them), not a scalar")
+    return x + x[-1:]
+
+
+def _diagonal_shape(shapes: list[Shape]) -> Shape:
+    (x,) = shapes
+    _square(x, "diagonal")
+    return x[:-1]
+
+
+def _outer_shape(shapes: list[Shape]) -> Shape:
+    a, b = shapes
+    if not a or not b:
+        raise ShapeError("outer needs two vectors (or stacks of them)")
+    return _stack_axes(a[:-1], b[:-1]) + (a[-1], b[-1])
+
+
+def _outer_vjp(g: Node, node: Node) -> list[Node | None]:
+    a, b = node.args
+    if node.ndim == 2:  # d a = G b, d b = G^T a
+        return [g @ b, a @ g]
+    return [unbroadcast((g @ _column(b)).reshape(g.shape[:-1]), a.shape),
+            unbroadcast((_row(a) @ g).reshape(g.shape[:-2] + g.shape[-1:]), b.shape)]
+
+
+def _tril_shape(shapes: list[Shape], k: int) -> Shape:
+    (x,) = shapes
+    if len(x) < 2:
+        raise ShapeError(f"tril needs a matrix (or a stack of them), not shape {fmt_shape(x)}")
+    return x
+
+
+def _trace_vjp(g: Node, node: Node) -> list[Node | None]:
+    """d tr(X) = tr(I dX): the adjoint times the identity."""
+    return [_per_matrix(g) * eye(node.args[0].shape[-1])]
+
+
+def _det_vjp(g: Node, node: Node) -> list[Node | None]:
+    """Jacobi's formula: d det X = det X tr(X^{-1} dX), so the adjoint is g det(X) X^{-T}."""
+    return [_per_matrix(g * node) * inv(node.args[0]).mT]
+
+
+def _logdet_vjp(g: Node, node: Node) -> list[Node | None]:
+    """d log|det X| = tr(X^{-1} dX): the adjoint is g X^{-T}."""
+    return [_per_matrix(g) * inv(node.args[0]).mT]
+
+
+def inv(x: Node) -> Node:
+    return apply("inv", [x])
+
+
+def _inv_vjp(g: Node, node: Node) -> list[Node | None]:
+    """d X^{-1} = -X^{-1} dX X^{-1}, so the adjoint is -X^{-T} G X^{-T}."""
+    return [-(node.mT @ g @ node.mT)]
+
+
+def _solve_shape(shapes: list[Shape]) -> Shape:
+    a, b = shapes
+    _square(a, "solve's left operand")
+    if len(b) == 1:  # a vector right-hand side (numpy: only a 1-D b is a vector)
+        if not dims_equal(a[-1], b[0]):
+            raise ShapeError(f"the right-hand side has {b[0]} rows, the matrix {a[-1]}")
+        return a[:-1]
+    if not dims_equal(a[-1], b[-2]):
+        raise ShapeError(f"the right-hand side has {b[-2]} rows, the matrix {a[-1]}")
+    return _stack_axes(a[:-2], b[:-2]) + b[-2:]
+
+
+def _solve_vjp(g: Node, node: Node) -> list[Node | None]:
+    """X = A^{-1} B: dB = A^{-T} G (a second solve, with A^T), dA = -dB X^T."""
+    a, b = node.args
+    if b.ndim == 1:  # a vector right-hand side: as a column where A is a stack
+        gb = apply("solve", [a.mT, g]) if a.ndim == 2 else apply("solve", [a.mT, _column(g)]).reshape(g.shape)
+        return [-apply("outer", [gb, node]), unbroadcast(gb, b.shape)]
+    gb = apply("solve", [a.mT, g])
+    return [unbroadcast(-(gb @ node.mT), a.shape), unbroadcast(gb, b.shape)]
+
+
+def _cholesky_vjp(g: Node, node: Node) -> list[Node | None]:
+    """L = chol(S), S symmetric: dS = sym(L^{-T} Phi(L^T G) L^{-1}), where Phi keeps the lower
+    triangle and halves the diagonal, and sym(M) = (M + M^T)/2 (Murray 2016, as PyTorch)."""
+    n = node.shape[-1]
+    p = node.mT @ g
+    phi = apply("tril", [p], k=0) - sympy.Rational(1, 2) * p * eye(n)
+    m = inv(node).mT @ phi @ inv(node)
+    return [sympy.Rational(1, 2) * (m + m.mT)]
+
+
 # -- printed forms --------------------------------------------------------------------------
 def _axes_latex(node: Node) -> str:
     """The reduced axes, named by their dims (sum over B prints as sum_B); an axis of a fixed
@@ -312,6 +464,24 @@ def _matmul_latex(node: Node, a: str, b: str) -> str:
     return rf"{a}^{{\top}} {b}" if node.args[0].ndim == 1 else f"{a} {b}"
 
 
+def swaps_last_two(node: Node) -> bool:
+    """A transpose of each matrix of a stack (x.mT): the last two axes swapped, no others."""
+    perm, n = node.attr("perm"), node.ndim
+    return n >= 2 and tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
+
+
+def _transpose_text(node: Node, a: str) -> str:
+    if node.ndim == 2:
+        return f"{a}.T"
+    return f"{a}.mT" if swaps_last_two(node) else f"{a}.transpose{node.attr('perm')}"
+
+
+def _transpose_latex(node: Node, a: str) -> str:
+    if swaps_last_two(node):  # a matrix, or each matrix of a stack
+        return rf"{a}^{{\top}}"
+    return rf"\operatorname{{transpose}}_{{{node.attr('perm')}}}\left({a}\right)"
+
+
 def _shape_latex(shape: Shape) -> str:
     return r"\left(" + ", ".join(sympy.latex(d) for d in shape) + r"\right)"
 
@@ -324,9 +494,7 @@ RULES: dict[str, Rule] = {
                    text=lambda n, a, b: f"{a} @ {b}", latex=_matmul_latex),
     "transpose": Rule("transpose", _transpose_shape,
                       lambda g, n: [g.transpose(sorted(range(g.ndim), key=n.attr("perm").__getitem__))],
-                      text=lambda n, a: f"{a}.T" if n.ndim == 2 else f"{a}.transpose{n.attr('perm')}",
-                      latex=lambda n, a: rf"{a}^{{\top}}" if n.ndim == 2
-                      else rf"\operatorname{{transpose}}_{{{n.attr('perm')}}}\left({a}\right)"),
+                      text=_transpose_text, latex=_transpose_latex),
     "reshape": Rule("reshape", _reshape_shape,
                     lambda g, n: [g.reshape(n.args[0].shape)],
                     text=lambda n, a: f"{a}.reshape{fmt_shape(n.shape)}",
@@ -423,6 +591,46 @@ RULES.update({
     "dropout_mask": Rule("dropout mask", _given_shape, _not_differentiable,
                          text=lambda n, rate: n.attr("name"),
                          latex=lambda n, rate: rf"M_{{{n.attr('name').removeprefix('mask')}}}"),
+})
+
+
+def _tril_latex(node: Node, a: str) -> str:
+    sub = f"_{{{node.attr('k')}}}" if node.attr("k") else ""
+    return rf"\operatorname{{tril}}{sub}\left({a}\right)"
+
+
+def _function(name: str, latex: str):
+    """The printed forms of a function of one matrix: name(X) and its LaTeX operator."""
+    return {"text": lambda n, a: f"{name}({a})", "latex": lambda n, a: rf"{latex}\left({a}\right)"}
+
+
+RULES.update({
+    # linear algebra on the last two axes (stacks of matrices map over their leading axes)
+    "eye": Rule("identity matrix", _eye_shape, lambda g, n: [],
+                text=lambda n: f"eye({n.attr('n')})", latex=lambda n: "I"),
+    "trace": Rule("trace", _per_matrix_shape, _trace_vjp, **_function("trace", r"\operatorname{tr}")),
+    "diag": Rule("diagonal matrix", _diag_shape, lambda g, n: [apply("diagonal", [g])],
+                 **_function("diag", r"\operatorname{diag}")),
+    "diagonal": Rule("diagonal of a matrix", _diagonal_shape, lambda g, n: [apply("diag", [g])],
+                     **_function("diagonal", r"\operatorname{diagonal}")),
+    "outer": Rule("outer product", _outer_shape, _outer_vjp,
+                  text=lambda n, a, b: f"outer({a}, {b})", latex=lambda n, a, b: rf"{a} {b}^{{\top}}"),
+    "tril": Rule("lower triangle", _tril_shape, lambda g, n: [apply("tril", [g], k=n.attr("k"))],
+                 text=lambda n, a: f"tril({a}, {n.attr('k')})" if n.attr("k") else f"tril({a})",
+                 latex=_tril_latex),
+    "det": Rule("determinant", _per_matrix_shape, _det_vjp, **_function("det", r"\det")),
+    "logdet": Rule("log |determinant|", _per_matrix_shape, _logdet_vjp,
+                   text=lambda n, a: f"logdet({a})",
+                   latex=lambda n, a: rf"\log\left|\det\left({a}\right)\right|"),
+    # X^{-1}; the printer writes inv(X)^T as X^{-T} and solve(A^T, B) as A^{-T} B
+    "inv": Rule("matrix inverse", _square_shape, _inv_vjp,
+                text=lambda n, a: f"inv({a})", latex=lambda n, a: f"{a}^{{-1}}"),
+    # A^{-1} B by an LU solve, never forming the inverse
+    "solve": Rule("linear solve", _solve_shape, _solve_vjp,
+                  text=lambda n, a, b: f"solve({a}, {b})", latex=lambda n, a, b: f"{a}^{{-1}} {b}"),
+    # the Cholesky factor of the symmetric part (S + S^T)/2: lower triangular, S = L L^T
+    "cholesky": Rule("Cholesky factor", _square_shape, _cholesky_vjp,
+                     **_function("cholesky", r"\operatorname{chol}")),
 })
 
 

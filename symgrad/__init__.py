@@ -34,6 +34,9 @@ _EXPORTS: dict[str, str] = {
         "abs", "binary_cross_entropy_with_logits", "elementwise_function", "exp", "l1", "l2",
         "leaky_relu", "log", "log_softmax", "matmul", "mean", "mse", "relu", "reshape", "sigmoid",
         "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "sum", "tanh", "transpose",
+        # linear algebra
+        "cholesky", "det", "diag", "diagonal", "eye", "inv", "logdet", "outer", "solve", "swapaxes",
+        "trace", "tril",
     ), "symgrad.symbolic.ops"),
     **dict.fromkeys(("BACKENDS", "generate"), "symgrad.codegen.emit"),
     "BUILTINS": "symgrad.models",

@@ -68,8 +68,57 @@ class Lib:
 
     def matmul(self, a, b):
         if self.kind == "sympy":
-            return np.dot(a, b) if a.ndim <= 2 else np.einsum("...k,kn->...n", a, b)
-        return a @ b
+            return np.matmul(a, b)  # object arrays: numpy's own loops, stacks broadcast
+        return a @ b  # numpy's or torch's matmul (torch.matmul broadcasts stacks like torch.bmm)
+
+    # linear algebra, each library's own routine; sympy's per matrix of a stack
+    def per_matrix(self, fn, *xs):
+        """fn applied to each matrix (as sympy.Matrix) of object-array stacks; results stacked."""
+        lead = np.broadcast_shapes(*(x.shape[:-2] for x in xs))
+        xs = [np.broadcast_to(x, lead + x.shape[-2:]) for x in xs]
+        results = [np.array(fn(*(sympy.Matrix(x[i]) for x in xs)), dtype=object) for i in np.ndindex(lead)]
+        return np.array(results, dtype=object).reshape(lead + results[0].shape)
+
+    def linalg(self, op: str, args: list, node: Node):
+        x = args[0]
+        if self.kind == "torch":
+            t = self.torch
+            sym = (x + x.transpose(-1, -2)) / 2 if op == "cholesky" else None
+            table = {
+                "trace": lambda: t.trace(x) if x.ndim == 2 else x.diagonal(dim1=-2, dim2=-1).sum(-1),
+                "diag": lambda: t.diag_embed(x), "diagonal": lambda: t.diagonal(x, dim1=-2, dim2=-1),
+                "outer": lambda: t.outer(x, args[1]) if x.ndim == args[1].ndim == 1
+                else x.unsqueeze(-1) * args[1].unsqueeze(-2),
+                "tril": lambda: t.tril(x, node.attr("k")), "det": lambda: t.linalg.det(x),
+                "logdet": lambda: t.linalg.slogdet(x).logabsdet, "inv": lambda: t.linalg.inv(x),
+                "solve": lambda: t.linalg.solve(x, args[1]), "cholesky": lambda: t.linalg.cholesky(sym),
+            }
+            return table[op]()
+        if self.kind == "sympy":
+            if op == "det":
+                return self.per_matrix(lambda m: m.det(), x)
+            if op == "logdet":
+                return self.per_matrix(lambda m: sympy.log(sympy.Abs(m.det())), x)
+            if op == "inv":
+                return self.per_matrix(lambda m: m.inv(), x)
+            if op == "solve":
+                b = args[1][:, None] if args[1].ndim == 1 else args[1]
+                out = self.per_matrix(lambda a, v: a.LUsolve(v), x, b)
+                return out[..., 0] if args[1].ndim == 1 else out
+            if op == "cholesky":
+                return self.per_matrix(lambda m: ((m + m.T) / 2).cholesky(hermitian=False), x)
+        sym = (x + np.swapaxes(x, -1, -2)) / 2 if op == "cholesky" else None
+        table = {
+            "trace": lambda: np.trace(x, axis1=-2, axis2=-1),
+            "diag": lambda: x[..., :, None] * np.eye(x.shape[-1]),
+            "diagonal": lambda: np.diagonal(x, axis1=-2, axis2=-1),
+            "outer": lambda: np.multiply.outer(x, args[1]) if x.ndim == args[1].ndim == 1
+            else x[..., :, None] * args[1][..., None, :],
+            "tril": lambda: np.tril(x, node.attr("k")), "det": lambda: np.linalg.det(x),
+            "logdet": lambda: np.linalg.slogdet(x)[1], "inv": lambda: np.linalg.inv(x),
+            "solve": lambda: np.linalg.solve(x, args[1]), "cholesky": lambda: np.linalg.cholesky(sym),
+        }
+        return table[op]()
 
     def sum(self, x, axes, keepdims):
         if self.kind == "torch":
@@ -92,6 +141,9 @@ class Lib:
 
     def log(self, x):
         return self.fn(sympy.log, x)
+
+
+LINALG = ("trace", "diag", "diagonal", "outer", "tril", "det", "logdet", "inv", "solve", "cholesky")
 
 
 class Interpreter:
@@ -168,6 +220,11 @@ class Interpreter:
             return self.expr(expr, dict(zip(ARG, args, strict=False)))
         if op == "matmul":
             return lib.matmul(*args)
+        if op == "eye":
+            n = shape[0]
+            return self.lib.torch.eye(n, dtype=self.lib.torch.float64) if self.kind == "torch" else np.eye(n)
+        if op in LINALG:
+            return lib.linalg(op, args, node)
         if op == "sum":
             return lib.sum(args[0], node.attr("axes"), node.attr("keepdims"))
         if op == "transpose":
@@ -226,7 +283,7 @@ class Interpreter:
         lib = self.lib
         if e in env:
             return env[e]
-        if e.is_Number:
+        if e.is_number:  # a constant: 2, 1/2, log(2 pi)
             return self.scalar(e)
         if isinstance(e, sympy.Add):
             out = self.expr(e.args[0], env)

@@ -212,16 +212,21 @@ def test_errors_print_as_one_digit_or_a_floor():
 
 
 # -- the primer ----------------------------------------------------------------------------------
-def test_primer_derives_and_checks_the_four_results():
+def test_primer_derives_and_checks_the_results():
     doc = built(PRIMER)
     titles = [s.title for s in doc.sections if s.level == 2]
     assert titles[1:] == ["The Jacobian of a vector function", "The gradient of a quadratic form",
-                          "The gradient of a squared residual", "The gradients of a tanh layer's read-out"]
+                          "The gradient of a squared residual", "The gradients of a tanh layer's read-out",
+                          "The gradient of a trace", "The gradient of a log-determinant",
+                          "The gradient through a matrix inverse"]
     rows = {r.name: r for s in _sections(doc, "check") for r in s.items}
     assert rows["J"].passed and rows["J"].shape == r"4 \times 3"
     md = rendered(PRIMER, "md")
-    assert md.count("In textbook form") == 4
-    assert md.count(r"relative difference of $< 10^{-6}$") == 4
+    assert md.count("In textbook form") == 7
+    assert md.count(r"relative difference of $< 10^{-6}$") == 7
+    # matrix calculus in textbook form: the derived gradients themselves, not only the note
+    for derived in (r"= A^{\top} B^{\top}}", r"= X^{-\top}}", r"= - X^{-\top} C X^{-\top}}"):
+        assert r"\boxed{\frac{\partial L}{\partial X} " + derived in md
     # x appears twice in x^T A x: its gradient is a sum of two contributions, shown as such
     assert r"\frac{\partial L}{\partial x} = \left[\frac{\partial L}{\partial x}\right]_{(2)} + " in md
 

@@ -23,22 +23,23 @@ BUNDLED = {
     "digits": "multiclass", "iris": "multiclass", "wine": "multiclass",
     "breast_cancer": "binary", "diabetes": "regression",
     "sines": "regression",  # generated here: next-value prediction on sine mixtures
+    "gaussian": "density",  # generated here: correlated Gaussian rows, no target
 }
-TASKS = ("regression", "binary", "multiclass")
+TASKS = ("regression", "binary", "multiclass", "density")  # density: features only, no target
 
 
 @dataclass
 class Dataset:
     name: str
-    task: str  # "multiclass", "binary" or "regression"
+    task: str  # "multiclass", "binary", "regression" or "density"
     X: np.ndarray  # (N, features), float64
-    y: np.ndarray  # (N,) class labels 0..k-1, or (N, targets) float64 for regression
+    y: np.ndarray  # (N,) class labels 0..k-1, (N, targets) float64 for regression, (N, 0) for density
     classes: list[str] | None = None  # the name of each class label, in label order
     feature_names: list[str] = field(default_factory=list)
 
     @property
     def n_classes(self) -> int | None:
-        if self.task == "regression":
+        if self.task in ("regression", "density"):
             return None
         return len(self.classes) if self.classes else int(self.y.max()) + 1
 
@@ -174,6 +175,8 @@ def load(spec: str, task: str | None = None, features: str | None = None,
     if task is None:
         raise SymgradError(f"the model declares no task, so the target of {spec} cannot be read; "
                            "give the model one: Model(name, task='multiclass'|'binary'|'regression')")
+    if task == "density":
+        return _density_file(spec, features, target)
     columns = files.read(spec, features, target)
     y, classes = encode_labels(columns.y, task, f"{spec}: target {', '.join(columns.target_names)}")
     return Dataset(str(spec), task, columns.X, y, classes, columns.feature_names)
@@ -192,12 +195,34 @@ def sines(rows: int = 1200, steps: int = 40, seed: int = 20261126) -> Dataset:
     return Dataset("sines", "regression", wave[:, :-1], wave[:, 1:], None, names)
 
 
+def _density_file(spec: str, features: str | None, target: str | None) -> Dataset:
+    """A density model's rows from a file: the columns --features names, by default all of them."""
+    if target is not None:
+        raise SymgradError("a density model has no target; --target is refused (name the columns "
+                           "with --features)")
+    columns = files.read(spec, features, None, with_target=False)
+    return Dataset(str(spec), "density", columns.X, columns.y, None, columns.feature_names)
+
+
+def gaussian(rows: int = 2000, seed: int = 20261127) -> Dataset:
+    """Rows of a 4-D Gaussian with a fixed mean and strongly correlated coordinates (correlations
+    from -0.6 to 0.8). Generated, the same on every machine (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    mean = np.array([1.0, -2.0, 0.5, 3.0])
+    factor = np.array([[1.0, 0.0, 0.0, 0.0], [0.8, 0.6, 0.0, 0.0], [-0.5, 0.3, 0.8, 0.0],
+                       [0.2, -0.7, 0.4, 0.5]]) * np.array([[2.0], [1.0], [0.5], [1.5]])
+    X = mean + rng.standard_normal((rows, 4)) @ factor.T
+    return Dataset("gaussian", "density", X, np.zeros((rows, 0)), None, [f"x{k}" for k in range(4)])
+
+
 def load_bundled(name: str) -> Dataset:
     if name not in BUNDLED:
         raise SymgradError(f"unknown data set {name!r}; bundled ones are {', '.join(BUNDLED)} "
                            "(or give a .csv/.npz file)")
     if name == "sines":
         return sines()
+    if name == "gaussian":
+        return gaussian()
     try:
         from sklearn import datasets
     except ImportError:  # pragma: no cover - the train extra installs it
@@ -277,7 +302,7 @@ def encode_targets(y: np.ndarray, task: str, n_classes: int | None) -> np.ndarra
         return np.eye(n_classes)[y]
     if task == "binary":
         return y.reshape(-1, 1).astype(np.float64)
-    return y.reshape(len(y), -1).astype(np.float64)
+    return y.reshape(len(y), -1).astype(np.float64)  # regression values; density: (N, 0)
 
 
 def split_indices(ds: Dataset, seed: int, val_fraction: float, test_fraction: float
@@ -296,6 +321,8 @@ def split_indices(ds: Dataset, seed: int, val_fraction: float, test_fraction: fl
     if ds.task == "regression":  # strata: quintiles of the first target
         y = ds.y.reshape(len(ds.y), -1)[:, 0]
         strata = np.searchsorted(np.quantile(y, [0.2, 0.4, 0.6, 0.8]), y, side="right")
+    elif ds.task == "density":  # no target: one stratum
+        strata = np.zeros(len(ds.X), dtype=np.int64)
     else:
         strata = ds.y
     state = int(streams(seed)[0].generate_state(1)[0])
@@ -343,7 +370,7 @@ def prepare(ds: Dataset, seed: int, val_fraction: float = 0.15, test_fraction: f
     k = ds.n_classes
     splits = {}
     for key, idx in parts.items():
-        labels = ds.y[idx] if ds.task != "regression" else None
+        labels = ds.y[idx] if ds.task in ("binary", "multiclass") else None
         splits[key] = Split((ds.X[idx] - mean) / std, encode_targets(y_all[idx], ds.task, k), labels)
     classes = ds.classes or ([str(c) for c in range(k)] if k else None)
     return Prepared(splits["train"], splits["val"], splits["test"], mean, std, ds.task, classes,

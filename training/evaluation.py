@@ -22,7 +22,7 @@ EVAL_ROWS = 8192  # evaluation runs in chunks of this many rows
 class Evaluator:
     module: types.ModuleType
     input: str  # the model's input name ("X")
-    target: str  # its target name ("Y")
+    target: str | None  # its target name ("Y"); None for a density model (features only)
     input_shape: tuple[int, ...]  # one row's shape at the input, (8, 8, 1) for cnn_digits
     target_shape: tuple[int, ...]  # one row's target shape; () for integer class labels
     dtype: np.dtype
@@ -32,12 +32,14 @@ class Evaluator:
 
     @property
     def metric(self) -> str:
-        return "r2" if self.task == "regression" else "accuracy"
+        return {"regression": "r2", "density": "nll"}.get(self.task, "accuracy")
 
     def inputs(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(X).astype(self.dtype, copy=False).reshape((-1, *self.input_shape))
 
     def batch(self, X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
+        if self.target is None:
+            return {self.input: self.inputs(X)}
         return {self.input: self.inputs(X),
                 self.target: np.asarray(Y).astype(self.dtype, copy=False).reshape((-1, *self.target_shape))}
 
@@ -64,6 +66,8 @@ class Evaluator:
         prediction = self.predict(params, state, X)
         if self.task == "regression":
             out["r2"] = metrics.r2(prediction, Y)
+        elif self.task == "density":  # the mean negative log-likelihood of a row (log-density output)
+            out["nll"] = float(-np.mean(prediction))
         else:
             out.update(metrics.classification(prediction, labels, self.task, self.classes, detail))
         return out

@@ -49,12 +49,14 @@ class Columns:
     target_names: list[str]
 
 
-def read(path: str | pathlib.Path, features: str | None = None, target: str | None = None) -> Columns:
-    """Read a .csv or .npz file and pick its feature and target columns."""
+def read(path: str | pathlib.Path, features: str | None = None, target: str | None = None,
+         with_target: bool = True) -> Columns:
+    """Read a .csv or .npz file and pick its feature and target columns; `with_target=False`
+    (a density model's rows): features only, by default every column."""
     path = _data_file(path)
     if path.suffix.lower() == ".csv":
-        return pick(read_csv(path), features, target)
-    return read_npz(path, features, target)
+        return pick(read_csv(path), features, target, with_target)
+    return read_npz(path, features, target, with_target)
 
 
 def _data_file(path: str | pathlib.Path) -> pathlib.Path:
@@ -117,7 +119,8 @@ def read_csv(path: pathlib.Path) -> Table:
 
 
 # -- NPZ ---------------------------------------------------------------------------------------
-def read_npz(path: pathlib.Path, features: str | None, target: str | None) -> Columns:
+def read_npz(path: pathlib.Path, features: str | None, target: str | None,
+             with_target: bool = True) -> Columns:
     """Named arrays (features and target as keys), or one 2-D array used as a table."""
     arrays = _load_npz(path)
     keys = sorted(arrays)
@@ -125,6 +128,10 @@ def read_npz(path: pathlib.Path, features: str | None, target: str | None) -> Co
         next((k for k in FEATURE_KEYS if k in arrays), None) if features is None else None)
     y_key = target if target in arrays else (
         next((k for k in TARGET_KEYS if k in arrays), None) if target is None else None)
+    if not with_target and x_key is not None and (features is not None or len(arrays) > 1):
+        X = _numeric(path, x_key, arrays[x_key]).reshape(len(arrays[x_key]), -1)
+        _finite(path, x_key, X)
+        return Columns(X, np.zeros((len(X), 0)), [f"{x_key}[{j}]" for j in range(X.shape[1])], [])
     if x_key is not None and y_key is not None:
         X, y = arrays[x_key], arrays[y_key]
         if len(X) != len(y):
@@ -150,7 +157,8 @@ def read_npz(path: pathlib.Path, features: str | None, target: str | None) -> Co
         else:
             table = _numeric(path, tables[0], table)
             columns = [table[:, j] for j in range(table.shape[1])]
-        return pick(Table(path, None, columns, list(range(1, len(table) + 1))), features, target)
+        rows = list(range(1, len(table) + 1))
+        return pick(Table(path, None, columns, rows), features, target, with_target)
     missing = [f"{name or default!r} for the {what}" for what, name, key, default in
                (("features", features, x_key, "X"), ("target", target, y_key, "y")) if key is None]
     raise SymgradError(f"{path} has no array {' and no array '.join(missing)}; its arrays are "
@@ -217,10 +225,14 @@ def select(table: Table, spec: str | Sequence[str | int], flag: str) -> list[int
     return chosen
 
 
-def pick(table: Table, features: str | None, target: str | None) -> Columns:
-    """Feature and target columns of a table; features must be finite numbers."""
+def pick(table: Table, features: str | None, target: str | None, with_target: bool = True) -> Columns:
+    """Feature and target columns of a table (no target: `with_target=False`); features must be
+    finite numbers."""
     width = len(table.columns)
-    targets = select(table, target, "--target") if target is not None else [width - 1]
+    if not with_target:
+        targets = []
+    else:
+        targets = select(table, target, "--target") if target is not None else [width - 1]
     if features is not None:
         chosen = select(table, features, "--features")
         both = sorted(set(chosen) & set(targets))
@@ -231,7 +243,9 @@ def pick(table: Table, features: str | None, target: str | None) -> Columns:
     if not chosen:
         raise SymgradError(f"{table.path} has no feature columns besides the target")
     X = feature_matrix(table, chosen)
-    if len(targets) == 1:
+    if not targets:
+        y = np.zeros((len(X), 0))
+    elif len(targets) == 1:
         y = table.columns[targets[0]]
     else:
         kinds = {table.columns[j].dtype.kind for j in targets}

@@ -97,8 +97,11 @@ class EpochRecord:
                 "train": dict(self.train), "val": dict(self.val), "seconds": self.seconds, "lr": self.lr}
 
 
-def _io_names(module: types.ModuleType) -> tuple[str, str]:
+def _io_names(module: types.ModuleType) -> tuple[str, str | None]:
+    """The model's input and target; a density model has an input only."""
     inputs = [k for k in module.INPUTS if k not in module.TARGETS]
+    if module.TASK == "density" and len(inputs) == 1 and not module.TARGETS:
+        return inputs[0], None
     if len(inputs) != 1 or len(module.TARGETS) != 1:
         raise SymgradError("`symgrad train` needs a model with exactly one input and one target; "
                            f"this one has inputs {inputs} and targets {list(module.TARGETS)}")
@@ -117,7 +120,8 @@ class Trainer:
         if module.PREDICTION is None:
             raise SymgradError("the model has no output to predict with, so training has no metric; "
                                "declare one with model.output(...)")
-        self.metric = "r2" if data.task == "regression" else "accuracy"
+        # a density model's metric: the mean negative log-likelihood of a row, from its log-density output
+        self.metric = {"regression": "r2", "density": "nll"}.get(data.task, "accuracy")
         unknown = set(config.model_hypers) - set(module.HYPERS)
         if unknown:
             known = ", ".join(module.HYPERS) or "none"
@@ -168,7 +172,7 @@ class Trainer:
         if unknown:
             raise SymgradError(f"model has no dim {sorted(unknown)[0]!r}; its dims are {', '.join(m.DIMS)}")
         dims = {**m.DEFAULT_DIMS, **self.config.dims}
-        x_shape, y_shape = m.INPUTS[self.input], m.INPUTS[self.target]
+        x_shape, y_shape = m.INPUTS[self.input], m.INPUTS[self.target] if self.target else ()
 
         def fit(dim: str | int, n: int, what: str) -> None:
             wanted = dim if isinstance(dim, int) else dims.get(dim)
@@ -188,10 +192,11 @@ class Trainer:
         else:
             raise SymgradError(f"model input {self.input} has shape {x_shape}; training feeds it rows "
                                "of a table, so it needs one axis after the batch")
-        columns, y_rest = train.Y.shape[1], y_shape[1:]
-        if len(y_rest) == 1:
+        columns, y_rest = train.Y.shape[1], y_shape[1:]  # a density model: no target, y_rest ()
+        if self.target is not None and len(y_rest) == 1:
             fit(y_rest[0], columns, f"target columns for {self.target}")
-        elif not all(isinstance(d, int) for d in y_rest) or int(np.prod(y_rest)) != columns:
+        elif self.target is not None and (not all(isinstance(d, int) for d in y_rest)
+                                          or int(np.prod(y_rest)) != columns):
             raise SymgradError(f"the data has {columns} target columns, but model target {self.target} "
                                f"expects {y_shape[1:]} per row")
         dims.pop(x_shape[0], None)
@@ -217,8 +222,12 @@ class Trainer:
 
         for b, idx in enumerate(batches(len(X), self.config.batch_size, self.rng), start=1):
             step = self.steps + 1
-            loss, grads = self.module.loss_and_grad(self.params, {self.input: X[idx], self.target: Y[idx]},
-                                                    hypers, state=self.model_state, rng=self.model_rng)
+            batch = {self.input: X[idx]} if self.target is None else {self.input: X[idx], self.target: Y[idx]}
+            try:
+                loss, grads = self.module.loss_and_grad(self.params, batch, hypers, state=self.model_state,
+                                                        rng=self.model_rng)
+            except np.linalg.LinAlgError as e:  # a singular matrix: the generated code names the equation
+                raise Diverged(f"{e} at {where(step, b)}") from None
             if not math.isfinite(loss):
                 blame = self._blame_params("the step before")
                 raise Diverged(f"the loss is {loss} at {where(step, b)}{blame}")
@@ -244,8 +253,10 @@ class Trainer:
         """The training split in the training dtype and input shape, cast once, not per batch."""
         if self._train is None:
             train = self.data.train
-            self._train = (np.ascontiguousarray(train.X.reshape((-1, *self.input_shape)), dtype=self.dtype),
-                           np.ascontiguousarray(train.Y.reshape((-1, *self.target_shape)), dtype=self.dtype))
+            Y = train.Y if self.target is None else np.ascontiguousarray(
+                train.Y.reshape((-1, *self.target_shape)), dtype=self.dtype)
+            X = np.ascontiguousarray(train.X.reshape((-1, *self.input_shape)), dtype=self.dtype)
+            self._train = (X, Y)
         return self._train
 
     def _blame_params(self, when: str) -> str:
@@ -285,8 +296,11 @@ class Trainer:
         # Overflow on the way to a NaN is reported once, as `Diverged`, not as numpy warnings.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             batch_loss = self.train_epoch(on_step)
-            train = self.evaluate(self.data.train, detail=False)
-            val = self.evaluate(self.data.val)
+            try:
+                train = self.evaluate(self.data.train, detail=False)
+                val = self.evaluate(self.data.val)
+            except np.linalg.LinAlgError as e:
+                raise Diverged(f"{e} in the evaluation after epoch {self.epoch}") from None
         if not math.isfinite(val["loss"]):
             raise Diverged(f"the validation loss is {val['loss']} after epoch {self.epoch}, "
                            f"step {self.steps}")

@@ -473,7 +473,7 @@ def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.P
     plots.curves(rows, metric, run_dir / CURVES, title,
                  trainer.best_epoch if settings["patience"] is not None else None)
     report, extra = "", ""
-    if data.task != "regression":
+    if data.task in ("binary", "multiclass"):
         guess = metrics.predicted_labels(trainer.predict(data.test, params, state), data.task)
         matrix = metrics.confusion(guess, data.test.labels, len(data.classes))
         plots.confusion(matrix, data.classes, run_dir / CONFUSION,

@@ -101,7 +101,8 @@ class TrainedModel:
         def shape(name: str) -> tuple[int, ...]:
             return tuple(d if isinstance(d, int) else dims[d] for d in m.INPUTS[name][1:])
 
-        return Evaluator(m, inputs[0], m.TARGETS[0], shape(inputs[0]), shape(m.TARGETS[0]),
+        target = m.TARGETS[0] if m.TARGETS else None
+        return Evaluator(m, inputs[0], target, shape(inputs[0]), shape(target) if target else (),
                          np.dtype(config["dtype"]), dict(config["model_hypers"]), self.task, self.classes)
 
     # -- rows in, predictions out ---------------------------------------------------------------

@@ -29,6 +29,7 @@ from symgrad.documents.steps import BackwardPass
 from symgrad.symbolic import __version__
 from symgrad.symbolic.derivation import Derivation, derive
 from symgrad.symbolic.errors import SymgradWarning
+from symgrad.symbolic.graph import topological
 from symgrad.symbolic.model import Model
 
 
@@ -247,6 +248,16 @@ def _code_block(b: code.Block, prefix: str) -> CodeBlock:
 
 
 # -- a model's document --------------------------------------------------------------------------
+def _stack_note(d: Derivation) -> tuple[Inline, ...]:
+    """For a model that multiplies stacks of matrices (attention's Q K^T): how to read them."""
+    stacked = any(n.op == "matmul" and n.args[1].ndim > 2 for n in topological(list(d.gradients.values())))
+    if not stacked:
+        return ()
+    return (prose("**Stacks of matrices.** A tensor with more than two axes is also read as a stack "
+                  "of matrices, its last two axes: $U V$ then multiplies matching matrices of the two "
+                  "stacks and $U^{\\top}$ transposes each matrix, as numpy's `@` and `.mT` do."),)
+
+
 def model_document(model: Model, module_note: Inline | None = None) -> Document:
     """The derivation document of one model, sections in the order of the issue's brief."""
     part = prepare(model)
@@ -256,7 +267,7 @@ def model_document(model: Model, module_note: Inline | None = None) -> Document:
     if module_note is None:
         module_note = prose(f"The module `symgrad derive` writes for `{model.name}`, "
                             "generated from the same derivation as this document.")
-    sections = [notation(part.batch, first_input)]
+    sections = [notation(part.batch, first_input, _stack_note(d))]
     sections += symbol_sections(part)
     sections += [forward_section(part), backward_section(part), gradient_section(part),
                  check_section(part)]

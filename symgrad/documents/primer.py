@@ -1,4 +1,4 @@
-"""A vector-calculus primer, derived by symgrad: four classic results, each from its definition.
+"""A vector- and matrix-calculus primer, derived by symgrad: classic results, each from its definition.
 
 Each example is an ordinary `Model` over vectors (1-D tensors; a matrix product with a vector
 operand follows numpy), and its page is built by the same sections as a network's document:
@@ -81,6 +81,30 @@ def tanh_unit_model() -> Model:
     return m
 
 
+def trace_model() -> Model:
+    m = Model("trace_product", "the trace of a product, tr(A X B)")
+    n, k, j = m.dims("n k m")
+    A, X, Bm = m.input("A", (j, n)), m.param("X", (n, k)), m.input("B", (k, j))
+    m.loss(F.trace(A @ X @ Bm))
+    return m
+
+
+def logdet_model() -> Model:
+    m = Model("log_determinant", "the log-determinant log |det X|")
+    (n,) = m.dims("n")
+    X = m.param("X", (n, n))
+    m.loss(F.logdet(X))
+    return m
+
+
+def inverse_model() -> Model:
+    m = Model("matrix_inverse", "a read-out of the inverse, sum(C * X^{-1})")
+    (n,) = m.dims("n")
+    C, X = m.input("C", (n, n)), m.param("X", (n, n))
+    m.loss(F.sum(C * F.inv(X)))
+    return m
+
+
 def _softmax(s: np.ndarray) -> np.ndarray:
     e = np.exp(s - s.max())
     return e / e.sum()
@@ -131,6 +155,32 @@ EXAMPLES = (
         "\\delta, \\quad \\frac{\\partial L}{\\partial x} = W^{\\top} \\delta "
         "\\quad \\text{with} \\quad \\delta = a \\odot \\left(1 - \\tanh^{2}(W x + b)\\right)",
         _tanh_textbook),
+    Example(
+        "trace", "The gradient of a trace", trace_model,
+        ("$L = \\operatorname{tr}(A X B)$, the sum of the diagonal of a product. The trace's rule "
+         "sends the adjoint $1$ back as the identity, "
+         "$\\operatorname{tr}(dY) = \\operatorname{tr}(I\\, dY)$; "
+         "through the two matrix products the identity drops out, and what is left is a product of "
+         "the transposed neighbours of $X$.",),
+        "\\frac{\\partial L}{\\partial X} = A^{\\top} B^{\\top}",
+        lambda params, batch: {"X": batch["A"].T @ batch["B"].T}),
+    Example(
+        "log-determinant", "The gradient of a log-determinant", logdet_model,
+        ("$L = \\log\\left|\\det X\\right|$ for an invertible square matrix $X$ (computed from its "
+         "LU factorisation, so neither the determinant nor its logarithm overflows). Jacobi's formula "
+         "$d \\det X = \\det X \\operatorname{tr}(X^{-1} dX)$ gives "
+         "$d \\log\\left|\\det X\\right| = \\operatorname{tr}(X^{-1} dX)$, whatever the sign of the "
+         "determinant.",),
+        "\\frac{\\partial L}{\\partial X} = X^{-\\top}",
+        lambda params, batch: {"X": np.linalg.inv(params["X"]).T}),
+    Example(
+        "inverse", "The gradient through a matrix inverse", inverse_model,
+        ("$L = \\sum_{ij} C_{ij} (X^{-1})_{ij}$: a fixed read-out $C$ of the inverse. Differentiating "
+         "$X X^{-1} = I$ gives $d X^{-1} = -X^{-1}\\, dX\\, X^{-1}$, so an adjoint $G$ of $X^{-1}$ "
+         "reaches $X$ as $-X^{-\\top} G X^{-\\top}$; here $G = C$.",),
+        "\\frac{\\partial L}{\\partial X} = -X^{-\\top} C X^{-\\top}",
+        lambda params, batch: {"X": -np.linalg.inv(params["X"]).T @ batch["C"]
+                               @ np.linalg.inv(params["X"]).T}),
 )
 
 
@@ -194,10 +244,12 @@ def primer_document() -> Document:
     for example in EXAMPLES:
         sections += _example_sections(example)
     summary = (
-        prose("Four classic results of vector calculus, each derived by symgrad from its definition "
-              "with the same rule table and the same reverse mode that differentiate the networks: "
-              "the Jacobian of a vector function, and the gradients of $x^{\\top} A x$, "
-              "$\\lVert A x - b \\rVert^{2}$ and $a^{\\top} \\tanh(W x + b)$."),
+        prose("Classic results of vector and matrix calculus, each derived by symgrad from its "
+              "definition with the same rule table and the same reverse mode that differentiate the "
+              "networks: the Jacobian of a vector function, the gradients of $x^{\\top} A x$, "
+              "$\\lVert A x - b \\rVert^{2}$ and $a^{\\top} \\tanh(W x + b)$, and of "
+              "$\\operatorname{tr}(A X B)$, $\\log\\left|\\det X\\right|$ and a read-out of "
+              "$X^{-1}$."),
         prose("Every step is shown as the tool took it, and every result is checked numerically "
               "against central differences of the generated code."),
     )

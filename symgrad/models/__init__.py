@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from symgrad.models import classic, cnn, gan, mlp, rnn
+from symgrad.models import attention, classic, cnn, gan, gaussian, mlp, rnn
 from symgrad.symbolic.model import Model
 
 
@@ -63,6 +63,12 @@ BUILTINS: dict[str, BuiltIn] = {
     "rnn_sines": BuiltIn(lambda: rnn.sequence_regressor("lstm", name="rnn_sines"),
                          "many-to-many LSTM predicting the next value of a sine mixture at every step",
                          "sines", {"optimizer": "adam", "lr": 0.01, "epochs": 30, "batch_size": 32}),
+    "attention_digits": BuiltIn(attention.attention_classifier,
+                                "one-head self-attention over the 8 rows of a digit as tokens, softmax",
+                                "digits", {"optimizer": "adam", "lr": 0.003, "epochs": 30, "batch_size": 32}),
+    "gaussian_nll": BuiltIn(gaussian.gaussian_nll,
+                            "multivariate Gaussian by maximum likelihood: learnt mean and Cholesky factor",
+                            "gaussian", {"optimizer": "adam", "lr": 0.01, "epochs": 60, "batch_size": 128}),
     "gan_ring": BuiltIn(gan.gan, "GAN (relu generator, leaky-relu discriminator) for the ring of 8 Gaussians",
                         "ring", {"steps": 12000, "batch_size": 256, "lr": 3e-4, "beta1": 0.5}),
 }
