@@ -264,6 +264,7 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
                        f"{extra}) -> {returns}:"),
         })
     context.update({
+        "regenerate": _regenerate(model),
         "summary": "\n".join(_wrap(_safe_doc(f"{model.name}: " + (
             model.description or f"a model with parameters {', '.join(model.params)}")), 92)),
         "equations": [line for e in derivation.forward
@@ -282,6 +283,18 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         "functions": functions,
     })
     return _ENV.get_template("module.py.j2").render(**context)
+
+
+def _regenerate(model: Model) -> str:
+    """How the module is written again: the command for a built-in or a model file, else the
+    Python call (a model built in a script or a notebook has no command of its own). A path
+    reaches the source only when it is plain (letters, digits, `_ . / -`)."""
+    origin = model.origin
+    if origin is None:
+        return "`symgrad.write(model)` with this model"
+    if not re.fullmatch(r"[A-Za-z0-9_./-]+", origin):
+        return f"`symgrad derive` with the model file that defines {model.name}"
+    return f"`symgrad derive {origin}`"
 
 
 # -- an update-rule module -----------------------------------------------------------------------

@@ -90,8 +90,10 @@ def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
 def init_params(
     dims: Mapping[str, int], seed: int = 0, dtype: type = np.float32,
 ) -> dict[str, np.ndarray]:
-    """Fresh parameters for the given dims, the same for the same seed in any dtype."""
+    """Fresh parameters for the given dims (DEFAULT_DIMS fill in the ones not given), the same
+    for the same seed in any dtype."""
     rng = np.random.default_rng(seed)
+    dims = {**DEFAULT_DIMS, **dims}
     out = {}
     for name, shape in PARAMS.items():
         scheme, scale = _INIT[name]
@@ -101,6 +103,7 @@ def init_params(
 
 def init_state(dims: Mapping[str, int], dtype: type = np.float32) -> dict[str, np.ndarray]:
     """Fresh state (running averages) that training updates in place; empty for most models."""
+    dims = {**DEFAULT_DIMS, **dims}
     out = {}
     for name, shape in STATES.items():
         scheme, scale = _INIT[name]

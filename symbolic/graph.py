@@ -12,6 +12,7 @@ op name and its own entry in `symbolic.rules.RULES`.
 """
 from __future__ import annotations
 
+import atexit
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -26,6 +27,9 @@ ARG = tuple(sympy.Symbol(f"x{i}", real=True) for i in range(64))
 LEAF_OPS = ("input", "target", "param", "state", "hyper", "placeholder", "const")
 
 _INTERNED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+# Emptied at exit, while sympy still works: a node freed during interpreter shutdown would
+# otherwise hash its sympy key after mpmath is gone ("Exception ignored in ... mpmath").
+atexit.register(_INTERNED.clear)
 
 
 class Node:

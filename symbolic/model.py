@@ -64,6 +64,9 @@ class Model:
         self.prediction: str | None = None
         self._masks = 0
         self.objectives: dict[str, tuple[str, ...]] = {}  # objective -> the parameters it trains
+        # what `symgrad derive` takes to build it again (a built-in's name, a model file's path);
+        # None for a model built in Python. Only the generated module's header cites it.
+        self.origin: str | None = None
 
     # -- declarations ------------------------------------------------------------------
     def dim(self, name: str, default: int | None = None) -> sympy.Symbol:

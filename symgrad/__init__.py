@@ -41,7 +41,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("BACKENDS", "generate"), "symgrad.codegen.emit"),
     "BUILTINS": "symgrad.models",
     **dict.fromkeys(("load_module", "resolve", "source", "write"), "symgrad.pipeline"),
-    **dict.fromkeys(("train", "load_trained"), "symgrad.training.run"),
+    "train": "symgrad.training.run",
+    **dict.fromkeys(("TrainedModel", "load_trained"), "symgrad.training.trained"),
 }
 #: `symgrad.ops` is the modelling language's whole vocabulary (`from symgrad import ops as F`)
 _SUBMODULES = {"ops": "symgrad.symbolic.ops"}

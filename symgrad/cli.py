@@ -1,4 +1,5 @@
-"""The `symgrad` command: list, derive, train (and doc, when documents are installed).
+"""The `symgrad` command: list, derive, train, predict, evaluate, sample, export (and doc,
+when documents are installed).
 
 Every failure a user can cause ends in one line on stderr and a non-zero exit status:
 2 for a malformed command line, 1 for anything else (a model with a mistake, missing data).
@@ -21,10 +22,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from symgrad.models import BUILTINS
+    from symgrad.training.defaults import describe
 
     width = max(map(len, BUILTINS))
     for name, b in BUILTINS.items():
-        print(f"{name:<{width}}  {b.summary} (trains on {b.data})")
+        print(f"{name:<{width}}  {b.summary}")
+        print(f"{'':<{width}}  trains on {b.data}: {describe(b.train)}")
     return 0
 
 
@@ -59,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"symgrad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("list", help="list the built-in models")
+    p = sub.add_parser("list", help="list the built-in models and their training settings")
     p.set_defaults(run=_cmd_list)
 
     p = sub.add_parser("derive", help="derive a model's gradients and write its generated module")
@@ -78,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model with its generated module")
     add_arguments(p)
     p.set_defaults(run=_cmd_train)
+
+    from symgrad.training.predict import add_commands
+
+    add_commands(sub)
+    from symgrad.training.export import FORMATS, export_command
+
+    p = sub.add_parser("export", help="write a trained run's parameters for another framework (PyTorch)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a finished run")
+    p.add_argument("--format", choices=FORMATS, default="torch",
+                   help="torch: a state_dict saved with torch.save")
+    p.add_argument("--out", metavar="FILE", help="where to write it (default: RUN_DIR/model.pt)")
+    p.set_defaults(run=export_command)
 
     try:
         from symgrad.documents.cli import add_doc_command

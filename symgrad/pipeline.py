@@ -16,7 +16,7 @@ import warnings
 from symgrad.codegen.emit import generate, write_module
 from symgrad.models import BUILTINS
 from symgrad.symbolic.derivation import Derivation, derive
-from symgrad.symbolic.errors import SymgradError
+from symgrad.symbolic.errors import SymgradError, SymgradWarning
 from symgrad.symbolic.model import Model
 
 #: the folder of the committed generated modules (the package symgrad.generated)
@@ -39,7 +39,12 @@ def resolve(spec: str | Model) -> Model:
 
 
 def load_model_file(path: pathlib.Path) -> Model:
-    """Run a user's model file; it must define `model` (a Model) or `build_model()`."""
+    """Run a user's model file; it must define `model` (a Model) or `build_model()`.
+
+    The file's folder comes first on the import path while it runs, as for `python FILE`, so
+    it can import a module beside it (`from layers import dense`)."""
+    folder = str(pathlib.Path(path).resolve().parent)
+    sys.path.insert(0, folder)
     try:
         namespace = runpy.run_path(str(path), run_name="__symgrad_model__")
     except SymgradError:
@@ -49,20 +54,24 @@ def load_model_file(path: pathlib.Path) -> Model:
     except Exception as e:  # a user's file: report where, not a traceback
         line = _user_line(e, path)
         raise SymgradError(f"{path}{line}: {type(e).__name__}: {e}") from None
-    found = namespace.get("model")
-    if found is None and callable(namespace.get("build_model")):
-        try:
-            found = namespace["build_model"]()
-        except SymgradError:
-            raise
-        except Exception as e:
-            raise SymgradError(f"{path}{_user_line(e, path)}: {type(e).__name__}: {e}") from None
+    else:
+        found = namespace.get("model")
+        if found is None and callable(namespace.get("build_model")):
+            try:
+                found = namespace["build_model"]()
+            except SymgradError:
+                raise
+            except Exception as e:
+                raise SymgradError(f"{path}{_user_line(e, path)}: {type(e).__name__}: {e}") from None
+    finally:
+        sys.path.remove(folder)
     if found is None:
         models = [v for v in namespace.values() if isinstance(v, Model)]
         found = models[0] if len(models) == 1 else None
     if not isinstance(found, Model):
         raise SymgradError(f"{path} defines no model: assign a symgrad Model to `model` "
                            "or define build_model()")
+    found.origin = pathlib.Path(path).as_posix()
     return found
 
 
@@ -110,8 +119,9 @@ def load_module(spec: str | Model, backend: str = "auto") -> types.ModuleType:
     if isinstance(spec, str) and spec in BUILTINS and backend == "auto":
         return importlib.import_module(f"symgrad.generated.{spec}")
     model = resolve(spec)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # sympy's own chatter is not the user's business; ours is
         warnings.simplefilter("ignore")
+        warnings.simplefilter("always", SymgradWarning)
         text = generate(derive(model), backend)
     return import_source(text, model.name)
 

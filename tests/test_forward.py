@@ -99,8 +99,8 @@ def test_validate_reports_inconsistent_dims():
     with pytest.raises(KeyError, match="'Y' is missing"):
         module.validate(params, {"X": np.zeros((3, 4))})
     assert module.validate(params, {"X": np.zeros((3, 4))}, targets=False)["B"] == 3
-    with pytest.raises(ValueError, match="dim 'n_h2' is missing"):
-        module.init_params({"n_in": 4, "n_h1": 5, "n_out": 2})
+    with pytest.raises(ValueError, match="dim 'n_in' is missing"):  # n_h1, n_h2 have defaults
+        module.init_params({"n_h1": 5, "n_out": 2})
 
 
 def test_init_params_is_seeded_and_dtype_independent():

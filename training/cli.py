@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from symgrad.symbolic.errors import SymgradError
-
 
 def _dim(text: str) -> tuple[str, int]:
     name, sep, value = text.partition("=")
@@ -27,13 +25,18 @@ def _hyper(text: str) -> tuple[str, float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from symgrad.training.data import BUNDLED
+    from symgrad.training.defaults import FALLBACK
     from symgrad.training.optimizers import OPTIMIZERS
+    from symgrad.training.schedules import SYNTAX
 
-    p.add_argument("model", metavar="MODEL", help="a built-in model name or a model file")
+    own = "default: the model's own (`symgrad list`)"
+    p.add_argument("model", metavar="MODEL", help="a built-in model name or a model file (a .py file that "
+                   "assigns a symgrad Model to `model` or defines build_model())")
     d = p.add_argument_group("data")
     d.add_argument("--data", metavar="NAME|FILE",
-                   help="bundled data set (digits, iris, wine, breast_cancer, diabetes) or a .csv/.npz "
-                   "file; default: the model's own")
+                   help=f"a bundled data set ({', '.join(BUNDLED)}; ring for a GAN) or a .csv/.npz "
+                   f"file; {own}")
     d.add_argument("--features", metavar="COLS",
                    help="feature columns of a CSV/NPZ file: names, indices, START:STOP ranges, "
                    "comma-separated (NPZ: an array name); default: all but the target")
@@ -42,11 +45,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--val-fraction", type=float, metavar="F", help="share of rows for validation (0.15)")
     d.add_argument("--test-fraction", type=float, metavar="F", help="share of rows for the test (0.2)")
     t = p.add_argument_group("training")
-    t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="update rule (default: the model's, sgd)")
-    t.add_argument("--lr", type=float, help="learning rate (default: per model and optimizer)")
-    t.add_argument("--epochs", type=int, help="passes over the training split")
-    t.add_argument("--steps", type=int, help="alternating updates of a GAN (its models train in steps)")
-    t.add_argument("--batch-size", type=int, help="rows per mini-batch (the last one may be smaller)")
+    t.add_argument("--optimizer", choices=list(OPTIMIZERS),
+                   help=f"update rule ({own}; {FALLBACK['optimizer']} for a model file)")
+    t.add_argument("--lr", type=float, help="learning rate (default: the model's own with its optimizer, "
+                   "else the optimizer's recommended rate)")
+    t.add_argument("--epochs", type=int, help=f"passes over the training split ({own}; "
+                   f"{FALLBACK['epochs']} for a model file)")
+    t.add_argument("--steps", type=int, help="alternating updates of a GAN (its models train in steps; "
+                   "default 12000)")
+    t.add_argument("--batch-size", type=int, help="rows per mini-batch, the last one may be smaller "
+                   f"({own}; {FALLBACK['batch_size']} for a model file)")
     t.add_argument("--seed", type=int, help="seed of initialisation, splits and shuffling (default 0)")
     t.add_argument("--patience", type=int, metavar="N",
                    help="stop after N epochs without a lower validation loss; keep the best epoch")
@@ -57,6 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--dim", type=_dim, action="append", metavar="NAME=N",
                    help="size of a model dim, e.g. --dim n_h1=256")
     t.add_argument("--dtype", choices=("float32", "float64"), help="float type of training (float32)")
+    t.add_argument("--schedule", metavar="SPEC",
+                   help=f"learning-rate schedule: {SYNTAX} (default: constant)")
+    t.add_argument("--clip-norm", type=float, metavar="X",
+                   help="rescale the gradients when their global L2 norm exceeds X")
+    t.add_argument("--threads", type=int, metavar="N",
+                   help="BLAS and numexpr threads while training (default: the libraries' own, "
+                   "usually one per core)")
     g = p.add_argument_group("regularisation (a built-in MLP without the term trains its variant with it)")
     g.add_argument("--l1", type=float, metavar="X", help="coefficient of the L1 penalty on the weights")
     g.add_argument("--l2", type=float, metavar="X", help="coefficient of the L2 penalty on the weights")
@@ -70,18 +85,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(only --epochs and --patience may differ)")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar on stderr (default: when stderr is a terminal)")
+    r.add_argument("--quiet", action="store_true",
+                   help="print only the summary line (no epoch lines, no bar, no per-class table)")
 
 
 def run(args: argparse.Namespace) -> int:
     from symgrad.training.run import train
-
-    from symgrad import pipeline
-
-    module = pipeline.load_module(args.model)
-    if getattr(module, "OBJECTIVES", None):  # several players: a GAN trains by alternating steps
-        return _run_gan(args, module)
-    if args.steps is not None:
-        raise SymgradError("--steps is for GANs; this model trains in --epochs")
 
     try:
         result = train(
@@ -90,34 +99,11 @@ def run(args: argparse.Namespace) -> int:
             target=args.target, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
             optimizer_hypers=dict(args.opt or []), model_hypers=dict(args.hyper or []),
             dims=dict(args.dim or []), dtype=args.dtype, out=args.out, resume=args.resume,
-            progress=args.progress, l1=args.l1, l2=args.l2, dropout=args.dropout)
+            progress=args.progress, quiet=args.quiet, l1=args.l1, l2=args.l2, dropout=args.dropout,
+            schedule=args.schedule, clip_norm=args.clip_norm, threads=args.threads, steps=args.steps)
     except KeyboardInterrupt as e:
         note = f": {e}" if str(e) else ""
         print(f"symgrad train: interrupted{note}", file=sys.stderr)
         return 130
-    print(result.summary, flush=True)
-    return 0
-
-
-def _run_gan(args: argparse.Namespace, module) -> int:
-    from symgrad.training.gan import train_gan
-
-    from symgrad.models import BUILTINS
-
-    not_for_gan = [f"--{k.replace('_', '-')}" for k in ("epochs", "patience", "resume", "features", "target",
-                                                          "optimizer", "dim", "hyper", "opt",
-                                                          "l1", "l2", "dropout")
-                   if getattr(args, k, None)]
-    if not_for_gan:
-        raise SymgradError(f"{not_for_gan[0]} does not apply to GAN training (it takes --steps, --lr, "
-                           "--batch-size, --seed, --out)")
-    if args.data not in (None, "ring"):
-        raise SymgradError(f"GAN training uses the generated ring of 8 Gaussians (--data ring), "
-                           f"not {args.data!r}")
-    builtin = BUILTINS.get(args.model)
-    defaults = builtin.train if builtin else {"steps": 12000, "batch_size": 256, "lr": 3e-4}
-    result = train_gan(module, steps=args.steps or defaults["steps"],
-                       batch_size=args.batch_size or defaults["batch_size"], lr=args.lr or defaults["lr"],
-                       seed=args.seed or 0, out=args.out)
-    print(result.summary, flush=True)
+    print(result.summary, flush=True)  # the last line, even with --quiet
     return 0

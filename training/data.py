@@ -11,8 +11,9 @@ leaks into training.
 from __future__ import annotations
 
 import hashlib
+import pathlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from symgrad.symbolic.errors import SymgradError
@@ -50,6 +51,113 @@ class Dataset:
             h.update(f"{a.dtype.str}{a.shape}".encode())
             h.update(a.tobytes())
         return h.hexdigest()[:16]
+
+
+def resolve(data, task: str | None = None, features=None, target=None) -> Dataset:
+    """The data a run trains on, from what a user may hand over: a bundled data set's name, a
+    .csv/.npz path, a `Dataset`, an `(X, y)` pair of arrays, or a pandas DataFrame (with
+    `features=`/`target=` naming columns; default: the last column is the target). Its task
+    follows the model's where the labels allow: two classes train a softmax model too."""
+    if isinstance(data, Dataset):
+        ds = data
+    elif isinstance(data, (str, pathlib.PurePath)):
+        ds = load(str(data), task, features, target)
+    elif hasattr(data, "columns") and hasattr(data, "to_numpy"):
+        ds = from_frame(data, task, features, target)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        if features is not None or target is not None:
+            raise SymgradError("features= and target= choose columns of a file or a DataFrame; "
+                               "(X, y) arrays are features and target already")
+        ds = from_arrays(data[0], data[1], task)
+    else:
+        raise SymgradError("data must be a bundled data set's name, a .csv/.npz path, a pair (X, y) of "
+                           f"arrays or a pandas DataFrame, not {type(data).__name__}")
+    return fit_task(ds, task)
+
+
+def fit_task(ds: Dataset, task: str | None) -> Dataset:
+    """Two classes are both a binary and a two-class multiclass problem: take the model's view."""
+    if task in ("binary", "multiclass") and ds.task in ("binary", "multiclass") and ds.task != task \
+            and ds.n_classes == 2:
+        return replace(ds, task=task)
+    return ds
+
+
+def as_rows(X, what: str) -> np.ndarray:
+    """Feature rows as a float64 (N, features) array: an array of two or more axes (an image
+    or a sequence per row is flattened), a list of rows, or a DataFrame."""
+    if hasattr(X, "to_numpy"):
+        X = X.to_numpy()
+    try:
+        rows = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SymgradError(f"{what} must hold numbers only") from None
+    if rows.ndim < 2:
+        raise SymgradError(f"{what} must be a 2-D array of rows (N, features), not of shape {rows.shape}; "
+                           "a single row is rows[None]")
+    rows = rows.reshape(len(rows), -1)
+    bad = np.argwhere(~np.isfinite(rows))
+    if len(bad):
+        raise SymgradError(f"{what}: row {bad[0][0]}, column {bad[0][1]} holds {rows[tuple(bad[0])]}")
+    return rows
+
+
+def from_arrays(X, y, task: str | None, name: str = "arrays") -> Dataset:
+    """A data set from arrays: X of shape (N, ...) and y of N class labels (numbers or words),
+    one-hot rows, or regression values (N,) or (N, targets)."""
+    if task is None:
+        raise SymgradError("the model declares no task, so the target array cannot be read; give the "
+                           "model one: Model(name, task='multiclass'|'binary'|'regression')")
+    rows = as_rows(X, "X")
+    y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    if len(y) != len(rows):
+        raise SymgradError(f"X has {len(rows)} rows but y has {len(y)}")
+    if y.dtype.kind in "biuf":
+        y = y.astype(np.float64)
+    elif y.dtype.kind in "USO":
+        y = y.astype(str)
+    else:
+        raise SymgradError(f"y holds {y.dtype} values; expected numbers or class names")
+    labels, classes = encode_labels(y, task, "y")
+    return Dataset(f"{name} ({len(rows)} rows)", task, rows, labels, classes,
+                   [f"x{j}" for j in range(rows.shape[1])])
+
+
+def from_frame(frame, task: str | None, features=None, target=None) -> Dataset:
+    """A data set from a pandas DataFrame (any object with `columns` and `to_numpy`); columns
+    are chosen as in a CSV file with a header (names, indices, ranges)."""
+    if task is None:
+        raise SymgradError("the model declares no task, so the target column cannot be read; give the "
+                           "model one: Model(name, task='multiclass'|'binary'|'regression')")
+    names = [str(c) for c in frame.columns]
+    columns = []
+    for j in range(len(names)):
+        column = np.asarray(frame.iloc[:, j].to_numpy() if hasattr(frame, "iloc") else frame.to_numpy()[:, j])
+        columns.append(column.astype(np.float64) if column.dtype.kind in "biuf" else column.astype(str))
+    table = files.Table("DataFrame", names, columns, list(range(len(frame))))
+    picked = files.pick(table, features, target)
+    y, classes = encode_labels(picked.y, task, f"DataFrame: target {', '.join(picked.target_names)}")
+    return Dataset(f"DataFrame ({len(picked.X)} rows)", task, picked.X, y, classes, picked.feature_names)
+
+
+def label_indices(values, classes: list[str]) -> np.ndarray:
+    """Class labels 0..k-1 of targets given as class names, as labels, or as one-hot rows."""
+    y = np.asarray(values)
+    if y.ndim == 2 and y.shape[1] == len(classes) and y.shape[1] > 1:
+        return y.argmax(axis=1).astype(np.int64)
+    y = y.reshape(len(y))
+    names = y.astype(str) if y.dtype.kind in "USO" else None
+    if names is None:
+        if y.dtype.kind not in "biuf" or not np.all(y == np.round(y)):
+            raise SymgradError(f"targets must be class names or whole-number labels of {', '.join(classes)}")
+        names = np.array([str(int(v)) for v in y])
+    index = {c: j for j, c in enumerate(classes)}
+    if all(n in index for n in names):
+        return np.array([index[n] for n in names], dtype=np.int64)
+    if y.dtype.kind in "biuf" and np.all((y >= 0) & (y < len(classes))):  # labels of named classes
+        return y.astype(np.int64)
+    unknown = next(n for n in names if n not in index)
+    raise SymgradError(f"unknown class {unknown!r}; the model knows {', '.join(classes)}")
 
 
 def load(spec: str, task: str | None = None, features: str | None = None,
@@ -199,13 +307,17 @@ def encode_targets(y: np.ndarray, task: str, n_classes: int | None) -> np.ndarra
 
 def split_indices(ds: Dataset, seed: int, val_fraction: float, test_fraction: float
                   ) -> dict[str, np.ndarray]:
-    """Seeded train/val/test row indices, stratified by class or by target quintile."""
+    """Seeded train/val/test row indices, stratified by class or by target quintile
+    (scikit-learn's `train_test_split(stratify=)`: the test rows first, then the validation
+    rows from the rest). Data too small to stratify (a class with a single row, fewer test rows
+    than classes) is split without strata."""
     for name, f in (("validation", val_fraction), ("test", test_fraction)):
         if not 0 < f < 1:
             raise SymgradError(f"the {name} fraction must lie between 0 and 1, not {f!r}")
     if val_fraction + test_fraction >= 1:
         raise SymgradError("the validation and test fractions leave no rows for training")
-    rng = np.random.default_rng(streams(seed)[0])
+    from sklearn.model_selection import train_test_split
+
     if ds.task == "regression":  # strata: quintiles of the first target
         y = ds.y.reshape(len(ds.y), -1)[:, 0]
         strata = np.searchsorted(np.quantile(y, [0.2, 0.4, 0.6, 0.8]), y, side="right")
@@ -213,16 +325,20 @@ def split_indices(ds: Dataset, seed: int, val_fraction: float, test_fraction: fl
         strata = np.zeros(len(ds.X), dtype=np.int64)
     else:
         strata = ds.y
-    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
-    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for group in groups:
-        group = rng.permutation(group)
-        n_test = int(round(len(group) * test_fraction))
-        n_val = int(round(len(group) * val_fraction))
-        parts["test"].append(group[:n_test])
-        parts["val"].append(group[n_test:n_test + n_val])
-        parts["train"].append(group[n_test + n_val:])
-    out = {k: rng.permutation(np.concatenate(v)) for k, v in parts.items()}
+    state = int(streams(seed)[0].generate_state(1)[0])
+
+    def cut(rows: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return train_test_split(rows, test_size=fraction, stratify=strata[rows], random_state=state)
+        except ValueError:  # too small to stratify
+            try:
+                return train_test_split(rows, test_size=fraction, random_state=state)
+            except ValueError:
+                return rows, rows[:0]
+
+    rest, test = cut(np.arange(len(ds.X)), test_fraction)
+    train, val = cut(rest, val_fraction / (1 - test_fraction))
+    out = {"train": train, "val": val, "test": test}
     if min(len(v) for v in out.values()) < 1:
         raise SymgradError(f"data set {ds.name!r} has too few rows ({len(ds.X)}) to split into "
                            "training, validation and test rows")

@@ -20,6 +20,19 @@ RECOMMENDED_LR = {
     "adamw": 0.001,
 }
 
+# The learning rates each optimizer is commonly used with (PyTorch's and the papers' defaults
+# lie inside, so do every built-in model's settings). A rate outside trains, but rarely well:
+# AdamW at SGD's 0.1 leaves the digits MLP at 0.51 accuracy. `usual_lr_warning` says so.
+USUAL_LR = {
+    "sgd": (1e-3, 1.0),
+    "momentum": (1e-4, 0.5),
+    "nesterov": (1e-4, 0.5),
+    "adagrad": (1e-3, 1.0),
+    "rmsprop": (1e-5, 0.03),
+    "adam": (1e-5, 0.03),
+    "adamw": (1e-5, 0.03),
+}
+
 FALLBACK = {"optimizer": "sgd", "epochs": 20, "batch_size": 32}  # models without settings
 
 
@@ -33,3 +46,25 @@ def settings(model_defaults: dict | None, optimizer: str | None) -> dict:
     return {"optimizer": chosen, "lr": RECOMMENDED_LR.get(chosen) if lr is None else lr,
             "optimizer_hypers": dict(base.get("optimizer_hypers", {})) if own else {},
             "epochs": base["epochs"], "batch_size": base["batch_size"]}
+
+
+def usual_lr_warning(optimizer: str, lr: float) -> str | None:
+    """A sentence when `lr` lies outside the optimizer's usual range, else None."""
+    low, high = USUAL_LR.get(optimizer, (0.0, float("inf")))
+    if low <= lr <= high:
+        return None
+    side = "above" if lr > high else "below"
+    return (f"learning rate {lr:g} is far {side} the usual range of {optimizer} ({low:g} to {high:g}); "
+            f"its recommended rate is {RECOMMENDED_LR[optimizer]:g}")
+
+
+def describe(train: dict) -> str:
+    """A built-in's training settings in words: `adamw lr 0.002 (weight_decay 0.2), 60 epochs,
+    batch size 32`."""
+    if "steps" in train:  # a GAN trains in alternating steps
+        return (f"adam lr {train['lr']:g} (beta1 {train['beta1']:g}), {train['steps']} steps, "
+                f"batch size {train['batch_size']}")
+    chosen = settings(train, None)
+    extra = ", ".join(f"{k} {v:g}" for k, v in chosen["optimizer_hypers"].items())
+    return (f"{chosen['optimizer']} lr {chosen['lr']:g}{f' ({extra})' if extra else ''}, "
+            f"{chosen['epochs']} epochs, batch size {chosen['batch_size']}")

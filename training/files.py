@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import pathlib
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,14 +53,19 @@ def read(path: str | pathlib.Path, features: str | None = None, target: str | No
          with_target: bool = True) -> Columns:
     """Read a .csv or .npz file and pick its feature and target columns; `with_target=False`
     (a density model's rows): features only, by default every column."""
+    path = _data_file(path)
+    if path.suffix.lower() == ".csv":
+        return pick(read_csv(path), features, target, with_target)
+    return read_npz(path, features, target, with_target)
+
+
+def _data_file(path: str | pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix.lower() not in (".csv", ".npz"):
         raise SymgradError(f"data file {path} is neither .csv nor .npz")
     if not path.is_file():
         raise SymgradError(f"data file {path} does not exist")
-    if path.suffix.lower() == ".csv":
-        return pick(read_csv(path), features, target, with_target)
-    return read_npz(path, features, target, with_target)
+    return path
 
 
 # -- CSV ---------------------------------------------------------------------------------------
@@ -116,13 +122,7 @@ def read_csv(path: pathlib.Path) -> Table:
 def read_npz(path: pathlib.Path, features: str | None, target: str | None,
              with_target: bool = True) -> Columns:
     """Named arrays (features and target as keys), or one 2-D array used as a table."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise SymgradError(f"cannot read {path}: {e}") from None
-    if not arrays:
-        raise SymgradError(f"{path} holds no arrays")
+    arrays = _load_npz(path)
     keys = sorted(arrays)
     x_key = features if features in arrays else (
         next((k for k in FEATURE_KEYS if k in arrays), None) if features is None else None)
@@ -165,6 +165,17 @@ def read_npz(path: pathlib.Path, features: str | None, target: str | None,
                        f"{', '.join(keys)} (name them with --features KEY --target KEY)")
 
 
+def _load_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise SymgradError(f"cannot read {path}: {e}") from None
+    if not arrays:
+        raise SymgradError(f"{path} holds no arrays")
+    return arrays
+
+
 def _numeric(path: pathlib.Path, key: str, a: np.ndarray) -> np.ndarray:
     if a.dtype.kind not in "biuf":
         raise SymgradError(f"{path}: array {key!r} holds {a.dtype} values, not numbers")
@@ -179,11 +190,13 @@ def _finite(path: pathlib.Path, key: str, a: np.ndarray) -> None:
 
 
 # -- column choice -----------------------------------------------------------------------------
-def select(table: Table, spec: str, flag: str) -> list[int]:
-    """Column indices named by a flag's value: names, indices and START:STOP ranges."""
+def select(table: Table, spec: str | Sequence[str | int], flag: str) -> list[int]:
+    """Column indices named by a flag's value: names, indices and START:STOP ranges,
+    comma-separated (or, from Python, a list of them)."""
     width = len(table.columns)
     chosen: list[int] = []
-    for token in (t.strip() for t in spec.split(",")):
+    tokens = spec.split(",") if isinstance(spec, str) else [str(t) for t in spec]
+    for token in (t.strip() for t in tokens):
         if not token:
             raise SymgradError(f"{flag} {spec!r}: an empty column name")
         if table.names and token in table.names:
@@ -229,18 +242,7 @@ def pick(table: Table, features: str | None, target: str | None, with_target: bo
         chosen = [j for j in range(width) if j not in targets]
     if not chosen:
         raise SymgradError(f"{table.path} has no feature columns besides the target")
-    for j in chosen:
-        column = table.columns[j]
-        if column.dtype.kind != "f":
-            row = next(i for i, cell in enumerate(column) if _number(cell) is None)
-            cell = str(column[row])
-            what = "is empty" if cell == "" else f"holds {cell!r}, which is not a number"
-            raise SymgradError(f"{table.path}:{table.lines[row]}: column {table.label(j)} {what}")
-        bad = np.flatnonzero(~np.isfinite(column))
-        if len(bad):
-            raise SymgradError(f"{table.path}:{table.lines[bad[0]]}: column {table.label(j)} holds "
-                               f"{column[bad[0]]}, not a finite number")
-    X = np.stack([table.columns[j] for j in chosen], axis=1)
+    X = feature_matrix(table, chosen)
     if not targets:
         y = np.zeros((len(X), 0))
     elif len(targets) == 1:
@@ -252,6 +254,46 @@ def pick(table: Table, features: str | None, target: str | None, with_target: bo
         y = np.stack([table.columns[j] for j in targets], axis=1)
     names = table.names or [str(j) for j in range(width)]
     return Columns(X, y, [names[j] for j in chosen], [names[j] for j in targets])
+
+
+def feature_matrix(table: Table, chosen: list[int]) -> np.ndarray:
+    """The chosen columns as a float64 matrix; each must hold finite numbers only."""
+    for j in chosen:
+        column = table.columns[j]
+        if column.dtype.kind != "f":
+            row = next(i for i, cell in enumerate(column) if _number(cell) is None)
+            cell = str(column[row])
+            what = "is empty" if cell == "" else f"holds {cell!r}, which is not a number"
+            raise SymgradError(f"{table.path}:{table.lines[row]}: column {table.label(j)} {what}")
+        bad = np.flatnonzero(~np.isfinite(column))
+        if len(bad):
+            raise SymgradError(f"{table.path}:{table.lines[bad[0]]}: column {table.label(j)} holds "
+                               f"{column[bad[0]]}, not a finite number")
+    return np.stack([table.columns[j] for j in chosen], axis=1)
+
+
+def read_features(path: str | pathlib.Path, features: str | None, width: int) -> np.ndarray:
+    """Feature rows of a file that may hold no target (rows to predict): the columns named
+    by `features`; else all columns when there are `width` of them, else all but the last.
+    In an NPZ file: the array named by `features` (default X), or its one 2-D array."""
+    path = _data_file(path)
+    if path.suffix.lower() == ".npz":
+        arrays = _load_npz(path)
+        key = features if features is not None else next(
+            (k for k in FEATURE_KEYS if k in arrays), next(iter(arrays)) if len(arrays) == 1 else None)
+        if key not in arrays:
+            raise SymgradError(f"{path} has no array {key or 'X'!r}; its arrays are "
+                               f"{', '.join(sorted(arrays))} (name it with --features KEY)")
+        X = _numeric(path, key, arrays[key]).reshape(len(arrays[key]), -1)
+        _finite(path, key, X)
+        return X
+    table = read_csv(path)
+    if features is not None:
+        chosen = select(table, features, "--features")
+    else:
+        count = len(table.columns)
+        chosen = list(range(count if count == width else count - 1))
+    return feature_matrix(table, chosen)
 
 
 def is_file_spec(spec: str) -> bool:

@@ -9,7 +9,9 @@ measured the usual way for this task: a generated sample is high quality when it
 high-quality samples nearest to it.
 
 RUN_DIR holds config.json, metrics.csv (every `every` steps: both losses, modes covered,
-high-quality fraction), model.npz (the parameters) and samples.png (real and generated).
+high-quality fraction, and the seconds those steps took), model.npz (the parameters),
+module.py (a copy of the generated module) and samples.png (real and generated).
+`symgrad.load_trained(RUN_DIR).sample(n)` draws from the generator.
 """
 from __future__ import annotations
 
@@ -99,7 +101,8 @@ def train_gan(module: types.ModuleType, *, steps: int = 12000, batch_size: int =
     config = {"model": module.__name__.rsplit(".", 1)[-1], "data": "ring", "steps": steps,
               "batch_size": batch_size, "optimizer": "adam", "lr": lr, "beta1": beta1, "seed": seed}
     write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
-    start = time.perf_counter()
+    write_text(run_dir / "module.py", pathlib.Path(module.__file__).read_text())  # loads without the source
+    start = last = time.perf_counter()
     for t in range(1, steps + 1):
         # the second half lowers the rate linearly to a tenth: the players settle, the
         # generator's samples stop circling the modes
@@ -115,16 +118,18 @@ def train_gan(module: types.ModuleType, *, steps: int = 12000, batch_size: int =
             raise SymgradError(f"step {t}: a loss is not finite (L_D {loss_d}, L_G {loss_g}); "
                                "try a smaller --lr")
         if t % every == 0 or t == steps:
-            modes, good = quality(_generate(module, params, fixed_noise))
-            seconds = time.perf_counter() - start
+            modes, good = quality(generate(module, params, fixed_noise))
+            now = time.perf_counter()
+            seconds, last = now - last, now  # the row's own time, as an epoch's row has
             rows.append(f"{t},{loss_d:.6f},{loss_g:.6f},{modes},{good:.4f},{seconds:.2f}")
             write_text(run_dir / "metrics.csv", "\n".join(rows) + "\n")
             if not quiet:
                 print(f"step {t:6d}/{steps}  L_D {loss_d:.4f}  L_G {loss_g:.4f}  modes {modes}/8  "
                       f"high-quality {good:.3f}  ({seconds:.1f} s)", flush=True)
-    fake = _generate(module, params, fixed_noise)
+    fake = generate(module, params, fixed_noise)
     modes, good = quality(fake)
-    checkpoint.save(run_dir / "model.npz", params, {"config": config, "modes": modes, "high_quality": good})
+    checkpoint.save(run_dir / "model.npz", params, {"kind": "gan", "model": config["model"], "config": config,
+                                                    "modes": modes, "high_quality": good})
     plots.scatter(ring(SAMPLES, np.random.default_rng(seed + 2)), fake, run_dir / "samples.png",
                   f"{config['model']}: {modes}/8 modes, {good:.2f} high quality", ring_centers())
     summary = (f"modes covered {modes}/8  high-quality fraction {good:.4f}  ({config['model']} on ring, adam "
@@ -133,7 +138,8 @@ def train_gan(module: types.ModuleType, *, steps: int = 12000, batch_size: int =
     return GanResult(run_dir, modes, good, params, summary)
 
 
-def _generate(module: types.ModuleType, params: dict, noise: np.ndarray) -> np.ndarray:
+def generate(module: types.ModuleType, params: dict, noise: np.ndarray) -> np.ndarray:
+    """The generator's samples for rows of noise."""
     return module.forward(params, {"Z": noise, "X": np.zeros((len(noise), 2), np.float32)})["fake"]
 
 

@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from symgrad.symbolic.errors import SymgradError
-from symgrad.training import metrics, optimizers
+from symgrad.training import optimizers, schedules
 from symgrad.training.data import Prepared, Split, batches, streams
-
-EVAL_ROWS = 8192  # evaluation runs in chunks of this many rows, so memory stays bounded
+from symgrad.training.evaluation import Evaluator
 
 
 class Diverged(SymgradError):
@@ -45,6 +44,8 @@ class TrainConfig:
     dims: dict[str, int] = field(default_factory=dict)
     dtype: str = "float32"
     patience: int | None = None  # stop after this many epochs without a lower validation loss
+    schedule: str | None = None  # learning-rate schedule (training.schedules); None: constant
+    clip_norm: float | None = None  # rescale each gradient whose global L2 norm exceeds this
 
     def check(self) -> None:
         for name, value in (("epochs", self.epochs), ("batch size", self.batch_size)):
@@ -64,6 +65,10 @@ class TrainConfig:
                                        f"not {value!r}")
         if self.dtype not in ("float32", "float64"):
             raise SymgradError(f"dtype must be float32 or float64, not {self.dtype!r}")
+        if self.clip_norm is not None and not (isinstance(self.clip_norm, (int, float)) and self.clip_norm > 0
+                                               and math.isfinite(self.clip_norm)):
+            raise SymgradError(f"clip norm must be a positive number, not {self.clip_norm!r}")
+        schedules.parse(self.schedule)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,16 +76,25 @@ class TrainConfig:
 
 @dataclass
 class EpochRecord:
+    """One epoch's figures. `train` and `val` are measured alike, in evaluation mode with the
+    parameters at the epoch's end, so they compare; `batch_loss` is the mean of the epoch's
+    mini-batch losses as training saw them (training mode: dropout on, parameters moving)."""
+
     epoch: int
     steps: int
-    train_loss: float  # mean of the epoch's mini-batch losses
-    train: dict[str, float]  # the metric on the training split, parameters at the epoch's end
+    batch_loss: float  # mean of the epoch's mini-batch losses, in training mode
+    train: dict[str, float]  # loss and metric on the training split, parameters at the epoch's end
     val: dict[str, float]  # loss and metric on the validation split, parameters at the epoch's end
     seconds: float
+    lr: float  # the learning rate of the epoch's last step
+
+    @property
+    def train_loss(self) -> float:
+        return self.train["loss"]
 
     def to_dict(self) -> dict:
-        return {"epoch": self.epoch, "steps": self.steps, "train_loss": self.train_loss,
-                "train": dict(self.train), "val": dict(self.val), "seconds": self.seconds}
+        return {"epoch": self.epoch, "steps": self.steps, "batch_loss": self.batch_loss,
+                "train": dict(self.train), "val": dict(self.val), "seconds": self.seconds, "lr": self.lr}
 
 
 def _io_names(module: types.ModuleType) -> tuple[str, str | None]:
@@ -116,6 +130,8 @@ class Trainer:
             raise SymgradError(f"the model has no hyper-parameter {first!r}; it has {known}{hint}")
         self.dims, self.input_shape, self.target_shape = self._dims()
         self.dtype = np.dtype(config.dtype)
+        self.evaluator = Evaluator(module, self.input, self.target, self.input_shape, self.target_shape,
+                                   self.dtype, config.model_hypers, data.task, data.classes)
         self.optimizer = optimizers.load(config.optimizer)
         # `t`, the step count, is the loop's to give, not a setting
         unknown = set(config.optimizer_hypers) - (set(self.optimizer.HYPERS) - {"t"})
@@ -126,6 +142,8 @@ class Trainer:
         self.opt_hypers = dict(config.optimizer_hypers)
         if config.lr is not None:
             self.opt_hypers["lr"] = float(config.lr)
+        self.base_lr = float(self.opt_hypers.get("lr", self.optimizer.HYPERS["lr"]))
+        self.schedule = schedules.parse(config.schedule)
         self.params = module.init_params(self.dims, seed=config.seed, dtype=self.dtype)
         self.model_state = module.init_state(self.dims, self.dtype)  # running averages, if any
         self.state = self.optimizer.init_state(self.params)
@@ -144,7 +162,8 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        return float(self.opt_hypers.get("lr", self.optimizer.HYPERS["lr"]))
+        """The base learning rate (a schedule scales it step by step)."""
+        return self.base_lr
 
     # -- shapes ------------------------------------------------------------------------------
     def _dims(self) -> tuple[dict[str, int], tuple[int, ...], tuple[int, ...]]:
@@ -188,12 +207,6 @@ class Trainer:
         shape = tuple(d if isinstance(d, int) else dims[d] for d in rest)
         return dims, shape, tuple(d if isinstance(d, int) else dims[d] for d in y_rest)
 
-    def batch(self, split: Split, idx: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
-        X = split.X[idx].astype(self.dtype).reshape((-1, *self.input_shape))
-        if self.target is None:
-            return {self.input: X}
-        return {self.input: X, self.target: split.Y[idx].astype(self.dtype).reshape((-1, *self.target_shape))}
-
     # -- training ------------------------------------------------------------------------------
     def train_epoch(self, on_step: Callable[[int, float], None] | None = None) -> float:
         """One pass over the training split; the mean mini-batch loss. Raises `Diverged` at
@@ -222,6 +235,9 @@ class Trainer:
             if name is not None:
                 raise Diverged(f"the gradient of parameter {name} holds {_first_bad(grads[name])} at "
                                f"{where(step, b)} (loss {loss:.4g}); lower the learning rate")
+            if self.config.clip_norm is not None:
+                clip_global_norm(grads, self.config.clip_norm)
+            self.opt_hypers["lr"] = self.base_lr * self.schedule.factor(step, n_batches, self.config.epochs)
             self.optimizer.step(self.params, grads, self.state, step, self.opt_hypers)
             self.steps = step
             total += loss * len(idx)
@@ -251,35 +267,19 @@ class Trainer:
         return ""
 
     def evaluate(self, split: Split, params: dict[str, np.ndarray] | None = None,
-                 state: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        """Loss (the model's own) and metric on a split, in evaluation mode, of `params` and
-        the model `state` (default: the current ones)."""
+                 state: dict[str, np.ndarray] | None = None, detail: bool = True) -> dict[str, float]:
+        """Loss (the model's own) and metrics on a split, in evaluation mode, of `params` and
+        the model `state` (default: the current ones); `detail`: per-class figures too."""
         params = self.params if params is None else params
         state = self.model_state if state is None else state
-        hypers = self.config.model_hypers
-        total = 0.0
-        for start in range(0, len(split), EVAL_ROWS):
-            batch = self.batch(split, slice(start, start + EVAL_ROWS))
-            total += self.module.loss(params, batch, hypers, state=state) * len(batch[self.input])
-        prediction = self.predict(split, params, state)
-        out = {"loss": total / len(split)}
-        if self.data.task == "regression":
-            out["r2"] = metrics.r2(prediction, split.Y)
-        elif self.data.task == "density":
-            out["nll"] = float(-np.mean(prediction))
-        else:
-            out["accuracy"] = metrics.accuracy(prediction, split.labels, self.data.task)
-        return out
+        return self.evaluator.evaluate(params, state, split.X, split.Y, split.labels, detail)
 
     def predict(self, split: Split, params: dict[str, np.ndarray] | None = None,
                 state: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """The model's prediction output for every row of a split, in evaluation mode."""
         params = self.params if params is None else params
         state = self.model_state if state is None else state
-        hypers = self.config.model_hypers
-        chunks = (self.batch(split, slice(s, s + EVAL_ROWS)) for s in range(0, len(split), EVAL_ROWS))
-        name = self.module.PREDICTION
-        return np.concatenate([self.module.forward(params, c, hypers, state=state)[name] for c in chunks])
+        return self.evaluator.predict(params, state, split.X)
 
     # -- the whole run -------------------------------------------------------------------------
     @property
@@ -295,18 +295,19 @@ class Trainer:
         start = time.perf_counter()
         # Overflow on the way to a NaN is reported once, as `Diverged`, not as numpy warnings.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            train_loss = self.train_epoch(on_step)
+            batch_loss = self.train_epoch(on_step)
             try:
-                train = self.evaluate(self.data.train)
+                train = self.evaluate(self.data.train, detail=False)
                 val = self.evaluate(self.data.val)
             except np.linalg.LinAlgError as e:
                 raise Diverged(f"{e} in the evaluation after epoch {self.epoch}") from None
         if not math.isfinite(val["loss"]):
             raise Diverged(f"the validation loss is {val['loss']} after epoch {self.epoch}, "
                            f"step {self.steps}")
-        record = EpochRecord(self.epoch, self.steps, train_loss, {self.metric: train[self.metric]}, val,
-                             time.perf_counter() - start)
+        record = EpochRecord(self.epoch, self.steps, batch_loss, train, val, time.perf_counter() - start,
+                             float(self.opt_hypers["lr"]))
         self.history.append(record)
+        self.schedule.end_epoch(val["loss"])
         if val["loss"] < self.best_val_loss:
             self.best_val_loss, self.best_epoch, self.bad_epochs = val["loss"], self.epoch, 0
             for best, now in ((self.best_params, self.params), (self.best_model_state, self.model_state)):
@@ -351,7 +352,7 @@ class Trainer:
                 "model_rng": self.model_rng.bit_generator.state,
                 "history": [r.to_dict() for r in self.history], "best_epoch": self.best_epoch,
                 "best_val_loss": self.best_val_loss if self.best_epoch else None,
-                "bad_epochs": self.bad_epochs}
+                "bad_epochs": self.bad_epochs, "schedule": self.schedule.state()}
         return arrays, meta
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -375,6 +376,18 @@ class Trainer:
         self.best_epoch = int(meta["best_epoch"])
         self.best_val_loss = math.inf if meta["best_val_loss"] is None else float(meta["best_val_loss"])
         self.bad_epochs = int(meta["bad_epochs"])
+        self.schedule.restore(meta["schedule"])
+
+
+def clip_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients in place by max_norm / norm when their joint L2 norm exceeds
+    max_norm (PyTorch's `clip_grad_norm_`, with its 1e-6 guard); return the norm before."""
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1:
+        for g in grads.values():
+            g *= scale
+    return norm
 
 
 def nonfinite(arrays: dict[str, np.ndarray]) -> str | None:

@@ -33,7 +33,9 @@ def _write(fig, path: str | pathlib.Path) -> pathlib.Path:
 
 def curves(rows: Sequence[dict], metric: str, path: str | pathlib.Path, title: str = "",
            best_epoch: int | None = None) -> pathlib.Path:
-    """Training and validation loss (left) and metric (right) per epoch."""
+    """Training and validation loss (left) and metric (right) per epoch, both measured at the
+    epoch's end in evaluation mode; the loss panel adds the mean mini-batch loss (training mode,
+    dropout on, parameters moving) as a dashed line."""
     fig = _figure(10, 4)
     from matplotlib.ticker import MaxNLocator
     epochs = [r["epoch"] for r in rows]
@@ -41,6 +43,10 @@ def curves(rows: Sequence[dict], metric: str, path: str | pathlib.Path, title: s
         marker = "." if len(rows) < 30 else None
         ax.plot(epochs, [r[f"train_{key}"] for r in rows], label="training", marker=marker)
         ax.plot(epochs, [r[f"val_{key}"] for r in rows], label="validation", marker=marker)
+        if key == "loss" and "batch_loss" in rows[0]:
+            ax.plot(epochs, [r["batch_loss"] for r in rows], label="mini-batches (training mode)",
+                    linestyle="--", color="tab:blue", alpha=0.5)
+        ax.set_title(f"{label} at the end of each epoch (evaluation mode)", fontsize=9)
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
         ax.set_xlabel("epoch")

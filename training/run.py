@@ -3,6 +3,7 @@
     from symgrad.training import train
     result = train("mlp_tanh", data="digits", optimizer="adam", seed=0, out="runs/adam")
     result.test["accuracy"], result.run_dir
+    train("softmax_regression", data=(X, y))          # arrays; or a DataFrame with target=
 
 Order of business: every setting, the model, the data and the run folder are checked before
 anything is written, so a mistake costs nothing. Then each epoch ends with an atomic
@@ -10,93 +11,142 @@ checkpoint and a metrics row; the end writes the model, the plots and a one-line
 
 The run folder (RUN_DIR) holds:
   config.json     the settings of the run
-  metrics.csv     one row per epoch: training and validation loss and metric, seconds
+  metrics.csv     one row per epoch: training and validation loss and metrics, learning rate, seconds
   checkpoint.npz  everything needed to continue exactly (parameters, optimizer state, step,
-                  epoch, shuffling generator state, history, best epoch), rewritten each epoch
+                  epoch, shuffling generator state, schedule state, history, best epoch),
+                  rewritten each epoch
   model.npz       the trained parameters, the standardisation and class names, test metrics
+  module.py       a copy of the generated module the run trained with (model_file.py: the
+                  model file too, for a model file): the run loads without the model's source
   curves.png      loss and metric per epoch; confusion.png for classification (test split)
 
 Resuming (`resume=RUN_DIR`) restores the checkpoint and continues bit for bit as if the run
-had never stopped. Only `epochs` and `patience` may differ from the original run; every
-other setting is the run's own and must not be contradicted.
+had never stopped. Only `epochs`, `patience` and `threads` may differ from the original run;
+every other setting is the run's own and must not be contradicted.
 
 Early stopping (`patience=N`): the run stops after N epochs without a lower validation loss,
 and the parameters of the best epoch are the ones kept in model.npz and tested.
+
+A model with objectives (a GAN) trains by alternating steps instead (`training.gan`).
 """
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
 import pathlib
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from symgrad.codegen.atomic import write_text
-from symgrad.symbolic.errors import SymgradError
+from symgrad.symbolic.errors import SymgradError, SymgradWarning
 from symgrad.training import checkpoint, defaults, metrics, plots
-from symgrad.training.checkpoint import TrainedModel
-from symgrad.training.data import Dataset, Prepared, load, prepare
+from symgrad.training.data import Prepared, prepare, resolve
 from symgrad.training.loop import REGULARISERS, Diverged, EpochRecord, TrainConfig, Trainer
 from symgrad.training.progress import Progress
+from symgrad.training.trained import MODEL, MODEL_FILE, MODULE, TrainedModel, load_trained, save_model
 
-CHECKPOINT, METRICS, MODEL, CONFIG = "checkpoint.npz", "metrics.csv", "model.npz", "config.json"
+CHECKPOINT, METRICS, CONFIG = "checkpoint.npz", "metrics.csv", "config.json"
 CURVES, CONFUSION = "curves.png", "confusion.png"
-RUN_FILES = (CONFIG, METRICS, CHECKPOINT, MODEL, CURVES, CONFUSION)
-RESUMABLE = ("epochs", "patience")  # settings a resumed run may change
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, MODEL, MODULE, CURVES, CONFUSION)
+RESUMABLE = ("epochs", "patience", "threads")  # settings a resumed run may change
+FROM_PYTHON = ("arrays", "DataFrame")  # data that lives in the caller's memory, not in a name
+GAN_ONLY, EPOCHS_ONLY = ("steps",), ("epochs", "patience", "resume", "features", "target", "optimizer",
+                                      "dims", "model_hypers", "optimizer_hypers", "l1", "l2", "dropout",
+                                      "schedule", "clip_norm", "val_fraction", "test_fraction", "dtype")
+
+__all__ = ["RunResult", "load_trained", "train"]
 
 
 @dataclass
 class RunResult:
     run_dir: pathlib.Path
     metric: str  # "accuracy" or "r2"
-    test: dict[str, float]  # loss and metric on the test split
+    test: dict[str, float]  # loss and metrics on the test split (per class too, for classification)
     history: list[EpochRecord]
     params: dict[str, np.ndarray]  # the kept parameters (the best epoch's with patience)
     summary: str  # the closing line, "test accuracy 0.9722  (...)"
     best_epoch: int
     stopped_early: bool
     config: dict = field(default_factory=dict)
+    report: str = ""  # per-class precision, recall and F1 on the test split, as a table
 
 
-def train(model, data: str | Dataset | None = None, *, optimizer: str | None = None,
+def train(model, data=None, *, optimizer: str | None = None,
           lr: float | None = None, epochs: int | None = None, batch_size: int | None = None,
           seed: int | None = None, patience: int | None = None,
-          features: str | None = None, target: str | None = None,
+          features=None, target=None,
           val_fraction: float | None = None, test_fraction: float | None = None,
           optimizer_hypers: dict[str, float] | None = None, model_hypers: dict[str, float] | None = None,
           dims: dict[str, int] | None = None, dtype: str | None = None,
           out: str | pathlib.Path | None = None, resume: str | pathlib.Path | None = None,
           progress: bool | None = None, quiet: bool = False, l1: float | None = None,
-          l2: float | None = None, dropout: float | None = None) -> RunResult:
-    """Train `model` (a built-in name, a model file, or a `Model`) and return the result.
+          l2: float | None = None, dropout: float | None = None, schedule=None,
+          clip_norm: float | None = None, threads: int | None = None, steps: int | None = None):
+    """Train `model` (a built-in name, a model file, a `Model` or a generated module) and
+    return the result (a `RunResult`; a `training.gan.GanResult` for a GAN).
 
-    Every setting left as None takes its default: the model's own (`symgrad list`), the
-    recommended learning rate of the optimizer, or the resumed run's. `out` is the run
-    folder (default: a fresh `runs/MODEL-DATA-N`); `resume` continues the run in a folder.
-    `progress`: show a bar (None: when stderr is a terminal); `quiet`: print nothing.
-    `l1`, `l2`, `dropout`: the coefficients and the rate of the model's regularisers; a
-    built-in that lacks one of these terms trains its variant with the terms in its equations.
+    `data`: a bundled data set's name, a .csv/.npz path, `(X, y)` arrays, or a pandas
+    DataFrame (`features=`/`target=` name its columns, as they name a file's). Every setting
+    left as None takes its default: the model's own (`symgrad list`), the recommended
+    learning rate of the optimizer, or the resumed run's. `out` is the run folder (default:
+    a fresh `runs/MODEL-DATA-N`); `resume` continues the run in a folder.
+    `progress`: show a bar (None: when stderr is a terminal or in a notebook); `quiet`:
+    print nothing. `l1`, `l2`, `dropout`: the coefficients and the rate of the model's
+    regularisers; a built-in that lacks one of these terms trains its variant with the terms
+    in its equations. `schedule`: a learning-rate schedule (`training.schedules`, e.g.
+    "cosine:warmup=5"); `clip_norm`: rescale gradients whose global L2 norm exceeds it;
+    `threads`: BLAS (and numexpr) threads while training (None: the libraries' default).
+    A GAN takes `steps`, `lr`, `batch_size`, `seed`, `out`, `quiet` and `threads`.
     """
-    regularisers = _regularisers(l1=l1, l2=l2, dropout=dropout)
-    model_hypers = {**regularisers, **(model_hypers or {})}
+    module = _load_module(model)
     given = {k: v for k, v in dict(
         data=data, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
         patience=patience, features=features, target=target, val_fraction=val_fraction,
         test_fraction=test_fraction, optimizer_hypers=optimizer_hypers or None,
-        model_hypers=model_hypers or None, dims=dims or None, dtype=dtype).items() if v is not None}
+        model_hypers=model_hypers or None, dims=dims or None, dtype=dtype, resume=resume, l1=l1, l2=l2,
+        dropout=dropout, schedule=schedule, clip_norm=clip_norm, threads=threads, steps=steps).items()
+        if v is not None}
+    _check_threads(threads)
+    if getattr(module, "OBJECTIVES", None):  # several players: a GAN trains by alternating steps
+        return _train_gan(model, module, given, out, quiet)
+    if steps is not None:
+        raise SymgradError("--steps is for GANs; this model trains in --epochs")
+    with _thread_limit(threads):
+        return _train_epochs(model, module, given, out, resume, progress, quiet)
+
+
+def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progress, quiet) -> RunResult:
+    regularisers = _regularisers(**{k: given.pop(k, None) for k in REGULARISERS})
+    if regularisers:
+        given["model_hypers"] = {**regularisers, **given.get("model_hypers", {})}
+    if "schedule" in given:
+        from symgrad.training import schedules
+
+        given["schedule"] = schedules.parse(given["schedule"]).spec
+    given.pop("resume", None)
     if resume is not None and out is not None and pathlib.Path(out) != pathlib.Path(resume):
         raise SymgradError("give either --out (a new run) or --resume (an old one), not both")
     saved = _open_resume(pathlib.Path(resume)) if resume is not None else None
     if saved is not None:  # the resumed run's regularisers select the same variant
         regularisers = {k: v for k, v in saved[1]["config"]["model_hypers"].items() if k in REGULARISERS}
-    module = _with_regularisers(model, _load_module(model), regularisers)
+    module = _with_regularisers(model, base, regularisers)
     settings = _settings(model, module, given, saved)
+    if module is not base:
+        settings["variant_of"] = _model_name(base)
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], seed=settings["seed"],
                          optimizer=settings["optimizer"], lr=settings["lr"],
                          optimizer_hypers=settings["optimizer_hypers"], model_hypers=settings["model_hypers"],
-                         dims=settings["dims"], dtype=settings["dtype"], patience=settings["patience"])
+                         dims=settings["dims"], dtype=settings["dtype"], patience=settings["patience"],
+                         schedule=settings["schedule"], clip_norm=settings["clip_norm"])
     config.check()
+    unusual = defaults.usual_lr_warning(config.optimizer, config.lr) if saved is None else None
+    if unusual is not None:
+        warnings.warn(SymgradWarning(unusual), stacklevel=3)
     dataset = settings.pop("_dataset")
     inputs = [k for k in module.INPUTS if k not in module.TARGETS]
     per_column = len(inputs) != 1 or len(module.INPUTS[inputs[0]]) <= 2  # a table, not an image/sequence
@@ -114,7 +164,59 @@ def train(model, data: str | Dataset | None = None, *, optimizer: str | None = N
         trainer.restore(arrays, meta)
     else:
         run_dir = _claim_run_dir(out, settings)
-    return _run(trainer, prepared, settings, run_dir, progress, quiet)
+    sources = {MODULE: pathlib.Path(module.__file__).read_text()}
+    if isinstance(model, (str, pathlib.PurePath)) and str(model).endswith(".py"):
+        sources[MODEL_FILE] = pathlib.Path(model).read_text()
+    return _run(trainer, prepared, settings, run_dir, progress, quiet, sources)
+
+
+def _check_threads(threads) -> None:
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise SymgradError(f"threads must be a positive integer, not {threads!r}")
+
+
+@contextlib.contextmanager
+def _thread_limit(threads: int | None):
+    """At most `threads` BLAS and OpenMP threads (threadpoolctl), and as many numexpr
+    threads, while training; the libraries' own defaults before and after."""
+    if threads is None:
+        yield
+        return
+    import numexpr
+    from threadpoolctl import threadpool_limits
+
+    before = numexpr.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        numexpr.set_num_threads(before)
+
+
+def _train_gan(model, module: types.ModuleType, given: dict, out, quiet: bool):
+    from symgrad.training.gan import train_gan
+
+    from symgrad.models import BUILTINS
+
+    refused = [k for k in EPOCHS_ONLY if k in given]
+    if refused:
+        flag = "--" + refused[0].replace("_", "-").replace("model-hypers", "hyper").replace(
+            "optimizer-hypers", "opt").replace("dims", "dim")
+        raise SymgradError(f"{flag} does not apply to GAN training (it takes --steps, --lr, --batch-size, "
+                           "--seed, --threads, --out)")
+    if given.get("data") not in (None, "ring"):
+        raise SymgradError(f"GAN training uses the generated ring of 8 Gaussians (--data ring), "
+                           f"not {given['data']!r}")
+    builtin = BUILTINS.get(model) if isinstance(model, str) else None
+    chosen = builtin.train if builtin else {"steps": 12000, "batch_size": 256, "lr": 3e-4, "beta1": 0.5}
+    lr = given.get("lr", chosen["lr"])
+    unusual = defaults.usual_lr_warning("adam", lr)
+    if unusual is not None:
+        warnings.warn(SymgradWarning(unusual), stacklevel=3)
+    with _thread_limit(given.get("threads")):
+        return train_gan(module, steps=given.get("steps", chosen["steps"]),
+                         batch_size=given.get("batch_size", chosen["batch_size"]), lr=lr,
+                         beta1=chosen["beta1"], seed=given.get("seed", 0), out=out, quiet=quiet)
 
 
 # -- before training: settings, model, data, run folder -------------------------------------------
@@ -171,6 +273,9 @@ def _open_resume(run_dir: pathlib.Path) -> tuple[dict, dict]:
     arrays, meta = checkpoint.load(path)
     if "config" not in meta:
         raise SymgradError(f"cannot resume: {path} is not a training checkpoint")
+    if meta["format"] < checkpoint.FORMAT:
+        raise SymgradError(f"cannot resume: {path} was written by an older symgrad (format "
+                           f"{meta['format']}); start a new run")
     return arrays, meta
 
 
@@ -181,26 +286,29 @@ def _settings(model, module: types.ModuleType, given: dict, saved) -> dict:
     name = _model_name(module)
     if saved is not None:
         stored = saved[1]["config"]
-        out = {**stored, **{k: v for k, v in given.items() if k in RESUMABLE}}
+        out = {"schedule": None, "clip_norm": None, "threads": None, **stored,
+               **{k: v for k, v in given.items() if k in RESUMABLE}}
         if out["model"] != name:
             raise SymgradError(f"cannot resume: the run trained {stored['model']}, not {name}")
+        if "data" not in given and stored["data"].split(" ")[0] in FROM_PYTHON:
+            raise SymgradError(f"cannot resume: the run trained on {stored['data']} passed from Python; pass "
+                               "the same data again (data=...)")
         data = given.get("data", stored["data"])
-        if isinstance(data, Dataset):
-            out["data"] = data.name
-        out["_dataset"] = data if isinstance(data, Dataset) else load(
-            out["data"], module.TASK, out["features"], out["target"])
+        dataset = resolve(data, module.TASK, out["features"], out["target"])
+        out["_dataset"], out["data"] = dataset, dataset.name if not isinstance(data, str) else data
         out["_given"] = given
         return out
     builtin = BUILTINS.get(model) if isinstance(model, str) else None
     chosen = defaults.settings(builtin.train if builtin else None, given.get("optimizer"))
     data = given.get("data", builtin.data if builtin else None)
     if data is None:
-        raise SymgradError("name the data: --data NAME (a bundled data set) or --data FILE.csv|FILE.npz")
-    dataset = data if isinstance(data, Dataset) else load(
-        data, module.TASK, given.get("features"), given.get("target"))
+        raise SymgradError("name the data: --data NAME (a bundled data set) or --data FILE.csv|FILE.npz "
+                           "(from Python also data=(X, y) or a DataFrame)")
+    dataset = resolve(data, module.TASK, given.get("features"), given.get("target"))
+    columns = {k: _columns_text(given.get(k)) for k in ("features", "target")}
     return {
-        "model": name, "data": dataset.name if isinstance(data, Dataset) else data,
-        "features": given.get("features"), "target": given.get("target"),
+        "model": name, "data": data if isinstance(data, str) else dataset.name,
+        "features": columns["features"], "target": columns["target"],
         "val_fraction": given.get("val_fraction", 0.15), "test_fraction": given.get("test_fraction", 0.2),
         "seed": given.get("seed", 0), "optimizer": chosen["optimizer"], "lr": given.get("lr", chosen["lr"]),
         "epochs": given.get("epochs", chosen["epochs"]),
@@ -208,13 +316,19 @@ def _settings(model, module: types.ModuleType, given: dict, saved) -> dict:
         "patience": given.get("patience"),
         "optimizer_hypers": {**chosen["optimizer_hypers"], **given.get("optimizer_hypers", {})},
         "model_hypers": dict(given.get("model_hypers", {})), "dims": dict(given.get("dims", {})),
-        "dtype": given.get("dtype", "float32"), "_dataset": dataset,
+        "dtype": given.get("dtype", "float32"), "schedule": given.get("schedule"),
+        "clip_norm": given.get("clip_norm"), "threads": given.get("threads"), "_dataset": dataset,
     }
+
+
+def _columns_text(spec) -> str | None:
+    """Columns chosen from Python as a list, written as the command line writes them."""
+    return ",".join(map(str, spec)) if isinstance(spec, (list, tuple)) else spec
 
 
 def _check_same_run(stored: dict, now: dict) -> None:
     """A resumed run must be the run it was: same model, data and settings (but epochs and
-    patience, which only decide when to stop)."""
+    patience, which only decide when to stop, and threads)."""
     if now["spec_hash"] != stored.get("spec_hash"):
         raise SymgradError(f"cannot resume: the equations of {stored['model']} changed since the run started")
     if now["data_fingerprint"] != stored.get("data_fingerprint"):
@@ -228,11 +342,11 @@ def _check_same_run(stored: dict, now: dict) -> None:
             conflict = next((k for k, v in value.items() if _effective(stored, key, k) != v), None)
             if conflict is not None:
                 raise SymgradError(f"cannot resume with {key} {conflict}={value[conflict]}: the run "
-                                   f"used {_effective(stored, key, conflict)} (only epochs and patience "
-                                   "may change)")
+                                   f"used {_effective(stored, key, conflict)} (only epochs, patience "
+                                   "and threads may change)")
         elif value != old:
             raise SymgradError(f"cannot resume with {key} {value!r}: the run used {old!r} "
-                               "(only epochs and patience may change)")
+                               "(only epochs, patience and threads may change)")
 
 
 def _effective(stored: dict, key: str, name: str):
@@ -247,7 +361,7 @@ def _claim_run_dir(out: str | pathlib.Path | None, settings: dict) -> pathlib.Pa
     """The folder of a new run: given, or the first free `runs/MODEL-DATA-N`. One that holds
     another run is refused, so nothing of it is overwritten."""
     if out is None:
-        stem = pathlib.Path(settings["data"]).stem
+        stem = pathlib.Path(settings["data"]).stem.split(" ")[0]
         n = 1
         while (run_dir := pathlib.Path("runs") / f"{settings['model']}-{stem}-{n}").exists():
             n += 1
@@ -268,10 +382,11 @@ def _claim_run_dir(out: str | pathlib.Path | None, settings: dict) -> pathlib.Pa
 
 # -- training and what it leaves behind -------------------------------------------------------------
 def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path,
-         progress: bool | None, quiet: bool) -> RunResult:
+         progress: bool | None, quiet: bool, sources: dict[str, str]) -> RunResult:
     config = trainer.config
     n_batches = -(-len(data.train) // config.batch_size)
-    bar = Progress(config.epochs * n_batches, trainer.steps, config.epochs, trainer.metric, progress, quiet)
+    bar = Progress(config.epochs * n_batches, trainer.steps, config.epochs, trainer.metric, progress, quiet,
+                   trainer.epoch)
     if trainer.history:
         bar.write(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.steps})")
     start = time.perf_counter()
@@ -285,12 +400,15 @@ def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path
         arrays, meta = trainer.snapshot()
         checkpoint.save(run_dir / CHECKPOINT, arrays, {**meta, "config": settings})
         if first:
+            for name, text in sources.items():  # the run loads without the model's source
+                write_text(run_dir / name, text)
             write_text(run_dir / CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n")
             write_text(run_dir / METRICS, metrics_csv(trainer.history, trainer.metric))
             first = False
         else:
             with open(run_dir / METRICS, "a") as f:
-                f.write(metrics_row(record, trainer.metric))
+                columns = metrics_columns(trainer.history[0], trainer.metric)
+                f.write(metrics_row(record, trainer.metric, columns))
         bar.epoch(record)
 
     try:
@@ -307,55 +425,76 @@ def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path
         bar.close()
     if trainer.history:  # epochs and patience may have grown on resume: keep config.json current
         write_text(run_dir / CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n")
-    return _finish(trainer, data, settings, run_dir, time.perf_counter() - start)
+    result = _finish(trainer, data, settings, run_dir, time.perf_counter() - start)
+    if result.report:
+        bar.write(result.report)
+    return result
+
+
+def metrics_columns(record: EpochRecord, metric: str) -> list[str]:
+    """metrics.csv's columns: `train_*` and `val_*` are end-of-epoch evaluations (evaluation
+    mode; the validation split also per class: `val_precision_C`, `val_recall_C`, `val_f1_C`
+    for each class C, `val_f1_macro`, and `val_roc_auc` for two classes); `batch_loss` is the
+    mean of the epoch's mini-batch losses in training mode; `lr` the learning rate of the
+    epoch's last step; `seconds` the epoch's own time."""
+    return ["epoch", "steps", "batch_loss", "train_loss", f"train_{metric}",
+            *(f"val_{k}" for k in record.val), "lr", "seconds"]
 
 
 def metrics_csv(history: list[EpochRecord], metric: str) -> str:
-    header = f"epoch,steps,train_loss,train_{metric},val_loss,val_{metric},seconds\n"
-    return header + "".join(metrics_row(r, metric) for r in history)
+    if not history:
+        return ""
+    columns = metrics_columns(history[0], metric)
+    return _csv_line(columns) + "".join(metrics_row(r, metric, columns) for r in history)
 
 
-def metrics_row(r: EpochRecord, metric: str) -> str:
-    return (f"{r.epoch},{r.steps},{r.train_loss!r},{r.train[metric]!r},{r.val['loss']!r},"
-            f"{r.val[metric]!r},{r.seconds:.4f}\n")
+def metrics_row(r: EpochRecord, metric: str, columns: list[str]) -> str:
+    values = {"epoch": r.epoch, "steps": r.steps, "batch_loss": repr(r.batch_loss),
+              "train_loss": repr(r.train_loss), f"train_{metric}": repr(r.train[metric]),
+              **{f"val_{k}": repr(v) for k, v in r.val.items()}, "lr": repr(r.lr),
+              "seconds": f"{r.seconds:.4f}"}
+    return _csv_line([values.get(c, "") for c in columns])
+
+
+def _csv_line(cells: list) -> str:
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(cells)
+    return line.getvalue()
 
 
 def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path,
             seconds: float) -> RunResult:
     params, state, metric = trainer.final_params, trainer.final_model_state, trainer.metric
     test = trainer.evaluate(data.test, params, state)
-    rows = [{"epoch": r.epoch, "train_loss": r.train_loss, f"train_{metric}": r.train[metric],
-             "val_loss": r.val["loss"], f"val_{metric}": r.val[metric]} for r in trainer.history]
+    rows = [{"epoch": r.epoch, "batch_loss": r.batch_loss, "train_loss": r.train_loss,
+             f"train_{metric}": r.train[metric], "val_loss": r.val["loss"], f"val_{metric}": r.val[metric]}
+            for r in trainer.history]
     title = f"{settings['model']} on {settings['data']} ({settings['optimizer']}, lr {settings['lr']:g})"
-    written = [METRICS, CHECKPOINT, MODEL, CURVES]
     plots.curves(rows, metric, run_dir / CURVES, title,
                  trainer.best_epoch if settings["patience"] is not None else None)
+    report, extra = "", ""
     if data.task in ("binary", "multiclass"):
-        prediction = trainer.predict(data.test, params, state)
-        matrix = metrics.confusion(prediction, data.test.labels, len(data.classes), data.task)
+        guess = metrics.predicted_labels(trainer.predict(data.test, params, state), data.task)
+        matrix = metrics.confusion(guess, data.test.labels, len(data.classes))
         plots.confusion(matrix, data.classes, run_dir / CONFUSION,
                         f"{title}\ntest {metric} {test[metric]:.4f}")
-        written.append(CONFUSION)
+        report = metrics.report(test, data.classes, matrix.sum(axis=1), "test split")
+        extra = f", macro F1 {test['f1_macro']:.4f}" + (
+            f", ROC AUC {test['roc_auc']:.4f}" if "roc_auc" in test else "")
     epochs_run = trainer.epoch
     stopped = trainer.stopped_early and epochs_run < trainer.config.epochs
     meta = {"model": settings["model"], "spec_hash": settings["spec_hash"], "task": data.task,
             "dims": settings["dims"], "classes": data.classes,
             "epoch": trainer.best_epoch if trainer.keeps_best else epochs_run, "test": test,
             "config": settings}
-    checkpoint.save_model(run_dir / MODEL, TrainedModel(params, state, data.mean, data.std, data.y_mean,
-                                                        data.y_std, meta))
+    trained = TrainedModel(params, state, data.mean, data.std, data.y_mean, data.y_std, meta)
+    save_model(run_dir / MODEL, trained)
     note = f"stopped early after epoch {epochs_run}, best epoch {trainer.best_epoch}" if stopped else (
         f"{epochs_run} epoch{'s' * (epochs_run != 1)}"
         + (f", best epoch {trainer.best_epoch}" if settings["patience"] else ""))
-    summary = (f"test {metric} {test[metric]:.4f}  (test loss {test['loss']:.4f}; {settings['model']} on "
-               f"{settings['data']}, {settings['optimizer']} lr {settings['lr']:g}, batch size "
+    summary = (f"test {metric} {test[metric]:.4f}  (test loss {test['loss']:.4f}{extra}; {settings['model']} "
+               f"on {settings['data']}, {settings['optimizer']} lr {settings['lr']:g}, batch size "
                f"{settings['batch_size']}, seed {settings['seed']}; {note}; {seconds:.1f} s; "
                f"run in {run_dir})")
     return RunResult(run_dir, metric, test, list(trainer.history), params, summary, trainer.best_epoch,
-                     stopped, dict(settings))
-
-
-def load_trained(run_dir_or_file: str | pathlib.Path) -> TrainedModel:
-    """The trained model of a run (its RUN_DIR, or the model.npz itself)."""
-    path = pathlib.Path(run_dir_or_file)
-    return checkpoint.load_model(path / MODEL if path.is_dir() else path)
+                     stopped, dict(settings), report)

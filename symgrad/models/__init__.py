@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from symgrad.models import attention, classic, cnn, gan, gaussian, mlp, rnn
 from symgrad.symbolic.model import Model
@@ -23,6 +23,16 @@ class BuiltIn:
 # 0.980 (tanh), 0.983 (relu), 0.976 (sigmoid); plain SGD (lr 0.1, 40 epochs) gave 0.974 (tanh).
 MLP_DIGITS = {"optimizer": "adamw", "lr": 0.002, "optimizer_hypers": {"weight_decay": 0.2},
               "epochs": 60, "batch_size": 32}
+
+def _named(name: str, build: Callable[[], Model]) -> Callable[[], Model]:
+    """`build`, with the model remembering that `symgrad derive NAME` builds it again."""
+    def named() -> Model:
+        model = build()
+        model.origin = name
+        return model
+
+    return named
+
 
 BUILTINS: dict[str, BuiltIn] = {
     "linear_regression": BuiltIn(classic.linear_regression, "linear regression, mean squared error",
@@ -60,8 +70,11 @@ BUILTINS: dict[str, BuiltIn] = {
                             "multivariate Gaussian by maximum likelihood: learnt mean and Cholesky factor",
                             "gaussian", {"optimizer": "adam", "lr": 0.01, "epochs": 60, "batch_size": 128}),
     "gan_ring": BuiltIn(gan.gan, "GAN (relu generator, leaky-relu discriminator) for the ring of 8 Gaussians",
-                        "ring", {"steps": 12000, "batch_size": 256, "lr": 3e-4}),
+                        "ring", {"steps": 12000, "batch_size": 256, "lr": 3e-4, "beta1": 0.5}),
 }
+
+
+BUILTINS = {name: replace(b, build=_named(name, b.build)) for name, b in BUILTINS.items()}
 
 
 def build(name: str) -> Model:
