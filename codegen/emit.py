@@ -151,13 +151,16 @@ def _bind_dims(program: Program, leaves: list[Node], where: str) -> list[str]:
 _STATE_MISSING = 'raise ValueError("pass state=: this model keeps running statistics")'
 
 
-def _model_body(program: Program, derivation: Derivation, arg: str, first_param: str,
-                grad: bool, cite: Derivation | None = None) -> list[str]:
-    """Bind what the program reads (params, batch, hypers, state, rng), then run it."""
+def _model_body(program: Program, derivation: Derivation, arg: str, first_param: str, grad: bool,
+                cite: Derivation | None = None, vectors: dict[str, Node] | None = None) -> list[str]:
+    """Bind what the program reads (params, batch, hypers, state, rng, the vector of an
+    HVP), then run it."""
     leaves = list(derivation.model.leaves.values())
     used = set(program.leaves)
     lines = [f'{leaf.name} = params["{leaf.name}"]' for leaf in leaves if leaf in used and leaf.op == "param"]
     lines.append(f'dt = params["{first_param}"].dtype')
+    lines += [f'{v.name} = np.asarray(vector["{p}"], dtype=dt)'
+              for p, v in (vectors or {}).items() if v in used]
     if any(leaf.op == "state" for leaf in used):
         lines += (["if state is None:  # a throwaway state: the batch statistics still apply",
                    "    state = init_state(validate(params), dt)"] if grad
@@ -180,6 +183,11 @@ def _model_body(program: Program, derivation: Derivation, arg: str, first_param:
 
 
 def _returning(program: Program, name: str, grads: list[str]) -> str:
+    if name == "hvp":  # one entry a line: an LSTM's HVP returns long views
+        lines = ["return (", f"    float({program.results['loss']}),", "    {"]
+        lines += [f'        "{p}": {program.results[p]},' for p in grads] + ["    },", "    {"]
+        lines += [f'        "{p}": {program.results["hv:" + p]},' for p in grads] + ["    },", ")"]
+        return "\n".join(lines)
     if name == "forward":
         return "return {" + ", ".join(f'"{k}": {v}' for k, v in program.results.items()) + "}"
     if name == "loss":
@@ -188,8 +196,13 @@ def _returning(program: Program, name: str, grads: list[str]) -> str:
         f'"{p}": {program.results[p]}' for p in grads) + "}"
 
 
-def generate(derivation: Derivation, backend: str = "auto", calibration: dict | None = None) -> str:
-    """The source of the generated module for a model's derivation."""
+def generate(derivation, backend: str = "auto", calibration: dict | None = None,
+             second_order: bool = True) -> str:
+    """The source of the generated module for a model's derivation (or for an `sg.hvp` or
+    `sg.hessian` of it: the module of the derivation they extend). With `second_order`, the
+    module has `hvp` and `hessian` (and per player of a GAN, `hvp_<objective>` and
+    `hessian_<objective>`)."""
+    derivation = getattr(derivation, "derivation", derivation)
     model = derivation.model
     names = {n: t for n, (t, _) in derivation.names.items()}
     owners = derivation.owners
@@ -215,6 +228,9 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         programs[f"loss_and_grad_{objective}", True] = lower(
             {"loss": d.loss, **d.gradients}, {n: t for n, (t, _) in d.names.items()}, d.owners, kernels,
             workspace=True)
+    hvps = {}
+    if second_order:
+        hvps = _second_order_programs(derivation, players, programs, names, owners, kernels)
     context = _common(model, backend, calibration, _finish_kernels(kernels, backend), list(programs.values()))
     first_param = next(iter(model.params))
     grads = list(derivation.gradients)
@@ -263,6 +279,7 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
                        "    rng: np.random.Generator | int | None = None,\n"
                        f"{extra}) -> {returns}:"),
         })
+    functions += _second_order_functions(derivation, players, hvps, programs, first_param)
     context.update({
         "regenerate": _regenerate(model),
         "summary": "\n".join(_wrap(_safe_doc(f"{model.name}: " + (
@@ -283,6 +300,94 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         "functions": functions,
     })
     return _ENV.get_template("module.py.j2").render(**context)
+
+
+# -- second order ------------------------------------------------------------------------------
+def _second_order_programs(derivation: Derivation, players: dict, programs: dict, names: dict,
+                           owners: dict, kernels: dict) -> dict:
+    """The programs of `hvp` (the model's loss) and of each player's `hvp_<objective>`:
+    the loss, its gradients and H v in one pass over the shared forward values."""
+    from symgrad.symbolic.second_order import hvp
+
+    out = {}
+    for objective, first in [(None, derivation), *players.items()]:
+        h = hvp(first)
+        key = "hvp" if objective is None else f"hvp_{objective}"
+        own = {n: t for n, (t, _) in first.names.items()} if objective else dict(names)
+        for p, g in h.gradients.items():
+            own.setdefault(g, f"d{first.loss_name}_d{p}")
+        for p, hv in h.products.items():
+            own.setdefault(hv, f"hv_{p}")
+        roots = {"loss": first.loss, **h.gradients, **{f"hv:{p}": hv for p, hv in h.products.items()}}
+        programs[key, True] = lower(roots, own, owners if objective is None else first.owners, kernels,
+                                    workspace=True)
+        out[key] = h
+    return out
+
+
+_HVP_HEADER = """def {name}(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:"""
+
+_HESSIAN_HEADER = """def {name}(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:"""
+
+
+def _second_order_functions(derivation: Derivation, players: dict, hvps: dict, programs: dict,
+                            first_param: str) -> list[dict]:
+    functions = []
+    for key, h in hvps.items():
+        objective = key.removeprefix("hvp").removeprefix("_")
+        first = players.get(objective, derivation)
+        program = programs[key, True]
+        lines = _model_body(program, first, "batch", first_param, True,
+                            cite=derivation if objective else None, vectors=h.vectors)
+        if program.uses_workspace:
+            lines.insert(0, f'ws = _take_workspace("{key}")')
+            lines.append(f'_give_back("{key}", ws)')
+        lines += _returning(program, "hvp", list(h.wrt)).split("\n")
+        of = f"the objective {objective}" if objective else f"the loss {derivation.loss_name}"
+        doc = (f"H v: the Hessian of {of} w.r.t. {', '.join(h.wrt)} times `vector` (keyed and shaped "
+               "like those parameters), with the loss and its gradient, in training mode; reverse mode "
+               "over the backward pass. Running averages (`state`) are read, never updated.")
+        functions.append({"name": key, "doc": "\n    ".join(textwrap.wrap(doc, 90)),
+                          "body": fit_all(lines, "    "), "header": _HVP_HEADER.format(name=key)})
+        dropout = any(ins.op == "dropout_mask" for ins in program.instrs)
+        name = key.replace("hvp", "hessian", 1)
+        among = "names" if objective else "PARAMS"
+        body = [f'names = OBJECTIVES["{objective}"]'] if objective else []
+        body += [f"if wrt not in {among}:",
+                f'    raise KeyError(f"{name}: no parameter {{wrt!r}}; expected one of {{tuple({among})}}")']
+        if dropout:  # every column sees the same dropout masks
+            body.append("rng = int(rng.integers(2**63)) if isinstance(rng, np.random.Generator) else rng")
+        body += [f"vector = {{k: np.zeros_like(params[k]) for k in {among}}}",
+                 "unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector",
+                 "n = unit.size",
+                 "out = np.empty((n, n), dtype=params[wrt].dtype)",
+                 "for j in range(n):",
+                 "    unit[j] = 1.0",
+                 f"    hv = {key}(params, batch, vector, hypers, state=state, rng=rng)[2]",
+                 "    out[:, j] = hv[wrt].reshape(-1)",
+                 "    unit[j] = 0.0",
+                 "return out"]
+        doc = (f"The (n, n) Hessian of {of} w.r.t. the parameter `wrt` of n entries (row-major "
+               f"flattening): column j is {key} with the j-th unit vector, so it costs n HVPs.")
+        functions.append({"name": name, "doc": "\n    ".join(textwrap.wrap(doc, 90)),
+                          "body": fit_all(body, "    "), "header": _HESSIAN_HEADER.format(name=name)})
+    return functions
 
 
 def _regenerate(model: Model) -> str:

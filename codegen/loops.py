@@ -134,14 +134,16 @@ def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Inst
             message = f"scan {cell.name}: the time axis has length 0"
             lines += [f"if {T} == 0:", f'    raise ValueError("{message}")']
         lines += allocations + before
-        lines += [f"{p.name} = {a}" for p, a in zip(cell.state_ph, args[ns:ns + nh], strict=True)]
+        lines += [f"{p.name} = {a}" for p, a in zip(cell.state_ph, args[ns:ns + nh], strict=True)
+                  if p in program.leaves]
         lines.append(f"for {t} in range({T}):")
         inner = [f"{p.name} = {_at(a, t)}" for p, a in zip(cell.seq_ph, args[:ns], strict=True)]
         inner += _body(program)
         inner += [f"{target} = {results[key]}" for key, target in targets.items()
                   if key not in program.placed]
         inner += [f"{p.name} = {targets[key] if key in program.placed else results[key]}"
-                  for p, key in zip(cell.state_ph, [f"s{k}" for k in range(nh)], strict=True)]
+                  for p, key in zip(cell.state_ph, [f"s{k}" for k in range(nh)], strict=True)
+                  if p in program.leaves]  # a per-step output no step reads is not carried
         return lines + ["    " + line for line in inner]
 
     return render, allocates
@@ -190,7 +192,7 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
         lines.append(f"for {t} in range({T} - 1, -1, -1):")
         inner = [f"{p.name} = {_at(a, t)}" for p, a in zip(cell.seq_ph, sequences, strict=True)]
         inner += [f"{p.name} = {_at(s, f'{t} - 1')} if {t} else {h0}"
-                  for p, s, h0 in zip(cell.state_ph, states, inits, strict=True)]
+                  for p, s, h0 in zip(cell.state_ph, states, inits, strict=True) if p in program.leaves]
         inner += [f"{p.name} = {_at(s, t)}" for p, s in zip(cell.out_ph, states, strict=True)
                   if p is not None]
         inner += [f"{p.name} = {_at(r, t)}" for p, r in zip(cell.res_ph, residuals, strict=True)]

@@ -26,7 +26,7 @@ from symgrad.symbolic.errors import RuleError
 from symgrad.symbolic.graph import ARG, Node, topological
 from symgrad.symbolic.shapes import Shape, shapes_equal
 
-_VIEW_OPS = ("transpose", "reshape", "broadcast_to", "slice")
+_VIEW_OPS = ("transpose", "reshape", "broadcast_to", "slice", "flip")
 _CHECKED_OPS = ("inv", "solve", "cholesky")  # their errors (a singular matrix) name the equation
 _LOOP_OPS = ("scan", "scan_vjp")  # lowered by codegen.loops into a loop over time
 _HEAVY = (sympy.exp, sympy.log, sympy.tanh)
@@ -178,6 +178,8 @@ class Lowering:
             return f"{self._atom(n.args[0])}.reshape{self._shape(n.shape)}"
         if n.op == "broadcast_to":
             return f"np.broadcast_to({self.ref(n.args[0])}, {self._shape(n.shape)})"
+        if n.op == "flip":
+            return f"np.flip({self.ref(n.args[0])}, {n.attr('axis')})"
         if n.op == "slice":
             start, stop = (self._dim_text(n.attr(k)) for k in ("start", "stop"))
             return f"{self._atom(n.args[0])}[{', '.join([':'] * n.attr('axis') + [f'{start}:{stop}'])}]"

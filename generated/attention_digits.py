@@ -352,6 +352,207 @@ def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
     return out
 
 
+def _ew10(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = exp(a)"""
+    if _use_numexpr(out, True):
+        return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
+    np.exp(a, out=out)
+    return out
+
+
+def _ew11(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/b"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
+    np.divide(a, b, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew12(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/d - b*c"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
+    np.divide(a, d, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(out, s0, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew13(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a - b"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a - b", local_dict={"a": a, "b": b}, out=out)
+    np.subtract(a, b, out=out)
+    return out
+
+
+def _ew14(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
+    """out = a*b/sqrt(c)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("a*b/sqrt(c)", local_dict={"a": a, "b": b, "c": k(c)}, out=out)
+    np.multiply(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.sqrt(c, out=s0)
+    np.divide(out, s0, out=out)
+    return out
+
+
+def _ew15(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b + c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    return out
+
+
+def _ew16(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
+    """out = (a + b)/sqrt(c)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("(a + b)/sqrt(c)", local_dict={"a": a, "b": b, "c": k(c)}, out=out)
+    np.add(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.sqrt(c, out=s0)
+    np.divide(out, s0, out=out)
+    return out
+
+
+def _ew17(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = -a"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("-a", local_dict={"a": a}, out=out)
+    np.negative(a, out=out)
+    return out
+
+
+def _ew18(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b*c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a + b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.multiply(b, c, out=out)
+    np.add(out, a, out=out)
+    return out
+
+
+def _ew19(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (a + b + c)*Heaviside(d, 0)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b + c)*where(d > k0, k1, k0)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(0.0), "k1": k(1.0)},
+            out=out,
+        )
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    s0 = np.empty_like(out)
+    np.greater(d, 0.0, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew20(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = d*e*(-a - b - c)"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "d*e*(-a - b - c)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
+            out=out,
+        )
+    np.negative(a, out=out)
+    np.subtract(out, b, out=out)
+    np.subtract(out, c, out=out)
+    np.multiply(out, d, out=out)
+    np.multiply(out, e, out=out)
+    return out
+
+
+def _ew21(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a - b*c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.multiply(b, c, out=out)
+    np.subtract(a, out, out=out)
+    return out
+
+
+def _ew22(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a/8 + b/8"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("(a + b)/k0", local_dict={"a": a, "b": b, "k0": k(8.0)}, out=out)
+    np.add(a, b, out=out)
+    np.multiply(out, 0.125, out=out)
+    return out
+
+
+def _ew23(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a*b + c*d + e + f"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "a*b + c*d + e + f",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f},
+            out=out,
+        )
+    np.multiply(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(c, d, out=s0)
+    np.add(out, s0, out=out)
+    np.add(out, e, out=out)
+    np.add(out, f, out=out)
+    return out
+
+
+def _ew24(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a + b + c + d + e"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "a + b + c + d + e",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
+            out=out,
+        )
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    np.add(out, d, out=out)
+    np.add(out, e, out=out)
+    return out
+
+
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -622,3 +823,297 @@ def loss_and_grad(
         "W2": dL_dW2,
         "b2": dL_db2,
     }
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. We, P, Wq, Wk, Wv, W1, b1, W2, b2 times `vector`
+    (keyed and shaped like those parameters), with the loss and its gradient, in training
+    mode; reverse mode over the backward pass. Running averages (`state`) are read, never
+    updated."""
+    ws = _take_workspace("hvp")
+    We = params["We"]
+    P = params["P"]
+    Wq = params["Wq"]
+    Wk = params["Wk"]
+    Wv = params["Wv"]
+    W1 = params["W1"]
+    b1 = params["b1"]
+    W2 = params["W2"]
+    b2 = params["b2"]
+    dt = params["We"].dtype
+    _v_We = np.asarray(vector["We"], dtype=dt)
+    _v_P = np.asarray(vector["P"], dtype=dt)
+    _v_Wq = np.asarray(vector["Wq"], dtype=dt)
+    _v_Wk = np.asarray(vector["Wk"], dtype=dt)
+    _v_Wv = np.asarray(vector["Wv"], dtype=dt)
+    _v_W1 = np.asarray(vector["W1"], dtype=dt)
+    _v_b1 = np.asarray(vector["b1"], dtype=dt)
+    _v_W2 = np.asarray(vector["W2"], dtype=dt)
+    _v_b2 = np.asarray(vector["b2"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Y = np.asarray(batch["Y"], dtype=dt)
+    B = X.shape[0]
+    d = We.shape[1]
+    n_h = W1.shape[1]
+    n_out = Y.shape[1]
+    # (1) E = X @ We + P
+    t1 = _scratch(ws, "t1", (B, 8, d), dt)
+    np.dot(X.reshape(-1, X.shape[-1]), We, out=t1.reshape(-1, t1.shape[-1]))
+    E = _ew1(t1, P, out=t1)
+    # (2) Q = E @ Wq
+    Q = _scratch(ws, "Q", (B, 8, d), dt)
+    np.dot(E.reshape(-1, E.shape[-1]), Wq, out=Q.reshape(-1, Q.shape[-1]))
+    # (3) K = E @ Wk
+    K = _scratch(ws, "K", (B, 8, d), dt)
+    np.dot(E.reshape(-1, E.shape[-1]), Wk, out=K.reshape(-1, K.shape[-1]))
+    # (5) A = softmax((Q @ K.mT)/sqrt(d), axis=2)
+    t2 = np.matmul(Q, K.transpose(0, 2, 1), out=_scratch(ws, "t2", (B, 8, 8), dt))
+    t3 = _ew2(t2, d, out=t2)
+    A = _softmax(t3, axis=2)
+    # (4) V = E @ Wv
+    V = _scratch(ws, "V", (B, 8, d), dt)
+    np.dot(E.reshape(-1, E.shape[-1]), Wv, out=V.reshape(-1, V.shape[-1]))
+    # (6) H = E + A @ V
+    t4 = np.matmul(A, V, out=_scratch(ws, "t4", (B, 8, d), dt))
+    H = _ew1(E, t4, out=t4)
+    # (7) R = relu(H @ W1 + b1)
+    t5 = _scratch(ws, "t5", (B, 8, n_h), dt)
+    np.dot(H.reshape(-1, H.shape[-1]), W1, out=t5.reshape(-1, t5.shape[-1]))
+    R = _ew3(t5, b1, out=t5)
+    # (8) z = (sum(R, axis=1)/8) @ W2 + b2
+    _parts = R
+    t6 = np.add(_parts[:, 0], _parts[:, 1])
+    np.add(t6, _parts[:, 2], out=t6)
+    np.add(t6, _parts[:, 3], out=t6)
+    np.add(t6, _parts[:, 4], out=t6)
+    np.add(t6, _parts[:, 5], out=t6)
+    np.add(t6, _parts[:, 6], out=t6)
+    np.add(t6, _parts[:, 7], out=t6)
+    t7 = _ew4(t6, out=t6)
+    t8 = np.dot(t7, W2)
+    z = _ew1(t8, b2, out=t8)
+    # (10) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
+    t9 = _log_softmax(z, axis=1)
+    t10 = np.vdot(Y, t9)
+    L = -t10/B
+    # (14) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
+    t11 = _ew10(t9, out=t9)
+    t12 = Y.sum(axis=1, keepdims=True)
+    t13 = _ew11(t12, B, out=t12)
+    # (13) dL/d(log_softmax(z, axis=1)) = -Y/B
+    dL_dz = _ew12(Y, t11, t13, B, out=z)
+    # (17) dL/d(sum(R, axis=1)/8) = dL_dz @ W2.T
+    t14 = np.dot(dL_dz, W2.T)
+    # (19) dL/d(sum(R, axis=1)) = (dL_dz @ W2.T)/8
+    t15 = _ew4(t14, out=t14)
+    # (21) dL/d(H @ W1 + b1) = dL_dR*(R > 0)
+    t16 = _ew6(t15.reshape(B, 1, n_h), R, out=_scratch(ws, "t16", (B, 8, n_h), dt))
+    # (24) dL_dH = (dL_dR*(R > 0)) @ W1.T
+    dL_dH = _scratch(ws, "dL_dH", (B, 8, d), dt)
+    np.dot(t16.reshape(-1, t16.shape[-1]), W1.T, out=dL_dH.reshape(-1, dL_dH.shape[-1]))
+    # (29) dL_dV = A.mT @ dL_dH
+    dL_dV = np.matmul(A.transpose(0, 2, 1), dL_dH, out=_scratch(ws, "dL_dV", (B, 8, d), dt))
+    # (30) dL/d(E) += ... = dL_dV @ Wv.T
+    t17 = _scratch(ws, "t17", (B, 8, d), dt)
+    np.dot(dL_dV.reshape(-1, dL_dV.shape[-1]), Wv.T, out=t17.reshape(-1, t17.shape[-1]))
+    # (28) dL_dA = dL_dH @ V.mT
+    dL_dA = np.matmul(dL_dH, V.transpose(0, 2, 1), out=t3)
+    # (32) dL/d((Q @ K.mT)/sqrt(d)) = A*(dL_dA - sum(dL_dA*A, axis=2))
+    t18 = _ew7(dL_dA, A, out=_scratch(ws, "t18", (B, 8, 8), dt))
+    t19 = t18.sum(axis=2, keepdims=True, out=_scratch(ws, "t19", (B, 8, 1), dt))
+    t20 = _ew13(dL_dA, t19, out=t18)
+    # (33) dL/d(Q @ K.mT) = (A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d)
+    t21 = _ew14(A, t20, d, out=_scratch(ws, "t21", (B, 8, 8), dt))
+    # (35) dL/d(K.mT) = Q.mT @ ((A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d))
+    t22 = np.matmul(Q.transpose(0, 2, 1), t21, out=_scratch(ws, "t22", (B, d, 8), dt))
+    # (37) dL/d(E) += ... = dL_dK @ Wk.T
+    t23 = _scratch(ws, "t23", (B, 8, d), dt)
+    np.dot(
+        t22.transpose(0, 2, 1).reshape(-1, t22.transpose(0, 2, 1).shape[-1]),
+        Wk.T,
+        out=t23.reshape(-1, t23.shape[-1]),
+    )
+    # (34) dL_dQ = ((A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d)) @ K
+    dL_dQ = np.matmul(t21, K, out=_scratch(ws, "dL_dQ", (B, 8, d), dt))
+    # (39) dL/d(E) += ... = dL_dQ @ Wq.T
+    t24 = _scratch(ws, "t24", (B, 8, d), dt)
+    np.dot(dL_dQ.reshape(-1, dL_dQ.shape[-1]), Wq.T, out=t24.reshape(-1, t24.shape[-1]))
+    # (41) dL_dE = dL_dH + dL_dV @ Wv.T + dL_dK @ Wk.T + dL_dQ @ Wq.T
+    dL_dE = _ew9(dL_dH, t17, t23, t24, out=t17)
+    # (44) dL_dWe = X.reshape(8*B, 8).T @ dL_dE.reshape(8*B, d)
+    dL_dWe = np.dot(X.reshape(8*B, 8).T, dL_dE.reshape(8*B, d))
+    # (43) dL_dP = sum(dL_dE, axis=0)
+    dL_dP = dL_dE.sum(axis=0)
+    # (40) dL_dWq = E.reshape(8*B, d).T @ dL_dQ.reshape(8*B, d)
+    dL_dWq = np.dot(E.reshape(8*B, d).T, dL_dQ.reshape(8*B, d))
+    # (38) dL_dWk = E.reshape(8*B, d).T @ dL_dK.reshape(8*B, d)
+    dL_dWk = np.dot(E.reshape(8*B, d).T, t22.transpose(0, 2, 1).reshape(8*B, d))
+    # (31) dL_dWv = E.reshape(8*B, d).T @ dL_dV.reshape(8*B, d)
+    dL_dWv = np.dot(E.reshape(8*B, d).T, dL_dV.reshape(8*B, d))
+    # (25) dL_dW1 = H.reshape(8*B, d).T @ (dL_dR*(R > 0)).reshape(8*B, n_h)
+    dL_dW1 = np.dot(H.reshape(8*B, d).T, t16.reshape(8*B, n_h))
+    # (23) dL_db1 = sum(dL_dR*(R > 0), axis=(0, 1))
+    dL_db1 = _colsum(t16)
+    # (18) dL_dW2 = (sum(R, axis=1)/8).T @ dL_dz
+    dL_dW2 = np.dot(t7.T, dL_dz)
+    # (16) dL_db2 = sum(dL_dz, axis=0)
+    dL_db2 = _colsum(dL_dz)
+    t25 = np.dot(_v_Wv, dL_dV.reshape(8*B, d).T)
+    t26 = np.dot(_v_Wk, t22.transpose(0, 2, 1).reshape(8*B, d).T)
+    t27 = np.dot(_v_Wq, dL_dQ.reshape(8*B, d).T)
+    t28 = _ew15(t25, t26, t27, out=t25)
+    t29 = np.matmul(_v_W1, t16.reshape(8*B, n_h).T, out=t26)
+    t30 = np.dot(_v_W2, dL_dz.T)
+    t31 = np.dot(t7, _v_W2)
+    t32 = np.dot(H.reshape(8*B, d), _v_W1)
+    t33 = np.dot(E.reshape(8*B, d), _v_Wq)
+    t34 = np.dot(X.reshape(8*B, 8), _v_We)
+    t35 = _ew1(_v_P.reshape(1, 8, d), t34.reshape(B, 8, d), out=t23)
+    t36 = np.matmul(t35, Wq, out=t24)
+    t37 = _ew1(t33.reshape(B, 8, d), t36, out=t36)
+    t38 = np.matmul(t37, K.transpose(0, 2, 1), out=_scratch(ws, "t38", (B, 8, 8), dt))
+    t39 = np.dot(E.reshape(8*B, d), _v_Wk)
+    t40 = np.matmul(t35, Wk, out=dL_dE)
+    t41 = _ew1(t39.reshape(B, 8, d), t40, out=t40)
+    t42 = np.matmul(Q, t41.transpose(0, 2, 1), out=_scratch(ws, "t42", (B, 8, 8), dt))
+    t43 = _ew16(t38, t42, d, out=t38)
+    t44 = _ew7(t43, A, out=t42)
+    t45 = t44.sum(axis=2)
+    t46 = _ew17(t45, out=t45)
+    t47 = _ew18(t44, t46.reshape(B, 8, 1), A, out=_scratch(ws, "t47", (B, 8, 8), dt))
+    t48 = np.matmul(t47, V, out=_scratch(ws, "t48", (B, 8, d), dt))
+    t49 = np.dot(E.reshape(8*B, d), _v_Wv)
+    t50 = _scratch(ws, "t50", (B, 8, d), dt)
+    np.dot(t35.reshape(-1, t35.shape[-1]), Wv, out=t50.reshape(-1, t50.shape[-1]))
+    t51 = _ew1(t49.reshape(B, 8, d), t50, out=t50)
+    t52 = np.matmul(A, t51, out=_scratch(ws, "t52", (B, 8, d), dt))
+    t53 = _ew15(t48, t35, t52, out=t48)
+    t54 = _scratch(ws, "t54", (B, 8, n_h), dt)
+    np.dot(t53.reshape(-1, t53.shape[-1]), W1, out=t54.reshape(-1, t54.shape[-1]))
+    t55 = _ew19(
+        _v_b1.reshape(1, 1, n_h),
+        t32.reshape(B, 8, n_h),
+        t54,
+        R,
+        out=_scratch(ws, "t55", (B, 8, n_h), dt),
+    )
+    _parts = t55
+    t56 = np.add(_parts[:, 0], _parts[:, 1])
+    np.add(t56, _parts[:, 2], out=t56)
+    np.add(t56, _parts[:, 3], out=t56)
+    np.add(t56, _parts[:, 4], out=t56)
+    np.add(t56, _parts[:, 5], out=t56)
+    np.add(t56, _parts[:, 6], out=t56)
+    np.add(t56, _parts[:, 7], out=t56)
+    t57 = _ew4(t56, out=t56)
+    t58 = np.dot(t57, W2)
+    t59 = _ew20(_v_b2.reshape(1, n_out), t31, t58, t13, t11, out=np.empty((B, n_out), dtype=dt))
+    t60 = t59.sum(axis=1, keepdims=True)
+    t61 = _ew21(t59, t11, t60, out=t11)
+    t62 = np.dot(t61, W2.T)
+    t63 = _ew22(t30.T, t62, out=t62)
+    t64 = _ew6(t63.reshape(B, 1, n_h), R, out=R)
+    t65 = np.matmul(t64, W1.T, out=t52)
+    t66 = _ew1(t29.T.reshape(B, 8, d), t65, out=t65)
+    t67 = np.matmul(dL_dH.transpose(0, 2, 1), t47, out=_scratch(ws, "t67", (B, d, 8), dt))
+    t68 = np.matmul(A.transpose(0, 2, 1), t66, out=_scratch(ws, "t68", (B, 8, d), dt))
+    t69 = _ew1(t67.transpose(0, 2, 1), t68, out=t68)
+    t70 = _scratch(ws, "t70", (B, 8, d), dt)
+    np.dot(t69.reshape(-1, t69.shape[-1]), Wv.T, out=t70.reshape(-1, t70.shape[-1]))
+    t71 = np.matmul(t21.transpose(0, 2, 1), t37, out=_scratch(ws, "t71", (B, 8, d), dt))
+    t72 = np.matmul(t51, dL_dH.transpose(0, 2, 1), out=t44)
+    t73 = np.matmul(t66, V.transpose(0, 2, 1), out=t47)
+    t74 = _ew23(t43, t20, t46.reshape(B, 8, 1), dL_dA, t72.transpose(0, 2, 1), t73, out=t43)
+    t75 = _ew7(t74, A, out=t20)
+    t76 = t75.sum(axis=2, keepdims=True, out=_scratch(ws, "t76", (B, 8, 1), dt))
+    t77 = _ew8(A, t74, t76, d, out=t74)
+    t78 = np.matmul(Q.transpose(0, 2, 1), t77, out=_scratch(ws, "t78", (B, d, 8), dt))
+    t79 = _ew1(t71, t78.transpose(0, 2, 1), out=t71)
+    t80 = np.matmul(t79, Wk.T, out=t37)
+    t81 = np.matmul(
+        t41.transpose(0, 2, 1),
+        t21.transpose(0, 2, 1),
+        out=_scratch(ws, "t81", (B, d, 8), dt),
+    )
+    t82 = np.matmul(t77, K, out=t51)
+    t83 = _ew1(t81.transpose(0, 2, 1), t82, out=t82)
+    t84 = np.matmul(t83, Wq.T, out=K)
+    t85 = _ew24(t28.T.reshape(B, 8, d), t66, t70, t80, t84, out=t66)
+    hv_We = np.dot(X.reshape(8*B, 8).T, t85.reshape(8*B, d))
+    hv_P = t85.sum(axis=0)
+    t86 = np.dot(dL_dQ.reshape(8*B, d).T, t35.reshape(8*B, d))
+    t87 = np.dot(E.reshape(8*B, d).T, t83.reshape(8*B, d))
+    hv_Wq = _ew1(t86.T, t87, out=t87)
+    t88 = np.dot(t22.transpose(0, 2, 1).reshape(8*B, d).T, t35.reshape(8*B, d))
+    t89 = np.dot(E.reshape(8*B, d).T, t79.reshape(8*B, d))
+    hv_Wk = _ew1(t88.T, t89, out=t89)
+    t90 = np.dot(dL_dV.reshape(8*B, d).T, t35.reshape(8*B, d))
+    t91 = np.dot(E.reshape(8*B, d).T, t69.reshape(8*B, d))
+    hv_Wv = _ew1(t90.T, t91, out=t91)
+    t92 = np.dot(t16.reshape(8*B, n_h).T, t53.reshape(8*B, d))
+    t93 = np.dot(H.reshape(8*B, d).T, t64.reshape(8*B, n_h))
+    hv_W1 = _ew1(t92.T, t93, out=t93)
+    hv_b1 = _colsum(t64)
+    t94 = np.dot(dL_dz.T, t57)
+    t95 = np.dot(t7.T, t61)
+    hv_W2 = _ew1(t94.T, t95, out=t95)
+    hv_b2 = _colsum(t61)
+    _give_back("hvp", ws)
+    return (
+        float(L),
+        {
+            "We": dL_dWe,
+            "P": dL_dP,
+            "Wq": dL_dWq,
+            "Wk": dL_dWk,
+            "Wv": dL_dWv,
+            "W1": dL_dW1,
+            "b1": dL_db1,
+            "W2": dL_dW2,
+            "b2": dL_db2,
+        },
+        {
+            "We": hv_We,
+            "P": hv_P,
+            "Wq": hv_Wq,
+            "Wk": hv_Wk,
+            "Wv": hv_Wv,
+            "W1": hv_W1,
+            "b1": hv_b1,
+            "W2": hv_W2,
+            "b2": hv_b2,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

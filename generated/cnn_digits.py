@@ -262,6 +262,32 @@ def _im2col(
     return out
 
 
+def _col2im(
+    cols: np.ndarray, shape: tuple[int, int, int, int], kh: int, kw: int, stride: int, padding: int,
+    ws: dict[str, np.ndarray] | None = None, slot: str = "",
+) -> np.ndarray:
+    """The transpose of _im2col: each patch entry is added back where it came from (in the
+    workspace `ws` when one is given)."""
+    b, h, w, c = shape
+    oh, ow = cols.shape[1:3]
+    patches = cols.reshape(b, oh, ow, kh, kw, c)
+    if padding == 0 and stride == kh == kw and (oh * kh, ow * kw) == (h, w):
+        # the windows tile the image (pooling): each entry has one place, so one transposed copy
+        out = np.empty(shape, dtype=cols.dtype) if ws is None else _scratch(ws, slot, shape, cols.dtype)
+        out.reshape(b, oh, kh, ow, kw, c)[...] = patches.transpose(0, 1, 3, 2, 4, 5)
+        return out
+    full = (b, h + 2 * padding, w + 2 * padding, c)
+    if ws is None:
+        out = np.zeros(full, dtype=cols.dtype)
+    else:
+        out = _scratch(ws, slot, full, cols.dtype)
+        out.fill(0)
+    for i in range(kh):  # one strided slice per kernel offset, not a loop over pixels
+        for j in range(kw):
+            out[:, i:i + stride * oh:stride, j:j + stride * ow:stride] += patches[:, :, :, i, j]
+    return out[:, padding:padding + h, padding:padding + w]
+
+
 def _col2im_matmul(
     g: np.ndarray, k: np.ndarray, shape: tuple[int, int, int, int], kh: int, kw: int, stride: int,
     padding: int, ws: dict[str, np.ndarray] | None = None, slot: str = "",
@@ -364,6 +390,117 @@ def _ew7(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         )
     np.greater(b, 0.0, out=out)
     np.multiply(out, a, out=out)
+    return out
+
+
+def _ew8(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = exp(a)"""
+    if _use_numexpr(out, True):
+        return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
+    np.exp(a, out=out)
+    return out
+
+
+def _ew9(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/b"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
+    np.divide(a, b, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew10(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/d - b*c"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
+    np.divide(a, d, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(out, s0, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew11(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = (a + b)*Heaviside(c, 0)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b)*where(c > k0, k1, k0)",
+            local_dict={"a": a, "b": b, "c": c, "k0": k(0.0), "k1": k(1.0)},
+            out=out,
+        )
+    np.add(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.greater(c, 0.0, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew12(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (a + b + c)*Heaviside(d, 0)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b + c)*where(d > k0, k1, k0)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(0.0), "k1": k(1.0)},
+            out=out,
+        )
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    s0 = np.empty_like(out)
+    np.greater(d, 0.0, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew13(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = d*e*(-a - b - c)"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "d*e*(-a - b - c)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
+            out=out,
+        )
+    np.negative(a, out=out)
+    np.subtract(out, b, out=out)
+    np.subtract(out, c, out=out)
+    np.multiply(out, d, out=out)
+    np.multiply(out, e, out=out)
+    return out
+
+
+def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a - b*c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.multiply(b, c, out=out)
+    np.subtract(a, out, out=out)
+    return out
+
+
+def _ew15(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = (a + b)/c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("(a + b)/c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.add(a, b, out=out)
+    np.divide(out, c, out=out)
     return out
 
 
@@ -613,3 +750,284 @@ def loss_and_grad(
         "W": dL_dW,
         "b": dL_db,
     }
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. K1, c1, K2, c2, W, b times `vector` (keyed and
+    shaped like those parameters), with the loss and its gradient, in training mode; reverse
+    mode over the backward pass. Running averages (`state`) are read, never updated."""
+    ws = _take_workspace("hvp")
+    K1 = params["K1"]
+    c1 = params["c1"]
+    K2 = params["K2"]
+    c2 = params["c2"]
+    W = params["W"]
+    b = params["b"]
+    dt = params["K1"].dtype
+    _v_K1 = np.asarray(vector["K1"], dtype=dt)
+    _v_c1 = np.asarray(vector["c1"], dtype=dt)
+    _v_K2 = np.asarray(vector["K2"], dtype=dt)
+    _v_c2 = np.asarray(vector["c2"], dtype=dt)
+    _v_W = np.asarray(vector["W"], dtype=dt)
+    _v_b = np.asarray(vector["b"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Y = np.asarray(batch["Y"], dtype=dt)
+    B = X.shape[0]
+    n_out = Y.shape[1]
+    # (1) a1 = relu(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1)
+    t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
+    t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
+    np.dot(t1.reshape(-1, t1.shape[-1]), K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
+    a1 = _ew1(t2, c1, out=t2)
+    # (2) p1 = max(a1.reshape(B, 4, 2, 4, 2, 16), axis=(2, 4))
+    _parts = a1.reshape(B, 4, 2, 4, 2, 16)
+    p1 = np.maximum(
+        _parts[:, :, 0, :, 0],
+        _parts[:, :, 0, :, 1],
+        out=_scratch(ws, "p1", (B, 4, 4, 16), dt),
+    )
+    np.maximum(p1, _parts[:, :, 1, :, 0], out=p1)
+    np.maximum(p1, _parts[:, :, 1, :, 1], out=p1)
+    # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
+    t3 = _im2col(p1, 3, 3, 1, 1, ws, "t3")
+    t4 = _scratch(ws, "t4", (B, 4, 4, 32), dt)
+    np.dot(t3.reshape(-1, t3.shape[-1]), K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
+    a2 = _ew1(t4, c2, out=t4)
+    # (4) p2 = max(a2.reshape(B, 2, 2, 2, 2, 32), axis=(2, 4))
+    _parts = a2.reshape(B, 2, 2, 2, 2, 32)
+    p2 = np.maximum(
+        _parts[:, :, 0, :, 0],
+        _parts[:, :, 0, :, 1],
+        out=_scratch(ws, "p2", (B, 2, 2, 32), dt),
+    )
+    np.maximum(p2, _parts[:, :, 1, :, 0], out=p2)
+    np.maximum(p2, _parts[:, :, 1, :, 1], out=p2)
+    # (5) z = p2.reshape(B, 128) @ W + b
+    t5 = np.dot(p2.reshape(B, 128), W)
+    z = _ew2(t5, b, out=t5)
+    # (7) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
+    t6 = _log_softmax(z, axis=1)
+    t7 = np.vdot(Y, t6)
+    L = -t7/B
+    # (11) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
+    t8 = _ew8(t6, out=t6)
+    t9 = Y.sum(axis=1, keepdims=True)
+    t10 = _ew9(t9, B, out=t9)
+    # (10) dL/d(log_softmax(z, axis=1)) = -Y/B
+    dL_dz = _ew10(Y, t8, t10, B, out=z)
+    # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
+    t11 = np.dot(dL_dz, W.T)
+    # (17) dL/d(a2.reshape(B, 2, 2, 2, 2, 32)) = broadcast((dL_dp2/sum((a2.reshape(B, 2, 2, 2, 2,
+    #     32) == broadcast(p2.reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))), axis=(2,
+    #     4))).reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))*(a2.reshape(B, 2, 2, 2, 2, 32) ==
+    #     broadcast(p2.reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32)))
+    t12 = _ew4(
+        a2.reshape(B, 2, 2, 2, 2, 32),
+        p2.reshape(B, 2, 1, 2, 1, 32),
+        out=_scratch(ws, "t12", (B, 2, 2, 2, 2, 32), dt),
+    )
+    _parts = t12
+    t13 = np.add(
+        _parts[:, :, 0, :, 0],
+        _parts[:, :, 0, :, 1],
+        out=_scratch(ws, "t13", (B, 2, 2, 32), dt),
+    )
+    np.add(t13, _parts[:, :, 1, :, 0], out=t13)
+    np.add(t13, _parts[:, :, 1, :, 1], out=t13)
+    t14 = _ew5(t11.reshape(B, 2, 2, 32), t13, out=_scratch(ws, "t14", (B, 2, 2, 32), dt))
+    t15 = _ew6(
+        t14.reshape(B, 2, 1, 2, 1, 32),
+        t12,
+        out=_scratch(ws, "t15", (B, 2, 2, 2, 2, 32), dt),
+    )
+    # (19) dL/d(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2) = dL_da2*(a2 > 0)
+    t16 = _ew7(t15.reshape(B, 4, 4, 32), a2, out=_scratch(ws, "t16", (B, 4, 4, 32), dt))
+    # (22) dL/d(im2col(p1, 3x3, stride=1, padding=1)) = (dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T
+    # (25) dL_dp1 = col2im((dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T, 3x3, stride=1, padding=1)
+    dL_dp1 = _col2im_matmul(t16, K2.reshape(144, 32).T, (B, 4, 4, 16), 3, 3, 1, 1, ws, "dL_dp1")
+    # (26) dL/d(a1.reshape(B, 4, 2, 4, 2, 16)) = broadcast((dL_dp1/sum((a1.reshape(B, 4, 2, 4, 2,
+    #     16) == broadcast(p1.reshape(B, 4, 1, 4, 1, 16), (B, 4, 2, 4, 2, 16))), axis=(2,
+    #     4))).reshape(B, 4, 1, 4, 1, 16), (B, 4, 2, 4, 2, 16))*(a1.reshape(B, 4, 2, 4, 2, 16) ==
+    #     broadcast(p1.reshape(B, 4, 1, 4, 1, 16), (B, 4, 2, 4, 2, 16)))
+    t17 = _ew4(
+        a1.reshape(B, 4, 2, 4, 2, 16),
+        p1.reshape(B, 4, 1, 4, 1, 16),
+        out=_scratch(ws, "t17", (B, 4, 2, 4, 2, 16), dt),
+    )
+    _parts = t17
+    t18 = np.add(
+        _parts[:, :, 0, :, 0],
+        _parts[:, :, 0, :, 1],
+        out=_scratch(ws, "t18", (B, 4, 4, 16), dt),
+    )
+    np.add(t18, _parts[:, :, 1, :, 0], out=t18)
+    np.add(t18, _parts[:, :, 1, :, 1], out=t18)
+    t19 = _ew5(dL_dp1, t18, out=dL_dp1)
+    t20 = _ew6(
+        t19.reshape(B, 4, 1, 4, 1, 16),
+        t17,
+        out=_scratch(ws, "t20", (B, 4, 2, 4, 2, 16), dt),
+    )
+    # (28) dL/d(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1) = dL_da1*(a1 > 0)
+    t21 = _ew7(t20.reshape(B, 8, 8, 16), a1, out=_scratch(ws, "t21", (B, 8, 8, 16), dt))
+    # (31) dL/d(K1.reshape(9, 16)) = im2col(X, 3x3, stride=1, padding=1).reshape(64*B, 9).T @
+    #     (dL_da1*(a1 > 0)).reshape(64*B, 16)
+    t22 = np.dot(t1.reshape(64*B, 9).T, t21.reshape(64*B, 16))
+    # (30) dL_dc1 = sum(dL_da1*(a1 > 0), axis=(0, 1, 2))
+    dL_dc1 = _colsum(t21)
+    # (23) dL/d(K2.reshape(144, 32)) = im2col(p1, 3x3, stride=1, padding=1).reshape(16*B, 144).T @
+    #     (dL_da2*(a2 > 0)).reshape(16*B, 32)
+    t23 = np.dot(t3.reshape(16*B, 144).T, t16.reshape(16*B, 32))
+    # (21) dL_dc2 = sum(dL_da2*(a2 > 0), axis=(0, 1, 2))
+    dL_dc2 = _colsum(t16)
+    # (15) dL_dW = p2.reshape(B, 128).T @ dL_dz
+    dL_dW = np.dot(p2.reshape(B, 128).T, dL_dz)
+    # (13) dL_db = sum(dL_dz, axis=0)
+    dL_db = _colsum(dL_dz)
+    _parts = np.broadcast_to(0.0, (B, 4, 2, 4, 2, 16))
+    t24 = np.add(
+        _parts[:, :, 0, :, 0],
+        _parts[:, :, 0, :, 1],
+        out=_scratch(ws, "t24", (B, 4, 4, 16), dt),
+    )
+    np.add(t24, _parts[:, :, 1, :, 0], out=t24)
+    np.add(t24, _parts[:, :, 1, :, 1], out=t24)
+    t25 = np.dot(_v_K2.reshape(144, 32), t16.reshape(16*B, 32).T)
+    _parts = np.broadcast_to(0.0, (B, 2, 2, 2, 2, 32))
+    t26 = np.add(
+        _parts[:, :, 0, :, 0],
+        _parts[:, :, 0, :, 1],
+        out=_scratch(ws, "t26", (B, 2, 2, 32), dt),
+    )
+    np.add(t26, _parts[:, :, 1, :, 0], out=t26)
+    np.add(t26, _parts[:, :, 1, :, 1], out=t26)
+    t27 = np.dot(_v_W, dL_dz.T)
+    t28 = np.dot(p2.reshape(B, 128), _v_W)
+    t29 = np.dot(t3.reshape(16*B, 144), _v_K2.reshape(144, 32))
+    t30 = np.dot(t1.reshape(64*B, 9), _v_K1.reshape(9, 16))
+    t31 = _ew11(_v_c1.reshape(1, 1, 1, 16), t30.reshape(B, 8, 8, 16), a1, out=t21)
+    t32 = _ew6(
+        t31.reshape(B, 4, 2, 4, 2, 16),
+        t17,
+        out=_scratch(ws, "t32", (B, 4, 2, 4, 2, 16), dt),
+    )
+    _parts = t32
+    t33 = np.add(
+        _parts[:, :, 0, :, 0],
+        _parts[:, :, 0, :, 1],
+        out=_scratch(ws, "t33", (B, 4, 4, 16), dt),
+    )
+    np.add(t33, _parts[:, :, 1, :, 0], out=t33)
+    np.add(t33, _parts[:, :, 1, :, 1], out=t33)
+    t34 = _ew5(t33, t18, out=t33)
+    t35 = _im2col(t34, 3, 3, 1, 1, ws, "t35")
+    t36 = _scratch(ws, "t36", (B, 4, 4, 32), dt)
+    np.dot(t35.reshape(-1, t35.shape[-1]), K2.reshape(144, 32), out=t36.reshape(-1, t36.shape[-1]))
+    t37 = _ew12(
+        _v_c2.reshape(1, 1, 1, 32),
+        t29.reshape(B, 4, 4, 32),
+        t36,
+        a2,
+        out=_scratch(ws, "t37", (B, 4, 4, 32), dt),
+    )
+    t38 = _ew6(
+        t37.reshape(B, 2, 2, 2, 2, 32),
+        t12,
+        out=_scratch(ws, "t38", (B, 2, 2, 2, 2, 32), dt),
+    )
+    _parts = t38
+    t39 = np.add(
+        _parts[:, :, 0, :, 0],
+        _parts[:, :, 0, :, 1],
+        out=_scratch(ws, "t39", (B, 2, 2, 32), dt),
+    )
+    np.add(t39, _parts[:, :, 1, :, 0], out=t39)
+    np.add(t39, _parts[:, :, 1, :, 1], out=t39)
+    t40 = _ew5(t39, t13, out=t39)
+    t41 = np.dot(t40.reshape(B, 128), W)
+    t42 = _ew13(_v_b.reshape(1, n_out), t28, t41, t10, t8, out=np.empty((B, n_out), dtype=dt))
+    t43 = t42.sum(axis=1, keepdims=True)
+    t44 = _ew14(t42, t8, t43, out=t8)
+    t45 = np.dot(t44, W.T)
+    t46 = _ew2(t27.T, t45, out=t45)
+    t47 = _ew15(t26, t46.reshape(B, 2, 2, 32), t13, out=t26)
+    t48 = _ew6(t47.reshape(B, 2, 1, 2, 1, 32), t12, out=t12)
+    t49 = _ew7(t48.reshape(B, 4, 4, 32), a2, out=a2)
+    t50 = _scratch(ws, "t50", (B, 4, 4, 144), dt)
+    np.dot(
+        t49.reshape(-1, t49.shape[-1]),
+        K2.reshape(144, 32).T,
+        out=t50.reshape(-1, t50.shape[-1]),
+    )
+    t51 = _ew2(t25.T.reshape(B, 4, 4, 144), t50, out=t50)
+    t52 = _col2im(t51, (B, 4, 4, 16), 3, 3, 1, 1, ws, "t52")
+    t53 = _ew15(t24, t52, t18, out=t24)
+    t54 = _ew6(t53.reshape(B, 4, 1, 4, 1, 16), t17, out=t17)
+    t55 = _ew7(t54.reshape(B, 8, 8, 16), a1, out=a1)
+    t56 = np.dot(t1.reshape(64*B, 9).T, t55.reshape(64*B, 16))
+    hv_c1 = _colsum(t55)
+    t57 = np.matmul(
+        t16.reshape(16*B, 32).T,
+        t35.reshape(16*B, 144),
+        out=_scratch(ws, "t57", (32, 144), dt),
+    )
+    t58 = np.dot(t3.reshape(16*B, 144).T, t49.reshape(16*B, 32))
+    t59 = _ew2(t57.T, t58, out=t58)
+    hv_c2 = _colsum(t49)
+    t60 = np.dot(dL_dz.T, t40.reshape(B, 128))
+    t61 = np.dot(p2.reshape(B, 128).T, t44)
+    hv_W = _ew2(t60.T, t61, out=t61)
+    hv_b = _colsum(t44)
+    _give_back("hvp", ws)
+    return (
+        float(L),
+        {
+            "K1": t22.reshape(3, 3, 1, 16),
+            "c1": dL_dc1,
+            "K2": t23.reshape(3, 3, 16, 32),
+            "c2": dL_dc2,
+            "W": dL_dW,
+            "b": dL_db,
+        },
+        {
+            "K1": t56.reshape(3, 3, 1, 16),
+            "c1": hv_c1,
+            "K2": t59.reshape(3, 3, 16, 32),
+            "c2": hv_c2,
+            "W": hv_W,
+            "b": hv_b,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

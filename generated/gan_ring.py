@@ -412,6 +412,244 @@ def _ew14(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ew15(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = (a + b)*Heaviside(c, 0)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b)*where(c > k0, k1, k0)",
+            local_dict={"a": a, "b": b, "c": c, "k0": k(0.0), "k1": k(1.0)},
+            out=out,
+        )
+    np.add(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.greater(c, 0.0, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew16(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (a + b + c)*Heaviside(d, 0)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b + c)*where(d > k0, k1, k0)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(0.0), "k1": k(1.0)},
+            out=out,
+        )
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    s0 = np.empty_like(out)
+    np.greater(d, 0.0, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew17(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b + c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    return out
+
+
+def _ew18(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (a + b + c)*Piecewise((1, d > 0), (1/5, True))"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b + c)*where(d > k1, k2, k0)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(0.2), "k1": k(0.0), "k2": k(1.0)},
+            out=out,
+        )
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    s0 = np.empty_like(out)
+    s0[...] = np.where((d > 0.0), 1.0, 0.2)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew19(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+    """out = a*(1 - sigmoid(b))*sigmoid(b)/d + a*(1 - sigmoid(c))*sigmoid(c)/d"""
+    if _use_numexpr(out, True):
+        k = out.dtype.type
+        return ne.evaluate(
+            "a*((k0 - tanh(b/k1))*(tanh(b/k1) + k0) + (k0 - tanh(c/k1))*(tanh(c/k1) + k0))/(k2*d)",
+            local_dict={
+                "a": a,
+                "b": b,
+                "c": c,
+                "d": k(d),
+                "k0": k(1.0),
+                "k1": k(2.0),
+                "k2": k(4.0),
+            },
+            out=out,
+        )
+    s0 = np.empty_like(out)
+    np.multiply(b, 0.5, out=s0)
+    np.tanh(s0, out=s0)
+    s1 = np.empty_like(out)
+    np.multiply(c, 0.5, out=s1)
+    np.tanh(s1, out=s1)
+    np.subtract(1.0, s0, out=out)
+    s2 = np.empty_like(out)
+    np.add(1.0, s0, out=s2)
+    np.multiply(out, s2, out=out)
+    s3 = np.empty_like(out)
+    np.subtract(1.0, s1, out=s3)
+    s4 = np.empty_like(out)
+    np.add(1.0, s1, out=s4)
+    np.multiply(s3, s4, out=s3)
+    np.add(out, s3, out=out)
+    np.multiply(out, a, out=out)
+    np.divide(out, d, out=out)
+    np.multiply(out, 0.25, out=out)
+    return out
+
+
+def _ew20(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = (a + b)*Piecewise((1, c > 0), (1/5, True))"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b)*where(c > k1, k2, k0)",
+            local_dict={"a": a, "b": b, "c": c, "k0": k(0.2), "k1": k(0.0), "k2": k(1.0)},
+            out=out,
+        )
+    np.add(a, b, out=out)
+    s0 = np.empty_like(out)
+    s0[...] = np.where((c > 0.0), 1.0, 0.2)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew21(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: float,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (1 - sigmoid(d))*(a - b - c)*sigmoid(d)/e"""
+    if _use_numexpr(out, True):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(k0 - tanh(d/k1))*(tanh(d/k1) + k0)*(a - b - c)/(k2*e)",
+            local_dict={
+                "a": a,
+                "b": b,
+                "c": c,
+                "d": d,
+                "e": k(e),
+                "k0": k(1.0),
+                "k1": k(2.0),
+                "k2": k(4.0),
+            },
+            out=out,
+        )
+    s0 = np.empty_like(out)
+    np.multiply(d, 0.5, out=s0)
+    np.tanh(s0, out=s0)
+    np.subtract(1.0, s0, out=out)
+    s1 = np.empty_like(out)
+    np.add(1.0, s0, out=s1)
+    np.multiply(out, s1, out=out)
+    s2 = np.empty_like(out)
+    np.subtract(a, b, out=s2)
+    np.subtract(s2, c, out=s2)
+    np.multiply(out, s2, out=out)
+    np.divide(out, e, out=out)
+    np.multiply(out, 0.25, out=out)
+    return out
+
+
+def _ew22(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = -a + b"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("-a + b", local_dict={"a": a, "b": b}, out=out)
+    np.subtract(b, a, out=out)
+    return out
+
+
+def _ew23(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: float,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (1 - sigmoid(d))*(a + b + c)*sigmoid(d)/e"""
+    if _use_numexpr(out, True):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(k0 - tanh(d/k1))*(tanh(d/k1) + k0)*(a + b + c)/(k2*e)",
+            local_dict={
+                "a": a,
+                "b": b,
+                "c": c,
+                "d": d,
+                "e": k(e),
+                "k0": k(1.0),
+                "k1": k(2.0),
+                "k2": k(4.0),
+            },
+            out=out,
+        )
+    s0 = np.empty_like(out)
+    np.multiply(d, 0.5, out=s0)
+    np.tanh(s0, out=s0)
+    np.subtract(1.0, s0, out=out)
+    s1 = np.empty_like(out)
+    np.add(1.0, s0, out=s1)
+    np.multiply(out, s1, out=out)
+    s2 = np.empty_like(out)
+    np.add(a, b, out=s2)
+    np.add(s2, c, out=s2)
+    np.multiply(out, s2, out=out)
+    np.divide(out, e, out=out)
+    np.multiply(out, 0.25, out=out)
+    return out
+
+
+def _ew24(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
+    """out = a*(1 - sigmoid(b))*sigmoid(b)/c"""
+    if _use_numexpr(out, True):
+        k = out.dtype.type
+        return ne.evaluate(
+            "a*(k0 - tanh(b/k1))*(tanh(b/k1) + k0)/(k2*c)",
+            local_dict={"a": a, "b": b, "c": k(c), "k0": k(1.0), "k1": k(2.0), "k2": k(4.0)},
+            out=out,
+        )
+    s0 = np.empty_like(out)
+    np.multiply(b, 0.5, out=s0)
+    np.tanh(s0, out=s0)
+    np.subtract(1.0, s0, out=out)
+    s1 = np.empty_like(out)
+    np.add(1.0, s0, out=s1)
+    np.multiply(out, s1, out=out)
+    np.multiply(out, a, out=out)
+    np.divide(out, c, out=out)
+    np.multiply(out, 0.25, out=out)
+    return out
+
+
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -876,3 +1114,702 @@ def loss_and_grad_L_G(
         "Wg3": dL_G_dWg3,
         "bg3": dL_G_dbg3,
     }
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. Wg1, bg1, Wg2, bg2, Wg3, bg3, Wd1, bd1, Wd2, bd2,
+    Wd3, bd3 times `vector` (keyed and shaped like those parameters), with the loss and its
+    gradient, in training mode; reverse mode over the backward pass. Running averages
+    (`state`) are read, never updated."""
+    Wg1 = params["Wg1"]
+    bg1 = params["bg1"]
+    Wg2 = params["Wg2"]
+    bg2 = params["bg2"]
+    Wg3 = params["Wg3"]
+    bg3 = params["bg3"]
+    Wd1 = params["Wd1"]
+    bd1 = params["bd1"]
+    Wd2 = params["Wd2"]
+    bd2 = params["bd2"]
+    Wd3 = params["Wd3"]
+    bd3 = params["bd3"]
+    dt = params["Wg1"].dtype
+    _v_Wg1 = np.asarray(vector["Wg1"], dtype=dt)
+    _v_bg1 = np.asarray(vector["bg1"], dtype=dt)
+    _v_Wg2 = np.asarray(vector["Wg2"], dtype=dt)
+    _v_bg2 = np.asarray(vector["bg2"], dtype=dt)
+    _v_Wg3 = np.asarray(vector["Wg3"], dtype=dt)
+    _v_bg3 = np.asarray(vector["bg3"], dtype=dt)
+    _v_Wd1 = np.asarray(vector["Wd1"], dtype=dt)
+    _v_bd1 = np.asarray(vector["bd1"], dtype=dt)
+    _v_Wd2 = np.asarray(vector["Wd2"], dtype=dt)
+    _v_bd2 = np.asarray(vector["bd2"], dtype=dt)
+    _v_Wd3 = np.asarray(vector["Wd3"], dtype=dt)
+    _v_bd3 = np.asarray(vector["bd3"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Z = np.asarray(batch["Z"], dtype=dt)
+    B = X.shape[0]
+    n_h = Wg1.shape[1]
+    # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
+    t1 = np.dot(X, Wd1)
+    t2 = _ew3(t1, bd1, out=t1)
+    t3 = np.dot(t2, Wd2)
+    t4 = _ew3(t3, bd2, out=t3)
+    t5 = np.dot(t4, Wd3)
+    # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
+    t6 = _ew7(t5, bd3, out=t5)
+    t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
+    t8 = t7.sum()
+    t9 = t8/B
+    # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
+    t10 = np.dot(Z, Wg1)
+    t11 = _ew1(t10, bg1, out=t10)
+    t12 = np.dot(t11, Wg2)
+    t13 = _ew1(t12, bg2, out=t12)
+    t14 = np.dot(t13, Wg3)
+    fake = _ew2(t14, bg3, out=t14)
+    # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
+    t15 = np.dot(fake, Wd1)
+    t16 = _ew3(t15, bd1, out=t15)
+    t17 = np.dot(t16, Wd2)
+    t18 = _ew3(t17, bd2, out=t17)
+    t19 = np.matmul(t18, Wd3, out=t7)
+    d_fake = _ew2(t19, bd3, out=t19)
+    t20 = _ew5(d_fake, out=np.empty((B, 1), dtype=dt))
+    t21 = t20.sum()
+    t22 = t21/B
+    L_D = t22 + t9
+    # (5) L_G = sum(softplus(-d_fake), axis=(0, 1))/B
+    t23 = _ew8(d_fake, out=t20)
+    t24 = _ew5(t23, out=np.empty((B, 1), dtype=dt))
+    t25 = t24.sum()
+    L_G = t25/B
+    # (6) L = L_D + L_G
+    L = L_D + L_G
+    # (11) dL/d(-d_fake) = sigmoid(-d_fake)/B
+    # (12) dL/d(d_fake) += ... = -(sigmoid(-d_fake)/B)
+    # (17) dL/d(d_fake) += ... = sigmoid(d_fake)/B
+    # (18) dL_dd_fake = -(sigmoid(-d_fake)/B) + sigmoid(d_fake)/B
+    dL_dd_fake = _ew9(t23, d_fake, B, out=t24)
+    # (21) dL/d(leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5)) = dL_dd_fake @
+    #     Wd3.T
+    t26 = np.dot(dL_dd_fake, Wd3.T)
+    # (23) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_fake @
+    #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
+    #     0), (1/5, True))
+    t27 = _ew10(t26, t18, out=np.empty((B, n_h), dtype=dt))
+    # (26) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5)) = ((dL_dd_fake @ Wd3.T)*Piecewise((1,
+    #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
+    #     Wd2.T
+    t28 = np.matmul(t27, Wd2.T, out=t26)
+    # (28) dL/d(fake @ Wd1 + bd1) = (((dL_dd_fake @ Wd3.T)*Piecewise((1,
+    #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
+    #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))
+    t29 = _ew10(t28, t16, out=np.empty((B, n_h), dtype=dt))
+    # (31) dL_dfake = ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
+    #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
+    #     Wd1 + bd1, 1/5) > 0), (1/5, True))) @ Wd1.T
+    dL_dfake = np.dot(t29, Wd1.T)
+    # (35) dL/d(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)) = dL_dfake @ Wg3.T
+    t30 = np.matmul(dL_dfake, Wg3.T, out=t28)
+    # (37) dL/d(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) = (dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @
+    #     Wg2 + bg2) > 0)
+    t31 = _ew11(t30, t13, out=np.empty((B, n_h), dtype=dt))
+    # (40) dL/d(relu(Z @ Wg1 + bg1)) = ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)
+    #     > 0)) @ Wg2.T
+    t32 = np.matmul(t31, Wg2.T, out=t30)
+    # (42) dL/d(Z @ Wg1 + bg1) = (((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0))
+    #     @ Wg2.T)*(relu(Z @ Wg1 + bg1) > 0)
+    t33 = _ew11(t32, t11, out=np.empty((B, n_h), dtype=dt))
+    # (45) dL_dWg1 = Z.T @ ((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
+    #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0))
+    dL_dWg1 = np.dot(Z.T, t33)
+    # (44) dL_dbg1 = sum((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
+    #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0), axis=0)
+    dL_dbg1 = _colsum(t33)
+    # (41) dL_dWg2 = relu(Z @ Wg1 + bg1).T @ ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 +
+    #     bg2) > 0))
+    dL_dWg2 = np.dot(t11.T, t31)
+    # (39) dL_dbg2 = sum((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0), axis=0)
+    dL_dbg2 = _colsum(t31)
+    # (36) dL_dWg3 = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2).T @ dL_dfake
+    dL_dWg3 = np.dot(t13.T, dL_dfake)
+    # (34) dL_dbg3 = sum(dL_dfake, axis=0)
+    dL_dbg3 = _colsum(dL_dfake)
+    # (32) dL/d(Wd1) += ... = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1,
+    #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
+    #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
+    t34 = np.dot(fake.T, t29)
+    # (48) dL/d(-d_real) = sigmoid(-d_real)/B
+    t35 = _ew12(t6, B, out=np.empty((B, 1), dtype=dt))
+    # (49) dL_dd_real = -(sigmoid(-d_real)/B)
+    dL_dd_real = _ew8(t35, out=np.empty((B, 1), dtype=dt))
+    # (53) dL/d(leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5)) = dL_dd_real @ Wd3.T
+    t36 = np.matmul(dL_dd_real, Wd3.T, out=t32)
+    # (56) dL/d(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_real @ Wd3.T)*Piecewise((1,
+    #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))
+    t37 = _ew10(t36, t4, out=t33)
+    # (60) dL/d(leaky_relu(X @ Wd1 + bd1, 1/5)) = ((dL_dd_real @ Wd3.T)*Piecewise((1,
+    #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T
+    t38 = np.matmul(t37, Wd2.T, out=t36)
+    # (63) dL/d(X @ Wd1 + bd1) = (((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @
+    #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
+    #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True))
+    t39 = _ew10(t38, t2, out=np.empty((B, n_h), dtype=dt))
+    # (67) dL/d(Wd1) += ... = X.T @ ((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X
+    #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
+    #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
+    t40 = np.dot(X.T, t39)
+    # (68) dL_dWd1 = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
+    #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
+    #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))) + X.T @ ((((dL_dd_real @
+    #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
+    #     (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
+    dL_dWd1 = _ew2(t34, t40, out=t34)
+    # (30) dL/d(bd1) += ... = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake
+    #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
+    #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
+    t41 = _colsum(t29)
+    # (65) dL/d(bd1) += ... = sum((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @
+    #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
+    #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
+    t42 = _colsum(t39)
+    # (66) dL_dbd1 = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
+    #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
+    #     Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0) + sum((((dL_dd_real @ Wd3.T)*Piecewise((1,
+    #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
+    #     Wd2.T)*Piecewise((1, leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
+    dL_dbd1 = _ew2(t41, t42, out=t41)
+    # (27) dL/d(Wd2) += ... = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @
+    #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
+    #     0), (1/5, True)))
+    t43 = np.dot(t16.T, t27)
+    # (61) dL/d(Wd2) += ... = leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @
+    #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
+    #     (1/5, True)))
+    t44 = np.dot(t2.T, t37)
+    # (62) dL_dWd2 = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @ Wd3.T)*Piecewise((1,
+    #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) +
+    #     leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @ Wd3.T)*Piecewise((1,
+    #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)))
+    dL_dWd2 = _ew2(t43, t44, out=t43)
+    # (25) dL/d(bd2) += ... = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
+    #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
+    t45 = _colsum(t27)
+    # (58) dL/d(bd2) += ... = sum((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1
+    #     + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
+    t46 = _colsum(t37)
+    # (59) dL_dbd2 = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
+    #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0) + sum((dL_dd_real @
+    #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
+    #     (1/5, True)), axis=0)
+    dL_dbd2 = _ew2(t45, t46, out=t45)
+    # (22) dL/d(Wd3) += ... = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
+    #     dL_dd_fake
+    t47 = np.dot(t18.T, dL_dd_fake)
+    # (54) dL/d(Wd3) += ... = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
+    #     dL_dd_real
+    t48 = np.dot(t4.T, dL_dd_real)
+    # (55) dL_dWd3 = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_fake
+    #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
+    dL_dWd3 = _ew2(t47, t48, out=t47)
+    # (20) dL/d(bd3) += ... = sum(dL_dd_fake, axis=0)
+    t49 = _colsum(dL_dd_fake)
+    # (51) dL/d(bd3) += ... = -sum(sigmoid(-d_real)/B, axis=0)
+    t50 = _colsum(t35)
+    # (52) dL_dbd3 = sum(dL_dd_fake, axis=0) - sum(sigmoid(-d_real)/B, axis=0)
+    dL_dbd3 = _ew13(t49, t50, out=t49)
+    t51 = np.dot(_v_Wg2, t31.T)
+    t52 = np.dot(_v_Wg3, dL_dfake.T)
+    t53 = np.dot(_v_Wd1, t29.T)
+    t54 = np.dot(_v_Wd2, t27.T)
+    t55 = np.dot(_v_Wd3, dL_dd_fake.T)
+    t56 = np.matmul(t18, _v_Wd3, out=t35)
+    t57 = np.matmul(t16, _v_Wd2, out=t38)
+    t58 = np.matmul(fake, _v_Wd1, out=t39)
+    t59 = np.dot(t13, _v_Wg3)
+    t60 = np.dot(t11, _v_Wg2)
+    t61 = np.dot(Z, _v_Wg1)
+    t62 = _ew15(_v_bg1.reshape(1, n_h), t61, t11, out=t61)
+    t63 = np.dot(t62, Wg2)
+    t64 = _ew16(_v_bg2.reshape(1, n_h), t60, t63, t13, out=t60)
+    t65 = np.dot(t64, Wg3)
+    t66 = _ew17(_v_bg3.reshape(1, 2), t59, t65, out=t59)
+    t67 = np.matmul(t66, Wd1, out=t63)
+    t68 = _ew18(_v_bd1.reshape(1, n_h), t58, t67, t16, out=t58)
+    t69 = np.matmul(t68, Wd2, out=t67)
+    t70 = _ew18(_v_bd2.reshape(1, n_h), t57, t69, t18, out=t57)
+    t71 = np.dot(t70, Wd3)
+    t72 = _ew17(_v_bd3.reshape(1, 1), t56, t71, out=t56)
+    t73 = _ew19(t72, d_fake, t23, B, out=d_fake)
+    t74 = np.matmul(t73, Wd3.T, out=t69)
+    t75 = _ew20(t55.T, t74, t18, out=t74)
+    t76 = np.dot(t75, Wd2.T)
+    t77 = _ew20(t54.T, t76, t16, out=t76)
+    t78 = np.matmul(t77, Wd1.T, out=t65)
+    t79 = _ew2(t53.T, t78, out=t78)
+    t80 = np.dot(t79, Wg3.T)
+    t81 = _ew15(t52.T, t80, t13, out=t80)
+    t82 = np.dot(t81, Wg2.T)
+    t83 = _ew15(t51.T, t82, t11, out=t82)
+    hv_Wg1 = np.matmul(Z.T, t83, out=t40)
+    hv_bg1 = _colsum(t83)
+    t84 = np.matmul(t31.T, t62, out=t44)
+    t85 = np.dot(t11.T, t81)
+    hv_Wg2 = _ew2(t84.T, t85, out=t85)
+    hv_bg2 = _colsum(t81)
+    t86 = np.dot(dL_dfake.T, t64)
+    t87 = np.dot(t13.T, t79)
+    hv_Wg3 = _ew2(t86.T, t87, out=t87)
+    hv_bg3 = _colsum(t79)
+    t88 = np.dot(_v_Wd2, t37.T)
+    t89 = np.dot(_v_Wd3, dL_dd_real.T)
+    t90 = _ew8(_v_bd3, out=np.empty((1,), dtype=dt))
+    t91 = np.matmul(t4, _v_Wd3, out=t71)
+    t92 = np.matmul(t2, _v_Wd2, out=t83)
+    t93 = np.matmul(X, _v_Wd1, out=t62)
+    t94 = _ew20(_v_bd1.reshape(1, n_h), t93, t2, out=t93)
+    t95 = np.matmul(t94, Wd2, out=t81)
+    t96 = _ew18(_v_bd2.reshape(1, n_h), t92, t95, t4, out=t92)
+    t97 = np.matmul(t96, Wd3, out=t72)
+    t98 = _ew21(t90.reshape(1, 1), t91, t97, t6, B, out=t6)
+    t99 = _ew8(t98, out=t23)
+    t100 = np.matmul(t99, Wd3.T, out=t64)
+    t101 = _ew20(t89.T, t100, t4, out=t100)
+    t102 = np.matmul(t101, Wd2.T, out=t95)
+    t103 = _ew20(t88.T, t102, t2, out=t102)
+    t104 = np.dot(X.T, t103)
+    t105 = np.dot(t29.T, t66)
+    t106 = np.dot(fake.T, t77)
+    hv_Wd1 = _ew17(t104, t105.T, t106, out=t104)
+    t107 = _colsum(t103)
+    t108 = _colsum(t77)
+    hv_bd1 = _ew2(t107, t108, out=t107)
+    t109 = np.dot(t2.T, t101)
+    t110 = np.dot(t37.T, t94)
+    t111 = np.dot(t27.T, t68)
+    t112 = _ew2(t110, t111, out=t110)
+    t113 = np.matmul(t16.T, t75, out=t111)
+    hv_Wd2 = _ew17(t109, t112.T, t113, out=t109)
+    t114 = _colsum(t101)
+    t115 = _colsum(t75)
+    hv_bd2 = _ew2(t114, t115, out=t114)
+    t116 = np.matmul(t4.T, t99, out=t48)
+    t117 = np.dot(dL_dd_real.T, t96)
+    t118 = np.dot(dL_dd_fake.T, t70)
+    t119 = _ew2(t117, t118, out=t117)
+    t120 = np.dot(t18.T, t73)
+    hv_Wd3 = _ew17(t116, t119.T, t120, out=t116)
+    t121 = _colsum(t98)
+    t122 = _colsum(t73)
+    hv_bd3 = _ew22(t121, t122, out=t121)
+    return (
+        float(L),
+        {
+            "Wg1": dL_dWg1,
+            "bg1": dL_dbg1,
+            "Wg2": dL_dWg2,
+            "bg2": dL_dbg2,
+            "Wg3": dL_dWg3,
+            "bg3": dL_dbg3,
+            "Wd1": dL_dWd1,
+            "bd1": dL_dbd1,
+            "Wd2": dL_dWd2,
+            "bd2": dL_dbd2,
+            "Wd3": dL_dWd3,
+            "bd3": dL_dbd3,
+        },
+        {
+            "Wg1": hv_Wg1,
+            "bg1": hv_bg1,
+            "Wg2": hv_Wg2,
+            "bg2": hv_bg2,
+            "Wg3": hv_Wg3,
+            "bg3": hv_bg3,
+            "Wd1": hv_Wd1,
+            "bd1": hv_bd1,
+            "Wd2": hv_Wd2,
+            "bd2": hv_bd2,
+            "Wd3": hv_Wd3,
+            "bd3": hv_bd3,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out
+
+
+def hvp_L_D(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the objective L_D w.r.t. Wd1, bd1, Wd2, bd2, Wd3, bd3 times `vector`
+    (keyed and shaped like those parameters), with the loss and its gradient, in training
+    mode; reverse mode over the backward pass. Running averages (`state`) are read, never
+    updated."""
+    Wg1 = params["Wg1"]
+    bg1 = params["bg1"]
+    Wg2 = params["Wg2"]
+    bg2 = params["bg2"]
+    Wg3 = params["Wg3"]
+    bg3 = params["bg3"]
+    Wd1 = params["Wd1"]
+    bd1 = params["bd1"]
+    Wd2 = params["Wd2"]
+    bd2 = params["bd2"]
+    Wd3 = params["Wd3"]
+    bd3 = params["bd3"]
+    dt = params["Wg1"].dtype
+    _v_Wd1 = np.asarray(vector["Wd1"], dtype=dt)
+    _v_bd1 = np.asarray(vector["bd1"], dtype=dt)
+    _v_Wd2 = np.asarray(vector["Wd2"], dtype=dt)
+    _v_bd2 = np.asarray(vector["bd2"], dtype=dt)
+    _v_Wd3 = np.asarray(vector["Wd3"], dtype=dt)
+    _v_bd3 = np.asarray(vector["bd3"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Z = np.asarray(batch["Z"], dtype=dt)
+    B = X.shape[0]
+    n_h = Wg1.shape[1]
+    # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
+    t1 = np.dot(X, Wd1)
+    t2 = _ew3(t1, bd1, out=t1)
+    t3 = np.dot(t2, Wd2)
+    t4 = _ew3(t3, bd2, out=t3)
+    t5 = np.dot(t4, Wd3)
+    # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
+    t6 = _ew7(t5, bd3, out=t5)
+    t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
+    t8 = t7.sum()
+    t9 = t8/B
+    # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
+    t10 = np.dot(Z, Wg1)
+    t11 = _ew1(t10, bg1, out=t10)
+    t12 = np.dot(t11, Wg2)
+    t13 = _ew1(t12, bg2, out=t12)
+    t14 = np.dot(t13, Wg3)
+    fake = _ew2(t14, bg3, out=t14)
+    # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
+    t15 = np.matmul(fake, Wd1, out=t11)
+    t16 = _ew3(t15, bd1, out=t15)
+    t17 = np.matmul(t16, Wd2, out=t13)
+    t18 = _ew3(t17, bd2, out=t17)
+    t19 = np.matmul(t18, Wd3, out=t7)
+    d_fake = _ew2(t19, bd3, out=t19)
+    t20 = _ew5(d_fake, out=np.empty((B, 1), dtype=dt))
+    t21 = t20.sum()
+    t22 = t21/B
+    L_D = t22 + t9
+    dL_D_dd_fake = _ew12(d_fake, B, out=t20)
+    t23 = np.dot(dL_D_dd_fake, Wd3.T)
+    t24 = _ew10(t23, t18, out=np.empty((B, n_h), dtype=dt))
+    t25 = np.matmul(t24, Wd2.T, out=t23)
+    t26 = _ew10(t25, t16, out=np.empty((B, n_h), dtype=dt))
+    t27 = np.dot(fake.T, t26)
+    t28 = _ew12(t6, B, out=np.empty((B, 1), dtype=dt))
+    dL_D_dd_real = _ew8(t28, out=np.empty((B, 1), dtype=dt))
+    t29 = np.matmul(dL_D_dd_real, Wd3.T, out=t25)
+    t30 = _ew10(t29, t4, out=np.empty((B, n_h), dtype=dt))
+    t31 = np.matmul(t30, Wd2.T, out=t29)
+    t32 = _ew10(t31, t2, out=np.empty((B, n_h), dtype=dt))
+    t33 = np.dot(X.T, t32)
+    dL_D_dWd1 = _ew2(t27, t33, out=t27)
+    t34 = _colsum(t26)
+    t35 = _colsum(t32)
+    dL_D_dbd1 = _ew2(t34, t35, out=t34)
+    t36 = np.dot(t16.T, t24)
+    t37 = np.dot(t2.T, t30)
+    dL_D_dWd2 = _ew2(t36, t37, out=t36)
+    t38 = _colsum(t24)
+    t39 = _colsum(t30)
+    dL_D_dbd2 = _ew2(t38, t39, out=t38)
+    t40 = np.dot(t18.T, dL_D_dd_fake)
+    t41 = np.dot(t4.T, dL_D_dd_real)
+    dL_D_dWd3 = _ew2(t40, t41, out=t40)
+    t42 = _colsum(dL_D_dd_fake)
+    t43 = _colsum(t28)
+    dL_D_dbd3 = _ew13(t42, t43, out=t42)
+    t44 = np.dot(_v_Wd2, t30.T)
+    t45 = np.dot(_v_Wd3, dL_D_dd_real.T)
+    t46 = _ew8(_v_bd3, out=np.empty((1,), dtype=dt))
+    t47 = np.matmul(t4, _v_Wd3, out=t28)
+    t48 = np.matmul(t2, _v_Wd2, out=t31)
+    t49 = np.matmul(X, _v_Wd1, out=t26)
+    t50 = _ew20(_v_bd1.reshape(1, n_h), t49, t2, out=t49)
+    t51 = np.matmul(t50, Wd2, out=t32)
+    t52 = _ew18(_v_bd2.reshape(1, n_h), t48, t51, t4, out=t48)
+    t53 = np.dot(t52, Wd3)
+    t54 = _ew21(t46.reshape(1, 1), t47, t53, t6, B, out=t6)
+    t55 = _ew8(t54, out=t47)
+    t56 = np.matmul(t55, Wd3.T, out=t51)
+    t57 = _ew20(t45.T, t56, t4, out=t56)
+    t58 = np.dot(t57, Wd2.T)
+    t59 = _ew20(t44.T, t58, t2, out=t58)
+    t60 = np.matmul(X.T, t59, out=t33)
+    t61 = np.dot(_v_Wd2, t24.T)
+    t62 = np.dot(_v_Wd3, dL_D_dd_fake.T)
+    t63 = np.matmul(t18, _v_Wd3, out=t53)
+    t64 = np.dot(t16, _v_Wd2)
+    t65 = np.dot(fake, _v_Wd1)
+    t66 = _ew20(_v_bd1.reshape(1, n_h), t65, t16, out=t65)
+    t67 = np.dot(t66, Wd2)
+    t68 = _ew18(_v_bd2.reshape(1, n_h), t64, t67, t18, out=t64)
+    t69 = np.dot(t68, Wd3)
+    t70 = _ew23(_v_bd3.reshape(1, 1), t63, t69, d_fake, B, out=d_fake)
+    t71 = np.matmul(t70, Wd3.T, out=t67)
+    t72 = _ew20(t62.T, t71, t18, out=t71)
+    t73 = np.dot(t72, Wd2.T)
+    t74 = _ew20(t61.T, t73, t16, out=t73)
+    t75 = np.dot(fake.T, t74)
+    hv_Wd1 = _ew2(t60, t75, out=t60)
+    t76 = _colsum(t59)
+    t77 = _colsum(t74)
+    hv_bd1 = _ew2(t76, t77, out=t76)
+    t78 = np.matmul(t2.T, t57, out=t37)
+    t79 = np.dot(t30.T, t50)
+    t80 = np.dot(t24.T, t66)
+    t81 = _ew2(t79, t80, out=t79)
+    t82 = np.matmul(t16.T, t72, out=t80)
+    hv_Wd2 = _ew17(t78, t81.T, t82, out=t78)
+    t83 = _colsum(t57)
+    t84 = _colsum(t72)
+    hv_bd2 = _ew2(t83, t84, out=t83)
+    t85 = np.matmul(t4.T, t55, out=t41)
+    t86 = np.dot(dL_D_dd_real.T, t52)
+    t87 = np.dot(dL_D_dd_fake.T, t68)
+    t88 = _ew2(t86, t87, out=t86)
+    t89 = np.dot(t18.T, t70)
+    hv_Wd3 = _ew17(t85, t88.T, t89, out=t85)
+    t90 = _colsum(t54)
+    t91 = _colsum(t70)
+    hv_bd3 = _ew22(t90, t91, out=t90)
+    return (
+        float(L_D),
+        {
+            "Wd1": dL_D_dWd1,
+            "bd1": dL_D_dbd1,
+            "Wd2": dL_D_dWd2,
+            "bd2": dL_D_dbd2,
+            "Wd3": dL_D_dWd3,
+            "bd3": dL_D_dbd3,
+        },
+        {
+            "Wd1": hv_Wd1,
+            "bd1": hv_bd1,
+            "Wd2": hv_Wd2,
+            "bd2": hv_bd2,
+            "Wd3": hv_Wd3,
+            "bd3": hv_bd3,
+        },
+    )
+
+
+def hessian_L_D(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the objective L_D w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp_L_D with the j-th unit vector, so it costs n HVPs."""
+    names = OBJECTIVES["L_D"]
+    if wrt not in names:
+        raise KeyError(f"hessian_L_D: no parameter {wrt!r}; expected one of {tuple(names)}")
+    vector = {k: np.zeros_like(params[k]) for k in names}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp_L_D(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out
+
+
+def hvp_L_G(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the objective L_G w.r.t. Wg1, bg1, Wg2, bg2, Wg3, bg3 times `vector`
+    (keyed and shaped like those parameters), with the loss and its gradient, in training
+    mode; reverse mode over the backward pass. Running averages (`state`) are read, never
+    updated."""
+    Wg1 = params["Wg1"]
+    bg1 = params["bg1"]
+    Wg2 = params["Wg2"]
+    bg2 = params["bg2"]
+    Wg3 = params["Wg3"]
+    bg3 = params["bg3"]
+    Wd1 = params["Wd1"]
+    bd1 = params["bd1"]
+    Wd2 = params["Wd2"]
+    bd2 = params["bd2"]
+    Wd3 = params["Wd3"]
+    bd3 = params["bd3"]
+    dt = params["Wg1"].dtype
+    _v_Wg1 = np.asarray(vector["Wg1"], dtype=dt)
+    _v_bg1 = np.asarray(vector["bg1"], dtype=dt)
+    _v_Wg2 = np.asarray(vector["Wg2"], dtype=dt)
+    _v_bg2 = np.asarray(vector["bg2"], dtype=dt)
+    _v_Wg3 = np.asarray(vector["Wg3"], dtype=dt)
+    _v_bg3 = np.asarray(vector["bg3"], dtype=dt)
+    Z = np.asarray(batch["Z"], dtype=dt)
+    B = Z.shape[0]
+    n_h = Wg1.shape[1]
+    # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
+    t1 = np.dot(Z, Wg1)
+    t2 = _ew1(t1, bg1, out=t1)
+    t3 = np.dot(t2, Wg2)
+    t4 = _ew1(t3, bg2, out=t3)
+    t5 = np.dot(t4, Wg3)
+    fake = _ew2(t5, bg3, out=t5)
+    # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
+    t6 = np.dot(fake, Wd1)
+    t7 = _ew3(t6, bd1, out=t6)
+    t8 = np.dot(t7, Wd2)
+    t9 = _ew3(t8, bd2, out=t8)
+    t10 = np.dot(t9, Wd3)
+    # (5) L_G = sum(softplus(-d_fake), axis=(0, 1))/B
+    t11 = _ew7(t10, bd3, out=t10)
+    t12 = _ew5(t11, out=np.empty((B, 1), dtype=dt))
+    t13 = t12.sum()
+    L_G = t13/B
+    dL_G_dd_fake = _ew14(t11, B, out=t12)
+    t14 = np.dot(dL_G_dd_fake, Wd3.T)
+    t15 = _ew10(t14, t9, out=np.empty((B, n_h), dtype=dt))
+    t16 = np.matmul(t15, Wd2.T, out=t14)
+    t17 = _ew10(t16, t7, out=t15)
+    dL_G_dfake = np.matmul(t17, Wd1.T, out=fake)
+    t18 = np.matmul(dL_G_dfake, Wg3.T, out=t16)
+    t19 = _ew11(t18, t4, out=t17)
+    t20 = np.matmul(t19, Wg2.T, out=t18)
+    t21 = _ew11(t20, t2, out=np.empty((B, n_h), dtype=dt))
+    dL_G_dWg1 = np.dot(Z.T, t21)
+    dL_G_dbg1 = _colsum(t21)
+    dL_G_dWg2 = np.dot(t2.T, t19)
+    dL_G_dbg2 = _colsum(t19)
+    dL_G_dWg3 = np.dot(t4.T, dL_G_dfake)
+    dL_G_dbg3 = _colsum(dL_G_dfake)
+    t22 = np.dot(_v_Wg2, t19.T)
+    t23 = np.dot(_v_Wg3, dL_G_dfake.T)
+    t24 = np.dot(t4, _v_Wg3)
+    t25 = np.matmul(t2, _v_Wg2, out=t20)
+    t26 = np.matmul(Z, _v_Wg1, out=t21)
+    t27 = _ew15(_v_bg1.reshape(1, n_h), t26, t2, out=t26)
+    t28 = np.dot(t27, Wg2)
+    t29 = _ew16(_v_bg2.reshape(1, n_h), t25, t28, t4, out=t25)
+    t30 = np.dot(t29, Wg3)
+    t31 = _ew17(_v_bg3.reshape(1, 2), t24, t30, out=t24)
+    t32 = np.matmul(t31, Wd1, out=t28)
+    t33 = _ew10(t32, t7, out=np.empty((B, n_h), dtype=dt))
+    t34 = np.matmul(t33, Wd2, out=t32)
+    t35 = _ew10(t34, t9, out=t33)
+    t36 = np.matmul(t35, Wd3, out=dL_G_dd_fake)
+    t37 = _ew24(t36, t11, B, out=t11)
+    t38 = np.matmul(t37, Wd3.T, out=t34)
+    t39 = _ew10(t38, t9, out=t9)
+    t40 = np.matmul(t39, Wd2.T, out=t35)
+    t41 = _ew10(t40, t7, out=t7)
+    t42 = np.matmul(t41, Wd1.T, out=t30)
+    t43 = np.matmul(t42, Wg3.T, out=t38)
+    t44 = _ew15(t23.T, t43, t4, out=t43)
+    t45 = np.matmul(t44, Wg2.T, out=t39)
+    t46 = _ew15(t22.T, t45, t2, out=t45)
+    hv_Wg1 = np.dot(Z.T, t46)
+    hv_bg1 = _colsum(t46)
+    t47 = np.dot(t19.T, t27)
+    t48 = np.dot(t2.T, t44)
+    hv_Wg2 = _ew2(t47.T, t48, out=t48)
+    hv_bg2 = _colsum(t44)
+    t49 = np.dot(dL_G_dfake.T, t29)
+    t50 = np.dot(t4.T, t42)
+    hv_Wg3 = _ew2(t49.T, t50, out=t50)
+    hv_bg3 = _colsum(t42)
+    return (
+        float(L_G),
+        {
+            "Wg1": dL_G_dWg1,
+            "bg1": dL_G_dbg1,
+            "Wg2": dL_G_dWg2,
+            "bg2": dL_G_dbg2,
+            "Wg3": dL_G_dWg3,
+            "bg3": dL_G_dbg3,
+        },
+        {
+            "Wg1": hv_Wg1,
+            "bg1": hv_bg1,
+            "Wg2": hv_Wg2,
+            "bg2": hv_bg2,
+            "Wg3": hv_Wg3,
+            "bg3": hv_bg3,
+        },
+    )
+
+
+def hessian_L_G(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the objective L_G w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp_L_G with the j-th unit vector, so it costs n HVPs."""
+    names = OBJECTIVES["L_G"]
+    if wrt not in names:
+        raise KeyError(f"hessian_L_G: no parameter {wrt!r}; expected one of {tuple(names)}")
+    vector = {k: np.zeros_like(params[k]) for k in names}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp_L_G(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

@@ -288,6 +288,59 @@ def _ew9(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ew10(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b + c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    return out
+
+
+def _ew11(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: float,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a + b + c/2 + (d + e)/(2*f)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "a + b + c/k0 + (d + e)/(k0*f)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": k(f), "k0": k(2.0)},
+            out=out,
+        )
+    np.multiply(c, 0.5, out=out)
+    s0 = np.empty_like(out)
+    np.add(d, e, out=s0)
+    np.divide(s0, f, out=s0)
+    np.multiply(s0, 0.5, out=s0)
+    np.add(out, s0, out=out)
+    np.add(out, a, out=out)
+    np.add(out, b, out=out)
+    return out
+
+
+def _ew12(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = d*(a*b + c)"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("d*(a*b + c)", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
+    np.multiply(a, b, out=out)
+    np.add(out, c, out=out)
+    np.multiply(out, d, out=out)
+    return out
+
+
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -435,3 +488,156 @@ def loss_and_grad(
     # (31) dL_dd = diagonal(dL_dL_Sigma)*exp(d)
     dL_dd = _ew4(t20, t2, out=t20)
     return float(L), {"mu": dL_dmu, "W": dL_dW, "d": dL_dd}
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. mu, W, d times `vector` (keyed and shaped like those
+    parameters), with the loss and its gradient, in training mode; reverse mode over the
+    backward pass. Running averages (`state`) are read, never updated."""
+    mu = params["mu"]
+    W = params["W"]
+    d = params["d"]
+    dt = params["mu"].dtype
+    _v_mu = np.asarray(vector["mu"], dtype=dt)
+    _v_W = np.asarray(vector["W"], dtype=dt)
+    _v_d = np.asarray(vector["d"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    B = X.shape[0]
+    n = X.shape[1]
+    # (1) L_Sigma = tril(W, -1) + diag(exp(d))
+    t1 = np.tril(W, -1)
+    t2 = _ew1(d, out=np.empty((n,), dtype=dt))
+    t3 = _diag(t2)
+    L_Sigma = _ew2(t1, t3, out=t1)
+    # (2) Sigma = L_Sigma @ L_Sigma.T
+    Sigma = np.dot(L_Sigma, L_Sigma.T)
+    # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
+    t4 = np.linalg.slogdet(Sigma).logabsdet
+    # (7) L = (n*log(2*pi) + logdet(Sigma) + trace(inv(Sigma) @ S))/2
+    t5 = _inv(Sigma, 'equation (7): inv(Sigma)')
+    # (3) D = X - mu
+    D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
+    # (6) S = (D.T @ D)/B
+    t6 = np.matmul(D.T, D, out=Sigma)
+    S = _ew6(t6, B, out=t6)
+    t7 = np.dot(t5, S)
+    t8 = np.trace(t7, axis1=-2, axis2=-1)
+    t9 = t4 + t8
+    t10 = 1.8378770664093456*n + t9
+    L = t10/2.0
+    # (14) dL_dS = inv(Sigma).T/2
+    dL_dS = _ew7(t5.T, out=t7)
+    # (15) dL/d(D.T @ D) = dL_dS/B
+    t11 = _ew6(dL_dS, B, out=np.empty((n, n), dtype=dt))
+    # (17) dL/d(D) += ... = D @ (dL_dS/B)
+    t12 = np.dot(D, t11)
+    # (16) dL/d(D.T) = (dL_dS/B) @ D.T
+    t13 = np.dot(t11, D.T)
+    # (19) dL_dD = D @ (dL_dS/B) + ((dL_dS/B) @ D.T).T
+    dL_dD = _ew2(t12, t13.T, out=t12)
+    # (20) dL_dmu = -sum(dL_dD, axis=0)
+    t14 = _colsum(dL_dD)
+    dL_dmu = _ew8(t14, out=t14)
+    # (13) dL/d(inv(Sigma)) = S.T/2
+    t15 = _ew7(S.T, out=np.empty((n, n), dtype=dt))
+    # (21) dL/d(Sigma) += ... = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T)
+    t16 = np.dot(t5.T, t15)
+    t17 = np.dot(t16, t5.T)
+    # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
+    dL_dSigma = _ew9(t17, dL_dS, out=t17)
+    # (24) dL/d(L_Sigma) += ... = dL_dSigma @ L_Sigma
+    t18 = np.matmul(dL_dSigma, L_Sigma, out=dL_dS)
+    # (25) dL/d(L_Sigma.T) = L_Sigma.T @ dL_dSigma
+    t19 = np.dot(L_Sigma.T, dL_dSigma)
+    # (27) dL_dL_Sigma = dL_dSigma @ L_Sigma + (L_Sigma.T @ dL_dSigma).T
+    dL_dL_Sigma = _ew2(t18, t19.T, out=t18)
+    # (32) dL_dW = tril(dL_dL_Sigma, -1)
+    dL_dW = np.tril(dL_dL_Sigma, -1)
+    # (30) dL/d(exp(d)) = diagonal(dL_dL_Sigma)
+    t20 = np.diagonal(dL_dL_Sigma, axis1=-2, axis2=-1).copy()
+    # (31) dL_dd = diagonal(dL_dL_Sigma)*exp(d)
+    dL_dd = _ew4(t20, t2, out=np.empty((n,), dtype=dt))
+    t21 = _ew4(_v_d, t2, out=np.empty((n,), dtype=dt))
+    t22 = _diag(t21)
+    t23 = np.tril(_v_W, -1)
+    t24 = _ew2(t22, t23, out=t22)
+    t25 = np.matmul(L_Sigma, t24.T, out=dL_dL_Sigma)
+    t26 = np.dot(t24, L_Sigma.T)
+    t27 = _ew2(t25, t26, out=t25)
+    t28 = _ew8(t27, out=t26)
+    t29 = np.dot(t28, t5)
+    t30 = np.dot(t5, t29)
+    t31 = _ew7(t30, out=t30)
+    t32 = _ew6(t31.T, B, out=np.empty((n, n), dtype=dt))
+    t33 = np.matmul(D, t32, out=dL_dD)
+    t34 = np.dot(t32, D.T)
+    t35 = _ew8(_v_mu, out=t21)
+    t36 = np.dot(t11.T, np.broadcast_to(t35.reshape(1, n), (B, n)).T)
+    t37 = _ew2(t34, t36, out=t34)
+    t38 = np.dot(np.broadcast_to(t35.reshape(1, n), (B, n)), t11.T)
+    t39 = _ew10(t33, t37.T, t38, out=t33)
+    t40 = _colsum(t39)
+    hv_mu = _ew8(t40, out=t40)
+    t41 = np.matmul(dL_dSigma.T, t24, out=t32)
+    t42 = np.dot(t16.T, t28)
+    t43 = np.matmul(t29, t15.T, out=t28)
+    t44 = np.matmul(np.broadcast_to(t35.reshape(1, n), (B, n)).T, D, out=t29)
+    t45 = np.dot(D.T, np.broadcast_to(t35.reshape(1, n), (B, n)))
+    t46 = _ew11(t42, t43, t27, t44, t45, B, out=t27)
+    t47 = np.matmul(t5.T, t46.T, out=t42)
+    t48 = np.matmul(t47, t5.T, out=t43)
+    t49 = _ew8(t48, out=t48)
+    t50 = np.matmul(t49, L_Sigma, out=t44)
+    t51 = np.matmul(t24.T, dL_dSigma.T, out=t45)
+    t52 = np.matmul(L_Sigma.T, t49, out=t47)
+    t53 = _ew2(t51, t52, out=t51)
+    t54 = _ew10(t41, t50, t53.T, out=t41)
+    hv_W = np.tril(t54, -1)
+    t55 = np.diagonal(t54, axis1=-2, axis2=-1).copy()
+    hv_d = _ew12(_v_d, t20, t55, t2, out=t20)
+    return (
+        float(L),
+        {
+            "mu": dL_dmu,
+            "W": dL_dW,
+            "d": dL_dd,
+        },
+        {
+            "mu": hv_mu,
+            "W": hv_W,
+            "d": hv_d,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

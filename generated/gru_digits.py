@@ -372,6 +372,288 @@ def _ew11(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
+def _ew12(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = exp(a)"""
+    if _use_numexpr(out, True):
+        return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
+    np.exp(a, out=out)
+    return out
+
+
+def _ew13(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/b"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
+    np.divide(a, b, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/d - b*c"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
+    np.divide(a, d, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(out, s0, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a*(1 - b**2)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("a*(k0 - b**2)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
+    np.square(b, out=out)
+    np.subtract(1.0, out, out=out)
+    np.multiply(out, a, out=out)
+    return out
+
+
+def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a*b*(1 - b)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("a*b*(k0 - b)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
+    np.subtract(1.0, b, out=out)
+    np.multiply(out, a, out=out)
+    np.multiply(out, b, out=out)
+    return out
+
+
+def _ew17(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a*b - a*c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a*(b - c)", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.subtract(b, c, out=out)
+    np.multiply(out, a, out=out)
+    return out
+
+
+def _ew18(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b + c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    return out
+
+
+def _ew19(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = -a"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("-a", local_dict={"a": a}, out=out)
+    np.negative(a, out=out)
+    return out
+
+
+def _ew20(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a + b*c + d*e"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "a + b*c + d*e",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
+            out=out,
+        )
+    np.multiply(b, c, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(d, e, out=s0)
+    np.add(out, s0, out=out)
+    np.add(out, a, out=out)
+    return out
+
+
+def _ew21(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    g: np.ndarray,
+    h: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a*b + c*d + e*f + g*h"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "a*b + c*d + e*f + g*h",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f, "g": g, "h": h},
+            out=out,
+        )
+    np.multiply(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(c, d, out=s0)
+    np.add(out, s0, out=out)
+    s1 = np.empty_like(out)
+    np.multiply(e, f, out=s1)
+    np.add(out, s1, out=out)
+    s2 = np.empty_like(out)
+    np.multiply(g, h, out=s2)
+    np.add(out, s2, out=out)
+    return out
+
+
+def _ew22(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (1 - e**2)*(a*b - 2*c*d*e)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(k0 - e**2)*(a*b - k1*c*d*e)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0), "k1": k(2.0)},
+            out=out,
+        )
+    np.square(e, out=out)
+    np.subtract(1.0, out, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(a, b, out=s0)
+    s1 = np.empty_like(out)
+    np.multiply(c, d, out=s1)
+    np.multiply(s1, e, out=s1)
+    np.multiply(s1, 2.0, out=s1)
+    np.subtract(s0, s1, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew23(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    g: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = e*(1 - e)*(a*b + c*(-d*e + d*(1 - e)) + f*g)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "e*(k0 - e)*(a*b + c*d*(k0 - k1*e) + f*g)",
+            local_dict={
+                "a": a,
+                "b": b,
+                "c": c,
+                "d": d,
+                "e": e,
+                "f": f,
+                "g": g,
+                "k0": k(1.0),
+                "k1": k(2.0),
+            },
+            out=out,
+        )
+    np.subtract(1.0, e, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(a, b, out=s0)
+    s1 = np.empty_like(out)
+    np.multiply(f, g, out=s1)
+    np.add(s0, s1, out=s0)
+    s2 = np.empty_like(out)
+    np.multiply(e, 2.0, out=s2)
+    np.subtract(1.0, s2, out=s2)
+    np.multiply(s2, c, out=s2)
+    np.multiply(s2, d, out=s2)
+    np.add(s0, s2, out=s0)
+    np.multiply(out, s0, out=out)
+    np.multiply(out, e, out=out)
+    return out
+
+
+def _ew24(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = c*(1 - c)*(a*(-b*c + b*(1 - c)) - d*e + e*f)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "c*(k0 - c)*(a*b*(k0 - k1*c) - d*e + e*f)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f, "k0": k(1.0), "k1": k(2.0)},
+            out=out,
+        )
+    np.subtract(1.0, c, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(e, f, out=s0)
+    s1 = np.empty_like(out)
+    np.multiply(c, 2.0, out=s1)
+    np.subtract(1.0, s1, out=s1)
+    np.multiply(s1, a, out=s1)
+    np.multiply(s1, b, out=s1)
+    np.add(s0, s1, out=s0)
+    s2 = np.empty_like(out)
+    np.multiply(d, e, out=s2)
+    np.subtract(s0, s2, out=s0)
+    np.multiply(out, s0, out=out)
+    np.multiply(out, c, out=out)
+    return out
+
+
+def _ew25(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b*c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a + b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.multiply(b, c, out=out)
+    np.add(out, a, out=out)
+    return out
+
+
+def _ew26(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = d*e*(-a - b - c)"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "d*e*(-a - b - c)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
+            out=out,
+        )
+    np.negative(a, out=out)
+    np.subtract(out, b, out=out)
+    np.subtract(out, c, out=out)
+    np.multiply(out, d, out=out)
+    np.multiply(out, e, out=out)
+    return out
+
+
+def _ew27(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a - b*c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.multiply(b, c, out=out)
+    np.subtract(a, out, out=out)
+    return out
+
+
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -638,3 +920,391 @@ def loss_and_grad(
         "W": dL_dW,
         "c": dL_dc,
     }
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. Wx_r, Wx_z, Wx_n, Wh_r, Wh_z, Wh_n, bx_r, bx_z,
+    bx_n, bh_r, bh_z, bh_n, W, c times `vector` (keyed and shaped like those parameters), with
+    the loss and its gradient, in training mode; reverse mode over the backward pass. Running
+    averages (`state`) are read, never updated."""
+    ws = _take_workspace("hvp")
+    Wx_r = params["Wx_r"]
+    Wx_z = params["Wx_z"]
+    Wx_n = params["Wx_n"]
+    Wh_r = params["Wh_r"]
+    Wh_z = params["Wh_z"]
+    Wh_n = params["Wh_n"]
+    bx_r = params["bx_r"]
+    bx_z = params["bx_z"]
+    bx_n = params["bx_n"]
+    bh_r = params["bh_r"]
+    bh_z = params["bh_z"]
+    bh_n = params["bh_n"]
+    W = params["W"]
+    c = params["c"]
+    dt = params["Wx_r"].dtype
+    _v_Wx_r = np.asarray(vector["Wx_r"], dtype=dt)
+    _v_Wx_z = np.asarray(vector["Wx_z"], dtype=dt)
+    _v_Wx_n = np.asarray(vector["Wx_n"], dtype=dt)
+    _v_Wh_r = np.asarray(vector["Wh_r"], dtype=dt)
+    _v_Wh_z = np.asarray(vector["Wh_z"], dtype=dt)
+    _v_Wh_n = np.asarray(vector["Wh_n"], dtype=dt)
+    _v_bx_r = np.asarray(vector["bx_r"], dtype=dt)
+    _v_bx_z = np.asarray(vector["bx_z"], dtype=dt)
+    _v_bx_n = np.asarray(vector["bx_n"], dtype=dt)
+    _v_bh_r = np.asarray(vector["bh_r"], dtype=dt)
+    _v_bh_z = np.asarray(vector["bh_z"], dtype=dt)
+    _v_bh_n = np.asarray(vector["bh_n"], dtype=dt)
+    _v_W = np.asarray(vector["W"], dtype=dt)
+    _v_c = np.asarray(vector["c"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Y = np.asarray(batch["Y"], dtype=dt)
+    B = X.shape[0]
+    n_h = Wx_r.shape[1]
+    n_out = Y.shape[1]
+    # (1) H = scan[gru](X @ concat([Wx_r, Wx_z, Wx_n], axis=1) + concat([bx_r, bx_z, bx_n],
+    #     axis=0), 0, concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z, bh_n], axis=0))[0]
+    t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
+    t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
+    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
+    t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
+    t4 = _ew1(t2, t3, out=t2)
+    t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
+    t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
+    # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
+    #     propagation through time
+    H = _scratch(ws, "H", (8, B, n_h), dt)
+    gru_r1_seq = _scratch(ws, "gru_r1_seq", (8, B, n_h), dt)
+    gru_r2_seq = _scratch(ws, "gru_r2_seq", (8, B, n_h), dt)
+    gru_r3_seq = _scratch(ws, "gru_r3_seq", (8, B, n_h), dt)
+    gru_r4_seq = _scratch(ws, "gru_r4_seq", (8, B, n_h), dt)
+    gru_r5_seq = _scratch(ws, "gru_r5_seq", (8, B, n_h), dt)
+    h_prev = np.broadcast_to(0.0, (B, n_h))
+    for t in range(8):
+        gru_u1_t = t4[:, t]
+        t7 = np.dot(h_prev, t5)
+        t8 = _ew1(t7, t6, out=t7)
+        t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_r1_seq[t])
+        t10 = _ew3(t9, out=gru_r2_seq[t])
+        t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=gru_r3_seq[t])
+        t12 = _ew4(gru_u1_t[:, 2*n_h:3*n_h], t11, t8[:, 2*n_h:3*n_h], out=gru_r5_seq[t])
+        _ew5(t10, t12, t9, h_prev, out=H[t])
+        gru_r4_seq[t] = t8[:, 2*n_h:3*n_h]
+        h_prev = H[t]
+    # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
+    t14 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
+    z = _ew1(t14, c, out=t14)
+    # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
+    t15 = _log_softmax(z, axis=1)
+    t16 = np.vdot(Y, t15)
+    L = -t16/B
+    # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
+    t17 = _ew12(t15, out=t15)
+    t18 = Y.sum(axis=1, keepdims=True)
+    t19 = _ew13(t18, B, out=t18)
+    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
+    dL_dz = _ew14(Y, t17, t19, B, out=z)
+    # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
+    t20 = np.dot(dL_dz, W.T)
+    # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
+    dL_dH = np.pad(t20.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
+    t21 = np.concatenate(
+        [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
+        axis=1,
+    )
+    t22 = _scratch(ws, "t22", (B, 8, 3*n_h), dt)
+    np.dot(
+        np.flip(t21, 1).reshape(-1, np.flip(t21, 1).shape[-1]),
+        t5,
+        out=t22.reshape(-1, t22.shape[-1]),
+    )
+    t23 = _ew1(t22, t6, out=t22)
+    # gru_back: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
+    #     propagation through time
+    adj_h_seq = _scratch(ws, "adj_h_seq", (8, B, n_h), dt)
+    d_gru_u1_seq = _scratch(ws, "d_gru_u1_seq", (8, B, 3*n_h), dt)
+    acc1_seq = np.empty((8, n_h, 3*n_h), dtype=dt)
+    acc2_seq = np.empty((8, 3*n_h), dtype=dt)
+    gru_back_r1_seq = _scratch(ws, "gru_back_r1_seq", (8, B, n_h), dt)
+    gru_back_r2_seq = _scratch(ws, "gru_back_r2_seq", (8, B, n_h), dt)
+    gru_back_r3_seq = _scratch(ws, "gru_back_r3_seq", (8, B, n_h), dt)
+    gru_back_r4_seq = _scratch(ws, "gru_back_r4_seq", (8, B, n_h), dt)
+    gru_back_r5_seq = _scratch(ws, "gru_back_r5_seq", (8, B, n_h), dt)
+    gru_back_r6_seq = _scratch(ws, "gru_back_r6_seq", (8, B, n_h), dt)
+    gru_back_r7_seq = _scratch(ws, "gru_back_r7_seq", (8, B, n_h), dt)
+    gru_back_r8_seq = _scratch(ws, "gru_back_r8_seq", (8, B, n_h), dt)
+    gru_back_r9_seq = _scratch(ws, "gru_back_r9_seq", (8, B, n_h), dt)
+    gru_back_r10_seq = _scratch(ws, "gru_back_r10_seq", (8, B, n_h), dt)
+    gru_back_r11_seq = _scratch(ws, "gru_back_r11_seq", (8, B, 3*n_h), dt)
+    t5_T = np.ascontiguousarray(t5.T)
+    adj_h_prev = np.broadcast_to(0.0, (B, n_h))
+    acc1_prev = np.broadcast_to(0.0, (n_h, 3*n_h))
+    acc2_prev = np.broadcast_to(0.0, (3*n_h,))
+    for t in range(8):
+        ct_h_t = np.flip(dL_dH, 1)[:, t]
+        in_gru_u1_t = np.flip(t4, 1)[:, t]
+        prev_h_t = np.flip(t21, 1)[:, t]
+        gru_back_u1_t = t23[:, t]
+        t24 = _ew1(ct_h_t, adj_h_prev, out=gru_back_r6_seq[t])
+        t25 = _ew2(in_gru_u1_t[:, n_h:2*n_h], gru_back_u1_t[:, n_h:2*n_h], out=gru_back_r1_seq[t])
+        t26 = _ew3(t25, out=gru_back_r5_seq[t])
+        t27 = _ew10(t24, t26, out=gru_back_r7_seq[t])
+        t28 = _ew2(in_gru_u1_t[:, 0:n_h], gru_back_u1_t[:, 0:n_h], out=gru_back_r2_seq[t])
+        t29 = _ew4(
+            in_gru_u1_t[:, 2*n_h:3*n_h],
+            t28,
+            gru_back_u1_t[:, 2*n_h:3*n_h],
+            out=gru_back_r4_seq[t],
+        )
+        t30 = _ew15(t27, t29, out=gru_back_r8_seq[t])
+        t31 = _ew10(t30, gru_back_u1_t[:, 2*n_h:3*n_h], out=gru_back_r9_seq[t])
+        t32 = _ew16(t31, t28, out=np.empty((B, n_h), dtype=dt))
+        t33 = _ew17(t24, prev_h_t, t29, out=gru_back_r10_seq[t])
+        t34 = _ew16(t33, t25, out=np.empty((B, n_h), dtype=dt))
+        t35 = _ew10(t30, t28, out=np.empty((B, n_h), dtype=dt))
+        t36 = np.concatenate([t32, t34, t35], axis=1, out=gru_back_r11_seq[t])
+        t37 = np.matmul(t36, t5_T, out=t35)
+        _ew11(t24, t25, t37, out=adj_h_seq[t])
+        np.concatenate([t32, t34, t30], axis=1, out=d_gru_u1_seq[t])
+        t40 = np.dot(prev_h_t.T, t36)
+        _ew1(acc1_prev, t40, out=acc1_seq[t])
+        t42 = _colsum(t36)
+        _ew1(acc2_prev, t42, out=acc2_seq[t])
+        gru_back_r3_seq[t] = gru_back_u1_t[:, 2*n_h:3*n_h]
+        adj_h_prev = adj_h_seq[t]
+        acc1_prev = acc1_seq[t]
+        acc2_prev = acc2_seq[t]
+    t44 = np.dot(X.reshape(8*B, 8).T, np.flip(d_gru_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 3*n_h))
+    t45 = _colsum(np.flip(d_gru_u1_seq.swapaxes(0, 1), 1))
+    # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
+    dL_dW = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
+    # (10) dL_dc = sum(dL_dz, axis=0)
+    dL_dc = _colsum(dL_dz)
+    t46 = np.concatenate([_v_bx_r, _v_bx_z, _v_bx_n], axis=0)
+    t47 = np.concatenate([_v_Wx_r, _v_Wx_z, _v_Wx_n], axis=1)
+    t48 = np.dot(X.reshape(8*B, 8), t47)
+    t49 = _ew1(
+        t46.reshape(1, 1, 3*n_h),
+        t48.reshape(B, 8, 3*n_h),
+        out=_scratch(ws, "t49", (B, 8, 3*n_h), dt),
+    )
+    t50 = np.concatenate([_v_Wh_r, _v_Wh_z, _v_Wh_n], axis=1)
+    t51 = np.pad(t50.reshape(n_h, 1, 3*n_h), ((0, 0), (7, 0), (0, 0)))
+    t52 = np.concatenate([_v_bh_r, _v_bh_z, _v_bh_n], axis=0)
+    t53 = np.pad(t52.reshape(3*n_h, 1), ((0, 0), (7, 0)))
+    # gru_back: back-propagation through time, the reverse loop over the 8 steps
+    dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
+    din_gru_u1_seq = _scratch(ws, "din_gru_u1_seq", (8, B, 3*n_h), dt)
+    dprev_h_seq = _scratch(ws, "dprev_h_seq", (8, B, n_h), dt)
+    dgru_back_u1_seq = _scratch(ws, "dgru_back_u1_seq", (8, B, 3*n_h), dt)
+    d_captured1 = np.zeros((3*n_h, n_h), dtype=dt)
+    carry_adj_h = np.zeros((B, n_h), dtype=dt)
+    carry_d_gru_u1 = np.zeros((B, 3*n_h), dtype=dt)
+    carry_acc1 = np.zeros((n_h, 3*n_h), dtype=dt)
+    carry_acc2 = np.zeros((3*n_h,), dtype=dt)
+    for t in range(8 - 1, -1, -1):
+        ct_h_t = np.flip(dL_dH, 1)[:, t]
+        in_gru_u1_t = np.flip(t4, 1)[:, t]
+        prev_h_t = np.flip(t21, 1)[:, t]
+        gru_back_u1_t = t23[:, t]
+        gru_back_r1_t = gru_back_r1_seq[t]
+        gru_back_r2_t = gru_back_r2_seq[t]
+        gru_back_r3_t = gru_back_r3_seq[t]
+        gru_back_r4_t = gru_back_r4_seq[t]
+        gru_back_r5_t = gru_back_r5_seq[t]
+        gru_back_r6_t = gru_back_r6_seq[t]
+        gru_back_r7_t = gru_back_r7_seq[t]
+        gru_back_r8_t = gru_back_r8_seq[t]
+        gru_back_r9_t = gru_back_r9_seq[t]
+        gru_back_r10_t = gru_back_r10_seq[t]
+        gru_back_r11_t = gru_back_r11_seq[t]
+        dadj_h_t = carry_adj_h
+        dd_gru_u1_t = np.flip(t49, 1)[:, t] + carry_d_gru_u1
+        dacc1_t = t51[:, t] + carry_acc1
+        dacc2_t = t53[:, t] + carry_acc2
+        t54 = np.dot(prev_h_t, dacc1_t)
+        t55 = np.dot(dadj_h_t, t5)
+        t56 = _ew18(dacc2_t.reshape(1, 3*n_h), t54, t55, out=t54)
+        t57 = _ew1(dd_gru_u1_t[:, n_h:2*n_h], t56[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
+        t58 = _ew16(t57, gru_back_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t59 = _ew19(t58, out=np.empty((B, n_h), dtype=dt))
+        t60 = _ew1(dd_gru_u1_t[:, 0:n_h], t56[:, 0:n_h], out=np.empty((B, n_h), dtype=dt))
+        t61 = _ew16(t60, gru_back_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t62 = _ew20(
+            dd_gru_u1_t[:, 2*n_h:3*n_h],
+            t56[:, 2*n_h:3*n_h],
+            gru_back_r2_t,
+            t61,
+            gru_back_r3_t,
+            out=np.empty((B, n_h), dtype=dt),
+        )
+        t63 = _ew15(t62, gru_back_r4_t, out=np.empty((B, n_h), dtype=dt))
+        t64 = _ew21(
+            t59,
+            gru_back_r4_t,
+            t58,
+            prev_h_t,
+            t63,
+            gru_back_r5_t,
+            dadj_h_t,
+            gru_back_r1_t,
+            out=np.empty((B, n_h), dtype=dt),
+        )
+        t65 = _ew22(
+            t59,
+            gru_back_r6_t,
+            t62,
+            gru_back_r7_t,
+            gru_back_r4_t,
+            out=np.empty((B, n_h), dtype=dt),
+        )
+        t66 = _ew23(
+            t56[:, 2*n_h:3*n_h],
+            gru_back_r8_t,
+            t60,
+            gru_back_r9_t,
+            gru_back_r2_t,
+            t65,
+            gru_back_r3_t,
+            out=t59,
+        )
+        t67 = _ew24(t57, gru_back_r10_t, gru_back_r1_t, t63, gru_back_r6_t, dadj_h_t, out=t62)
+        np.concatenate([t66, t67, t65], axis=1, out=din_gru_u1_seq[t])
+        t69 = np.dot(dacc1_t, gru_back_r11_t.T)
+        _ew25(t69.T, t58, gru_back_r6_t, out=dprev_h_seq[t])
+        t71 = _ew5(t61, gru_back_r8_t, t65, gru_back_r2_t, out=t61)
+        np.concatenate([t66, t67, t71], axis=1, out=dgru_back_u1_seq[t])
+        t73 = np.dot(gru_back_r11_t.T, dadj_h_t)
+        dct_h_seq[t] = t64
+        carry_adj_h = t64
+        carry_d_gru_u1[...] = 0.0
+        carry_acc1 = dacc1_t
+        carry_acc2 = dacc2_t
+        np.add(d_captured1, t73, out=d_captured1)
+    t74 = _scratch(ws, "t74", (B, 8, n_h), dt)
+    np.dot(
+        dgru_back_u1_seq.swapaxes(0, 1).reshape(-1, dgru_back_u1_seq.swapaxes(0, 1).shape[-1]),
+        t5.T,
+        out=t74.reshape(-1, t74.shape[-1]),
+    )
+    t75 = _ew1(dprev_h_seq.swapaxes(0, 1), t74, out=t74)
+    t76 = np.dot(_v_W, dL_dz.T)
+    t77 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), _v_W)
+    t78 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h), W)
+    t79 = _ew26(_v_c.reshape(1, n_out), t77, t78, t19, t17, out=np.empty((B, n_out), dtype=dt))
+    t80 = t79.sum(axis=1, keepdims=True)
+    t81 = _ew27(t79, t17, t80, out=t17)
+    t82 = np.dot(t81, W.T)
+    t83 = _ew1(t76.T, t82, out=t82)
+    t84 = np.concatenate([np.flip(t75, 1)[:, 1:8], t83.reshape(B, 1, n_h)], axis=1)
+    # gru: back-propagation through time, the reverse loop over the 8 steps
+    dgru_u1_seq = _scratch(ws, "dgru_u1_seq", (8, B, 3*n_h), dt)
+    d_captured1_2 = np.zeros((n_h, 3*n_h), dtype=dt)
+    d_captured2 = np.zeros((3*n_h,), dtype=dt)
+    carry_h = np.zeros((B, n_h), dtype=dt)
+    t5_T_2 = np.ascontiguousarray(t5.T)
+    for t in range(8 - 1, -1, -1):
+        gru_u1_t = t4[:, t]
+        h_prev = H[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
+        gru_r1_t = gru_r1_seq[t]
+        gru_r2_t = gru_r2_seq[t]
+        gru_r3_t = gru_r3_seq[t]
+        gru_r4_t = gru_r4_seq[t]
+        gru_r5_t = gru_r5_seq[t]
+        dh_t = t84[:, t] + carry_h
+        t85 = _ew7(dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t86 = _ew8(t85, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t87 = _ew9(dh_t, h_prev, gru_r5_t, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
+        np.concatenate([t86, t87, t85], axis=1, out=dgru_u1_seq[t])
+        t89 = _ew10(t85, gru_r3_t, out=t85)
+        t90 = np.concatenate([t86, t87, t89], axis=1)
+        t91 = np.matmul(t90, t5_T_2, out=t86)
+        t92 = _ew11(dh_t, gru_r1_t, t91, out=t87)
+        t93 = np.dot(h_prev.T, t90)
+        t94 = _colsum(t90)
+        carry_h = t92
+        np.add(d_captured1_2, t93, out=d_captured1_2)
+        np.add(d_captured2, t94, out=d_captured2)
+    t95 = _ew1(np.flip(din_gru_u1_seq.swapaxes(0, 1), 1), dgru_u1_seq.swapaxes(0, 1), out=t23)
+    t96 = np.dot(X.reshape(8*B, 8).T, t95.reshape(8*B, 3*n_h))
+    t97 = np.dot(
+        np.flip(t21, 1).reshape(8*B, n_h).T,
+        dgru_back_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h),
+    )
+    t98 = _ew18(d_captured1.T, t97, d_captured1_2, out=t97)
+    t99 = _colsum(t95)
+    t100 = _colsum(dgru_back_u1_seq)
+    t101 = _ew1(t100, d_captured2, out=t100)
+    t102 = np.dot(dL_dz.T, np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h))
+    t103 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, t81)
+    hv_W = _ew1(t102.T, t103, out=t103)
+    hv_c = _colsum(t81)
+    _give_back("hvp", ws)
+    return (
+        float(L),
+        {
+            "Wx_r": t44[:, 0:n_h],
+            "Wx_z": t44[:, n_h:2*n_h],
+            "Wx_n": t44[:, 2*n_h:3*n_h],
+            "Wh_r": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 3*n_h)[:, 0:n_h],
+            "Wh_z": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 3*n_h)[:, n_h:2*n_h],
+            "Wh_n": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 3*n_h)[:, 2*n_h:3*n_h],
+            "bx_r": t45[0:n_h],
+            "bx_z": t45[n_h:2*n_h],
+            "bx_n": t45[2*n_h:3*n_h],
+            "bh_r": acc2_seq.swapaxes(0, 1)[:, 7:8].reshape(3*n_h,)[0:n_h],
+            "bh_z": acc2_seq.swapaxes(0, 1)[:, 7:8].reshape(3*n_h,)[n_h:2*n_h],
+            "bh_n": acc2_seq.swapaxes(0, 1)[:, 7:8].reshape(3*n_h,)[2*n_h:3*n_h],
+            "W": dL_dW,
+            "c": dL_dc,
+        },
+        {
+            "Wx_r": t96[:, 0:n_h],
+            "Wx_z": t96[:, n_h:2*n_h],
+            "Wx_n": t96[:, 2*n_h:3*n_h],
+            "Wh_r": t98[:, 0:n_h],
+            "Wh_z": t98[:, n_h:2*n_h],
+            "Wh_n": t98[:, 2*n_h:3*n_h],
+            "bx_r": t99[0:n_h],
+            "bx_z": t99[n_h:2*n_h],
+            "bx_n": t99[2*n_h:3*n_h],
+            "bh_r": t101[0:n_h],
+            "bh_z": t101[n_h:2*n_h],
+            "bh_n": t101[2*n_h:3*n_h],
+            "W": hv_W,
+            "c": hv_c,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

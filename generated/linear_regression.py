@@ -213,6 +213,22 @@ def _ew5(a: np.ndarray, b: float, c: float, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ew6(a: np.ndarray, b: np.ndarray, c: float, d: float, out: np.ndarray) -> np.ndarray:
+    """out = a + 2*b/(c*d)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "a + k0*b/(c*d)",
+            local_dict={"a": a, "b": b, "c": k(c), "d": k(d), "k0": k(2.0)},
+            out=out,
+        )
+    np.divide(b, c, out=out)
+    np.divide(out, d, out=out)
+    np.multiply(out, 2.0, out=out)
+    np.add(out, a, out=out)
+    return out
+
+
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -290,3 +306,81 @@ def loss_and_grad(
     t5 = _colsum(t2)
     dL_db = _ew5(t5, B, n_out, out=t5)
     return float(L), {"W": dL_dW, "b": dL_db}
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. W, b times `vector` (keyed and shaped like those
+    parameters), with the loss and its gradient, in training mode; reverse mode over the
+    backward pass. Running averages (`state`) are read, never updated."""
+    W = params["W"]
+    b = params["b"]
+    dt = params["W"].dtype
+    _v_W = np.asarray(vector["W"], dtype=dt)
+    _v_b = np.asarray(vector["b"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Y = np.asarray(batch["Y"], dtype=dt)
+    B = X.shape[0]
+    n_out = Y.shape[1]
+    # (1) Yhat = X @ W + b
+    t1 = np.dot(X, W)
+    # (2) L = sum((Yhat - Y)**2, axis=(0, 1))/(B*n_out)
+    t2 = _ew3(t1, b, Y, out=t1)
+    t3 = _ew4(t2, out=np.empty((B, n_out), dtype=dt))
+    t4 = t3.sum()
+    L = t4/(B*n_out)
+    # (5) dL/d(Yhat - Y) = 2*(Yhat - Y)/(B*n_out)
+    dL_dYhat = _ew5(t2, B, n_out, out=t3)
+    # (9) dL_dW = X.T @ dL_dYhat
+    dL_dW = np.dot(X.T, dL_dYhat)
+    # (8) dL_db = 2*sum(Yhat - Y, axis=0)/(B*n_out)
+    t5 = _colsum(t2)
+    dL_db = _ew5(t5, B, n_out, out=t5)
+    t6 = _ew5(_v_b, B, n_out, out=np.empty((n_out,), dtype=dt))
+    t7 = np.matmul(X, _v_W, out=dL_dYhat)
+    t8 = _ew6(t6.reshape(1, n_out), t7, B, n_out, out=t7)
+    hv_W = np.dot(X.T, t8)
+    hv_b = _colsum(t8)
+    return (
+        float(L),
+        {
+            "W": dL_dW,
+            "b": dL_db,
+        },
+        {
+            "W": hv_W,
+            "b": hv_b,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

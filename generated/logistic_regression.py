@@ -244,6 +244,47 @@ def _ew4(a: np.ndarray, b: np.ndarray, c: float, d: float, out: np.ndarray) -> n
     return out
 
 
+def _ew5(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: float,
+    e: float,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (1 - sigmoid(c))*(a + b)*sigmoid(c)/(d*e)"""
+    if _use_numexpr(out, True):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(k0 - tanh(c/k1))*(a + b)*(tanh(c/k1) + k0)/(k2*d*e)",
+            local_dict={
+                "a": a,
+                "b": b,
+                "c": c,
+                "d": k(d),
+                "e": k(e),
+                "k0": k(1.0),
+                "k1": k(2.0),
+                "k2": k(4.0),
+            },
+            out=out,
+        )
+    s0 = np.empty_like(out)
+    np.multiply(c, 0.5, out=s0)
+    np.tanh(s0, out=s0)
+    np.subtract(1.0, s0, out=out)
+    s1 = np.empty_like(out)
+    np.add(a, b, out=s1)
+    np.multiply(out, s1, out=out)
+    s2 = np.empty_like(out)
+    np.add(1.0, s0, out=s2)
+    np.multiply(out, s2, out=out)
+    np.divide(out, d, out=out)
+    np.divide(out, e, out=out)
+    np.multiply(out, 0.25, out=out)
+    return out
+
+
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -324,3 +365,81 @@ def loss_and_grad(
     # (12) dL_db = sum(dL_dz, axis=0)
     dL_db = _colsum(dL_dz)
     return float(L), {"W": dL_dW, "b": dL_db}
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. W, b times `vector` (keyed and shaped like those
+    parameters), with the loss and its gradient, in training mode; reverse mode over the
+    backward pass. Running averages (`state`) are read, never updated."""
+    W = params["W"]
+    b = params["b"]
+    dt = params["W"].dtype
+    _v_W = np.asarray(vector["W"], dtype=dt)
+    _v_b = np.asarray(vector["b"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Y = np.asarray(batch["Y"], dtype=dt)
+    B = X.shape[0]
+    n_out = Y.shape[1]
+    # (1) z = X @ W + b
+    t1 = np.dot(X, W)
+    z = _ew2(t1, b, out=t1)
+    # (3) L = sum(softplus(z) - (Y*z), axis=(0, 1))/(B*n_out)
+    t2 = _ew3(z, Y, out=np.empty((B, n_out), dtype=dt))
+    t3 = t2.sum()
+    L = t3/(B*n_out)
+    # (8) dL/d(z) += ... = -Y/(B*n_out)
+    # (9) dL/d(z) += ... = sigmoid(z)/(B*n_out)
+    # (10) dL_dz = -Y/(B*n_out) + sigmoid(z)/(B*n_out)
+    dL_dz = _ew4(Y, z, B, n_out, out=t2)
+    # (13) dL_dW = X.T @ dL_dz
+    dL_dW = np.dot(X.T, dL_dz)
+    # (12) dL_db = sum(dL_dz, axis=0)
+    dL_db = _colsum(dL_dz)
+    t4 = np.matmul(X, _v_W, out=dL_dz)
+    t5 = _ew5(_v_b.reshape(1, n_out), t4, z, B, n_out, out=z)
+    hv_W = np.dot(X.T, t5)
+    hv_b = _colsum(t5)
+    return (
+        float(L),
+        {
+            "W": dL_dW,
+            "b": dL_db,
+        },
+        {
+            "W": hv_W,
+            "b": hv_b,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

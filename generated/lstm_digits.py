@@ -350,6 +350,313 @@ def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
     return out
 
 
+def _ew10(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = exp(a)"""
+    if _use_numexpr(out, True):
+        return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
+    np.exp(a, out=out)
+    return out
+
+
+def _ew11(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/b"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
+    np.divide(a, b, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew12(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/d - b*c"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
+    np.divide(a, d, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(out, s0, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew13(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = tanh(a*b + c*d)"""
+    if _use_numexpr(out, True):
+        return ne.evaluate("tanh(a*b + c*d)", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
+    np.multiply(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(c, d, out=s0)
+    np.add(out, s0, out=out)
+    np.tanh(out, out=out)
+    return out
+
+
+def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b*(1 - c**2)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "a + b*(k0 - c**2)",
+            local_dict={"a": a, "b": b, "c": c, "k0": k(1.0)},
+            out=out,
+        )
+    np.square(c, out=out)
+    np.subtract(1.0, out, out=out)
+    np.multiply(out, b, out=out)
+    np.add(out, a, out=out)
+    return out
+
+
+def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a*b*(1 - b)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("a*b*(k0 - b)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
+    np.subtract(1.0, b, out=out)
+    np.multiply(out, a, out=out)
+    np.multiply(out, b, out=out)
+    return out
+
+
+def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a*(1 - b**2)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("a*(k0 - b**2)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
+    np.square(b, out=out)
+    np.subtract(1.0, out, out=out)
+    np.multiply(out, a, out=out)
+    return out
+
+
+def _ew17(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b + c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    return out
+
+
+def _ew18(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    g: np.ndarray,
+    h: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a*b + c*d + e*f + g*h"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "a*b + c*d + e*f + g*h",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f, "g": g, "h": h},
+            out=out,
+        )
+    np.multiply(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(c, d, out=s0)
+    np.add(out, s0, out=out)
+    s1 = np.empty_like(out)
+    np.multiply(e, f, out=s1)
+    np.add(out, s1, out=out)
+    s2 = np.empty_like(out)
+    np.multiply(g, h, out=s2)
+    np.add(out, s2, out=out)
+    return out
+
+
+def _ew19(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (1 - e**2)*(a*b - 2*c*d*e)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(k0 - e**2)*(a*b - k1*c*d*e)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0), "k1": k(2.0)},
+            out=out,
+        )
+    np.square(e, out=out)
+    np.subtract(1.0, out, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(a, b, out=s0)
+    s1 = np.empty_like(out)
+    np.multiply(c, d, out=s1)
+    np.multiply(s1, e, out=s1)
+    np.multiply(s1, 2.0, out=s1)
+    np.subtract(s0, s1, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew20(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    g: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = e*(1 - e)*(a*b + c*(-d*e + d*(1 - e)) + f*g)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "e*(k0 - e)*(a*b + c*d*(k0 - k1*e) + f*g)",
+            local_dict={
+                "a": a,
+                "b": b,
+                "c": c,
+                "d": d,
+                "e": e,
+                "f": f,
+                "g": g,
+                "k0": k(1.0),
+                "k1": k(2.0),
+            },
+            out=out,
+        )
+    np.subtract(1.0, e, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(a, b, out=s0)
+    s1 = np.empty_like(out)
+    np.multiply(f, g, out=s1)
+    np.add(s0, s1, out=s0)
+    s2 = np.empty_like(out)
+    np.multiply(e, 2.0, out=s2)
+    np.subtract(1.0, s2, out=s2)
+    np.multiply(s2, c, out=s2)
+    np.multiply(s2, d, out=s2)
+    np.add(s0, s2, out=s0)
+    np.multiply(out, s0, out=out)
+    np.multiply(out, e, out=out)
+    return out
+
+
+def _ew21(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    g: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (1 - c**2)*(-2*a*b*c + d*e + f*g)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(k0 - c**2)*(-k1*a*b*c + d*e + f*g)",
+            local_dict={
+                "a": a,
+                "b": b,
+                "c": c,
+                "d": d,
+                "e": e,
+                "f": f,
+                "g": g,
+                "k0": k(1.0),
+                "k1": k(2.0),
+            },
+            out=out,
+        )
+    np.square(c, out=out)
+    np.subtract(1.0, out, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(d, e, out=s0)
+    s1 = np.empty_like(out)
+    np.multiply(f, g, out=s1)
+    np.add(s0, s1, out=s0)
+    s2 = np.empty_like(out)
+    np.multiply(a, b, out=s2)
+    np.multiply(s2, c, out=s2)
+    np.multiply(s2, 2.0, out=s2)
+    np.subtract(s0, s2, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew22(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = c*(1 - c)*(a*(-b*c + b*(1 - c)) + d*e)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "c*(k0 - c)*(a*b*(k0 - k1*c) + d*e)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0), "k1": k(2.0)},
+            out=out,
+        )
+    np.subtract(1.0, c, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(d, e, out=s0)
+    s1 = np.empty_like(out)
+    np.multiply(c, 2.0, out=s1)
+    np.subtract(1.0, s1, out=s1)
+    np.multiply(s1, a, out=s1)
+    np.multiply(s1, b, out=s1)
+    np.add(s0, s1, out=s0)
+    np.multiply(out, s0, out=out)
+    np.multiply(out, c, out=out)
+    return out
+
+
+def _ew23(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = d*e*(-a - b - c)"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "d*e*(-a - b - c)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
+            out=out,
+        )
+    np.negative(a, out=out)
+    np.subtract(out, b, out=out)
+    np.subtract(out, c, out=out)
+    np.multiply(out, d, out=out)
+    np.multiply(out, e, out=out)
+    return out
+
+
+def _ew24(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a - b*c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.multiply(b, c, out=out)
+    np.subtract(a, out, out=out)
+    return out
+
+
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -578,7 +885,6 @@ def loss_and_grad(
     t5_T = np.ascontiguousarray(t5.T)
     for t in range(8 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
-        h_prev = H[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
         c_prev = c_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
         lstm_r1_t = lstm_r1_seq[t]
         lstm_r2_t = lstm_r2_seq[t]
@@ -628,3 +934,413 @@ def loss_and_grad(
         "W": dL_dW,
         "c": dL_dc,
     }
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. Wx_i, Wx_f, Wx_g, Wx_o, Wh_i, Wh_f, Wh_g, Wh_o, b_i,
+    b_f, b_g, b_o, W, c times `vector` (keyed and shaped like those parameters), with the loss
+    and its gradient, in training mode; reverse mode over the backward pass. Running averages
+    (`state`) are read, never updated."""
+    ws = _take_workspace("hvp")
+    Wx_i = params["Wx_i"]
+    Wx_f = params["Wx_f"]
+    Wx_g = params["Wx_g"]
+    Wx_o = params["Wx_o"]
+    Wh_i = params["Wh_i"]
+    Wh_f = params["Wh_f"]
+    Wh_g = params["Wh_g"]
+    Wh_o = params["Wh_o"]
+    b_i = params["b_i"]
+    b_f = params["b_f"]
+    b_g = params["b_g"]
+    b_o = params["b_o"]
+    W = params["W"]
+    c = params["c"]
+    dt = params["Wx_i"].dtype
+    _v_Wx_i = np.asarray(vector["Wx_i"], dtype=dt)
+    _v_Wx_f = np.asarray(vector["Wx_f"], dtype=dt)
+    _v_Wx_g = np.asarray(vector["Wx_g"], dtype=dt)
+    _v_Wx_o = np.asarray(vector["Wx_o"], dtype=dt)
+    _v_Wh_i = np.asarray(vector["Wh_i"], dtype=dt)
+    _v_Wh_f = np.asarray(vector["Wh_f"], dtype=dt)
+    _v_Wh_g = np.asarray(vector["Wh_g"], dtype=dt)
+    _v_Wh_o = np.asarray(vector["Wh_o"], dtype=dt)
+    _v_b_i = np.asarray(vector["b_i"], dtype=dt)
+    _v_b_f = np.asarray(vector["b_f"], dtype=dt)
+    _v_b_g = np.asarray(vector["b_g"], dtype=dt)
+    _v_b_o = np.asarray(vector["b_o"], dtype=dt)
+    _v_W = np.asarray(vector["W"], dtype=dt)
+    _v_c = np.asarray(vector["c"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Y = np.asarray(batch["Y"], dtype=dt)
+    B = X.shape[0]
+    n_h = Wx_i.shape[1]
+    n_out = Y.shape[1]
+    # (1) H = scan[lstm](X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g,
+    #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
+    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
+    t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
+    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
+    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
+    t4 = _ew1(t2, t3, out=t2)
+    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
+    # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
+    #     propagation through time
+    H = _scratch(ws, "H", (8, B, n_h), dt)
+    c_seq = _scratch(ws, "c_seq", (8, B, n_h), dt)
+    lstm_r1_seq = _scratch(ws, "lstm_r1_seq", (8, B, n_h), dt)
+    lstm_r2_seq = _scratch(ws, "lstm_r2_seq", (8, B, n_h), dt)
+    lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (8, B, n_h), dt)
+    lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (8, B, n_h), dt)
+    lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (8, B, n_h), dt)
+    h_prev = np.broadcast_to(0.0, (B, n_h))
+    c_prev = np.broadcast_to(0.0, (B, n_h))
+    for t in range(8):
+        lstm_u1_t = t4[:, t]
+        t6 = np.dot(h_prev, t5)
+        t7 = _ew1(t6, lstm_u1_t, out=t6)
+        t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
+        t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
+        t10 = _ew2(t7[:, 0:n_h], out=lstm_r3_seq[t])
+        t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
+        t12 = _ew4(t9, c_prev, t10, t11, out=c_seq[t])
+        t13 = _ew3(t12, out=lstm_r5_seq[t])
+        _ew5(t8, t13, out=H[t])
+        h_prev = H[t]
+        c_prev = c_seq[t]
+    # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
+    t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
+    z = _ew1(t15, c, out=t15)
+    # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
+    t16 = _log_softmax(z, axis=1)
+    t17 = np.vdot(Y, t16)
+    L = -t17/B
+    # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
+    t18 = _ew10(t16, out=t16)
+    t19 = Y.sum(axis=1, keepdims=True)
+    t20 = _ew11(t19, B, out=t19)
+    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
+    dL_dz = _ew12(Y, t18, t20, B, out=z)
+    # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
+    t21 = np.dot(dL_dz, W.T)
+    # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
+    dL_dH = np.pad(t21.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
+    t22 = np.concatenate(
+        [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
+        axis=1,
+    )
+    t23 = np.concatenate(
+        [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), c_seq.swapaxes(0, 1)[:, 0:7]],
+        axis=1,
+    )
+    t24 = _scratch(ws, "t24", (B, 8, 4*n_h), dt)
+    np.dot(
+        np.flip(t22, 1).reshape(-1, np.flip(t22, 1).shape[-1]),
+        t5,
+        out=t24.reshape(-1, t24.shape[-1]),
+    )
+    t25 = _ew1(t24, np.flip(t4, 1), out=t24)
+    # lstm_back: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
+    #     propagation through time
+    adj_h_seq = _scratch(ws, "adj_h_seq", (8, B, n_h), dt)
+    adj_c_seq = _scratch(ws, "adj_c_seq", (8, B, n_h), dt)
+    d_lstm_u1_seq = _scratch(ws, "d_lstm_u1_seq", (8, B, 4*n_h), dt)
+    acc1_seq = np.empty((8, n_h, 4*n_h), dtype=dt)
+    lstm_back_r1_seq = _scratch(ws, "lstm_back_r1_seq", (8, B, n_h), dt)
+    lstm_back_r2_seq = _scratch(ws, "lstm_back_r2_seq", (8, B, n_h), dt)
+    lstm_back_r3_seq = _scratch(ws, "lstm_back_r3_seq", (8, B, n_h), dt)
+    lstm_back_r4_seq = _scratch(ws, "lstm_back_r4_seq", (8, B, n_h), dt)
+    lstm_back_r5_seq = _scratch(ws, "lstm_back_r5_seq", (8, B, n_h), dt)
+    lstm_back_r6_seq = _scratch(ws, "lstm_back_r6_seq", (8, B, n_h), dt)
+    lstm_back_r7_seq = _scratch(ws, "lstm_back_r7_seq", (8, B, n_h), dt)
+    lstm_back_r8_seq = _scratch(ws, "lstm_back_r8_seq", (8, B, n_h), dt)
+    lstm_back_r9_seq = _scratch(ws, "lstm_back_r9_seq", (8, B, n_h), dt)
+    lstm_back_r10_seq = _scratch(ws, "lstm_back_r10_seq", (8, B, n_h), dt)
+    lstm_back_r11_seq = _scratch(ws, "lstm_back_r11_seq", (8, B, n_h), dt)
+    lstm_back_r12_seq = _scratch(ws, "lstm_back_r12_seq", (8, B, n_h), dt)
+    t5_T = np.ascontiguousarray(t5.T)
+    adj_h_prev = np.broadcast_to(0.0, (B, n_h))
+    adj_c_prev = np.broadcast_to(0.0, (B, n_h))
+    acc1_prev = np.broadcast_to(0.0, (n_h, 4*n_h))
+    for t in range(8):
+        ct_h_t = np.flip(dL_dH, 1)[:, t]
+        prev_h_t = np.flip(t22, 1)[:, t]
+        prev_c_t = np.flip(t23, 1)[:, t]
+        lstm_back_u1_t = t25[:, t]
+        t26 = _ew1(ct_h_t, adj_h_prev, out=lstm_back_r6_seq[t])
+        t27 = _ew2(lstm_back_u1_t[:, 3*n_h:4*n_h], out=lstm_back_r1_seq[t])
+        t28 = _ew5(t26, t27, out=lstm_back_r7_seq[t])
+        t29 = _ew2(lstm_back_u1_t[:, n_h:2*n_h], out=lstm_back_r2_seq[t])
+        t30 = _ew2(lstm_back_u1_t[:, 0:n_h], out=lstm_back_r3_seq[t])
+        t31 = _ew3(lstm_back_u1_t[:, 2*n_h:3*n_h], out=lstm_back_r4_seq[t])
+        t32 = _ew13(t29, prev_c_t, t30, t31, out=lstm_back_r5_seq[t])
+        t33 = _ew14(adj_c_prev, t28, t32, out=lstm_back_r8_seq[t])
+        t34 = _ew5(t33, t31, out=lstm_back_r9_seq[t])
+        t35 = _ew15(t34, t30, out=np.empty((B, n_h), dtype=dt))
+        t36 = _ew5(t33, prev_c_t, out=lstm_back_r10_seq[t])
+        t37 = _ew15(t36, t29, out=np.empty((B, n_h), dtype=dt))
+        t38 = _ew5(t33, t30, out=lstm_back_r11_seq[t])
+        t39 = _ew16(t38, t31, out=np.empty((B, n_h), dtype=dt))
+        t40 = _ew5(t26, t32, out=lstm_back_r12_seq[t])
+        t41 = _ew15(t40, t27, out=np.empty((B, n_h), dtype=dt))
+        t42 = np.concatenate([t35, t37, t39, t41], axis=1, out=d_lstm_u1_seq[t])
+        np.matmul(t42, t5_T, out=adj_h_seq[t])
+        _ew5(t33, t29, out=adj_c_seq[t])
+        t45 = np.dot(prev_h_t.T, t42)
+        _ew1(acc1_prev, t45, out=acc1_seq[t])
+        adj_h_prev = adj_h_seq[t]
+        adj_c_prev = adj_c_seq[t]
+        acc1_prev = acc1_seq[t]
+    t47 = np.dot(X.reshape(8*B, 8).T, np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 4*n_h))
+    t48 = _colsum(np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1))
+    # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
+    dL_dW = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
+    # (10) dL_dc = sum(dL_dz, axis=0)
+    dL_dc = _colsum(dL_dz)
+    t49 = np.concatenate([_v_b_i, _v_b_f, _v_b_g, _v_b_o], axis=0)
+    t50 = np.concatenate([_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o], axis=1)
+    t51 = np.dot(X.reshape(8*B, 8), t50)
+    t52 = _ew1(
+        t49.reshape(1, 1, 4*n_h),
+        t51.reshape(B, 8, 4*n_h),
+        out=_scratch(ws, "t52", (B, 8, 4*n_h), dt),
+    )
+    t53 = np.concatenate([_v_Wh_i, _v_Wh_f, _v_Wh_g, _v_Wh_o], axis=1)
+    t54 = np.pad(t53.reshape(n_h, 1, 4*n_h), ((0, 0), (7, 0), (0, 0)))
+    # lstm_back: back-propagation through time, the reverse loop over the 8 steps
+    dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
+    dprev_h_seq = _scratch(ws, "dprev_h_seq", (8, B, n_h), dt)
+    dprev_c_seq = _scratch(ws, "dprev_c_seq", (8, B, n_h), dt)
+    dlstm_back_u1_seq = _scratch(ws, "dlstm_back_u1_seq", (8, B, 4*n_h), dt)
+    d_captured1 = np.zeros((4*n_h, n_h), dtype=dt)
+    carry_adj_h = np.zeros((B, n_h), dtype=dt)
+    carry_adj_c = np.zeros((B, n_h), dtype=dt)
+    carry_d_lstm_u1 = np.zeros((B, 4*n_h), dtype=dt)
+    carry_acc1 = np.zeros((n_h, 4*n_h), dtype=dt)
+    for t in range(8 - 1, -1, -1):
+        ct_h_t = np.flip(dL_dH, 1)[:, t]
+        prev_h_t = np.flip(t22, 1)[:, t]
+        prev_c_t = np.flip(t23, 1)[:, t]
+        lstm_back_u1_t = t25[:, t]
+        d_lstm_u1_t = d_lstm_u1_seq[t]
+        lstm_back_r1_t = lstm_back_r1_seq[t]
+        lstm_back_r2_t = lstm_back_r2_seq[t]
+        lstm_back_r3_t = lstm_back_r3_seq[t]
+        lstm_back_r4_t = lstm_back_r4_seq[t]
+        lstm_back_r5_t = lstm_back_r5_seq[t]
+        lstm_back_r6_t = lstm_back_r6_seq[t]
+        lstm_back_r7_t = lstm_back_r7_seq[t]
+        lstm_back_r8_t = lstm_back_r8_seq[t]
+        lstm_back_r9_t = lstm_back_r9_seq[t]
+        lstm_back_r10_t = lstm_back_r10_seq[t]
+        lstm_back_r11_t = lstm_back_r11_seq[t]
+        lstm_back_r12_t = lstm_back_r12_seq[t]
+        dadj_h_t = carry_adj_h
+        dadj_c_t = carry_adj_c
+        dd_lstm_u1_t = np.flip(t52, 1)[:, t] + carry_d_lstm_u1
+        dacc1_t = t54[:, t] + carry_acc1
+        t55 = np.dot(prev_h_t, dacc1_t)
+        t56 = np.dot(dadj_h_t, t5)
+        t57 = _ew17(dd_lstm_u1_t, t55, t56, out=t55)
+        t58 = _ew15(t57[:, 3*n_h:4*n_h], lstm_back_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t59 = _ew16(t57[:, 2*n_h:3*n_h], lstm_back_r4_t, out=np.empty((B, n_h), dtype=dt))
+        t60 = _ew15(t57[:, n_h:2*n_h], lstm_back_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t61 = _ew15(t57[:, 0:n_h], lstm_back_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t62 = _ew18(
+            dadj_c_t,
+            lstm_back_r2_t,
+            t59,
+            lstm_back_r3_t,
+            t60,
+            prev_c_t,
+            t61,
+            lstm_back_r4_t,
+            out=np.empty((B, n_h), dtype=dt),
+        )
+        t63 = _ew16(t62, lstm_back_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t64 = _ew4(t58, lstm_back_r5_t, t63, lstm_back_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t65 = np.dot(dacc1_t, d_lstm_u1_t.T)
+        t66 = _ew19(
+            t58,
+            lstm_back_r6_t,
+            t62,
+            lstm_back_r7_t,
+            lstm_back_r5_t,
+            out=np.empty((B, n_h), dtype=dt),
+        )
+        _ew4(t60, lstm_back_r8_t, t66, lstm_back_r2_t, out=dprev_c_seq[t])
+        t68 = _ew20(
+            t59,
+            lstm_back_r8_t,
+            t57[:, 0:n_h],
+            lstm_back_r9_t,
+            lstm_back_r3_t,
+            t66,
+            lstm_back_r4_t,
+            out=t58,
+        )
+        t69 = _ew20(
+            dadj_c_t,
+            lstm_back_r8_t,
+            t57[:, n_h:2*n_h],
+            lstm_back_r10_t,
+            lstm_back_r2_t,
+            t66,
+            prev_c_t,
+            out=t60,
+        )
+        t70 = _ew21(
+            t57[:, 2*n_h:3*n_h],
+            lstm_back_r11_t,
+            lstm_back_r4_t,
+            t61,
+            lstm_back_r8_t,
+            t66,
+            lstm_back_r3_t,
+            out=t59,
+        )
+        t71 = _ew22(
+            t57[:, 3*n_h:4*n_h],
+            lstm_back_r12_t,
+            lstm_back_r1_t,
+            t63,
+            lstm_back_r6_t,
+            out=t61,
+        )
+        np.concatenate([t68, t69, t70, t71], axis=1, out=dlstm_back_u1_seq[t])
+        t73 = np.dot(d_lstm_u1_t.T, dadj_h_t)
+        dct_h_seq[t] = t64
+        dprev_h_seq[t] = t65.T
+        carry_adj_h = t64
+        carry_adj_c = t62
+        carry_d_lstm_u1[...] = 0.0
+        carry_acc1 = dacc1_t
+        np.add(d_captured1, t73, out=d_captured1)
+    t74 = _scratch(ws, "t74", (B, 8, n_h), dt)
+    np.dot(
+        dlstm_back_u1_seq.swapaxes(0, 1).reshape(-1, dlstm_back_u1_seq.swapaxes(0, 1).shape[-1]),
+        t5.T,
+        out=t74.reshape(-1, t74.shape[-1]),
+    )
+    t75 = _ew1(dprev_h_seq.swapaxes(0, 1), t74, out=t74)
+    t76 = np.dot(_v_W, dL_dz.T)
+    t77 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), _v_W)
+    t78 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h), W)
+    t79 = _ew23(_v_c.reshape(1, n_out), t77, t78, t20, t18, out=np.empty((B, n_out), dtype=dt))
+    t80 = t79.sum(axis=1, keepdims=True)
+    t81 = _ew24(t79, t18, t80, out=t18)
+    t82 = np.dot(t81, W.T)
+    t83 = _ew1(t76.T, t82, out=t82)
+    t84 = np.concatenate([np.flip(t75, 1)[:, 1:8], t83.reshape(B, 1, n_h)], axis=1)
+    t85 = np.pad(np.flip(dprev_c_seq.swapaxes(0, 1), 1)[:, 1:8], ((0, 0), (0, 1), (0, 0)))
+    # lstm: back-propagation through time, the reverse loop over the 8 steps
+    dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
+    carry_h = np.zeros((B, n_h), dtype=dt)
+    carry_c = np.zeros((B, n_h), dtype=dt)
+    t5_T_2 = np.ascontiguousarray(t5.T)
+    for t in range(8 - 1, -1, -1):
+        lstm_u1_t = t4[:, t]
+        c_prev = c_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
+        lstm_r1_t = lstm_r1_seq[t]
+        lstm_r2_t = lstm_r2_seq[t]
+        lstm_r3_t = lstm_r3_seq[t]
+        lstm_r4_t = lstm_r4_seq[t]
+        lstm_r5_t = lstm_r5_seq[t]
+        dh_t = t84[:, t] + carry_h
+        dc_t = t85[:, t] + carry_c
+        t86 = _ew7(dc_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t87 = _ew8(t86, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t88 = _ew8(t86, c_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t89 = _ew9(t86, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
+        t90 = _ew8(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t91 = np.concatenate([t87, t88, t89, t90], axis=1, out=dlstm_u1_seq[t])
+        t92 = np.matmul(t91, t5_T_2, out=t87)
+        t93 = _ew5(t86, lstm_r2_t, out=t86)
+        carry_h = t92
+        carry_c = t93
+    d_captured1_2 = np.tensordot(
+        np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
+        dlstm_u1_seq,
+        axes=([0, 1], [0, 1]),
+    )
+    t94 = _ew1(np.flip(dlstm_back_u1_seq.swapaxes(0, 1), 1), dlstm_u1_seq.swapaxes(0, 1), out=t25)
+    t95 = np.dot(X.reshape(8*B, 8).T, t94.reshape(8*B, 4*n_h))
+    t96 = np.dot(
+        np.flip(t22, 1).reshape(8*B, n_h).T,
+        dlstm_back_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h),
+    )
+    t97 = _ew17(d_captured1.T, t96, d_captured1_2, out=t96)
+    t98 = _colsum(t94)
+    t99 = np.dot(dL_dz.T, np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h))
+    t100 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, t81)
+    hv_W = _ew1(t99.T, t100, out=t100)
+    hv_c = _colsum(t81)
+    _give_back("hvp", ws)
+    return (
+        float(L),
+        {
+            "Wx_i": t47[:, 0:n_h],
+            "Wx_f": t47[:, n_h:2*n_h],
+            "Wx_g": t47[:, 2*n_h:3*n_h],
+            "Wx_o": t47[:, 3*n_h:4*n_h],
+            "Wh_i": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 4*n_h)[:, 0:n_h],
+            "Wh_f": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 4*n_h)[:, n_h:2*n_h],
+            "Wh_g": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 4*n_h)[:, 2*n_h:3*n_h],
+            "Wh_o": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 4*n_h)[:, 3*n_h:4*n_h],
+            "b_i": t48[0:n_h],
+            "b_f": t48[n_h:2*n_h],
+            "b_g": t48[2*n_h:3*n_h],
+            "b_o": t48[3*n_h:4*n_h],
+            "W": dL_dW,
+            "c": dL_dc,
+        },
+        {
+            "Wx_i": t95[:, 0:n_h],
+            "Wx_f": t95[:, n_h:2*n_h],
+            "Wx_g": t95[:, 2*n_h:3*n_h],
+            "Wx_o": t95[:, 3*n_h:4*n_h],
+            "Wh_i": t97[:, 0:n_h],
+            "Wh_f": t97[:, n_h:2*n_h],
+            "Wh_g": t97[:, 2*n_h:3*n_h],
+            "Wh_o": t97[:, 3*n_h:4*n_h],
+            "b_i": t98[0:n_h],
+            "b_f": t98[n_h:2*n_h],
+            "b_g": t98[2*n_h:3*n_h],
+            "b_o": t98[3*n_h:4*n_h],
+            "W": hv_W,
+            "c": hv_c,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

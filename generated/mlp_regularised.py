@@ -556,6 +556,347 @@ def _ew21(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray
     return out
 
 
+def _ew22(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
+    """out = sqrt(a/b + 1.0e-5)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "sqrt(a/b + k0)",
+            local_dict={"a": a, "b": k(b), "k0": k(1e-05)},
+            out=out,
+        )
+    np.divide(a, b, out=out)
+    np.add(out, 1e-05, out=out)
+    np.sqrt(out, out=out)
+    return out
+
+
+def _ew23(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = exp(a)"""
+    if _use_numexpr(out, True):
+        return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
+    np.exp(a, out=out)
+    return out
+
+
+def _ew24(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/d - b*c"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
+    np.divide(a, d, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(out, s0, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew25(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a*(1 - b**2)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("a*(k0 - b**2)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
+    np.square(b, out=out)
+    np.subtract(1.0, out, out=out)
+    np.multiply(out, a, out=out)
+    return out
+
+
+def _ew26(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a*b + c*d"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a*b + c*d", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
+    np.multiply(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(c, d, out=s0)
+    np.add(out, s0, out=out)
+    return out
+
+
+def _ew27(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = 2*a*b"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("k0*a*b", local_dict={"a": a, "b": b, "k0": k(2.0)}, out=out)
+    np.multiply(a, b, out=out)
+    np.multiply(out, 2.0, out=out)
+    return out
+
+
+def _ew28(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a/(2*b)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("a/(k0*b)", local_dict={"a": a, "b": b, "k0": k(2.0)}, out=out)
+    np.divide(a, b, out=out)
+    np.multiply(out, 0.5, out=out)
+    return out
+
+
+def _ew29(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = 2*a*b*c/d**3"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "k0*a*b*c/d**3",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(2.0)},
+            out=out,
+        )
+    np.multiply(a, b, out=out)
+    np.multiply(out, c, out=out)
+    s0 = np.empty_like(out)
+    np.power(d, 3.0, out=s0)
+    np.divide(out, s0, out=out)
+    np.multiply(out, 2.0, out=out)
+    return out
+
+
+def _ew30(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a + b/c - d*e/c**2"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "a + b/c - d*e/c**2",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
+            out=out,
+        )
+    np.divide(b, c, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(d, e, out=s0)
+    s1 = np.empty_like(out)
+    np.square(c, out=s1)
+    np.divide(s0, s1, out=s0)
+    np.subtract(out, s0, out=out)
+    np.add(out, a, out=out)
+    return out
+
+
+def _ew31(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a*c*(1 - b**2)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "a*c*(k0 - b**2)",
+            local_dict={"a": a, "b": b, "c": c, "k0": k(1.0)},
+            out=out,
+        )
+    np.square(b, out=out)
+    np.subtract(1.0, out, out=out)
+    np.multiply(out, a, out=out)
+    np.multiply(out, c, out=out)
+    return out
+
+
+def _ew32(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = d*e*(-a - b - c)"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "d*e*(-a - b - c)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
+            out=out,
+        )
+    np.negative(a, out=out)
+    np.subtract(out, b, out=out)
+    np.subtract(out, c, out=out)
+    np.multiply(out, d, out=out)
+    np.multiply(out, e, out=out)
+    return out
+
+
+def _ew33(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a - b*c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.multiply(b, c, out=out)
+    np.subtract(a, out, out=out)
+    return out
+
+
+def _ew34(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (1 - c**2)*(-2*a*b*c + f*(d + e))"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(k0 - c**2)*(-k1*a*b*c + f*(d + e))",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f, "k0": k(1.0), "k1": k(2.0)},
+            out=out,
+        )
+    np.square(c, out=out)
+    np.subtract(1.0, out, out=out)
+    s0 = np.empty_like(out)
+    np.add(d, e, out=s0)
+    np.multiply(s0, f, out=s0)
+    s1 = np.empty_like(out)
+    np.multiply(a, b, out=s1)
+    np.multiply(s1, c, out=s1)
+    np.multiply(s1, 2.0, out=s1)
+    np.subtract(s0, s1, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew35(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    g: float,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (a - b*c/(2*d**2) + e + f)/(2*d*g)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a - b*c/(k0*d**2) + e + f)/(k0*d*g)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f, "g": k(g), "k0": k(2.0)},
+            out=out,
+        )
+    np.multiply(b, c, out=out)
+    s0 = np.empty_like(out)
+    np.square(d, out=s0)
+    np.divide(out, s0, out=out)
+    np.multiply(out, 0.5, out=out)
+    np.subtract(a, out, out=out)
+    np.add(out, e, out=out)
+    np.add(out, f, out=out)
+    np.divide(out, d, out=out)
+    np.divide(out, g, out=out)
+    np.multiply(out, 0.5, out=out)
+    return out
+
+
+def _ew36(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = -a*b/c**2 + d/c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("(-a*b/c + d)/c", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
+    s0 = np.empty_like(out)
+    np.divide(1.0, c, out=s0)
+    np.multiply(a, b, out=out)
+    np.multiply(out, s0, out=out)
+    np.subtract(d, out, out=out)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew37(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    g: np.ndarray,
+    h: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a*b + 2*c*d + 2*e*f + g*h"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "a*b + k0*c*d + k0*e*f + g*h",
+            local_dict={
+                "a": a,
+                "b": b,
+                "c": c,
+                "d": d,
+                "e": e,
+                "f": f,
+                "g": g,
+                "h": h,
+                "k0": k(2.0),
+            },
+            out=out,
+        )
+    np.multiply(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(c, d, out=s0)
+    np.multiply(s0, 2.0, out=s0)
+    np.add(out, s0, out=out)
+    s1 = np.empty_like(out)
+    np.multiply(e, f, out=s1)
+    np.multiply(s1, 2.0, out=s1)
+    np.add(out, s1, out=out)
+    s2 = np.empty_like(out)
+    np.multiply(g, h, out=s2)
+    np.add(out, s2, out=out)
+    return out
+
+
+def _ew38(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + 2*b*c"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("a + k0*b*c", local_dict={"a": a, "b": b, "c": c, "k0": k(2.0)}, out=out)
+    np.multiply(b, c, out=out)
+    np.multiply(out, 2.0, out=out)
+    np.add(out, a, out=out)
+    return out
+
+
+def _ew39(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = 2*a*b + c + d"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "k0*a*b + c + d",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(2.0)},
+            out=out,
+        )
+    np.multiply(a, b, out=out)
+    np.multiply(out, 2.0, out=out)
+    np.add(out, c, out=out)
+    np.add(out, d, out=out)
+    return out
+
+
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -1018,3 +1359,360 @@ def loss_and_grad(
         "bn2_gamma": dL_dbn2_gamma,
         "bn2_beta": dL_dbn2_beta,
     }
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. W1, W2, W3, b3, bn1_gamma, bn1_beta, bn2_gamma,
+    bn2_beta times `vector` (keyed and shaped like those parameters), with the loss and its
+    gradient, in training mode; reverse mode over the backward pass. Running averages
+    (`state`) are read, never updated."""
+    W1 = params["W1"]
+    W2 = params["W2"]
+    W3 = params["W3"]
+    b3 = params["b3"]
+    bn1_gamma = params["bn1_gamma"]
+    bn1_beta = params["bn1_beta"]
+    bn2_gamma = params["bn2_gamma"]
+    bn2_beta = params["bn2_beta"]
+    dt = params["W1"].dtype
+    _v_W1 = np.asarray(vector["W1"], dtype=dt)
+    _v_W2 = np.asarray(vector["W2"], dtype=dt)
+    _v_W3 = np.asarray(vector["W3"], dtype=dt)
+    _v_b3 = np.asarray(vector["b3"], dtype=dt)
+    _v_bn1_gamma = np.asarray(vector["bn1_gamma"], dtype=dt)
+    _v_bn1_beta = np.asarray(vector["bn1_beta"], dtype=dt)
+    _v_bn2_gamma = np.asarray(vector["bn2_gamma"], dtype=dt)
+    _v_bn2_beta = np.asarray(vector["bn2_beta"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Y = np.asarray(batch["Y"], dtype=dt)
+    dropout = _hyper(hypers, "dropout")
+    l1 = _hyper(hypers, "l1")
+    l2 = _hyper(hypers, "l2")
+    rng = _generator(rng)
+    B = X.shape[0]
+    n_h1 = W1.shape[1]
+    n_h2 = W2.shape[1]
+    n_in = X.shape[1]
+    n_out = Y.shape[1]
+    # (1) z1 = X @ W1
+    z1 = np.dot(X, W1)
+    # (2) bn1_mu = sum(z1, axis=0)/B
+    t1 = _colsum(z1)
+    # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
+    t2 = _ew1(z1, t1, B, out=np.empty((B, n_h1), dtype=dt))
+    # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
+    #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
+    t3 = _ew9(bn1_gamma, t2, out=z1)
+    t4 = _ew2(t2, out=np.empty((B, n_h1), dtype=dt))
+    t5 = _colsum(t4)
+    t6 = _ew22(t5, B, out=t5)
+    # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
+    t7 = _ew11(t3, t6, bn1_beta, out=t4)
+    mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
+    h1 = _ew9(t7, mask1, out=np.empty((B, n_h1), dtype=dt))
+    # (8) z2 = h1 @ W2
+    z2 = np.dot(h1, W2)
+    # (9) bn2_mu = sum(z2, axis=0)/B
+    t8 = _colsum(z2)
+    # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
+    t9 = _ew1(z2, t8, B, out=np.empty((B, n_h2), dtype=dt))
+    # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
+    #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
+    t10 = _ew9(bn2_gamma, t9, out=z2)
+    t11 = _ew2(t9, out=np.empty((B, n_h2), dtype=dt))
+    t12 = _colsum(t11)
+    t13 = _ew22(t12, B, out=t12)
+    # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
+    t14 = _ew11(t10, t13, bn2_beta, out=t11)
+    mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
+    h2 = _ew9(t14, mask2, out=np.empty((B, n_h2), dtype=dt))
+    # (15) z3 = h2 @ W3 + b3
+    t15 = np.dot(h2, W3)
+    z3 = _ew4(t15, b3, out=t15)
+    # (17) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B + l1*(sum(Abs(W1), axis=(0, 1)) +
+    #     sum(Abs(W2), axis=(0, 1)) + sum(Abs(W3), axis=(0, 1))) + l2*(sum(W1**2, axis=(0, 1)) +
+    #     sum(W2**2, axis=(0, 1)) + sum(W3**2, axis=(0, 1)))
+    t16 = _log_softmax(z3, axis=1)
+    t17 = np.vdot(Y, t16)
+    t18 = -t17/B
+    t19 = _ew5(W1, out=np.empty((n_in, n_h1), dtype=dt))
+    t20 = t19.sum()
+    t21 = _ew5(W2, out=np.empty((n_h1, n_h2), dtype=dt))
+    t22 = t21.sum()
+    t23 = t20 + t22
+    t24 = _ew5(W3, out=np.empty((n_h2, n_out), dtype=dt))
+    t25 = t24.sum()
+    t26 = t23 + t25
+    t27 = l1*t26
+    t28 = t18 + t27
+    t29 = _ew2(W1, out=t19)
+    t30 = t29.sum()
+    t31 = _ew2(W2, out=t21)
+    t32 = t31.sum()
+    t33 = t30 + t32
+    t34 = _ew2(W3, out=t24)
+    t35 = t34.sum()
+    t36 = t33 + t35
+    t37 = l2*t36
+    L = t28 + t37
+    # (47) dL_dz3 = -Y/B - (exp(log_softmax(z3, axis=1))*(-sum(Y, axis=1)/B))
+    t38 = _ew23(t16, out=t16)
+    t39 = Y.sum(axis=1, keepdims=True)
+    t40 = _ew18(t39, B, out=t39)
+    # (46) dL/d(log_softmax(z3, axis=1)) = -Y/B
+    dL_dz3 = _ew24(Y, t38, t40, B, out=z3)
+    # (50) dL_dh2 = dL_dz3 @ W3.T
+    dL_dh2 = np.dot(dL_dz3, W3.T)
+    # (53) dL/d(tanh(n2)) = dL_dh2*mask2
+    t41 = _ew9(dL_dh2, mask2, out=dL_dh2)
+    # (54) dL_dn2 = (dL_dh2*mask2)*(1 - tanh(n2)**2)
+    dL_dn2 = _ew25(t41, t14, out=np.empty((B, n_h2), dtype=dt))
+    # (58) dL/d(sqrt((bn2_sigma2 + 1.0e-5))) = sum(-dL_dn2*(bn2_gamma*(z2 -
+    #     bn2_mu))/(sqrt((bn2_sigma2 + 1.0e-5)))**2, axis=0)
+    t42 = _ew14(dL_dn2, t10, t13, out=np.empty((B, n_h2), dtype=dt))
+    t43 = _colsum(t42)
+    # (59) dL/d(bn2_sigma2 + 1.0e-5) = sum(-dL_dn2*(bn2_gamma*(z2 - bn2_mu))/(sqrt((bn2_sigma2 +
+    #     1.0e-5)))**2, axis=0)/(2*sqrt((bn2_sigma2 + 1.0e-5)))
+    # (61) dL/d(sum((z2 - bn2_mu)**2, axis=0)) = dL_dbn2_sigma2/B
+    t44 = _ew15(t43, t13, B, out=np.empty((n_h2,), dtype=dt))
+    # (57) dL/d(bn2_gamma*(z2 - bn2_mu)) = dL_dn2/sqrt((bn2_sigma2 + 1.0e-5))
+    t45 = _ew16(dL_dn2, t13, out=t42)
+    # (63) dL/d(z2 - bn2_mu) += ... = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B,
+    #     n_h2))*(z2 - bn2_mu)
+    # (65) dL/d(z2 - bn2_mu) += ... = (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma
+    # (66) dL/d(z2 - bn2_mu) = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 -
+    #     bn2_mu) + (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma
+    t46 = _ew17(t44.reshape(1, n_h2), t9, t45, bn2_gamma, out=np.empty((B, n_h2), dtype=dt))
+    # (68) dL_dbn2_mu = -sum(2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 -
+    #     bn2_mu) + (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma, axis=0)
+    t47 = _colsum(t46)
+    # (69) dL/d(sum(z2, axis=0)) = dL_dbn2_mu/B
+    t48 = _ew18(t47, B, out=t47)
+    # (71) dL_dz2 = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 - bn2_mu) +
+    #     (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma + broadcast((dL_dbn2_mu/B).reshape(1,
+    #     n_h2), (B, n_h2))
+    dL_dz2 = _ew4(t46, t48.reshape(1, n_h2), out=t46)
+    # (72) dL_dh1 = dL_dz2 @ W2.T
+    dL_dh1 = np.dot(dL_dz2, W2.T)
+    # (75) dL/d(tanh(n1)) = dL_dh1*mask1
+    t49 = _ew9(dL_dh1, mask1, out=dL_dh1)
+    # (76) dL_dn1 = (dL_dh1*mask1)*(1 - tanh(n1)**2)
+    dL_dn1 = _ew25(t49, t7, out=np.empty((B, n_h1), dtype=dt))
+    # (80) dL/d(sqrt((bn1_sigma2 + 1.0e-5))) = sum(-dL_dn1*(bn1_gamma*(z1 -
+    #     bn1_mu))/(sqrt((bn1_sigma2 + 1.0e-5)))**2, axis=0)
+    t50 = _ew14(dL_dn1, t3, t6, out=np.empty((B, n_h1), dtype=dt))
+    t51 = _colsum(t50)
+    # (81) dL/d(bn1_sigma2 + 1.0e-5) = sum(-dL_dn1*(bn1_gamma*(z1 - bn1_mu))/(sqrt((bn1_sigma2 +
+    #     1.0e-5)))**2, axis=0)/(2*sqrt((bn1_sigma2 + 1.0e-5)))
+    # (83) dL/d(sum((z1 - bn1_mu)**2, axis=0)) = dL_dbn1_sigma2/B
+    t52 = _ew15(t51, t6, B, out=np.empty((n_h1,), dtype=dt))
+    # (79) dL/d(bn1_gamma*(z1 - bn1_mu)) = dL_dn1/sqrt((bn1_sigma2 + 1.0e-5))
+    t53 = _ew16(dL_dn1, t6, out=t50)
+    # (85) dL/d(z1 - bn1_mu) += ... = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B,
+    #     n_h1))*(z1 - bn1_mu)
+    # (87) dL/d(z1 - bn1_mu) += ... = (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma
+    # (88) dL/d(z1 - bn1_mu) = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 -
+    #     bn1_mu) + (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma
+    t54 = _ew17(t52.reshape(1, n_h1), t2, t53, bn1_gamma, out=np.empty((B, n_h1), dtype=dt))
+    # (90) dL_dbn1_mu = -sum(2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 -
+    #     bn1_mu) + (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma, axis=0)
+    t55 = _colsum(t54)
+    # (91) dL/d(sum(z1, axis=0)) = dL_dbn1_mu/B
+    t56 = _ew18(t55, B, out=t55)
+    # (93) dL_dz1 = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 - bn1_mu) +
+    #     (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma + broadcast((dL_dbn1_mu/B).reshape(1,
+    #     n_h1), (B, n_h1))
+    dL_dz1 = _ew4(t54, t56.reshape(1, n_h1), out=t54)
+    # (94) dL/d(W1) += ... = X.T @ dL_dz1
+    t57 = np.matmul(X.T, dL_dz1, out=t29)
+    # (30) dL/d(W1) += ... = 2*l2*W1
+    # (43) dL/d(W1) += ... = l1*sign(W1)
+    # (95) dL_dW1 = 2*l2*W1 + l1*sign(W1) + X.T @ dL_dz1
+    dL_dW1 = _ew19(l2, W1, l1, t57, out=np.empty((n_in, n_h1), dtype=dt))
+    # (73) dL/d(W2) += ... = h1.T @ dL_dz2
+    t58 = np.matmul(h1.T, dL_dz2, out=t31)
+    # (28) dL/d(W2) += ... = 2*l2*W2
+    # (41) dL/d(W2) += ... = l1*sign(W2)
+    # (74) dL_dW2 = 2*l2*W2 + l1*sign(W2) + h1.T @ dL_dz2
+    dL_dW2 = _ew19(l2, W2, l1, t58, out=np.empty((n_h1, n_h2), dtype=dt))
+    # (51) dL/d(W3) += ... = h2.T @ dL_dz3
+    t59 = np.matmul(h2.T, dL_dz3, out=t34)
+    # (24) dL/d(W3) += ... = 2*l2*W3
+    # (37) dL/d(W3) += ... = l1*sign(W3)
+    # (52) dL_dW3 = 2*l2*W3 + l1*sign(W3) + h2.T @ dL_dz3
+    dL_dW3 = _ew19(l2, W3, l1, t59, out=np.empty((n_h2, n_out), dtype=dt))
+    # (49) dL_db3 = sum(dL_dz3, axis=0)
+    dL_db3 = _colsum(dL_dz3)
+    # (86) dL_dbn1_gamma = sum((dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*(z1 - bn1_mu), axis=0)
+    t60 = _ew9(t53, t2, out=dL_dz1)
+    dL_dbn1_gamma = _colsum(t60)
+    # (78) dL_dbn1_beta = sum(dL_dn1, axis=0)
+    dL_dbn1_beta = _colsum(dL_dn1)
+    # (64) dL_dbn2_gamma = sum((dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*(z2 - bn2_mu), axis=0)
+    t61 = _ew9(t45, t9, out=np.empty((B, n_h2), dtype=dt))
+    dL_dbn2_gamma = _colsum(t61)
+    # (56) dL_dbn2_beta = sum(dL_dn2, axis=0)
+    dL_dbn2_beta = _colsum(dL_dn2)
+    t62 = np.matmul(X, _v_W1, out=t60)
+    t63 = _colsum(t62)
+    t64 = _ew18(t63, B, out=t63)
+    t65 = _ew4(t62, t64.reshape(1, n_h1), out=t62)
+    t66 = _ew26(
+        _v_bn1_gamma.reshape(1, n_h1),
+        t2,
+        t65,
+        bn1_gamma,
+        out=np.empty((B, n_h1), dtype=dt),
+    )
+    t67 = _ew14(t66, dL_dn1, t6, out=np.empty((B, n_h1), dtype=dt))
+    t68 = _colsum(t67)
+    t69 = _ew27(t65, t2, out=t67)
+    t70 = _colsum(t69)
+    t71 = _ew7(t70, B, out=t70)
+    t72 = _ew28(t71, t6, out=np.empty((n_h1,), dtype=dt))
+    t73 = _ew29(t72.reshape(1, n_h1), dL_dn1, t3, t6, out=t69)
+    t74 = _colsum(t73)
+    t75 = _ew30(_v_bn1_beta.reshape(1, n_h1), t66, t6, t72.reshape(1, n_h1), t3, out=t66)
+    t76 = np.dot(_v_W2, dL_dz2.T)
+    t77 = np.matmul(h1, _v_W2, out=t61)
+    t78 = _ew31(t75, t7, mask1, out=t73)
+    t79 = np.dot(t78, W2)
+    t80 = _ew4(t77, t79, out=t77)
+    t81 = _colsum(t80)
+    t82 = _ew18(t81, B, out=t81)
+    t83 = _ew4(t80, t82.reshape(1, n_h2), out=t80)
+    t84 = _ew26(_v_bn2_gamma.reshape(1, n_h2), t9, t83, bn2_gamma, out=t79)
+    t85 = _ew14(t84, dL_dn2, t13, out=np.empty((B, n_h2), dtype=dt))
+    t86 = _colsum(t85)
+    t87 = _ew27(t83, t9, out=t85)
+    t88 = _colsum(t87)
+    t89 = _ew7(t88, B, out=t88)
+    t90 = _ew28(t89, t13, out=np.empty((n_h2,), dtype=dt))
+    t91 = _ew29(t90.reshape(1, n_h2), dL_dn2, t10, t13, out=t87)
+    t92 = _colsum(t91)
+    t93 = _ew30(_v_bn2_beta.reshape(1, n_h2), t84, t13, t90.reshape(1, n_h2), t10, out=t84)
+    t94 = np.dot(_v_W3, dL_dz3.T)
+    t95 = np.dot(h2, _v_W3)
+    t96 = _ew31(t93, t14, mask2, out=t91)
+    t97 = np.dot(t96, W3)
+    t98 = _ew32(_v_b3.reshape(1, n_out), t95, t97, t40, t38, out=np.empty((B, n_out), dtype=dt))
+    t99 = t98.sum(axis=1, keepdims=True)
+    t100 = _ew33(t98, t38, t99, out=t38)
+    t101 = np.dot(t100, W3.T)
+    t102 = _ew34(t93, t41, t14, t94.T, t101, mask2, out=np.empty((B, n_h2), dtype=dt))
+    t103 = _ew14(t102, t10, t13, out=t10)
+    t104 = _colsum(t103)
+    t105 = _ew35(t86, t89, t43, t13, t92, t104, B, out=t89)
+    t106 = _ew36(t90.reshape(1, n_h2), dL_dn2, t13, t102, out=dL_dn2)
+    t107 = _ew37(
+        _v_bn2_gamma.reshape(1, n_h2),
+        t45,
+        t83,
+        t44.reshape(1, n_h2),
+        t105.reshape(1, n_h2),
+        t9,
+        t106,
+        bn2_gamma,
+        out=t93,
+    )
+    t108 = _colsum(t107)
+    t109 = _ew18(t108, B, out=t108)
+    t110 = _ew4(t107, t109.reshape(1, n_h2), out=t107)
+    t111 = np.dot(t110, W2.T)
+    t112 = _ew34(t75, t49, t7, t76.T, t111, mask1, out=np.empty((B, n_h1), dtype=dt))
+    t113 = _ew14(t112, t3, t6, out=t3)
+    t114 = _colsum(t113)
+    t115 = _ew35(t68, t71, t51, t6, t74, t114, B, out=t71)
+    t116 = _ew36(t72.reshape(1, n_h1), dL_dn1, t6, t112, out=dL_dn1)
+    t117 = _ew37(
+        _v_bn1_gamma.reshape(1, n_h1),
+        t53,
+        t65,
+        t52.reshape(1, n_h1),
+        t115.reshape(1, n_h1),
+        t2,
+        t116,
+        bn1_gamma,
+        out=t75,
+    )
+    t118 = _colsum(t117)
+    t119 = _ew18(t118, B, out=t118)
+    t120 = _ew4(t117, t119.reshape(1, n_h1), out=t117)
+    t121 = np.matmul(X.T, t120, out=t57)
+    hv_W1 = _ew38(t121, _v_W1, l2, out=np.empty((n_in, n_h1), dtype=dt))
+    t122 = np.dot(dL_dz2.T, t78)
+    t123 = np.matmul(h1.T, t110, out=t58)
+    hv_W2 = _ew39(_v_W2, l2, t122.T, t123, out=np.empty((n_h1, n_h2), dtype=dt))
+    t124 = np.dot(dL_dz3.T, t96)
+    t125 = np.matmul(h2.T, t100, out=t59)
+    hv_W3 = _ew39(_v_W3, l2, t124.T, t125, out=np.empty((n_h2, n_out), dtype=dt))
+    hv_b3 = _colsum(t100)
+    t126 = _ew9(t65, t53, out=t65)
+    t127 = _colsum(t126)
+    t128 = _ew9(t116, t2, out=t116)
+    t129 = _colsum(t128)
+    hv_bn1_gamma = _ew4(t127, t129, out=t127)
+    hv_bn1_beta = _colsum(t112)
+    t130 = _ew9(t83, t45, out=t83)
+    t131 = _colsum(t130)
+    t132 = _ew9(t106, t9, out=t106)
+    t133 = _colsum(t132)
+    hv_bn2_gamma = _ew4(t131, t133, out=t131)
+    hv_bn2_beta = _colsum(t102)
+    return (
+        float(L),
+        {
+            "W1": dL_dW1,
+            "W2": dL_dW2,
+            "W3": dL_dW3,
+            "b3": dL_db3,
+            "bn1_gamma": dL_dbn1_gamma,
+            "bn1_beta": dL_dbn1_beta,
+            "bn2_gamma": dL_dbn2_gamma,
+            "bn2_beta": dL_dbn2_beta,
+        },
+        {
+            "W1": hv_W1,
+            "W2": hv_W2,
+            "W3": hv_W3,
+            "b3": hv_b3,
+            "bn1_gamma": hv_bn1_gamma,
+            "bn1_beta": hv_bn1_beta,
+            "bn2_gamma": hv_bn2_gamma,
+            "bn2_beta": hv_bn2_beta,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    rng = int(rng.integers(2**63)) if isinstance(rng, np.random.Generator) else rng
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

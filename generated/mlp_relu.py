@@ -260,6 +260,102 @@ def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ew5(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = exp(a)"""
+    if _use_numexpr(out, True):
+        return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
+    np.exp(a, out=out)
+    return out
+
+
+def _ew6(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/b"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
+    np.divide(a, b, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/d - b*c"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
+    np.divide(a, d, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(out, s0, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = (a + b)*Heaviside(c, 0)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b)*where(c > k0, k1, k0)",
+            local_dict={"a": a, "b": b, "c": c, "k0": k(0.0), "k1": k(1.0)},
+            out=out,
+        )
+    np.add(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.greater(c, 0.0, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = (a + b + c)*Heaviside(d, 0)"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b + c)*where(d > k0, k1, k0)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(0.0), "k1": k(1.0)},
+            out=out,
+        )
+    np.add(a, b, out=out)
+    np.add(out, c, out=out)
+    s0 = np.empty_like(out)
+    np.greater(d, 0.0, out=s0)
+    np.multiply(out, s0, out=out)
+    return out
+
+
+def _ew10(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = d*e*(-a - b - c)"""
+    if _use_numexpr(out, False):
+        return ne.evaluate(
+            "d*e*(-a - b - c)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
+            out=out,
+        )
+    np.negative(a, out=out)
+    np.subtract(out, b, out=out)
+    np.subtract(out, c, out=out)
+    np.multiply(out, d, out=out)
+    np.multiply(out, e, out=out)
+    return out
+
+
+def _ew11(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a - b*c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.multiply(b, c, out=out)
+    np.subtract(a, out, out=out)
+    return out
+
+
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -400,3 +496,147 @@ def loss_and_grad(
         "W3": dL_dW3,
         "b3": dL_db3,
     }
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. W1, b1, W2, b2, W3, b3 times `vector` (keyed and
+    shaped like those parameters), with the loss and its gradient, in training mode; reverse
+    mode over the backward pass. Running averages (`state`) are read, never updated."""
+    W1 = params["W1"]
+    b1 = params["b1"]
+    W2 = params["W2"]
+    b2 = params["b2"]
+    W3 = params["W3"]
+    b3 = params["b3"]
+    dt = params["W1"].dtype
+    _v_W1 = np.asarray(vector["W1"], dtype=dt)
+    _v_b1 = np.asarray(vector["b1"], dtype=dt)
+    _v_W2 = np.asarray(vector["W2"], dtype=dt)
+    _v_b2 = np.asarray(vector["b2"], dtype=dt)
+    _v_W3 = np.asarray(vector["W3"], dtype=dt)
+    _v_b3 = np.asarray(vector["b3"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Y = np.asarray(batch["Y"], dtype=dt)
+    B = X.shape[0]
+    n_h1 = W1.shape[1]
+    n_h2 = W2.shape[1]
+    n_out = Y.shape[1]
+    # (1) z1 = X @ W1 + b1
+    t1 = np.dot(X, W1)
+    # (2) h1 = relu(z1)
+    h1 = _ew1(t1, b1, out=t1)
+    # (3) z2 = h1 @ W2 + b2
+    t2 = np.dot(h1, W2)
+    # (4) h2 = relu(z2)
+    h2 = _ew1(t2, b2, out=t2)
+    # (5) z3 = h2 @ W3 + b3
+    t3 = np.dot(h2, W3)
+    z3 = _ew2(t3, b3, out=t3)
+    # (7) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B
+    t4 = _log_softmax(z3, axis=1)
+    t5 = np.vdot(Y, t4)
+    L = -t5/B
+    # (11) dL_dz3 = -Y/B - (exp(log_softmax(z3, axis=1))*(-sum(Y, axis=1)/B))
+    t6 = _ew5(t4, out=t4)
+    t7 = Y.sum(axis=1, keepdims=True)
+    t8 = _ew6(t7, B, out=t7)
+    # (10) dL/d(log_softmax(z3, axis=1)) = -Y/B
+    dL_dz3 = _ew7(Y, t6, t8, B, out=z3)
+    # (14) dL_dh2 = dL_dz3 @ W3.T
+    dL_dh2 = np.dot(dL_dz3, W3.T)
+    # (16) dL_dz2 = dL_dh2*(h2 > 0)
+    dL_dz2 = _ew4(dL_dh2, h2, out=np.empty((B, n_h2), dtype=dt))
+    # (19) dL_dh1 = dL_dz2 @ W2.T
+    dL_dh1 = np.dot(dL_dz2, W2.T)
+    # (21) dL_dz1 = dL_dh1*(h1 > 0)
+    dL_dz1 = _ew4(dL_dh1, h1, out=np.empty((B, n_h1), dtype=dt))
+    # (24) dL_dW1 = X.T @ dL_dz1
+    dL_dW1 = np.dot(X.T, dL_dz1)
+    # (23) dL_db1 = sum(dL_dz1, axis=0)
+    dL_db1 = _colsum(dL_dz1)
+    # (20) dL_dW2 = h1.T @ dL_dz2
+    dL_dW2 = np.dot(h1.T, dL_dz2)
+    # (18) dL_db2 = sum(dL_dz2, axis=0)
+    dL_db2 = _colsum(dL_dz2)
+    # (15) dL_dW3 = h2.T @ dL_dz3
+    dL_dW3 = np.dot(h2.T, dL_dz3)
+    # (13) dL_db3 = sum(dL_dz3, axis=0)
+    dL_db3 = _colsum(dL_dz3)
+    t9 = np.dot(_v_W2, dL_dz2.T)
+    t10 = np.dot(_v_W3, dL_dz3.T)
+    t11 = np.dot(h2, _v_W3)
+    t12 = np.matmul(h1, _v_W2, out=dL_dh2)
+    t13 = np.matmul(X, _v_W1, out=dL_dh1)
+    t14 = _ew8(_v_b1.reshape(1, n_h1), t13, h1, out=t13)
+    t15 = np.dot(t14, W2)
+    t16 = _ew9(_v_b2.reshape(1, n_h2), t12, t15, h2, out=t12)
+    t17 = np.dot(t16, W3)
+    t18 = _ew10(_v_b3.reshape(1, n_out), t11, t17, t8, t6, out=np.empty((B, n_out), dtype=dt))
+    t19 = t18.sum(axis=1, keepdims=True)
+    t20 = _ew11(t18, t6, t19, out=t6)
+    t21 = np.matmul(t20, W3.T, out=t15)
+    t22 = _ew8(t10.T, t21, h2, out=t21)
+    t23 = np.matmul(t22, W2.T, out=dL_dz1)
+    t24 = _ew8(t9.T, t23, h1, out=t23)
+    hv_W1 = np.dot(X.T, t24)
+    hv_b1 = _colsum(t24)
+    t25 = np.dot(dL_dz2.T, t14)
+    t26 = np.dot(h1.T, t22)
+    hv_W2 = _ew2(t25.T, t26, out=t26)
+    hv_b2 = _colsum(t22)
+    t27 = np.dot(dL_dz3.T, t16)
+    t28 = np.dot(h2.T, t20)
+    hv_W3 = _ew2(t27.T, t28, out=t28)
+    hv_b3 = _colsum(t20)
+    return (
+        float(L),
+        {
+            "W1": dL_dW1,
+            "b1": dL_db1,
+            "W2": dL_dW2,
+            "b2": dL_db2,
+            "W3": dL_dW3,
+            "b3": dL_db3,
+        },
+        {
+            "W1": hv_W1,
+            "b1": hv_b1,
+            "W2": hv_W2,
+            "b2": hv_b2,
+            "W3": hv_W3,
+            "b3": hv_b3,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

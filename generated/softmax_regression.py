@@ -203,6 +203,57 @@ def _ew2(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray)
     return out
 
 
+def _ew3(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = exp(a)"""
+    if _use_numexpr(out, True):
+        return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
+    np.exp(a, out=out)
+    return out
+
+
+def _ew4(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/b"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
+    np.divide(a, b, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+    """out = -a/d - b*c"""
+    if _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
+    np.divide(a, d, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(out, s0, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _ew6(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = c*d*(-a - b)"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("c*d*(-a - b)", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
+    np.negative(a, out=out)
+    np.subtract(out, b, out=out)
+    np.multiply(out, c, out=out)
+    np.multiply(out, d, out=out)
+    return out
+
+
+def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a - b*c"""
+    if _use_numexpr(out, False):
+        return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.multiply(b, c, out=out)
+    np.subtract(a, out, out=out)
+    return out
+
+
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -282,3 +333,85 @@ def loss_and_grad(
     # (9) dL_db = sum(dL_dz, axis=0)
     dL_db = _colsum(dL_dz)
     return float(L), {"W": dL_dW, "b": dL_db}
+
+
+def hvp(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    vector: Mapping[str, np.ndarray],
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H v: the Hessian of the loss L w.r.t. W, b times `vector` (keyed and shaped like those
+    parameters), with the loss and its gradient, in training mode; reverse mode over the
+    backward pass. Running averages (`state`) are read, never updated."""
+    W = params["W"]
+    b = params["b"]
+    dt = params["W"].dtype
+    _v_W = np.asarray(vector["W"], dtype=dt)
+    _v_b = np.asarray(vector["b"], dtype=dt)
+    X = np.asarray(batch["X"], dtype=dt)
+    Y = np.asarray(batch["Y"], dtype=dt)
+    B = X.shape[0]
+    n_out = Y.shape[1]
+    # (1) z = X @ W + b
+    t1 = np.dot(X, W)
+    z = _ew1(t1, b, out=t1)
+    # (3) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
+    t2 = _log_softmax(z, axis=1)
+    t3 = np.vdot(Y, t2)
+    L = -t3/B
+    # (7) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
+    t4 = _ew3(t2, out=t2)
+    t5 = Y.sum(axis=1, keepdims=True)
+    t6 = _ew4(t5, B, out=t5)
+    # (6) dL/d(log_softmax(z, axis=1)) = -Y/B
+    dL_dz = _ew5(Y, t4, t6, B, out=z)
+    # (10) dL_dW = X.T @ dL_dz
+    dL_dW = np.dot(X.T, dL_dz)
+    # (9) dL_db = sum(dL_dz, axis=0)
+    dL_db = _colsum(dL_dz)
+    t7 = np.matmul(X, _v_W, out=dL_dz)
+    t8 = _ew6(_v_b.reshape(1, n_out), t7, t6, t4, out=np.empty((B, n_out), dtype=dt))
+    t9 = t8.sum(axis=1, keepdims=True)
+    t10 = _ew7(t8, t4, t9, out=t4)
+    hv_W = np.dot(X.T, t10)
+    hv_b = _colsum(t10)
+    return (
+        float(L),
+        {
+            "W": dL_dW,
+            "b": dL_db,
+        },
+        {
+            "W": hv_W,
+            "b": hv_b,
+        },
+    )
+
+
+def hessian(
+    params: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    wrt: str,
+    hypers: Mapping[str, float] | None = None,
+    *,
+    state: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """The (n, n) Hessian of the loss L w.r.t. the parameter `wrt` of n entries (row-major
+    flattening): column j is hvp with the j-th unit vector, so it costs n HVPs."""
+    if wrt not in PARAMS:
+        raise KeyError(f"hessian: no parameter {wrt!r}; expected one of {tuple(PARAMS)}")
+    vector = {k: np.zeros_like(params[k]) for k in PARAMS}
+    unit = vector[wrt].reshape(-1)  # a view: setting unit[j] sets the vector
+    n = unit.size
+    out = np.empty((n, n), dtype=params[wrt].dtype)
+    for j in range(n):
+        unit[j] = 1.0
+        hv = hvp(params, batch, vector, hypers, state=state, rng=rng)[2]
+        out[:, j] = hv[wrt].reshape(-1)
+        unit[j] = 0.0
+    return out

@@ -45,12 +45,14 @@ def reverse_mode(loss: Node, wrt: list[Node]) -> Gradients:
     return pullback({loss: const(1)}, wrt)
 
 
-def pullback(seeds: dict[Node, Node], wrt: list[Node]) -> Gradients:
+def pullback(seeds: dict[Node, Node], wrt: list[Node], second_order: bool = False) -> Gradients:
     """Adjoints of every node between `wrt` and the seeded outputs, given each output's
     incoming adjoint (1 for a scalar loss; a placeholder in a recurrent cell's backward).
 
     A node with several outputs (a scan) is read through `item` nodes: the adjoints of its
-    items are collected per output and handed to its rule together.
+    items are collected per output and handed to its rule together. With `second_order`, a
+    scan's VJP is written as a scan of its own, which differentiates again (see
+    `symbolic.scan.differentiable_vjp`).
     """
     order = topological(seeds)
     targets = set(wrt)
@@ -69,7 +71,12 @@ def pullback(seeds: dict[Node, Node], wrt: list[Node]) -> Gradients:
             if node not in per_output:
                 continue
             total = tuple(per_output[node].get(k) for k in range(len(node.attr("shapes"))))
-            parts = rule_for(node).vjp(total, node)
+            if second_order and node.op == "scan":
+                from symgrad.symbolic.scan import differentiable_vjp
+
+                parts = differentiable_vjp(total, node)
+            else:
+                parts = rule_for(node).vjp(total, node)
             _send(node, parts, needed, contributions, steps)
             continue
         terms = contributions.get(node)

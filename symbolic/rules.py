@@ -68,9 +68,17 @@ def _spread(g: Node, node: Node) -> Node:
 
 def local_derivative(expr: sympy.Expr, i: int) -> sympy.Expr:
     """d expr / d x_i, written through the node's output Y where the function allows it."""
-    d = sympy.diff(expr, ARG[i])
+    d = _no_deltas(sympy.diff(expr, ARG[i]))
     if isinstance(expr, (sympy.Function, sympy.Pow)) and not expr.is_Atom:
         d = d.subs(expr, Y)
+    return d
+
+
+def _no_deltas(d: sympy.Expr) -> sympy.Expr:
+    """The derivative of a kink's step (relu', abs' = sign) is a DiracDelta: 0 almost
+    everywhere, which is what PyTorch and JAX give as the second derivative of relu or abs."""
+    if d.has(sympy.DiracDelta):
+        d = d.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: sympy.S.Zero)
     return d
 
 
@@ -618,6 +626,10 @@ RULES.update({
     "slice": Rule("slice", _slice_shape, _slice_vjp,
                   text=lambda n, a: f"{a}[{_range_text(n)}]",
                   latex=lambda n, a: rf"{{{a}}}_{{[{_range_text(n, sympy.latex)}]}}"),
+    # the order of one axis reversed (a scan's back-propagation run as a scan of its own)
+    "flip": Rule("reversal of an axis", _axis_shape, lambda g, n: [apply("flip", [g], axis=n.attr("axis"))],
+                 text=lambda n, a: f"flip({a}, axis={n.attr('axis')})",
+                 latex=lambda n, a: rf"\operatorname{{flip}}_{{{n.attr('axis')}}}\left({a}\right)"),
     "pad": Rule("zero padding", _pad_shape, _pad_vjp,
                 text=lambda n, a: f"pad({a}, axis={n.attr('axis')}, {n.attr('before')}, {n.attr('after')})",
                 latex=lambda n, a: rf"\operatorname{{pad}}_{{{sympy.latex(n.attr('before'))},"

@@ -84,10 +84,11 @@ def _error(name: str, message: str) -> ShapeError:
 
 
 def scan(cell_fn: Callable[..., Node | Sequence[Node]], sequences: Sequence[Node],
-         init: Sequence[Node], name: str = "scan") -> list[Node]:
+         init: Sequence[Node], name: str = "scan", arg_names: Sequence[str] | None = None) -> list[Node]:
     """Run `cell_fn(x_t..., h_prev...) -> h_t...` over axis 1 of `sequences`, from `init`.
 
-    Returns one (B, T, ...) sequence per state: the state after every step.
+    Returns one (B, T, ...) sequence per state: the state after every step. `arg_names` names
+    the cell's arguments when `cell_fn` takes them as `*args`.
     """
     check_identifier(name, "scan name")
     sequences, init = [as_node(s) for s in sequences], [as_node(s) for s in init]
@@ -100,7 +101,7 @@ def scan(cell_fn: Callable[..., Node | Sequence[Node]], sequences: Sequence[Node
                                f"and {fmt_shape(sequences[0].shape)}")
     if T is not None and T.is_Integer and int(T) == 0:
         raise _error(name, "the time axis has length 0")
-    params = [p for p in inspect.signature(cell_fn).parameters]
+    params = list(arg_names) if arg_names is not None else list(inspect.signature(cell_fn).parameters)
     if len(params) != len(sequences) + len(init):
         raise _error(name, f"the cell takes {len(params)} arguments, but there are {len(sequences)} "
                            f"sequences and {len(init)} states")
@@ -184,6 +185,7 @@ def _batchable(n: Node, hoisted: set[Node]) -> bool:
 def _hoist(seq_ph, state_ph, outs, sequences, name):
     """Move state-independent work on the sequences out of the loop, batched over time."""
     on_state = _depends(outs, set(state_ph))
+    inside = _depends(outs, set(seq_ph) | set(state_ph))
     hoisted: set[Node] = set()
     batched: dict[Node, Node] = dict(zip(seq_ph, sequences, strict=True))
     for n in topological(outs):
@@ -191,6 +193,8 @@ def _hoist(seq_ph, state_ph, outs, sequences, name):
             continue
         if not any(a in batched for a in n.args) or not _batchable(n, hoisted):
             continue
+        if any(a in inside and a not in batched for a in n.args):
+            continue  # it reads a step value that stays in the loop (a slice of one, ...)
         args = []
         for a in n.args:
             if a in batched:
@@ -282,6 +286,96 @@ def scan_vjp(cotangents: tuple[Node | None, ...], node: Node) -> list[Node | Non
     out_shapes = tuple(a.shape for a in node.args)
     back = Node.make("scan_vjp", args, {"cell": cell, "shapes": out_shapes}, ())
     return [item(back, k) for k in range(len(node.args))]
+
+
+# -- back-propagation through time as a scan of its own (second order) ----------------------------
+def differentiable_vjp(cotangents: tuple[Node | None, ...], node: Node) -> list[Node | None]:
+    """The adjoints `scan_vjp` computes, written as a `scan` over the reversed sequences, so
+    that reverse mode can differentiate them again with scan's own rule (Hessian-vector
+    products through a recurrence).
+
+    Step t of the reversed loop reads the state adjoint's share from outside (ct_t), the step's
+    input x_t and previous state h_{t-1}; it recomputes the cell's forward values from them
+    (work that reads no carried value is hoisted out as one product over all steps) and pulls
+    the carried adjoint a_t = ct_t + a_{t+1} back through the cell. Its states are the adjoint
+    carried to h_{t-1}, the adjoint of x_t (a per-step output) and a running sum of each
+    captured value's adjoint; the initial states' adjoints are the carry's last value and the
+    captured values' the sums' last values."""
+    cell: Cell = node.attr("cell")
+    shapes = node.attr("shapes")
+    ns, nh = len(cell.seq_ph), len(cell.state_ph)
+    sequences, inits, captured = node.args[:ns], node.args[ns:ns + nh], node.args[ns + nh:]
+    T = shapes[0][TIME_AXIS]
+    states = [item(node, k) for k in range(nh)]
+    one_step = sympy.sympify(T) == 1  # a scan of one step: the initial state is all there is
+    prev = [_one_step(h0) if one_step else apply("concat", [_one_step(h0), apply(
+        "slice", [h], axis=TIME_AXIS, start=sympy.Integer(0), stop=T - 1)], axis=TIME_AXIS)
+        for h0, h in zip(inits, states, strict=True)]
+    cts = [(k, c) for k, c in enumerate(cotangents[:nh]) if c is not None]
+    base = [p.name.removesuffix("_prev") for p in cell.state_ph]
+    seq_base = [p.name.removesuffix("_t") for p in cell.seq_ph]
+    arg_names = ([f"ct_{base[k]}" for k, _ in cts] + [f"in_{b}" for b in seq_base]
+                 + [f"prev_{b}" for b in base] + [f"adj_{b}" for b in base])
+    flipped = [apply("flip", [x], axis=TIME_AXIS) for x in [*(c for _, c in cts), *sequences, *prev]]
+
+    def pulled(args):
+        """The step's adjoints of x_t, h_{t-1} and the captured values."""
+        ct, rest = args[:len(cts)], args[len(cts):]
+        x, h_prev, adj = rest[:ns], rest[ns:ns + nh], rest[ns + nh:ns + 2 * nh]
+        outs = substitute(cell.outs, dict(zip((*cell.seq_ph, *cell.state_ph), (*x, *h_prev), strict=True)))
+        seeds = {}
+        for k, o in enumerate(cell.outs):
+            a = adj[k]
+            for j, (kk, _) in enumerate(cts):
+                if kk == k:
+                    a = ct[j] + a
+            seeds[outs[o]] = seeds[outs[o]] + a if outs[o] in seeds else a
+        grads = pullback(seeds, [*x, *h_prev, *captured]).adjoints
+        return [grads.get(v) for v in (*x, *h_prev, *captured)]
+
+    # which adjoints exist: traced once over stand-ins of the step's arguments
+    probe = [placeholder(f"{cell.name}_probe{k}", s) for k, s in enumerate(
+        [c.shape[:TIME_AXIS] + c.shape[TIME_AXIS + 1:] for c in flipped] + [h.shape for h in inits])]
+    present = [d is not None for d in pulled(probe)]
+    d_seq = [j for j in range(ns) if present[j]]
+    d_cap = [i for i in range(len(captured)) if present[ns + nh + i]]
+    arg_names += [f"d_{seq_base[j]}" for j in d_seq] + [f"acc{i + 1}" for i in d_cap]
+
+    def step(*args):
+        n_in = len(flipped) + nh
+        d = pulled(args[:n_in])
+        acc = args[n_in + len(d_seq):]
+        out = [d[ns + k] if d[ns + k] is not None else broadcast_to(const(0), inits[k].shape)
+               for k in range(nh)]
+        out += [d[j] for j in d_seq]
+        out += [a + d[ns + nh + i] for a, i in zip(acc, d_cap, strict=True)]
+        return out
+
+    init = [broadcast_to(const(0), h.shape) for h in inits]
+    init += [broadcast_to(const(0), sequences[j].shape[:TIME_AXIS] + sequences[j].shape[TIME_AXIS + 1:])
+             for j in d_seq]
+    init += [broadcast_to(const(0), captured[i].shape) for i in d_cap]
+    out = scan(step, flipped, init, name=f"{cell.name}_back", arg_names=arg_names)
+    result: list[Node | None] = [None] * len(node.args)
+    for k in range(nh):
+        result[ns + k] = _last_step(out[k], inits[k].shape)
+    for j, seq in zip(d_seq, out[nh:nh + len(d_seq)], strict=True):
+        result[j] = apply("flip", [seq], axis=TIME_AXIS)
+    for i, acc in zip(d_cap, out[nh + len(d_seq):], strict=True):
+        result[ns + nh + i] = _last_step(acc, captured[i].shape)
+    return result
+
+
+def _one_step(h: Node) -> Node:
+    """(B, ...) -> (B, 1, ...): a state as a sequence of one step."""
+    return h.reshape(h.shape[:TIME_AXIS] + (sympy.Integer(1),) + h.shape[TIME_AXIS:])
+
+
+def _last_step(seq: Node, shape: Shape) -> Node:
+    """The value after the last step of a scan's state sequence, of the state's `shape`."""
+    axis = min(TIME_AXIS, len(shape))
+    T = seq.shape[axis]
+    return apply("slice", [seq], axis=axis, start=T - 1, stop=T).reshape(shape)
 
 
 def zeros(shape: Shape) -> Node:

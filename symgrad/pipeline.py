@@ -94,10 +94,13 @@ def source(spec: str | Model, backend: str = "auto") -> str:
     return generate(derivation(spec), backend)
 
 
-def write(spec: str | Model, out: str | pathlib.Path | None = None, backend: str = "auto") -> pathlib.Path:
-    """Derive, generate and write `<out>/<model>.py` (atomically); return its path."""
+def write(spec: str | Model, out: str | pathlib.Path | None = None, backend: str = "auto",
+          second_order: bool = True) -> pathlib.Path:
+    """Derive, generate and write `<out>/<model>.py` (atomically); return its path. With
+    `second_order` (the default) the module has `hvp` and `hessian` too."""
     model = resolve(spec)
-    text = generate(derive(model), backend)  # fully built before anything is written
+    # fully built before anything is written
+    text = generate(derive(model), backend, second_order=second_order)
     folder = pathlib.Path(out) if out is not None else pathlib.Path("generated")
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,136 @@
+"""Second order: Hessian-vector products, Hessians and Jacobians, derived by differentiating
+the backward graph again through the same rule table (reverse over reverse).
+
+The gradient g(theta) of a loss is a graph of primitives, so the scalar <g, v> = sum_p
+<g_p, v_p> is one more scalar function of the parameters, and reverse mode over it gives
+d<g, v>/dtheta = H v. No rule is added for this: every VJP in the table is written with
+differentiable primitives. Two things only are second-order specific:
+
+* the derivative of a kink's step (relu' = Heaviside, abs' = sign) is a DiracDelta, taken as 0
+  (almost everywhere; what PyTorch and JAX give): see `symbolic.rules.local_derivative`;
+* a scan's back-propagation through time is first rewritten as a scan of its own over the
+  reversed sequences (`symbolic.scan.differentiable_vjp`), so that the second pass
+  differentiates it with scan's own rule.
+
+A Hessian is H v for the unit vectors of one parameter (the generated `hessian` stacks them),
+and a Jacobian of an output is its VJP for the unit cotangents.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from symgrad.symbolic.autodiff import Accumulation, Step, pullback, reverse_mode
+from symgrad.symbolic.derivation import Derivation, derive
+from symgrad.symbolic.errors import ModelError
+from symgrad.symbolic.graph import Node, broadcast_to, const, placeholder
+from symgrad.symbolic.model import Model
+
+
+def vector_name(param: str) -> str:
+    """The generated code's name of the direction v_p (a leading `_` no model name takes)."""
+    return f"_v_{param}"
+
+
+@dataclass
+class HVP:
+    """H v for a loss: the gradients it differentiates, the direction, the products."""
+
+    derivation: Derivation  # the first-order derivation (equations, names, documents)
+    loss_name: str
+    wrt: tuple[str, ...]
+    gradients: dict[str, Node]  # g_p, the graph differentiated a second time
+    vectors: dict[str, Node]  # v_p, keyed and shaped like the parameters
+    inner: Node  # <g, v>, the scalar reverse mode differentiates
+    products: dict[str, Node]  # (H v)_p
+    steps: list[Step | Accumulation]  # the second reverse pass, for documents
+
+    @property
+    def model(self) -> Model:
+        return self.derivation.model
+
+
+def hvp(model: Model | Derivation, loss: str | None = None, wrt: list[str] | None = None) -> HVP:
+    """The Hessian-vector product of a loss (the model's, or one player's objective) w.r.t.
+    its parameters, as graphs over the parameters, the batch and one vector per parameter."""
+    first = model if isinstance(model, Derivation) else derive(model, loss, wrt)
+    if isinstance(model, Derivation) and (loss not in (None, first.loss_name) or wrt is not None):
+        first = derive(model.model, loss, wrt)
+    params = first.model.params
+    names = list(first.wrt)
+    grads = _differentiable_gradients(first)
+    vectors = {p: placeholder(vector_name(p), params[p].shape) for p in names}
+    inner = None
+    for p in names:
+        term = (grads[p] * vectors[p]).sum()
+        inner = term if inner is None else inner + term
+    second = reverse_mode(inner, [params[p] for p in names])
+    products = {}
+    for p in names:
+        hv = second.adjoints.get(params[p])
+        products[p] = hv if hv is not None else broadcast_to(const(0), params[p].shape)
+    return HVP(first, first.loss_name, tuple(names), grads, vectors, inner, products, second.steps)
+
+
+def _differentiable_gradients(first: Derivation) -> dict[str, Node]:
+    """The gradients, with any back-propagation through time written as a scan (which
+    differentiates again); the first-order derivation's own gradients otherwise."""
+    from symgrad.symbolic.graph import topological
+
+    if not any(n.op == "scan_vjp" for n in topological(first.gradients.values())):
+        return dict(first.gradients)
+    params = first.model.params
+    grads = pullback({first.loss: const(1)}, [params[p] for p in first.wrt], second_order=True)
+    return {p: grads.adjoints.get(params[p], broadcast_to(const(0), params[p].shape)) for p in first.wrt}
+
+
+@dataclass
+class Hessian:
+    """The Hessian of a loss w.r.t. one parameter: H v with v running over its unit vectors."""
+
+    hvp: HVP
+    wrt: str
+
+    @property
+    def derivation(self) -> Derivation:
+        return self.hvp.derivation
+
+
+def hessian(model: Model | Derivation, wrt: str, loss: str | None = None) -> Hessian:
+    first = model if isinstance(model, Derivation) else derive(model, loss)
+    if wrt not in first.wrt:
+        raise ModelError(f"model {first.model.name!r}: no parameter {wrt!r} to take the Hessian by; "
+                         f"it has {', '.join(first.wrt)}")
+    return Hessian(hvp(first), wrt)
+
+
+@dataclass
+class Jacobian:
+    """d(output)/d(wrt): the VJP of the output for a cotangent u, as a graph (row i of the
+    Jacobian is that VJP for the i-th unit cotangent)."""
+
+    derivation: Derivation
+    of: str
+    wrt: str
+    cotangent: Node
+    vjp: Node
+
+
+def jacobian(model: Model | Derivation, of: str, wrt: str) -> Jacobian:
+    first = model if isinstance(model, Derivation) else derive(model)
+    m = first.model
+    outputs = first.outputs(False)
+    if of not in outputs:
+        raise ModelError(f"model {m.name!r} has no output {of!r}; it has {', '.join(outputs)}")
+    leaves = {**m.params, **{k: v for k, v in m.data.items() if v.op == "input"}}
+    if wrt not in leaves:
+        raise ModelError(f"model {m.name!r}: {wrt!r} is neither a parameter nor an input; "
+                         f"choose one of {', '.join(leaves)}")
+    out = outputs[of]
+    u = placeholder(f"_u_{of}", out.shape)
+    adj = pullback({out: u}, [leaves[wrt]]).adjoints.get(leaves[wrt])
+    if adj is None:
+        adj = broadcast_to(const(0), leaves[wrt].shape)
+    return Jacobian(first, of, wrt, u, adj)
+
+
+__all__ = ["HVP", "Hessian", "Jacobian", "hvp", "hessian", "jacobian", "vector_name"]

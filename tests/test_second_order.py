@@ -1,0 +1,187 @@
+"""Second order: every built-in module's `hvp` against five-point differences of its own
+generated gradient along the vector and against PyTorch's double backward (autograd through
+the oracle interpreter, create_graph=True), `hessian` symmetric and equal to stacked HVPs,
+per-player HVPs of a GAN, the linear-algebra primitives' HVPs, kinks (relu, abs, max) with a
+second derivative of 0, and the Python API."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+from symgrad.symbolic import ops as F
+
+import symgrad as sg
+from symgrad.models import BUILTINS
+from tests.conftest import torch_or_skip
+from tests.oracle import Interpreter, jiggle, leaves_for, random_batch, relative_error, run_kwargs
+
+
+def committed(name: str):
+    return importlib.import_module(f"symgrad.generated.{name}")
+
+
+def setup(module, seed: int, low: int = 1, high: int = 5):
+    rng = np.random.default_rng(seed)
+    dims = {d: int(rng.integers(low, high)) for d in module.DIMS}
+    params = jiggle(module.init_params(dims, seed=seed, dtype=np.float64), rng)
+    batch = random_batch(module, dims, rng)
+    vector = {k: rng.standard_normal(p.shape) for k, p in params.items()}
+    return dims, params, batch, vector
+
+
+def gradient_differences(grad, params: dict, vector: dict, h: float = 1e-4) -> dict:
+    """(-g(x+2hv) + 8g(x+hv) - 8g(x-hv) + g(x-2hv)) / 12h: the five-point derivative of the
+    gradient along v."""
+    gs = [grad({k: p + s * h * vector[k] for k, p in params.items()}) for s in (2, 1, -1, -2)]
+    return {k: (-gs[0][k] + 8 * gs[1][k] - 8 * gs[2][k] + gs[3][k]) / (12 * h) for k in gs[0]}
+
+
+def error(got: dict, want: dict) -> dict:
+    """Each parameter's max error relative to its largest entry, but at least a thousandth of
+    the largest entry of any parameter (a saturated softmax's bias HVP of 1e-12 beside weights'
+    of 30 is rounding noise)."""
+    floor = 1e-3 * max(max(np.abs(w).max(initial=0) for w in want.values()), 1e-8)
+    return {k: float(np.abs(got[k] - want[k]).max(initial=0)
+                     / max(np.abs(want[k]).max(initial=0), np.abs(got[k]).max(initial=0), floor))
+            for k in want}
+
+
+def difference_error(hv: dict, grad, params: dict, vector: dict) -> dict:
+    """`error` of hv against the five-point differences at the step (1e-4, 1e-5, 1e-3, 1e-6)
+    that agrees best: a max-pooling or relu kink crossed within 2h of the point makes the
+    gradient jump, so one step alone may fail a right HVP."""
+    best = {k: np.inf for k in hv}
+    for h in (1e-4, 1e-5, 1e-3, 1e-6):
+        fd = gradient_differences(grad, params, vector, h)
+        best = {k: min(best[k], e) for k, e in error(hv, {k: fd[k] for k in hv}).items()}
+    return best
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hvp_matches_differences_of_the_generated_gradient(name, seed):
+    module = committed(name)
+    dims, params, batch, vector = setup(module, seed, low=2)
+    kw = run_kwargs(module, dims)
+    loss, grads, hv = module.hvp(params, batch, vector, **kw)
+    loss1, grads1 = module.loss_and_grad(params, batch, **run_kwargs(module, dims))
+    assert loss == pytest.approx(loss1, rel=1e-12)
+    err = difference_error(hv, lambda p: module.loss_and_grad(p, batch, **run_kwargs(module, dims))[1],
+                           params, vector)
+    for k in params:
+        assert hv[k].shape == params[k].shape and hv[k].dtype == np.float64
+        assert relative_error(grads[k], grads1[k]) <= 1e-12, k
+        assert err[k] <= 1e-6, (k, dims)
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+def test_hvp_matches_pytorch_double_backward(name):
+    torch = torch_or_skip()
+    model = BUILTINS[name].build()
+    module = committed(name)
+    dims, params, batch, vector = setup(module, 3, low=2)
+    kw = run_kwargs(module, dims)  # dropout off: the oracle draws no masks
+    _, _, hv = module.hvp(params, batch, vector, **kw)
+    tparams = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    leaves = leaves_for(module, tparams, {k: torch.tensor(v) for k, v in batch.items()}, kw, lib=torch.tensor)
+    (tloss,) = Interpreter("torch").evaluate([model.losses["L"]], leaves, dims)
+    names = list(params)
+    grads = torch.autograd.grad(tloss, [tparams[k] for k in names], create_graph=True, allow_unused=True)
+    inner = sum((g * torch.tensor(vector[k])).sum() for k, g in zip(names, grads, strict=True)
+                if g is not None)
+    second = torch.autograd.grad(inner, [tparams[k] for k in names], allow_unused=True)
+    want = {k: np.zeros_like(params[k]) if h is None else h.numpy()
+            for k, h in zip(names, second, strict=True)}
+    for k, e in error(hv, want).items():
+        assert e <= 1e-9, k
+
+
+@pytest.mark.parametrize("name", ["logistic_regression", "mlp_relu", "lstm_digits", "gaussian_nll"])
+def test_hessian_is_symmetric_and_equals_stacked_hvps(name):
+    module = committed(name)
+    dims, params, batch, _ = setup(module, 4, low=2, high=4)
+    wrt = min(params, key=lambda k: params[k].size)
+    H = module.hessian(params, batch, wrt, **run_kwargs(module, dims))
+    n = params[wrt].size
+    assert H.shape == (n, n)
+    columns = []
+    for j in range(n):
+        e = {k: np.zeros_like(p) for k, p in params.items()}
+        e[wrt].reshape(-1)[j] = 1.0
+        columns.append(module.hvp(params, batch, e, **run_kwargs(module, dims))[2][wrt].reshape(-1))
+    assert np.array_equal(H, np.stack(columns, axis=1))
+    assert relative_error(H, H.T) <= 1e-12
+    with pytest.raises(KeyError, match="no parameter 'nope'"):
+        module.hessian(params, batch, "nope")
+
+
+def test_gan_hvp_per_player():
+    """hvp_L_D is the Hessian of the discriminator's loss in its own parameters only."""
+    module = committed("gan_ring")
+    dims, params, batch, vector = setup(module, 5, low=2)
+    for objective, own in module.OBJECTIVES.items():
+        v = {k: vector[k] for k in own}
+        loss, grads, hv = getattr(module, f"hvp_{objective}")(params, batch, v)
+        assert set(hv) == set(own) == set(grads)
+
+        def grad(p, objective=objective):
+            return getattr(module, f"loss_and_grad_{objective}")(p, batch)[1]
+
+        err = difference_error(hv, grad, params, {**{k: np.zeros_like(p) for k, p in params.items()}, **v})
+        for k in own:
+            assert err[k] <= 1e-6, (objective, k)
+        H = getattr(module, f"hessian_{objective}")(params, batch, own[-1])
+        assert relative_error(H, H.T) <= 1e-12
+
+
+def kinked_model():
+    m = sg.Model("kinks")
+    B, n = m.dims("B n")
+    X, W = m.input("X", (B, n)), m.param("W", (n, n))
+    h = X @ W
+    m.loss(sg.sum(sg.relu(h) * h) + sg.sum(sg.abs(h) * h) + sg.sum(F.max(h * h, 1)))
+    return m
+
+
+def test_kinks_have_a_second_derivative_of_zero_almost_everywhere():
+    """relu, abs and max: their second derivative is 0 away from the kinks (DiracDelta lowered
+    as 0), as in PyTorch; the generated HVP still matches differences of the gradient."""
+    module = sg.load_module(kinked_model())
+    source = open(module.__file__).read()
+    assert "DiracDelta" not in source
+    rng = np.random.default_rng(0)
+    params = {"W": rng.standard_normal((3, 3))}
+    batch = {"X": rng.standard_normal((4, 3))}
+    vector = {"W": rng.standard_normal((3, 3))}
+    _, _, hv = module.hvp(params, batch, vector)
+    err = difference_error(hv, lambda p: module.loss_and_grad(p, batch)[1], params, vector)
+    assert err["W"] <= 1e-6
+
+
+def test_linear_algebra_hvps_match_differences():
+    """Every linear-algebra primitive's generated HVP (see test_linalg's cases) against the
+    five-point derivative of its generated gradient."""
+    from tests.test_linalg import CASES, module_for, values
+
+    rng = np.random.default_rng(11)
+    for case in CASES:
+        for stacked in (False, True):
+            _, module = module_for(case, stacked)
+            dims = {"b": int(rng.integers(1, 3)), "n": int(rng.integers(1, 4)), "k": int(rng.integers(1, 3))}
+            params, batch = values(case, stacked, dims, rng)
+            vector = {k: rng.standard_normal(p.shape) for k, p in params.items()}
+            _, _, hv = module.hvp(params, batch, vector)
+            err = difference_error(hv, lambda p, m=module, b=batch: m.loss_and_grad(p, b)[1], params, vector)
+            for k in params:
+                assert err[k] <= 1e-6, (case, stacked, k, dims)
+
+
+def test_python_api():
+    model = BUILTINS["logistic_regression"].build()
+    h = sg.hvp(model)
+    assert set(h.products) == set(model.params) and h.inner.shape == ()
+    hs = sg.hessian(model, wrt="W")
+    assert hs.wrt == "W" and "def hessian(" in sg.generate(hs)
+    with pytest.raises(sg.ModelError, match="no parameter 'V'"):
+        sg.hessian(model, wrt="V")
