@@ -199,9 +199,12 @@ def _returning(program: Program, name: str, grads: list[str]) -> str:
 def generate(derivation, backend: str = "auto", calibration: dict | None = None,
              second_order: bool = True) -> str:
     """The source of the generated module for a model's derivation (or for an `sg.hvp` or
-    `sg.hessian` of it: the module of the derivation they extend). With `second_order`, the
-    module has `hvp` and `hessian` (and per player of a GAN, `hvp_<objective>` and
-    `hessian_<objective>`)."""
+    `sg.hessian` of it: the module of the derivation they extend; for an `sg.jacobian`, that
+    module with `jacobian_<output>_<wrt>` too). With `second_order`, the module has `hvp` and
+    `hessian` (and per player of a GAN, `hvp_<objective>` and `hessian_<objective>`)."""
+    from symgrad.symbolic.second_order import Jacobian
+
+    jacobians = [derivation] if isinstance(derivation, Jacobian) else []
     derivation = getattr(derivation, "derivation", derivation)
     model = derivation.model
     names = {n: t for n, (t, _) in derivation.names.items()}
@@ -231,6 +234,9 @@ def generate(derivation, backend: str = "auto", calibration: dict | None = None,
     hvps = {}
     if second_order:
         hvps = _second_order_programs(derivation, players, programs, names, owners, kernels)
+    for j in jacobians:
+        programs[f"_vjp_{j.of}_{j.wrt}", False] = lower({"vjp": j.vjp}, names, owners, kernels,
+                                                        workspace=True)
     context = _common(model, backend, calibration, _finish_kernels(kernels, backend), list(programs.values()))
     first_param = next(iter(model.params))
     grads = list(derivation.gradients)
@@ -280,6 +286,8 @@ def generate(derivation, backend: str = "auto", calibration: dict | None = None,
                        f"{extra}) -> {returns}:"),
         })
     functions += _second_order_functions(derivation, players, hvps, programs, first_param)
+    for j in jacobians:
+        functions += _jacobian_functions(j, programs, first_param)
     context.update({
         "regenerate": _regenerate(model),
         "summary": "\n".join(_wrap(_safe_doc(f"{model.name}: " + (
@@ -388,6 +396,44 @@ def _second_order_functions(derivation: Derivation, players: dict, hvps: dict, p
         functions.append({"name": name, "doc": "\n    ".join(textwrap.wrap(doc, 90)),
                           "body": fit_all(body, "    "), "header": _HESSIAN_HEADER.format(name=name)})
     return functions
+
+
+def _jacobian_functions(j, programs: dict, first_param: str) -> list[dict]:
+    """`_vjp_<of>_<wrt>`: the output's VJP for one cotangent (evaluation mode), and
+    `jacobian_<of>_<wrt>`, which stacks it over the unit cotangents, one row each."""
+    d = j.derivation
+    key = f"_vjp_{j.of}_{j.wrt}"
+    program = programs[key, False]
+    lines = _model_body(program, d, "inputs", first_param, False, vectors={j.of: j.cotangent})
+    if program.uses_workspace:
+        lines.insert(0, f'ws = _take_workspace("{key}")')
+        lines.append(f'_give_back("{key}", ws)')
+    lines.append(f"return np.array({program.results['vjp']}, dtype=dt)")
+    header = ("def {name}(\n    params: Mapping[str, np.ndarray],\n    inputs: Mapping[str, np.ndarray],\n"
+              "{extra}    hypers: Mapping[str, float] | None = None,\n    *,\n"
+              "    state: Mapping[str, np.ndarray] | None = None,\n"
+              "    rng: np.random.Generator | int | None = None,\n) -> np.ndarray:")
+    vjp = {"name": key,
+           "doc": f"The VJP u^T d{j.of}/d{j.wrt} for the cotangent vector[{j.of!r}] (evaluation mode).",
+           "body": fit_all(lines, "    "),
+           "header": header.format(name=key, extra="    vector: Mapping[str, np.ndarray],\n")}
+    name = f"jacobian_{j.of}_{j.wrt}"
+    where = "params" if j.wrt in d.model.params else "inputs"
+    body = [f'out = forward(params, inputs, hypers, state=state, rng=rng)["{j.of}"]',
+            "unit = np.zeros_like(out)",
+            "flat = unit.reshape(-1)  # a view: setting flat[i] sets the cotangent",
+            f'rows = np.empty((flat.size, np.size({where}["{j.wrt}"])), dtype=out.dtype)',
+            "for i in range(flat.size):",
+            "    flat[i] = 1.0",
+            f'    row = {key}(params, inputs, {{"{j.of}": unit}}, hypers, state=state, rng=rng)',
+            "    rows[i] = row.reshape(-1)",
+            "    flat[i] = 0.0",
+            "return rows"]
+    doc = (f"The Jacobian d{j.of}/d{j.wrt} (evaluation mode): shape (size of {j.of}, size of {j.wrt}), "
+           f"both flattened row-major; row i is the VJP of the i-th unit cotangent.")
+    jac = {"name": name, "doc": "\n    ".join(textwrap.wrap(doc, 90)), "body": fit_all(body, "    "),
+           "header": header.format(name=name, extra="")}
+    return [vjp, jac]
 
 
 def _regenerate(model: Model) -> str:

@@ -134,3 +134,47 @@ def jacobian(model: Model | Derivation, of: str, wrt: str) -> Jacobian:
 
 
 __all__ = ["HVP", "Hessian", "Jacobian", "hvp", "hessian", "jacobian", "vector_name"]
+
+
+@dataclass
+class ClosedForm:
+    """H = X^T diag(d) X for a weight W that the loss reads only through z = X W, X an input,
+    when the loss's curvature in z is diagonal (d_ra = d^2 L / dz_ra^2): one block per output
+    column a, d^2 L / dW_{:,a} dW_{:,b} = delta_ab X^T diag(d_{:,a}) X. Logistic regression's
+    d = p (1 - p) / B, least squares' a constant 2 / (B n)."""
+
+    param: str
+    X: Node
+    z: Node
+    d: Node  # the curvature, shaped like z (or a scalar constant)
+
+
+def closed_form_hessian(first: Derivation, param: str) -> ClosedForm | None:
+    """The closed form above for one parameter, found from the derivation; None where the
+    parameter is not read that way or the curvature in z is not diagonal (softmax, hidden
+    layers)."""
+    import sympy
+    from symgrad.symbolic.graph import ARG, elementwise, topological
+
+    W = first.model.params.get(param)
+    loss = first.loss
+    order = topological([loss])
+    users = [n for n in order if W in n.args]
+    if W is None or len(users) != 1 or users[0].op != "matmul":
+        return None
+    z = users[0]
+    X = z.args[0]
+    if z.args[1] is not W or X.op != "input" or X.ndim != 2 or W.ndim != 2:
+        return None
+    g = reverse_mode(loss, [W]).adjoints.get(z)
+    if g is None:
+        return None
+    u = placeholder("_u_z", z.shape)
+    hz = reverse_mode((g * u).sum(), [z]).adjoints.get(z)
+    if hz is None or hz.op != "ew" or u not in hz.args:
+        return None
+    e, i = hz.attr("expr"), hz.args.index(u)
+    c = sympy.diff(e, ARG[i])
+    if ARG[i] in c.free_symbols or sympy.expand(e - ARG[i] * c) != 0:
+        return None
+    return ClosedForm(param, X, z, elementwise(c, hz.args))

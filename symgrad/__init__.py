@@ -39,7 +39,7 @@ _EXPORTS: dict[str, str] = {
         "trace", "tril",
     ), "symgrad.symbolic.ops"),
     **dict.fromkeys(("BACKENDS", "generate"), "symgrad.codegen.emit"),
-    **dict.fromkeys(("hessian", "hvp"), "symgrad.symbolic.second_order"),
+    **dict.fromkeys(("hessian", "hvp", "jacobian"), "symgrad.symbolic.second_order"),
     "BUILTINS": "symgrad.models",
     **dict.fromkeys(("load_module", "resolve", "source", "write"), "symgrad.pipeline"),
     "train": "symgrad.training.run",

@@ -116,16 +116,21 @@ def write(spec: str | Model, out: str | pathlib.Path | None = None, backend: str
         raise SymgradError(f"cannot write {folder / (model.name + '.py')}: {e.strerror}") from None
 
 
-def load_module(spec: str | Model, backend: str = "auto") -> types.ModuleType:
-    """The generated module for a model: the committed one for a built-in (auto backend),
-    else generated now into a private temporary folder and imported from there."""
+def load_module(spec, backend: str = "auto") -> types.ModuleType:
+    """The generated module for a model (or for a derivation, `sg.hvp`, `sg.hessian` or
+    `sg.jacobian` of one): the committed one for a built-in (auto backend), else generated
+    now into a private temporary folder and imported from there."""
     if isinstance(spec, str) and spec in BUILTINS and backend == "auto":
         return importlib.import_module(f"symgrad.generated.{spec}")
-    model = resolve(spec)
+    derived = spec if isinstance(spec, Derivation) or hasattr(spec, "derivation") else None
+    if derived is None:
+        model = resolve(spec)
+    else:
+        model = derived.derivation.model if hasattr(derived, "derivation") else derived.model
     with warnings.catch_warnings():  # sympy's own chatter is not the user's business; ours is
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", SymgradWarning)
-        text = generate(derive(model), backend)
+        text = generate(derived if derived is not None else derive(model), backend)
     return import_source(text, model.name)
 
 

@@ -185,3 +185,48 @@ def test_python_api():
     assert hs.wrt == "W" and "def hessian(" in sg.generate(hs)
     with pytest.raises(sg.ModelError, match="no parameter 'V'"):
         sg.hessian(model, wrt="V")
+
+
+def test_jacobian_of_softmax_is_diag_p_minus_p_p_transposed():
+    """sg.jacobian(model, of=, wrt=) generates jacobian_<of>_<wrt>: for softmax(z), the
+    textbook diag(p) - p p^T; and for an MLP's output w.r.t. its input, central differences."""
+    m = sg.Model("softmax_alone")
+    (n,) = m.dims("n")
+    z = m.input("z", (1, n))
+    m.param("unused", (1,))
+    m.output("p", sg.softmax(z, axis=1))
+    m.loss(sg.sum(m.params["unused"]))
+    module = sg.load_module(sg.jacobian(m, of="p", wrt="z"))
+    z0 = np.array([[0.3, -1.2, 2.0, 0.1]])
+    J = module.jacobian_p_z({"unused": np.zeros(1)}, {"z": z0})
+    p = np.exp(z0[0]) / np.exp(z0[0]).sum()
+    assert relative_error(J, np.diag(p) - np.outer(p, p)) <= 1e-14
+    with pytest.raises(sg.ModelError, match="no output 'q'"):
+        sg.jacobian(m, of="q", wrt="z")
+
+
+@pytest.mark.parametrize("name", ["logistic_regression", "linear_regression"])
+def test_closed_form_hessian_is_found_and_matches_the_generated_hessian(name):
+    """Logistic regression: X^T diag(p (1 - p)) X / (B n_out); least squares: 2 X^T X / (B n_out),
+    per output column; the curvature d evaluated by the oracle interpreter."""
+    from symgrad.symbolic.second_order import closed_form_hessian
+
+    model = BUILTINS[name].build()
+    d = sg.derive(model)
+    cf = closed_form_hessian(d, "W")
+    assert cf is not None and closed_form_hessian(d, "b") is None
+    assert closed_form_hessian(sg.derive(BUILTINS["softmax_regression"].build()), "W") is None  # not diagonal
+    module = committed(name)
+    dims, params, batch, _ = setup(module, 6, low=2)
+    (curv,) = Interpreter("numpy").evaluate([cf.d], {**params, **batch}, dims)
+    X = batch["X"]
+    curv = np.broadcast_to(curv, (X.shape[0], params["W"].shape[1]))
+    n_in, n_out = params["W"].shape
+    H = module.hessian(params, batch, "W").reshape(n_in, n_out, n_in, n_out)
+    for a in range(n_out):
+        for b in range(n_out):
+            want = X.T @ (curv[:, a:a + 1] * X) if a == b else np.zeros((n_in, n_in))
+            assert relative_error(H[:, a, :, b], want) <= 1e-12
+    if name == "logistic_regression":
+        p = 1 / (1 + np.exp(-(X @ params["W"] + params["b"])))
+        assert relative_error(curv, p * (1 - p) / (X.shape[0] * n_out)) <= 1e-12

@@ -271,6 +271,9 @@ def model_document(model: Model, module_note: Inline | None = None) -> Document:
     sections += symbol_sections(part)
     sections += [forward_section(part), backward_section(part), gradient_section(part),
                  check_section(part)]
+    from symgrad.documents.second_order import second_order_sections  # it builds on this module
+
+    sections += second_order_sections(part)
     sections += code_sections(part, module_note)
     described = model.description or f"the model {model.name}"
     summary = [Inline((("text", described[:1].upper() + described[1:].rstrip(".") + "."),))]

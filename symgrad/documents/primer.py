@@ -40,6 +40,8 @@ class Example:
     textbook: str  # the textbook form of the result, LaTeX
     textbook_value: Callable[[dict, dict], dict[str, np.ndarray]]  # params, batch -> gradients
     jacobian: bool = False  # also assemble and check the whole Jacobian
+    # the textbook Hessian: (LaTeX, params, batch -> {name: (n, n) Hessian}), row-major
+    hessian: tuple[str, Callable[[dict, dict], dict[str, np.ndarray]]] | None = None
 
 
 # -- the examples' models ----------------------------------------------------------------------
@@ -105,6 +107,13 @@ def inverse_model() -> Model:
     return m
 
 
+def _logdet_hessian(X: np.ndarray) -> np.ndarray:
+    """d^2 log|det X| / dX_kl dX_ij = -(X^{-1})_li (X^{-1})_jk, as an (n^2, n^2) matrix."""
+    inv = np.linalg.inv(X)
+    n = X.shape[0]
+    return -np.einsum("li,jk->klij", inv, inv).reshape(n * n, n * n)
+
+
 def _softmax(s: np.ndarray) -> np.ndarray:
     e = np.exp(s - s.max())
     return e / e.sum()
@@ -139,13 +148,15 @@ EXAMPLES = (
         ("$L = x^{\\top} A x$ for a square matrix $A$, not necessarily symmetric. $x$ appears twice, "
          "so its gradient is the sum of two contributions, one through each use.",),
         "\\frac{\\partial L}{\\partial x} = \\left(A + A^{\\top}\\right) x",
-        lambda params, batch: {"x": (batch["A"] + batch["A"].T) @ params["x"]}),
+        lambda params, batch: {"x": (batch["A"] + batch["A"].T) @ params["x"]},
+        hessian=("A + A^{\\top}", lambda params, batch: {"x": batch["A"] + batch["A"].T})),
     Example(
         "least-squares", "The gradient of a squared residual", least_squares_model,
         ("$L = \\lVert A x - b \\rVert^{2} = \\sum_{i} r_{i}^{2}$ with the residual $r = A x - b$: "
          "the loss of linear least squares.",),
         "\\frac{\\partial L}{\\partial x} = 2 A^{\\top} \\left(A x - b\\right)",
-        lambda params, batch: {"x": 2 * batch["A"].T @ (batch["A"] @ params["x"] - batch["b"])}),
+        lambda params, batch: {"x": 2 * batch["A"].T @ (batch["A"] @ params["x"] - batch["b"])},
+        hessian=("2 A^{\\top} A", lambda params, batch: {"x": 2 * batch["A"].T @ batch["A"]})),
     Example(
         "tanh-unit", "The gradients of a tanh layer's read-out", tanh_unit_model,
         ("$L = a^{\\top} \\tanh(W x + b)$: one tanh layer read out by a fixed vector $a$, "
@@ -172,7 +183,9 @@ EXAMPLES = (
          "$d \\log\\left|\\det X\\right| = \\operatorname{tr}(X^{-1} dX)$, whatever the sign of the "
          "determinant.",),
         "\\frac{\\partial L}{\\partial X} = X^{-\\top}",
-        lambda params, batch: {"X": np.linalg.inv(params["X"]).T}),
+        lambda params, batch: {"X": np.linalg.inv(params["X"]).T},
+        hessian=("\\left(H v\\right)_{X} = -X^{-\\top} V^{\\top} X^{-\\top}",
+                 lambda params, batch: {"X": _logdet_hessian(params["X"])})),
     Example(
         "inverse", "The gradient through a matrix inverse", inverse_model,
         ("$L = \\sum_{ij} C_{ij} (X^{-1})_{ij}$: a fixed read-out $C$ of the inverse. Differentiating "
@@ -232,6 +245,10 @@ def _example_sections(example: Example) -> list[Section]:
     note = _textbook_note(example, part, module, params, batch)
     sections.append(Section(checked.id, checked.title, level, checked.paragraphs, kind="check",
                             items=rows, after=(note,)))
+    if example.hessian is not None:
+        from symgrad.documents.second_order import second_order_sections
+
+        sections += second_order_sections(part, level, prefix, textbook=example.hessian)
     return sections
 
 
@@ -249,7 +266,8 @@ def primer_document() -> Document:
               "networks: the Jacobian of a vector function, the gradients of $x^{\\top} A x$, "
               "$\\lVert A x - b \\rVert^{2}$ and $a^{\\top} \\tanh(W x + b)$, and of "
               "$\\operatorname{tr}(A X B)$, $\\log\\left|\\det X\\right|$ and a read-out of "
-              "$X^{-1}$."),
+              "$X^{-1}$; and the Hessians of $x^{\\top} A x$, $\\lVert A x - b \\rVert^{2}$ and "
+              "$\\log\\left|\\det X\\right|$, derived as Hessian-vector products."),
         prose("Every step is shown as the tool took it, and every result is checked numerically "
               "against central differences of the generated code."),
     )
