@@ -384,13 +384,14 @@ def build_kernel(expr: sympy.Expr, operands: tuple[str, ...],
         low = factored
     replacements, (reduced,) = sympy.cse([low], symbols=sympy.numbered_symbols("c_"))
     writer = NumpyWriter(set(operands))
+    scratch: dict[sympy.Symbol, sympy.Symbol] = {}  # a subexpression's symbol -> its buffer
     for sym, sub in replacements:
         name = f"s{writer.scratch}"
         writer.scratch += 1
         writer.emit(f"{name} = np.empty_like(out)", set(), name)
-        writer.write(sub, name)
-        reduced = reduced.xreplace({sym: sympy.Symbol(name, real=True)})
-    writer.write(reduced, "out")
+        writer.write(sub.xreplace(scratch), name)  # it may read earlier subexpressions
+        scratch[sym] = sympy.Symbol(name, real=True)
+    writer.write(reduced.xreplace(scratch), "out")
     lines = writer.lines
     first_write = next(i for i, ln in enumerate(lines) if ln.writes == "out")
     read_later = set().union(*(ln.reads for ln in lines[first_write + 1:]))
