@@ -15,6 +15,7 @@ import sympy
 
 from symgrad.codegen.emit import generate
 from symgrad.documents import check, code, mathtext, symbols
+from symgrad.documents import summary as summary_of
 from symgrad.documents.content import (
     CheckRow,
     CodeBlock,
@@ -272,12 +273,9 @@ def model_document(model: Model, module_note: Inline | None = None) -> Document:
     sections += [forward_section(part), backward_section(part), gradient_section(part),
                  check_section(part)]
     sections += code_sections(part, module_note)
-    described = model.description or f"the model {model.name}"
-    summary = [Inline((("text", described[:1].upper() + described[1:].rstrip(".") + "."),))]
     passed = all(r.passed for r in part.results)
+    summary = [summary_of.structure(d), summary_of.training(d, loss.number)]
     summary.append(prose(
-        f"Its {len(model.params)} parameters are trained by minimising the loss ${loss.lhs_latex}$ "
-        f"(#{loss.number}). "
         f"Every formula below was derived by symgrad from the model's {len(d.forward)} equations: "
         f"{len(d.backward)} backward steps by the chain rule, each one shown, then checked "
         f"numerically ({'all gradients agree' if passed else 'SOME GRADIENTS DISAGREE'} with "

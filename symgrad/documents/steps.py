@@ -39,6 +39,11 @@ class BackwardPass:
                 self.adjoint_eq[target] = e
             else:
                 self.partials.setdefault(target, []).append(e)
+        # a node with several outputs (a scan) receives the adjoints of its items
+        self.item_adjoints: dict[Node, dict[int, Numbered]] = {}
+        for node, e in self.adjoint_eq.items():
+            if node.op == "item":
+                self.item_adjoints.setdefault(node.args[0], {})[node.attr("index")] = e
 
     # -- facts about one equation ------------------------------------------------------------
     @staticmethod
@@ -95,7 +100,7 @@ class BackwardPass:
             details += self._elementwise(s)
         else:
             details += self._rule(s)
-        details.append(prose(self._shape_note(arg)))
+        details.append(prose(self._shape_note(arg, s.contribution)))
         return Step(e.number, s.rule, False, lead, tuple(details),
                     self._equation(e, self.d.rhs(e, "latex")))
 
@@ -114,6 +119,17 @@ class BackwardPass:
         return f"${expanded}$" + cite
 
     def _incoming(self, node: Node, incoming: Numbered | None) -> Inline:
+        items = self.item_adjoints.get(node)
+        if items:  # a scan: the adjoints of the state sequences it outputs
+            cell = node.attr("cell")
+            parts = []
+            for k in range(len(cell.state_ph)):
+                name = self.d.printer.latex(cell.state_ph[k]).replace("prev", "t")
+                e = items.get(k)
+                parts.append(f"${self.lhs(e)}$ from (#{e.number}), the adjoint of every ${name}$"
+                             if e is not None
+                             else f"none for the ${name}$ sequence (it does not reach the loss)")
+            return prose("Incoming adjoints: " + "; ".join(parts) + ".", self.prefix)
         if incoming is None:  # the loss itself: the chain starts from dL/dL = 1
             name = self.d.names.get(node, (None, "L"))[1]
             return prose(f"Incoming adjoint: ${mathtext.partial(name, name)} = 1$, where the chain "
@@ -222,10 +238,15 @@ class BackwardPass:
                              "contribution is summed over those axes."))
         return out
 
-    def _shape_note(self, arg: Node) -> str:
+    def _shape_note(self, arg: Node, contribution: Node) -> str:
         if not arg.shape:
             return "Result: a scalar, like its argument."
-        return f"Result shape: ${mathtext.shape(arg.shape)}$, the shape of ${self._latex(arg)}$."
+        shape = mathtext.shape(arg.shape)
+        if contribution.op == "broadcast_to" and not contribution.args[0].shape:
+            value = self.d.printer.latex(contribution.args[0], expand=True)
+            return (f"Result: a ${shape}$ array (the shape of ${self._latex(arg)}$) whose every "
+                    f"entry is the scalar ${value}$, written as that scalar.")
+        return f"Result shape: ${shape}$, the shape of ${self._latex(arg)}$."
 
 
 def functions_in(expr: sympy.Expr) -> list[type]:
