@@ -89,3 +89,57 @@ def test_the_cell_state_and_the_output_bias_have_different_names():
     md = (DOCS / "lstm_digits.md").read_text()
     assert "C_{t}" in md and "C_{prev}" in md
     assert "c_{t}" not in md and "c_{prev}" not in md
+
+
+# -- recurrences as a textbook writes them ------------------------------------------------------
+def _md(spec: str) -> str:
+    return render(built(spec), "md")
+
+
+def test_the_lstm_cell_is_written_with_named_gates_and_states():
+    md = _md("lstm_digits")
+    for line in (r"i_{t} = \sigma\left(h_{t-1} Wh_{i} + x_{t} Wx_{i} + b_{i}\right) \tag{1.1}",
+                 r"C_{t} = f_{t} \odot C_{t-1} + i_{t} \odot g_{t} \tag{1.5}",
+                 r"h_{t} = o_{t} \odot \tanh{\left(C_{t} \right)} \tag{1.6}"):
+        assert line in md
+    # the backward step: each gate's delta, the carries, the weights as sums over time
+    for line in (r"\delta_{o_{t}} = \delta_{h_{t}} \odot \tanh{\left(C_{t} \right)}",
+                 r"\delta_{C_{t}} = \left[\delta_{C_{t}}\right]_{t+1} + ",
+                 r"\delta_{a_{f,t}} = \delta_{f_{t}} \odot f_{t} \odot \left(1 - f_{t}\right)",
+                 r"\delta_{C_{t-1}} = \delta_{C_{t}} \odot f_{t}",
+                 r"\delta_{h_{t-1}} = ",
+                 r"\frac{\partial L}{\partial Wh_{i}} = \sum_{t=1}^{T} h_{t-1}^{\top} \delta_{a_{i,t}}",
+                 r"\frac{\partial L}{\partial b_{g}} = \sum_{t=1}^{T} \sum_{B} \delta_{a_{g,t}}"):
+        assert line in md, line
+    assert "What back-propagation through time stores, and why" in md
+    assert r"lstm_{u1 t}" not in md and "lstm_{r" not in md  # no undefined internal names
+
+
+def test_the_gru_cell_is_written_with_its_own_gate_names():
+    md = _md("gru_digits")
+    assert r"h_{t} = \left(1 - z_{t}\right) \odot n_{t} + z_{t} \odot h_{t-1}" in md
+    assert r"\delta_{a_{z,t}} = \delta_{z_{t}} \odot z_{t} \odot \left(1 - z_{t}\right)" in md
+    assert r"\frac{\partial L}{\partial Wx_{r}} = \sum_{t=1}^{T} x_{t}^{\top} \delta_{a_{r,t}}" in md
+
+
+def test_dotted_equation_numbers_are_linked_in_every_format():
+    doc = built("lstm_digits")
+    html, tex = render(doc, "html"), render(doc, "tex")
+    assert 'id="eq-1.5"' in html and 'href="#eq-1.1"' in html
+    assert r"\tag{15.2}\label{eq-15.2}" in tex and r"\hyperref[eq-1.1]{(1.1)}" in tex
+
+
+# -- a GAN: one section per player ----------------------------------------------------------------
+def test_each_player_has_a_section_with_its_gradients_and_code():
+    doc = built("gan_ring")
+    titles = [s.title for s in doc.sections]
+    assert {"Player L_D", "Player L_G", "How the players train"} <= set(titles)
+    md = _md("gan_ring")
+    player_d = md[md.index("## Player L\\_D"):md.index("## Player L\\_G")]
+    assert r"\boxed{\frac{\partial L_{D}}{\partial Wd_{3}} = u_{2}^{\top} \delta_{d_{fake}} + " in player_d
+    assert 'Wd1 = params["Wd1"]' in player_d and '"""' not in player_d  # the function body, no docstring
+    player_g = md[md.index("## Player L\\_G"):md.index("## How the players train")]
+    assert r"\frac{\partial L_{G}}{\partial Wg_{1}} = Z^{\top}" in player_g
+    assert "Wd" not in player_g.split("Its gradients")[1].split("```")[0].replace("Wd_{", "")  # only G's
+    training = md[md.index("## How the players train"):]
+    assert "`loss_and_grad_L_D`" in training and "fresh noise" in training

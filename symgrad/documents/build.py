@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sympy
 
 from symgrad.codegen.emit import generate
-from symgrad.documents import check, code, mathtext, symbols
+from symgrad.documents import check, code, mathtext, players, recurrence, symbols
 from symgrad.documents import summary as summary_of
 from symgrad.documents.content import (
     CheckRow,
@@ -143,7 +143,10 @@ def backward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
         f"the chain rule once per step, (#{first}) to (#{last}). Each step names the rule the rule "
         "table applied, the adjoint it starts from, the local derivative, and the result with its "
         "shape. A step whose local derivative is 1 passes the adjoint on unchanged and is shown "
-        "on one line.", part.prefix)
+        "on one line." + (
+            f" These steps derive the gradient of the summed loss ${d.printer.latex(d.loss)}$, which "
+            "`loss_and_grad` returns; the players train on the gradients of their own objectives, "
+            "derived in their own sections below." if d.model.objectives else ""), part.prefix)
     return Section(f"{id_prefix}backward", "Backward pass, step by step", level, (intro,),
                    kind="steps", items=tuple(steps))
 
@@ -248,6 +251,21 @@ def _code_block(b: code.Block, prefix: str) -> CodeBlock:
     return CodeBlock((), prose(what), text)
 
 
+def recurrences(part: Part) -> list[tuple[Section, Section]]:
+    """For every scan: its cell's equations (after the forward pass) and its backward step
+    (after the backward pass), as a textbook writes them (see `recurrence.py`)."""
+    d = part.derivation
+    scans = [n for n in topological(list(d.train.values())) if n.op == "scan" and n in d.owners]
+    if not scans:
+        return []
+    bp = BackwardPass(d, part.prefix)
+    out = []
+    for scan in scans:
+        incoming = {k: bp.lhs(e) for k, e in bp.item_adjoints.get(scan, {}).items()}
+        out.append(recurrence.cell_sections(d, scan, incoming, part.prefix))
+    return out
+
+
 # -- a model's document --------------------------------------------------------------------------
 def _stack_note(d: Derivation) -> tuple[Inline, ...]:
     """For a model that multiplies stacks of matrices (attention's Q K^T): how to read them."""
@@ -270,8 +288,13 @@ def model_document(model: Model, module_note: Inline | None = None) -> Document:
                             "generated from the same derivation as this document.")
     sections = [notation(part.batch, first_input, _stack_note(d))]
     sections += symbol_sections(part)
-    sections += [forward_section(part), backward_section(part), gradient_section(part),
-                 check_section(part)]
+    cells = recurrences(part)
+    sections += [forward_section(part), *(c for c, _ in cells), backward_section(part),
+                 *(b for _, b in cells), gradient_section(part)]
+    if model.objectives:
+        sections += [*players.player_sections(d, part.source, part.prefix),
+                     players.training_section(d, part.prefix)]
+    sections += [check_section(part)]
     sections += code_sections(part, module_note)
     passed = all(r.passed for r in part.results)
     summary = [summary_of.structure(d), summary_of.training(d, loss.number)]

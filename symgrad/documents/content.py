@@ -7,7 +7,8 @@ thing. Prose is written in a tiny markup that every renderer understands:
 * `$...$` is inline LaTeX maths,
 * backticks mark code,
 * `**...**` is strong text,
-* `(#N)` cites equation N of the current part (a link where the format has links).
+* `(#N)` cites equation N of the current part (a link where the format has links); N may be
+  dotted, `(#1.2)`, for an equation shown under equation 1 (a recurrence's cell).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 #: ("ref", "N|anchor").
 Fragment = tuple[str, str]
 
-_MARKUP = re.compile(r"\$([^$]+)\$|`([^`]+)`|\(#(\d+)\)|\*\*([^*]+)\*\*")
+_MARKUP = re.compile(r"\$([^$]+)\$|`([^`]+)`|\(#(\d+(?:\.\d+)?)\)|\*\*([^*]+)\*\*")
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,13 @@ def prose(text: str, anchor_prefix: str = "") -> Inline:
 class Equation:
     """A numbered display equation `lhs = rhs` (or an unnumbered one when number is None)."""
 
-    number: int | None
+    number: int | str | None  # str: a dotted number such as "1.2" (a cell's equation under (1))
     anchor: str
     lhs: str  # LaTeX
     rhs: str  # LaTeX; may hold several `= ...` parts
     relation: str = "="
     shape: str = ""  # LaTeX, e.g. "B \times n_{\mathrm{out}}"; "" for a scalar
+    boxed: bool = False  # a result the reader looks for (a gradient)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ class Section:
     kind: str = "text"  # text, dims, symbols, equations, steps, gradients, check, code
     items: tuple = ()
     after: tuple[Inline, ...] = ()  # paragraphs after the payload
+    #: running text with displayed equations and code, in order (a derivation told as a textbook
+    #: tells it); shown after the bullets, before the payload
+    blocks: tuple[Inline | Equation | CodeBlock, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ class Html(Renderer):
         return f'<a class="ref" href="#{anchor}">({number})</a>'
 
     def display(self, eq: Equation, boxed: bool = False) -> str:
+        boxed = boxed or eq.boxed
         number = f'<span class="eqno">({eq.number})</span>' if eq.number is not None else ""
         cls = "eq gradient" if boxed else "eq"
         return (f'<div class="{cls}" id="{eq.anchor}"><div class="eqmath">'

@@ -32,6 +32,7 @@ class Latex(Renderer):
         return rf"\hyperref[{anchor}]{{({number})}}"
 
     def display(self, eq: Equation, boxed: bool = False) -> str:
+        boxed = boxed or eq.boxed
         body = equation_latex(eq)
         if boxed:
             body = rf"\boxed{{{body}}}"

@@ -32,6 +32,7 @@ class Markdown(Renderer):
         return f"**{self.text(s)}**"
 
     def display(self, eq: Equation, boxed: bool = False) -> str:
+        boxed = boxed or eq.boxed
         body = equation_latex(eq)
         if boxed:
             body = rf"\boxed{{{body}}}"

@@ -30,7 +30,6 @@ class BackwardPass:
         self.d = d
         self.prefix = anchor_prefix
         self.summed = {e.step.node for e in d.backward if isinstance(e.step, Accumulation)}
-        self.cells_shown: dict[object, int] = {}  # a scan's cell -> the step that showed it
         self.adjoint_eq: dict[Node, Numbered] = {}  # node -> the equation giving its whole adjoint
         self.partials: dict[Node, list[Numbered]] = {}  # node -> the steps giving parts of it
         for e in d.backward:
@@ -111,6 +110,8 @@ class BackwardPass:
     def _through(self, node: Node) -> str:
         """`$z_1 = X W_1 + b_1$ (1)` for a named node, `$X W_1$ (in (1))` for a part of one."""
         owner = self.d.owners.get(node)
+        if node.op == "scan":  # its cell is shown equation by equation under its own number
+            return f"the recurrence over the cell {node.attr('cell').name} in (#{owner})"
         expanded = self.d.printer.latex(node, expand=True)
         if node in self.d.names and not node.is_leaf:
             cite = f" (#{owner})" if owner is not None else ""
@@ -157,44 +158,25 @@ class BackwardPass:
         return [prose(f"Rule ({s.rule}, from the rule table): {general}.")]
 
     def _scan(self, s: RuleStep) -> list[Inline]:
-        """Back-propagation through time: the cell, its derived backward step, and which of
-        the step's adjoints this equation collects."""
+        """Back-propagation through time: which of the reverse loop's results this equation
+        collects. The loop's step itself is shown under the first such equation's number."""
         cell = s.node.attr("cell")
-        printer = self.d.printer
         ns, nh = len(cell.seq_ph), len(cell.state_ph)
-        number = self._number(s)
-        shown = self.cells_shown.setdefault(cell, number)
-        if shown != number:
-            out = [prose(f"Rule (recurrence over time): the reverse loop over the cell {cell.name} "
-                         f"shown in (#{shown}).", self.prefix)]
-        else:
-            step = "; ".join(f"${printer.latex(p).replace('prev', 't')} = {printer.latex(o, expand=True)}$"
-                             for p, o in zip(cell.state_ph, cell.outs, strict=True))
-            out = [prose(f"Rule (recurrence over time, from the rule table): the forward pass ran the "
-                         f"cell {cell.name} for t = 1, ..., T: {step}. Its adjoint is one reverse loop, "
-                         "t = T, ..., 1, running the cell's backward step, which the same reverse mode "
-                         "derived from the cell's equations; the adjoint of the state is carried from "
-                         "each step to the one before.")]
-            if cell.res_ph:
-                kept = "; ".join(f"${printer.latex(ph)} = {printer.latex(r, expand=True)}$"
-                                 for ph, r in zip(cell.res_ph, cell.residuals, strict=True))
-                out.append(prose(f"Values of each step the forward loop keeps for the backward one: {kept}."))
-        adjoint = {ph: mathtext.partial("L", printer.latex(ph)) for ph in (*cell.seq_ph, *cell.state_ph)}
-        incoming = ", ".join(f"${printer.latex(c)}$" for c in cell.ct_ph)
+        first = next(e.number for e in self.d.backward if getattr(e.step, "node", None) is s.node)
+        arg = self._latex(s.node.args[s.arg])
         if s.arg < ns:
-            what, d = adjoint[cell.seq_ph[s.arg]], cell.d_seq[s.arg]
-            how = "one per step, stacked over time"
+            how = (f"for every step $t$ the adjoint of the step's slice of ${arg}$, stacked over "
+                   "time (the input's part of each gate's pre-activation adjoint)")
         elif s.arg < ns + nh:
-            what, d = adjoint[cell.state_ph[s.arg - ns]], cell.d_state[s.arg - ns]
-            how = "that of the first step's previous state"
+            how = "the adjoint of the initial state, carried back from the first step"
         else:
-            j = s.arg - ns - nh
-            what, d = mathtext.partial("L", printer.latex(cell.captured[j])), cell.d_captured[j]
-            how = "the sum over all steps, since every step reads the same value"
-        out.append(prose(f"Backward step (with {incoming} the adjoint of the new state at step t, "
-                         f"from the loss and from step t+1): ${what} = {printer.latex(d, expand=True)}$; "
-                         f"this equation collects {how}."))
-        return out
+            how = (f"the adjoint of ${arg}$, summed over all steps, since every step reads the same "
+                   "value (the weight gradients written as sums over time below)")
+        return [prose(f"Rule (back-propagation through time, from the rule table): one reverse loop "
+                      f"$t = T, \\dots, 1$ over the cell {cell.name}'s backward step, derived by "
+                      f"reverse mode from the cell's equations and shown as (#{first}.1) onwards in "
+                      f"the section on back-propagation through time. This equation collects {how}.",
+                      self.prefix)]
 
     def _number(self, s: RuleStep) -> int:
         return next(e.number for e in self.d.backward if e.step is s)
