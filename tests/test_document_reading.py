@@ -87,8 +87,8 @@ def test_the_gan_summary_is_read_off_its_equations():
 
 def test_the_cell_state_and_the_output_bias_have_different_names():
     md = (DOCS / "lstm_digits.md").read_text()
-    assert "C_{t}" in md and "C_{prev}" in md
-    assert "c_{t}" not in md and "c_{prev}" not in md
+    assert "C_{t}" in md and "C_{t-1}" in md
+    assert "c_{t}" not in md and "c_{t-1}" not in md and "c_{prev}" not in md
 
 
 # -- recurrences as a textbook writes them ------------------------------------------------------
