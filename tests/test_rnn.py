@@ -121,7 +121,7 @@ def test_lstm_step_uses_one_product_per_input_and_keeps_states():
     before, backward_loop = src.split("for t in range(4 - 1, -1, -1):")
     assert "axis=1, out=dlstm_u1_seq[t])" in backward_loop  # the gate adjoints, joined in place
     assert "_T = np.ascontiguousarray(t5.T)" in before  # W_h^T, made contiguous once
-    assert ".T" not in backward_loop.split("carry_c =")[0]
+    assert ".T" not in backward_loop.split("carry_C =")[0]
 
 
 @pytest.mark.parametrize("first, second", [("lstm", "gru"), ("rnn", "rnn")])

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import sympy
 
 from symgrad.codegen.emit import generate
-from symgrad.documents import check, code, mathtext, players, recurrence, symbols
+from symgrad.documents import check, code, figure, mathtext, players, recurrence, symbols
+from symgrad.documents import notation as notation_of
 from symgrad.documents import summary as summary_of
 from symgrad.documents.content import (
     CheckRow,
@@ -66,7 +67,10 @@ def prepare(model: Model, prefix: str = "", batch: object = _AUTO) -> Part:
 
 
 # -- sections shared by model documents and the primer ------------------------------------------
-def notation(batch: sympy.Symbol | None, first_input: str | None, extra: tuple[Inline, ...] = ()) -> Section:
+def notation(batch: sympy.Symbol | None, first_input: str | None, extra: tuple[Inline, ...] = (),
+             operators: tuple[Inline, ...] | None = None) -> Section:
+    """Layout, batch axis and deltas, then `operators`: one bullet per operator the document
+    prints (see `notation.py`); the primer's general list where none are given."""
     paragraphs = [prose(
         "**Layout.** Gradients are written in denominator layout: $\\frac{\\partial L}{\\partial W}$ has "
         "the shape of $W$, and its entry $(i, j)$ is $\\frac{\\partial L}{\\partial W_{ij}}$, so a "
@@ -92,6 +96,8 @@ def notation(batch: sympy.Symbol | None, first_input: str | None, extra: tuple[I
         "$\\left[\\frac{\\partial L}{\\partial v}\\right]_{(N)}$, and the value's adjoint is their sum. "
         "A parameter's adjoint is its gradient, $\\frac{\\partial L}{\\partial W}$."))
     paragraphs += list(extra)
+    if operators is not None:
+        return Section("notation", "Notation and conventions", 2, tuple(paragraphs), operators)
     bullets = (
         prose("$U V$ is a matrix product, $U^{\\top}$ a transpose, and $U \\odot V$ the elementwise "
               "(Hadamard) product."),
@@ -119,7 +125,7 @@ def symbol_sections(part: Part, level: int = 2, id_prefix: str = "") -> list[Sec
     ]
 
 
-def forward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
+def forward_section(part: Part, level: int = 2, id_prefix: str = "", with_figure: bool = False) -> Section:
     d = part.derivation
     eqs = []
     for e in d.forward:
@@ -131,7 +137,7 @@ def forward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
     if loss is not None:
         intro += f" Equation (#{loss.number}) is the loss ${loss.lhs_latex}$, a scalar."
     return Section(f"{id_prefix}forward", "Forward pass and loss", level, (prose(intro, part.prefix),),
-                   kind="equations", items=tuple(eqs))
+                   kind="equations", items=tuple(eqs), figure=figure.figure(d) if with_figure else None)
 
 
 def backward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
@@ -188,17 +194,27 @@ def check_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
               "relative error is $\\frac{\\lVert g - \\hat{g} \\rVert}{\\max(\\lVert g \\rVert, "
               f"\\lVert \\hat{{g}} \\rVert, 10^{{{round(math.log10(check.SCALE))}}})}}$ over the "
               "checked entries, shown to one digit; a check passes below "
-              f"$10^{{{round(math.log10(check.TOLERANCE))}}}$."),
+              f"$10^{{{round(math.log10(check.TOLERANCE))}}}$. Beside it, the checked entry with the "
+              "largest difference quotient: the derived gradient $g$ there and the difference "
+              "$\\hat{g}$, to six digits."),
+        prose("Errors near $10^{-11}$ are the round-off of the differences, not of the derivation; "
+              "their digit can change with the BLAS library numpy uses, so the test that keeps this "
+              "document fresh lets the measured numbers of this table differ and checks the rest "
+              "of the document to the byte."),
     )
-    rows = tuple(check_row(d.printer.latex(d.model.params[r.name]), r) for r in part.results)
+    rows = tuple(check_row(d.printer.latex(d.model.params[r.name]), r, check.SHOWN) for r in part.results)
     return Section(f"{id_prefix}check", "Numeric check", level, intro, kind="check", items=rows)
 
 
-def check_row(name: str, r: check.Result) -> CheckRow:
+def check_row(name: str, r: check.Result, floor: float = check.FLOOR) -> CheckRow:
     size = math.prod(r.shape)
     entries = "all" if r.checked >= size else f"{r.checked} of {size}"
-    return CheckRow(name, mathtext.concrete_shape(r.shape), mathtext.power_of_ten(r.error, check.FLOOR),
-                    r.passed, entries)
+    entry = analytic = difference = ""
+    if r.entry:
+        entry = f"{name}[{', '.join(str(i) for i in r.entry)}]"  # numpy's index, from 0
+        analytic, difference = mathtext.significant(r.derived), mathtext.significant(r.difference)
+    return CheckRow(name, mathtext.concrete_shape(r.shape), mathtext.power_of_ten(r.error, floor),
+                    r.passed, entries, entry, analytic, difference)
 
 
 def code_sections(part: Part, module_note: Inline, level: int = 2) -> list[Section]:
@@ -286,10 +302,11 @@ def model_document(model: Model, module_note: Inline | None = None) -> Document:
     if module_note is None:
         module_note = prose(f"The module `symgrad derive` writes for `{model.name}`, "
                             "generated from the same derivation as this document.")
-    sections = [notation(part.batch, first_input, _stack_note(d))]
+    sections = [notation(part.batch, first_input, (*_stack_note(d), notation_of.primer_note()),
+                         notation_of.operator_bullets(d))]
     sections += symbol_sections(part)
     cells = recurrences(part)
-    sections += [forward_section(part), *(c for c, _ in cells), backward_section(part),
+    sections += [forward_section(part, with_figure=True), *(c for c, _ in cells), backward_section(part),
                  *(b for _, b in cells), gradient_section(part)]
     if model.objectives:
         sections += [*players.player_sections(d, part.source, part.prefix),

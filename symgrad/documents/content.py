@@ -7,6 +7,7 @@ thing. Prose is written in a tiny markup that every renderer understands:
 * `$...$` is inline LaTeX maths,
 * backticks mark code,
 * `**...**` is strong text,
+* `[text](target)` links to another document beside this one (a relative file name),
 * `(#N)` cites equation N of the current part (a link where the format has links); N may be
   dotted, `(#1.2)`, for an equation shown under equation 1 (a recurrence's cell).
 """
@@ -15,11 +16,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-#: One piece of running text: ("text", s), ("math", latex), ("code", s), ("strong", s) or
-#: ("ref", "N|anchor").
+#: One piece of running text: ("text", s), ("math", latex), ("code", s), ("strong", s),
+#: ("ref", "N|anchor") or ("link", "text|target").
 Fragment = tuple[str, str]
 
-_MARKUP = re.compile(r"\$([^$]+)\$|`([^`]+)`|\(#(\d+(?:\.\d+)?)\)|\*\*([^*]+)\*\*")
+_MARKUP = re.compile(r"\$([^$]+)\$|`([^`]+)`|\(#(\d+(?:\.\d+)?)\)|\*\*([^*]+)\*\*"
+                     r"|\[([^\]$]+)\]\(([\w.#-]+)\)")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class Inline:
 
     @property
     def plain(self) -> str:
-        return "".join(f"({v.split('|')[0]})" if k == "ref" else v for k, v in self.parts)
+        return "".join(f"({v.split('|')[0]})" if k == "ref" else v.split("|")[0] if k == "link" else v
+                       for k, v in self.parts)
 
 
 def prose(text: str, anchor_prefix: str = "") -> Inline:
@@ -46,8 +49,10 @@ def prose(text: str, anchor_prefix: str = "") -> Inline:
             parts.append(("code", m.group(2)))
         elif m.group(3) is not None:
             parts.append(("ref", f"{m.group(3)}|{anchor_prefix}eq-{m.group(3)}"))
-        else:
+        elif m.group(4) is not None:
             parts.append(("strong", m.group(4)))
+        else:
+            parts.append(("link", f"{m.group(5)}|{m.group(6)}"))
         pos = m.end()
     if pos < len(text):
         parts.append(("text", text[pos:]))
@@ -109,6 +114,9 @@ class CheckRow:
     error: str  # LaTeX, e.g. "5 \times 10^{-7}" or "< 10^{-6}"
     passed: bool
     entries: str = "all"  # which entries were compared: "all" or "32 of 4608"
+    entry: str = ""  # LaTeX: the entry shown, e.g. "(2, 0)"
+    analytic: str = ""  # LaTeX: the derived gradient there
+    difference: str = ""  # LaTeX: the finite difference there
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,16 @@ class CodeBlock:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """A drawing of the network, made three ways (see `figure.py`)."""
+
+    title: str
+    svg: str  # inline SVG for HTML
+    latex: str  # boxes in base LaTeX for the PDF
+    text: str  # a line of text for Markdown
+
+
+@dataclass(frozen=True)
 class Section:
     """A heading and its content; `kind` says which payload the renderer lays out."""
 
@@ -140,6 +158,7 @@ class Section:
     #: running text with displayed equations and code, in order (a derivation told as a textbook
     #: tells it); shown after the bullets, before the payload
     blocks: tuple[Inline | Equation | CodeBlock, ...] = ()
+    figure: Figure | None = None  # shown after the paragraphs
 
 
 @dataclass(frozen=True)

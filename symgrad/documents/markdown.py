@@ -28,6 +28,9 @@ class Markdown(Renderer):
     def code(self, s: str) -> str:
         return f"`{s}`"
 
+    def link(self, label: str, target: str) -> str:
+        return f"[{self.text(label)}]({target.replace('.html', '.md')})"
+
     def strong(self, s: str) -> str:
         return f"**{self.text(s)}**"
 
