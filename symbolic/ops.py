@@ -155,8 +155,6 @@ def conv2d(x: Node, kernel: Node, stride: int = 1, padding: int = 0) -> Node:
     """2-D cross-correlation (deep learning's "convolution") of a (B, H, W, C) image with a
     (kh, kw, C, O) kernel: `im2col(x) @ kernel` as (kh*kw*C, O), so (B, OH, OW, O)."""
     x, kernel = as_node(x), as_node(kernel)
-    stride = checks.positive_int(stride, "conv2d: stride")
-    padding = checks.positive_int(padding, "conv2d: padding", least=0)
     if kernel.ndim != 4:
         raise _image_error("conv2d", f"kernel must be (kh, kw, in_channels, out_channels), "
                                      f"got shape {fmt_shape(kernel.shape)}")
@@ -181,8 +179,7 @@ def _pool(x: Node, size: int, stride: int | None, what: str) -> tuple[Node, tupl
     if x.ndim != 4:
         raise _image_error(what, "expected a (batch, height, width, channels) image, "
                                  f"got {fmt_shape(x.shape)}")
-    size = checks.positive_int(size, f"{what}: size")
-    stride = size if stride is None else checks.positive_int(stride, f"{what}: stride")
+    stride = size if stride is None else stride
     b, h, w, c = x.shape
     if isinstance(size, int) and size >= 1 and stride == size and all(
             d.is_Integer and int(d) % size == 0 for d in (h, w)):
