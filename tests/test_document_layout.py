@@ -13,7 +13,6 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from test_browser import _chromium, chromium_or_skip
 from test_documents import _pdflatex_or_skip
 
