@@ -81,7 +81,7 @@ def test_the_gan_summary_is_read_off_its_equations():
     md = render(built("gan_ring"), "md")
     summary = md.split("**Contents**")[0]
     assert "leaky relu ($\\alpha = 0.2$) in (2) and (3)" in summary
-    assert "relu in (1)" in summary and "relu discriminator" not in summary
+    assert "relu in (1)" in summary and "a relu discriminator" not in summary
     assert "$L_{D}$ (4) over $Wd_{1}$" in summary and "no player minimises it" in summary
 
 
@@ -143,3 +143,75 @@ def test_each_player_has_a_section_with_its_gradients_and_code():
     assert "Wd" not in player_g.split("Its gradients")[1].split("```")[0].replace("Wd_{", "")  # only G's
     training = md[md.index("## How the players train"):]
     assert "`loss_and_grad_L_D`" in training and "fresh noise" in training
+
+
+# -- readable expressions, intuition, notebooks --------------------------------------------------
+def test_the_softmax_gradient_is_shown_as_p_minus_y_when_the_target_rows_sum_to_one():
+    md = _md("mlp_tanh")
+    assert r"= \frac{P - Y}{B} \tag{11}" in md and "declared one-hot" in md
+    assert r"\frac{P - Y}{B}" not in _md("gan_ring")  # no softmax target there
+
+
+def test_a_target_declaration_is_checked():
+    m = sg.Model("m")
+    (B,) = m.dims("B")
+    with pytest.raises(sg.ModelError, match="rows must be one of 'one-hot', 'probabilities'"):
+        m.target("Y", (B, 3), rows="onehot")
+
+
+def test_each_rule_gets_one_sentence_of_intuition_the_first_time():
+    steps = _steps(built("cnn_digits"))
+    said = [p.plain for s in steps for p in s.details if p.plain.startswith("Why (first use")]
+    assert len(said) == len(set(said)) and len(said) >= 5
+    assert any("max pooling sends the gradient to the entry that won" in s for s in said)
+
+
+def test_a_derivation_shows_as_its_document_in_a_notebook():
+    d = sg.derive(BUILTINS["logistic_regression"].build())
+    html = d._repr_html_()
+    assert html.startswith('<div class="symgrad-doc"><style>') and "<body" not in html
+    assert re.search(r"^body\b|\}\s*body\b", html.split("</style>")[0]) is None  # scoped styles only
+    assert 'id="eq-1"' in html and "Numeric check" in html
+    latex = d._repr_latex_()
+    assert latex.count("$$") == 2 * len(d.equations) and r"\tag{1}" in latex
+
+
+def test_symbol_table_says_what_each_parameter_is():
+    rows = {r.symbol: r.meaning.plain for s in built("lstm_digits").sections if s.kind == "symbols"
+            for r in s.items}
+    assert rows["Wx_{i}"].startswith("weight matrix of gate i")
+    assert rows["b_{o}"].startswith("bias of gate o")
+    cnn = {r.symbol: r.meaning.plain for s in built("cnn_digits").sections if s.kind == "symbols"
+           for r in s.items}
+    assert cnn["K_{1}"].startswith("convolution kernel in (1)")
+    gan = {r.symbol: r.meaning.plain for s in built("gan_ring").sections if s.kind == "symbols"
+           for r in s.items}
+    assert gan["X"] != gan["Z"]
+    assert not any("differentiated with respect to it" in m for m in [*rows.values(), *cnn.values()])
+
+
+# -- notation, figure, numeric check -------------------------------------------------------------
+def test_notation_defines_only_the_operators_a_document_uses():
+    def notation(spec):
+        return " ".join(b.plain for s in built(spec).sections if s.id == "notation" for b in s.bullets)
+    cnn, mlp, reg = notation("cnn_digits"), notation("mlp_tanh"), notation("mlp_regularised")
+    assert "im2col" in cnn and "col2im" in cnn and "x_{22}" in cnn and "max pooling" in cnn
+    assert "im2col" not in mlp and "dropout" not in mlp
+    assert "Bernoulli" in reg and "1/(1-" in reg and "\\epsilon" in reg
+    assert "primer.html" in render(built("mlp_tanh"), "html")
+
+
+def test_every_model_document_has_a_figure_of_its_network():
+    for name in BUILTINS:
+        forward = next(s for s in built(name).sections if s.id == "forward")
+        assert forward.figure is not None and forward.figure.svg.startswith("<svg")
+    html, tex = render(built("gan_ring"), "html"), render(built("gan_ring"), "tex")
+    assert "<svg" in html and "d_fake: product, leaky relu" in html
+    assert r"\fbox{" in tex and "from $fake$" in tex
+
+
+def test_the_numeric_check_prints_its_numbers():
+    rows = [r for s in built("mlp_tanh").sections if s.kind == "check" for r in s.items]
+    assert all(re.fullmatch(r"\d \\times 10\^\{-\d+\}", r.error) for r in rows), [r.error for r in rows]
+    assert all(r.entry and r.analytic and r.difference for r in rows)
+    assert rows[0].analytic == rows[0].difference  # to six digits

@@ -315,6 +315,9 @@ def model_document(model: Model, module_note: Inline | None = None) -> Document:
     sections += code_sections(part, module_note)
     passed = all(r.passed for r in part.results)
     summary = [summary_of.structure(d), summary_of.training(d, loss.number)]
+    if model.description:  # the author's own words, as text: after what the equations say
+        described = model.description[:1].upper() + model.description[1:].rstrip(".")
+        summary.insert(0, Inline((("text", f"{described}."),)))
     summary.append(prose(
         f"Every formula below was derived by symgrad from the model's {len(d.forward)} equations: "
         f"{len(d.backward)} backward steps by the chain rule, each one shown, then checked "

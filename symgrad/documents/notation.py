@@ -43,12 +43,12 @@ def _hadamard(nodes: list[Node]) -> bool:
 
 
 def _epsilons(exprs: list[sympy.Expr]) -> list[str]:
-    """Small constants added under a square root (batch normalisation's epsilon)."""
+    """Small positive constants added to a value (batch normalisation's epsilon, under a root)."""
     found = []
     for e in exprs:
-        for p in e.atoms(sympy.Pow):
-            if p.exp in (sympy.Rational(1, 2), sympy.Rational(-1, 2)) and isinstance(p.base, sympy.Add):
-                found += [latex_number(c) for c in p.base.args if isinstance(c, sympy.Float)]
+        for a in [e, *e.atoms(sympy.Add)]:
+            if isinstance(a, sympy.Add):
+                found += [latex_number(c) for c in a.args if isinstance(c, sympy.Float) and 0 < c < 1e-3]
     return list(dict.fromkeys(found))
 
 
@@ -112,9 +112,10 @@ def operator_bullets(d: Derivation) -> tuple[Inline, ...]:
     if "dropout_mask" in ops:
         masks = [n for n in nodes if n.op == "dropout_mask"]
         rate = masks[0].args[0] if masks and masks[0].args else None
-        p = d.printer.latex(rate) if rate is not None else "p"
+        p = "p"
         default = d.model.hyper_defaults.get(rate.name) if rate is not None and rate.is_leaf else None
-        given = f" (the hyper-parameter ${p}$, {default:g} by default)" if default is not None else ""
+        given = (f" (the hyper-parameter `{rate.name}`, {default:g} by default)"
+                 if default is not None else "")
         names = ", ".join(f"${d.printer.latex(m)}$" for m in masks)
         out.append(f"{names}: dropout masks, drawn afresh in every training step. Each entry is "
                    f"independently 0 with probability ${p}${given} and $1/(1-{p})$ otherwise, so that "

@@ -13,6 +13,7 @@ import sympy
 
 from symgrad.documents import mathtext
 from symgrad.documents.content import Equation, Inline, Step, prose
+from symgrad.documents.intuition import INTUITION
 from symgrad.symbolic.autodiff import Accumulation
 from symgrad.symbolic.autodiff import Step as RuleStep
 from symgrad.symbolic.derivation import Derivation, Numbered
@@ -30,6 +31,7 @@ class BackwardPass:
         self.d = d
         self.prefix = anchor_prefix
         self.summed = {e.step.node for e in d.backward if isinstance(e.step, Accumulation)}
+        self.explained: set[str] = set()  # rules whose intuition has been given
         self.adjoint_eq: dict[Node, Numbered] = {}  # node -> the equation giving its whole adjoint
         self.partials: dict[Node, list[Numbered]] = {}  # node -> the steps giving parts of it
         for e in d.backward:
@@ -95,13 +97,21 @@ class BackwardPass:
             return Step(e.number, s.rule, True, lead, (), self._equation(e, self.lhs(incoming)))
         lead = prose(f"Through {through}, into ${into}$.", self.prefix)
         details = [self._incoming(node, incoming)]
+        if s.rule in INTUITION and s.rule not in self.explained:
+            self.explained.add(s.rule)
+            details.append(prose(f"Why (first use of this rule): {INTUITION[s.rule]}"))
         if node.op == "ew":
             details += self._elementwise(s)
         else:
             details += self._rule(s)
         details.append(prose(self._shape_note(arg, s.contribution)))
-        return Step(e.number, s.rule, False, lead, tuple(details),
-                    self._equation(e, self.d.rhs(e, "latex")))
+        rhs = self.d.rhs(e, "latex")
+        textbook = self._textbook_softmax(s, incoming) if node.op == "log_softmax" else None
+        if textbook is not None:
+            form, why = textbook
+            rhs += f" = {form}"
+            details.append(prose(why, self.prefix))
+        return Step(e.number, s.rule, False, lead, tuple(details), self._equation(e, rhs))
 
     # -- pieces ------------------------------------------------------------------------------
     def _latex(self, node: Node) -> str:
@@ -177,6 +187,32 @@ class BackwardPass:
                       f"reverse mode from the cell's equations and shown as (#{first}.1) onwards in "
                       f"the section on back-propagation through time. This equation collects {how}.",
                       self.prefix)]
+
+    def _textbook_softmax(self, s: RuleStep, incoming: Numbered | None) -> tuple[str, str] | None:
+        """(P - Y)/B for the mean softmax cross-entropy when the target's rows are declared to
+        sum to 1: then sum_n Y = 1 and e^{log softmax(z)} is the output P = softmax(z)."""
+        model, p = self.d.model, self.d.printer
+        if incoming is None or not isinstance(incoming.step, RuleStep):
+            return None
+        z = s.node.args[0]
+        for name, rows in model.target_rows.items():
+            y = p.latex(model.leaves[name])
+            batch = sympy.latex(z.shape[0]) if z.shape else None
+            if self.d.rhs(incoming, "latex") != rf"- \frac{{{y}}}{{{batch}}}":
+                continue
+            probs = next((e for e in self.d.forward if e.kind == "output"
+                          and self.d.train.get(e.node, e.node).op == "softmax"
+                          and self.d.train.get(e.node, e.node).args[0] is z), None)
+            if probs is None:
+                continue
+            why = (f"In textbook form: every row of ${y}$ sums to 1 (it is declared {rows}), so "
+                   f"$\\sum_{{{sympy.latex(z.shape[-1])}}} {y} = 1$, and "
+                   f"$e^{{\\log\\operatorname{{softmax}}\\left({p.latex(z)}\\right)}}$ is "
+                   f"${probs.lhs_latex}$ (#{probs.number}): the gradient of the mean cross-entropy is "
+                   "the predicted minus the true probabilities, over the batch size. The code computes "
+                   "the general form, which holds for any target.")
+            return rf"\frac{{{probs.lhs_latex} - {y}}}{{{batch}}}", why
+        return None
 
     def _number(self, s: RuleStep) -> int:
         return next(e.number for e in self.d.backward if e.step is s)

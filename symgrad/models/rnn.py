@@ -81,7 +81,7 @@ def classifier(kind: str, steps: int = 8, features: int = 8, name: str | None = 
     B, n_out = m.dims("B n_out")
     n_h = m.dim("n_h", default=hidden)
     X = m.input("X", (B, steps, features))
-    Y = m.target("Y", (B, n_out))
+    Y = m.target("Y", (B, n_out), rows="one-hot")
     H = m.let("H", _recurrence(m, kind, X, features, n_h))
     W, c = m.param("W", (n_h, n_out)), m.param("c", (n_out,), "zeros")
     z = m.let("z", F.last_step(H) @ W + c)
