@@ -215,3 +215,12 @@ def test_the_numeric_check_prints_its_numbers():
     assert all(re.fullmatch(r"\d \\times 10\^\{-\d+\}", r.error) for r in rows), [r.error for r in rows]
     assert all(r.entry and r.analytic and r.difference for r in rows)
     assert rows[0].analytic == rows[0].difference  # to six digits
+
+
+def test_an_operator_name_with_a_digit_is_one_upright_word_in_mathml():
+    from symgrad.documents.html import mathml
+
+    out = mathml(r"\operatorname{im2col}_{3\times3}\left(X\right)")
+    assert "<mtext>im2col</mtext>" in out and "<mo />" not in out
+    html = render(built("cnn_digits"), "html")
+    assert "<mi>i</mi><mi>m</mi><mn>2</mn>" not in html and "<mtext>col2im</mtext>" in html

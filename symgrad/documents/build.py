@@ -27,6 +27,7 @@ from symgrad.documents.content import (
     Section,
     prose,
 )
+from symgrad.documents.shorten import shorten
 from symgrad.documents.steps import BackwardPass
 from symgrad.symbolic import __version__
 from symgrad.symbolic.derivation import Derivation, derive
@@ -161,12 +162,19 @@ def gradient_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
     d = part.derivation
     loss = next((e.lhs_latex for e in d.forward if e.lhs_text == d.loss_name), d.loss_name)
     by_number = {e.number: e for e in d.backward}
+    # values the gradients repeat (or whose formulas are long) and the model left unnamed get names
+    taken = {latex for _, latex in d.names.values()} | {sympy.latex(s) for s in d.model.dim_symbols.values()}
+    forward = topological(list(d.train.values()))
+    short, defs = shorten(d.printer, list(d.gradients.values()), set(forward), taken, set(d.names))
+    if any(n.op == "scan" for n in forward):  # the recurrence's section writes these as sums over time
+        short, defs = d.printer, []
     items = []
     for name, g in d.gradients.items():
         param = d.printer.latex(d.model.params[name])
         number = d.owners.get(g)
         eq = by_number.get(number)
-        rhs = d.rhs(eq, "latex") if eq is not None else d.printer.latex(g, expand=True)
+        own = eq is None or d.owners.get(eq.node) == eq.number
+        rhs = short.latex(eq.node if eq is not None else g, expand=own)
         items.append(Gradient(param, Equation(None, f"{part.prefix}grad-{name}",
                                               mathtext.partial(loss, param), rhs,
                                               shape=mathtext.shape(g.shape)),
@@ -174,8 +182,15 @@ def gradient_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
                               f"{part.prefix}eq-{number}" if eq is not None else ""))
     intro = prose("The gradient of the loss with respect to every parameter, each with the "
                   "shape of its parameter, and the step that computes it.")
+    blocks: tuple = ()
+    if defs:
+        blocks = (prose("The model names no value for these parts of its gradients, which are used more "
+                        "than once or are long; here they get a name each (the backward steps above "
+                        "compute the same values):"),
+                  *(Equation(None, f"{part.prefix}where-{k}", latex, short.latex(node, expand=True),
+                             shape=mathtext.shape(node.shape)) for k, (latex, node) in enumerate(defs, 1)))
     return Section(f"{id_prefix}gradients", "Gradients", level, (intro,), kind="gradients",
-                   items=tuple(items))
+                   items=tuple(items), blocks=blocks)
 
 
 def check_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:

@@ -97,6 +97,9 @@ class Step:
     lead: Inline  # through which forward operation, into which argument
     details: tuple[Inline, ...]  # incoming adjoint, rule, scalar derivatives, local derivative
     equation: Equation
+    #: steps with a local derivative of 1 whose adjoint this step starts from: shown inside it,
+    #: each still with its own number and anchor
+    folded: tuple[Step, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,14 @@ from symgrad.symbolic.errors import SymgradError
 
 _OPERATOR_WITH_UNDERSCORE = re.compile(r"\\operatorname\{([^{}]*\\_[^{}]*)\}")
 _NAMED_OPERATOR = re.compile(r"<mo>([A-Za-z]{2,})</mo>")
+_OPERATOR_WITH_DIGIT = re.compile(r"\\operatorname\{([A-Za-z]+\d\w*)\}")  # im2col: one upright word
 
 
 def mathml(latex: str, display: bool = False) -> str:
     """MathML for a LaTeX formula; a formula latex2mathml cannot read is an error, not a guess."""
     source = _OPERATOR_WITH_UNDERSCORE.sub(r"\\mathrm{\1}", _unstretch(latex))
     source = source.replace("\\log\\operatorname", "\\log\\,\\operatorname")
+    source = _OPERATOR_WITH_DIGIT.sub(r"\\text{\1}", source)
     try:
         out = convert(source, display="block" if display else "inline")
     except Exception as e:  # latex2mathml raises its own exception types and bare ones

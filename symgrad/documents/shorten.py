@@ -22,7 +22,7 @@ def _trivial(n: Node) -> bool:
 
 
 def _view_of_leaf(n: Node) -> bool:
-    return n.op in ("transpose", "reshape") and all(a.is_leaf for a in n.args)
+    return n.op in ("transpose", "reshape", "concat") and all(a.is_leaf for a in n.args)
 
 
 def shorten(printer: Printer, roots: list[Node], forward: set[Node], taken: set[str],

@@ -9,6 +9,8 @@ itself: every formula is printed from the derivation or from the rule table.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import sympy
 
 from symgrad.documents import mathtext
@@ -68,8 +70,25 @@ class BackwardPass:
 
     # -- the explained steps -----------------------------------------------------------------
     def steps(self) -> list[Step]:
-        return [self._sum(e) if isinstance(e.step, Accumulation) else self._step(e)
-                for e in self.d.backward]
+        """Every backward equation explained; a step whose local derivative is 1 is folded into
+        the first step that starts from its adjoint (it keeps its number and anchor there)."""
+        shown = {e.number: self._sum(e) if isinstance(e.step, Accumulation) else self._step(e)
+                 for e in self.d.backward}
+        feeds: dict[int, int] = {}  # compact step -> the first step that starts from it
+        for e in self.d.backward:
+            if isinstance(e.step, Accumulation):
+                continue
+            incoming = self.adjoint_eq.get(e.step.node)
+            if incoming is not None and shown[incoming.number].compact and incoming.number not in feeds \
+                    and not shown[e.number].compact:
+                feeds[incoming.number] = e.number
+        out = []
+        for number, step in shown.items():
+            if number in feeds:
+                continue
+            folded = tuple(shown[c] for c, into in feeds.items() if into == number)
+            out.append(dataclasses.replace(step, folded=folded) if folded else step)
+        return out
 
     def _equation(self, e: Numbered, rhs: str) -> Equation:
         return Equation(e.number, self.anchor(e.number), self.lhs(e), rhs,
