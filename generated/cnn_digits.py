@@ -676,9 +676,9 @@ def loss_and_grad(
     t6 = _log_softmax(z, axis=1)
     t7 = np.vdot(Y, t6)
     L = -t7/B
+    # (10) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (11) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t8 = Y.sum(axis=1, keepdims=True)
-    # (10) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew3(Y, t6, t8, B, out=t6)
     # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
     t9 = np.dot(dL_dz, W.T)
@@ -817,11 +817,11 @@ def hvp(
     t6 = _log_softmax(z, axis=1)
     t7 = np.vdot(Y, t6)
     L = -t7/B
+    # (10) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (11) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t8 = _ew8(t6, out=t6)
     t9 = Y.sum(axis=1, keepdims=True)
     t10 = _ew9(t9, B, out=t9)
-    # (10) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew10(Y, t8, t10, B, out=z)
     # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
     t11 = np.dot(dL_dz, W.T)

@@ -704,7 +704,7 @@ def forward(
     lstm_unused5 = _scratch(ws, "lstm_unused5", (8, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -713,11 +713,11 @@ def forward(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=lstm_unused1[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
         t13 = _ew3(t12, out=lstm_unused6[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = lstm_unused1[t]
+        C_prev = lstm_unused1[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t15, c, out=t15)
@@ -775,7 +775,7 @@ def loss(
     lstm_unused5 = _scratch(ws, "lstm_unused5", (8, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -784,11 +784,11 @@ def loss(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=lstm_unused1[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
         t13 = _ew3(t12, out=lstm_unused6[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = lstm_unused1[t]
+        C_prev = lstm_unused1[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t15, c, out=t15)
@@ -840,14 +840,14 @@ def loss_and_grad(
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
-    c_seq = _scratch(ws, "c_seq", (8, B, n_h), dt)
+    C_seq = _scratch(ws, "C_seq", (8, B, n_h), dt)
     lstm_r1_seq = _scratch(ws, "lstm_r1_seq", (8, B, n_h), dt)
     lstm_r2_seq = _scratch(ws, "lstm_r2_seq", (8, B, n_h), dt)
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (8, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (8, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -856,11 +856,11 @@ def loss_and_grad(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_r3_seq[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=c_seq[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=C_seq[t])
         t13 = _ew3(t12, out=lstm_r5_seq[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = c_seq[t]
+        C_prev = C_seq[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t15, c, out=t15)
@@ -868,9 +868,9 @@ def loss_and_grad(
     t16 = _log_softmax(z, axis=1)
     t17 = np.vdot(Y, t16)
     L = -t17/B
+    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t18 = Y.sum(axis=1, keepdims=True)
-    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew6(Y, t16, t18, B, out=t16)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t19 = np.dot(dL_dz, W.T)
@@ -881,28 +881,28 @@ def loss_and_grad(
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
-    carry_c = np.zeros((B, n_h), dtype=dt)
+    carry_C = np.zeros((B, n_h), dtype=dt)
     t5_T = np.ascontiguousarray(t5.T)
     for t in range(8 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
-        c_prev = c_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
+        C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
         lstm_r1_t = lstm_r1_seq[t]
         lstm_r2_t = lstm_r2_seq[t]
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
         dh_t = dL_dH[:, t] + carry_h
-        dc_t = carry_c
-        t20 = _ew7(dc_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        dC_t = carry_C
+        t20 = _ew7(dC_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
         t21 = _ew8(t20, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t22 = _ew8(t20, c_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t22 = _ew8(t20, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
         t23 = _ew9(t20, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
         t24 = _ew8(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t25 = np.concatenate([t21, t22, t23, t24], axis=1, out=dlstm_u1_seq[t])
         t26 = np.matmul(t25, t5_T, out=t21)
         t27 = _ew5(t20, lstm_r2_t, out=t20)
         carry_h = t26
-        carry_c = t27
+        carry_C = t27
     d_captured1 = np.tensordot(
         np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
         dlstm_u1_seq,
@@ -995,14 +995,14 @@ def hvp(
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
-    c_seq = _scratch(ws, "c_seq", (8, B, n_h), dt)
+    C_seq = _scratch(ws, "C_seq", (8, B, n_h), dt)
     lstm_r1_seq = _scratch(ws, "lstm_r1_seq", (8, B, n_h), dt)
     lstm_r2_seq = _scratch(ws, "lstm_r2_seq", (8, B, n_h), dt)
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (8, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (8, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -1011,11 +1011,11 @@ def hvp(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_r3_seq[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=c_seq[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=C_seq[t])
         t13 = _ew3(t12, out=lstm_r5_seq[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = c_seq[t]
+        C_prev = C_seq[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t15, c, out=t15)
@@ -1023,11 +1023,11 @@ def hvp(
     t16 = _log_softmax(z, axis=1)
     t17 = np.vdot(Y, t16)
     L = -t17/B
+    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t18 = _ew10(t16, out=t16)
     t19 = Y.sum(axis=1, keepdims=True)
     t20 = _ew11(t19, B, out=t19)
-    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew12(Y, t18, t20, B, out=z)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t21 = np.dot(dL_dz, W.T)
@@ -1038,7 +1038,7 @@ def hvp(
         axis=1,
     )
     t23 = np.concatenate(
-        [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), c_seq.swapaxes(0, 1)[:, 0:7]],
+        [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), C_seq.swapaxes(0, 1)[:, 0:7]],
         axis=1,
     )
     t24 = _scratch(ws, "t24", (B, 8, 4*n_h), dt)
@@ -1051,7 +1051,7 @@ def hvp(
     # lstm_back: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     adj_h_seq = _scratch(ws, "adj_h_seq", (8, B, n_h), dt)
-    adj_c_seq = _scratch(ws, "adj_c_seq", (8, B, n_h), dt)
+    adj_C_seq = _scratch(ws, "adj_C_seq", (8, B, n_h), dt)
     d_lstm_u1_seq = _scratch(ws, "d_lstm_u1_seq", (8, B, 4*n_h), dt)
     acc1_seq = np.empty((8, n_h, 4*n_h), dtype=dt)
     lstm_back_r1_seq = _scratch(ws, "lstm_back_r1_seq", (8, B, n_h), dt)
@@ -1068,12 +1068,12 @@ def hvp(
     lstm_back_r12_seq = _scratch(ws, "lstm_back_r12_seq", (8, B, n_h), dt)
     t5_T = np.ascontiguousarray(t5.T)
     adj_h_prev = np.broadcast_to(0.0, (B, n_h))
-    adj_c_prev = np.broadcast_to(0.0, (B, n_h))
+    adj_C_prev = np.broadcast_to(0.0, (B, n_h))
     acc1_prev = np.broadcast_to(0.0, (n_h, 4*n_h))
     for t in range(8):
         ct_h_t = np.flip(dL_dH, 1)[:, t]
         prev_h_t = np.flip(t22, 1)[:, t]
-        prev_c_t = np.flip(t23, 1)[:, t]
+        prev_C_t = np.flip(t23, 1)[:, t]
         lstm_back_u1_t = t25[:, t]
         t26 = _ew1(ct_h_t, adj_h_prev, out=lstm_back_r6_seq[t])
         t27 = _ew2(lstm_back_u1_t[:, 3*n_h:4*n_h], out=lstm_back_r1_seq[t])
@@ -1081,11 +1081,11 @@ def hvp(
         t29 = _ew2(lstm_back_u1_t[:, n_h:2*n_h], out=lstm_back_r2_seq[t])
         t30 = _ew2(lstm_back_u1_t[:, 0:n_h], out=lstm_back_r3_seq[t])
         t31 = _ew3(lstm_back_u1_t[:, 2*n_h:3*n_h], out=lstm_back_r4_seq[t])
-        t32 = _ew13(t29, prev_c_t, t30, t31, out=lstm_back_r5_seq[t])
-        t33 = _ew14(adj_c_prev, t28, t32, out=lstm_back_r8_seq[t])
+        t32 = _ew13(t29, prev_C_t, t30, t31, out=lstm_back_r5_seq[t])
+        t33 = _ew14(adj_C_prev, t28, t32, out=lstm_back_r8_seq[t])
         t34 = _ew5(t33, t31, out=lstm_back_r9_seq[t])
         t35 = _ew15(t34, t30, out=np.empty((B, n_h), dtype=dt))
-        t36 = _ew5(t33, prev_c_t, out=lstm_back_r10_seq[t])
+        t36 = _ew5(t33, prev_C_t, out=lstm_back_r10_seq[t])
         t37 = _ew15(t36, t29, out=np.empty((B, n_h), dtype=dt))
         t38 = _ew5(t33, t30, out=lstm_back_r11_seq[t])
         t39 = _ew16(t38, t31, out=np.empty((B, n_h), dtype=dt))
@@ -1093,11 +1093,11 @@ def hvp(
         t41 = _ew15(t40, t27, out=np.empty((B, n_h), dtype=dt))
         t42 = np.concatenate([t35, t37, t39, t41], axis=1, out=d_lstm_u1_seq[t])
         np.matmul(t42, t5_T, out=adj_h_seq[t])
-        _ew5(t33, t29, out=adj_c_seq[t])
+        _ew5(t33, t29, out=adj_C_seq[t])
         t45 = np.dot(prev_h_t.T, t42)
         _ew1(acc1_prev, t45, out=acc1_seq[t])
         adj_h_prev = adj_h_seq[t]
-        adj_c_prev = adj_c_seq[t]
+        adj_C_prev = adj_C_seq[t]
         acc1_prev = acc1_seq[t]
     t47 = np.dot(X.reshape(8*B, 8).T, np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 4*n_h))
     t48 = _colsum(np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1))
@@ -1118,17 +1118,17 @@ def hvp(
     # lstm_back: back-propagation through time, the reverse loop over the 8 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
     dprev_h_seq = _scratch(ws, "dprev_h_seq", (8, B, n_h), dt)
-    dprev_c_seq = _scratch(ws, "dprev_c_seq", (8, B, n_h), dt)
+    dprev_C_seq = _scratch(ws, "dprev_C_seq", (8, B, n_h), dt)
     dlstm_back_u1_seq = _scratch(ws, "dlstm_back_u1_seq", (8, B, 4*n_h), dt)
     d_captured1 = np.zeros((4*n_h, n_h), dtype=dt)
     carry_adj_h = np.zeros((B, n_h), dtype=dt)
-    carry_adj_c = np.zeros((B, n_h), dtype=dt)
+    carry_adj_C = np.zeros((B, n_h), dtype=dt)
     carry_d_lstm_u1 = np.zeros((B, 4*n_h), dtype=dt)
     carry_acc1 = np.zeros((n_h, 4*n_h), dtype=dt)
     for t in range(8 - 1, -1, -1):
         ct_h_t = np.flip(dL_dH, 1)[:, t]
         prev_h_t = np.flip(t22, 1)[:, t]
-        prev_c_t = np.flip(t23, 1)[:, t]
+        prev_C_t = np.flip(t23, 1)[:, t]
         lstm_back_u1_t = t25[:, t]
         d_lstm_u1_t = d_lstm_u1_seq[t]
         lstm_back_r1_t = lstm_back_r1_seq[t]
@@ -1144,7 +1144,7 @@ def hvp(
         lstm_back_r11_t = lstm_back_r11_seq[t]
         lstm_back_r12_t = lstm_back_r12_seq[t]
         dadj_h_t = carry_adj_h
-        dadj_c_t = carry_adj_c
+        dadj_C_t = carry_adj_C
         dd_lstm_u1_t = np.flip(t52, 1)[:, t] + carry_d_lstm_u1
         dacc1_t = t54[:, t] + carry_acc1
         t55 = np.dot(prev_h_t, dacc1_t)
@@ -1155,12 +1155,12 @@ def hvp(
         t60 = _ew15(t57[:, n_h:2*n_h], lstm_back_r2_t, out=np.empty((B, n_h), dtype=dt))
         t61 = _ew15(t57[:, 0:n_h], lstm_back_r3_t, out=np.empty((B, n_h), dtype=dt))
         t62 = _ew18(
-            dadj_c_t,
+            dadj_C_t,
             lstm_back_r2_t,
             t59,
             lstm_back_r3_t,
             t60,
-            prev_c_t,
+            prev_C_t,
             t61,
             lstm_back_r4_t,
             out=np.empty((B, n_h), dtype=dt),
@@ -1176,7 +1176,7 @@ def hvp(
             lstm_back_r5_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        _ew4(t60, lstm_back_r8_t, t66, lstm_back_r2_t, out=dprev_c_seq[t])
+        _ew4(t60, lstm_back_r8_t, t66, lstm_back_r2_t, out=dprev_C_seq[t])
         t68 = _ew20(
             t59,
             lstm_back_r8_t,
@@ -1188,13 +1188,13 @@ def hvp(
             out=t58,
         )
         t69 = _ew20(
-            dadj_c_t,
+            dadj_C_t,
             lstm_back_r8_t,
             t57[:, n_h:2*n_h],
             lstm_back_r10_t,
             lstm_back_r2_t,
             t66,
-            prev_c_t,
+            prev_C_t,
             out=t60,
         )
         t70 = _ew21(
@@ -1220,7 +1220,7 @@ def hvp(
         dct_h_seq[t] = t64
         dprev_h_seq[t] = t65.T
         carry_adj_h = t64
-        carry_adj_c = t62
+        carry_adj_C = t62
         carry_d_lstm_u1[...] = 0.0
         carry_acc1 = dacc1_t
         np.add(d_captured1, t73, out=d_captured1)
@@ -1240,32 +1240,32 @@ def hvp(
     t82 = np.dot(t81, W.T)
     t83 = _ew1(t76.T, t82, out=t82)
     t84 = np.concatenate([np.flip(t75, 1)[:, 1:8], t83.reshape(B, 1, n_h)], axis=1)
-    t85 = np.pad(np.flip(dprev_c_seq.swapaxes(0, 1), 1)[:, 1:8], ((0, 0), (0, 1), (0, 0)))
+    t85 = np.pad(np.flip(dprev_C_seq.swapaxes(0, 1), 1)[:, 1:8], ((0, 0), (0, 1), (0, 0)))
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
-    carry_c = np.zeros((B, n_h), dtype=dt)
+    carry_C = np.zeros((B, n_h), dtype=dt)
     t5_T_2 = np.ascontiguousarray(t5.T)
     for t in range(8 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
-        c_prev = c_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
+        C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
         lstm_r1_t = lstm_r1_seq[t]
         lstm_r2_t = lstm_r2_seq[t]
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
         dh_t = t84[:, t] + carry_h
-        dc_t = t85[:, t] + carry_c
-        t86 = _ew7(dc_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        dC_t = t85[:, t] + carry_C
+        t86 = _ew7(dC_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
         t87 = _ew8(t86, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t88 = _ew8(t86, c_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t88 = _ew8(t86, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
         t89 = _ew9(t86, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
         t90 = _ew8(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t91 = np.concatenate([t87, t88, t89, t90], axis=1, out=dlstm_u1_seq[t])
         t92 = np.matmul(t91, t5_T_2, out=t87)
         t93 = _ew5(t86, lstm_r2_t, out=t86)
         carry_h = t92
-        carry_c = t93
+        carry_C = t93
     d_captured1_2 = np.tensordot(
         np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
         dlstm_u1_seq,

@@ -667,7 +667,7 @@ def forward(
     lstm_unused5 = _scratch(ws, "lstm_unused5", (40, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (40, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(40):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -676,11 +676,11 @@ def forward(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=lstm_unused1[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
         t13 = _ew3(t12, out=lstm_unused6[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = lstm_unused1[t]
+        C_prev = lstm_unused1[t]
     # (2) Yhat = H @ W + c
     t15 = np.dot(H.swapaxes(0, 1).reshape(-1, H.swapaxes(0, 1).shape[-1]), W).reshape(
         *H.swapaxes(0, 1).shape[:-1],
@@ -739,7 +739,7 @@ def loss(
     lstm_unused5 = _scratch(ws, "lstm_unused5", (40, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (40, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(40):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -748,19 +748,19 @@ def loss(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=lstm_unused1[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
         t13 = _ew3(t12, out=lstm_unused6[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = lstm_unused1[t]
+        C_prev = lstm_unused1[t]
     # (2) Yhat = H @ W + c
+    # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t15 = _scratch(ws, "t15", (B, 40, 1), dt)
     np.dot(
         H.swapaxes(0, 1).reshape(-1, H.swapaxes(0, 1).shape[-1]),
         W,
         out=t15.reshape(-1, t15.shape[-1]),
     )
-    # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t16 = _ew6(t15, c, Y, out=t15)
     t17 = t16.sum()
     L = t17/(40.0*B)
@@ -808,14 +808,14 @@ def loss_and_grad(
     # lstm: the loop over the 40 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (40, B, n_h), dt)
-    c_seq = _scratch(ws, "c_seq", (40, B, n_h), dt)
+    C_seq = _scratch(ws, "C_seq", (40, B, n_h), dt)
     lstm_r1_seq = _scratch(ws, "lstm_r1_seq", (40, B, n_h), dt)
     lstm_r2_seq = _scratch(ws, "lstm_r2_seq", (40, B, n_h), dt)
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (40, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (40, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (40, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(40):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -824,19 +824,19 @@ def loss_and_grad(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_r3_seq[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=c_seq[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=C_seq[t])
         t13 = _ew3(t12, out=lstm_r5_seq[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = c_seq[t]
+        C_prev = C_seq[t]
     # (2) Yhat = H @ W + c
+    # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t15 = _scratch(ws, "t15", (B, 40, 1), dt)
     np.dot(
         H.swapaxes(0, 1).reshape(-1, H.swapaxes(0, 1).shape[-1]),
         W,
         out=t15.reshape(-1, t15.shape[-1]),
     )
-    # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t16 = _ew7(t15, c, Y, out=t15)
     t17 = _ew8(t16, out=_scratch(ws, "t17", (B, 40, 1), dt))
     t18 = t17.sum()
@@ -851,28 +851,28 @@ def loss_and_grad(
     # lstm: back-propagation through time, the reverse loop over the 40 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (40, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
-    carry_c = np.zeros((B, n_h), dtype=dt)
+    carry_C = np.zeros((B, n_h), dtype=dt)
     t5_T = np.ascontiguousarray(t5.T)
     for t in range(40 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
-        c_prev = c_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
+        C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
         lstm_r1_t = lstm_r1_seq[t]
         lstm_r2_t = lstm_r2_seq[t]
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
         dh_t = dL_dH[:, t] + carry_h
-        dc_t = carry_c
-        t19 = _ew10(dc_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        dC_t = carry_C
+        t19 = _ew10(dC_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
         t20 = _ew11(t19, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t21 = _ew11(t19, c_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t21 = _ew11(t19, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
         t22 = _ew12(t19, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
         t23 = _ew11(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t24 = np.concatenate([t20, t21, t22, t23], axis=1, out=dlstm_u1_seq[t])
         t25 = np.matmul(t24, t5_T, out=t20)
         t26 = _ew5(t19, lstm_r2_t, out=t19)
         carry_h = t25
-        carry_c = t26
+        carry_C = t26
     d_captured1 = np.tensordot(
         np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
         dlstm_u1_seq,
@@ -965,14 +965,14 @@ def hvp(
     # lstm: the loop over the 40 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (40, B, n_h), dt)
-    c_seq = _scratch(ws, "c_seq", (40, B, n_h), dt)
+    C_seq = _scratch(ws, "C_seq", (40, B, n_h), dt)
     lstm_r1_seq = _scratch(ws, "lstm_r1_seq", (40, B, n_h), dt)
     lstm_r2_seq = _scratch(ws, "lstm_r2_seq", (40, B, n_h), dt)
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (40, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (40, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (40, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(40):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -981,19 +981,19 @@ def hvp(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_r3_seq[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=c_seq[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=C_seq[t])
         t13 = _ew3(t12, out=lstm_r5_seq[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = c_seq[t]
+        C_prev = C_seq[t]
     # (2) Yhat = H @ W + c
+    # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t15 = _scratch(ws, "t15", (B, 40, 1), dt)
     np.dot(
         H.swapaxes(0, 1).reshape(-1, H.swapaxes(0, 1).shape[-1]),
         W,
         out=t15.reshape(-1, t15.shape[-1]),
     )
-    # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t16 = _ew7(t15, c, Y, out=t15)
     t17 = _ew8(t16, out=_scratch(ws, "t17", (B, 40, 1), dt))
     t18 = t17.sum()
@@ -1008,7 +1008,7 @@ def hvp(
         axis=1,
     )
     t20 = np.concatenate(
-        [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), c_seq.swapaxes(0, 1)[:, 0:39]],
+        [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), C_seq.swapaxes(0, 1)[:, 0:39]],
         axis=1,
     )
     t21 = _scratch(ws, "t21", (B, 40, 4*n_h), dt)
@@ -1021,7 +1021,7 @@ def hvp(
     # lstm_back: the loop over the 40 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     adj_h_seq = _scratch(ws, "adj_h_seq", (40, B, n_h), dt)
-    adj_c_seq = _scratch(ws, "adj_c_seq", (40, B, n_h), dt)
+    adj_C_seq = _scratch(ws, "adj_C_seq", (40, B, n_h), dt)
     d_lstm_u1_seq = _scratch(ws, "d_lstm_u1_seq", (40, B, 4*n_h), dt)
     acc1_seq = np.empty((40, n_h, 4*n_h), dtype=dt)
     lstm_back_r1_seq = _scratch(ws, "lstm_back_r1_seq", (40, B, n_h), dt)
@@ -1038,12 +1038,12 @@ def hvp(
     lstm_back_r12_seq = _scratch(ws, "lstm_back_r12_seq", (40, B, n_h), dt)
     t5_T = np.ascontiguousarray(t5.T)
     adj_h_prev = np.broadcast_to(0.0, (B, n_h))
-    adj_c_prev = np.broadcast_to(0.0, (B, n_h))
+    adj_C_prev = np.broadcast_to(0.0, (B, n_h))
     acc1_prev = np.broadcast_to(0.0, (n_h, 4*n_h))
     for t in range(40):
         ct_h_t = np.flip(dL_dH, 1)[:, t]
         prev_h_t = np.flip(t19, 1)[:, t]
-        prev_c_t = np.flip(t20, 1)[:, t]
+        prev_C_t = np.flip(t20, 1)[:, t]
         lstm_back_u1_t = t22[:, t]
         t23 = _ew1(ct_h_t, adj_h_prev, out=lstm_back_r6_seq[t])
         t24 = _ew2(lstm_back_u1_t[:, 3*n_h:4*n_h], out=lstm_back_r1_seq[t])
@@ -1051,11 +1051,11 @@ def hvp(
         t26 = _ew2(lstm_back_u1_t[:, n_h:2*n_h], out=lstm_back_r2_seq[t])
         t27 = _ew2(lstm_back_u1_t[:, 0:n_h], out=lstm_back_r3_seq[t])
         t28 = _ew3(lstm_back_u1_t[:, 2*n_h:3*n_h], out=lstm_back_r4_seq[t])
-        t29 = _ew13(t26, prev_c_t, t27, t28, out=lstm_back_r5_seq[t])
-        t30 = _ew14(adj_c_prev, t25, t29, out=lstm_back_r8_seq[t])
+        t29 = _ew13(t26, prev_C_t, t27, t28, out=lstm_back_r5_seq[t])
+        t30 = _ew14(adj_C_prev, t25, t29, out=lstm_back_r8_seq[t])
         t31 = _ew5(t30, t28, out=lstm_back_r9_seq[t])
         t32 = _ew15(t31, t27, out=np.empty((B, n_h), dtype=dt))
-        t33 = _ew5(t30, prev_c_t, out=lstm_back_r10_seq[t])
+        t33 = _ew5(t30, prev_C_t, out=lstm_back_r10_seq[t])
         t34 = _ew15(t33, t26, out=np.empty((B, n_h), dtype=dt))
         t35 = _ew5(t30, t27, out=lstm_back_r11_seq[t])
         t36 = _ew16(t35, t28, out=np.empty((B, n_h), dtype=dt))
@@ -1063,11 +1063,11 @@ def hvp(
         t38 = _ew15(t37, t24, out=np.empty((B, n_h), dtype=dt))
         t39 = np.concatenate([t32, t34, t36, t38], axis=1, out=d_lstm_u1_seq[t])
         np.matmul(t39, t5_T, out=adj_h_seq[t])
-        _ew5(t30, t26, out=adj_c_seq[t])
+        _ew5(t30, t26, out=adj_C_seq[t])
         t42 = np.dot(prev_h_t.T, t39)
         _ew1(acc1_prev, t42, out=acc1_seq[t])
         adj_h_prev = adj_h_seq[t]
-        adj_c_prev = adj_c_seq[t]
+        adj_C_prev = adj_C_seq[t]
         acc1_prev = acc1_seq[t]
     t44 = np.dot(
         X.reshape(40*B, 1).T,
@@ -1092,17 +1092,17 @@ def hvp(
     # lstm_back: back-propagation through time, the reverse loop over the 40 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (40, B, n_h), dt)
     dprev_h_seq = _scratch(ws, "dprev_h_seq", (40, B, n_h), dt)
-    dprev_c_seq = _scratch(ws, "dprev_c_seq", (40, B, n_h), dt)
+    dprev_C_seq = _scratch(ws, "dprev_C_seq", (40, B, n_h), dt)
     dlstm_back_u1_seq = _scratch(ws, "dlstm_back_u1_seq", (40, B, 4*n_h), dt)
     d_captured1 = np.zeros((4*n_h, n_h), dtype=dt)
     carry_adj_h = np.zeros((B, n_h), dtype=dt)
-    carry_adj_c = np.zeros((B, n_h), dtype=dt)
+    carry_adj_C = np.zeros((B, n_h), dtype=dt)
     carry_d_lstm_u1 = np.zeros((B, 4*n_h), dtype=dt)
     carry_acc1 = np.zeros((n_h, 4*n_h), dtype=dt)
     for t in range(40 - 1, -1, -1):
         ct_h_t = np.flip(dL_dH, 1)[:, t]
         prev_h_t = np.flip(t19, 1)[:, t]
-        prev_c_t = np.flip(t20, 1)[:, t]
+        prev_C_t = np.flip(t20, 1)[:, t]
         lstm_back_u1_t = t22[:, t]
         d_lstm_u1_t = d_lstm_u1_seq[t]
         lstm_back_r1_t = lstm_back_r1_seq[t]
@@ -1118,7 +1118,7 @@ def hvp(
         lstm_back_r11_t = lstm_back_r11_seq[t]
         lstm_back_r12_t = lstm_back_r12_seq[t]
         dadj_h_t = carry_adj_h
-        dadj_c_t = carry_adj_c
+        dadj_C_t = carry_adj_C
         dd_lstm_u1_t = np.flip(t50, 1)[:, t] + carry_d_lstm_u1
         dacc1_t = t52[:, t] + carry_acc1
         t53 = np.dot(prev_h_t, dacc1_t)
@@ -1129,12 +1129,12 @@ def hvp(
         t58 = _ew15(t55[:, n_h:2*n_h], lstm_back_r2_t, out=np.empty((B, n_h), dtype=dt))
         t59 = _ew15(t55[:, 0:n_h], lstm_back_r3_t, out=np.empty((B, n_h), dtype=dt))
         t60 = _ew18(
-            dadj_c_t,
+            dadj_C_t,
             lstm_back_r2_t,
             t57,
             lstm_back_r3_t,
             t58,
-            prev_c_t,
+            prev_C_t,
             t59,
             lstm_back_r4_t,
             out=np.empty((B, n_h), dtype=dt),
@@ -1150,7 +1150,7 @@ def hvp(
             lstm_back_r5_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        _ew4(t58, lstm_back_r8_t, t64, lstm_back_r2_t, out=dprev_c_seq[t])
+        _ew4(t58, lstm_back_r8_t, t64, lstm_back_r2_t, out=dprev_C_seq[t])
         t66 = _ew20(
             t57,
             lstm_back_r8_t,
@@ -1162,13 +1162,13 @@ def hvp(
             out=t56,
         )
         t67 = _ew20(
-            dadj_c_t,
+            dadj_C_t,
             lstm_back_r8_t,
             t55[:, n_h:2*n_h],
             lstm_back_r10_t,
             lstm_back_r2_t,
             t64,
-            prev_c_t,
+            prev_C_t,
             out=t58,
         )
         t68 = _ew21(
@@ -1194,7 +1194,7 @@ def hvp(
         dct_h_seq[t] = t62
         dprev_h_seq[t] = t63.T
         carry_adj_h = t62
-        carry_adj_c = t60
+        carry_adj_C = t60
         carry_d_lstm_u1[...] = 0.0
         carry_acc1 = dacc1_t
         np.add(d_captured1, t71, out=d_captured1)
@@ -1214,32 +1214,32 @@ def hvp(
     t80 = _scratch(ws, "t80", (B, 40, n_h), dt)
     np.dot(t79.reshape(-1, t79.shape[-1]), W.T, out=t80.reshape(-1, t80.shape[-1]))
     t81 = _ew17(t72.T.reshape(B, 40, n_h), t75, t80, out=t75)
-    t82 = np.pad(np.flip(dprev_c_seq.swapaxes(0, 1), 1)[:, 1:40], ((0, 0), (0, 1), (0, 0)))
+    t82 = np.pad(np.flip(dprev_C_seq.swapaxes(0, 1), 1)[:, 1:40], ((0, 0), (0, 1), (0, 0)))
     # lstm: back-propagation through time, the reverse loop over the 40 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (40, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
-    carry_c = np.zeros((B, n_h), dtype=dt)
+    carry_C = np.zeros((B, n_h), dtype=dt)
     t5_T_2 = np.ascontiguousarray(t5.T)
     for t in range(40 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
-        c_prev = c_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
+        C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
         lstm_r1_t = lstm_r1_seq[t]
         lstm_r2_t = lstm_r2_seq[t]
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
         dh_t = t81[:, t] + carry_h
-        dc_t = t82[:, t] + carry_c
-        t83 = _ew10(dc_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        dC_t = t82[:, t] + carry_C
+        t83 = _ew10(dC_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
         t84 = _ew11(t83, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t85 = _ew11(t83, c_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t85 = _ew11(t83, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
         t86 = _ew12(t83, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
         t87 = _ew11(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t88 = np.concatenate([t84, t85, t86, t87], axis=1, out=dlstm_u1_seq[t])
         t89 = np.matmul(t88, t5_T_2, out=t84)
         t90 = _ew5(t83, lstm_r2_t, out=t83)
         carry_h = t89
-        carry_c = t90
+        carry_C = t90
     d_captured1_2 = np.tensordot(
         np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
         dlstm_u1_seq,

@@ -25,7 +25,7 @@ def attention_classifier(steps: int = 8, features: int = 8, name: str = "attenti
     d = m.dim("d", default=width)
     n_h = m.dim("n_h", default=hidden)
     X = m.input("X", (B, steps, features))
-    Y = m.target("Y", (B, n_out))
+    Y = m.target("Y", (B, n_out), rows="one-hot")
     We, P = m.param("We", (features, d)), m.param("P", (steps, d), Init("normal", 0.1))
     Wq, Wk, Wv = (m.param(name, (d, d)) for name in ("Wq", "Wk", "Wv"))
     W1, b1 = m.param("W1", (d, n_h), "he_normal"), m.param("b1", (n_h,), Init("constant", 0.1))

@@ -20,7 +20,7 @@ def cnn(image: int = 8, channels: tuple[int, int] = (16, 32), kernel: int = 3,
               f"({c1} and {c2} channels) and a dense softmax layer", task="multiclass")
     B, n_out = m.dims("B n_out")
     X = m.input("X", (B, image, image, 1))
-    Y = m.target("Y", (B, n_out))
+    Y = m.target("Y", (B, n_out), rows="one-hot")
     pad = kernel // 2
     bias = Init("constant", 0.01)
     K1, c1_ = m.param("K1", (kernel, kernel, 1, c1), "he_normal"), m.param("c1", (c1,), bias)

@@ -49,7 +49,7 @@ def mlp(activation: str | Callable = "tanh", name: str | None = None, *, dropout
     n_h1, n_h2 = m.dim("n_h1", default=128), m.dim("n_h2", default=64)
     n_out = m.dim("n_out")
     X = m.input("X", (B, n_in))
-    Y = m.target("Y", (B, n_out))
+    Y = m.target("Y", (B, n_out), rows="one-hot")
     rate = m.hyper("dropout", 0.2) if dropout else None
     # Batch normalisation's shift beta replaces a hidden layer's bias (whose gradient would be 0).
     W1, b1 = m.param("W1", (n_in, n_h1), init), None if batchnorm else m.param("b1", (n_h1,), bias)

@@ -21,11 +21,12 @@ def rnn_cell(Wx, Wh, b):
 
 def lstm_cell(Wx, Wh, b):
     """Gates i, f, g, o from one product each for input and state (PyTorch's order):
-    c_t = sigma(f) c_{t-1} + sigma(i) tanh(g),  h_t = sigma(o) tanh(c_t)."""
-    def cell(x, h, c):
+    C_t = sigma(f) C_{t-1} + sigma(i) tanh(g),  h_t = sigma(o) tanh(C_t). The cell state is C
+    (as in Olah's diagrams), so that it never shares a name with a model's bias c."""
+    def cell(x, h, C):
         i, f, g, o = F.split(x @ Wx + h @ Wh + b, 4)
-        c_new = F.sigmoid(f) * c + F.sigmoid(i) * F.tanh(g)
-        return F.sigmoid(o) * F.tanh(c_new), c_new
+        C_new = F.sigmoid(f) * C + F.sigmoid(i) * F.tanh(g)
+        return F.sigmoid(o) * F.tanh(C_new), C_new
     return cell
 
 
@@ -80,7 +81,7 @@ def classifier(kind: str, steps: int = 8, features: int = 8, name: str | None = 
     B, n_out = m.dims("B n_out")
     n_h = m.dim("n_h", default=hidden)
     X = m.input("X", (B, steps, features))
-    Y = m.target("Y", (B, n_out))
+    Y = m.target("Y", (B, n_out), rows="one-hot")
     H = m.let("H", _recurrence(m, kind, X, features, n_h))
     W, c = m.param("W", (n_h, n_out)), m.param("c", (n_out,), "zeros")
     z = m.let("z", F.last_step(H) @ W + c)
