@@ -85,11 +85,13 @@ class Model:
         names = names.split() if isinstance(names, str) else list(names)
         return tuple(self.dim(n) for n in names)
 
-    def input(self, name: str, shape: Iterable[object]) -> Node:
-        return self._leaf("input", name, shape)
+    def input(self, name: str, shape: Iterable[object], integer: bool = False) -> Node:
+        return self._leaf("input", name, shape, integer)
 
-    def target(self, name: str, shape: Iterable[object]) -> Node:
-        return self._leaf("target", name, shape)
+    def target(self, name: str, shape: Iterable[object], integer: bool = False) -> Node:
+        """A target; `integer=True` for class labels 0..k-1 (one per row, no one-hot), which
+        only index: `sparse_softmax_cross_entropy(z, y)` or `gather(x, y)`."""
+        return self._leaf("target", name, shape, integer)
 
     def param(self, name: str, shape: Iterable[object], init: str | Init = "glorot_uniform") -> Node:
         init = Init(init) if isinstance(init, str) else init
@@ -326,9 +328,10 @@ class Model:
             out.append(d)
         return tuple(out)
 
-    def _leaf(self, role: str, name: str, shape: Iterable[object]) -> Node:
+    def _leaf(self, role: str, name: str, shape: Iterable[object], integer: bool = False) -> Node:
         self._claim(name, role)
-        node = Node.make(role, (), {"name": name}, self._shape(name, shape))
+        attrs = {"name": name, "integer": True} if integer else {"name": name}
+        node = Node.make(role, (), attrs, self._shape(name, shape))
         self.leaves[name] = node
         return node
 
