@@ -4,6 +4,8 @@ user's cache folder (here always a scratch folder), and `symgrad calibrate` meas
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -132,3 +134,12 @@ def test_symgrad_calibrate_measures_and_shows(cache, capsys):
     assert "float64: light " in capsys.readouterr().out
     assert main(["calibrate", "--repeats", "0"]) == 1
     assert "--repeats must be a positive integer" in capsys.readouterr().err
+
+
+def test_calibrating_and_installing_need_no_sympy():
+    """A run's module loads for prediction where only numpy and numexpr are installed."""
+    code = ("import sys\nfrom symgrad.codegen import calibration\nimport symgrad.generated.mlp_tanh as m\n"
+            "calibration.install(m)\nprint('sympy' in sys.modules, m._NUMEXPR_FROM[('f', True)])")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "None"]  # the suite's scratch cache: numpy everywhere
