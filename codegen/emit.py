@@ -133,13 +133,25 @@ def _common(model: Model, backend: str, kernels: list[Kernel], programs: list[Pr
 
 
 def statements(program: Program, texts: dict[int, str]) -> list[str]:
-    """The program's lines, each equation cited once, before the first line computing it."""
+    """The program's lines, each equation cited once, before the first line computing it.
+
+    A line that computes only a part of an equation (a row sum a later kernel reads) is cited
+    together with the equations of the lines up to the one that finishes it, so that the lines
+    under a group of citations compute exactly those equations, whole.
+    """
+    instrs = program.instrs
+    last = {n: k for k, ins in enumerate(instrs) for n in ins.eqs}
     lines, shown = [], set()
-    for ins in program.instrs:
-        for number in ins.eqs:
-            if number not in shown and number in texts:
-                shown.add(number)
-                lines += _comment(f"({number}) {texts[number]}")
+    for k, ins in enumerate(instrs):
+        group, end, j = set(), k, k
+        while j <= end:  # extend over the lines that finish what this group began
+            new = {n for n in instrs[j].eqs if n not in shown and n in texts}
+            group |= new
+            end = max([end, *(last[n] for n in new)])
+            j += 1
+        for number in sorted(group):
+            shown.add(number)
+            lines += _comment(f"({number}) {texts[number]}")
         lines += LOWERINGS[ins.op].emit(ins)
     lines += [f"np.copyto({leaf}, {value})" for leaf, value in program.copies]
     return lines

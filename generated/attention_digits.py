@@ -565,9 +565,9 @@ def loss_and_grad(
     t9 = _log_softmax(z, axis=1)
     t10 = np.vdot(Y, t9)
     L = -t10/B
+    # (13) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (14) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t11 = Y.sum(axis=1, keepdims=True)
-    # (13) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew5(Y, t9, t11, B, out=t9)
     # (17) dL/d(sum(R, axis=1)/8) = dL_dz @ W2.T
     t12 = np.dot(dL_dz, W2.T)
@@ -586,9 +586,9 @@ def loss_and_grad(
     # (28) dL_dA = dL_dH @ V.mT
     dL_dA = np.matmul(dL_dH, V.transpose(0, 2, 1), out=t3)
     # (32) dL/d((Q @ K.mT)/sqrt(d)) = A*(dL_dA - sum(dL_dA*A, axis=2))
+    # (33) dL/d(Q @ K.mT) = (A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d)
     t16 = _ew7(dL_dA, A, out=_scratch(ws, "t16", (B, 8, 8), dt))
     t17 = t16.sum(axis=2, keepdims=True, out=_scratch(ws, "t17", (B, 8, 1), dt))
-    # (33) dL/d(Q @ K.mT) = (A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d)
     t18 = _ew8(A, dL_dA, t17, d, out=dL_dA)
     # (35) dL/d(K.mT) = Q.mT @ ((A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d))
     t19 = np.matmul(Q.transpose(0, 2, 1), t18, out=_scratch(ws, "t19", (B, d, 8), dt))

@@ -552,9 +552,9 @@ def loss_and_grad(
     t6 = _log_softmax(z, axis=1)
     t7 = np.vdot(Y, t6)
     L = -t7/B
+    # (10) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (11) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t8 = Y.sum(axis=1, keepdims=True)
-    # (10) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew3(Y, t6, t8, B, out=t6)
     # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
     t9 = np.dot(dL_dz, W.T)

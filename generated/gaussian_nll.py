@@ -363,11 +363,11 @@ def loss(
     Sigma = np.dot(L_Sigma, L_Sigma.T)
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
+    # (3) D = X - mu
+    # (6) S = (D.T @ D)/B
     # (7) L = (n*log(2*pi) + logdet(Sigma) + trace(inv(Sigma) @ S))/2
     t5 = _inv(Sigma, 'equation (7): inv(Sigma)')
-    # (3) D = X - mu
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
-    # (6) S = (D.T @ D)/B
     t6 = np.matmul(D.T, D, out=L_Sigma)
     S = _ew6(t6, B, out=t6)
     t7 = np.matmul(t5, S, out=Sigma)
@@ -403,11 +403,11 @@ def loss_and_grad(
     Sigma = np.dot(L_Sigma, L_Sigma.T)
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
+    # (3) D = X - mu
+    # (6) S = (D.T @ D)/B
     # (7) L = (n*log(2*pi) + logdet(Sigma) + trace(inv(Sigma) @ S))/2
     t5 = _inv(Sigma, 'equation (7): inv(Sigma)')
-    # (3) D = X - mu
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
-    # (6) S = (D.T @ D)/B
     t6 = np.matmul(D.T, D, out=Sigma)
     S = _ew6(t6, B, out=t6)
     t7 = np.dot(t5, S)
@@ -431,9 +431,9 @@ def loss_and_grad(
     # (13) dL/d(inv(Sigma)) = S.T/2
     t15 = _ew7(S.T, out=t11)
     # (21) dL/d(Sigma) += ... = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T)
+    # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
     t16 = np.dot(t5.T, t15)
     t17 = np.matmul(t16, t5.T, out=t15)
-    # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
     dL_dSigma = _ew9(t17, dL_dS, out=t17)
     # (24) dL/d(L_Sigma) += ... = dL_dSigma @ L_Sigma
     t18 = np.matmul(dL_dSigma, L_Sigma, out=t16)

@@ -587,9 +587,9 @@ def loss_and_grad(
     t15 = _log_softmax(z, axis=1)
     t16 = np.vdot(Y, t15)
     L = -t16/B
+    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t17 = Y.sum(axis=1, keepdims=True)
-    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew6(Y, t15, t17, B, out=t15)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t18 = np.dot(dL_dz, W.T)

@@ -264,8 +264,8 @@ def loss(
     B = X.shape[0]
     n_out = Y.shape[1]
     # (1) Yhat = X @ W + b
-    t1 = np.dot(X, W)
     # (2) L = sum((Yhat - Y)**2, axis=(0, 1))/(B*n_out)
+    t1 = np.dot(X, W)
     t2 = _ew2(t1, b, Y, out=t1)
     t3 = t2.sum()
     L = t3/(B*n_out)
@@ -289,8 +289,8 @@ def loss_and_grad(
     B = X.shape[0]
     n_out = Y.shape[1]
     # (1) Yhat = X @ W + b
-    t1 = np.dot(X, W)
     # (2) L = sum((Yhat - Y)**2, axis=(0, 1))/(B*n_out)
+    t1 = np.dot(X, W)
     t2 = _ew3(t1, b, Y, out=t1)
     t3 = _ew4(t2, out=np.empty((B, n_out), dtype=dt))
     t4 = t3.sum()

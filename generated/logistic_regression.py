@@ -272,8 +272,8 @@ def forward(
     dt = params["W"].dtype
     X = np.asarray(inputs["X"], dtype=dt)
     # (1) z = X @ W + b
-    t1 = np.dot(X, W)
     # (2) p = sigmoid(z)
+    t1 = np.dot(X, W)
     p = _ew1(t1, b, out=t1)
     return {"p": p}
 

@@ -410,7 +410,7 @@ def forward(
     lstm_unused5 = _scratch(ws, "lstm_unused5", (8, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -419,11 +419,11 @@ def forward(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=lstm_unused1[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
         t13 = _ew3(t12, out=lstm_unused6[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = lstm_unused1[t]
+        C_prev = lstm_unused1[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t15, c, out=t15)
@@ -481,7 +481,7 @@ def loss(
     lstm_unused5 = _scratch(ws, "lstm_unused5", (8, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -490,11 +490,11 @@ def loss(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=lstm_unused1[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
         t13 = _ew3(t12, out=lstm_unused6[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = lstm_unused1[t]
+        C_prev = lstm_unused1[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t15, c, out=t15)
@@ -546,14 +546,14 @@ def loss_and_grad(
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
-    c_seq = _scratch(ws, "c_seq", (8, B, n_h), dt)
+    C_seq = _scratch(ws, "C_seq", (8, B, n_h), dt)
     lstm_r1_seq = _scratch(ws, "lstm_r1_seq", (8, B, n_h), dt)
     lstm_r2_seq = _scratch(ws, "lstm_r2_seq", (8, B, n_h), dt)
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (8, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (8, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -562,11 +562,11 @@ def loss_and_grad(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_r3_seq[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=c_seq[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=C_seq[t])
         t13 = _ew3(t12, out=lstm_r5_seq[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = c_seq[t]
+        C_prev = C_seq[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t15, c, out=t15)
@@ -574,9 +574,9 @@ def loss_and_grad(
     t16 = _log_softmax(z, axis=1)
     t17 = np.vdot(Y, t16)
     L = -t17/B
+    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t18 = Y.sum(axis=1, keepdims=True)
-    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew6(Y, t16, t18, B, out=t16)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t19 = np.dot(dL_dz, W.T)
@@ -587,29 +587,29 @@ def loss_and_grad(
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
-    carry_c = np.zeros((B, n_h), dtype=dt)
+    carry_C = np.zeros((B, n_h), dtype=dt)
     t5_T = np.ascontiguousarray(t5.T)
     for t in range(8 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
         h_prev = H[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
-        c_prev = c_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
+        C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
         lstm_r1_t = lstm_r1_seq[t]
         lstm_r2_t = lstm_r2_seq[t]
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
         dh_t = dL_dH[:, t] + carry_h
-        dc_t = carry_c
-        t20 = _ew7(dc_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        dC_t = carry_C
+        t20 = _ew7(dC_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
         t21 = _ew8(t20, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t22 = _ew8(t20, c_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t22 = _ew8(t20, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
         t23 = _ew9(t20, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
         t24 = _ew8(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t25 = np.concatenate([t21, t22, t23, t24], axis=1, out=dlstm_u1_seq[t])
         t26 = np.matmul(t25, t5_T, out=t21)
         t27 = _ew5(t20, lstm_r2_t, out=t20)
         carry_h = t26
-        carry_c = t27
+        carry_C = t27
     d_captured1 = np.tensordot(
         np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
         dlstm_u1_seq,

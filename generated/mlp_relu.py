@@ -292,12 +292,12 @@ def forward(
     dt = params["W1"].dtype
     X = np.asarray(inputs["X"], dtype=dt)
     # (1) z1 = X @ W1 + b1
-    t1 = np.dot(X, W1)
     # (2) h1 = relu(z1)
+    t1 = np.dot(X, W1)
     h1 = _ew1(t1, b1, out=t1)
     # (3) z2 = h1 @ W2 + b2
-    t2 = np.dot(h1, W2)
     # (4) h2 = relu(z2)
+    t2 = np.dot(h1, W2)
     h2 = _ew1(t2, b2, out=t2)
     # (5) z3 = h2 @ W3 + b3
     t3 = np.dot(h2, W3)
@@ -328,12 +328,12 @@ def loss(
     Y = np.asarray(batch["Y"], dtype=dt)
     B = X.shape[0]
     # (1) z1 = X @ W1 + b1
-    t1 = np.dot(X, W1)
     # (2) h1 = relu(z1)
+    t1 = np.dot(X, W1)
     h1 = _ew1(t1, b1, out=t1)
     # (3) z2 = h1 @ W2 + b2
-    t2 = np.dot(h1, W2)
     # (4) h2 = relu(z2)
+    t2 = np.dot(h1, W2)
     h2 = _ew1(t2, b2, out=t2)
     # (5) z3 = h2 @ W3 + b3
     t3 = np.dot(h2, W3)
@@ -367,12 +367,12 @@ def loss_and_grad(
     n_h1 = W1.shape[1]
     n_h2 = W2.shape[1]
     # (1) z1 = X @ W1 + b1
-    t1 = np.dot(X, W1)
     # (2) h1 = relu(z1)
+    t1 = np.dot(X, W1)
     h1 = _ew1(t1, b1, out=t1)
     # (3) z2 = h1 @ W2 + b2
-    t2 = np.dot(h1, W2)
     # (4) h2 = relu(z2)
+    t2 = np.dot(h1, W2)
     h2 = _ew1(t2, b2, out=t2)
     # (5) z3 = h2 @ W3 + b3
     t3 = np.dot(h2, W3)
@@ -381,9 +381,9 @@ def loss_and_grad(
     t4 = _log_softmax(z3, axis=1)
     t5 = np.vdot(Y, t4)
     L = -t5/B
+    # (10) dL/d(log_softmax(z3, axis=1)) = -Y/B
     # (11) dL_dz3 = -Y/B - (exp(log_softmax(z3, axis=1))*(-sum(Y, axis=1)/B))
     t6 = Y.sum(axis=1, keepdims=True)
-    # (10) dL/d(log_softmax(z3, axis=1)) = -Y/B
     dL_dz3 = _ew3(Y, t4, t6, B, out=t4)
     # (14) dL_dh2 = dL_dz3 @ W3.T
     dL_dh2 = np.dot(dL_dz3, W3.T)

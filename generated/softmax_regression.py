@@ -286,9 +286,9 @@ def loss_and_grad(
     t2 = _log_softmax(z, axis=1)
     t3 = np.vdot(Y, t2)
     L = -t3/B
+    # (6) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (7) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t4 = Y.sum(axis=1, keepdims=True)
-    # (6) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew2(Y, t2, t4, B, out=t2)
     # (10) dL_dW = X.T @ dL_dz
     dL_dW = np.dot(X.T, dL_dz)

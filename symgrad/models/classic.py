@@ -11,7 +11,7 @@ def _affine(name: str, description: str, task: str, sparse: bool = False
     m = Model(name, description, task=task)
     B, n_in, n_out = m.dims("B n_in n_out")
     X = m.input("X", (B, n_in))
-    Y = labels.target(m, B, n_out, sparse)
+    Y = labels.target(m, B, n_out, sparse, "one-hot" if task == "multiclass" else None)
     W = m.param("W", (n_in, n_out))
     b = m.param("b", (n_out,), init="zeros")
     return m, X, Y, X @ W + b

@@ -12,8 +12,9 @@ from symgrad.symbolic.graph import Node
 from symgrad.symbolic.model import Model
 
 
-def target(m: Model, B, n_out, sparse: bool) -> Node:
-    return m.target("y", (B,), integer=True) if sparse else m.target("Y", (B, n_out))
+def target(m: Model, B, n_out, sparse: bool, rows: str | None = "one-hot") -> Node:
+    """Integer labels `y` (B,), or rows `Y` (B, n_out) declared `rows` (one-hot by default)."""
+    return m.target("y", (B,), integer=True) if sparse else m.target("Y", (B, n_out), rows=rows)
 
 
 def loss(logits: Node, target: Node) -> Node:

@@ -22,11 +22,12 @@ def rnn_cell(Wx, Wh, b):
 
 def lstm_cell(Wx, Wh, b):
     """Gates i, f, g, o from one product each for input and state (PyTorch's order):
-    c_t = sigma(f) c_{t-1} + sigma(i) tanh(g),  h_t = sigma(o) tanh(c_t)."""
-    def cell(x, h, c):
+    C_t = sigma(f) C_{t-1} + sigma(i) tanh(g),  h_t = sigma(o) tanh(C_t). The cell state is C
+    (as in Olah's diagrams), so that it never shares a name with a model's bias c."""
+    def cell(x, h, C):
         i, f, g, o = F.split(x @ Wx + h @ Wh + b, 4)
-        c_new = F.sigmoid(f) * c + F.sigmoid(i) * F.tanh(g)
-        return F.sigmoid(o) * F.tanh(c_new), c_new
+        C_new = F.sigmoid(f) * C + F.sigmoid(i) * F.tanh(g)
+        return F.sigmoid(o) * F.tanh(C_new), C_new
     return cell
 
 
