@@ -13,6 +13,7 @@ import tempfile
 import types
 import warnings
 
+from symgrad.codegen import calibration
 from symgrad.codegen.emit import generate, write_module
 from symgrad.models import BUILTINS
 from symgrad.symbolic.derivation import Derivation, derive
@@ -119,9 +120,10 @@ def write(spec: str | Model, out: str | pathlib.Path | None = None, backend: str
 def load_module(spec, backend: str = "auto") -> types.ModuleType:
     """The generated module for a model (or for a derivation, `sg.hvp`, `sg.hessian` or
     `sg.jacobian` of one): the committed one for a built-in (auto backend), else generated
-    now into a private temporary folder and imported from there."""
+    now into a private temporary folder and imported from there. The auto backend gets this
+    machine's numpy/numexpr thresholds (measured on first use, then cached)."""
     if isinstance(spec, str) and spec in BUILTINS and backend == "auto":
-        return importlib.import_module(f"symgrad.generated.{spec}")
+        return calibration.install(importlib.import_module(f"symgrad.generated.{spec}"))
     derived = spec if isinstance(spec, Derivation) or hasattr(spec, "derivation") else None
     if derived is None:
         model = resolve(spec)
@@ -131,7 +133,7 @@ def load_module(spec, backend: str = "auto") -> types.ModuleType:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", SymgradWarning)
         text = generate(derived if derived is not None else derive(model), backend)
-    return import_source(text, model.name)
+    return calibration.install(import_source(text, model.name))
 
 
 def import_source(text: str, name: str) -> types.ModuleType:

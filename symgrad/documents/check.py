@@ -70,7 +70,9 @@ def sample(module: types.ModuleType, dims: dict[str, int], rng: np.random.Genera
     batch = {}
     for name, shape in module.INPUTS.items():
         shape = concrete(shape, dims)
-        if name in module.TARGETS and module.TASK == "multiclass" and shape:
+        if name in getattr(module, "LABELS", ()):  # integer labels: the prediction's last axis counts classes
+            value = rng.integers(0, concrete(module.OUTPUTS[module.PREDICTION], dims)[-1], shape)
+        elif name in module.TARGETS and module.TASK == "multiclass" and shape:
             value = np.eye(shape[-1])[rng.integers(0, shape[-1], shape[:-1])]
         elif name in module.TARGETS and module.TASK == "binary":
             value = rng.integers(0, 2, shape).astype(np.float64)

@@ -125,6 +125,8 @@ def symbol_rows(d: Derivation, batch: sympy.Symbol | None, prefix: str = "") -> 
         role = ROLES.get(leaf.op, leaf.op)
         if leaf.op == "param":
             meaning = _param_meaning(d, leaf, users.get(leaf, []))
+        elif leaf.is_integer:
+            meaning = "integer class labels 0..k-1, one per example (not one-hot)"
         elif leaf.op == "target":
             meaning = TASKS.get(model.task, "what the model's output is compared with")
             if name in model.target_rows:

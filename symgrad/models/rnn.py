@@ -7,6 +7,7 @@ through time. The input projection x_t W_x (+ b) of every gate is one matrix pro
 """
 from __future__ import annotations
 
+from symgrad.models import labels
 from symgrad.symbolic import ops as F
 from symgrad.symbolic.model import Model
 from symgrad.symbolic.scan import zeros
@@ -72,7 +73,7 @@ def _recurrence(m: Model, kind: str, X, n_in, n_h):
 
 
 def classifier(kind: str, steps: int = 8, features: int = 8, name: str | None = None,
-               hidden: int = 64) -> Model:
+               hidden: int = 64, sparse: bool = False) -> Model:
     """Reads a sequence (an 8x8 digit row by row: 8 steps of 8 features) and classifies it
     from the last state."""
     m = Model(name or f"{kind}_classifier",
@@ -81,12 +82,12 @@ def classifier(kind: str, steps: int = 8, features: int = 8, name: str | None = 
     B, n_out = m.dims("B n_out")
     n_h = m.dim("n_h", default=hidden)
     X = m.input("X", (B, steps, features))
-    Y = m.target("Y", (B, n_out), rows="one-hot")
+    Y = labels.target(m, B, n_out, sparse)
     H = m.let("H", _recurrence(m, kind, X, features, n_h))
     W, c = m.param("W", (n_h, n_out)), m.param("c", (n_out,), "zeros")
     z = m.let("z", F.last_step(H) @ W + c)
     m.output("P", F.softmax(z))
-    m.loss(F.softmax_cross_entropy(z, Y))
+    m.loss(labels.loss(z, Y))
     return m
 
 
