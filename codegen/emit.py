@@ -22,6 +22,7 @@ from symgrad.codegen.kernels import Kernel
 from symgrad.codegen.layout import def_lines, fit_all, string_literal
 from symgrad.codegen.lowering import HELPERS, LOWERINGS
 from symgrad.codegen.program import Program, lower
+from symgrad.codegen.stamp import stamp
 from symgrad.symbolic import __version__
 from symgrad.symbolic.derivation import Derivation
 from symgrad.symbolic.errors import SymgradError
@@ -282,7 +283,7 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         "inits": _dict_text({n: repr((i.scheme, float(i.scale))) for n, i in model.inits.items()}),
         "functions": functions,
     })
-    return _ENV.get_template("module.py.j2").render(**context)
+    return stamp(_ENV.get_template("module.py.j2").render(**context))
 
 
 def _regenerate(model: Model) -> str:
@@ -342,7 +343,7 @@ def generate_update(model: Model, backend: str = "auto", calibration: dict | Non
             + ["t=t" if h == "t" else f'{h}=h["{h}"]' for h in hypers]) + ")"], "        "),
         "body": fit_all(body, "    "),
     })
-    return _ENV.get_template("update.py.j2").render(**context)
+    return stamp(_ENV.get_template("update.py.j2").render(**context))
 
 
 def write_module(source: str, folder: str | pathlib.Path, name: str) -> pathlib.Path:

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:c702fe579598c75a7831232964c7af1e31f17868fd541b56ab02881de9da8580
 """attention_digits: one-head self-attention classifier over 8 tokens of 8 features: embedding
     with learnt positions, scaled dot-product attention with a residual connection, a relu
     layer per token, mean over tokens, softmax

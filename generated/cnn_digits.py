@@ -1,3 +1,4 @@
+# symgrad-generated sha256:9997521d1957b3eefd8c36407a2b5b7ecc02b03861901e51df51b93534978f18
 """cnn_digits: convolutional network for 8x8 images: two conv-relu-maxpool blocks (16 and 32
     channels) and a dense softmax layer
 

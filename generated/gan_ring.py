@@ -1,3 +1,4 @@
+# symgrad-generated sha256:3c62490694d5ea3f6d360e8b3bae7f509d6a2141a21fed8f12c2020987413e07
 """gan_ring: GAN: a relu generator from 2-d noise to 2-d samples and a relu discriminator, with
     the discriminator's cross-entropy and the non-saturating generator loss
 

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:c72ed2cc8362b1b20d500ab4399430ca060e6ba5cc54e429d40e548d456f85c5
 """gaussian_nll: multivariate Gaussian fitted by maximum likelihood: learnt mean and Cholesky
     factor of the covariance, negative log-likelihood of a batch
 

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:e90fe5c231b59747fa02ed6e012f840791315945af4e4dd2144c676be09b2e46
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 

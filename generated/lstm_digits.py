@@ -1,3 +1,4 @@
+# symgrad-generated sha256:3bd7de8db6d6ef405d86fa842c54aafa2f02c5f664acdf018062cb628cc94969
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:664fcd2d7092de2043efba51577a66824166190182357b7634d4daae91accfed
 """mlp_regularised: perceptron with two tanh hidden layers and softmax cross-entropy, with
     dropout, batchnorm, l1, l2
 
