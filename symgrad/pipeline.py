@@ -151,7 +151,7 @@ class _SourceLoader(importlib.abc.InspectLoader):
         return compile(data, path, "exec", dont_inherit=True)
 
     def get_code(self, fullname: str):
-        return self.source_to_code(self.text, f"<symgrad generated {fullname}>")
+        return self.source_to_code(self.text, f"<memory>/{fullname}.py")  # tracebacks show its lines
 
 
 def import_source(text: str, name: str) -> types.ModuleType:

@@ -79,7 +79,6 @@ MODEL_CASES = {
     "recursion.py": "recursion.py:2: RecursionError",
     "no_model.py": "no_model.py defines no model",
     "wrong_type.py": "wrong_type.py defines no model",
-    "not_utf8.py": "not_utf8.py defines no model",
     "bad_name.py": "model name 'not a name' is not a valid Python identifier",
     "shape_error.py": "shape_error.py:6: matrix product of X (B, a), W (b, a): inner dims differ",
 }

@@ -189,6 +189,17 @@ def test_gan_flags_are_checked_as_epoch_training_checks_them(tmp_path, capsys, f
     assert not (tmp_path / "gan").exists() and not (tmp_path / "lr").exists()
 
 
+def test_a_gan_that_fails_before_its_first_row_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    import symgrad.generated.gan_ring as gan
+
+    real = gan.loss_and_grad_L_G
+    monkeypatch.setattr(gan, "loss_and_grad_L_G", lambda *a, **k: (float("nan"), real(*a, **k)[1]))
+    code, _, lines = run(capsys, "train", "gan_ring", "--steps", 5, "--out", tmp_path / "gan")
+    one_error(code, lines, "step 1: a loss is not finite",
+              f"the run folder {tmp_path / 'gan'} held no results and was removed")
+    assert not (tmp_path / "gan").exists()
+
+
 def test_gan_steps_zero_is_refused(tmp_path, capsys):
     code, _, lines = run(capsys, "train", "gan_ring", "--steps", 0, "--out", tmp_path / "gan")
     one_error(code, lines, "steps must be a positive integer, not 0")

@@ -93,7 +93,8 @@ def train_gan(module: types.ModuleType, *, steps: int = 12000, batch_size: int =
     run_dir = pathlib.Path(out) if out is not None else _fresh_dir(module)
     created = _claim(run_dir)
     try:
-        return _train(module, steps, batch_size, lr, beta1, seed, run_dir, every, quiet)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN is reported once, below
+            return _train(module, steps, batch_size, lr, beta1, seed, run_dir, every, quiet)
     except (SymgradError, KeyboardInterrupt) as e:
         # nothing is kept of a run that wrote no metrics row: its folder goes, as it came
         if created and not (run_dir / "metrics.csv").exists():
