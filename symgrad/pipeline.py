@@ -13,7 +13,7 @@ import sys
 import types
 import warnings
 
-from symgrad.codegen import stamp
+from symgrad.codegen import calibration, stamp
 from symgrad.codegen.atomic import reason
 from symgrad.codegen.emit import generate, write_module
 from symgrad.models import BUILTINS
@@ -125,15 +125,16 @@ def write(spec: str | Model, out: str | pathlib.Path | None = None, backend: str
 
 def load_module(spec: str | Model, backend: str = "auto") -> types.ModuleType:
     """The generated module for a model: the committed one for a built-in (auto backend),
-    else generated now into a private temporary folder and imported from there."""
+    else generated now into a private temporary folder and imported from there. The auto
+    backend gets this machine's numpy/numexpr thresholds (measured on first use, then cached)."""
     if isinstance(spec, str) and spec in BUILTINS and backend == "auto":
-        return importlib.import_module(f"symgrad.generated.{spec}")
+        return calibration.install(importlib.import_module(f"symgrad.generated.{spec}"))
     model = resolve(spec)
     with warnings.catch_warnings():  # sympy's own chatter is not the user's business; ours is
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", SymgradWarning)
         text = generate(derive(model), backend)
-    return import_source(text, model.name)
+    return calibration.install(import_source(text, model.name))
 
 
 class _SourceLoader(importlib.abc.InspectLoader):
