@@ -18,6 +18,7 @@ allocated per call.
 
     python bench/models.py              # default 30 samples per variant
     python bench/models.py --rounds 60
+    python bench/models.py --json out.json  # also write the records as a JSON list
 """
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ from timing import (  # noqa: E402
     TorchWorker,
     check_gradients,
     measure,
+    records,
     save_case,
     table,
     torch_worker,
+    write_json,
 )
 
 import symgrad  # noqa: E402
@@ -58,6 +61,9 @@ CASES = {  # name: (title, model builder, dims, batch)
 DTYPES = (np.float32, np.float64)
 GATES = rnn.GATES["lstm"]
 HAND = "hand-written numpy"
+# the JSON records' names of the cases and variants (bench/timing.py's `records`)
+CASE_NAMES = {"cnn8": "cnn_digits", "cnn28": "cnn_28x28", "lstm": "lstm"}
+RECORD_NAMES = {"generated auto": "generated", HAND: "hand", "matmuls only": "floor", TORCH: "torch"}
 
 
 def batch_for(module, dims: dict, n: int, dtype, seed: int = 1) -> dict[str, np.ndarray]:
@@ -181,6 +187,7 @@ def _torch_case(data, params: dict):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="samples per variant (default 30)")
+    parser.add_argument("--json", metavar="FILE", help="also write the records as a JSON list to FILE")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_worker:
@@ -207,11 +214,17 @@ def main(argv: list[str] | None = None) -> int:
                 variants[HAND] = hand
                 variants["matmuls only"] = products(case, params, batch["X"])
                 label = f"{title}, {np.dtype(dtype).name}: one loss_and_grad"
-                results.append((label, *measure(variants, args.rounds, remote)))
+                results.append((label, CASE_NAMES[case], np.dtype(dtype).name,
+                                *measure(variants, args.rounds, remote)))
     os.rmdir(folder)
     print(f"(measured in {time.perf_counter() - began:.0f} s)\n")
-    for title, samples, faults in results:
+    rows = []
+    for title, case, dtype_name, samples, faults in results:
+        rows += records(case, dtype_name, samples, RECORD_NAMES)
         table(title, samples, faults, {"matmuls only": "x matmuls", TORCH: "x torch", HAND: "x hand"})
+    if args.json:
+        write_json(args.json, rows)
+        print(f"wrote {len(rows)} records to {args.json}")
     return 0
 
 

@@ -72,6 +72,21 @@ def measure(variants: dict, rounds: int, remote=None) -> tuple[dict[str, list[fl
     return samples, {name: faults[name] / calls[name] if name in calls else faults[name] for name in samples}
 
 
+def records(case: str, dtype: str, samples: dict[str, list[float]], variants: dict[str, str]) -> list[dict]:
+    """Machine-readable results of one `measure`: a record per sampled variant that `variants`
+    names ({sample name: record variant, e.g. "generated auto": "generated"}), times in us."""
+    return [{"case": case, "dtype": dtype, "variant": variants[name],
+             "median_us": round(statistics.median(s) * 1e6, 3), "best_us": round(min(s) * 1e6, 3)}
+            for name, s in samples.items() if name in variants]
+
+
+def write_json(path: str, rows: list[dict]) -> None:
+    """Write the records of a run to `path` as a JSON list, atomically."""
+    from symgrad.codegen.atomic import write_text
+
+    write_text(path, json.dumps(rows, indent=1) + "\n")
+
+
 def _split(items: range, parts: int) -> list[range]:
     size = -(-len(items) // parts)
     return [items[i:i + size] for i in range(0, len(items), size)]
