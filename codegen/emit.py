@@ -99,9 +99,9 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
     # a helper goes in when the code calls it (inside loops too), with what it calls itself
     code = "\n".join(line for p in programs for i in p.instrs for line in LOWERINGS[i.op].emit(i))
     code += "\n".join(line for k in kernels for line in k.numpy_lines)
-    used = {h for p in programs for i in p.instrs for h in LOWERINGS[i.op].helpers
-            if re.search(rf"\b{h}\(", code)}
-    used |= {h for h in HELPERS if re.search(rf"\b{h}\(", code)}
+    called = set(re.findall(r"\b(\w+)\(", code))  # one pass over the code, not one per helper
+    used = {h for p in programs for i in p.instrs for h in LOWERINGS[i.op].helpers if h in called}
+    used |= {h for h in HELPERS if h in called}
     if "_dropout_mask" in used:
         used.add("_generator")
     if any(p.uses_workspace for p in programs):
@@ -152,7 +152,7 @@ _STATE_MISSING = 'raise ValueError("pass state=: this model keeps running statis
 
 
 def _model_body(program: Program, derivation: Derivation, arg: str, first_param: str,
-                grad: bool, cite: Derivation | None = None) -> list[str]:
+                grad: bool, texts: dict[int, str]) -> list[str]:
     """Bind what the program reads (params, batch, hypers, state, rng), then run it."""
     leaves = list(derivation.model.leaves.values())
     used = set(program.leaves)
@@ -172,10 +172,6 @@ def _model_body(program: Program, derivation: Derivation, arg: str, first_param:
     if any(ins.op == "dropout_mask" for ins in program.instrs):
         lines.append("rng = _generator(rng)")
     lines += _bind_dims(program, leaves, f"model {derivation.model.name!r}")
-    # an objective's function cites the model's forward equations (its own backward steps
-    # are numbered in its own derivation, which documents do not show)
-    texts = ({e.number: derivation.text(e) for e in derivation.equations} if cite is None
-             else {e.number: cite.text(e) for e in cite.forward})
     return lines + statements(program, texts)
 
 
@@ -221,6 +217,11 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
     grad_numbers = sorted({owners[g] for g in derivation.gradients.values() if g in owners})
     span = f" (eqs. {grad_numbers[0]}-{grad_numbers[-1]})" if grad_numbers else ""
     functions = []
+    # the equations' texts the comments cite, printed once for every function; an objective's
+    # function cites the model's forward equations (its own backward steps are numbered in its
+    # own derivation, which documents do not show)
+    texts = {e.number: derivation.text(e) for e in derivation.equations}
+    forward_texts = {e.number: texts[e.number] for e in derivation.forward}
     jobs = [(f"loss_and_grad_{o}", "batch", "tuple[float, dict[str, np.ndarray]]",
              f"The objective {o} and its gradient w.r.t. {', '.join(model.objectives[o])} only "
              "(the other parameters held fixed), in training mode.") for o in model.objectives]
@@ -240,9 +241,9 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         for training in ((True,) if grad else modes):
             program = programs[name, training]
             if player is None:
-                lines = _model_body(program, derivation, arg, first_param, grad)
+                lines = _model_body(program, derivation, arg, first_param, grad, texts)
             else:
-                lines = _model_body(program, player, arg, first_param, grad, cite=derivation)
+                lines = _model_body(program, player, arg, first_param, grad, forward_texts)
             if program.uses_workspace:  # the workspace's arrays never reach the return line
                 key = f"{name}_training" if training and len(modes) == 2 and not grad else name
                 lines.insert(0, f'ws = _take_workspace("{key}")')

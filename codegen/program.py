@@ -96,6 +96,7 @@ class Lowering:
         self._analyse(topological(roots.values()))
         self.var: dict[Node, str] = {}
         self.taken: set[str] = set()
+        self._next_t = 1  # the lowest t<k> that may be free
         self.dims: set[str] = set()
 
     def _analyse(self, order: list[Node]) -> None:
@@ -147,10 +148,10 @@ class Lowering:
     def _name(self, n: Node) -> str:
         base = self.names.get(n)
         if base is None or not base.isidentifier():
-            base = "t"
-            k = 1
+            k = self._next_t  # every t1..t{k-1} is taken already: search on from there
             while f"t{k}" in self.taken:
                 k += 1
+            self._next_t = k
             name = f"t{k}"
         else:
             name, k = base, 2
