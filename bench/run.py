@@ -4,7 +4,8 @@
 784-256-256-10 at batch 128 and 64-32-32-10 at batch 32 (tanh, softmax cross-entropy), in
 float32 and float64, it times in one run, per configuration:
 
-* the generated module in each backend (`numpy`, `numexpr`, `auto`), generated here from
+* the generated module in each backend (`numpy`, `numexpr`, `auto`, and `numba` when numba
+  imports), generated here from
   `symgrad.models.mlp.mlp("tanh")` with the committed calibration;
 * the hand-written numpy reference (bench/handwritten.py), whose loss and gradients are first
   checked against the generated ones (to 1e-5);
@@ -48,6 +49,7 @@ from timing import (  # noqa: E402
     TORCH,
     TorchWorker,
     check_gradients,
+    has_numba,
     measure,
     records,
     save_case,
@@ -65,10 +67,11 @@ CONFIGS = [  # (label, dims, batch)
     ("64-32-32-10", {"n_in": 64, "n_h1": 32, "n_h2": 32, "n_out": 10}, 32),
 ]
 DTYPES = (np.float32, np.float64)
-BACKENDS = ("numpy", "numexpr", "auto")
+BACKENDS = ("numpy", "numexpr", "auto") + (("numba",) if has_numba() else ())
 # variant names of the JSON records (bench/timing.py's `records`)
 RECORD_NAMES = {"generated auto": "generated", "generated numpy": "numpy", "generated numexpr": "numexpr",
-                "hand-written numpy": "hand", "matmuls only": "floor", TORCH: "torch"}
+                "generated numba": "numba", "hand-written numpy": "hand", "matmuls only": "floor",
+                TORCH: "torch"}
 
 
 def generated_modules() -> dict:

@@ -28,6 +28,13 @@ PAUSE_S = 1.0
 TORCH = f"PyTorch eager ({THREADS} thr)"
 
 
+def has_numba() -> bool:
+    """Whether the numba backend's modules can run here (numba is an optional extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
 def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 

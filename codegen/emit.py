@@ -18,9 +18,10 @@ import jinja2
 import sympy
 from symgrad.codegen import calibration as calib
 from symgrad.codegen.atomic import write_text
-from symgrad.codegen.kernels import Kernel
+from symgrad.codegen.kernels import Kernel, KernelTable, Unsupported
 from symgrad.codegen.layout import def_lines, fit_all, string_literal
 from symgrad.codegen.lowering import HELPERS, LOWERINGS
+from symgrad.codegen.numba_kernels import NUMBA_HEAVY, numba_lines
 from symgrad.codegen.program import Program, lower
 from symgrad.symbolic import __version__
 from symgrad.symbolic.derivation import Derivation
@@ -29,7 +30,7 @@ from symgrad.symbolic.graph import Node
 from symgrad.symbolic.model import Model
 from symgrad.symbolic.printing import Printer
 
-BACKENDS = ("auto", "numpy", "numexpr")
+BACKENDS = ("auto", "numpy", "numexpr", "numba")
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(pathlib.Path(__file__).with_name("templates")),
@@ -82,8 +83,15 @@ def _finish_kernels(kernels: dict[str, Kernel], backend: str) -> list[Kernel]:
         k.header = def_lines(k.name, params + ["out: np.ndarray"], "np.ndarray")
         k.math = "\n    ".join(_wrap(f"out = {_safe_doc(sympy.sstr(k.expr, full_prec=False))}", 90))
         indent = "        " if backend == "auto" else "    "
-        k.numexpr_call = _numexpr_call(k, indent) if backend != "numpy" and k.numexpr_source else []
+        numexpr = backend in ("auto", "numexpr") and k.numexpr_source
+        k.numexpr_call = _numexpr_call(k, indent) if numexpr else []
         k.numpy_lines = fit_all(k.numpy_lines, "    ")
+        k.numba_lines = []
+        if backend == "numba" and not (k.heavy and not NUMBA_HEAVY):
+            try:
+                k.numba_lines = numba_lines(k.expr, k.operands, k.scalars, *k.layout)
+            except Unsupported:  # a function numba's loops cannot call: numpy's ufuncs run it
+                pass
     return list(kernels.values())
 
 
@@ -112,8 +120,11 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
         "version": __version__,
         "spec_hash": model.spec_hash(),
         "backend": backend,
-        "allowed_backends": BACKENDS if backend == "auto" else (backend,),
+        # an auto module switches between the engines it carries code for
+        "allowed_backends": ("auto", "numpy", "numexpr") if backend == "auto" else (backend,),
         "uses_numexpr": any(k.numexpr_call for k in kernels),
+        "uses_numba": any(k.numba_lines for k in kernels),
+        "numba_math": any("math." in line for k in kernels for line in k.numba_lines),
         "thresholds": _dict_text({k: repr(v) for k, v in calib.thresholds(calibration).items()}),
         "calibrated_on": calibration.get("measured_on", "unknown"),
         "helpers": helpers,
@@ -189,7 +200,8 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
     model = derivation.model
     names = {n: t for n, (t, _) in derivation.names.items()}
     owners = derivation.owners
-    kernels: dict[str, Kernel] = {}
+    kernels = KernelTable()
+    kernels.layouts = backend == "numba"
     modes = (True, False) if derivation.has_modes else (False,)
     updates = derivation.updates
     programs = {}
@@ -309,7 +321,8 @@ def generate_update(model: Model, backend: str = "auto", calibration: dict | Non
         raise SymgradError(f"update rules {model.name!r} need exactly one parameter and one gradient input")
     (p,), (g,) = params, grads
     names = {eq.node: eq.name for eq in model.equations}
-    kernels: dict[str, Kernel] = {}
+    kernels = KernelTable()
+    kernels.layouts = backend == "numba"
     program = lower(dict(updates), names, {}, kernels, stores={t: t for t in updates})
     printer = Printer(names)
     texts = {}

@@ -4,8 +4,10 @@ The command line and the Python API both go through here, so they behave the sam
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import os
 import pathlib
 import runpy
 import sys
@@ -126,9 +128,25 @@ def load_module(spec: str | Model, backend: str = "auto") -> types.ModuleType:
     return import_source(text, model.name)
 
 
+def compiled_modules_folder() -> pathlib.Path:
+    """Where numba modules generated on the fly live: $SYMGRAD_CACHE, else the user's cache."""
+    root = os.environ.get("SYMGRAD_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "symgrad")
+    return pathlib.Path(root) / "modules"
+
+
 def import_source(text: str, name: str) -> types.ModuleType:
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="symgrad-"))
-    path = write_module(text, folder, name)
+    """Import generated source from a private folder. A numba module's folder is named by a
+    hash of its source in the user's cache (and written once), so that numba's on-disk cache of
+    its compiled kernels, kept beside the file, serves the next process too."""
+    if "\nimport numba\n" in text:
+        folder = compiled_modules_folder() / hashlib.sha256(text.encode()).hexdigest()[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.py"
+        if not path.exists() or path.read_text() != text:  # rewriting it would void numba's cache
+            write_module(text, folder, name)
+    else:
+        path = write_module(text, pathlib.Path(tempfile.mkdtemp(prefix="symgrad-")), name)
     spec = importlib.util.spec_from_file_location(f"symgrad_generated_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
