@@ -45,12 +45,14 @@ class ScalarPrinter(NumexprPrinter):
     """The expression for one element: operands indexed by the loop, constants as typed
     locals k0, k1, ... (as the numexpr printer names them), functions from `math`."""
 
-    def __init__(self, access: dict[str, str]):
-        super().__init__()
-        self.access = access
+    def __init__(self, access: dict[str, str], names: set[str]):
+        super().__init__(names)
+        self.access = access  # an array operand -> the local holding its element
 
     def _print_Symbol(self, expr):
-        return self.access.get(expr.name, expr.name)
+        if expr.name in self.access:
+            return self.access[expr.name]
+        return super()._print_Symbol(expr)  # a scalar operand or a local: checked
 
     def _print_Pow(self, expr, rational=False):
         base, e = expr.args
@@ -109,10 +111,11 @@ def numba_lines(expr: sympy.Expr, operands: tuple[str, ...], scalars: frozenset[
             continue
         values[p] = f"v{p}"  # each operand's element, read once
         body.append(f"v{p} = {p}[{', '.join('0' if axis < 0 else index[axis] for axis in layout)}]")
-    printer = ScalarPrinter(values)
     low = numeric_constants(stable_form(expr))
     low, hoisted = _hoist_branches(low)
     replacements, (reduced,) = sympy.cse([low], symbols=sympy.numbered_symbols("e"))
+    local = {str(sym) for sym, _ in [*hoisted, *replacements]}
+    printer = ScalarPrinter(values, {p for p in operands if p not in values} | local)
     for sym, sub in [*hoisted, *replacements]:
         body += _assign(str(sym), printer.doprint(sub), ndim)
     body += _assign(f"out[{', '.join(index)}]", printer.doprint(reduced), ndim)
