@@ -22,7 +22,7 @@ from symgrad.codegen.atomic import write_text
 from symgrad.codegen.kernels import Kernel, KernelTable, Unsupported
 from symgrad.codegen.layout import def_lines, fit_all, string_literal
 from symgrad.codegen.lowering import HELPERS, LOWERINGS
-from symgrad.codegen.numba_kernels import NUMBA_HEAVY, numba_lines
+from symgrad.codegen.numba_kernels import NUMBA_HEAVY, NUMBA_HELPERS, numba_lines
 from symgrad.codegen.program import Program, lower
 from symgrad.symbolic import __version__
 from symgrad.symbolic.derivation import Derivation
@@ -124,7 +124,9 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
         used.add("_generator")
     if any(p.uses_workspace for p in programs):
         used.add("_workspace")
-    helpers = [HELPERS[h].strip() for h in HELPERS if h in used]
+    compiled = NUMBA_HELPERS if backend == "numba" else {}
+    helpers = [compiled.get(h, HELPERS[h]).strip() for h in HELPERS if h in used]
+    numba_helpers = any(h in compiled for h in used)
     return {
         "model": model,
         "version": __version__,
@@ -133,8 +135,8 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
         # an auto module switches between the engines it carries code for
         "allowed_backends": ("auto", "numpy", "numexpr") if backend == "auto" else (backend,),
         "uses_numexpr": any(k.numexpr_call for k in kernels),
-        "uses_numba": any(k.numba_lines for k in kernels),
-        "numba_math": any("math." in line for k in kernels for line in k.numba_lines),
+        "uses_numba": numba_helpers or any(k.numba_lines for k in kernels),
+        "numba_math": numba_helpers or any("math." in line for k in kernels for line in k.numba_lines),
         "thresholds": _dict_text({k: repr(v) for k, v in calib.thresholds(calibration).items()}),
         "calibrated_on": calibration.get("measured_on", "unknown"),
         "helpers": helpers,

@@ -6,11 +6,14 @@ hyper-parameters). The layout, fixed when the program is lowered, says for each 
 loop index reads each of its axes, so the loop indexes every operand directly: no broadcast
 copies, no temporaries, one pass over memory however long the expression.
 
-Numbers are typed like the output (`out.dtype.type(0.5)`), scalars too, so a float32 kernel
-computes in float32 as numpy's does. Functions are the `math` module's, which numba compiles
-to libm calls, one element at a time: numpy's own float32 `tanh`/`exp` loops are SIMD and much
-faster per element (bench/calibrate.py --numba measures both), so a numba module compiles the
-kernels without transcendental functions and leaves the others to numpy's ufuncs.
+The kernels use numpy's error model (a division by zero gives inf or nan, as numpy's ufuncs
+do, where numba's default raises ZeroDivisionError). Numbers are typed like the output
+(`out.dtype.type(0.5)`), scalars too, so a float32 kernel computes in float32 as numpy's does.
+Functions are the `math` module's, which numba compiles to libm calls, one element at a time:
+numpy's own float32 `tanh`/`exp` loops are SIMD and much faster per element (compiling the
+LSTM's sigmoid and tanh kernels too made its float32 `loss_and_grad` 2.1x slower), so a numba
+module compiles the kernels without transcendental functions and leaves the others to numpy's
+ufuncs.
 """
 from __future__ import annotations
 
@@ -157,3 +160,65 @@ def _assign(target: str, text: str, ndim: int) -> list[str]:
     if len(target) + len(text) + 3 <= room:
         return [f"{target} = {text}"]
     return [f"{target} = ("] + ["    " + part for part in textwrap.wrap(text, room - 4)] + [")"]
+
+
+# Helpers a numba module uses in place of the numpy ones (codegen.lowering.HELPERS): a
+# matrix's softmax or log-softmax along its rows as one compiled loop per row (max, sum of
+# exponentials, result), where numpy makes six calls with two reductions along a short axis,
+# the largest cost of a small network's step after its matrix products.
+NUMBA_HELPERS = {
+    "_softmax": '''@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _softmax_rows(z: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Each row of a matrix: exp(z - max) / sum(exp(z - max))."""
+    for i in range(z.shape[0]):
+        top = z[i, 0]
+        for j in range(1, z.shape[1]):
+            if z[i, j] > top:
+                top = z[i, j]
+        total = out.dtype.type(0.0)
+        for j in range(z.shape[1]):
+            e = math.exp(z[i, j] - top)
+            out[i, j] = e
+            total += e
+        for j in range(z.shape[1]):
+            out[i, j] /= total
+    return out
+
+
+def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
+    """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow; a
+    matrix's rows in one compiled loop."""
+    if z.ndim == 2 and axis in (1, -1):
+        return _softmax_rows(z, np.empty_like(z))
+    e = z - z.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+''',
+    "_log_softmax": '''@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _log_softmax_rows(z: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Each row of a matrix: z - max - log(sum(exp(z - max)))."""
+    for i in range(z.shape[0]):
+        top = z[i, 0]
+        for j in range(1, z.shape[1]):
+            if z[i, j] > top:
+                top = z[i, j]
+        total = out.dtype.type(0.0)
+        for j in range(z.shape[1]):
+            total += math.exp(z[i, j] - top)
+        shift = top + math.log(total)
+        for j in range(z.shape[1]):
+            out[i, j] = z[i, j] - shift
+    return out
+
+
+def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
+    """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max; a matrix's rows in
+    one compiled loop."""
+    if z.ndim == 2 and axis in (1, -1):
+        return _log_softmax_rows(z, np.empty_like(z))
+    s = z - z.max(axis=axis, keepdims=True)
+    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    return s
+''',
+}

@@ -55,3 +55,27 @@ def test_numba_gradients_match_finite_differences(name):
     for k, g in grads.items():
         mask = ~np.isnan(diffs[k])
         assert relative_error(g[mask], diffs[k][mask]) < 1e-6, k
+
+
+def test_numba_kernel_follows_numpy_on_division_by_zero_and_broadcasting():
+    """A compiled kernel's loop indexes a bias row, a keepdims column and a scalar the way
+    numpy broadcasts them, and x/0 is inf or nan as in numpy, never ZeroDivisionError."""
+    import sympy
+    from symgrad.codegen.numba_kernels import numba_lines, operand_layout
+
+    a, b, c, d = (sympy.Symbol(s, real=True) for s in "abcd")
+    out_shape = (sympy.Symbol("B"), sympy.Symbol("n"))
+    layouts = tuple(operand_layout(s, out_shape) for s in (out_shape, (out_shape[1],), (out_shape[0], 1), ()))
+    body = numba_lines((a + b) / c * d, ("a", "b", "c", "d"), frozenset("d"), 2, layouts)
+    source = "def kernel(a, b, c, d, out):\n" + "".join(f"    {line}\n" for line in body) + "    return out\n"
+    space = {"np": np}
+    exec(source, space)  # noqa: S102 - the text numba_lines wrote, from symbols made here
+    kernel = numba.njit(error_model="numpy")(space["kernel"])
+    rng = np.random.default_rng(0)
+    A, bias, col = rng.standard_normal((4, 3)), rng.standard_normal(3), rng.standard_normal((4, 1))
+    col[1, 0] = 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = (A + bias) / col * 2.5
+    got = kernel(A, bias, col, 2.5, np.empty((4, 3)))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], rtol=1e-15)
