@@ -2,7 +2,7 @@
 
 For the tanh MLP and each model of bench/models.py, two fresh processes in turn load the
 numba module (`symgrad.load_module(model, "numba")`) into an empty cache folder
-($SYMGRAD_CACHE) and time its first `loss_and_grad` in float32 and then in float64, beyond the
+($SYMGRAD_CACHE_DIR) and time its first `loss_and_grad` in float32 and then in float64, beyond the
 time of a second call (CPU seconds of the process, so that a loaded machine's waits do not
 count; compiling is single-threaded): the first process compiles every kernel (cold), the second finds
 numba's cache beside the module from the first (warm). Generation time is not counted.
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':<12} {'dtype':<8} {'cold s':>7} {'cached s':>9}")
     for case in args.cases:
         with tempfile.TemporaryDirectory(prefix="symgrad-compile-") as cache:
-            env = {**os.environ, "SYMGRAD_CACHE": cache}
+            env = {**os.environ, "SYMGRAD_CACHE_DIR": cache}
             runs = []
             for _ in range(2):  # cold, then warm from the first one's cache
                 out = subprocess.run([sys.executable, __file__, "--one", case], capture_output=True,

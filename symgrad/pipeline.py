@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import os
 import pathlib
 import runpy
 import sys
@@ -15,6 +14,7 @@ import tempfile
 import types
 import warnings
 
+from symgrad.codegen import calibration
 from symgrad.codegen.emit import generate, write_module
 from symgrad.models import BUILTINS
 from symgrad.symbolic.derivation import Derivation, derive
@@ -117,22 +117,16 @@ def write(spec: str | Model, out: str | pathlib.Path | None = None, backend: str
 
 def load_module(spec: str | Model, backend: str = "auto") -> types.ModuleType:
     """The generated module for a model: the committed one for a built-in (auto backend),
-    else generated now into a private temporary folder and imported from there."""
+    else generated now into a private temporary folder and imported from there. The auto
+    backend gets this machine's numpy/numexpr thresholds (measured on first use, then cached)."""
     if isinstance(spec, str) and spec in BUILTINS and backend == "auto":
-        return importlib.import_module(f"symgrad.generated.{spec}")
+        return calibration.install(importlib.import_module(f"symgrad.generated.{spec}"))
     model = resolve(spec)
     with warnings.catch_warnings():  # sympy's own chatter is not the user's business; ours is
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", SymgradWarning)
         text = generate(derive(model), backend)
-    return import_source(text, model.name)
-
-
-def compiled_modules_folder() -> pathlib.Path:
-    """Where numba modules generated on the fly live: $SYMGRAD_CACHE, else the user's cache."""
-    root = os.environ.get("SYMGRAD_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "symgrad")
-    return pathlib.Path(root) / "modules"
+    return calibration.install(import_source(text, model.name))
 
 
 def import_source(text: str, name: str) -> types.ModuleType:
@@ -140,7 +134,7 @@ def import_source(text: str, name: str) -> types.ModuleType:
     hash of its source in the user's cache (and written once), so that numba's on-disk cache of
     its compiled kernels, kept beside the file, serves the next process too."""
     if "\nimport numba\n" in text:
-        folder = compiled_modules_folder() / hashlib.sha256(text.encode()).hexdigest()[:16]
+        folder = calibration.cache_dir() / "modules" / hashlib.sha256(text.encode()).hexdigest()[:16]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.py"
         if not path.exists() or path.read_text() != text:  # rewriting it would void numba's cache
