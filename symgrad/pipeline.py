@@ -4,6 +4,7 @@ The command line and the Python API both go through here, so they behave the sam
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.abc
 import importlib.util
@@ -156,9 +157,21 @@ class _SourceLoader(importlib.abc.InspectLoader):
 
 
 def import_source(text: str, name: str) -> types.ModuleType:
-    """Import generated source `text` as module `symgrad_generated_<name>`, from memory."""
-    loader = _SourceLoader(text)
-    spec = importlib.util.spec_from_loader(f"symgrad_generated_{name}", loader, origin="symgrad")
+    """Import generated source `text` as module `symgrad_generated_<name>`. A numba module lives
+    in the user's cache, in a folder named by a hash of its source (written once), so that numba's
+    on-disk cache of its compiled kernels, kept beside the file, serves the next process too; any
+    other module is imported from memory, so nothing is left in the temporary folder."""
+    if "\nimport numba\n" in text:
+        folder = calibration.cache_dir() / "modules" / hashlib.sha256(text.encode()).hexdigest()[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.py"
+        if not path.exists() or path.read_text() != text:  # rewriting it would void numba's cache
+            write_module(text, folder, name)
+        spec = importlib.util.spec_from_file_location(f"symgrad_generated_{name}", path)
+        loader = spec.loader
+    else:
+        loader = _SourceLoader(text)
+        spec = importlib.util.spec_from_loader(f"symgrad_generated_{name}", loader, origin="symgrad")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     loader.exec_module(module)

@@ -224,3 +224,11 @@ def test_an_operator_name_with_a_digit_is_one_upright_word_in_mathml():
     assert "<mtext>im2col</mtext>" in out and "<mo />" not in out
     html = render(built("cnn_digits"), "html")
     assert "<mi>i</mi><mi>m</mi><mn>2</mn>" not in html and "<mtext>col2im</mtext>" in html
+
+
+def test_max_pooling_is_said_to_route_the_adjoint_to_the_arg_max():
+    steps = [s for s in _steps(built("cnn_digits")) if s.rule == "reduction (max)"]
+    assert len(steps) == 2
+    for s in steps:
+        said = " ".join(p.plain for p in s.details)
+        assert "each window's adjoint goes to the entry that won" in said and "tie" in said

@@ -125,6 +125,8 @@ class BackwardPass:
             details += self._rule(s)
         details.append(prose(self._shape_note(arg, s.contribution)))
         rhs = self.d.rhs(e, "latex")
+        if node.op == "max":
+            details.append(prose(self._max_routing(s)))
         textbook = self._textbook_softmax(s, incoming) if node.op == "log_softmax" else None
         if textbook is not None:
             form, why = textbook
@@ -206,6 +208,16 @@ class BackwardPass:
                       f"reverse mode from the cell's equations and shown as (#{first}.1) onwards in "
                       f"the section on back-propagation through time. This equation collects {how}.",
                       self.prefix)]
+
+    def _max_routing(self, s: RuleStep) -> str:
+        """Max pooling's adjoint as a textbook states it: to the arg-max of each window."""
+        u = self._latex(s.node.args[0])
+        z = self.d.printer.latex(s.node)
+        return (f"In textbook form: each window's adjoint goes to the entry that won, "
+                f"$\\mathbb{{1}}\\left[{u} = {z}\\right] \\odot \\delta_{{{z}}}$ with the maximum and "
+                "its adjoint repeated over the window; the form below divides by the number of "
+                "entries that tie for the maximum, so that a tie shares the adjoint instead of "
+                "doubling it (with real-valued inputs a tie almost never happens).")
 
     def _textbook_softmax(self, s: RuleStep, incoming: Numbered | None) -> tuple[str, str] | None:
         """(P - Y)/B for the mean softmax cross-entropy when the target's rows are declared to
