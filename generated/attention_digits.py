@@ -1,3 +1,4 @@
+# symgrad-generated sha256:b1d0bf3486de4376c8dac25ba27cc679482799176573a4292821199b04df8617
 """attention_digits: one-head self-attention classifier over 8 tokens of 8 features: embedding
     with learnt positions, scaled dot-product attention with a residual connection, a relu
     layer per token, mean over tokens, softmax

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:9671311623feb3d491d28c3957b016040c8f6db7f924c79728570f9c54882350
 """cnn_digits: convolutional network for 8x8 images: two conv-relu-maxpool blocks (16 and 32
     channels) and a dense softmax layer
 

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:43052b155ca4e910655cdb0cb9686e816d790fec23b86304f8ebeba9fb4c7e96
 """gan_ring: GAN: a relu generator from 2-d noise to 2-d samples and a leaky-relu
     discriminator, with the discriminator's cross-entropy and the non-saturating generator
     loss

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:c8f8ae527c012cb5e96971f3516d7970cb51e8b982a2f24638dff34abc54f80c
 """gaussian_nll: multivariate Gaussian fitted by maximum likelihood: learnt mean and Cholesky
     factor of the covariance, negative log-likelihood of a batch
 

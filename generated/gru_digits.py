@@ -1,3 +1,4 @@
+# symgrad-generated sha256:681541668393ae07eaecfd4e9ca60d1ef7f26b38d40cfd6295946efe8e1e0652
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:72465f18af24ed59c160b55c3dab5d92b446a43d923513a6cafdca6a040ed0b0
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:c766afe14c5f6ae43a12ad08e4cb5a58253f35b9dcdaefb3bcda130c90a5cb08
 """mlp_regularised: perceptron with two tanh hidden layers and softmax cross-entropy, with
     dropout, batchnorm, l1, l2
 
