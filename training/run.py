@@ -47,6 +47,7 @@ from symgrad.symbolic.errors import SymgradError, SymgradWarning
 from symgrad.training import checkpoint, defaults, metrics, plots
 from symgrad.training.data import Prepared, prepare, resolve
 from symgrad.training.loop import REGULARISERS, Diverged, EpochRecord, TrainConfig, Trainer
+from symgrad.training.parallel import WorkersLost
 from symgrad.training.progress import Progress
 from symgrad.training.trained import MODEL, MODEL_FILE, MODULE, TrainedModel, load_trained, save_model
 
@@ -86,7 +87,8 @@ def train(model, data=None, *, optimizer: str | None = None,
           out: str | pathlib.Path | None = None, resume: str | pathlib.Path | None = None,
           progress: bool | None = None, quiet: bool = False, l1: float | None = None,
           l2: float | None = None, dropout: float | None = None, schedule=None,
-          clip_norm: float | None = None, threads: int | None = None, steps: int | None = None):
+          clip_norm: float | None = None, threads: int | None = None, steps: int | None = None,
+          workers: int | None = None, scheduler: str | None = None):
     """Train `model` (a built-in name, a model file, a `Model` or a generated module) and
     return the result (a `RunResult`; a `training.gan.GanResult` for a GAN).
 
@@ -101,6 +103,9 @@ def train(model, data=None, *, optimizer: str | None = None,
     in its equations. `schedule`: a learning-rate schedule (`training.schedules`, e.g.
     "cosine:warmup=5"); `clip_norm`: rescale gradients whose global L2 norm exceeds it;
     `threads`: BLAS (and numexpr) threads while training (None: the libraries' default).
+    `workers`, `scheduler`: data-parallel training on Dask (`training.parallel`), each step's
+    batch split over a local cluster of `workers` processes, or over the workers of the running
+    cluster at `scheduler`.
     A GAN takes `steps`, `lr`, `batch_size`, `seed`, `out`, `quiet` and `threads`.
     """
     module = _load_module(model)
@@ -112,15 +117,25 @@ def train(model, data=None, *, optimizer: str | None = None,
         dropout=dropout, schedule=schedule, clip_norm=clip_norm, threads=threads, steps=steps).items()
         if v is not None}
     _check_threads(threads)
+    placement = None
+    if workers is not None or scheduler is not None:
+        from symgrad.training.cluster import check_placement
+
+        check_placement(workers, scheduler)
+        placement = {"workers": workers, "scheduler": scheduler}
     if getattr(module, "OBJECTIVES", None):  # several players: a GAN trains by alternating steps
+        if placement is not None:
+            raise SymgradError("GAN training runs in one process; --workers and --scheduler are for "
+                               "models that train in epochs")
         return _train_gan(model, module, given, out, quiet)
     if steps is not None:
         raise SymgradError("--steps is for GANs; this model trains in --epochs")
     with _thread_limit(threads):
-        return _train_epochs(model, module, given, out, resume, progress, quiet)
+        return _train_epochs(model, module, given, out, resume, progress, quiet, placement)
 
 
-def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progress, quiet) -> RunResult:
+def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progress, quiet,
+                  placement: dict | None = None) -> RunResult:
     regularisers = _regularisers(**{k: given.pop(k, None) for k in REGULARISERS})
     if regularisers:
         given["model_hypers"] = {**regularisers, **given.get("model_hypers", {})}
@@ -167,7 +182,17 @@ def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progr
     sources = {MODULE: pathlib.Path(module.__file__).read_text()}
     if isinstance(model, (str, pathlib.PurePath)) and str(model).endswith(".py"):
         sources[MODEL_FILE] = pathlib.Path(model).read_text()
-    return _run(trainer, prepared, settings, run_dir, progress, quiet, sources)
+    settings.pop("shards", None)  # a resumed data-parallel run may go on in one process
+    if placement is None:
+        return _run(trainer, prepared, settings, run_dir, progress, quiet, sources)
+    from symgrad.training.cluster import connect, worker_addresses
+    from symgrad.training.parallel import DataParallel
+
+    with connect(**placement) as client:
+        shards = placement["workers"] or len(worker_addresses(client))
+        settings["shards"] = shards
+        trainer.parallel = DataParallel(client, module, shards, trainer.input, trainer.target)
+        return _run(trainer, prepared, settings, run_dir, progress, quiet, sources)
 
 
 def _check_threads(threads) -> None:
@@ -357,14 +382,20 @@ def _effective(stored: dict, key: str, name: str):
     return stored[key].get(name)
 
 
+def free_folder(parent: str, model: str, data: str) -> pathlib.Path:
+    """The first `PARENT/MODEL-DATA-N` that does not exist yet (N = 1, 2, ...)."""
+    stem = pathlib.Path(data).stem.split(" ")[0]
+    n = 1
+    while (folder := pathlib.Path(parent) / f"{model}-{stem}-{n}").exists():
+        n += 1
+    return folder
+
+
 def _claim_run_dir(out: str | pathlib.Path | None, settings: dict) -> pathlib.Path:
     """The folder of a new run: given, or the first free `runs/MODEL-DATA-N`. One that holds
     another run is refused, so nothing of it is overwritten."""
     if out is None:
-        stem = pathlib.Path(settings["data"]).stem.split(" ")[0]
-        n = 1
-        while (run_dir := pathlib.Path("runs") / f"{settings['model']}-{stem}-{n}").exists():
-            n += 1
+        run_dir = free_folder("runs", settings["model"], settings["data"])
     else:
         run_dir = pathlib.Path(out)
     if run_dir.exists() and not run_dir.is_dir():
@@ -389,6 +420,8 @@ def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path
                    trainer.epoch)
     if trainer.history:
         bar.write(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.steps})")
+    if trainer.parallel is not None:
+        trainer.parallel.say = bar.write
     start = time.perf_counter()
 
     first = True
@@ -413,10 +446,10 @@ def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path
 
     try:
         trainer.fit(on_epoch, bar.step)
-    except Diverged as e:
+    except (Diverged, WorkersLost) as e:
         kept = (f"the checkpoint of epoch {trainer.history[-1].epoch} stays in {run_dir / CHECKPOINT}"
                 if trainer.history else "no checkpoint was written")
-        raise Diverged(f"{e}; {kept}") from None
+        raise type(e)(f"{e}; {kept}") from None
     except KeyboardInterrupt:
         kept = (f"continue with --resume {run_dir} (the checkpoint of epoch {trainer.history[-1].epoch} "
                 "is kept)" if trainer.history else "no epoch had finished, so there is no checkpoint")
