@@ -6,7 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import pathlib
+import signal
+import threading
+import time
 
 import pytest
 from symgrad.symbolic.errors import SymgradError, SymgradWarning
@@ -28,7 +32,7 @@ def scheduler():
         yield cluster.scheduler_address
 
 
-def same_run(swept: pathlib.Path, alone: pathlib.Path) -> None:
+def same_run(swept: pathlib.Path, alone: pathlib.Path, epochs: int = SMALL["epochs"]) -> None:
     """Every file alike, byte for byte, but for the wall-clock seconds of each epoch."""
     for name in ("config.json", "module.py", "curves.png", "confusion.png"):
         assert (swept / name).read_bytes() == (alone / name).read_bytes(), name
@@ -46,7 +50,7 @@ def same_run(swept: pathlib.Path, alone: pathlib.Path) -> None:
     for folder in (swept, alone):
         with open(folder / "metrics.csv") as f:
             rows.append([{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)])
-    assert rows[0] == rows[1] and len(rows[0]) == SMALL["epochs"]
+    assert rows[0] == rows[1] and len(rows[0]) == epochs
 
 
 def test_each_point_is_the_run_train_writes(scheduler, tmp_path):
@@ -118,3 +122,43 @@ def test_grid_mistakes_are_one_line():
         sweep("mlp_tanh", {"lr": [0.01]}, workers=1, rank_by="test_accuracy")
     with pytest.raises(SymgradError, match="GAN training has none"):
         sweep("gan_ring", {"lr": [0.01]}, workers=1)
+
+
+def test_a_killed_worker_s_run_resumes_from_its_checkpoint(scheduler, tmp_path, capsys):
+    """SIGKILL the worker process of a run that has written a checkpoint: Dask starts the task
+    again, which resumes the run, and the run ends as if never stopped; the leaderboard is whole."""
+    from distributed import Client
+
+    out = tmp_path / "sweep"
+    killed = []
+
+    def kill_a_run_in_progress(client):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for worker, keys in client.processing().items():
+                names = [str(k).split("symgrad-run-")[1].rsplit("-", 1)[0] for k in keys
+                         if "symgrad-run-" in str(k)]
+                if any((out / n / "checkpoint.npz").exists() and not (out / n / "model.npz").exists()
+                       for n in names):
+                    pid = client.run(os.getpid, workers=[worker])[worker]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.002)
+
+    settings = {"dims": {"n_h1": 16, "n_h2": 16}, "epochs": 3, "batch_size": 16}
+    with Client(scheduler) as client:
+        killer = threading.Thread(target=kill_a_run_in_progress, args=(client,))
+        killer.start()
+        try:
+            board = sweep("mlp_tanh", {"seed": [0, 1]}, scheduler=scheduler, out=out, **settings)
+        finally:
+            killer.join()
+    lines = capsys.readouterr().out.splitlines()
+    assert killed and [r["status"] for r in board.rows] == ["finished", "finished"]
+    again = [line for line in lines if "resumed from its checkpoint" in line]
+    assert len(again) == 1
+    name = again[0].split(" ")[2].rstrip(":")
+    seed = int(name.removeprefix("seed="))
+    alone = train("mlp_tanh", seed=seed, out=tmp_path / "alone", quiet=True, **settings)
+    same_run(out / name, alone.run_dir, epochs=3)

@@ -525,6 +525,8 @@ def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.P
     note = f"stopped early after epoch {epochs_run}, best epoch {trainer.best_epoch}" if stopped else (
         f"{epochs_run} epoch{'s' * (epochs_run != 1)}"
         + (f", best epoch {trainer.best_epoch}" if settings["patience"] else ""))
+    if settings.get("shards"):
+        note += f", data-parallel over {settings['shards']} shards"
     summary = (f"test {metric} {test[metric]:.4f}  (test loss {test['loss']:.4f}{extra}; {settings['model']} "
                f"on {settings['data']}, {settings['optimizer']} lr {settings['lr']:g}, batch size "
                f"{settings['batch_size']}, seed {settings['seed']}; {note}; {seconds:.1f} s; "
