@@ -10,6 +10,7 @@ gives the same bytes; `write_module` puts a module in place atomically.
 """
 from __future__ import annotations
 
+import math
 import pathlib
 import re
 import textwrap
@@ -44,6 +45,14 @@ def _tuple_text(shape) -> str:
     return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
+def _float(value: object) -> str:
+    """A float literal for generated source; nan and inf are not literals (they would be names)."""
+    v = float(value)
+    if not math.isfinite(v):
+        raise SymgradError(f"generated code: {value!r} is not a finite number")
+    return repr(v)
+
+
 def _dict_text(items: dict) -> str:
     if not items:
         return "{}"
@@ -51,8 +60,9 @@ def _dict_text(items: dict) -> str:
 
 
 def _safe_doc(text: str) -> str:
-    """Text placed inside a docstring cannot end it or start an escape."""
-    return text.replace("\\", "\\\\").replace('"""', r"\"\"\"")
+    """Text placed inside a docstring cannot end it or start an escape: backslashes are doubled
+    and every quote escaped (a quote at the end would otherwise run into the closing quotes)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _comment(text: str) -> list[str]:
@@ -118,7 +128,7 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
         "calibrated_on": calibration.get("measured_on", "unknown"),
         "helpers": helpers,
         "kernels": kernels,
-        "hypers": _dict_text({n: repr(v) for n, v in model.hyper_defaults.items()}),
+        "hypers": _dict_text({n: _float(v) for n, v in model.hyper_defaults.items()}),
     }
 
 
@@ -194,18 +204,19 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
     names = {n: t for n, (t, _) in derivation.names.items()}
     owners = derivation.owners
     kernels: dict[str, Kernel] = {}
+    dims = frozenset(model.dim_symbols)
     modes = (True, False) if derivation.has_modes else (False,)
     updates = derivation.updates
     programs = {}
     for training in modes:
         programs["forward", training] = lower(derivation.outputs(training), names, owners, kernels,
-                                              workspace=True)
+                                              workspace=True, dim_names=dims)
         programs["loss", training] = lower({"loss": derivation.loss_in(training)}, names, owners, kernels,
-                                           workspace=True)
+                                           workspace=True, dim_names=dims)
     state_roots = {f"state:{k}": v for k, v in updates.items()}
     programs["loss_and_grad", True] = lower(
         {"loss": derivation.loss, **derivation.gradients, **state_roots}, names, owners, kernels,
-        stores={key: key.split(":", 1)[1] for key in state_roots}, workspace=True)
+        stores={key: key.split(":", 1)[1] for key in state_roots}, workspace=True, dim_names=dims)
     players = {}
     for objective in model.objectives:  # a GAN: each player's loss w.r.t. its own parameters
         from symgrad.symbolic.derivation import derive
@@ -214,7 +225,7 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         players[objective] = d
         programs[f"loss_and_grad_{objective}", True] = lower(
             {"loss": d.loss, **d.gradients}, {n: t for n, (t, _) in d.names.items()}, d.owners, kernels,
-            workspace=True)
+            workspace=True, dim_names=dims)
     context = _common(model, backend, calibration, _finish_kernels(kernels, backend), list(programs.values()))
     first_param = next(iter(model.params))
     grads = list(derivation.gradients)
@@ -279,10 +290,10 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         "objectives": _dict_text({n: repr(g) for n, g in model.objectives.items()}),
         "task": repr(model.task),
         "prediction": repr(model.prediction),
-        "inits": _dict_text({n: repr((i.scheme, float(i.scale))) for n, i in model.inits.items()}),
+        "inits": _dict_text({n: f"({i.scheme!r}, {_float(i.scale)})" for n, i in model.inits.items()}),
         "functions": functions,
     })
-    return _ENV.get_template("module.py.j2").render(**context)
+    return _compiled(_ENV.get_template("module.py.j2").render(**context), model.name)
 
 
 def _regenerate(model: Model) -> str:
@@ -309,7 +320,8 @@ def generate_update(model: Model, backend: str = "auto", calibration: dict | Non
     (p,), (g,) = params, grads
     names = {eq.node: eq.name for eq in model.equations}
     kernels: dict[str, Kernel] = {}
-    program = lower(dict(updates), names, {}, kernels, stores={t: t for t in updates})
+    program = lower(dict(updates), names, {}, kernels, stores={t: t for t in updates},
+                    dim_names=frozenset(model.dim_symbols))
     printer = Printer(names)
     texts = {}
     equations = []
@@ -333,8 +345,8 @@ def generate_update(model: Model, backend: str = "auto", calibration: dict | Non
         "summary": "\n".join(_wrap(_safe_doc(f"{model.name}: {model.description or 'update rules'}"), 92)),
         "equations": equations,
         "states": repr(tuple(states)),
-        "state_init": _dict_text({s: repr(float(model.inits[s].scale) if model.inits[s].scheme == "constant"
-                                           else {"ones": 1.0}.get(model.inits[s].scheme, 0.0))
+        "state_init": _dict_text({s: _float(model.inits[s].scale if model.inits[s].scheme == "constant"
+                                            else {"ones": 1.0}.get(model.inits[s].scheme, 0.0))
                                   for s in states}),
         "header": def_lines("update", arrays + [f"{h}: float" for h in hypers], "None"),
         "call": fit_all(["update(" + ", ".join(
@@ -342,7 +354,18 @@ def generate_update(model: Model, backend: str = "auto", calibration: dict | Non
             + ["t=t" if h == "t" else f'{h}=h["{h}"]' for h in hypers]) + ")"], "        "),
         "body": fit_all(body, "    "),
     })
-    return _ENV.get_template("update.py.j2").render(**context)
+    return _compiled(_ENV.get_template("update.py.j2").render(**context), model.name)
+
+
+def _compiled(source: str, name: str) -> str:
+    """`source` if it compiles: a module that would not is an error here, never a file."""
+    try:
+        compile(source, f"<generated {name}>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as e:
+        line = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
+        raise SymgradError(f"internal error: the generated module for {name!r} does not compile "
+                           f"({line.strip() or 'source'}: {e.msg if hasattr(e, 'msg') else e})") from None
+    return source
 
 
 def write_module(source: str, folder: str | pathlib.Path, name: str) -> pathlib.Path:

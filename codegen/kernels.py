@@ -11,10 +11,13 @@ Defined functions (sigmoid, softplus, ...) are first replaced by their numerical
 """
 from __future__ import annotations
 
+import math
 import string
+from collections.abc import Set
 from dataclasses import dataclass
 
 import sympy
+from symgrad.symbolic.errors import ModelError
 from symgrad.symbolic.functions import ElementwiseFunction
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.str import StrPrinter
@@ -60,10 +63,26 @@ def numeric_constants(expr: sympy.Expr) -> sympy.Expr:
 
 
 def _literal(value: sympy.Expr) -> str:
+    """A number as a Python float literal; anything but a finite real number is refused (a
+    literal `nan` or `inf` would be a name in generated source)."""
+    if not (isinstance(value, sympy.Expr) and value.is_number and value.is_real and value.is_finite):
+        raise ModelError(f"generated code: {value} is not a finite real number")
     v = sympy.nsimplify(value) if not value.is_Float else value
     if v.is_Integer:
         return f"{int(v)}.0"
-    return repr(float(v))
+    text = repr(float(v))
+    if not math.isfinite(float(v)):
+        raise ModelError(f"generated code: {value} overflows a float")
+    return text
+
+
+def checked_name(name: str, allowed: Set[str]) -> str:
+    """A symbol's name as generated code writes it: only names the caller was given (kernel
+    operands, scratch buffers, the model's dims). Defence in depth: the model checked its
+    symbols when it was built, and this keeps any other name out of generated source."""
+    if name not in allowed or not name.isidentifier():
+        raise ModelError(f"generated code would name {name!r}, which is not one of its own names")
+    return name
 
 
 # -- the numpy form ------------------------------------------------------------------------
@@ -82,6 +101,11 @@ class NumpyWriter:
         self.lines: list[_Line] = []
         self.scratch = 0
 
+    @property
+    def names(self) -> set[str]:
+        """The names its lines may read: the operands and the scratch buffers made so far."""
+        return self.operands | {f"s{i}" for i in range(self.scratch)}
+
     def write(self, expr: sympy.Expr, dest: str) -> None:
         method = getattr(self, f"_w_{type(expr).__name__}", None)
         if method is None:
@@ -95,7 +119,7 @@ class NumpyWriter:
     def operand(self, expr: sympy.Expr) -> str:
         """A leaf's text, or a compound expression computed into a fresh scratch buffer."""
         if expr.is_Symbol:
-            return expr.name
+            return checked_name(expr.name, self.names)
         if expr.is_Number:
             return _literal(expr)
         name = f"s{self.scratch}"
@@ -212,7 +236,7 @@ class NumpyWriter:
             lhs, rhs = self.operand(cond.lhs), self.operand(cond.rhs)
             self.call(_COMPARISON[type(cond)], [lhs, rhs], dest)
             return
-        printer = InlineNumpy()
+        printer = InlineNumpy(self.names)
         text = printer.doprint(expr)
         self.emit(f"{dest}[...] = {text}", {s.name for s in expr.free_symbols}, dest)
 
@@ -229,7 +253,15 @@ def _indicator(expr: sympy.Piecewise) -> bool:
 
 
 class InlineNumpy(StrPrinter):
-    """Plain numpy expressions (allocating): for scalars, and branchy kernels like leaky relu."""
+    """Plain numpy expressions (allocating): for scalars, and branchy kernels like leaky relu.
+    It prints only the symbol names it is given (`names`)."""
+
+    def __init__(self, names: Set[str] = frozenset()):
+        super().__init__()
+        self.names = names
+
+    def _print_Symbol(self, expr):
+        return checked_name(expr.name, self.names)
 
     def doprint(self, expr, *args, **kwargs):
         return super().doprint(numeric_constants(sympy.sympify(expr)), *args, **kwargs)
@@ -286,9 +318,13 @@ class InlineNumpy(StrPrinter):
 class NumexprPrinter(StrPrinter):
     """numexpr source; every numeric literal becomes a typed local `k0, k1, ...`."""
 
-    def __init__(self):
+    def __init__(self, names: Set[str] = frozenset()):
         super().__init__({"full_prec": False})
         self.constants: dict[str, str] = {}
+        self.names = names  # the only symbol names it prints: the kernel's operands
+
+    def _print_Symbol(self, expr):
+        return checked_name(expr.name, self.names)
 
     def _const(self, value: sympy.Expr) -> str:
         text = _literal(value)
@@ -384,19 +420,21 @@ def build_kernel(expr: sympy.Expr, operands: tuple[str, ...],
         low = factored
     replacements, (reduced,) = sympy.cse([low], symbols=sympy.numbered_symbols("c_"))
     writer = NumpyWriter(set(operands))
+    buffers: dict[sympy.Symbol, sympy.Symbol] = {}  # cse's c_k -> the scratch buffer holding it
     for sym, sub in replacements:
         name = f"s{writer.scratch}"
         writer.scratch += 1
         writer.emit(f"{name} = np.empty_like(out)", set(), name)
-        writer.write(sub, name)
-        reduced = reduced.xreplace({sym: sympy.Symbol(name, real=True)})
+        writer.write(sub.xreplace(buffers), name)  # a temporary may read earlier ones
+        buffers[sym] = sympy.Symbol(name, real=True)
+    reduced = reduced.xreplace(buffers)
     writer.write(reduced, "out")
     lines = writer.lines
     first_write = next(i for i, ln in enumerate(lines) if ln.writes == "out")
     read_later = set().union(*(ln.reads for ln in lines[first_write + 1:]))
     alias_safe = frozenset(op for op in operands if op not in read_later)
     try:
-        printer = NumexprPrinter()
+        printer = NumexprPrinter(set(operands))
         source = printer.doprint(low)
         constants = printer.constants
     except Unsupported:

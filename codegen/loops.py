@@ -19,7 +19,8 @@ def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str], targe
     lines to run before the loop. `targets` are the sequence slices results are written into
     (see Lowering._place_targets); a product with the transpose of an `invariant` matrix reads
     a contiguous copy made once before the loop (BLAS is faster on it, every step)."""
-    inner = Lowering(roots, outer.names, {}, outer.kernels, copy_results=False, targets=targets)
+    inner = Lowering(roots, outer.names, {}, outer.kernels, copy_results=False, targets=targets,
+                     dim_names=outer.dim_names)
     inner.var.update(bound)
     inner.taken |= outer.taken | set(bound.values())
     program = inner.run()

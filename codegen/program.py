@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy
-from symgrad.codegen.kernels import OPERAND_NAMES, InlineNumpy, Kernel, build_kernel
-from symgrad.symbolic.errors import RuleError
+from symgrad.codegen.kernels import OPERAND_NAMES, InlineNumpy, Kernel, build_kernel, checked_name
+from symgrad.symbolic.errors import ModelError, RuleError
 from symgrad.symbolic.graph import ARG, Node, topological
 from symgrad.symbolic.shapes import Shape, shapes_equal
 
@@ -84,8 +84,10 @@ def _dim_names(expr: sympy.Expr) -> set[str]:
 class Lowering:
     def __init__(self, roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
                  kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
-                 copy_results: bool = True, workspace: bool = False, targets: dict[str, str] | None = None):
+                 copy_results: bool = True, workspace: bool = False, targets: dict[str, str] | None = None,
+                 dim_names: frozenset[str] = frozenset()):
         self.roots = roots
+        self.dim_names = dim_names  # the model's dims: the only symbols a shape or constant may name
         self.targets = targets or {}  # result key -> the array (a sequence's step) it is written into
         self.workspace = workspace  # a function's top level (a loop body's values are carried)
         self.copy_results = copy_results  # a loop body's results are copied by the loop itself
@@ -167,7 +169,7 @@ class Lowering:
         if n.op == "const":
             value = n.attr("value")
             self.dims |= _dim_names(value)
-            return InlineNumpy().doprint(value)
+            return InlineNumpy(self.dim_names).doprint(value)
         if n in self.transparent:
             return self.ref(n.args[0])
         if n.op == "transpose":
@@ -187,7 +189,13 @@ class Lowering:
         return atom(self.ref(n))
 
     def _dim_text(self, d) -> str:
-        d = sympy.sympify(d)
+        """Python text of a dim expression (`B`, `T - 1`); registers the dims it needs."""
+        d = d if isinstance(d, sympy.Expr) else sympy.Integer(d)
+        for s in d.free_symbols:
+            checked_name(s.name, self.dim_names)
+        for number in d.atoms(sympy.Number):
+            if not number.is_Rational:
+                raise ModelError(f"generated code: the dim {d} holds the number {number}, not a rational")
         self.dims |= _dim_names(d)
         return str(int(d)) if d.is_Integer else str(d).replace(" ", "")
 
@@ -195,8 +203,8 @@ class Lowering:
         """Python text of a shape tuple, e.g. `(B, n_h1)`; registers the dims it needs."""
         parts = []
         for d in shape:
-            self.dims |= _dim_names(d)
-            parts.append(str(int(d)) if d.is_Integer else str(d))
+            text = self._dim_text(d)
+            parts.append(text if d.is_Integer else str(d))
         return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
 
     # -- the program ------------------------------------------------------------------------
@@ -249,7 +257,7 @@ class Lowering:
     def _copy(self, n: Node, text: str) -> str:
         if n.op == "const" or n.op == "broadcast_to" and n.args[0].op == "const":
             value = n.attr("value") if n.op == "const" else n.args[0].attr("value")
-            v = InlineNumpy().doprint(value)
+            v = InlineNumpy(self.dim_names).doprint(value)
             return f"np.full({self._shape(n.shape)}, {v}, dtype=dt)" if n.shape else f"dt.type({v})"
         return f"np.array({text}, dtype=dt)"
 
@@ -281,14 +289,14 @@ class Lowering:
         parts: list[Node] = []
         expr = self._expand(n, operands, parts, scalars)
         for d in sorted(_dim_names(expr)):  # dims a kernel needs arrive as scalar operands
-            self.dims.add(d)
+            self.dims.add(checked_name(d, self.dim_names))
             sym = sympy.Symbol(OPERAND_NAMES[len(operands)], real=True)
             operands[d] = sym.name
             scalars.add(sym.name)
             expr = expr.xreplace({s: sym for s in expr.free_symbols if s.name == d and s.is_integer})
         eqs = self._eqs(n, parts)
         if not n.shape:  # scalar arithmetic: a plain numpy expression, no kernel
-            inline = InlineNumpy().doprint(expr.xreplace(
+            inline = InlineNumpy(set(operands)).doprint(expr.xreplace(
                 {sympy.Symbol(p, real=True): sympy.Symbol(o, real=True) for o, p in operands.items()}))
             instr = Instr("ew", n, self._name(n), list(operands), eqs=eqs, inline=inline)
         else:
@@ -470,8 +478,9 @@ def _mentions(text: str, name: str) -> bool:
 
 def lower(roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
           kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
-          workspace: bool = False) -> Program:
+          workspace: bool = False, dim_names: frozenset[str] = frozenset()) -> Program:
     """Lower the graph that computes `roots` into a Program (see the module docstring);
     `stores` names results that overwrite a leaf (a state or parameter) in place; with
-    `workspace`, large temporaries live in the call's workspace (`ws`)."""
-    return Lowering(roots, names, owners, kernels, stores, workspace=workspace).run()
+    `workspace`, large temporaries live in the call's workspace (`ws`); `dim_names` are the
+    model's dims, the only symbols its shapes and constants may name."""
+    return Lowering(roots, names, owners, kernels, stores, workspace=workspace, dim_names=dim_names).run()

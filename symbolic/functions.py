@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 
 import sympy
-from symgrad.symbolic.errors import ModelError
+from symgrad.symbolic.errors import ModelError, located, user_location
 from sympy.codegen.cfunctions import log1p
 
 X = sympy.Symbol("x", real=True)  # the variable every definition is written in
@@ -88,19 +88,28 @@ def define_function(
     (leaky_relu's slope). Defining the same name twice with the same definition returns the
     existing function; a different definition under a taken name is an error.
     """
+    from symgrad.symbolic.checks import bad_atoms
     from symgrad.symbolic.names import check_identifier
     from symgrad.symbolic.texnames import check_latex
 
     check_identifier(name, "function name")
-    definition = sympy.sympify(definition)
+    where = user_location()
+    if isinstance(definition, (int, float)) and not isinstance(definition, bool):
+        definition = sympy.sympify(definition)  # a number: converted, never parsed
+    if not isinstance(definition, sympy.Expr):
+        raise ModelError(located(f"function {name!r}: the definition must be a sympy expression, "
+                                 f"not {type(definition).__name__}", where))
     if not isinstance(var, sympy.Symbol):
-        raise ModelError(f"function {name!r}: the variable must be a sympy Symbol, not {var!r}")
+        raise ModelError(located(f"function {name!r}: the variable must be a sympy Symbol, "
+                                 f"not {var!r}", where))
     extra = definition.free_symbols - {var} - set(parameters)
     if extra:
-        names = ", ".join(sorted(str(s) for s in extra))
-        raise ModelError(
-            f"function {name!r}: its definition {definition} may only use {var}, but also uses {names}"
-        )
+        names = ", ".join(sorted(str(s) if str(s).isidentifier() else repr(str(s)) for s in extra))
+        raise ModelError(located(f"function {name!r}: its definition may only use {var}, but also uses "
+                                 f"{names}", where))
+    problem = bad_atoms(definition, {var, *parameters})
+    if problem:
+        raise ModelError(located(f"function {name!r}: {problem}", where))
     definition = definition.xreplace({var: X})
     if name in REGISTRY:
         old = REGISTRY[name]

@@ -179,8 +179,11 @@ class Node:
 
 # -- constructors -----------------------------------------------------------------------
 def const(value: object) -> Node:
-    """A scalar constant: a number, or a sympy expression of dims (such as 1/B)."""
-    v = sympy.sympify(value)
+    """A scalar constant: a finite number, or a sympy expression of dims (such as 1/B). A string
+    is refused, never parsed; the model checks which symbols an expression may use."""
+    from symgrad.symbolic import checks
+
+    v = value if isinstance(value, sympy.Expr) else sympy.sympify(checks.finite_number(value, "a constant"))
     if not isinstance(v, sympy.Expr) or v.free_symbols - {s for s in v.free_symbols if s.is_integer}:
         raise TypeError(f"a constant must be a number or an expression of dims, not {value!r}")
     return Node.make("const", (), {"value": v}, ())

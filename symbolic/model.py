@@ -17,9 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sympy
+from symgrad.symbolic import checks
 from symgrad.symbolic import ops as F
 from symgrad.symbolic.errors import ModelError, ShapeError, located, user_location
-from symgrad.symbolic.graph import Node, apply, as_node, select_mode, topological
+from symgrad.symbolic.graph import ARG, Node, apply, as_node, select_mode, topological
 from symgrad.symbolic.names import check_identifier
 from symgrad.symbolic.shapes import Shape, as_dim, fmt_shape, make_dim
 
@@ -50,7 +51,7 @@ class Model:
 
     def __init__(self, name: str, description: str = "", task: str | None = None):
         self.name = check_identifier(name, "model name")
-        self.description = " ".join(str(description).split())
+        self.description = _description(name, description)
         if task is not None and task not in TASKS:
             raise ModelError(f"model {name!r}: task must be one of {', '.join(TASKS)}, not {task!r}")
         self.task = task
@@ -67,6 +68,7 @@ class Model:
         # what `symgrad derive` takes to build it again (a built-in's name, a model file's path);
         # None for a model built in Python. Only the generated module's header cites it.
         self.origin: str | None = None
+        self._checked: set[Node] = set()  # nodes whose symbols and numbers passed _check_values
 
     # -- declarations ------------------------------------------------------------------
     def dim(self, name: str, default: int | None = None) -> sympy.Symbol:
@@ -92,9 +94,7 @@ class Model:
         return self._leaf("target", name, shape)
 
     def param(self, name: str, shape: Iterable[object], init: str | Init = "glorot_uniform") -> Node:
-        init = Init(init) if isinstance(init, str) else init
-        if not isinstance(init, Init) or init.scheme not in INITS:
-            raise ModelError(f"param {name!r}: init must be one of {', '.join(INITS)}, not {init!r}")
+        init = self._init("param", name, init)
         node = self._leaf("param", name, shape)
         self.inits[name] = init
         return node
@@ -102,16 +102,26 @@ class Model:
     def state(self, name: str, shape: Iterable[object], init: str | Init = "zeros") -> Node:
         """A tensor the model carries between calls and changes with `update` (optimizer
         moments, running averages): not trained, not part of a batch."""
-        init = Init(init) if isinstance(init, str) else init
+        init = self._init("state", name, init)
         node = self._leaf("state", name, shape)
         self.inits[name] = init
         return node
 
     def hyper(self, name: str, default: float) -> Node:
         """A scalar hyper-parameter, passed at run time (`hypers={...}`), with a default."""
+        default = checks.finite_number(default, f"hyper {name!r}: the default")
         node = self._leaf("hyper", name, ())
         self.hyper_defaults[name] = float(default)
         return node
+
+    @staticmethod
+    def _init(role: str, name: str, init: str | Init) -> Init:
+        init = Init(init) if isinstance(init, str) else init
+        if not isinstance(init, Init) or init.scheme not in INITS:
+            raise ModelError(located(f"{role} {name!r}: init must be one of {', '.join(INITS)}, "
+                                     f"not {init!r}", user_location()))
+        checks.finite_number(init.scale, f"{role} {name!r}: the init scale")
+        return init
 
     # -- equations ---------------------------------------------------------------------
     def let(self, name: str, expr: Node) -> Node:
@@ -211,6 +221,11 @@ class Model:
         shift are the parameters `<name>_gamma` and `<name>_beta`.
         """
         check_identifier(name, "batchnorm name")
+        momentum = checks.finite_number(momentum, f"batchnorm {name!r}: momentum")
+        eps = checks.finite_number(eps, f"batchnorm {name!r}: eps")
+        if not 0 <= momentum <= 1 or eps <= 0:
+            raise ModelError(located(f"batchnorm {name!r}: momentum must be in [0, 1] and eps "
+                                     f"positive, not {momentum} and {eps}", user_location()))
         if x.ndim < 2:
             raise ShapeError(located(f"batchnorm {name!r} needs a batch axis and a feature axis, "
                                      f"got shape {fmt_shape(x.shape)}", user_location()))
@@ -340,7 +355,28 @@ class Model:
         if foreign:
             raise ModelError(f"equation {name!r} uses {', '.join(sorted(set(foreign)))}, "
                              f"which model {self.name!r} does not declare")
+        self._check_values(name, expr)
         return expr
+
+    def _check_values(self, name: str, expr: Node) -> None:
+        """Every symbol in the equation's expressions, shapes and attributes is a declared dim
+        (or an elementwise node's own argument symbol) and every number is finite: nothing
+        else may reach generated source. The error cites the line that built the culprit."""
+        dims = set(self.dim_symbols.values())
+        pending = [expr]
+        while pending:
+            for node in topological(pending, stop=self._checked):
+                if node in self._checked:
+                    continue
+                allowed = dims | set(ARG) if node.op == "ew" else dims
+                values = [*node.shape, *(v for _, a in node.attrs for v in checks.values_in(a))]
+                for value in values:
+                    problem = checks.bad_atoms(value, allowed)
+                    if problem:
+                        raise ModelError(located(f"equation {name!r}: {problem}",
+                                                 node.origin or user_location()))
+                self._checked.add(node)
+            pending = [n for node in pending for n in _cell_roots(node) if n not in self._checked]
 
     def _equation(self, name: str, expr: Node, kind: str, target: str | None = None) -> Node:
         self._claim(name, {"let": "equation", "output": "output", "loss": "loss",
@@ -352,3 +388,29 @@ class Model:
         self.names.setdefault(expr, name)  # an output may be a value another equation named
         self.equations.append(Equation(name, expr, kind, target))
         return expr
+
+
+def _description(name: str, text: object) -> str:
+    """The description as one line of printable text: it goes into generated docstrings and
+    documents, so a NUL byte, another control character or a lone surrogate (which no file
+    encoding can write) is refused here, once, instead of failing when a file is written."""
+    if not isinstance(text, str):
+        raise ModelError(located(f"model {name!r}: the description must be a string, not "
+                                 f"{type(text).__name__}", user_location()))
+    text = " ".join(text.split())
+    for i, ch in enumerate(text):
+        if not ch.isprintable():  # a space passes; a lone surrogate is not printable
+            raise ModelError(located(f"model {name!r}: the description holds the character "
+                                     f"{ch!r} at position {i}; use printable text", user_location()))
+    return text
+
+
+def _cell_roots(root: Node) -> list[Node]:
+    """The graphs a recurrence keeps in its `cell` attribute (its step, forward and backward)."""
+    out = []
+    for node in topological([root]):
+        cell = dict(node.attrs).get("cell")
+        if cell is not None:
+            out += [*cell.outs, *cell.residuals,
+                    *(d for d in (*cell.d_seq, *cell.d_state, *cell.d_captured) if d is not None)]
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import sympy
-from symgrad.symbolic import functions, rules
+from symgrad.symbolic import checks, functions, rules
 from symgrad.symbolic.errors import ShapeError, located, user_location
 from symgrad.symbolic.functions import define_function
 from symgrad.symbolic.graph import ARG, Node, apply, as_node, elementwise
@@ -43,8 +43,9 @@ def square(x: object) -> Node:
 
 
 def leaky_relu(x: object, alpha: float = 0.01) -> Node:
-    """x where x > 0, alpha * x elsewhere."""
-    return elementwise(functions.leaky_relu(_x, sympy.nsimplify(alpha)), [x], "leaky_relu")
+    """x where x > 0, alpha * x elsewhere (alpha a finite number)."""
+    alpha = checks.sympy_number(alpha, "leaky_relu: the slope alpha")
+    return elementwise(functions.leaky_relu(_x, alpha), [x], "leaky_relu")
 
 
 ACTIVATIONS = {
@@ -91,7 +92,7 @@ def mean(x: Node, axis: int | Iterable[int] | None = None, keepdims: bool = Fals
 
 
 def _axis(x: Node, axis: int, what: str) -> int:
-    if not -x.ndim <= axis < x.ndim:
+    if not isinstance(axis, int) or isinstance(axis, bool) or not -x.ndim <= axis < x.ndim:
         raise ShapeError(located(f"{what}: axis {axis} is out of range for shape {fmt_shape(x.shape)}",
                                  user_location()))
     return axis % x.ndim
@@ -219,7 +220,8 @@ def take(x: Node, axis: int, start, stop) -> Node:
     """x[..., start:stop, ...] along one axis (start and stop may be expressions of dims)."""
     x = as_node(x)
     axis = _axis(x, axis, "take")
-    return apply("slice", [x], axis=axis, start=sympy.sympify(start), stop=sympy.sympify(stop))
+    start, stop = (checks.int_or_dim(v, f"take: {k}") for k, v in (("start", start), ("stop", stop)))
+    return apply("slice", [x], axis=axis, start=start, stop=stop)
 
 
 def concat(xs: list[Node], axis: int = -1) -> Node:
@@ -239,6 +241,7 @@ def last_step(seq: Node) -> Node:
 def split(x: Node, parts: int, axis: int = -1) -> list[Node]:
     """`parts` equal slices along an axis (the gates of one LSTM product)."""
     x = as_node(x)
+    parts = checks.positive_int(parts, "split: parts")
     axis = _axis(x, axis, "split")
     width = x.shape[axis] / parts
     if not (sympy.Integer(parts) * width - x.shape[axis]) == 0 or width.is_Integer is False and \
