@@ -154,6 +154,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         print("symgrad sweep: interrupted (the same command continues each run from its checkpoint)",
               file=sys.stderr)
         return 130
-    if args.quiet and board.best is not None:
+    if board.best is None:
+        table = board.sweep_dir / "leaderboard.csv"
+        print(f"symgrad sweep: error: no run finished; the reasons are in {table}", file=sys.stderr)
+        return 1
+    if args.quiet:
         print(f"best run: {board.sweep_dir / board.best['run']}", flush=True)
-    return 0 if board.best is not None else 1
+    return 0

@@ -153,6 +153,7 @@ class DataParallel:
         for name, s in new_state.items():
             np.copyto(state[name], s.astype(state[name].dtype, copy=False))
         out = sum(a.nbytes for a in params.values()) + sum(a.nbytes for a in state.values())
-        back = sum(a.nbytes for a in grads.values()) + sum(a.nbytes for a in state.values())
-        self.bytes_per_step = len(live) * (out + back)
+        back = sum(a.nbytes for _, shard_grads, shard_state in results
+                   for a in (*shard_grads.values(), *shard_state.values()))
+        self.bytes_per_step = len(live) * out + back
         return float(loss), {k: g.astype(params[k].dtype, copy=False) for k, g in grads.items()}
