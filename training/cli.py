@@ -75,6 +75,9 @@ def add_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     t.add_argument("--threads", type=int, metavar="N",
                    help="BLAS and numexpr threads while training (default: the libraries' own, "
                    "usually one per core)")
+    t.add_argument("--sparse-labels", action="store_true",
+                   help="a built-in classifier trains on integer class labels with the sparse softmax "
+                   "cross-entropy (its variant NAME_sparse; no one-hot targets)")
     g = p.add_argument_group("regularisation (a built-in MLP without the term trains its variant with it)")
     g.add_argument("--l1", type=float, metavar="X", help="coefficient of the L1 penalty on the weights")
     g.add_argument("--l2", type=float, metavar="X", help="coefficient of the L2 penalty on the weights")
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             dims=dict(args.dim or []), dtype=args.dtype, out=args.out, resume=args.resume,
             progress=args.progress, quiet=args.quiet, l1=args.l1, l2=args.l2, dropout=args.dropout,
             schedule=args.schedule, clip_norm=args.clip_norm, threads=args.threads, steps=args.steps,
-            workers=args.workers, scheduler=args.scheduler)
+            sparse_labels=args.sparse_labels, workers=args.workers, scheduler=args.scheduler)
     except KeyboardInterrupt as e:
         note = f": {e}" if str(e) else ""
         print(f"symgrad train: interrupted{note}", file=sys.stderr)
@@ -149,7 +152,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             test_fraction=args.test_fraction, optimizer_hypers=dict(args.opt or []),
             model_hypers=dict(args.hyper or []), dims=dict(args.dim or []), dtype=args.dtype, l1=args.l1,
             l2=args.l2, dropout=args.dropout, schedule=args.schedule, clip_norm=args.clip_norm,
-            threads=args.threads)
+            threads=args.threads, sparse_labels=args.sparse_labels or None)
     except KeyboardInterrupt:
         print("symgrad sweep: interrupted (the same command continues each run from its checkpoint)",
               file=sys.stderr)

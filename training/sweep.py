@@ -271,7 +271,7 @@ def sweep(model, grid: dict | str, data=None, *, workers: int | None = None, sch
 
 _TRAIN_SETTINGS = ("optimizer", "lr", "epochs", "batch_size", "seed", "patience", "features", "target",
                    "val_fraction", "test_fraction", "optimizer_hypers", "model_hypers", "dims", "dtype",
-                   "l1", "l2", "dropout", "schedule", "clip_norm", "threads")
+                   "l1", "l2", "dropout", "schedule", "clip_norm", "threads", "sparse_labels")
 
 
 def _check_model(model) -> None:
