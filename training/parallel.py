@@ -66,10 +66,10 @@ class DataParallel:
     """The gradient source of a `Trainer` whose steps run in `shards` shards on a cluster."""
 
     def __init__(self, client, module: types.ModuleType, shards: int, input: str, target: str | None):
-        import pathlib
+        from symgrad.training.run import module_source
 
         self.client, self.shards, self.input, self.target = client, shards, input, target
-        self.source = pathlib.Path(module.__file__).read_text()
+        self.source = module_source(module)
         self.name = module.__name__.split(".")[-1].removeprefix("symgrad_generated_")
         self.hash = hashlib.sha256(self.source.encode()).hexdigest()[:16]
         self.lost = 0  # steps redone after a lost worker

@@ -209,7 +209,9 @@ def _shippable(model):
     (not picklable) as its source text."""
     if isinstance(model, types.ModuleType):
         name = model.__name__.split(".")[-1].removeprefix("symgrad_generated_")
-        return ("module-source", name, pathlib.Path(model.__file__).read_text())
+        from symgrad.training.run import module_source
+
+        return ("module-source", name, module_source(model))
     if isinstance(model, pathlib.PurePath):
         return str(model)
     return model
