@@ -28,6 +28,7 @@ from symgrad.symbolic.derivation import Derivation
 from symgrad.symbolic.errors import SymgradError
 from symgrad.symbolic.graph import Node
 from symgrad.symbolic.model import Model
+from symgrad.symbolic.names import RESERVED
 from symgrad.symbolic.printing import Printer
 
 BACKENDS = ("auto", "numpy", "numexpr")
@@ -124,6 +125,7 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
         "backend": backend,
         "allowed_backends": BACKENDS if backend == "auto" else (backend,),
         "uses_numexpr": any(k.numexpr_call for k in kernels),
+        "uses_math": "_erf" in used,  # the only helper that needs the standard library's math
         "thresholds": _dict_text({k: repr(v) for k, v in calib.thresholds(calibration).items()}),
         "calibrated_on": calibration.get("measured_on", "unknown"),
         "helpers": helpers,
@@ -143,6 +145,12 @@ def statements(program: Program, texts: dict[int, str]) -> list[str]:
         lines += LOWERINGS[ins.op].emit(ins)
     lines += [f"np.copyto({leaf}, {value})" for leaf, value in program.copies]
     return lines
+
+
+def model_names(model: Model) -> frozenset[str]:
+    """Every name a model's module binds: the model's own and the generated code's fixed ones."""
+    return frozenset(RESERVED | set(model.dim_symbols) | set(model.leaves)
+                     | {e.name for e in model.equations})
 
 
 def _bind_dims(program: Program, leaves: list[Node], where: str) -> list[str]:
@@ -205,18 +213,22 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
     owners = derivation.owners
     kernels: dict[str, Kernel] = {}
     dims = frozenset(model.dim_symbols)
+    own = {form: eq.name for eq in model.equations
+           for form in (eq.node, derivation.train.get(eq.node), derivation.evaluate.get(eq.node))
+           if form is not None}
+    naming = {"dim_names": dims, "reserved": model_names(model), "own": own}
     modes = (True, False) if derivation.has_modes else (False,)
     updates = derivation.updates
     programs = {}
     for training in modes:
         programs["forward", training] = lower(derivation.outputs(training), names, owners, kernels,
-                                              workspace=True, dim_names=dims)
+                                              workspace=True, **naming)
         programs["loss", training] = lower({"loss": derivation.loss_in(training)}, names, owners, kernels,
-                                           workspace=True, dim_names=dims)
+                                           workspace=True, **naming)
     state_roots = {f"state:{k}": v for k, v in updates.items()}
     programs["loss_and_grad", True] = lower(
         {"loss": derivation.loss, **derivation.gradients, **state_roots}, names, owners, kernels,
-        stores={key: key.split(":", 1)[1] for key in state_roots}, workspace=True, dim_names=dims)
+        stores={key: key.split(":", 1)[1] for key in state_roots}, workspace=True, **naming)
     players = {}
     for objective in model.objectives:  # a GAN: each player's loss w.r.t. its own parameters
         from symgrad.symbolic.derivation import derive
@@ -225,7 +237,7 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         players[objective] = d
         programs[f"loss_and_grad_{objective}", True] = lower(
             {"loss": d.loss, **d.gradients}, {n: t for n, (t, _) in d.names.items()}, d.owners, kernels,
-            workspace=True, dim_names=dims)
+            workspace=True, **naming)
     context = _common(model, backend, calibration, _finish_kernels(kernels, backend), list(programs.values()))
     first_param = next(iter(model.params))
     grads = list(derivation.gradients)
@@ -321,7 +333,8 @@ def generate_update(model: Model, backend: str = "auto", calibration: dict | Non
     names = {eq.node: eq.name for eq in model.equations}
     kernels: dict[str, Kernel] = {}
     program = lower(dict(updates), names, {}, kernels, stores={t: t for t in updates},
-                    dim_names=frozenset(model.dim_symbols))
+                    dim_names=frozenset(model.dim_symbols), reserved=model_names(model),
+                    own={eq.node: eq.name for eq in model.equations})
     printer = Printer(names)
     texts = {}
     equations = []

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sympy
-from symgrad.symbolic.errors import ShapeError, located, user_location
+from symgrad.symbolic.errors import ModelError, ShapeError, located, user_location
 from symgrad.symbolic.shapes import Shape, as_shape, broadcast, fmt_shape, normalize_axes, shapes_equal
 
 #: The scalar variables an `ew` node's expression is written in: x0 is its first argument, ...
@@ -155,7 +155,10 @@ class Node:
 
     def reshape(self, *shape: object) -> Node:
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        shape = as_shape(shape)
+        try:
+            shape = as_shape(shape)
+        except (TypeError, ValueError) as e:
+            raise ShapeError(located(f"reshape of {fmt_shape(self.shape)}: {e}", user_location())) from None
         if shapes_equal(shape, self.shape):
             return self
         if self.op == "reshape":  # a reshape of a reshape is one reshape
@@ -185,7 +188,8 @@ def const(value: object) -> Node:
 
     v = value if isinstance(value, sympy.Expr) else sympy.sympify(checks.finite_number(value, "a constant"))
     if not isinstance(v, sympy.Expr) or v.free_symbols - {s for s in v.free_symbols if s.is_integer}:
-        raise TypeError(f"a constant must be a number or an expression of dims, not {value!r}")
+        raise ModelError(located(f"a constant must be a number or an expression of dims, not {value!r}",
+                                 user_location()))
     return Node.make("const", (), {"value": v}, ())
 
 
@@ -196,7 +200,9 @@ def as_node(x: object) -> Node:
         return const(x)
     if hasattr(x, "__float__") and getattr(x, "shape", ()) == ():
         return const(float(x))  # a numpy scalar
-    raise TypeError(f"cannot use {type(x).__name__} {x!r} in an equation; use a tensor or a number")
+    shown = repr(x) if len(repr(x)) <= 60 else repr(x)[:57] + "..."
+    raise ModelError(located(f"cannot use {type(x).__name__} {shown} in an equation; use a tensor or a "
+                             "number", user_location()))
 
 
 def apply(op: str, args: Sequence[Node], **attrs: Any) -> Node:
