@@ -22,7 +22,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 calibrate: $(STAMP)
-	$(BIN)/python bench/calibrate.py
+	$(BIN)/symgrad calibrate
 
 generate: $(STAMP)
 	$(BIN)/python -m symgrad.regenerate

@@ -5,7 +5,7 @@
 float32 and float64, it times in one run, per configuration:
 
 * the generated module in each backend (`numpy`, `numexpr`, `auto`), generated here from
-  `symgrad.models.mlp.mlp("tanh")` with the committed calibration;
+  `symgrad.models.mlp.mlp("tanh")` with this machine's calibration;
 * the hand-written numpy reference (bench/handwritten.py), whose loss and gradients are first
   checked against the generated ones (to 1e-5);
 * PyTorch eager on the same number of threads (forward, `backward()`), when torch imports,
@@ -154,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import numexpr as ne
 
-    cal = calib.load()
+    cal = calib.current()  # this machine's, measured on first use (symgrad calibrate)
     print(f"numpy {np.__version__}, numexpr {ne.__version__} ({ne.get_num_threads()} threads), "
-          f"{os.cpu_count()} CPUs; calibration: {cal.get('measured_on')}")
+          f"{os.cpu_count()} CPUs; calibration: {calib.describe(cal['key'])}")
     print("  numexpr from (elements): " + ", ".join(
         f"{dt} {'heavy' if heavy else 'light'} {v}" for (dt, heavy), v in calib.thresholds(cal).items()))
     modules = generated_modules()

@@ -5,8 +5,9 @@
 * `generate_update(model, backend)`: an update-rule module (optimizers), whose `update`
   applies the model's `update` equations to one tensor in place.
 
-Both are pure functions of their arguments and the committed calibration, so generating twice
-gives the same bytes; `write_module` puts a module in place atomically.
+Both are pure functions of their arguments, so generating twice gives the same bytes (no
+machine's calibration is baked in: see `codegen.calibration`); `write_module` puts a module in
+place atomically.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import textwrap
 
 import jinja2
 import sympy
-from symgrad.codegen import calibration as calib
 from symgrad.codegen.atomic import write_text
 from symgrad.codegen.kernels import Kernel
 from symgrad.codegen.layout import def_lines, fit_all, string_literal
@@ -102,17 +102,17 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, subsequent_indent="    ", break_on_hyphens=False) or [""]
 
 
-def _common(model: Model, backend: str, calibration: dict | None, kernels: list[Kernel],
-            programs: list[Program]) -> dict:
+def _common(model: Model, backend: str, kernels: list[Kernel], programs: list[Program]) -> dict:
     if backend not in BACKENDS:
         raise SymgradError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    calibration = calibration or calib.load()
     # a helper goes in when the code calls it (inside loops too), with what it calls itself
     code = "\n".join(line for p in programs for i in p.instrs for line in LOWERINGS[i.op].emit(i))
     code += "\n".join(line for k in kernels for line in k.numpy_lines)
     used = {h for p in programs for i in p.instrs for h in LOWERINGS[i.op].helpers
             if re.search(rf"\b{h}\(", code)}
     used |= {h for h in HELPERS if re.search(rf"\b{h}\(", code)}
+    if any(leaf.is_integer for leaf in model.leaves.values()):
+        used.add("_labels")
     if "_dropout_mask" in used:
         used.add("_generator")
     if any(p.uses_workspace for p in programs):
@@ -126,8 +126,8 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
         "allowed_backends": BACKENDS if backend == "auto" else (backend,),
         "uses_numexpr": any(k.numexpr_call for k in kernels),
         "uses_math": "_erf" in used,  # the only helper that needs the standard library's math
-        "thresholds": _dict_text({k: repr(v) for k, v in calib.thresholds(calibration).items()}),
-        "calibrated_on": calibration.get("measured_on", "unknown"),
+        # numpy everywhere until the running machine's measurement is installed (codegen.calibration)
+        "thresholds": _dict_text({(dt, heavy): "None" for dt in "fd" for heavy in (False, True)}),
         "helpers": helpers,
         "kernels": kernels,
         "hypers": _dict_text({n: _float(v) for n, v in model.hyper_defaults.items()}),
@@ -135,13 +135,25 @@ def _common(model: Model, backend: str, calibration: dict | None, kernels: list[
 
 
 def statements(program: Program, texts: dict[int, str]) -> list[str]:
-    """The program's lines, each equation cited once, before the first line computing it."""
+    """The program's lines, each equation cited once, before the first line computing it.
+
+    A line that computes only a part of an equation (a row sum a later kernel reads) is cited
+    together with the equations of the lines up to the one that finishes it, so that the lines
+    under a group of citations compute exactly those equations, whole.
+    """
+    instrs = program.instrs
+    last = {n: k for k, ins in enumerate(instrs) for n in ins.eqs}
     lines, shown = [], set()
-    for ins in program.instrs:
-        for number in ins.eqs:
-            if number not in shown and number in texts:
-                shown.add(number)
-                lines += _comment(f"({number}) {texts[number]}")
+    for k, ins in enumerate(instrs):
+        group, end, j = set(), k, k
+        while j <= end:  # extend over the lines that finish what this group began
+            new = {n for n in instrs[j].eqs if n not in shown and n in texts}
+            group |= new
+            end = max([end, *(last[n] for n in new)])
+            j += 1
+        for number in sorted(group):
+            shown.add(number)
+            lines += _comment(f"({number}) {texts[number]}")
         lines += LOWERINGS[ins.op].emit(ins)
     lines += [f"np.copyto({leaf}, {value})" for leaf, value in program.copies]
     return lines
@@ -181,7 +193,9 @@ def _model_body(program: Program, derivation: Derivation, arg: str, first_param:
                    "    state = init_state(validate(params), dt)"] if grad
                   else ["if state is None:", f"    {_STATE_MISSING}"])
     for leaf in leaves:
-        if leaf in used and leaf.op in ("input", "target"):
+        if leaf in used and leaf.is_integer:
+            lines.append(f'{leaf.name} = _labels({arg}["{leaf.name}"], "{leaf.name}")')
+        elif leaf in used and leaf.op in ("input", "target"):
             lines.append(f'{leaf.name} = np.asarray({arg}["{leaf.name}"], dtype=dt)')
         elif leaf in used and leaf.op == "hyper":
             lines.append(f'{leaf.name} = _hyper(hypers, "{leaf.name}")')
@@ -206,7 +220,7 @@ def _returning(program: Program, name: str, grads: list[str]) -> str:
         f'"{p}": {program.results[p]}' for p in grads) + "}"
 
 
-def generate(derivation: Derivation, backend: str = "auto", calibration: dict | None = None) -> str:
+def generate(derivation: Derivation, backend: str = "auto") -> str:
     """The source of the generated module for a model's derivation."""
     model = derivation.model
     names = {n: t for n, (t, _) in derivation.names.items()}
@@ -238,7 +252,7 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         programs[f"loss_and_grad_{objective}", True] = lower(
             {"loss": d.loss, **d.gradients}, {n: t for n, (t, _) in d.names.items()}, d.owners, kernels,
             workspace=True, **naming)
-    context = _common(model, backend, calibration, _finish_kernels(kernels, backend), list(programs.values()))
+    context = _common(model, backend, _finish_kernels(kernels, backend), list(programs.values()))
     first_param = next(iter(model.params))
     grads = list(derivation.gradients)
     grad_numbers = sorted({owners[g] for g in derivation.gradients.values() if g in owners})
@@ -297,6 +311,7 @@ def generate(derivation: Derivation, backend: str = "auto", calibration: dict | 
         "params": _dict_text({n: _tuple_text(v.shape) for n, v in model.params.items()}),
         "inputs": _dict_text({n: _tuple_text(v.shape) for n, v in model.data.items()}),
         "targets": repr(tuple(n for n, v in model.data.items() if v.op == "target")),
+        "labels": repr(tuple(n for n, v in model.data.items() if v.is_integer)),
         "outputs": _dict_text({n: _tuple_text(v.shape) for n, v in model.outputs.items()}),
         "states": _dict_text({n: _tuple_text(v.shape) for n, v in model.leaves_of("state").items()}),
         "objectives": _dict_text({n: repr(g) for n, g in model.objectives.items()}),
@@ -321,7 +336,7 @@ def _regenerate(model: Model) -> str:
 
 
 # -- an update-rule module -----------------------------------------------------------------------
-def generate_update(model: Model, backend: str = "auto", calibration: dict | None = None) -> str:
+def generate_update(model: Model, backend: str = "auto") -> str:
     """The source of an update-rule module (see the module docstring)."""
     updates = model.updates
     if not updates:
@@ -348,7 +363,7 @@ def generate_update(model: Model, backend: str = "auto", calibration: dict | Non
         ins.eqs = tuple(sorted({owners[ins.node]} if ins.node in owners else ()))
     states = list(model.leaves_of("state"))
     hypers = list(model.hyper_defaults)
-    context = _common(model, backend, calibration, _finish_kernels(kernels, backend), [program])
+    context = _common(model, backend, _finish_kernels(kernels, backend), [program])
     body = _bind_dims(program, list(model.leaves.values()), f"update rules {model.name!r}")
     body += statements(program, texts)
     if any(re.search(r"\bdt\b", line) for line in body):

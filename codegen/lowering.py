@@ -324,12 +324,42 @@ def _zeros(like: np.ndarray) -> np.ndarray:
     return zeros[:like.size].reshape(like.shape)
 '''
 
+_LABELS = '''def _labels(values: np.ndarray, name: str) -> np.ndarray:
+    """Integer class labels as indices: a fractional or negative label is an error (numpy would
+    read -1 as the last class)."""
+    labels = np.asarray(values)
+    if labels.dtype.kind not in "iu":
+        if labels.dtype.kind != "f" or not np.all(labels == np.round(labels)):
+            raise ValueError(f"{name} holds {labels.dtype} values; it needs integer class labels 0..k-1")
+    labels = labels.astype(np.intp, copy=False)
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{name} holds the label {labels.min()}; class labels start at 0")
+    return labels
+'''
+
+_GATHER = '''def _gather(x: np.ndarray, labels: np.ndarray, axis: int) -> np.ndarray:
+    """The entry of x along `axis` that each label names (labels: x's shape without that axis)."""
+    if labels.size and labels.max() >= x.shape[axis]:
+        raise ValueError(f"class label {labels.max()} is out of range for {x.shape[axis]} classes")
+    return np.take_along_axis(x, np.expand_dims(labels, axis), axis).squeeze(axis)
+'''
+
+_SCATTER = '''def _scatter(
+    values: np.ndarray, labels: np.ndarray, shape: tuple[int, ...], axis: int, dt: np.dtype,
+) -> np.ndarray:
+    """Zeros of `shape`, each value placed at its label along `axis`: the transpose of _gather."""
+    out = np.zeros(shape, dtype=dt)
+    values = np.broadcast_to(values, labels.shape)
+    np.put_along_axis(out, np.expand_dims(labels, axis), np.expand_dims(values, axis), axis)
+    return out
+'''
+
 HELPERS = {
     "_workspace": _WORKSPACE, "_colsum": _COLSUM, "_zeros": _ZEROS,
     "_softmax": _SOFTMAX, "_log_softmax": _LOG_SOFTMAX, "_generator": _GENERATOR,
     "_dropout_mask": _DROPOUT_MASK, "_im2col": _IM2COL, "_col2im": _COL2IM,
     "_col2im_matmul": _COL2IM_MATMUL, "_inv": _INV, "_solve": _SOLVE, "_cholesky": _CHOLESKY, "_diag": _DIAG,
-    "_erf": _ERF,
+    "_labels": _LABELS, "_gather": _GATHER, "_scatter": _SCATTER, "_erf": _ERF,
 }
 
 
@@ -391,6 +421,10 @@ LOWERINGS: dict[str, Lowering] = {
                         ("_softmax",)),
     "log_softmax": Lowering(lambda i: [f"{i.out} = _log_softmax({i.args[0]}, axis={i.node.attr('axis')})"],
                             ("_log_softmax",)),
+    "gather": Lowering(lambda i: [f"{i.out} = _gather({i.args[0]}, {i.args[1]}, {i.node.attr('axis')})"],
+                       ("_gather",)),
+    "scatter": Lowering(lambda i: [f"{i.out} = _scatter({i.args[0]}, {i.args[1]}, {i.shape}, "
+                                   f"{i.node.attr('axis')}, dt)"], ("_scatter",), needs_shape=True),
     "dropout_mask": Lowering(lambda i: [f"{i.out} = _dropout_mask(rng, {i.shape}, {i.args[0]}, dt)"],
                              ("_generator", "_dropout_mask"), needs_shape=True),
     "pad": Lowering(_pad),

@@ -47,6 +47,8 @@ INPUTS: dict[str, tuple[str | int, ...]] = {
     'Y': ('B', 'n_out'),
 }
 TARGETS: tuple[str, ...] = ('Y',)
+# Inputs and targets holding integer class labels 0..k-1 (one per row, not one-hot).
+LABELS: tuple[str, ...] = ()
 OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'P_class': ('B', 'n_out'),
 }
@@ -73,8 +75,8 @@ _INIT: dict[str, tuple[str, float]] = {
 }
 
 # Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
-# has transcendentals); None: never.
-# Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
+# has transcendentals); None: never. Numpy runs every kernel until this machine's measurement is
+# set: symgrad sets it when it loads the module (symgrad.codegen.calibration, `symgrad calibrate`).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('f', False): None,
     ('f', True): None,
@@ -89,6 +91,17 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+
+
+def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
+    """Where the auto backend switches to numexpr, as measured on this machine:
+    {(dtype char, has transcendentals): element count, or None for never}."""
+    for key, start in thresholds.items():
+        if key not in _NUMEXPR_FROM:
+            raise KeyError(f"unknown kernel kind {key!r}; expected one of {sorted(_NUMEXPR_FROM)}")
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
+    _NUMEXPR_FROM.update(thresholds)
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -552,9 +565,9 @@ def loss_and_grad(
     t9 = _log_softmax(z, axis=1)
     t10 = np.vdot(Y, t9)
     L = -t10/B
+    # (13) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (14) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t11 = Y.sum(axis=1, keepdims=True)
-    # (13) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew5(Y, t9, t11, B, out=t9)
     # (17) dL/d(sum(R, axis=1)/8) = dL_dz @ W2.T
     t12 = np.dot(dL_dz, W2.T)
@@ -573,9 +586,9 @@ def loss_and_grad(
     # (28) dL_dA = dL_dH @ V.mT
     dL_dA = np.matmul(dL_dH, V.transpose(0, 2, 1), out=t3)
     # (32) dL/d((Q @ K.mT)/sqrt(d)) = A*(dL_dA - sum(dL_dA*A, axis=2))
+    # (33) dL/d(Q @ K.mT) = (A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d)
     t16 = _ew7(dL_dA, A, out=_scratch(ws, "t16", (B, 8, 8), dt))
     t17 = t16.sum(axis=2, keepdims=True, out=_scratch(ws, "t17", (B, 8, 1), dt))
-    # (33) dL/d(Q @ K.mT) = (A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d)
     t18 = _ew8(A, dL_dA, t17, d, out=dL_dA)
     # (35) dL/d(K.mT) = Q.mT @ ((A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d))
     t19 = np.matmul(Q.transpose(0, 2, 1), t18, out=_scratch(ws, "t19", (B, d, 8), dt))

@@ -33,6 +33,8 @@ INPUTS: dict[str, tuple[str | int, ...]] = {
     'X': ('B', 'n'),
 }
 TARGETS: tuple[str, ...] = ()
+# Inputs and targets holding integer class labels 0..k-1 (one per row, not one-hot).
+LABELS: tuple[str, ...] = ()
 OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'Sigma': ('n', 'n'),
     'logp': ('B',),
@@ -54,8 +56,8 @@ _INIT: dict[str, tuple[str, float]] = {
 }
 
 # Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
-# has transcendentals); None: never.
-# Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
+# has transcendentals); None: never. Numpy runs every kernel until this machine's measurement is
+# set: symgrad sets it when it loads the module (symgrad.codegen.calibration, `symgrad calibrate`).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('f', False): None,
     ('f', True): None,
@@ -70,6 +72,17 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+
+
+def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
+    """Where the auto backend switches to numexpr, as measured on this machine:
+    {(dtype char, has transcendentals): element count, or None for never}."""
+    for key, start in thresholds.items():
+        if key not in _NUMEXPR_FROM:
+            raise KeyError(f"unknown kernel kind {key!r}; expected one of {sorted(_NUMEXPR_FROM)}")
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
+    _NUMEXPR_FROM.update(thresholds)
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -350,11 +363,11 @@ def loss(
     Sigma = np.dot(L_Sigma, L_Sigma.T)
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
+    # (3) D = X - mu
+    # (6) S = (D.T @ D)/B
     # (7) L = (n*log(2*pi) + logdet(Sigma) + trace(inv(Sigma) @ S))/2
     t5 = _inv(Sigma, 'equation (7): inv(Sigma)')
-    # (3) D = X - mu
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
-    # (6) S = (D.T @ D)/B
     t6 = np.matmul(D.T, D, out=L_Sigma)
     S = _ew6(t6, B, out=t6)
     t7 = np.matmul(t5, S, out=Sigma)
@@ -390,11 +403,11 @@ def loss_and_grad(
     Sigma = np.dot(L_Sigma, L_Sigma.T)
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
+    # (3) D = X - mu
+    # (6) S = (D.T @ D)/B
     # (7) L = (n*log(2*pi) + logdet(Sigma) + trace(inv(Sigma) @ S))/2
     t5 = _inv(Sigma, 'equation (7): inv(Sigma)')
-    # (3) D = X - mu
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
-    # (6) S = (D.T @ D)/B
     t6 = np.matmul(D.T, D, out=Sigma)
     S = _ew6(t6, B, out=t6)
     t7 = np.dot(t5, S)
@@ -418,9 +431,9 @@ def loss_and_grad(
     # (13) dL/d(inv(Sigma)) = S.T/2
     t15 = _ew7(S.T, out=t11)
     # (21) dL/d(Sigma) += ... = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T)
+    # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
     t16 = np.dot(t5.T, t15)
     t17 = np.matmul(t16, t5.T, out=t15)
-    # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
     dL_dSigma = _ew9(t17, dL_dS, out=t17)
     # (24) dL/d(L_Sigma) += ... = dL_dSigma @ L_Sigma
     t18 = np.matmul(dL_dSigma, L_Sigma, out=t16)

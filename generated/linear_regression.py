@@ -27,6 +27,8 @@ INPUTS: dict[str, tuple[str | int, ...]] = {
     'Y': ('B', 'n_out'),
 }
 TARGETS: tuple[str, ...] = ('Y',)
+# Inputs and targets holding integer class labels 0..k-1 (one per row, not one-hot).
+LABELS: tuple[str, ...] = ()
 OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'Yhat': ('B', 'n_out'),
 }
@@ -46,8 +48,8 @@ _INIT: dict[str, tuple[str, float]] = {
 }
 
 # Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
-# has transcendentals); None: never.
-# Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
+# has transcendentals); None: never. Numpy runs every kernel until this machine's measurement is
+# set: symgrad sets it when it loads the module (symgrad.codegen.calibration, `symgrad calibrate`).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('f', False): None,
     ('f', True): None,
@@ -62,6 +64,17 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+
+
+def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
+    """Where the auto backend switches to numexpr, as measured on this machine:
+    {(dtype char, has transcendentals): element count, or None for never}."""
+    for key, start in thresholds.items():
+        if key not in _NUMEXPR_FROM:
+            raise KeyError(f"unknown kernel kind {key!r}; expected one of {sorted(_NUMEXPR_FROM)}")
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
+    _NUMEXPR_FROM.update(thresholds)
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -251,8 +264,8 @@ def loss(
     B = X.shape[0]
     n_out = Y.shape[1]
     # (1) Yhat = X @ W + b
-    t1 = np.dot(X, W)
     # (2) L = sum((Yhat - Y)**2, axis=(0, 1))/(B*n_out)
+    t1 = np.dot(X, W)
     t2 = _ew2(t1, b, Y, out=t1)
     t3 = t2.sum()
     L = t3/(B*n_out)
@@ -276,8 +289,8 @@ def loss_and_grad(
     B = X.shape[0]
     n_out = Y.shape[1]
     # (1) Yhat = X @ W + b
-    t1 = np.dot(X, W)
     # (2) L = sum((Yhat - Y)**2, axis=(0, 1))/(B*n_out)
+    t1 = np.dot(X, W)
     t2 = _ew3(t1, b, Y, out=t1)
     t3 = _ew4(t2, out=np.empty((B, n_out), dtype=dt))
     t4 = t3.sum()

@@ -45,6 +45,8 @@ INPUTS: dict[str, tuple[str | int, ...]] = {
     'Y': ('B', 'n_out'),
 }
 TARGETS: tuple[str, ...] = ('Y',)
+# Inputs and targets holding integer class labels 0..k-1 (one per row, not one-hot).
+LABELS: tuple[str, ...] = ()
 OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'P': ('B', 'n_out'),
 }
@@ -76,8 +78,8 @@ _INIT: dict[str, tuple[str, float]] = {
 }
 
 # Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
-# has transcendentals); None: never.
-# Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
+# has transcendentals); None: never. Numpy runs every kernel until this machine's measurement is
+# set: symgrad sets it when it loads the module (symgrad.codegen.calibration, `symgrad calibrate`).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('f', False): None,
     ('f', True): None,
@@ -92,6 +94,17 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+
+
+def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
+    """Where the auto backend switches to numexpr, as measured on this machine:
+    {(dtype char, has transcendentals): element count, or None for never}."""
+    for key, start in thresholds.items():
+        if key not in _NUMEXPR_FROM:
+            raise KeyError(f"unknown kernel kind {key!r}; expected one of {sorted(_NUMEXPR_FROM)}")
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
+    _NUMEXPR_FROM.update(thresholds)
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -397,7 +410,7 @@ def forward(
     lstm_unused5 = _scratch(ws, "lstm_unused5", (8, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -406,11 +419,11 @@ def forward(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=lstm_unused1[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
         t13 = _ew3(t12, out=lstm_unused6[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = lstm_unused1[t]
+        C_prev = lstm_unused1[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t15, c, out=t15)
@@ -468,7 +481,7 @@ def loss(
     lstm_unused5 = _scratch(ws, "lstm_unused5", (8, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -477,11 +490,11 @@ def loss(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=lstm_unused1[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
         t13 = _ew3(t12, out=lstm_unused6[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = lstm_unused1[t]
+        C_prev = lstm_unused1[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t15, c, out=t15)
@@ -533,14 +546,14 @@ def loss_and_grad(
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
-    c_seq = _scratch(ws, "c_seq", (8, B, n_h), dt)
+    C_seq = _scratch(ws, "C_seq", (8, B, n_h), dt)
     lstm_r1_seq = _scratch(ws, "lstm_r1_seq", (8, B, n_h), dt)
     lstm_r2_seq = _scratch(ws, "lstm_r2_seq", (8, B, n_h), dt)
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (8, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (8, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (8, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -549,11 +562,11 @@ def loss_and_grad(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_r3_seq[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=c_seq[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=C_seq[t])
         t13 = _ew3(t12, out=lstm_r5_seq[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = c_seq[t]
+        C_prev = C_seq[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
     z = _ew1(t15, c, out=t15)
@@ -561,9 +574,9 @@ def loss_and_grad(
     t16 = _log_softmax(z, axis=1)
     t17 = np.vdot(Y, t16)
     L = -t17/B
+    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t18 = Y.sum(axis=1, keepdims=True)
-    # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     dL_dz = _ew6(Y, t16, t18, B, out=t16)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t19 = np.dot(dL_dz, W.T)
@@ -574,29 +587,29 @@ def loss_and_grad(
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
-    carry_c = np.zeros((B, n_h), dtype=dt)
+    carry_C = np.zeros((B, n_h), dtype=dt)
     t5_T = np.ascontiguousarray(t5.T)
     for t in range(8 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
         h_prev = H[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
-        c_prev = c_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
+        C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
         lstm_r1_t = lstm_r1_seq[t]
         lstm_r2_t = lstm_r2_seq[t]
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
         dh_t = dL_dH[:, t] + carry_h
-        dc_t = carry_c
-        t20 = _ew7(dc_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        dC_t = carry_C
+        t20 = _ew7(dC_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
         t21 = _ew8(t20, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t22 = _ew8(t20, c_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t22 = _ew8(t20, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
         t23 = _ew9(t20, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
         t24 = _ew8(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t25 = np.concatenate([t21, t22, t23, t24], axis=1, out=dlstm_u1_seq[t])
         t26 = np.matmul(t25, t5_T, out=t21)
         t27 = _ew5(t20, lstm_r2_t, out=t20)
         carry_h = t26
-        carry_c = t27
+        carry_C = t27
     d_captured1 = np.tensordot(
         np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
         dlstm_u1_seq,

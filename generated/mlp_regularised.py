@@ -56,6 +56,8 @@ INPUTS: dict[str, tuple[str | int, ...]] = {
     'Y': ('B', 'n_out'),
 }
 TARGETS: tuple[str, ...] = ('Y',)
+# Inputs and targets holding integer class labels 0..k-1 (one per row, not one-hot).
+LABELS: tuple[str, ...] = ()
 OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'P': ('B', 'n_out'),
 }
@@ -94,8 +96,8 @@ _INIT: dict[str, tuple[str, float]] = {
 }
 
 # Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
-# has transcendentals); None: never.
-# Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
+# has transcendentals); None: never. Numpy runs every kernel until this machine's measurement is
+# set: symgrad sets it when it loads the module (symgrad.codegen.calibration, `symgrad calibrate`).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('f', False): None,
     ('f', True): None,
@@ -110,6 +112,17 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+
+
+def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
+    """Where the auto backend switches to numexpr, as measured on this machine:
+    {(dtype char, has transcendentals): element count, or None for never}."""
+    for key, start in thresholds.items():
+        if key not in _NUMEXPR_FROM:
+            raise KeyError(f"unknown kernel kind {key!r}; expected one of {sorted(_NUMEXPR_FROM)}")
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
+    _NUMEXPR_FROM.update(thresholds)
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -585,28 +598,28 @@ def forward(
         # (1) z1 = X @ W1
         z1 = np.dot(X, W1)
         # (2) bn1_mu = sum(z1, axis=0)/B
-        t1 = _colsum(z1)
         # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
+        # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
+        #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
+        # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
+        t1 = _colsum(z1)
         t2 = _ew1(z1, t1, B, out=np.empty((B, n_h1), dtype=dt))
         t3 = _ew2(t2, out=z1)
         t4 = _colsum(t3)
         mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
-        # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
-        #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
-        # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
         h1 = _ew3(bn1_gamma, t2, t4, bn1_beta, mask1, B, out=t2)
         # (8) z2 = h1 @ W2
         z2 = np.dot(h1, W2)
         # (9) bn2_mu = sum(z2, axis=0)/B
-        t5 = _colsum(z2)
         # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
+        # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
+        #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
+        # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
+        t5 = _colsum(z2)
         t6 = _ew1(z2, t5, B, out=np.empty((B, n_h2), dtype=dt))
         t7 = _ew2(t6, out=z2)
         t8 = _colsum(t7)
         mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
-        # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
-        #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
-        # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
         h2 = _ew3(bn2_gamma, t6, t8, bn2_beta, mask2, B, out=t6)
         # (15) z3 = h2 @ W3 + b3
         t9 = np.dot(h2, W3)
@@ -684,28 +697,28 @@ def loss(
         # (1) z1 = X @ W1
         z1 = np.dot(X, W1)
         # (2) bn1_mu = sum(z1, axis=0)/B
-        t1 = _colsum(z1)
         # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
+        # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
+        #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
+        # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
+        t1 = _colsum(z1)
         t2 = _ew1(z1, t1, B, out=np.empty((B, n_h1), dtype=dt))
         t3 = _ew2(t2, out=z1)
         t4 = _colsum(t3)
         mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
-        # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
-        #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
-        # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
         h1 = _ew3(bn1_gamma, t2, t4, bn1_beta, mask1, B, out=t2)
         # (8) z2 = h1 @ W2
         z2 = np.dot(h1, W2)
         # (9) bn2_mu = sum(z2, axis=0)/B
-        t5 = _colsum(z2)
         # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
+        # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
+        #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
+        # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
+        t5 = _colsum(z2)
         t6 = _ew1(z2, t5, B, out=np.empty((B, n_h2), dtype=dt))
         t7 = _ew2(t6, out=z2)
         t8 = _colsum(t7)
         mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
-        # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
-        #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
-        # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
         h2 = _ew3(bn2_gamma, t6, t8, bn2_beta, mask2, B, out=t6)
         # (15) z3 = h2 @ W3 + b3
         t9 = np.dot(h2, W3)
@@ -847,15 +860,15 @@ def loss_and_grad(
     t1 = _colsum(z1)
     bn1_mu = _ew7(t1, B, out=t1)
     # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
-    t2 = _ew8(z1, bn1_mu, out=z1)
     # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
     #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
+    # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
+    t2 = _ew8(z1, bn1_mu, out=z1)
     t3 = _ew9(bn1_gamma, t2, out=np.empty((B, n_h1), dtype=dt))
     t4 = _ew2(t2, out=np.empty((B, n_h1), dtype=dt))
     t5 = _colsum(t4)
     bn1_sigma2 = _ew7(t5, B, out=t5)
     t6 = _ew10(bn1_sigma2, out=np.empty((n_h1,), dtype=dt))
-    # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
     t7 = _ew11(t3, t6, bn1_beta, out=t4)
     mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
     h1 = _ew9(t7, mask1, out=np.empty((B, n_h1), dtype=dt))
@@ -865,15 +878,15 @@ def loss_and_grad(
     t8 = _colsum(z2)
     bn2_mu = _ew7(t8, B, out=t8)
     # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
-    t9 = _ew8(z2, bn2_mu, out=z2)
     # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
     #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
+    # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
+    t9 = _ew8(z2, bn2_mu, out=z2)
     t10 = _ew9(bn2_gamma, t9, out=np.empty((B, n_h2), dtype=dt))
     t11 = _ew2(t9, out=np.empty((B, n_h2), dtype=dt))
     t12 = _colsum(t11)
     bn2_sigma2 = _ew7(t12, B, out=t12)
     t13 = _ew10(bn2_sigma2, out=np.empty((n_h2,), dtype=dt))
-    # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
     t14 = _ew11(t10, t13, bn2_beta, out=t11)
     mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
     h2 = _ew9(t14, mask2, out=np.empty((B, n_h2), dtype=dt))
@@ -906,9 +919,9 @@ def loss_and_grad(
     t36 = t33 + t35
     t37 = l2*t36
     L = t28 + t37
+    # (46) dL/d(log_softmax(z3, axis=1)) = -Y/B
     # (47) dL_dz3 = -Y/B - (exp(log_softmax(z3, axis=1))*(-sum(Y, axis=1)/B))
     t38 = Y.sum(axis=1, keepdims=True)
-    # (46) dL/d(log_softmax(z3, axis=1)) = -Y/B
     dL_dz3 = _ew12(Y, t16, t38, B, out=t16)
     # (50) dL_dh2 = dL_dz3 @ W3.T
     dL_dh2 = np.dot(dL_dz3, W3.T)
@@ -933,8 +946,8 @@ def loss_and_grad(
     t43 = _ew17(t41.reshape(1, n_h2), t9, t42, bn2_gamma, out=t39)
     # (68) dL_dbn2_mu = -sum(2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 -
     #     bn2_mu) + (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma, axis=0)
-    t44 = _colsum(t43)
     # (69) dL/d(sum(z2, axis=0)) = dL_dbn2_mu/B
+    t44 = _colsum(t43)
     t45 = _ew18(t44, B, out=t44)
     # (71) dL_dz2 = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 - bn2_mu) +
     #     (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma + broadcast((dL_dbn2_mu/B).reshape(1,
@@ -963,8 +976,8 @@ def loss_and_grad(
     t50 = _ew17(t48.reshape(1, n_h1), t2, t49, bn1_gamma, out=t46)
     # (90) dL_dbn1_mu = -sum(2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 -
     #     bn1_mu) + (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma, axis=0)
-    t51 = _colsum(t50)
     # (91) dL/d(sum(z1, axis=0)) = dL_dbn1_mu/B
+    t51 = _colsum(t50)
     t52 = _ew18(t51, B, out=t51)
     # (93) dL_dz1 = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 - bn1_mu) +
     #     (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma + broadcast((dL_dbn1_mu/B).reshape(1,

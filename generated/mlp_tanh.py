@@ -39,6 +39,8 @@ INPUTS: dict[str, tuple[str | int, ...]] = {
     'Y': ('B', 'n_out'),
 }
 TARGETS: tuple[str, ...] = ('Y',)
+# Inputs and targets holding integer class labels 0..k-1 (one per row, not one-hot).
+LABELS: tuple[str, ...] = ()
 OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'P': ('B', 'n_out'),
 }
@@ -62,8 +64,8 @@ _INIT: dict[str, tuple[str, float]] = {
 }
 
 # Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
-# has transcendentals); None: never.
-# Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
+# has transcendentals); None: never. Numpy runs every kernel until this machine's measurement is
+# set: symgrad sets it when it loads the module (symgrad.codegen.calibration, `symgrad calibrate`).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('f', False): None,
     ('f', True): None,
@@ -78,6 +80,17 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+
+
+def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
+    """Where the auto backend switches to numexpr, as measured on this machine:
+    {(dtype char, has transcendentals): element count, or None for never}."""
+    for key, start in thresholds.items():
+        if key not in _NUMEXPR_FROM:
+            raise KeyError(f"unknown kernel kind {key!r}; expected one of {sorted(_NUMEXPR_FROM)}")
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
+    _NUMEXPR_FROM.update(thresholds)
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -257,12 +270,12 @@ def forward(
     dt = params["W1"].dtype
     X = np.asarray(inputs["X"], dtype=dt)
     # (1) z1 = X @ W1 + b1
-    t1 = np.dot(X, W1)
     # (2) h1 = tanh(z1)
+    t1 = np.dot(X, W1)
     h1 = _ew1(t1, b1, out=t1)
     # (3) z2 = h1 @ W2 + b2
-    t2 = np.dot(h1, W2)
     # (4) h2 = tanh(z2)
+    t2 = np.dot(h1, W2)
     h2 = _ew1(t2, b2, out=t2)
     # (5) z3 = h2 @ W3 + b3
     t3 = np.dot(h2, W3)
@@ -293,12 +306,12 @@ def loss(
     Y = np.asarray(batch["Y"], dtype=dt)
     B = X.shape[0]
     # (1) z1 = X @ W1 + b1
-    t1 = np.dot(X, W1)
     # (2) h1 = tanh(z1)
+    t1 = np.dot(X, W1)
     h1 = _ew1(t1, b1, out=t1)
     # (3) z2 = h1 @ W2 + b2
-    t2 = np.dot(h1, W2)
     # (4) h2 = tanh(z2)
+    t2 = np.dot(h1, W2)
     h2 = _ew1(t2, b2, out=t2)
     # (5) z3 = h2 @ W3 + b3
     t3 = np.dot(h2, W3)
@@ -332,12 +345,12 @@ def loss_and_grad(
     n_h1 = W1.shape[1]
     n_h2 = W2.shape[1]
     # (1) z1 = X @ W1 + b1
-    t1 = np.dot(X, W1)
     # (2) h1 = tanh(z1)
+    t1 = np.dot(X, W1)
     h1 = _ew1(t1, b1, out=t1)
     # (3) z2 = h1 @ W2 + b2
-    t2 = np.dot(h1, W2)
     # (4) h2 = tanh(z2)
+    t2 = np.dot(h1, W2)
     h2 = _ew1(t2, b2, out=t2)
     # (5) z3 = h2 @ W3 + b3
     t3 = np.dot(h2, W3)
@@ -346,9 +359,9 @@ def loss_and_grad(
     t4 = _log_softmax(z3, axis=1)
     t5 = np.vdot(Y, t4)
     L = -t5/B
+    # (10) dL/d(log_softmax(z3, axis=1)) = -Y/B
     # (11) dL_dz3 = -Y/B - (exp(log_softmax(z3, axis=1))*(-sum(Y, axis=1)/B))
     t6 = Y.sum(axis=1, keepdims=True)
-    # (10) dL/d(log_softmax(z3, axis=1)) = -Y/B
     dL_dz3 = _ew3(Y, t4, t6, B, out=t4)
     # (14) dL_dh2 = dL_dz3 @ W3.T
     dL_dh2 = np.dot(dL_dz3, W3.T)

@@ -43,6 +43,8 @@ INPUTS: dict[str, tuple[str | int, ...]] = {
     'Y': ('B', 40, 1),
 }
 TARGETS: tuple[str, ...] = ('Y',)
+# Inputs and targets holding integer class labels 0..k-1 (one per row, not one-hot).
+LABELS: tuple[str, ...] = ()
 OUTPUTS: dict[str, tuple[str | int, ...]] = {
     'Yhat': ('B', 40, 1),
 }
@@ -74,8 +76,8 @@ _INIT: dict[str, tuple[str, float]] = {
 }
 
 # Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
-# has transcendentals); None: never.
-# Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
+# has transcendentals); None: never. Numpy runs every kernel until this machine's measurement is
+# set: symgrad sets it when it loads the module (symgrad.codegen.calibration, `symgrad calibrate`).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('f', False): None,
     ('f', True): None,
@@ -90,6 +92,17 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+
+
+def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
+    """Where the auto backend switches to numexpr, as measured on this machine:
+    {(dtype char, has transcendentals): element count, or None for never}."""
+    for key, start in thresholds.items():
+        if key not in _NUMEXPR_FROM:
+            raise KeyError(f"unknown kernel kind {key!r}; expected one of {sorted(_NUMEXPR_FROM)}")
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
+    _NUMEXPR_FROM.update(thresholds)
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -407,7 +420,7 @@ def forward(
     lstm_unused5 = _scratch(ws, "lstm_unused5", (40, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (40, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(40):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -416,11 +429,11 @@ def forward(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=lstm_unused1[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
         t13 = _ew3(t12, out=lstm_unused6[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = lstm_unused1[t]
+        C_prev = lstm_unused1[t]
     # (2) Yhat = H @ W + c
     t15 = np.dot(H.swapaxes(0, 1).reshape(-1, H.swapaxes(0, 1).shape[-1]), W).reshape(
         *H.swapaxes(0, 1).shape[:-1],
@@ -479,7 +492,7 @@ def loss(
     lstm_unused5 = _scratch(ws, "lstm_unused5", (40, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (40, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(40):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -488,19 +501,19 @@ def loss(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=lstm_unused1[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
         t13 = _ew3(t12, out=lstm_unused6[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = lstm_unused1[t]
+        C_prev = lstm_unused1[t]
     # (2) Yhat = H @ W + c
+    # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t15 = _scratch(ws, "t15", (B, 40, 1), dt)
     np.dot(
         H.swapaxes(0, 1).reshape(-1, H.swapaxes(0, 1).shape[-1]),
         W,
         out=t15.reshape(-1, t15.shape[-1]),
     )
-    # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t16 = _ew6(t15, c, Y, out=t15)
     t17 = t16.sum()
     L = t17/(40.0*B)
@@ -548,14 +561,14 @@ def loss_and_grad(
     # lstm: the loop over the 40 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (40, B, n_h), dt)
-    c_seq = _scratch(ws, "c_seq", (40, B, n_h), dt)
+    C_seq = _scratch(ws, "C_seq", (40, B, n_h), dt)
     lstm_r1_seq = _scratch(ws, "lstm_r1_seq", (40, B, n_h), dt)
     lstm_r2_seq = _scratch(ws, "lstm_r2_seq", (40, B, n_h), dt)
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (40, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (40, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (40, B, n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
-    c_prev = np.broadcast_to(0.0, (B, n_h))
+    C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(40):
         lstm_u1_t = t4[:, t]
         t6 = np.dot(h_prev, t5)
@@ -564,19 +577,19 @@ def loss_and_grad(
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
         t10 = _ew2(t7[:, 0:n_h], out=lstm_r3_seq[t])
         t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
-        t12 = _ew4(t9, c_prev, t10, t11, out=c_seq[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=C_seq[t])
         t13 = _ew3(t12, out=lstm_r5_seq[t])
         _ew5(t8, t13, out=H[t])
         h_prev = H[t]
-        c_prev = c_seq[t]
+        C_prev = C_seq[t]
     # (2) Yhat = H @ W + c
+    # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t15 = _scratch(ws, "t15", (B, 40, 1), dt)
     np.dot(
         H.swapaxes(0, 1).reshape(-1, H.swapaxes(0, 1).shape[-1]),
         W,
         out=t15.reshape(-1, t15.shape[-1]),
     )
-    # (3) L = sum((Yhat - Y)**2, axis=(0, 1, 2))/(40*B)
     t16 = _ew7(t15, c, Y, out=t15)
     t17 = _ew8(t16, out=_scratch(ws, "t17", (B, 40, 1), dt))
     t18 = t17.sum()
@@ -591,29 +604,29 @@ def loss_and_grad(
     # lstm: back-propagation through time, the reverse loop over the 40 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (40, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
-    carry_c = np.zeros((B, n_h), dtype=dt)
+    carry_C = np.zeros((B, n_h), dtype=dt)
     t5_T = np.ascontiguousarray(t5.T)
     for t in range(40 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
         h_prev = H[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
-        c_prev = c_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
+        C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
         lstm_r1_t = lstm_r1_seq[t]
         lstm_r2_t = lstm_r2_seq[t]
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
         dh_t = dL_dH[:, t] + carry_h
-        dc_t = carry_c
-        t19 = _ew10(dc_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        dC_t = carry_C
+        t19 = _ew10(dC_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
         t20 = _ew11(t19, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t21 = _ew11(t19, c_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t21 = _ew11(t19, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
         t22 = _ew12(t19, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
         t23 = _ew11(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t24 = np.concatenate([t20, t21, t22, t23], axis=1, out=dlstm_u1_seq[t])
         t25 = np.matmul(t24, t5_T, out=t20)
         t26 = _ew5(t19, lstm_r2_t, out=t19)
         carry_h = t25
-        carry_c = t26
+        carry_C = t26
     d_captured1 = np.tensordot(
         np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
         dlstm_u1_seq,

@@ -92,6 +92,17 @@ class Derivation:
     def equation_number(self, node: Node) -> int | None:
         return self.owners.get(node)
 
+    # a notebook shows a derivation as its document (symgrad.documents.notebook)
+    def _repr_html_(self) -> str:
+        from symgrad.documents.notebook import derivation_html
+
+        return derivation_html(self)
+
+    def _repr_latex_(self) -> str:
+        from symgrad.documents.notebook import derivation_latex
+
+        return derivation_latex(self)
+
     def __str__(self) -> str:
         lines = [f"derivation of {self.model.name}: {self.loss_name} w.r.t. {', '.join(self.wrt)}",
                  "forward:"]

@@ -75,6 +75,11 @@ class Node:
     def is_leaf(self) -> bool:
         return self.op in LEAF_OPS
 
+    @property
+    def is_integer(self) -> bool:
+        """An input or target of integer class labels (`model.target(..., integer=True)`)."""
+        return ("integer", True) in self.attrs
+
     def __repr__(self) -> str:
         from symgrad.symbolic.printing import text
 
@@ -205,11 +210,25 @@ def as_node(x: object) -> Node:
                              "number", user_location()))
 
 
+#: The operations whose second operand is integer class labels (an index, not a number).
+INDEXING = ("gather", "scatter")
+
+
+def _only_indices(args: Sequence[Node], indexing: bool) -> None:
+    """Integer labels index (gather, scatter) and nothing else: arithmetic on them is a mistake."""
+    for i, a in enumerate(args):
+        if a.is_integer and not (indexing and i == 1):
+            raise ShapeError(located(f"{a.name} holds integer class labels, which only index "
+                                     "(sparse_softmax_cross_entropy, gather); declare a one-hot target "
+                                     "to compute with it", user_location()))
+
+
 def apply(op: str, args: Sequence[Node], **attrs: Any) -> Node:
     """Build a non-elementwise node, checking its operands with the op's shape rule."""
     from symgrad.symbolic.rules import RULES
 
     rule = RULES[op]
+    _only_indices(args, op in INDEXING)
     try:
         shape = rule.shape([a.shape for a in args], **attrs)
     except ShapeError as e:
@@ -251,6 +270,7 @@ def elementwise(expr: sympy.Expr, args: Sequence[object], what: str = "elementwi
     `1 * x`, `x + 0` and `x * x` come out as `x`, `x` and `x**2`.
     """
     nodes = [as_node(a) for a in args]
+    _only_indices(nodes, False)
     shape = broadcast(n.shape for n in nodes)
     if shape is None:
         operands = f" {what} ".join(f"{_text(n)} {fmt_shape(n.shape)}" for n in nodes)

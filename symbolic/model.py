@@ -46,6 +46,10 @@ class Equation:
     target: str | None = None  # for an update: the parameter or state it overwrites
 
 
+#: declarations of a target whose every row sums to 1 (see Model.target)
+TARGET_ROWS = ("one-hot", "probabilities")
+
+
 class Model:
     """A network's equations. See the module docstring for an example."""
 
@@ -65,6 +69,7 @@ class Model:
         self.prediction: str | None = None
         self._masks = 0
         self.objectives: dict[str, tuple[str, ...]] = {}  # objective -> the parameters it trains
+        self.target_rows: dict[str, str] = {}  # target -> "one-hot"/"probabilities": rows sum to 1
         # what `symgrad derive` takes to build it again (a built-in's name, a model file's path);
         # None for a model built in Python. Only the generated module's header cites it.
         self.origin: str | None = None
@@ -87,11 +92,26 @@ class Model:
         names = names.split() if isinstance(names, str) else list(names)
         return tuple(self.dim(n) for n in names)
 
-    def input(self, name: str, shape: Iterable[object]) -> Node:
-        return self._leaf("input", name, shape)
+    def input(self, name: str, shape: Iterable[object], integer: bool = False) -> Node:
+        return self._leaf("input", name, shape, integer)
 
-    def target(self, name: str, shape: Iterable[object]) -> Node:
-        return self._leaf("target", name, shape)
+    def target(self, name: str, shape: Iterable[object], rows: str | None = None,
+               integer: bool = False) -> Node:
+        """What the output is compared with. `rows="one-hot"` (class labels) or
+        `rows="probabilities"` declares that every row (the last axis) sums to 1; documents then
+        print a softmax cross-entropy's gradient in its textbook form (P - Y)/B. `integer=True`:
+        class labels 0..k-1 (one per row, no one-hot), which only index:
+        `sparse_softmax_cross_entropy(z, y)` or `gather(x, y)`."""
+        if rows is not None and rows not in TARGET_ROWS:
+            raise ModelError(f"target {name!r}: rows must be one of {', '.join(map(repr, TARGET_ROWS))}, "
+                             f"not {rows!r}")
+        if rows is not None and integer:
+            raise ModelError(f"target {name!r}: integer class labels have no rows to sum; give rows= or "
+                             "integer=True, not both")
+        node = self._leaf("target", name, shape, integer)
+        if rows is not None:
+            self.target_rows[name] = rows
+        return node
 
     def param(self, name: str, shape: Iterable[object], init: str | Init = "glorot_uniform") -> Node:
         init = self._init("param", name, init)
@@ -341,9 +361,10 @@ class Model:
             out.append(d)
         return tuple(out)
 
-    def _leaf(self, role: str, name: str, shape: Iterable[object]) -> Node:
+    def _leaf(self, role: str, name: str, shape: Iterable[object], integer: bool = False) -> Node:
         self._claim(name, role)
-        node = Node.make(role, (), {"name": name}, self._shape(name, shape))
+        attrs = {"name": name, "integer": True} if integer else {"name": name}
+        node = Node.make(role, (), attrs, self._shape(name, shape))
         self.leaves[name] = node
         return node
 

@@ -136,6 +136,27 @@ def softmax_cross_entropy(logits: Node, target: Node, axis: int = -1) -> Node:
     return (target * log_softmax(logits, axis)).sum() * (-1 / count)
 
 
+def gather(x: Node, labels: Node, axis: int = -1) -> Node:
+    """The entry of `x` along `axis` that each integer label names: x[b, labels[b]] for a
+    matrix of scores and one label per row (np.take_along_axis, torch.gather)."""
+    if not isinstance(labels, Node) or not labels.is_integer:
+        raise ShapeError(located(f"gather: the labels must be integer class labels "
+                                 f"(model.target(..., integer=True)), not {labels!r}", user_location()))
+    return apply("gather", [x, labels], axis=_axis(x, axis, "gather"))
+
+
+def sparse_softmax_cross_entropy(logits: Node, labels: Node, axis: int = -1) -> Node:
+    """-log_softmax(z)[label], averaged over the rows: softmax cross-entropy on integer class
+    labels 0..k-1 (torch.nn.functional.cross_entropy with class indices), no one-hot target."""
+    if not isinstance(labels, Node) or not labels.is_integer:
+        raise ShapeError(located("sparse_softmax_cross_entropy: the labels must be integer class labels, "
+                                 "declared with model.target(name, shape, integer=True); for one-hot "
+                                 "targets use softmax_cross_entropy", user_location()))
+    axis = _axis(logits, axis, "sparse_softmax_cross_entropy")
+    picked = gather(log_softmax(logits, axis), labels, axis)
+    return picked.sum() * (-1 / size(labels.shape))
+
+
 def l2(x: Node) -> Node:
     """Sum of squares, ||x||^2 (add `lam * l2(W)` to a loss for weight decay)."""
     return square(x).sum()

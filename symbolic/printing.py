@@ -8,6 +8,7 @@ their names unless asked to expand.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import sympy
@@ -19,12 +20,35 @@ ATOM, POSTFIX, PRODUCT, SUM = 4, 3, 2, 1
 
 
 def latex_name(name: str) -> str:
-    """W1 -> W_{1}, n_in -> n_{in}, alpha -> \\alpha (sympy's convention for symbol names);
-    bn1_gamma -> \\mathrm{bn1}_{\\gamma}, where sympy would read the digit as a subscript too."""
+    r"""W1 -> W_{1}, n_in -> n_{in}, alpha -> \alpha (sympy's convention for symbol names);
+    bn1_gamma -> \gamma_{\mathrm{bn1}} and bn1_sigma2 -> \sigma^{2}_{\mathrm{bn1}} (a layer's
+    Greek-named value, subscripted by the layer), bn1_mean -> \mathrm{bn1}_{mean}; sympy would read
+    the digit of bn1 as a subscript too."""
     base, _, rest = name.partition("_")
     if rest and any(c.isdigit() for c in base) and not base.isdigit():
-        return rf"\mathrm{{{base}}}_{{{sympy.latex(sympy.Symbol(rest))}}}"
+        if rest == "sigma2":  # a variance, as textbooks write it: sigma^2 of layer bn1
+            return rf"\sigma^{{2}}_{{\mathrm{{{base}}}}}"
+        inner = sympy.latex(sympy.Symbol(rest))
+        if inner.startswith("\\") and inner[1:].isalpha():  # a Greek letter: gamma_{bn1}
+            return rf"{inner}_{{\mathrm{{{base}}}}}"
+        return rf"\mathrm{{{base}}}_{{{inner}}}"
     return sympy.latex(sympy.Symbol(name))
+
+
+def latex_number(value: sympy.Expr) -> str:
+    r"""A number as a textbook prints it: 10^{-5}, 2.5 \cdot 10^{-3}, 0.2 (not 1.0 \cdot 10^{-5} or
+    0.200000000000000)."""
+    if not isinstance(value, sympy.Float):
+        return sympy.latex(value)
+    text = repr(float(value))  # the shortest form that reads back as the same double
+    mantissa, _, exponent = text.partition("e")
+    if not exponent:
+        return text[:-2] if text.endswith(".0") else text
+    mantissa = mantissa[:-2] if mantissa.endswith(".0") else mantissa
+    power = f"10^{{{int(exponent)}}}"
+    if mantissa in ("1", "-1"):
+        return power if mantissa == "1" else f"-{power}"
+    return rf"{mantissa} \cdot {power}"
 
 
 class _Subst:
@@ -56,12 +80,17 @@ class _Subst:
             needed = POSTFIX  # a matrix product inside a Hadamard product gets parentheses
         elif isinstance(parent, sympy.Pow):
             needed = ATOM
+            if "^" in s and parent.base == expr:  # sigma^{2} squared: no double superscript
+                return self._wrap(s)
         else:
             needed = 0
         return s if prec >= needed else self._wrap(s)
 
     def _tensor_factors(self, expr) -> int:
         return sum(1 for a in expr.args if a.free_symbols & self.tensors)
+
+
+_SCALAR_ODOT = re.compile(r"(?:(?<=^)|(?<=[\s(\[{]))(\d+(?:\.\d+)?) \\odot ")
 
 
 class _LatexSubst(_Subst, LatexPrinter):
@@ -76,12 +105,21 @@ class _LatexSubst(_Subst, LatexPrinter):
         old = self._settings["mul_symbol_latex"]
         self._settings["mul_symbol_latex"] = r" \odot "
         try:
-            return super()._print_Mul(expr)
+            out = super()._print_Mul(expr)
         finally:
             self._settings["mul_symbol_latex"] = old
+        # a number scales a tensor: 2 \sqrt{v}, not 2 \odot \sqrt{v}
+        return _SCALAR_ODOT.sub(r"\1 ", out)
 
     def _print_Heaviside(self, expr):
         return rf"\mathbb{{1}}\left[{self._print(expr.args[0])} > 0\right]"
+
+    def _print_Float(self, expr):
+        return latex_number(expr)
+
+    def _print_Add(self, expr, order=None):
+        # a term printed from a node may begin with its own minus sign: x + (-y) reads x - y
+        return super()._print_Add(expr, order).replace(" + - ", " - ")
 
     def _print_Piecewise(self, expr):
         if _indicator(expr):
@@ -165,7 +203,7 @@ class Printer:
             return (latex_name(name) if kind == "latex" else name), ATOM
         if node.op == "const":
             value = node.attr("value")
-            return (sympy.latex(value) if kind == "latex" else str(value)), _precedence_of(value)
+            return (latex_number(value) if kind == "latex" else str(value)), _precedence_of(value)
         if node.is_leaf:
             return (latex_name(node.name) if kind == "latex" else node.name), ATOM
         if _scalar_broadcast(node):  # a scalar spread over a tensor reads as the scalar itself

@@ -313,6 +313,43 @@ def _log_softmax_vjp(g: Node, node: Node) -> list[Node | None]:
     return [g - exp(node) * g.sum(axis, keepdims=True)]
 
 
+# -- indexing by integer class labels ------------------------------------------------------------
+def _without(shape: Shape, axis: int) -> Shape:
+    return shape[:axis] + shape[axis + 1:]
+
+
+def _gather_shape(shapes: list[Shape], axis: int) -> Shape:
+    x, labels = shapes
+    if not shapes_equal(_without(x, axis), labels):
+        raise ShapeError(f"the labels {fmt_shape(labels)} must have the shape {fmt_shape(_without(x, axis))} "
+                         f"(the values without axis {axis})")
+    return labels
+
+
+def _scatter_shape(shapes: list[Shape], axis: int, size) -> Shape:
+    g, labels = shapes
+    if not shapes_equal(g, labels):
+        raise ShapeError(f"the values {fmt_shape(g)} and the labels {fmt_shape(labels)} must have one shape")
+    return g[:axis] + (size,) + g[axis:]
+
+
+def _factor(latex: str) -> str:
+    """A printed operand in parentheses when a sign or a sum would run into the product."""
+    return rf"\left({latex}\right)" if latex.startswith("-") or " + " in latex or " - " in latex else latex
+
+
+def _gather_vjp(g: Node, node: Node) -> list[Node | None]:
+    """y = x[..., labels, ...]: the adjoint goes back to the picked entries, zero elsewhere."""
+    x, labels = node.args
+    axis = node.attr("axis")
+    return [apply("scatter", [g, labels], axis=axis, size=x.shape[axis]), None]
+
+
+def _scatter_vjp(g: Node, node: Node) -> list[Node | None]:
+    """scatter is linear in its values; its transpose picks the same entries again."""
+    return [apply("gather", [g, node.args[1]], axis=node.attr("axis")), None]
+
+
 # -- linear algebra ---------------------------------------------------------------------------
 # Every operation acts on the last one or two axes and maps over any leading (stack) axes, as
 # numpy.linalg does. VJPs are matrix identities written with the same primitives (inv, matmul,
@@ -568,6 +605,14 @@ RULES: dict[str, Rule] = {
     "log_softmax": Rule("log-softmax", _axis_shape, _log_softmax_vjp,
                         text=lambda n, a: f"log_softmax({a}, axis={n.attr('axis')})",
                         latex=lambda n, a: rf"\log\operatorname{{softmax}}\left({a}\right)"),
+    # the entry of each row that an integer label names (torch.gather, np.take_along_axis)
+    "gather": Rule("entry picked by the labels", _gather_shape, _gather_vjp,
+                   text=lambda n, a, y: f"gather({a}, {y}, axis={n.attr('axis')})",
+                   latex=lambda n, a, y: rf"\left[{a}\right]_{{{y}}}"),
+    # its transpose: each value placed at its label, zeros elsewhere (onehot(y) * g)
+    "scatter": Rule("values placed at the labels", _scatter_shape, _scatter_vjp,
+                    text=lambda n, g, y: f"scatter({g}, {y}, {n.attr('size')}, axis={n.attr('axis')})",
+                    latex=lambda n, g, y: rf"\operatorname{{onehot}}\left({y}\right) \odot {_factor(g)}"),
 }
 
 

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
         "abs", "binary_cross_entropy_with_logits", "elementwise_function", "exp", "l1", "l2",
         "leaky_relu", "log", "log_softmax", "matmul", "mean", "mse", "relu", "reshape", "sigmoid",
         "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "sum", "tanh", "transpose",
+        "gather", "sparse_softmax_cross_entropy",  # integer class labels
         # linear algebra
         "cholesky", "det", "diag", "diagonal", "einsum", "eye", "inv", "logdet", "outer", "solve", "swapaxes",
         "trace", "tril",

@@ -1,5 +1,5 @@
-"""The `symgrad` command: list, derive, train, predict, evaluate, sample, export (and doc,
-when documents are installed).
+"""The `symgrad` command: list, derive, calibrate, train, predict, evaluate, sample, export
+(and doc, when documents are installed).
 
 Every failure a user can cause ends in one line on stderr and a non-zero exit status:
 2 for a malformed command line, 1 for anything else (a model with a mistake, missing data).
@@ -47,6 +47,24 @@ def _cmd_derive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from symgrad.codegen import calibration
+
+    if args.show:
+        data = calibration.cached()
+        if data is None:
+            print(f"not measured on this machine yet ({calibration.cache_file()}); symgrad measures it on "
+                  "first use, or run `symgrad calibrate`")
+            return 0
+        print(calibration.summary(data, calibration.cache_file()))
+        return 0
+    if args.repeats < 1:
+        raise SymgradError(f"--repeats must be a positive integer, not {args.repeats}")
+    data, path = calibration.recalibrate(args.repeats)
+    print(calibration.summary(data, path))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from symgrad.training.cli import run
 
@@ -75,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder to write MODEL.py into (default: ./generated)")
     p.add_argument("--show", action="store_true", help="also print the derivation")
     p.set_defaults(run=_cmd_derive)
+
+    p = sub.add_parser("calibrate", help="measure where numexpr beats numpy on this machine (cached; "
+                       "done on first use anyway)")
+    p.add_argument("--show", action="store_true", help="print the cached measurement, measure nothing")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved samples per engine and size (3)")
+    p.set_defaults(run=_cmd_calibrate)
 
     from symgrad.training.cli import add_arguments
 

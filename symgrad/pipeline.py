@@ -13,6 +13,7 @@ import tempfile
 import types
 import warnings
 
+from symgrad.codegen import calibration
 from symgrad.codegen.emit import generate, write_module
 from symgrad.models import BUILTINS
 from symgrad.symbolic.derivation import Derivation, derive
@@ -115,15 +116,16 @@ def write(spec: str | Model, out: str | pathlib.Path | None = None, backend: str
 
 def load_module(spec: str | Model, backend: str = "auto") -> types.ModuleType:
     """The generated module for a model: the committed one for a built-in (auto backend),
-    else generated now into a private temporary folder and imported from there."""
+    else generated now into a private temporary folder and imported from there. The auto
+    backend gets this machine's numpy/numexpr thresholds (measured on first use, then cached)."""
     if isinstance(spec, str) and spec in BUILTINS and backend == "auto":
-        return importlib.import_module(f"symgrad.generated.{spec}")
+        return calibration.install(importlib.import_module(f"symgrad.generated.{spec}"))
     model = resolve(spec)
     with warnings.catch_warnings():  # sympy's own chatter is not the user's business; ours is
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", SymgradWarning)
         text = generate(derive(model), backend)
-    return import_source(text, model.name)
+    return calibration.install(import_source(text, model.name))
 
 
 def import_source(text: str, name: str) -> types.ModuleType:

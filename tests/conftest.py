@@ -1,11 +1,15 @@
 """Shared fixtures: every built-in model's module, generated fresh for each backend."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import warnings
 
 import pytest
 from hypothesis import settings
+from symgrad.codegen import calibration
 from symgrad.codegen.emit import BACKENDS, generate
 from symgrad.symbolic.derivation import derive
 
@@ -15,6 +19,16 @@ from symgrad.pipeline import import_source
 # CI replays the same examples every run (a red run must be reproducible); elsewhere they vary.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# The suite never writes to the user's cache folder: calibration goes to a scratch folder
+# (inherited by the commands tests start), stating numpy for every kernel, so figures do not
+# hang on what a measurement under the suite's own load would pick. test_calibration measures.
+_SCRATCH_CACHE = tempfile.mkdtemp(prefix="symgrad-test-cache-")
+os.environ[calibration.ENV_CACHE] = _SCRATCH_CACHE
+calibration.save({"float32": {"light": None, "heavy": None}, "float64": {"light": None, "heavy": None},
+                  "key": calibration.key(), "format": calibration.FORMAT, "sizes": [0, 0], "repeats": 0,
+                  "seconds": 0.0})
+atexit.register(shutil.rmtree, _SCRATCH_CACHE, ignore_errors=True)
 
 _CACHE: dict = {}
 

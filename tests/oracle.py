@@ -245,6 +245,10 @@ class Interpreter:
             return self.im2col(args[0], node)
         if op == "col2im":
             return self.col2im(args[0], node, shape)
+        if op == "gather":  # x[..., label, ...] along the axis, entry by entry
+            return self.gather(args[0], args[1], node.attr("axis"))
+        if op == "scatter":
+            return self.scatter(args[0], args[1], node.attr("axis"), shape)
         if op in ("softmax", "log_softmax"):
             axis = node.attr("axis")
             x = args[0]
@@ -252,6 +256,26 @@ class Interpreter:
             s = lib.sum(e, (axis,), True)
             return e / s if op == "softmax" else x - lib.log(s)
         raise NotImplementedError(op)
+
+    # integer labels, written the plain way: one row at a time
+    def gather(self, x, labels, axis):
+        labels = np.asarray(labels.tolist() if self.kind == "torch" else labels)
+        picked = []
+        for index in np.ndindex(labels.shape):
+            full = index[:axis] + (int(labels[index]),) + index[axis:]
+            picked.append(x[full])
+        if self.kind == "torch":
+            return self.lib.torch.stack(picked).reshape(labels.shape)
+        return np.array(picked, dtype=x.dtype).reshape(labels.shape)
+
+    def scatter(self, values, labels, axis, shape):
+        """The adjoint of gather (only backward graphs use it; the numpy form suffices)."""
+        labels = np.asarray(labels)
+        out = np.zeros(shape, dtype=np.asarray(values).dtype)
+        values = np.broadcast_to(values, labels.shape)
+        for index in np.ndindex(labels.shape):
+            out[index[:axis] + (int(labels[index]),) + index[axis:]] = values[index]
+        return out
 
     # images, written the plain way: one patch at a time (nothing shared with the generator)
     def im2col(self, x, node):
@@ -348,7 +372,10 @@ def random_batch(module, dims: dict[str, int], rng: np.random.Generator, dtype=n
     batch = {}
     for name, shape in module.INPUTS.items():
         concrete = tuple(d if isinstance(d, int) else dims[d] for d in shape)
-        if name in module.TARGETS and module.TASK == "multiclass":
+        if name in getattr(module, "LABELS", ()):  # integer labels; the prediction's last axis counts classes
+            classes = module.OUTPUTS[module.PREDICTION][-1]
+            batch[name] = rng.integers(0, classes if isinstance(classes, int) else dims[classes], concrete)
+        elif name in module.TARGETS and module.TASK == "multiclass":
             a = rng.uniform(0.05, 1.0, concrete)
             batch[name] = (a / a.sum(axis=-1, keepdims=True)).astype(dtype)
         elif name in module.TARGETS and module.TASK == "binary":
@@ -420,7 +447,7 @@ def sympy_gradients(model, params: dict, batch: dict, kw: dict, dims: dict[str, 
         leaves[name] = arr
     to_sympy = np.vectorize(lambda v: sympy.Float(float(v)), otypes=[object])
     for name, a in batch.items():
-        leaves[name] = to_sympy(a)
+        leaves[name] = a if a.dtype.kind in "iu" else to_sympy(a)  # integer labels index
     leaves.update({k: sympy.Float(v) for k, v in kw["hypers"].items()})
     leaves.update({k: to_sympy(v) for k, v in kw["state"].items()})
     (loss,) = Interpreter("sympy").evaluate([model.losses["L"]], leaves, dims)

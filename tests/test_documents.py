@@ -42,8 +42,21 @@ def rendered(spec: str, fmt: str) -> str:
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("spec", SPECS)
 def test_committed_document_is_fresh(spec, fmt):
-    committed = (DOCS / f"{spec}.{fmt}").read_text()
-    assert committed == rendered(spec, fmt), f"docs/derivations/{spec}.{fmt} is stale: run `make docs`"
+    """Byte for byte, except the measured numbers of the numeric check's rows (round-off, which
+    can differ in its last digit with the BLAS library): those rows must still pass."""
+    committed = (DOCS / f"{spec}.{fmt}").read_text().splitlines()
+    fresh = rendered(spec, fmt).splitlines()
+    assert len(committed) == len(fresh), f"docs/derivations/{spec}.{fmt} is stale: run `make docs`"
+    for old, new in zip(committed, fresh, strict=True):
+        if old != new:
+            assert _check_row(old) and _check_row(new), \
+                f"docs/derivations/{spec}.{fmt} is stale: run `make docs`\n{old[:200]}\n{new[:200]}"
+
+
+def _check_row(line: str) -> bool:
+    """A row of a numeric-check table that reports a pass, in any of the three formats."""
+    return ("✓ passed" in line and line.startswith("|")) or 'class="passed"' in line \
+        or line.rstrip().endswith("& passed \\\\")
 
 
 def test_no_stray_documents():
@@ -80,8 +93,12 @@ def test_sections_come_in_the_promised_order(name):
 def test_every_backward_step_is_accounted_for(name):
     d = sg.derive(BUILTINS[name].build())
     (steps,) = _sections(built(name), "steps")
-    assert [s.number for s in steps.items] == [e.number for e in d.backward]
-    for shown, eq in zip(steps.items, d.backward, strict=True):
+    # a step with a local derivative of 1 is shown inside the step that starts from it
+    every = sorted([*steps.items, *(f for s in steps.items for f in s.folded)], key=lambda s: s.number)
+    assert [s.number for s in every] == [e.number for e in d.backward]
+    for s in steps.items:
+        assert all(f.compact and f.number < s.number for f in s.folded)
+    for shown, eq in zip(every, d.backward, strict=True):
         want = "sum of contributions" if isinstance(eq.step, Accumulation) else eq.step.rule
         assert shown.rule == want
         assert shown.equation.anchor == f"eq-{eq.number}"

@@ -40,7 +40,7 @@ MAKE = {
     "demo": ("run", "-m symgrad.demo"),
     "test": ("dry", "-m pytest"),
     "bench": ("dry", "bench/run.py"),
-    "calibrate": ("dry", "bench/calibrate.py"),
+    "calibrate": ("dry", "symgrad calibrate"),
     "generate": ("dry", "-m symgrad.regenerate"),
     "docs": ("dry", "symgrad doc --all"),
 }

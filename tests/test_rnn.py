@@ -114,14 +114,14 @@ def test_lstm_step_uses_one_product_per_input_and_keeps_states():
     assert "np.concatenate([t" in src  # the four gate adjoints are joined, not zero-padded and added
     assert "for t in range(4 - 1, -1, -1):" in src
     # the bias is added to x_t Wx for every step at once, leaving one addition in the step
-    assert forward_loop.count("_ew") == 8  # the sum, three sigmoids, two tanh, c_t and h_t
+    assert forward_loop.count("_ew") == 8  # the sum, three sigmoids, two tanh, C_t and h_t
     # sequences are step-major: each step's values are written straight into their slices
-    for seq in ("states", "c_seq", "lstm_r1_seq"):
+    for seq in ("states", "C_seq", "lstm_r1_seq"):
         assert f"out={seq}[t])" in forward_loop and f"{seq}[:, t] =" not in src
     before, backward_loop = src.split("for t in range(4 - 1, -1, -1):")
     assert "axis=1, out=dlstm_u1_seq[t])" in backward_loop  # the gate adjoints, joined in place
     assert "_T = np.ascontiguousarray(t5.T)" in before  # W_h^T, made contiguous once
-    assert ".T" not in backward_loop.split("carry_c =")[0]
+    assert ".T" not in backward_loop.split("carry_C =")[0]
 
 
 @pytest.mark.parametrize("first, second", [("lstm", "gru"), ("rnn", "rnn")])

@@ -72,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--threads", type=int, metavar="N",
                    help="BLAS and numexpr threads while training (default: the libraries' own, "
                    "usually one per core)")
+    t.add_argument("--sparse-labels", action="store_true",
+                   help="a built-in classifier trains on integer class labels with the sparse softmax "
+                   "cross-entropy (its variant NAME_sparse; no one-hot targets)")
     g = p.add_argument_group("regularisation (a built-in MLP without the term trains its variant with it)")
     g.add_argument("--l1", type=float, metavar="X", help="coefficient of the L1 penalty on the weights")
     g.add_argument("--l2", type=float, metavar="X", help="coefficient of the L2 penalty on the weights")
@@ -100,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
             optimizer_hypers=dict(args.opt or []), model_hypers=dict(args.hyper or []),
             dims=dict(args.dim or []), dtype=args.dtype, out=args.out, resume=args.resume,
             progress=args.progress, quiet=args.quiet, l1=args.l1, l2=args.l2, dropout=args.dropout,
-            schedule=args.schedule, clip_norm=args.clip_norm, threads=args.threads, steps=args.steps)
+            schedule=args.schedule, clip_norm=args.clip_norm, threads=args.threads, steps=args.steps,
+            sparse_labels=args.sparse_labels)
     except KeyboardInterrupt as e:
         note = f": {e}" if str(e) else ""
         print(f"symgrad train: interrupted{note}", file=sys.stderr)

@@ -277,7 +277,8 @@ def encode_labels(y: np.ndarray, task: str, what: str) -> tuple[np.ndarray, list
 @dataclass
 class Split:
     X: np.ndarray
-    Y: np.ndarray  # encoded for the model: one-hot (N, k), (N, 1) for binary, (N, t) regression
+    # encoded for the model: one-hot (N, k) or integer labels (N,), (N, 1) for binary, (N, t) regression
+    Y: np.ndarray
     labels: np.ndarray | None  # class labels for classification metrics
 
     def __len__(self) -> int:
@@ -297,7 +298,11 @@ class Prepared:
     y_std: np.ndarray | None = None
 
 
-def encode_targets(y: np.ndarray, task: str, n_classes: int | None) -> np.ndarray:
+def encode_targets(y: np.ndarray, task: str, n_classes: int | None, sparse: bool = False) -> np.ndarray:
+    """Targets as the model takes them; `sparse`: integer class labels as they are (a model
+    with an integer target, trained by the sparse softmax cross-entropy)."""
+    if sparse:
+        return np.asarray(y, dtype=np.int64)
     if task == "multiclass":
         return np.eye(n_classes)[y]
     if task == "binary":
@@ -346,12 +351,13 @@ def split_indices(ds: Dataset, seed: int, val_fraction: float, test_fraction: fl
 
 
 def prepare(ds: Dataset, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2,
-            standardize: bool = True, per_column: bool = True) -> Prepared:
+            standardize: bool = True, per_column: bool = True, sparse: bool = False) -> Prepared:
     """Split with `seed`, standardise with training statistics, encode targets.
 
     `per_column=False` standardises with one mean and deviation over all columns: for
     images and sequences, whose columns are pixels or time steps of one quantity (per-pixel
-    statistics would blow a rarely lit border pixel up to dozens of deviations)."""
+    statistics would blow a rarely lit border pixel up to dozens of deviations). `sparse`: class
+    labels stay integers (a model whose target is integer labels), else one-hot rows."""
     parts = split_indices(ds, seed, val_fraction, test_fraction)
     X_train = ds.X[parts["train"]]
     axis = 0 if per_column else None
@@ -371,7 +377,7 @@ def prepare(ds: Dataset, seed: int, val_fraction: float = 0.15, test_fraction: f
     splits = {}
     for key, idx in parts.items():
         labels = ds.y[idx] if ds.task in ("binary", "multiclass") else None
-        splits[key] = Split((ds.X[idx] - mean) / std, encode_targets(y_all[idx], ds.task, k), labels)
+        splits[key] = Split((ds.X[idx] - mean) / std, encode_targets(y_all[idx], ds.task, k, sparse), labels)
     classes = ds.classes or ([str(c) for c in range(k)] if k else None)
     return Prepared(splits["train"], splits["val"], splits["test"], mean, std, ds.task, classes,
                     y_mean, y_std)

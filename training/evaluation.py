@@ -31,6 +31,15 @@ class Evaluator:
     classes: list[str] | None = None
 
     @property
+    def sparse(self) -> bool:
+        """The target is integer class labels (the module's LABELS), not one-hot rows."""
+        return self.target in getattr(self.module, "LABELS", ())
+
+    @property
+    def target_dtype(self) -> np.dtype:
+        return np.dtype(np.int64) if self.sparse else self.dtype
+
+    @property
     def metric(self) -> str:
         return {"regression": "r2", "density": "nll"}.get(self.task, "accuracy")
 
@@ -40,8 +49,8 @@ class Evaluator:
     def batch(self, X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
         if self.target is None:
             return {self.input: self.inputs(X)}
-        return {self.input: self.inputs(X),
-                self.target: np.asarray(Y).astype(self.dtype, copy=False).reshape((-1, *self.target_shape))}
+        Y = np.asarray(Y).astype(self.target_dtype, copy=False)
+        return {self.input: self.inputs(X), self.target: Y.reshape((-1, *self.target_shape))}
 
     def predict(self, params: dict, state: dict, X: np.ndarray) -> np.ndarray:
         """The model's prediction output for every row, in evaluation mode."""

@@ -192,8 +192,13 @@ class Trainer:
         else:
             raise SymgradError(f"model input {self.input} has shape {x_shape}; training feeds it rows "
                                "of a table, so it needs one axis after the batch")
-        columns, y_rest = train.Y.shape[1], y_shape[1:]  # a density model: no target, y_rest ()
-        if self.target is not None and len(y_rest) == 1:
+        columns, y_rest = (train.Y.shape[1] if train.Y.ndim > 1 else 0), y_shape[1:]  # density: no target
+        if self.target in getattr(m, "LABELS", ()):  # integer class labels: the prediction counts classes
+            if y_rest or train.Y.ndim != 1:
+                raise SymgradError(f"model target {self.target} holds integer class labels, so it needs "
+                                   f"one axis (the batch), not {y_shape}")
+            fit(m.OUTPUTS[m.PREDICTION][-1], len(self.data.classes), f"classes for {m.PREDICTION}")
+        elif self.target is not None and len(y_rest) == 1:
             fit(y_rest[0], columns, f"target columns for {self.target}")
         elif self.target is not None and (not all(isinstance(d, int) for d in y_rest)
                                           or int(np.prod(y_rest)) != columns):
@@ -254,7 +259,7 @@ class Trainer:
         if self._train is None:
             train = self.data.train
             Y = train.Y if self.target is None else np.ascontiguousarray(
-                train.Y.reshape((-1, *self.target_shape)), dtype=self.dtype)
+                train.Y.reshape((-1, *self.target_shape)), dtype=self.evaluator.target_dtype)
             X = np.ascontiguousarray(train.X.reshape((-1, *self.input_shape)), dtype=self.dtype)
             self._train = (X, Y)
         return self._train

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import types
 
+from symgrad.codegen import calibration
 from symgrad.symbolic import ops as F
 from symgrad.symbolic.errors import SymgradError
 from symgrad.symbolic.model import Model
@@ -104,4 +105,4 @@ def load(name: str) -> types.ModuleType:
     """The generated update module of an optimizer (committed under training/kernels/)."""
     if name not in OPTIMIZERS:
         raise SymgradError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    return importlib.import_module(f"symgrad.training.kernels.{name}")
+    return calibration.install(importlib.import_module(f"symgrad.training.kernels.{name}"))

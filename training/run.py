@@ -57,7 +57,8 @@ RESUMABLE = ("epochs", "patience", "threads")  # settings a resumed run may chan
 FROM_PYTHON = ("arrays", "DataFrame")  # data that lives in the caller's memory, not in a name
 GAN_ONLY, EPOCHS_ONLY = ("steps",), ("epochs", "patience", "resume", "features", "target", "optimizer",
                                       "dims", "model_hypers", "optimizer_hypers", "l1", "l2", "dropout",
-                                      "schedule", "clip_norm", "val_fraction", "test_fraction", "dtype")
+                                      "schedule", "clip_norm", "val_fraction", "test_fraction", "dtype",
+                                      "sparse_labels")
 
 __all__ = ["RunResult", "load_trained", "train"]
 
@@ -86,6 +87,7 @@ def train(model, data=None, *, optimizer: str | None = None,
           out: str | pathlib.Path | None = None, resume: str | pathlib.Path | None = None,
           progress: bool | None = None, quiet: bool = False, l1: float | None = None,
           l2: float | None = None, dropout: float | None = None, schedule=None,
+          sparse_labels: bool | None = None,
           clip_norm: float | None = None, threads: int | None = None, steps: int | None = None):
     """Train `model` (a built-in name, a model file, a `Model` or a generated module) and
     return the result (a `RunResult`; a `training.gan.GanResult` for a GAN).
@@ -101,6 +103,9 @@ def train(model, data=None, *, optimizer: str | None = None,
     in its equations. `schedule`: a learning-rate schedule (`training.schedules`, e.g.
     "cosine:warmup=5"); `clip_norm`: rescale gradients whose global L2 norm exceeds it;
     `threads`: BLAS (and numexpr) threads while training (None: the libraries' default).
+    `sparse_labels`: a built-in classifier trains its variant on integer class labels (the
+    sparse softmax cross-entropy, no one-hot targets); a model whose target is declared
+    `integer=True` does so anyway.
     A GAN takes `steps`, `lr`, `batch_size`, `seed`, `out`, `quiet` and `threads`.
     """
     module = _load_module(model)
@@ -109,7 +114,8 @@ def train(model, data=None, *, optimizer: str | None = None,
         patience=patience, features=features, target=target, val_fraction=val_fraction,
         test_fraction=test_fraction, optimizer_hypers=optimizer_hypers or None,
         model_hypers=model_hypers or None, dims=dims or None, dtype=dtype, resume=resume, l1=l1, l2=l2,
-        dropout=dropout, schedule=schedule, clip_norm=clip_norm, threads=threads, steps=steps).items()
+        dropout=dropout, schedule=schedule, clip_norm=clip_norm, threads=threads, steps=steps,
+        sparse_labels=sparse_labels or None).items()
         if v is not None}
     _check_threads(threads)
     if getattr(module, "OBJECTIVES", None):  # several players: a GAN trains by alternating steps
@@ -122,6 +128,7 @@ def train(model, data=None, *, optimizer: str | None = None,
 
 def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progress, quiet) -> RunResult:
     regularisers = _regularisers(**{k: given.pop(k, None) for k in REGULARISERS})
+    sparse = given.pop("sparse_labels", False)
     if regularisers:
         given["model_hypers"] = {**regularisers, **given.get("model_hypers", {})}
     if "schedule" in given:
@@ -134,10 +141,15 @@ def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progr
     saved = _open_resume(pathlib.Path(resume)) if resume is not None else None
     if saved is not None:  # the resumed run's regularisers select the same variant
         regularisers = {k: v for k, v in saved[1]["config"]["model_hypers"].items() if k in REGULARISERS}
-    module = _with_regularisers(model, base, regularisers)
+        if sparse and not saved[1]["config"].get("sparse_labels", False):
+            raise SymgradError("cannot resume with --sparse-labels: the run trained on one-hot targets")
+        sparse = saved[1]["config"].get("sparse_labels", False)
+    module = _with_regularisers(model, base, regularisers, sparse)
     settings = _settings(model, module, given, saved)
     if module is not base:
         settings["variant_of"] = _model_name(base)
+    if sparse:
+        settings["sparse_labels"] = True
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], seed=settings["seed"],
                          optimizer=settings["optimizer"], lr=settings["lr"],
                          optimizer_hypers=settings["optimizer_hypers"], model_hypers=settings["model_hypers"],
@@ -151,7 +163,7 @@ def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progr
     inputs = [k for k in module.INPUTS if k not in module.TARGETS]
     per_column = len(inputs) != 1 or len(module.INPUTS[inputs[0]]) <= 2  # a table, not an image/sequence
     prepared = prepare(dataset, config.seed, settings["val_fraction"], settings["test_fraction"],
-                       per_column=per_column)
+                       per_column=per_column, sparse=bool(getattr(module, "LABELS", ())))
     trainer = Trainer(module, prepared, config)
     settings["dims"] = {k: v for k, v in trainer.dims.items() if k != module.INPUTS[trainer.input][0]}
     settings["lr"] = trainer.lr
@@ -239,16 +251,25 @@ def _regularisers(**given: float | None) -> dict[str, float]:
     return {k: float(v) for k, v in given.items() if v is not None}
 
 
-def _with_regularisers(model, module: types.ModuleType, wanted: dict[str, float]) -> types.ModuleType:
-    """`module`, when its equations hold every wanted regulariser; else the built-in's variant
-    with them added (derived and generated in memory)."""
+def _with_regularisers(model, module: types.ModuleType, wanted: dict[str, float],
+                       sparse: bool = False) -> types.ModuleType:
+    """`module`, when its equations hold every wanted regulariser (and, with `sparse`, an
+    integer target); else the built-in's variant with them added (derived and generated in
+    memory)."""
     from symgrad import pipeline
     from symgrad.models import BUILTINS
 
     missing = [k for k in wanted if k not in module.HYPERS]
+    builtin = BUILTINS.get(model) if isinstance(model, str) else None
+    if sparse and not getattr(module, "LABELS", ()):
+        if builtin is None or builtin.sparse is None:
+            raise SymgradError(f"--sparse-labels: {_model_name(module)} has no integer target; declare one "
+                               "with model.target(name, (B,), integer=True) and use "
+                               "sparse_softmax_cross_entropy, or train a built-in classifier")
+        if not missing:
+            return pipeline.load_module(builtin.sparse())
     if not missing:
         return module
-    builtin = BUILTINS.get(model) if isinstance(model, str) else None
     if builtin is None or builtin.variant is None:
         has = ", ".join(module.HYPERS) or "none"
         raise SymgradError(
@@ -256,7 +277,7 @@ def _with_regularisers(model, module: types.ModuleType, wanted: dict[str, float]
             f"none (its hyper-parameters: {has}); write it into the model (see symgrad.models.mlp) or "
             "train a model that has it, e.g. mlp_tanh or mlp_regularised")
     terms = {k: k in wanted or k in module.HYPERS for k in REGULARISERS}
-    return pipeline.load_module(builtin.variant(**terms))
+    return pipeline.load_module(builtin.variant(**terms, **({"sparse": True} if sparse else {})))
 
 
 def _model_name(module: types.ModuleType) -> str:

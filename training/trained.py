@@ -25,6 +25,7 @@ import types
 from dataclasses import dataclass, field
 
 import numpy as np
+from symgrad.codegen import calibration
 from symgrad.symbolic.errors import SymgradError
 from symgrad.training import checkpoint
 from symgrad.training.data import as_rows, encode_targets, label_indices
@@ -44,7 +45,7 @@ def import_module_file(path: pathlib.Path) -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    return module
+    return calibration.install(module)
 
 
 def run_module(run_dir: pathlib.Path | None, meta: dict) -> types.ModuleType:
@@ -154,7 +155,7 @@ class TrainedModel:
             labels = None
         else:
             labels = label_indices(y, self.classes)
-            Y = encode_targets(labels, self.task, len(self.classes))
+            Y = encode_targets(labels, self.task, len(self.classes), self.evaluator.sparse)
         return self.evaluator.evaluate(self.params, self.state, X, Y, labels)
 
 

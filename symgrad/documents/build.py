@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import sympy
 
 from symgrad.codegen.emit import generate
-from symgrad.documents import check, code, mathtext, symbols
+from symgrad.documents import check, code, figure, mathtext, players, recurrence, symbols
+from symgrad.documents import notation as notation_of
+from symgrad.documents import summary as summary_of
 from symgrad.documents.content import (
     CheckRow,
     CodeBlock,
@@ -25,6 +27,7 @@ from symgrad.documents.content import (
     Section,
     prose,
 )
+from symgrad.documents.shorten import shorten
 from symgrad.documents.steps import BackwardPass
 from symgrad.symbolic import __version__
 from symgrad.symbolic.derivation import Derivation, derive
@@ -65,7 +68,10 @@ def prepare(model: Model, prefix: str = "", batch: object = _AUTO) -> Part:
 
 
 # -- sections shared by model documents and the primer ------------------------------------------
-def notation(batch: sympy.Symbol | None, first_input: str | None, extra: tuple[Inline, ...] = ()) -> Section:
+def notation(batch: sympy.Symbol | None, first_input: str | None, extra: tuple[Inline, ...] = (),
+             operators: tuple[Inline, ...] | None = None) -> Section:
+    """Layout, batch axis and deltas, then `operators`: one bullet per operator the document
+    prints (see `notation.py`); the primer's general list where none are given."""
     paragraphs = [prose(
         "**Layout.** Gradients are written in denominator layout: $\\frac{\\partial L}{\\partial W}$ has "
         "the shape of $W$, and its entry $(i, j)$ is $\\frac{\\partial L}{\\partial W_{ij}}$, so a "
@@ -91,6 +97,8 @@ def notation(batch: sympy.Symbol | None, first_input: str | None, extra: tuple[I
         "$\\left[\\frac{\\partial L}{\\partial v}\\right]_{(N)}$, and the value's adjoint is their sum. "
         "A parameter's adjoint is its gradient, $\\frac{\\partial L}{\\partial W}$."))
     paragraphs += list(extra)
+    if operators is not None:
+        return Section("notation", "Notation and conventions", 2, tuple(paragraphs), operators)
     bullets = (
         prose("$U V$ is a matrix product, $U^{\\top}$ a transpose, and $U \\odot V$ the elementwise "
               "(Hadamard) product."),
@@ -118,7 +126,7 @@ def symbol_sections(part: Part, level: int = 2, id_prefix: str = "") -> list[Sec
     ]
 
 
-def forward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
+def forward_section(part: Part, level: int = 2, id_prefix: str = "", with_figure: bool = False) -> Section:
     d = part.derivation
     eqs = []
     for e in d.forward:
@@ -130,7 +138,7 @@ def forward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
     if loss is not None:
         intro += f" Equation (#{loss.number}) is the loss ${loss.lhs_latex}$, a scalar."
     return Section(f"{id_prefix}forward", "Forward pass and loss", level, (prose(intro, part.prefix),),
-                   kind="equations", items=tuple(eqs))
+                   kind="equations", items=tuple(eqs), figure=figure.figure(d) if with_figure else None)
 
 
 def backward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
@@ -142,7 +150,10 @@ def backward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
         f"the chain rule once per step, (#{first}) to (#{last}). Each step names the rule the rule "
         "table applied, the adjoint it starts from, the local derivative, and the result with its "
         "shape. A step whose local derivative is 1 passes the adjoint on unchanged and is shown "
-        "on one line.", part.prefix)
+        "on one line." + (
+            f" These steps derive the gradient of the summed loss ${d.printer.latex(d.loss)}$, which "
+            "`loss_and_grad` returns; the players train on the gradients of their own objectives, "
+            "derived in their own sections below." if d.model.objectives else ""), part.prefix)
     return Section(f"{id_prefix}backward", "Backward pass, step by step", level, (intro,),
                    kind="steps", items=tuple(steps))
 
@@ -151,12 +162,19 @@ def gradient_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
     d = part.derivation
     loss = next((e.lhs_latex for e in d.forward if e.lhs_text == d.loss_name), d.loss_name)
     by_number = {e.number: e for e in d.backward}
+    # values the gradients repeat (or whose formulas are long) and the model left unnamed get names
+    taken = {latex for _, latex in d.names.values()} | {sympy.latex(s) for s in d.model.dim_symbols.values()}
+    forward = topological(list(d.train.values()))
+    short, defs = shorten(d.printer, list(d.gradients.values()), set(forward), taken, set(d.names))
+    if any(n.op == "scan" for n in forward):  # the recurrence's section writes these as sums over time
+        short, defs = d.printer, []
     items = []
     for name, g in d.gradients.items():
         param = d.printer.latex(d.model.params[name])
         number = d.owners.get(g)
         eq = by_number.get(number)
-        rhs = d.rhs(eq, "latex") if eq is not None else d.printer.latex(g, expand=True)
+        own = eq is None or d.owners.get(eq.node) == eq.number
+        rhs = short.latex(eq.node if eq is not None else g, expand=own)
         items.append(Gradient(param, Equation(None, f"{part.prefix}grad-{name}",
                                               mathtext.partial(loss, param), rhs,
                                               shape=mathtext.shape(g.shape)),
@@ -164,8 +182,15 @@ def gradient_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
                               f"{part.prefix}eq-{number}" if eq is not None else ""))
     intro = prose("The gradient of the loss with respect to every parameter, each with the "
                   "shape of its parameter, and the step that computes it.")
+    blocks: tuple = ()
+    if defs:
+        blocks = (prose("The model names no value for these parts of its gradients, which are used more "
+                        "than once or are long; here they get a name each (the backward steps above "
+                        "compute the same values):"),
+                  *(Equation(None, f"{part.prefix}where-{k}", latex, short.latex(node, expand=True),
+                             shape=mathtext.shape(node.shape)) for k, (latex, node) in enumerate(defs, 1)))
     return Section(f"{id_prefix}gradients", "Gradients", level, (intro,), kind="gradients",
-                   items=tuple(items))
+                   items=tuple(items), blocks=blocks)
 
 
 def check_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
@@ -184,17 +209,27 @@ def check_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
               "relative error is $\\frac{\\lVert g - \\hat{g} \\rVert}{\\max(\\lVert g \\rVert, "
               f"\\lVert \\hat{{g}} \\rVert, 10^{{{round(math.log10(check.SCALE))}}})}}$ over the "
               "checked entries, shown to one digit; a check passes below "
-              f"$10^{{{round(math.log10(check.TOLERANCE))}}}$."),
+              f"$10^{{{round(math.log10(check.TOLERANCE))}}}$. Beside it, the checked entry with the "
+              "largest difference quotient: the derived gradient $g$ there and the difference "
+              "$\\hat{g}$, to six digits."),
+        prose("Errors near $10^{-11}$ are the round-off of the differences, not of the derivation; "
+              "their digit can change with the BLAS library numpy uses, so the test that keeps this "
+              "document fresh lets the measured numbers of this table differ and checks the rest "
+              "of the document to the byte."),
     )
-    rows = tuple(check_row(d.printer.latex(d.model.params[r.name]), r) for r in part.results)
+    rows = tuple(check_row(d.printer.latex(d.model.params[r.name]), r, check.SHOWN) for r in part.results)
     return Section(f"{id_prefix}check", "Numeric check", level, intro, kind="check", items=rows)
 
 
-def check_row(name: str, r: check.Result) -> CheckRow:
+def check_row(name: str, r: check.Result, floor: float = check.FLOOR) -> CheckRow:
     size = math.prod(r.shape)
     entries = "all" if r.checked >= size else f"{r.checked} of {size}"
-    return CheckRow(name, mathtext.concrete_shape(r.shape), mathtext.power_of_ten(r.error, check.FLOOR),
-                    r.passed, entries)
+    entry = analytic = difference = ""
+    if r.entry:
+        entry = f"{name}[{', '.join(str(i) for i in r.entry)}]"  # numpy's index, from 0
+        analytic, difference = mathtext.significant(r.derived), mathtext.significant(r.difference)
+    return CheckRow(name, mathtext.concrete_shape(r.shape), mathtext.power_of_ten(r.error, floor),
+                    r.passed, entries, entry, analytic, difference)
 
 
 def code_sections(part: Part, module_note: Inline, level: int = 2) -> list[Section]:
@@ -247,6 +282,21 @@ def _code_block(b: code.Block, prefix: str) -> CodeBlock:
     return CodeBlock((), prose(what), text)
 
 
+def recurrences(part: Part) -> list[tuple[Section, Section]]:
+    """For every scan: its cell's equations (after the forward pass) and its backward step
+    (after the backward pass), as a textbook writes them (see `recurrence.py`)."""
+    d = part.derivation
+    scans = [n for n in topological(list(d.train.values())) if n.op == "scan" and n in d.owners]
+    if not scans:
+        return []
+    bp = BackwardPass(d, part.prefix)
+    out = []
+    for scan in scans:
+        incoming = {k: bp.lhs(e) for k, e in bp.item_adjoints.get(scan, {}).items()}
+        out.append(recurrence.cell_sections(d, scan, incoming, part.prefix))
+    return out
+
+
 # -- a model's document --------------------------------------------------------------------------
 def _stack_note(d: Derivation) -> tuple[Inline, ...]:
     """For a model that multiplies stacks of matrices (attention's Q K^T): how to read them."""
@@ -267,17 +317,23 @@ def model_document(model: Model, module_note: Inline | None = None) -> Document:
     if module_note is None:
         module_note = prose(f"The module `symgrad derive` writes for `{model.name}`, "
                             "generated from the same derivation as this document.")
-    sections = [notation(part.batch, first_input, _stack_note(d))]
+    sections = [notation(part.batch, first_input, (*_stack_note(d), notation_of.primer_note()),
+                         notation_of.operator_bullets(d))]
     sections += symbol_sections(part)
-    sections += [forward_section(part), backward_section(part), gradient_section(part),
-                 check_section(part)]
+    cells = recurrences(part)
+    sections += [forward_section(part, with_figure=True), *(c for c, _ in cells), backward_section(part),
+                 *(b for _, b in cells), gradient_section(part)]
+    if model.objectives:
+        sections += [*players.player_sections(d, part.source, part.prefix),
+                     players.training_section(d, part.prefix)]
+    sections += [check_section(part)]
     sections += code_sections(part, module_note)
-    described = model.description or f"the model {model.name}"
-    summary = [Inline((("text", described[:1].upper() + described[1:].rstrip(".") + "."),))]
     passed = all(r.passed for r in part.results)
+    summary = [summary_of.structure(d), summary_of.training(d, loss.number)]
+    if model.description:  # the author's own words, as text: after what the equations say
+        described = model.description[:1].upper() + model.description[1:].rstrip(".")
+        summary.insert(0, Inline((("text", f"{described}."),)))
     summary.append(prose(
-        f"Its {len(model.params)} parameters are trained by minimising the loss ${loss.lhs_latex}$ "
-        f"(#{loss.number}). "
         f"Every formula below was derived by symgrad from the model's {len(d.forward)} equations: "
         f"{len(d.backward)} backward steps by the chain rule, each one shown, then checked "
         f"numerically ({'all gradients agree' if passed else 'SOME GRADIENTS DISAGREE'} with "

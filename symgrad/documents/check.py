@@ -23,7 +23,8 @@ import numpy as np
 from symgrad.pipeline import import_source
 
 STEP = 1e-5  # finite-difference step
-FLOOR = 1e-6  # errors below this print as "< 10^-6"
+FLOOR = 1e-6  # the primer's errors below this print as "< 10^-6"
+SHOWN = 1e-15  # a model document prints every error down to this (round-off of float64)
 TOLERANCE = 1e-4  # a derived gradient further than this from the differences fails
 SCALE = 1e-3  # the smallest gradient norm an error is relative to (a zero gradient is not noise)
 SEED = 0
@@ -38,6 +39,9 @@ class Result:
     shape: tuple[int, ...]
     error: float  # ||derived - differences|| / max(||derived||, ||differences||, SCALE)
     checked: int = 0  # how many entries were compared
+    entry: tuple[int, ...] = ()  # the checked entry with the largest difference quotient ...
+    derived: float = 0.0  # ... its derived value
+    difference: float = 0.0  # ... and its finite difference
 
     @property
     def passed(self) -> bool:
@@ -66,7 +70,9 @@ def sample(module: types.ModuleType, dims: dict[str, int], rng: np.random.Genera
     batch = {}
     for name, shape in module.INPUTS.items():
         shape = concrete(shape, dims)
-        if name in module.TARGETS and module.TASK == "multiclass" and shape:
+        if name in getattr(module, "LABELS", ()):  # integer labels: the prediction's last axis counts classes
+            value = rng.integers(0, concrete(module.OUTPUTS[module.PREDICTION], dims)[-1], shape)
+        elif name in module.TARGETS and module.TASK == "multiclass" and shape:
             value = np.eye(shape[-1])[rng.integers(0, shape[-1], shape[:-1])]
         elif name in module.TARGETS and module.TASK == "binary":
             value = rng.integers(0, 2, shape).astype(np.float64)
@@ -132,7 +138,9 @@ def gradients(module: types.ModuleType, dims: dict[str, int], params: dict, batc
         fd = differences(lambda: module.loss(params, batch, **options), value, where)
         g = np.asarray(derived[name])
         picked = np.array([g[i] for i in where])
-        results.append(Result(name, value.shape, relative_error(picked, fd), len(where)))
+        k = int(np.argmax(np.abs(fd))) if len(where) else 0
+        results.append(Result(name, value.shape, relative_error(picked, fd), len(where),
+                              tuple(int(i) for i in where[k]), float(picked[k]), float(fd[k])))
     return results
 
 

@@ -40,8 +40,10 @@ def function_body(source: str, name: str) -> list[str]:
     while body and not body[-1].strip():
         body.pop()
     body = textwrap.dedent("\n".join(body)).splitlines()
-    if body and body[0].startswith('"""'):  # a one-line docstring
-        body = body[1:]
+    if body and body[0].startswith('"""'):  # the docstring, on one line or several
+        end = 0 if body[0].count('"""') >= 2 else next(
+            (i for i, line in enumerate(body[1:], 1) if '"""' in line), 0)
+        body = body[end + 1:]
     return body
 
 

@@ -7,18 +7,21 @@ thing. Prose is written in a tiny markup that every renderer understands:
 * `$...$` is inline LaTeX maths,
 * backticks mark code,
 * `**...**` is strong text,
-* `(#N)` cites equation N of the current part (a link where the format has links).
+* `[text](target)` links to another document beside this one (a relative file name),
+* `(#N)` cites equation N of the current part (a link where the format has links); N may be
+  dotted, `(#1.2)`, for an equation shown under equation 1 (a recurrence's cell).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-#: One piece of running text: ("text", s), ("math", latex), ("code", s), ("strong", s) or
-#: ("ref", "N|anchor").
+#: One piece of running text: ("text", s), ("math", latex), ("code", s), ("strong", s),
+#: ("ref", "N|anchor") or ("link", "text|target").
 Fragment = tuple[str, str]
 
-_MARKUP = re.compile(r"\$([^$]+)\$|`([^`]+)`|\(#(\d+)\)|\*\*([^*]+)\*\*")
+_MARKUP = re.compile(r"\$([^$]+)\$|`([^`]+)`|\(#(\d+(?:\.\d+)?)\)|\*\*([^*]+)\*\*"
+                     r"|\[([^\]$]+)\]\(([\w.#-]+)\)")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,8 @@ class Inline:
 
     @property
     def plain(self) -> str:
-        return "".join(f"({v.split('|')[0]})" if k == "ref" else v for k, v in self.parts)
+        return "".join(f"({v.split('|')[0]})" if k == "ref" else v.split("|")[0] if k == "link" else v
+                       for k, v in self.parts)
 
 
 def prose(text: str, anchor_prefix: str = "") -> Inline:
@@ -45,8 +49,10 @@ def prose(text: str, anchor_prefix: str = "") -> Inline:
             parts.append(("code", m.group(2)))
         elif m.group(3) is not None:
             parts.append(("ref", f"{m.group(3)}|{anchor_prefix}eq-{m.group(3)}"))
-        else:
+        elif m.group(4) is not None:
             parts.append(("strong", m.group(4)))
+        else:
+            parts.append(("link", f"{m.group(5)}|{m.group(6)}"))
         pos = m.end()
     if pos < len(text):
         parts.append(("text", text[pos:]))
@@ -57,12 +63,13 @@ def prose(text: str, anchor_prefix: str = "") -> Inline:
 class Equation:
     """A numbered display equation `lhs = rhs` (or an unnumbered one when number is None)."""
 
-    number: int | None
+    number: int | str | None  # str: a dotted number such as "1.2" (a cell's equation under (1))
     anchor: str
     lhs: str  # LaTeX
     rhs: str  # LaTeX; may hold several `= ...` parts
     relation: str = "="
     shape: str = ""  # LaTeX, e.g. "B \times n_{\mathrm{out}}"; "" for a scalar
+    boxed: bool = False  # a result the reader looks for (a gradient)
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,9 @@ class Step:
     lead: Inline  # through which forward operation, into which argument
     details: tuple[Inline, ...]  # incoming adjoint, rule, scalar derivatives, local derivative
     equation: Equation
+    #: steps with a local derivative of 1 whose adjoint this step starts from: shown inside it,
+    #: each still with its own number and anchor
+    folded: tuple[Step, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,9 @@ class CheckRow:
     error: str  # LaTeX, e.g. "5 \times 10^{-7}" or "< 10^{-6}"
     passed: bool
     entries: str = "all"  # which entries were compared: "all" or "32 of 4608"
+    entry: str = ""  # LaTeX: the entry shown, e.g. "(2, 0)"
+    analytic: str = ""  # LaTeX: the derived gradient there
+    difference: str = ""  # LaTeX: the finite difference there
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,16 @@ class CodeBlock:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """A drawing of the network, made three ways (see `figure.py`)."""
+
+    title: str
+    svg: str  # inline SVG for HTML
+    latex: str  # boxes in base LaTeX for the PDF
+    text: str  # a line of text for Markdown
+
+
+@dataclass(frozen=True)
 class Section:
     """A heading and its content; `kind` says which payload the renderer lays out."""
 
@@ -135,6 +158,10 @@ class Section:
     kind: str = "text"  # text, dims, symbols, equations, steps, gradients, check, code
     items: tuple = ()
     after: tuple[Inline, ...] = ()  # paragraphs after the payload
+    #: running text with displayed equations and code, in order (a derivation told as a textbook
+    #: tells it); shown after the bullets, before the payload
+    blocks: tuple[Inline | Equation | CodeBlock, ...] = ()
+    figure: Figure | None = None  # shown after the paragraphs
 
 
 @dataclass(frozen=True)

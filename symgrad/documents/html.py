@@ -14,6 +14,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
+from symgrad.documents import linebreak
 from symgrad.documents.content import Document, Equation
 from symgrad.documents.sanitize import mathml as allowed_mathml
 from symgrad.documents.templating import Renderer, equation_latex
@@ -21,12 +22,14 @@ from symgrad.symbolic.errors import SymgradError
 
 _OPERATOR_WITH_UNDERSCORE = re.compile(r"\\operatorname\{([^{}]*\\_[^{}]*)\}")
 _NAMED_OPERATOR = re.compile(r"<mo>([A-Za-z]{2,})</mo>")
+_OPERATOR_WITH_DIGIT = re.compile(r"\\operatorname\{([A-Za-z]+\d\w*)\}")  # im2col: one upright word
 
 
 def mathml(latex: str, display: bool = False) -> str:
     """MathML for a LaTeX formula; a formula latex2mathml cannot read is an error, not a guess."""
     source = _OPERATOR_WITH_UNDERSCORE.sub(r"\\mathrm{\1}", _unstretch(latex))
     source = source.replace("\\log\\operatorname", "\\log\\,\\operatorname")
+    source = _OPERATOR_WITH_DIGIT.sub(r"\\text{\1}", source)
     try:
         out = convert(source, display="block" if display else "inline")
     except Exception as e:  # latex2mathml raises its own exception types and bare ones
@@ -69,6 +72,20 @@ def _unstretch(latex: str) -> str:
     return "".join(out)
 
 
+#: widths in the estimate of `linebreak.width`: a display line, and an inline formula that gets a
+#: scroll box of its own (the text column is 58rem)
+DISPLAY_BUDGET, WIDE_INLINE = 80, 70
+
+
+def _plain_fences(latex: str) -> str:
+    """Fences that a line break separated: plain parentheses, which MathML sizes to their line."""
+    for old, new in ((r"\left(", "("), (r"\right)", ")"), (r"\left[", "["), (r"\right]", "]"),
+                     (r"\left\{", r"\{"), (r"\right\}", r"\}"), (r"\left|", "|"), (r"\right|", "|"),
+                     (r"\middle|", "|"), (r"\left.", ""), (r"\right.", "")):
+        latex = latex.replace(old, new)
+    return latex
+
+
 class Html(Renderer):
     extension = "html"
     template = "document.html.j2"
@@ -81,6 +98,8 @@ class Html(Renderer):
         return html.escape(s, quote=False)
 
     def math(self, latex: str) -> str:
+        if linebreak.width(latex) > WIDE_INLINE:  # scrolls in its own box, never widens the page
+            return f'<span class="wide">{mathml(latex)}</span>'
         return mathml(latex)
 
     def code(self, s: str) -> str:
@@ -89,14 +108,23 @@ class Html(Renderer):
     def strong(self, s: str) -> str:
         return f"<strong>{self.text(s)}</strong>"
 
+    def link(self, label: str, target: str) -> str:
+        return f'<a href="{html.escape(target)}">{self.text(label)}</a>'
+
     def ref(self, number: str, anchor: str) -> str:
         return f'<a class="ref" href="#{anchor}">({number})</a>'
 
     def display(self, eq: Equation, boxed: bool = False) -> str:
+        """One line, or several cut before top-level operators, each its own MathML block."""
+        boxed = boxed or eq.boxed
         number = f'<span class="eqno">({eq.number})</span>' if eq.number is not None else ""
         cls = "eq gradient" if boxed else "eq"
-        return (f'<div class="{cls}" id="{eq.anchor}"><div class="eqmath">'
-                f"{mathml(equation_latex(eq), display=True)}</div>{number}</div>")
+        parts = linebreak.lines(equation_latex(eq), DISPLAY_BUDGET)
+        if len(parts) == 1:
+            body = mathml(parts[0], display=True)
+        else:
+            body = "".join(f'<div class="line">{mathml(_plain_fences(p), display=True)}</div>' for p in parts)
+        return f'<div class="{cls}" id="{eq.anchor}"><div class="eqmath">{body}</div>{number}</div>'
 
     def highlight(self, source: str) -> str:
         return highlight(source, PythonLexer(), self.formatter)

@@ -28,10 +28,14 @@ class Markdown(Renderer):
     def code(self, s: str) -> str:
         return f"`{s}`"
 
+    def link(self, label: str, target: str) -> str:
+        return f"[{self.text(label)}]({target.replace('.html', '.md')})"
+
     def strong(self, s: str) -> str:
         return f"**{self.text(s)}**"
 
     def display(self, eq: Equation, boxed: bool = False) -> str:
+        boxed = boxed or eq.boxed
         body = equation_latex(eq)
         if boxed:
             body = rf"\boxed{{{body}}}"

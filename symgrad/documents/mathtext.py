@@ -36,6 +36,15 @@ def ordinary(d: str) -> str:
     return rf"\frac{{\mathrm{{d}}}}{{\mathrm{{d}}x}} {d}"
 
 
+def significant(x: float, digits: int = 6) -> str:
+    """`-0.0123457`, `3.14159 \\cdot 10^{-7}`: a measured value to `digits` significant digits."""
+    if not math.isfinite(x):
+        return r"\text{not finite}"
+    text = f"{x:.{digits}g}"
+    mantissa, _, exponent = text.partition("e")
+    return mantissa if not exponent else rf"{mantissa} \cdot 10^{{{int(exponent)}}}"
+
+
 def power_of_ten(x: float, floor: float) -> str:
     """`3 \\times 10^{-8}` (one significant digit), or `< 10^{-9}` below `floor`.
 

@@ -9,10 +9,13 @@ itself: every formula is printed from the derivation or from the rule table.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import sympy
 
 from symgrad.documents import mathtext
 from symgrad.documents.content import Equation, Inline, Step, prose
+from symgrad.documents.intuition import INTUITION
 from symgrad.symbolic.autodiff import Accumulation
 from symgrad.symbolic.autodiff import Step as RuleStep
 from symgrad.symbolic.derivation import Derivation, Numbered
@@ -30,7 +33,7 @@ class BackwardPass:
         self.d = d
         self.prefix = anchor_prefix
         self.summed = {e.step.node for e in d.backward if isinstance(e.step, Accumulation)}
-        self.cells_shown: dict[object, int] = {}  # a scan's cell -> the step that showed it
+        self.explained: set[str] = set()  # rules whose intuition has been given
         self.adjoint_eq: dict[Node, Numbered] = {}  # node -> the equation giving its whole adjoint
         self.partials: dict[Node, list[Numbered]] = {}  # node -> the steps giving parts of it
         for e in d.backward:
@@ -39,6 +42,11 @@ class BackwardPass:
                 self.adjoint_eq[target] = e
             else:
                 self.partials.setdefault(target, []).append(e)
+        # a node with several outputs (a scan) receives the adjoints of its items
+        self.item_adjoints: dict[Node, dict[int, Numbered]] = {}
+        for node, e in self.adjoint_eq.items():
+            if node.op == "item":
+                self.item_adjoints.setdefault(node.args[0], {})[node.attr("index")] = e
 
     # -- facts about one equation ------------------------------------------------------------
     @staticmethod
@@ -62,8 +70,25 @@ class BackwardPass:
 
     # -- the explained steps -----------------------------------------------------------------
     def steps(self) -> list[Step]:
-        return [self._sum(e) if isinstance(e.step, Accumulation) else self._step(e)
-                for e in self.d.backward]
+        """Every backward equation explained; a step whose local derivative is 1 is folded into
+        the first step that starts from its adjoint (it keeps its number and anchor there)."""
+        shown = {e.number: self._sum(e) if isinstance(e.step, Accumulation) else self._step(e)
+                 for e in self.d.backward}
+        feeds: dict[int, int] = {}  # compact step -> the first step that starts from it
+        for e in self.d.backward:
+            if isinstance(e.step, Accumulation):
+                continue
+            incoming = self.adjoint_eq.get(e.step.node)
+            if incoming is not None and shown[incoming.number].compact and incoming.number not in feeds \
+                    and not shown[e.number].compact:
+                feeds[incoming.number] = e.number
+        out = []
+        for number, step in shown.items():
+            if number in feeds:
+                continue
+            folded = tuple(shown[c] for c, into in feeds.items() if into == number)
+            out.append(dataclasses.replace(step, folded=folded) if folded else step)
+        return out
 
     def _equation(self, e: Numbered, rhs: str) -> Equation:
         return Equation(e.number, self.anchor(e.number), self.lhs(e), rhs,
@@ -91,13 +116,23 @@ class BackwardPass:
             return Step(e.number, s.rule, True, lead, (), self._equation(e, self.lhs(incoming)))
         lead = prose(f"Through {through}, into ${into}$.", self.prefix)
         details = [self._incoming(node, incoming)]
+        if s.rule in INTUITION and s.rule not in self.explained:
+            self.explained.add(s.rule)
+            details.append(prose(f"Why (first use of this rule): {INTUITION[s.rule]}"))
         if node.op == "ew":
             details += self._elementwise(s)
         else:
             details += self._rule(s)
-        details.append(prose(self._shape_note(arg)))
-        return Step(e.number, s.rule, False, lead, tuple(details),
-                    self._equation(e, self.d.rhs(e, "latex")))
+        details.append(prose(self._shape_note(arg, s.contribution)))
+        rhs = self.d.rhs(e, "latex")
+        if node.op == "max":
+            details.append(prose(self._max_routing(s)))
+        textbook = self._textbook_softmax(s, incoming) if node.op == "log_softmax" else None
+        if textbook is not None:
+            form, why = textbook
+            rhs += f" = {form}"
+            details.append(prose(why, self.prefix))
+        return Step(e.number, s.rule, False, lead, tuple(details), self._equation(e, rhs))
 
     # -- pieces ------------------------------------------------------------------------------
     def _latex(self, node: Node) -> str:
@@ -106,6 +141,8 @@ class BackwardPass:
     def _through(self, node: Node) -> str:
         """`$z_1 = X W_1 + b_1$ (1)` for a named node, `$X W_1$ (in (1))` for a part of one."""
         owner = self.d.owners.get(node)
+        if node.op == "scan":  # its cell is shown equation by equation under its own number
+            return f"the recurrence over the cell {node.attr('cell').name} in (#{owner})"
         expanded = self.d.printer.latex(node, expand=True)
         if node in self.d.names and not node.is_leaf:
             cite = f" (#{owner})" if owner is not None else ""
@@ -114,6 +151,17 @@ class BackwardPass:
         return f"${expanded}$" + cite
 
     def _incoming(self, node: Node, incoming: Numbered | None) -> Inline:
+        items = self.item_adjoints.get(node)
+        if items:  # a scan: the adjoints of the state sequences it outputs
+            cell = node.attr("cell")
+            parts = []
+            for k in range(len(cell.state_ph)):
+                name = self.d.printer.latex(cell.state_ph[k]).replace("prev", "t")
+                e = items.get(k)
+                parts.append(f"${self.lhs(e)}$ from (#{e.number}), the adjoint of every ${name}$"
+                             if e is not None
+                             else f"none for the ${name}$ sequence (it does not reach the loss)")
+            return prose("Incoming adjoints: " + "; ".join(parts) + ".", self.prefix)
         if incoming is None:  # the loss itself: the chain starts from dL/dL = 1
             name = self.d.names.get(node, (None, "L"))[1]
             return prose(f"Incoming adjoint: ${mathtext.partial(name, name)} = 1$, where the chain "
@@ -141,44 +189,61 @@ class BackwardPass:
         return [prose(f"Rule ({s.rule}, from the rule table): {general}.")]
 
     def _scan(self, s: RuleStep) -> list[Inline]:
-        """Back-propagation through time: the cell, its derived backward step, and which of
-        the step's adjoints this equation collects."""
+        """Back-propagation through time: which of the reverse loop's results this equation
+        collects. The loop's step itself is shown under the first such equation's number."""
         cell = s.node.attr("cell")
-        printer = self.d.printer
         ns, nh = len(cell.seq_ph), len(cell.state_ph)
-        number = self._number(s)
-        shown = self.cells_shown.setdefault(cell, number)
-        if shown != number:
-            out = [prose(f"Rule (recurrence over time): the reverse loop over the cell {cell.name} "
-                         f"shown in (#{shown}).", self.prefix)]
-        else:
-            step = "; ".join(f"${printer.latex(p).replace('prev', 't')} = {printer.latex(o, expand=True)}$"
-                             for p, o in zip(cell.state_ph, cell.outs, strict=True))
-            out = [prose(f"Rule (recurrence over time, from the rule table): the forward pass ran the "
-                         f"cell {cell.name} for t = 1, ..., T: {step}. Its adjoint is one reverse loop, "
-                         "t = T, ..., 1, running the cell's backward step, which the same reverse mode "
-                         "derived from the cell's equations; the adjoint of the state is carried from "
-                         "each step to the one before.")]
-            if cell.res_ph:
-                kept = "; ".join(f"${printer.latex(ph)} = {printer.latex(r, expand=True)}$"
-                                 for ph, r in zip(cell.res_ph, cell.residuals, strict=True))
-                out.append(prose(f"Values of each step the forward loop keeps for the backward one: {kept}."))
-        adjoint = {ph: mathtext.partial("L", printer.latex(ph)) for ph in (*cell.seq_ph, *cell.state_ph)}
-        incoming = ", ".join(f"${printer.latex(c)}$" for c in cell.ct_ph)
+        first = next(e.number for e in self.d.backward if getattr(e.step, "node", None) is s.node)
+        arg = self._latex(s.node.args[s.arg])
         if s.arg < ns:
-            what, d = adjoint[cell.seq_ph[s.arg]], cell.d_seq[s.arg]
-            how = "one per step, stacked over time"
+            how = (f"for every step $t$ the adjoint of the step's slice of ${arg}$, stacked over "
+                   "time (the input's part of each gate's pre-activation adjoint)")
         elif s.arg < ns + nh:
-            what, d = adjoint[cell.state_ph[s.arg - ns]], cell.d_state[s.arg - ns]
-            how = "that of the first step's previous state"
+            how = "the adjoint of the initial state, carried back from the first step"
         else:
-            j = s.arg - ns - nh
-            what, d = mathtext.partial("L", printer.latex(cell.captured[j])), cell.d_captured[j]
-            how = "the sum over all steps, since every step reads the same value"
-        out.append(prose(f"Backward step (with {incoming} the adjoint of the new state at step t, "
-                         f"from the loss and from step t+1): ${what} = {printer.latex(d, expand=True)}$; "
-                         f"this equation collects {how}."))
-        return out
+            how = (f"the adjoint of ${arg}$, summed over all steps, since every step reads the same "
+                   "value (the weight gradients written as sums over time below)")
+        return [prose(f"Rule (back-propagation through time, from the rule table): one reverse loop "
+                      f"$t = T, \\dots, 1$ over the cell {cell.name}'s backward step, derived by "
+                      f"reverse mode from the cell's equations and shown as (#{first}.1) onwards in "
+                      f"the section on back-propagation through time. This equation collects {how}.",
+                      self.prefix)]
+
+    def _max_routing(self, s: RuleStep) -> str:
+        """Max pooling's adjoint as a textbook states it: to the arg-max of each window."""
+        u = self._latex(s.node.args[0])
+        z = self.d.printer.latex(s.node)
+        return (f"In textbook form: each window's adjoint goes to the entry that won, "
+                f"$\\mathbb{{1}}\\left[{u} = {z}\\right] \\odot \\delta_{{{z}}}$ with the maximum and "
+                "its adjoint repeated over the window; the form below divides by the number of "
+                "entries that tie for the maximum, so that a tie shares the adjoint instead of "
+                "doubling it (with real-valued inputs a tie almost never happens).")
+
+    def _textbook_softmax(self, s: RuleStep, incoming: Numbered | None) -> tuple[str, str] | None:
+        """(P - Y)/B for the mean softmax cross-entropy when the target's rows are declared to
+        sum to 1: then sum_n Y = 1 and e^{log softmax(z)} is the output P = softmax(z)."""
+        model, p = self.d.model, self.d.printer
+        if incoming is None or not isinstance(incoming.step, RuleStep):
+            return None
+        z = s.node.args[0]
+        for name, rows in model.target_rows.items():
+            y = p.latex(model.leaves[name])
+            batch = sympy.latex(z.shape[0]) if z.shape else None
+            if self.d.rhs(incoming, "latex") != rf"- \frac{{{y}}}{{{batch}}}":
+                continue
+            probs = next((e for e in self.d.forward if e.kind == "output"
+                          and self.d.train.get(e.node, e.node).op == "softmax"
+                          and self.d.train.get(e.node, e.node).args[0] is z), None)
+            if probs is None:
+                continue
+            why = (f"In textbook form: every row of ${y}$ sums to 1 (it is declared {rows}), so "
+                   f"$\\sum_{{{sympy.latex(z.shape[-1])}}} {y} = 1$, and "
+                   f"$e^{{\\log\\operatorname{{softmax}}\\left({p.latex(z)}\\right)}}$ is "
+                   f"${probs.lhs_latex}$ (#{probs.number}): the gradient of the mean cross-entropy is "
+                   "the predicted minus the true probabilities, over the batch size. The code computes "
+                   "the general form, which holds for any target.")
+            return rf"\frac{{{probs.lhs_latex} - {y}}}{{{batch}}}", why
+        return None
 
     def _number(self, s: RuleStep) -> int:
         return next(e.number for e in self.d.backward if e.step is s)
@@ -222,10 +287,15 @@ class BackwardPass:
                              "contribution is summed over those axes."))
         return out
 
-    def _shape_note(self, arg: Node) -> str:
+    def _shape_note(self, arg: Node, contribution: Node) -> str:
         if not arg.shape:
             return "Result: a scalar, like its argument."
-        return f"Result shape: ${mathtext.shape(arg.shape)}$, the shape of ${self._latex(arg)}$."
+        shape = mathtext.shape(arg.shape)
+        if contribution.op == "broadcast_to" and not contribution.args[0].shape:
+            value = self.d.printer.latex(contribution.args[0], expand=True)
+            return (f"Result: a ${shape}$ array (the shape of ${self._latex(arg)}$) whose every "
+                    f"entry is the scalar ${value}$, written as that scalar.")
+        return f"Result shape: ${shape}$, the shape of ${self._latex(arg)}$."
 
 
 def functions_in(expr: sympy.Expr) -> list[type]:

@@ -46,6 +46,15 @@ def _consumers(d: Derivation) -> dict[Node, list[Node]]:
     return out
 
 
+def _all_users(d: Derivation, node: Node) -> list[Node]:
+    """Consumers anywhere in the training graph (inside a scan's step too)."""
+    roots = list(d.train.values())
+    for n in topological(roots):
+        if n.op == "scan":
+            roots += list(n.attr("cell").outs)
+    return [n for n in topological(roots) if node in n.args]
+
+
 def _latex(d: Derivation, node: Node) -> str:
     return d.printer.latex(node)
 
@@ -63,6 +72,18 @@ def _param_meaning(d: Derivation, leaf: Node, users: list[Node]) -> str:
     for user in users:
         owner = d.owners.get(user)
         cite = f" in (#{owner})" if owner is not None else ""
+        if user.op == "concat":  # one gate's block of a product computed for all gates at once
+            gate = leaf.name.rpartition("_")[2]
+            product = any(u.op == "matmul" and u.args[-1] is user for u in _all_users(d, user))
+            rows = " \\times ".join(sympy.latex(s) for s in leaf.shape)
+            what = "weight matrix" if product else "bias"
+            return (f"{what} of gate ${gate}$ (${rows}$), one block of the concatenation "
+                    f"${_latex(d, user)}$ that computes every gate in one product{how}")
+        kernel = user.op == "reshape" and leaf.ndim == 4
+        if kernel and any(u.op == "matmul" and u.args[-1] is user for u in _all_users(d, user)):
+            kh, kw, c, o = (sympy.latex(s) for s in leaf.shape)
+            return (f"convolution kernel{cite}: ${kh} \\times {kw}$ windows over ${c}$ input channels "
+                    f"to ${o}$ output channels{how}")
         if user.op == "matmul" and user.args[-1] is leaf and leaf.ndim == 2:
             rows, cols = (sympy.latex(s) for s in leaf.shape)
             return f"weight matrix{cite}: maps ${rows}$ features to ${cols}${how}"
@@ -74,7 +95,7 @@ def _param_meaning(d: Derivation, leaf: Node, users: list[Node]) -> str:
             if any(arg in sympy.Mul.make_args(t) for t in terms):
                 return f"scale{cite}, multiplies every row elementwise{how}"
             return f"applied to every row{cite}{how}"
-    return f"the loss is differentiated with respect to it{how}"
+    return f"a parameter the equations read directly{how}"
 
 
 def _equation_meaning(d: Derivation, node: Node) -> str:
@@ -104,12 +125,23 @@ def symbol_rows(d: Derivation, batch: sympy.Symbol | None, prefix: str = "") -> 
         role = ROLES.get(leaf.op, leaf.op)
         if leaf.op == "param":
             meaning = _param_meaning(d, leaf, users.get(leaf, []))
+        elif leaf.is_integer:
+            meaning = "integer class labels 0..k-1, one per example (not one-hot)"
         elif leaf.op == "target":
             meaning = TASKS.get(model.task, "what the model's output is compared with")
+            if name in model.target_rows:
+                meaning += f" (declared {model.target_rows[name]}: every row sums to 1)"
         elif leaf.op == "input":
             rowwise = batch is not None and leaf.shape and leaf.shape[0] == batch
             meaning = (f"a batch of ${sympy.latex(batch)}$ examples, one per row" if rowwise
                        else "given with each call")
+            if leaf.ndim == 3 and rowwise:
+                meaning += f", each a sequence of ${sympy.latex(leaf.shape[1])}$ steps"
+            elif leaf.ndim == 4 and rowwise:
+                meaning += ", each an image (height, width, channels)"
+            readers = [e for e in d.forward if leaf in topological([e.node]) and e.kind not in ("loss",)]
+            if readers:
+                meaning += f"; first read by ${readers[0].lhs_latex}$ (#{readers[0].number})"
         elif leaf.op == "hyper":
             meaning = f"scalar set at run time (default {model.hyper_defaults[name]:g})"
         else:

@@ -45,6 +45,9 @@ class Renderer:
     def ref(self, number: str, anchor: str) -> str:
         return self.text(f"({number})")
 
+    def link(self, label: str, target: str) -> str:
+        return self.text(label)
+
     def display(self, eq: Equation, boxed: bool = False) -> str:
         raise NotImplementedError
 
@@ -60,6 +63,9 @@ class Renderer:
                 out.append(self.code(v))
             elif kind == "strong":
                 out.append(self.strong(v))
+            elif kind == "link":
+                label, target = v.split("|", 1)
+                out.append(self.link(label, target))
             else:
                 number, anchor = v.split("|", 1)
                 out.append(self.ref(number, anchor))

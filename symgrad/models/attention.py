@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sympy
 
+from symgrad.models import labels
 from symgrad.symbolic import ops as F
 from symgrad.symbolic.model import Init, Model
 
 
 def attention_classifier(steps: int = 8, features: int = 8, name: str = "attention_digits",
-                         width: int = 32, hidden: int = 64) -> Model:
+                         width: int = 32, hidden: int = 64, sparse: bool = False) -> Model:
     """Tokens X (B, T, features) -> embedding E = X W_e + P (with a learnt position P) ->
     one attention head with a residual connection, H = E + softmax(Q K^T / sqrt(d)) V ->
     a relu layer on every token, averaged over the tokens -> softmax classifier."""
@@ -25,7 +26,7 @@ def attention_classifier(steps: int = 8, features: int = 8, name: str = "attenti
     d = m.dim("d", default=width)
     n_h = m.dim("n_h", default=hidden)
     X = m.input("X", (B, steps, features))
-    Y = m.target("Y", (B, n_out))
+    Y = labels.target(m, B, n_out, sparse)
     We, P = m.param("We", (features, d)), m.param("P", (steps, d), Init("normal", 0.1))
     Wq, Wk, Wv = (m.param(name, (d, d)) for name in ("Wq", "Wk", "Wv"))
     W1, b1 = m.param("W1", (d, n_h), "he_normal"), m.param("b1", (n_h,), Init("constant", 0.1))
@@ -38,5 +39,5 @@ def attention_classifier(steps: int = 8, features: int = 8, name: str = "attenti
     R = m.let("R", F.relu(H @ W1 + b1))
     z = m.let("z", R.mean(axis=1) @ W2 + b2)
     m.output("P_class", F.softmax(z))
-    m.loss(F.softmax_cross_entropy(z, Y))
+    m.loss(labels.loss(z, Y))
     return m

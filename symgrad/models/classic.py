@@ -1,15 +1,17 @@
 """Linear, logistic and softmax regression."""
 from __future__ import annotations
 
+from symgrad.models import labels
 from symgrad.symbolic import ops as F
 from symgrad.symbolic.model import Model
 
 
-def _affine(name: str, description: str, task: str) -> tuple[Model, object, object, object]:
+def _affine(name: str, description: str, task: str, sparse: bool = False
+            ) -> tuple[Model, object, object, object]:
     m = Model(name, description, task=task)
     B, n_in, n_out = m.dims("B n_in n_out")
     X = m.input("X", (B, n_in))
-    Y = m.target("Y", (B, n_out))
+    Y = labels.target(m, B, n_out, sparse, "one-hot" if task == "multiclass" else None)
     W = m.param("W", (n_in, n_out))
     b = m.param("b", (n_out,), init="zeros")
     return m, X, Y, X @ W + b
@@ -32,10 +34,11 @@ def logistic_regression() -> Model:
     return m
 
 
-def softmax_regression() -> Model:
-    m, X, Y, affine = _affine("softmax_regression",
-                              "softmax regression with softmax cross-entropy on logits", "multiclass")
+def softmax_regression(sparse: bool = False) -> Model:
+    """`sparse`: on integer class labels (`symgrad.models.labels`)."""
+    m, X, Y, affine = _affine("softmax_regression_sparse" if sparse else "softmax_regression",
+                              "softmax regression with softmax cross-entropy on logits", "multiclass", sparse)
     z = m.let("z", affine)
     m.output("P", F.softmax(z))
-    m.loss(F.softmax_cross_entropy(z, Y))
+    m.loss(labels.loss(z, Y))
     return m

@@ -7,12 +7,13 @@ the dense layer needs no reordering.
 """
 from __future__ import annotations
 
+from symgrad.models import labels
 from symgrad.symbolic import ops as F
 from symgrad.symbolic.model import Init, Model
 
 
 def cnn(image: int = 8, channels: tuple[int, int] = (16, 32), kernel: int = 3,
-        name: str | None = None) -> Model:
+        name: str | None = None, sparse: bool = False) -> Model:
     """For square single-channel images of side `image` (8 for scikit-learn's digits)."""
     c1, c2 = channels
     m = Model(name or f"cnn{image}",
@@ -20,7 +21,7 @@ def cnn(image: int = 8, channels: tuple[int, int] = (16, 32), kernel: int = 3,
               f"({c1} and {c2} channels) and a dense softmax layer", task="multiclass")
     B, n_out = m.dims("B n_out")
     X = m.input("X", (B, image, image, 1))
-    Y = m.target("Y", (B, n_out))
+    Y = labels.target(m, B, n_out, sparse)
     pad = kernel // 2
     bias = Init("constant", 0.01)
     K1, c1_ = m.param("K1", (kernel, kernel, 1, c1), "he_normal"), m.param("c1", (c1,), bias)
@@ -33,5 +34,5 @@ def cnn(image: int = 8, channels: tuple[int, int] = (16, 32), kernel: int = 3,
     W, b = m.param("W", (flat.shape[1], n_out)), m.param("b", (n_out,), "zeros")
     z = m.let("z", flat @ W + b)
     m.output("P", F.softmax(z))
-    m.loss(F.softmax_cross_entropy(z, Y))
+    m.loss(labels.loss(z, Y))
     return m

@@ -19,9 +19,9 @@ from symgrad.symbolic.model import Model
 
 
 def gan(name: str = "gan_ring", data_dim: int = 2, noise_dim: int = 2, hidden: int = 64) -> Model:
-    m = Model(name, f"GAN: a relu generator from {noise_dim}-d noise to {data_dim}-d samples and a relu "
-                    "discriminator, with the discriminator's cross-entropy and the non-saturating "
-                    "generator loss")
+    m = Model(name, f"GAN: a relu generator from {noise_dim}-d noise to {data_dim}-d samples and a "
+                    "leaky-relu discriminator, with the discriminator's cross-entropy and the "
+                    "non-saturating generator loss")
     (B,) = m.dims("B")
     n_h = m.dim("n_h", default=hidden)
     X = m.input("X", (B, data_dim))  # real samples

@@ -7,6 +7,7 @@ through time. The input projection x_t W_x (+ b) of every gate is one matrix pro
 """
 from __future__ import annotations
 
+from symgrad.models import labels
 from symgrad.symbolic import ops as F
 from symgrad.symbolic.model import Model
 from symgrad.symbolic.scan import zeros
@@ -21,11 +22,12 @@ def rnn_cell(Wx, Wh, b):
 
 def lstm_cell(Wx, Wh, b):
     """Gates i, f, g, o from one product each for input and state (PyTorch's order):
-    c_t = sigma(f) c_{t-1} + sigma(i) tanh(g),  h_t = sigma(o) tanh(c_t)."""
-    def cell(x, h, c):
+    C_t = sigma(f) C_{t-1} + sigma(i) tanh(g),  h_t = sigma(o) tanh(C_t). The cell state is C
+    (as in Olah's diagrams), so that it never shares a name with a model's bias c."""
+    def cell(x, h, C):
         i, f, g, o = F.split(x @ Wx + h @ Wh + b, 4)
-        c_new = F.sigmoid(f) * c + F.sigmoid(i) * F.tanh(g)
-        return F.sigmoid(o) * F.tanh(c_new), c_new
+        C_new = F.sigmoid(f) * C + F.sigmoid(i) * F.tanh(g)
+        return F.sigmoid(o) * F.tanh(C_new), C_new
     return cell
 
 
@@ -71,7 +73,7 @@ def _recurrence(m: Model, kind: str, X, n_in, n_h):
 
 
 def classifier(kind: str, steps: int = 8, features: int = 8, name: str | None = None,
-               hidden: int = 64) -> Model:
+               hidden: int = 64, sparse: bool = False) -> Model:
     """Reads a sequence (an 8x8 digit row by row: 8 steps of 8 features) and classifies it
     from the last state."""
     m = Model(name or f"{kind}_classifier",
@@ -80,12 +82,12 @@ def classifier(kind: str, steps: int = 8, features: int = 8, name: str | None = 
     B, n_out = m.dims("B n_out")
     n_h = m.dim("n_h", default=hidden)
     X = m.input("X", (B, steps, features))
-    Y = m.target("Y", (B, n_out))
+    Y = labels.target(m, B, n_out, sparse)
     H = m.let("H", _recurrence(m, kind, X, features, n_h))
     W, c = m.param("W", (n_h, n_out)), m.param("c", (n_out,), "zeros")
     z = m.let("z", F.last_step(H) @ W + c)
     m.output("P", F.softmax(z))
-    m.loss(F.softmax_cross_entropy(z, Y))
+    m.loss(labels.loss(z, Y))
     return m
 
 

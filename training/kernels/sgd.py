@@ -27,8 +27,8 @@ BACKEND = "auto"
 _STATE_INIT: dict[str, float] = {}
 
 # Element counts from which numexpr beats numpy, per (dtype char: "f" float32, "d" float64,
-# has transcendentals); None: never.
-# Measured by `make calibrate` (AMD EPYC, 2 cores, numpy 2.4.6, numexpr 2.14.2, 2026-11-27).
+# has transcendentals); None: never. Numpy runs every kernel until this machine's measurement is
+# set: symgrad sets it when it loads the module (symgrad.codegen.calibration, `symgrad calibrate`).
 _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('f', False): None,
     ('f', True): None,
@@ -43,6 +43,17 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+
+
+def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
+    """Where the auto backend switches to numexpr, as measured on this machine:
+    {(dtype char, has transcendentals): element count, or None for never}."""
+    for key, start in thresholds.items():
+        if key not in _NUMEXPR_FROM:
+            raise KeyError(f"unknown kernel kind {key!r}; expected one of {sorted(_NUMEXPR_FROM)}")
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
+    _NUMEXPR_FROM.update(thresholds)
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
