@@ -28,7 +28,7 @@ from symgrad.symbolic.derivation import Derivation
 from symgrad.symbolic.errors import SymgradError
 from symgrad.symbolic.graph import Node
 from symgrad.symbolic.model import Model
-from symgrad.symbolic.names import RESERVED
+from symgrad.symbolic.names import RESERVED, check_identifier
 from symgrad.symbolic.printing import Printer
 
 BACKENDS = ("auto", "numpy", "numexpr")
@@ -159,6 +159,13 @@ def statements(program: Program, texts: dict[int, str]) -> list[str]:
     return lines
 
 
+def _check_names(model: Model) -> None:
+    """Every name the module will bind passes check_identifier again, now: the model's tables
+    were checked when each name was declared, and nothing after that may slip one in."""
+    for name in (model.name, *model.dim_symbols, *model.leaves, *(e.name for e in model.equations)):
+        check_identifier(name, "name")
+
+
 def model_names(model: Model) -> frozenset[str]:
     """Every name a model's module binds: the model's own and the generated code's fixed ones."""
     return frozenset(RESERVED | set(model.dim_symbols) | set(model.leaves)
@@ -223,6 +230,7 @@ def _returning(program: Program, name: str, grads: list[str]) -> str:
 def generate(derivation: Derivation, backend: str = "auto") -> str:
     """The source of the generated module for a model's derivation."""
     model = derivation.model
+    _check_names(model)
     names = {n: t for n, (t, _) in derivation.names.items()}
     owners = derivation.owners
     kernels: dict[str, Kernel] = {}

@@ -17,7 +17,7 @@ from collections.abc import Set
 from dataclasses import dataclass
 
 import sympy
-from symgrad.symbolic.errors import ModelError
+from symgrad.symbolic.errors import ModelError, RuleError
 from symgrad.symbolic.functions import ElementwiseFunction
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.str import StrPrinter
@@ -39,8 +39,9 @@ _TRANSCENDENTAL = (sympy.exp, sympy.log, sympy.tanh, sympy.sin, sympy.cos, sympy
                    sympy.cosh, sympy.atan, sympy.atanh, log1p, expm1, sympy.erf)
 
 
-class Unsupported(Exception):
-    """The expression uses something this printer cannot express."""
+class Unsupported(RuleError):
+    """The expression uses something this printer cannot express (a RuleError: a user's function
+    built from, say, sympy.gamma is one line naming it, not a traceback)."""
 
 
 def stable_form(expr: sympy.Expr) -> sympy.Expr:

@@ -69,9 +69,9 @@ def fit(line: str, indent: str = "") -> list[str]:
         return [indent + line]
     out = [indent + body[: at + 1]]
     parts = _split_top(body[at + 1: -1])
+    comma = len(parts) > 1 or _comma_keeps_meaning(body, at) and " for " not in parts[0]  # f(x for x in y,)
     for part in parts:
-        out += fit(part + ("," if len(parts) > 1 or _comma_keeps_meaning(body, at) else ""),
-                   indent + "    ")
+        out += fit(part + ("," if comma else ""), indent + "    ")
     out.append(indent + body[-1] + tail)
     return out
 

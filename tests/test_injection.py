@@ -216,3 +216,20 @@ def test_descriptions_with_quotes_and_backslashes_make_a_module_that_imports(tex
     m.loss(sg.mse(m.let("z", X @ W), y))
     module = sg.load_module(m, backend="numpy")
     assert module.__doc__.startswith(f"m: {text}")
+
+
+def test_a_name_slipped_into_the_tables_after_declaration_is_refused_when_generating(marker):
+    m, X, y, W, B, n = small()
+    m.loss(sg.mse(m.let("z", X @ W), y))
+    m.leaves[payload(marker)] = m.leaves.pop("W")
+    with pytest.raises(ModelError, match="not a valid Python identifier"):
+        sg.source(m)
+
+
+def test_a_function_the_code_generator_cannot_lower_is_one_error():
+    x = sympy.Symbol("x")
+    fn = sg.elementwise_function("gamma_act", sympy.gamma(x), x)
+    m, X, y, W, B, n = small()
+    m.loss(sg.mse(m.let("z", fn(X @ W)), y))
+    with pytest.raises(SymgradError, match="no numpy lowering for gamma"):
+        sg.source(m, "numpy")

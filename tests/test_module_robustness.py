@@ -50,6 +50,7 @@ def long(prefix: str, n: int) -> str:
     (f"{long('t', 50)} = f({long('a', 40)}, {long('b', 40)})", "call"),
     (f"{long('t', 50)} = [{long('a', 40)}, {long('b', 40)}]", "list"),
     (f'{long("t", 30)} = g(h["{long("k", 50)}"], "a, b", {long("c", 30)}[:, 1:2])', "nested"),
+    (f"{long('t', 50)} = sum(v * {long('a', 40)} for v in range({long('b', 40)}))", "generator"),
 ])
 def test_breaking_a_long_line_keeps_its_meaning(line, meaning):
     lines = fit(line)
@@ -71,13 +72,20 @@ def test_long_names_in_every_slot():
     rate = m.hyper(long("rate", 50), 0.25)
     z = m.let(long("z", 80), X_ @ W + b)
     a = m.let(long("a", 80), m.batchnorm(z, long("bn", 40)))
-    d = m.let(long("d", 80), m.dropout(sg.tanh(a), rate))
+    act = sg.elementwise_function(long("act", 60), x * sympy.tanh(x) / 2 + x, x)
+    d = m.let(long("d", 80), m.dropout(act(a), rate))
     m.output(long("P", 80), sg.softmax(d))
     m.loss(sg.softmax_cross_entropy(d, Y) + 1e-3 * sg.l2(W), name=long("L", 60))
+    m.objective(sg.l2(b), long("objective", 60), wrt=[b])
+    dims = {str(B): 4, str(n): 3, str(k): 2}
     for backend in ("numpy", "numexpr"):
         source = sg.source(m, backend)
         assert any(line.rstrip().endswith("params[") for line in source.splitlines())  # broken, still right
-        gradients_match(sg.load_module(m, backend), {str(B): 4, str(n): 3, str(k): 2})
+        module = sg.load_module(m, backend)
+        gradients_match(module, dims)
+        params = module.init_params(dims, dtype=np.float64)
+        value, grads = getattr(module, f"loss_and_grad_{long('objective', 60)}")(params, {})
+        np.testing.assert_allclose(grads[long("b", 50)], 2 * params[long("b", 50)])
 
 
 def test_long_names_in_a_recurrence():
