@@ -13,10 +13,12 @@ op name and its own entry in `symbolic.rules.RULES`.
 from __future__ import annotations
 
 import atexit
+import numbers
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import sympy
 from symgrad.symbolic.errors import ModelError, ShapeError, located, user_location
 from symgrad.symbolic.shapes import Shape, as_shape, broadcast, fmt_shape, normalize_axes, shapes_equal
@@ -195,6 +197,9 @@ def const(value: object) -> Node:
     if not isinstance(v, sympy.Expr) or v.free_symbols - {s for s in v.free_symbols if s.is_integer}:
         raise ModelError(located(f"a constant must be a number or an expression of dims, not {value!r}",
                                  user_location()))
+    problem = checks.bad_atoms(v, v.free_symbols)  # its numbers: finite and real (oo, zoo, nan, I are not)
+    if problem or v.is_number and not (v.is_real and v.is_finite):
+        raise ModelError(located(f"a constant must be a finite real number, not {v}", user_location()))
     return Node.make("const", (), {"value": v}, ())
 
 
@@ -203,8 +208,8 @@ def as_node(x: object) -> Node:
         return x
     if isinstance(x, (int, float, sympy.Expr)) and not isinstance(x, bool):
         return const(x)
-    if hasattr(x, "__float__") and getattr(x, "shape", ()) == ():
-        return const(float(x))  # a numpy scalar
+    if isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
+        return const(float(x))  # a numpy number, a Fraction (a bool is not a number here)
     shown = repr(x) if len(repr(x)) <= 60 else repr(x)[:57] + "..."
     raise ModelError(located(f"cannot use {type(x).__name__} {shown} in an equation; use a tensor or a "
                              "number", user_location()))
