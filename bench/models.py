@@ -8,16 +8,17 @@ eager vs the bare matrix products.
 * the same network on 28x28 images (batch 64, random data);
 * an LSTM classifier (32 inputs, 128 hidden, 20 steps, dense 10 from the last state, batch 32),
 
-it times the generated module (backend auto), PyTorch eager doing the same forward, loss and
-`backward()` on the same 2 threads in a child process (its loss and gradients first checked
-against the generated ones), and the bare matrix products any implementation must do (listed in
-`products`), and gives each time as a multiple of the products' time and of PyTorch's. It also
-times each network written by hand in numpy (bench/handwritten.py): the LSTM tuned as far as
-numpy goes (numpy's floor), the CNNs with the generated module's algorithms but arrays
-allocated per call.
+it times the generated module (backend auto, and backend numba when numba imports), PyTorch
+eager doing the same forward, loss and `backward()` on the same 2 threads in a child process
+(its loss and gradients first checked against the generated ones), and the bare matrix products
+any implementation must do (listed in `products`), and gives each time as a multiple of the
+products' time and of PyTorch's. It also times each network written by hand in numpy
+(bench/handwritten.py): the LSTM tuned as far as numpy goes (numpy's floor), the CNNs with the
+generated module's algorithms but arrays allocated per call.
 
     python bench/models.py              # default 30 samples per variant
     python bench/models.py --rounds 60
+    python bench/models.py --json out.json  # also write the records as a JSON list
 """
 from __future__ import annotations
 
@@ -39,10 +40,13 @@ from timing import (  # noqa: E402
     TORCH,
     TorchWorker,
     check_gradients,
+    has_numba,
     measure,
+    records,
     save_case,
     table,
     torch_worker,
+    write_json,
 )
 
 import symgrad  # noqa: E402
@@ -58,6 +62,10 @@ CASES = {  # name: (title, model builder, dims, batch)
 DTYPES = (np.float32, np.float64)
 GATES = rnn.GATES["lstm"]
 HAND = "hand-written numpy"
+# the JSON records' names of the cases and variants (bench/timing.py's `records`)
+CASE_NAMES = {"cnn8": "cnn_digits", "cnn28": "cnn_28x28", "lstm": "lstm"}
+RECORD_NAMES = {"generated auto": "generated", "generated numba": "numba", HAND: "hand",
+                "matmuls only": "floor", TORCH: "torch"}
 
 
 def batch_for(module, dims: dict, n: int, dtype, seed: int = 1) -> dict[str, np.ndarray]:
@@ -181,6 +189,7 @@ def _torch_case(data, params: dict):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="samples per variant (default 30)")
+    parser.add_argument("--json", metavar="FILE", help="also write the records as a JSON list to FILE")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_worker:
@@ -191,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     with TorchWorker(__file__) as torch:
         for case, (title, build, dims, n) in CASES.items():
             module = symgrad.load_module(build())
+            compiled = symgrad.load_module(build(), "numba") if has_numba() else None
             for dtype in DTYPES:
                 params = module.init_params(dims, seed=0, dtype=dtype)
                 batch = batch_for(module, dims, n, dtype)
@@ -200,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
                 remote = torch.load(path)
                 os.unlink(path)
                 variants = {"generated auto": lambda m=module, p=params, b=batch: m.loss_and_grad(p, b)}
+                if compiled is not None:
+                    tol = 1e-3 if dtype == np.float32 else 1e-8
+                    got = compiled.loss_and_grad(params, batch)
+                    check_gradients(reference, got, f"numba {case}", tol=tol)
+                    variants["generated numba"] = lambda m=compiled, p=params, b=batch: m.loss_and_grad(p, b)
                 written = handwritten.lstm_loss_and_grad if case == "lstm" else handwritten.cnn_loss_and_grad
                 hand = lambda p=params, b=batch, f=written: f(p, b["X"], b["Y"])  # noqa: E731
                 check_gradients(reference, hand(), f"hand-written numpy {case}",
@@ -207,11 +222,17 @@ def main(argv: list[str] | None = None) -> int:
                 variants[HAND] = hand
                 variants["matmuls only"] = products(case, params, batch["X"])
                 label = f"{title}, {np.dtype(dtype).name}: one loss_and_grad"
-                results.append((label, *measure(variants, args.rounds, remote)))
+                results.append((label, CASE_NAMES[case], np.dtype(dtype).name,
+                                *measure(variants, args.rounds, remote)))
     os.rmdir(folder)
     print(f"(measured in {time.perf_counter() - began:.0f} s)\n")
-    for title, samples, faults in results:
+    rows = []
+    for title, case, dtype_name, samples, faults in results:
+        rows += records(case, dtype_name, samples, RECORD_NAMES)
         table(title, samples, faults, {"matmuls only": "x matmuls", TORCH: "x torch", HAND: "x hand"})
+    if args.json:
+        write_json(args.json, rows)
+        print(f"wrote {len(rows)} records to {args.json}")
     return 0
 
 

@@ -4,8 +4,9 @@
 784-256-256-10 at batch 128 and 64-32-32-10 at batch 32 (tanh, softmax cross-entropy), in
 float32 and float64, it times in one run, per configuration:
 
-* the generated module in each backend (`numpy`, `numexpr`, `auto`), generated here from
-  `symgrad.models.mlp.mlp("tanh")` with this machine's calibration;
+* the generated module in each backend (`numpy`, `numexpr`, `auto`, and `numba` when numba
+  imports), generated here from `symgrad.models.mlp.mlp("tanh")` with this machine's
+  calibration;
 * the hand-written numpy reference (bench/handwritten.py), whose loss and gradients are first
   checked against the generated ones (to 1e-5);
 * PyTorch eager on the same number of threads (forward, `backward()`), when torch imports,
@@ -22,10 +23,12 @@ bench/train_throughput.py.
 
     python bench/run.py                 # all four configurations
     python bench/run.py --rounds 100    # more samples per variant (default 40)
+    python bench/run.py --json out.json # also write every record (models.py's too) as JSON
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import subprocess
@@ -46,10 +49,13 @@ from timing import (  # noqa: E402
     TORCH,
     TorchWorker,
     check_gradients,
+    has_numba,
     measure,
+    records,
     save_case,
     table,
     torch_worker,
+    write_json,
 )
 
 import symgrad  # noqa: E402
@@ -61,7 +67,11 @@ CONFIGS = [  # (label, dims, batch)
     ("64-32-32-10", {"n_in": 64, "n_h1": 32, "n_h2": 32, "n_out": 10}, 32),
 ]
 DTYPES = (np.float32, np.float64)
-BACKENDS = ("numpy", "numexpr", "auto")
+BACKENDS = ("numpy", "numexpr", "auto") + (("numba",) if has_numba() else ())
+# variant names of the JSON records (bench/timing.py's `records`)
+RECORD_NAMES = {"generated auto": "generated", "generated numpy": "numpy", "generated numexpr": "numexpr",
+                "generated numba": "numba", "hand-written numpy": "hand", "matmuls only": "floor",
+                TORCH: "torch"}
 
 
 def generated_modules() -> dict:
@@ -147,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="samples per variant (default 40)")
     parser.add_argument("--no-train", action="store_true", help="skip bench/train_throughput.py")
+    parser.add_argument("--json", metavar="FILE", help="also write the records as a JSON list to FILE")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_worker:
@@ -183,19 +194,32 @@ def main(argv: list[str] | None = None) -> int:
                     lambda p=params, x=X, y=Y: handwritten.loss_and_grad(p, x, y))
                 variants["matmuls only"] = matmuls_only(params, X, activations(params, X, Y))
                 results.append((f"MLP {label}, batch {n}, {np.dtype(dtype).name}: one loss_and_grad",
+                                f"mlp_{label}_b{n}", np.dtype(dtype).name,
                                 *measure(variants, args.rounds, remote)))
     os.rmdir(folder)
     print(f"(measured in {time.perf_counter() - began:.0f} s)\n")
-    for title, samples, faults in results:
+    rows = []
+    for title, case, dtype_name, samples, faults in results:
+        rows += records(case, dtype_name, samples, RECORD_NAMES)
         order = [k for k in samples if k not in ("matmuls only", TORCH)] + [TORCH, "matmuls only"]
         samples = {k: samples[k] for k in order if k in samples}
         table(title, samples, faults, {"matmuls only": "x matmuls", "hand-written numpy": "x hand"})
-    scripts = ["models.py"] + ([] if args.no_train else ["train_throughput.py"])
-    for script in scripts:
+    scripts = [["models.py"]] + ([] if args.no_train else [["train_throughput.py"]])
+    models_json = None
+    if args.json:  # models.py writes its records beside ours, then they join ours
+        fd, models_json = tempfile.mkstemp(suffix=".json", prefix="symgrad-bench-models-")
+        os.close(fd)
+        scripts[0] += ["--json", models_json]
+    for script, *extra in scripts:
         print(f"$ python bench/{script}", flush=True)
-        code = subprocess.run([sys.executable, str(ROOT / "bench" / script)], cwd=ROOT).returncode
+        code = subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT).returncode
         if code:
             return code
+    if args.json:
+        rows += json.loads(pathlib.Path(models_json).read_text())
+        os.unlink(models_json)
+        write_json(args.json, rows)
+        print(f"wrote {len(rows)} records to {args.json}")
     return 0
 
 

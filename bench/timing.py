@@ -28,6 +28,13 @@ PAUSE_S = 1.0
 TORCH = f"PyTorch eager ({THREADS} thr)"
 
 
+def has_numba() -> bool:
+    """Whether the numba backend's modules can run here (numba is an optional extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
 def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
@@ -70,6 +77,21 @@ def measure(variants: dict, rounds: int, remote=None) -> tuple[dict[str, list[fl
                 samples[TORCH].append(seconds)
                 faults[TORCH] += per_call / rounds
     return samples, {name: faults[name] / calls[name] if name in calls else faults[name] for name in samples}
+
+
+def records(case: str, dtype: str, samples: dict[str, list[float]], variants: dict[str, str]) -> list[dict]:
+    """Machine-readable results of one `measure`: a record per sampled variant that `variants`
+    names ({sample name: record variant, e.g. "generated auto": "generated"}), times in us."""
+    return [{"case": case, "dtype": dtype, "variant": variants[name],
+             "median_us": round(statistics.median(s) * 1e6, 3), "best_us": round(min(s) * 1e6, 3)}
+            for name, s in samples.items() if name in variants]
+
+
+def write_json(path: str, rows: list[dict]) -> None:
+    """Write the records of a run to `path` as a JSON list, atomically."""
+    from symgrad.codegen.atomic import write_text
+
+    write_text(path, json.dumps(rows, indent=1) + "\n")
 
 
 def _split(items: range, parts: int) -> list[range]:

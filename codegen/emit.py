@@ -19,9 +19,10 @@ import textwrap
 import jinja2
 import sympy
 from symgrad.codegen.atomic import write_text
-from symgrad.codegen.kernels import Kernel
+from symgrad.codegen.kernels import Kernel, KernelTable, Unsupported
 from symgrad.codegen.layout import def_lines, fit_all, string_literal
 from symgrad.codegen.lowering import HELPERS, LOWERINGS
+from symgrad.codegen.numba_kernels import NUMBA_HEAVY, NUMBA_HELPERS, numba_lines
 from symgrad.codegen.program import Program, lower
 from symgrad.symbolic import __version__
 from symgrad.symbolic.derivation import Derivation
@@ -31,7 +32,7 @@ from symgrad.symbolic.model import Model
 from symgrad.symbolic.names import RESERVED, check_identifier
 from symgrad.symbolic.printing import Printer
 
-BACKENDS = ("auto", "numpy", "numexpr")
+BACKENDS = ("auto", "numpy", "numexpr", "numba")
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(pathlib.Path(__file__).with_name("templates")),
@@ -93,8 +94,15 @@ def _finish_kernels(kernels: dict[str, Kernel], backend: str) -> list[Kernel]:
         k.header = def_lines(k.name, params + ["out: np.ndarray"], "np.ndarray")
         k.math = "\n    ".join(_wrap(f"out = {_safe_doc(sympy.sstr(k.expr, full_prec=False))}", 90))
         indent = "        " if backend == "auto" else "    "
-        k.numexpr_call = _numexpr_call(k, indent) if backend != "numpy" and k.numexpr_source else []
+        numexpr = backend in ("auto", "numexpr") and k.numexpr_source
+        k.numexpr_call = _numexpr_call(k, indent) if numexpr else []
         k.numpy_lines = fit_all(k.numpy_lines, "    ")
+        k.numba_lines = []
+        if backend == "numba" and not (k.heavy and not NUMBA_HEAVY):
+            try:
+                k.numba_lines = numba_lines(k.expr, k.operands, k.scalars, *k.layout)
+            except Unsupported:  # a function numba's loops cannot call: numpy's ufuncs run it
+                pass
     return list(kernels.values())
 
 
@@ -108,24 +116,29 @@ def _common(model: Model, backend: str, kernels: list[Kernel], programs: list[Pr
     # a helper goes in when the code calls it (inside loops too), with what it calls itself
     code = "\n".join(line for p in programs for i in p.instrs for line in LOWERINGS[i.op].emit(i))
     code += "\n".join(line for k in kernels for line in k.numpy_lines)
-    used = {h for p in programs for i in p.instrs for h in LOWERINGS[i.op].helpers
-            if re.search(rf"\b{h}\(", code)}
-    used |= {h for h in HELPERS if re.search(rf"\b{h}\(", code)}
+    called = set(re.findall(r"\b(\w+)\(", code))  # one pass over the code, not one per helper
+    used = {h for p in programs for i in p.instrs for h in LOWERINGS[i.op].helpers if h in called}
+    used |= {h for h in HELPERS if h in called}
     if any(leaf.is_integer for leaf in model.leaves.values()):
         used.add("_labels")
     if "_dropout_mask" in used:
         used.add("_generator")
     if any(p.uses_workspace for p in programs):
         used.add("_workspace")
-    helpers = [HELPERS[h].strip() for h in HELPERS if h in used]
+    compiled = NUMBA_HELPERS if backend == "numba" else {}
+    helpers = [compiled.get(h, HELPERS[h]).strip() for h in HELPERS if h in used]
+    numba_helpers = any(h in compiled for h in used)
     return {
         "model": model,
         "version": __version__,
         "spec_hash": model.spec_hash(),
         "backend": backend,
-        "allowed_backends": BACKENDS if backend == "auto" else (backend,),
+        # an auto module switches between the engines it carries code for
+        "allowed_backends": ("auto", "numpy", "numexpr") if backend == "auto" else (backend,),
         "uses_numexpr": any(k.numexpr_call for k in kernels),
-        "uses_math": "_erf" in used,  # the only helper that needs the standard library's math
+        "uses_math": "_erf" in used,  # the one numpy helper that needs the standard library's math
+        "uses_numba": numba_helpers or any(k.numba_lines for k in kernels),
+        "numba_math": numba_helpers or any("math." in line for k in kernels for line in k.numba_lines),
         # numpy everywhere until the running machine's measurement is installed (codegen.calibration)
         "thresholds": _dict_text({(dt, heavy): "None" for dt in "fd" for heavy in (False, True)}),
         "helpers": helpers,
@@ -189,7 +202,7 @@ _STATE_MISSING = 'raise ValueError("pass state=: this model keeps running statis
 
 
 def _model_body(program: Program, derivation: Derivation, arg: str, first_param: str,
-                grad: bool, cite: Derivation | None = None) -> list[str]:
+                grad: bool, texts: dict[int, str]) -> list[str]:
     """Bind what the program reads (params, batch, hypers, state, rng), then run it."""
     leaves = list(derivation.model.leaves.values())
     used = set(program.leaves)
@@ -211,10 +224,6 @@ def _model_body(program: Program, derivation: Derivation, arg: str, first_param:
     if any(ins.op == "dropout_mask" for ins in program.instrs):
         lines.append("rng = _generator(rng)")
     lines += _bind_dims(program, leaves, f"model {derivation.model.name!r}")
-    # an objective's function cites the model's forward equations (its own backward steps
-    # are numbered in its own derivation, which documents do not show)
-    texts = ({e.number: derivation.text(e) for e in derivation.equations} if cite is None
-             else {e.number: cite.text(e) for e in cite.forward})
     return lines + statements(program, texts)
 
 
@@ -233,7 +242,8 @@ def generate(derivation: Derivation, backend: str = "auto") -> str:
     _check_names(model)
     names = {n: t for n, (t, _) in derivation.names.items()}
     owners = derivation.owners
-    kernels: dict[str, Kernel] = {}
+    kernels = KernelTable()
+    kernels.layouts = backend == "numba"
     dims = frozenset(model.dim_symbols)
     own = {form: eq.name for eq in model.equations
            for form in (eq.node, derivation.train.get(eq.node), derivation.evaluate.get(eq.node))
@@ -266,6 +276,11 @@ def generate(derivation: Derivation, backend: str = "auto") -> str:
     grad_numbers = sorted({owners[g] for g in derivation.gradients.values() if g in owners})
     span = f" (eqs. {grad_numbers[0]}-{grad_numbers[-1]})" if grad_numbers else ""
     functions = []
+    # the equations' texts the comments cite, printed once for every function; an objective's
+    # function cites the model's forward equations (its own backward steps are numbered in its
+    # own derivation, which documents do not show)
+    texts = {e.number: derivation.text(e) for e in derivation.equations}
+    forward_texts = {e.number: texts[e.number] for e in derivation.forward}
     jobs = [(f"loss_and_grad_{o}", "batch", "tuple[float, dict[str, np.ndarray]]",
              f"The objective {o} and its gradient w.r.t. {', '.join(model.objectives[o])} only "
              "(the other parameters held fixed), in training mode.") for o in model.objectives]
@@ -285,9 +300,9 @@ def generate(derivation: Derivation, backend: str = "auto") -> str:
         for training in ((True,) if grad else modes):
             program = programs[name, training]
             if player is None:
-                lines = _model_body(program, derivation, arg, first_param, grad)
+                lines = _model_body(program, derivation, arg, first_param, grad, texts)
             else:
-                lines = _model_body(program, player, arg, first_param, grad, cite=derivation)
+                lines = _model_body(program, player, arg, first_param, grad, forward_texts)
             if program.uses_workspace:  # the workspace's arrays never reach the return line
                 key = f"{name}_training" if training and len(modes) == 2 and not grad else name
                 lines.insert(0, f'ws = _take_workspace("{key}")')
@@ -354,7 +369,8 @@ def generate_update(model: Model, backend: str = "auto") -> str:
         raise SymgradError(f"update rules {model.name!r} need exactly one parameter and one gradient input")
     (p,), (g,) = params, grads
     names = {eq.node: eq.name for eq in model.equations}
-    kernels: dict[str, Kernel] = {}
+    kernels = KernelTable()
+    kernels.layouts = backend == "numba"
     program = lower(dict(updates), names, {}, kernels, stores={t: t for t in updates},
                     dim_names=frozenset(model.dim_symbols), reserved=model_names(model),
                     own={eq.node: eq.name for eq in model.equations})

@@ -410,6 +410,15 @@ class Kernel:
     alias_safe: frozenset[str]  # operands that `out` may be (in-place) without a wrong result
     scalars: frozenset[str] = frozenset()  # operands that are scalars (dims, hyper-parameters)
     name: str = ""  # given when the module is assembled
+    # (output rank, each operand's codegen.numba_kernels.Layout): how the call site broadcasts
+    layout: tuple = ()
+
+
+class KernelTable(dict):
+    """The kernels of one module, keyed by expression and operands (identical kernels merge);
+    with `layouts`, by the call site's broadcasting too (a compiled loop is written for one)."""
+
+    layouts = False
 
 
 def build_kernel(expr: sympy.Expr, operands: tuple[str, ...],

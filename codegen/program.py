@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import sympy
 from symgrad.codegen.kernels import OPERAND_NAMES, InlineNumpy, Kernel, build_kernel, checked_name
+from symgrad.codegen.numba_kernels import operand_layout
 from symgrad.symbolic.errors import ModelError, RuleError
 from symgrad.symbolic.graph import ARG, Node, topological
 from symgrad.symbolic.shapes import Shape, shapes_equal
@@ -104,6 +105,7 @@ class Lowering:
         self._analyse(topological(roots.values()))
         self.var: dict[Node, str] = {}
         self.taken: set[str] = set()
+        self._next_t = 1  # the lowest t<k> that may be free
         self.dims: set[str] = set()
 
     def _analyse(self, order: list[Node]) -> None:
@@ -155,9 +157,10 @@ class Lowering:
     def _name(self, n: Node) -> str:
         base = self.names.get(n)
         if base is None or not base.isidentifier():
-            k = 1
+            k = self._next_t  # every t1..t{k-1} is taken (or reserved) already: search on from there
             while self._unavailable(f"t{k}"):
                 k += 1
+            self._next_t = k
             name = f"t{k}"
         elif self.own.get(n) == base and base not in self.taken:
             name = base  # the model's own name for this value
@@ -302,7 +305,8 @@ class Lowering:
         operands: dict[str, str] = {}  # operand expression -> kernel parameter name
         scalars: set[str] = set()  # kernel parameters that are Python/numpy scalars
         parts: list[Node] = []
-        expr = self._expand(n, operands, parts, scalars)
+        shapes: dict[str, Shape] = {}  # kernel parameter -> the shape of the array it receives
+        expr = self._expand(n, operands, parts, scalars, shapes)
         for d in sorted(_dim_names(expr)):  # dims a kernel needs arrive as scalar operands
             self.dims.add(checked_name(d, self.dim_names))
             sym = sympy.Symbol(OPERAND_NAMES[len(operands)], real=True)
@@ -315,7 +319,9 @@ class Lowering:
                 {sympy.Symbol(p, real=True): sympy.Symbol(o, real=True) for o, p in operands.items()}))
             instr = Instr("ew", n, self._name(n), list(operands), eqs=eqs, inline=inline)
         else:
-            kernel = self._kernel(expr, tuple(operands.values()), frozenset(scalars))
+            params = tuple(operands.values())
+            layout = (len(n.shape), tuple(operand_layout(shapes.get(p, ()), n.shape) for p in params))
+            kernel = self._kernel(expr, params, frozenset(scalars), layout)
             instr = Instr("ew", n, self._name(n), list(operands), kernel, eqs=eqs)
         self.var[n] = instr.out
         return instr
@@ -331,26 +337,35 @@ class Lowering:
         cite = f"equation ({', '.join(map(str, eqs))}): " if eqs else ""
         return repr(cite + text)
 
-    def _expand(self, n: Node, operands: dict[str, str], parts: list[Node], scalars: set[str]) -> sympy.Expr:
+    def _expand(self, n: Node, operands: dict[str, str], parts: list[Node], scalars: set[str],
+                shapes: dict[str, Shape]) -> sympy.Expr:
         """n's expression with fused arguments inlined and the rest as operand symbols."""
         subs = {}
         for i, a in enumerate(n.args):
             if a in self.fused:
                 parts.append(a)
-                subs[ARG[i]] = self._expand(a, operands, parts, scalars)
+                subs[ARG[i]] = self._expand(a, operands, parts, scalars, shapes)
                 continue
             text = self.ref(a)
             if text not in operands:
                 operands[text] = OPERAND_NAMES[len(operands)]
                 if not a.shape:
                     scalars.add(operands[text])
+                base = a
+                while base in self.transparent:  # the kernel receives the array before the broadcast
+                    base = base.args[0]
+                shapes[operands[text]] = base.shape
             subs[ARG[i]] = sympy.Symbol(operands[text], real=True)
         return n.attr("expr").xreplace(subs)
 
-    def _kernel(self, expr: sympy.Expr, params: tuple[str, ...], scalars: frozenset[str]) -> Kernel:
+    def _kernel(self, expr: sympy.Expr, params: tuple[str, ...], scalars: frozenset[str],
+                layout: tuple) -> Kernel:
         key = sympy.srepr(expr) + repr(params) + repr(sorted(scalars))
+        if getattr(self.kernels, "layouts", False):  # a compiled loop is written for one layout
+            key += repr(layout)
         if key not in self.kernels:
             self.kernels[key] = build_kernel(expr, params, scalars)
+            self.kernels[key].layout = layout
         return self.kernels[key]
 
     # -- memory -------------------------------------------------------------------------------

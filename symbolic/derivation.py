@@ -205,8 +205,11 @@ def derive(model: Model, loss: str | None = None, wrt: list[str] | None = None) 
 
 
 def _claim(root: Node, number: int, owners: dict[Node, int], names: dict) -> None:
-    """Mark the nodes an equation computes (down to other named nodes) as owned by it."""
-    for node in topological([root]):
+    """Mark the nodes an equation computes (down to other named nodes) as owned by it.
+
+    The walk stops at nodes owned already: an earlier claim left everything below them owned,
+    named or a leaf, so nothing there changes hands, and each claim costs its new nodes only."""
+    for node in topological([root], stop=owners.keys()):
         if node.is_leaf or node in owners:
             continue
         if node is not root and node in names:

@@ -7,7 +7,7 @@ file the offending expression was written. Raw sympy or numpy tracebacks never r
 from __future__ import annotations
 
 import os
-import traceback
+import sys
 
 
 def _own_packages() -> tuple[str, ...]:
@@ -48,11 +48,13 @@ def user_location() -> str | None:
 
     Errors cite it so a shape mismatch points at the line of the user's model that wrote it.
     """
-    for frame in reversed(traceback.extract_stack()[:-1]):
-        path = os.path.abspath(frame.filename)
-        if path.startswith(_OWN_PACKAGES) or "importlib" in path or "<frozen" in frame.filename:
-            continue
-        return f"{os.path.relpath(path) if not os.path.isabs(frame.filename) else path}:{frame.lineno}"
+    frame = sys._getframe(1)  # the frames themselves: extracting a traceback reads source lines
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        path = os.path.abspath(filename)
+        if not (path.startswith(_OWN_PACKAGES) or "importlib" in path or "<frozen" in filename):
+            return f"{os.path.relpath(path) if not os.path.isabs(filename) else path}:{frame.f_lineno}"
+        frame = frame.f_back
     return None
 
 

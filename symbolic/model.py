@@ -371,7 +371,9 @@ class Model:
     def _check_expr(self, name: str, expr: object) -> Node:
         if not isinstance(expr, Node):
             raise ModelError(f"equation {name!r}: expected a tensor expression, got {expr!r}")
-        foreign = [n.name for n in topological([expr])
+        # values other equations named were checked with their equation: stop there, so that
+        # checking a deep model's equations costs their new nodes only
+        foreign = [n.name for n in topological([expr], stop=self.names.keys())
                    if n.op in LEAF_ROLES and self.leaves.get(n.name) is not n]
         if foreign:
             raise ModelError(f"equation {name!r} uses {', '.join(sorted(set(foreign)))}, "

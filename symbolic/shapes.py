@@ -6,6 +6,7 @@ difference is zero, so `H*W*C` and `C*H*W` agree.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import sympy
@@ -35,7 +36,18 @@ def as_shape(shape: Iterable[object]) -> Shape:
 
 
 def dims_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
-    return a == b or sympy.simplify(a - b) == 0
+    return a == b or _equal_forms(a, b)
+
+
+@functools.lru_cache(maxsize=4096)
+def _equal_forms(a: sympy.Expr, b: sympy.Expr) -> bool:
+    """Whether two dims are the same expression. A polynomial in the dims (products, sums and
+    integer or rational coefficients: nearly every dim) has one expanded form, so comparing
+    expansions decides it; anything else (floor of a stride's quotient) asks `simplify`. Cached:
+    code generation compares the same few dims thousands of times."""
+    if a.is_polynomial() and b.is_polynomial():
+        return sympy.expand(a) == sympy.expand(b)
+    return sympy.simplify(a - b) == 0
 
 
 def shapes_equal(a: Shape, b: Shape) -> bool:

@@ -4,6 +4,7 @@ The command line and the Python API both go through here, so they behave the sam
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import pathlib
@@ -129,8 +130,17 @@ def load_module(spec: str | Model, backend: str = "auto") -> types.ModuleType:
 
 
 def import_source(text: str, name: str) -> types.ModuleType:
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="symgrad-"))
-    path = write_module(text, folder, name)
+    """Import generated source from a private folder. A numba module's folder is named by a
+    hash of its source in the user's cache (and written once), so that numba's on-disk cache of
+    its compiled kernels, kept beside the file, serves the next process too."""
+    if "\nimport numba\n" in text:
+        folder = calibration.cache_dir() / "modules" / hashlib.sha256(text.encode()).hexdigest()[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.py"
+        if not path.exists() or path.read_text() != text:  # rewriting it would void numba's cache
+            write_module(text, folder, name)
+    else:
+        path = write_module(text, pathlib.Path(tempfile.mkdtemp(prefix="symgrad-")), name)
     spec = importlib.util.spec_from_file_location(f"symgrad_generated_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -51,7 +51,8 @@ def model_name(request):
     return request.param
 
 
-@pytest.fixture(params=BACKENDS)
+# numba modules compile each kernel (seconds a module): tests/test_numba.py checks them
+@pytest.fixture(params=[b for b in BACKENDS if b != "numba"])
 def backend(request):
     return request.param
 

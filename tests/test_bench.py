@@ -73,3 +73,48 @@ def test_handwritten_cnn_matches_generated_gradients(dtype, tol):
     for k, g in grads.items():
         assert hand_grads[k].dtype == dtype, k
         np.testing.assert_allclose(hand_grads[k], g, rtol=tol, atol=tol, err_msg=k)
+
+
+def _bench_module(name: str):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return module
+
+
+def test_json_records_of_a_measurement(tmp_path):
+    import json
+
+    timing = _bench_module("timing")
+    a = np.ones(1000)
+    samples, _ = timing.measure({"generated auto": lambda: a * 2.0, "matmuls only": lambda: a @ a,
+                                 "not recorded": lambda: a + 1.0}, rounds=5)
+    names = {"generated auto": "generated", "matmuls only": "floor"}
+    rows = timing.records("mlp_tiny", "float64", samples, names)
+    path = tmp_path / "out.json"
+    timing.write_json(str(path), rows)
+    back = json.loads(path.read_text())
+    assert back == rows
+    assert [(r["case"], r["dtype"], r["variant"]) for r in back] == [
+        ("mlp_tiny", "float64", "generated"), ("mlp_tiny", "float64", "floor")]
+    for r in back:
+        assert set(r) == {"case", "dtype", "variant", "median_us", "best_us"}
+        assert 0 < r["best_us"] <= r["median_us"]
+
+
+def test_generation_benchmark_writes_its_curve(tmp_path):
+    import json
+
+    generation = _bench_module("generation")
+    path = tmp_path / "gen.json"
+    assert generation.main(["--mlp", "1", "3", "--lstm", "1", "--repeats", "1", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())
+    assert [(r["case"], r["layers"]) for r in rows] == [("mlp_1", 1), ("mlp_3", 3), ("lstm_1", 1)]
+    assert rows[0]["nodes"] < rows[1]["nodes"]  # two more layers, more nodes
+    assert all(r["derive_s"] > 0 and r["generate_s"] > 0 for r in rows)
