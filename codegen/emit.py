@@ -24,6 +24,7 @@ from symgrad.codegen.layout import def_lines, fit_all, string_literal
 from symgrad.codegen.lowering import HELPERS, LOWERINGS
 from symgrad.codegen.numba_kernels import NUMBA_HEAVY, NUMBA_HELPERS, numba_lines
 from symgrad.codegen.program import Program, lower
+from symgrad.codegen.stamp import stamp
 from symgrad.symbolic import __version__
 from symgrad.symbolic.derivation import Derivation
 from symgrad.symbolic.errors import SymgradError
@@ -343,7 +344,7 @@ def generate(derivation: Derivation, backend: str = "auto") -> str:
         "inits": _dict_text({n: f"({i.scheme!r}, {_float(i.scale)})" for n, i in model.inits.items()}),
         "functions": functions,
     })
-    return _compiled(_ENV.get_template("module.py.j2").render(**context), model.name)
+    return stamp(_compiled(_ENV.get_template("module.py.j2").render(**context), model.name))
 
 
 def _regenerate(model: Model) -> str:
@@ -406,7 +407,7 @@ def generate_update(model: Model, backend: str = "auto") -> str:
             + ["t=t" if h == "t" else f'{h}=h["{h}"]' for h in hypers]) + ")"], "        "),
         "body": fit_all(body, "    "),
     })
-    return _compiled(_ENV.get_template("update.py.j2").render(**context), model.name)
+    return stamp(_compiled(_ENV.get_template("update.py.j2").render(**context), model.name))
 
 
 def _compiled(source: str, name: str) -> str:

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:f39e064a9ccf4939e8c845d572e70926ca0dca4f5b04600a761ce2caae505003
 """attention_digits: one-head self-attention classifier over 8 tokens of 8 features: embedding
     with learnt positions, scaled dot-product attention with a residual connection, a relu
     layer per token, mean over tokens, softmax

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:2cb129bbb2df9c8bd3b1873fb410f5d4e52d795958a730577be57058272b5d1c
 """cnn_digits: convolutional network for 8x8 images: two conv-relu-maxpool blocks (16 and 32
     channels) and a dense softmax layer
 

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:cdf01fc696d0303aff6fbacf06b759b17a327ebd1959e2ba9d62c71abf529397
 """gan_ring: GAN: a relu generator from 2-d noise to 2-d samples and a leaky-relu
     discriminator, with the discriminator's cross-entropy and the non-saturating generator
     loss

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:3a1dacb0d13189b1be21f72eaaaf2edf2185b8cc36e44c69c6f7999a8edbeb8f
 """gaussian_nll: multivariate Gaussian fitted by maximum likelihood: learnt mean and Cholesky
     factor of the covariance, negative log-likelihood of a batch
 

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:a5c27546c35219213544f9ced69f4d7bb96f0f2861925872c3260834feb0f5b1
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 

@@ -1,3 +1,4 @@
+# symgrad-generated sha256:9fd7dcc100e2434c1a9f2750cf1acdb73f44b977e032fdbfa6eeee0fcbac885b
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 

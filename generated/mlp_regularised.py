@@ -1,3 +1,4 @@
+# symgrad-generated sha256:73643d7d5c296af19ab5bc633f61d69fddf9c5f3c12cf90159b52a526b1b0752
 """mlp_regularised: perceptron with two tanh hidden layers and softmax cross-entropy, with
     dropout, batchnorm, l1, l2
 

@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"symgrad {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system refused (disk full, a name too long): say which file
+        where = f" {e.filename}" if e.filename else ""
+        print(f"symgrad {args.command}: error: cannot use{where}: {e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -31,7 +31,9 @@ def main() -> int:
               file=sys.stderr)
         return 2
     for name in BUILTINS:
-        print(f"wrote {pipeline.write(name, GENERATED)}")
+        # the checkout's own files: written whatever they hold now (a merge may have left them
+        # half of each side), which `symgrad derive`'s overwrite guard would refuse
+        print(f"wrote {write_module(pipeline.source(name), GENERATED, name)}")
     for name, build in OPTIMIZERS.items():
         print(f"wrote {write_module(generate_update(build()), KERNELS, name)}")
     return 0

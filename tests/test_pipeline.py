@@ -63,7 +63,7 @@ def test_a_model_file_imports_a_module_beside_it(tmp_path, monkeypatch):
     r = subprocess.run([sys.executable, "-m", "symgrad", "derive", "net.py", "--out", "gen"], cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    header = (tmp_path / "gen" / "two_layer.py").read_text().splitlines()[3]
+    header = (tmp_path / "gen" / "two_layer.py").read_text().splitlines()[4]
     # named after Model("two_layer"), and the header gives the command that writes it again
     assert header == "Do not edit: `symgrad derive net.py` writes this file again, byte for byte."
     r = subprocess.run([sys.executable, "-m", "symgrad", "derive", "net.py", "--out", "gen"], cwd=tmp_path,
@@ -72,15 +72,15 @@ def test_a_model_file_imports_a_module_beside_it(tmp_path, monkeypatch):
 
 
 def test_headers_say_how_each_module_is_written_again():
-    builtin = pipeline.source("softmax_regression").splitlines()[3]
+    builtin = pipeline.source("softmax_regression").splitlines()[4]
     assert builtin == ("Do not edit: `symgrad derive softmax_regression` writes this file again, "
                        "byte for byte.")
     m = sg.BUILTINS["softmax_regression"].build()
     m.origin = None  # as built in a script
-    assert sg.source(m).splitlines()[3] == ("Do not edit: `symgrad.write(model)` with this model writes this "
+    assert sg.source(m).splitlines()[4] == ("Do not edit: `symgrad.write(model)` with this model writes this "
                                             "file again, byte for byte.")
     m.origin = "my models/net.py"  # not plain: the path stays out of the source
-    assert "net.py" not in sg.source(m).splitlines()[3]
+    assert "net.py" not in sg.source(m).splitlines()[4]
 
 
 def test_load_module_shows_the_warning_the_command_line_shows():

@@ -18,8 +18,11 @@ def _dim(text: str) -> tuple[str, int]:
 
 def _hyper(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r} (no '=' and value)"
+                                         if not sep else f"expected NAME=NUMBER, got {text!r} (no name)")
     try:
-        return name, float(value) if sep else float("nan")
+        return name, float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
 

@@ -36,6 +36,15 @@ class Dataset:
     y: np.ndarray  # (N,) class labels 0..k-1, (N, targets) float64 for regression, (N, 0) for density
     classes: list[str] | None = None  # the name of each class label, in label order
     feature_names: list[str] = field(default_factory=list)
+    lines: list[int] | None = None  # a file's line (CSV) or row number (NPZ) of each row, for messages
+
+    def where(self, row: int) -> str:
+        """Where a row came from, as messages cite it: `data.csv:7`, `data.npz: row 7`, `arrays: row 6`."""
+        if self.lines is None:
+            return f"{self.name}: row {row}"
+        if self.name.lower().endswith(".csv"):
+            return f"{self.name}:{self.lines[row]}"
+        return f"{self.name}: row {self.lines[row]}"
 
     @property
     def n_classes(self) -> int | None:
@@ -179,7 +188,7 @@ def load(spec: str, task: str | None = None, features: str | None = None,
         return _density_file(spec, features, target)
     columns = files.read(spec, features, target)
     y, classes = encode_labels(columns.y, task, f"{spec}: target {', '.join(columns.target_names)}")
-    return Dataset(str(spec), task, columns.X, y, classes, columns.feature_names)
+    return Dataset(str(spec), task, columns.X, y, classes, columns.feature_names, columns.lines)
 
 
 def sines(rows: int = 1200, steps: int = 40, seed: int = 20261126) -> Dataset:
@@ -201,7 +210,7 @@ def _density_file(spec: str, features: str | None, target: str | None) -> Datase
         raise SymgradError("a density model has no target; --target is refused (name the columns "
                            "with --features)")
     columns = files.read(spec, features, None, with_target=False)
-    return Dataset(str(spec), "density", columns.X, columns.y, None, columns.feature_names)
+    return Dataset(str(spec), "density", columns.X, columns.y, None, columns.feature_names, columns.lines)
 
 
 def gaussian(rows: int = 2000, seed: int = 20261127) -> Dataset:
@@ -351,26 +360,33 @@ def split_indices(ds: Dataset, seed: int, val_fraction: float, test_fraction: fl
 
 
 def prepare(ds: Dataset, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2,
-            standardize: bool = True, per_column: bool = True, sparse: bool = False) -> Prepared:
+            standardize: bool = True, per_column: bool = True, sparse: bool = False,
+            dtype: str = "float32") -> Prepared:
     """Split with `seed`, standardise with training statistics, encode targets.
 
     `per_column=False` standardises with one mean and deviation over all columns: for
     images and sequences, whose columns are pixels or time steps of one quantity (per-pixel
     statistics would blow a rarely lit border pixel up to dozens of deviations). `sparse`: class
-    labels stay integers (a model whose target is integer labels), else one-hot rows."""
+    labels stay integers (a model whose target is integer labels), else one-hot rows. A value
+    that the standardisation or the training `dtype` cannot hold (1e308, or 1e39 in float32)
+    is refused here, naming its row and column, before anything is trained or written."""
     parts = split_indices(ds, seed, val_fraction, test_fraction)
     X_train = ds.X[parts["train"]]
     axis = 0 if per_column else None
     ones = np.ones(ds.X.shape[1])
-    mean = X_train.mean(axis=axis) * ones if standardize else 0 * ones
-    std = X_train.std(axis=axis) * ones if standardize else ones
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = X_train.mean(axis=axis) * ones if standardize else 0 * ones
+        std = X_train.std(axis=axis) * ones if standardize else ones
+    _check_scale(ds, ds.X, parts["train"], mean, std, dtype, "column", ds.feature_names)
     std = np.where(std > 0, std, 1.0)  # constant columns (blank digit pixels) stay as they are
     y_mean = y_std = None
     y_all = ds.y
     if ds.task == "regression" and standardize:
         y_train = ds.y[parts["train"]]
         y_ones = np.ones(y_train.shape[1])
-        y_mean, y_std = y_train.mean(axis=axis) * y_ones, y_train.std(axis=axis) * y_ones
+        with np.errstate(over="ignore", invalid="ignore"):
+            y_mean, y_std = y_train.mean(axis=axis) * y_ones, y_train.std(axis=axis) * y_ones
+        _check_scale(ds, ds.y, parts["train"], y_mean, y_std, dtype, "target column", None)
         y_std = np.where(y_std > 0, y_std, 1.0)
         y_all = (ds.y - y_mean) / y_std
     k = ds.n_classes
@@ -381,6 +397,31 @@ def prepare(ds: Dataset, seed: int, val_fraction: float = 0.15, test_fraction: f
     classes = ds.classes or ([str(c) for c in range(k)] if k else None)
     return Prepared(splits["train"], splits["val"], splits["test"], mean, std, ds.task, classes,
                     y_mean, y_std)
+
+
+def _check_scale(ds: Dataset, values: np.ndarray, train: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                 dtype: str, what: str, names: list[str] | None) -> None:
+    """Refuse the first value whose column statistics overflow (the training split's mean or
+    deviation is not finite) or whose standardised value the training dtype cannot hold."""
+    if not values.size:
+        return
+    limit = float(np.finfo(dtype).max)
+
+    def refuse(row: int, j: int, why: str) -> None:
+        column = repr(names[j]) if names and j < len(names) else str(j)
+        raise SymgradError(f"{ds.where(row)}: {what} {column} holds {values[row, j]:g}, {why}; rescale the "
+                           "column (or drop the row) before training")
+
+    for j in np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std))):
+        row = int(train[np.argmax(np.abs(values[train, j]))])
+        refuse(row, int(j), "too large to standardise (the mean or deviation of the training rows overflows)")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        scaled = np.abs(values - mean) / np.where(std > 0, std, 1.0)
+    bad = np.argwhere(~(scaled <= limit))
+    if len(bad):
+        row, j = (int(i) for i in bad[0])
+        refuse(row, j, f"{scaled[row, j]:.3g} deviations from the training mean, beyond the range of "
+                       f"{dtype} ({limit:.3g})")
 
 
 def streams(seed: int) -> list[np.random.SeedSequence]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import pathlib
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,6 +46,7 @@ class Columns:
     y: np.ndarray  # (N,) or (N, targets): float64, or str labels
     feature_names: list[str]
     target_names: list[str]
+    lines: list[int] | None = None  # the file line (CSV) or row number (NPZ) of each row
 
 
 def read(path: str | pathlib.Path, features: str | None = None, target: str | None = None,
@@ -166,11 +166,9 @@ def read_npz(path: pathlib.Path, features: str | None, target: str | None,
 
 
 def _load_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise SymgradError(f"cannot read {path}: {e}") from None
+    from symgrad.training.checkpoint import read_arrays
+
+    arrays = read_arrays(path)
     if not arrays:
         raise SymgradError(f"{path} holds no arrays")
     return arrays
@@ -253,7 +251,7 @@ def pick(table: Table, features: str | None, target: str | None, with_target: bo
             raise SymgradError(f"{table.path}: several target columns must all hold numbers")
         y = np.stack([table.columns[j] for j in targets], axis=1)
     names = table.names or [str(j) for j in range(width)]
-    return Columns(X, y, [names[j] for j in chosen], [names[j] for j in targets])
+    return Columns(X, y, [names[j] for j in chosen], [names[j] for j in targets], list(table.lines))
 
 
 def feature_matrix(table: Table, chosen: list[int]) -> np.ndarray:

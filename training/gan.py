@@ -22,9 +22,10 @@ import types
 from dataclasses import dataclass
 
 import numpy as np
+from symgrad.codegen import atomic
 from symgrad.codegen.atomic import write_text
 from symgrad.symbolic.errors import SymgradError
-from symgrad.training import checkpoint, optimizers, plots
+from symgrad.training import checkpoint, optimizers, plots, validate
 from symgrad.training.data import streams
 
 RING = {"modes": 8, "radius": 2.0, "std": 0.02}
@@ -74,20 +75,61 @@ def _players(module: types.ModuleType) -> tuple[str, str]:
     return "L_D", "L_G"
 
 
+def check_settings(*, steps, batch_size, lr, seed) -> None:
+    """The GAN's settings, checked as epoch training checks its own (`training.validate`)."""
+    validate.positive_int("steps", steps)
+    validate.positive_int("batch size", batch_size)
+    validate.positive_number("learning rate", lr)
+    validate.seed(seed)
+
+
 def train_gan(module: types.ModuleType, *, steps: int = 12000, batch_size: int = 256, lr: float = 3e-4,
               beta1: float = 0.5, seed: int = 0, out: str | pathlib.Path | None = None, every: int = 500,
               quiet: bool = False) -> GanResult:
     """Alternating Adam updates of discriminator and generator (see the module docstring)."""
     _players(module)
-    for name, value in (("steps", steps), ("batch size", batch_size), ("every", every)):
-        if not isinstance(value, int) or value < 1:
-            raise SymgradError(f"{name} must be a positive integer, not {value!r}")
-    if not lr > 0:
-        raise SymgradError(f"learning rate must be a positive number, not {lr!r}")
+    check_settings(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    validate.positive_int("every", every)
     run_dir = pathlib.Path(out) if out is not None else _fresh_dir(module)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise SymgradError(f"run folder {run_dir} is not empty; choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    created = _claim(run_dir)
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN is reported once, below
+            return _train(module, steps, batch_size, lr, beta1, seed, run_dir, every, quiet)
+    except (SymgradError, KeyboardInterrupt) as e:
+        # nothing is kept of a run that wrote no metrics row: its folder goes, as it came
+        if created and not (run_dir / "metrics.csv").exists():
+            for name in ("config.json", "module.py"):
+                (run_dir / name).unlink(missing_ok=True)
+            try:
+                run_dir.rmdir()
+            except OSError:
+                pass
+            else:
+                e.args = (f"{e}; the run folder {run_dir} held no results and was removed",)
+        raise
+
+
+def _claim(run_dir: pathlib.Path) -> bool:
+    """Create (or take the empty) run folder and check it takes files; True when created."""
+    try:
+        existed = run_dir.exists()
+        if existed and not run_dir.is_dir():
+            raise SymgradError(f"{run_dir} is a file, not a run folder")
+        if existed and any(run_dir.iterdir()):
+            raise SymgradError(f"run folder {run_dir} is not empty; choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SymgradError(f"cannot create run folder {run_dir}: {atomic.reason(e)}") from None
+    try:
+        atomic.check_writable(run_dir)
+    except SymgradError:
+        if not existed:
+            run_dir.rmdir()
+        raise
+    return not existed
+
+
+def _train(module, steps, batch_size, lr, beta1, seed, run_dir, every, quiet) -> GanResult:
     data_seed, noise_seed, _ = streams(seed)
     data_rng, noise_rng = np.random.default_rng(data_seed), np.random.default_rng(noise_seed)
     noise_dim = module.INPUTS["Z"][1]
@@ -100,8 +142,7 @@ def train_gan(module: types.ModuleType, *, steps: int = 12000, batch_size: int =
     rows = ["step,loss_D,loss_G,modes,high_quality,seconds"]
     config = {"model": module.__name__.rsplit(".", 1)[-1], "data": "ring", "steps": steps,
               "batch_size": batch_size, "optimizer": "adam", "lr": lr, "beta1": beta1, "seed": seed}
-    write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
-    write_text(run_dir / "module.py", pathlib.Path(module.__file__).read_text())  # loads without the source
+    source = module.__spec__.loader.get_source(module.__name__)  # the run loads without the model
     start = last = time.perf_counter()
     for t in range(1, steps + 1):
         # the second half lowers the rate linearly to a tenth: the players settle, the
@@ -122,6 +163,9 @@ def train_gan(module: types.ModuleType, *, steps: int = 12000, batch_size: int =
             now = time.perf_counter()
             seconds, last = now - last, now  # the row's own time, as an epoch's row has
             rows.append(f"{t},{loss_d:.6f},{loss_g:.6f},{modes},{good:.4f},{seconds:.2f}")
+            if len(rows) == 2:  # the first row: the run has a result worth a folder
+                write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
+                write_text(run_dir / "module.py", source)
             write_text(run_dir / "metrics.csv", "\n".join(rows) + "\n")
             if not quiet:
                 print(f"step {t:6d}/{steps}  L_D {loss_d:.4f}  L_G {loss_g:.4f}  modes {modes}/8  "

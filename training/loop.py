@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from symgrad.symbolic.errors import SymgradError
-from symgrad.training import optimizers, schedules
+from symgrad.training import optimizers, schedules, validate
 from symgrad.training.data import Prepared, Split, batches, streams
 from symgrad.training.evaluation import Evaluator
 
@@ -48,16 +48,13 @@ class TrainConfig:
     clip_norm: float | None = None  # rescale each gradient whose global L2 norm exceeds this
 
     def check(self) -> None:
-        for name, value in (("epochs", self.epochs), ("batch size", self.batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise SymgradError(f"{name} must be a positive integer, not {value!r}")
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise SymgradError(f"patience must be a positive integer, not {self.patience!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise SymgradError(f"seed must be a non-negative integer, not {self.seed!r}")
-        if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0
-                                        and math.isfinite(self.lr)):
-            raise SymgradError(f"learning rate must be a positive number, not {self.lr!r}")
+        validate.positive_int("epochs", self.epochs)
+        validate.positive_int("batch size", self.batch_size)
+        if self.patience is not None:
+            validate.positive_int("patience", self.patience)
+        validate.seed(self.seed)
+        if self.lr is not None:
+            validate.positive_number("learning rate", self.lr)
         for kind, table in (("optimizer", self.optimizer_hypers), ("model", self.model_hypers)):
             for name, value in table.items():
                 if not math.isfinite(value):
@@ -65,9 +62,8 @@ class TrainConfig:
                                        f"not {value!r}")
         if self.dtype not in ("float32", "float64"):
             raise SymgradError(f"dtype must be float32 or float64, not {self.dtype!r}")
-        if self.clip_norm is not None and not (isinstance(self.clip_norm, (int, float)) and self.clip_norm > 0
-                                               and math.isfinite(self.clip_norm)):
-            raise SymgradError(f"clip norm must be a positive number, not {self.clip_norm!r}")
+        if self.clip_norm is not None:
+            validate.positive_number("clip norm", self.clip_norm)
         schedules.parse(self.schedule)
 
     def to_dict(self) -> dict:
@@ -234,7 +230,7 @@ class Trainer:
             except np.linalg.LinAlgError as e:  # a singular matrix: the generated code names the equation
                 raise Diverged(f"{e} at {where(step, b)}") from None
             if not math.isfinite(loss):
-                blame = self._blame_params("the step before")
+                blame = self._blame_params("the step before") or self._largest_param()
                 raise Diverged(f"the loss is {loss} at {where(step, b)}{blame}")
             name = nonfinite(grads)
             if name is not None:
@@ -270,6 +266,18 @@ class Trainer:
                 return (f": parameter {name} became {_first_bad(p)} in {when}; "
                         "lower the learning rate")
         return ""
+
+    def _largest_param(self) -> str:
+        """The parameter with the largest entry: the likeliest cause of a loss that overflowed
+        while every parameter is still finite."""
+        if not self.params:
+            return ""
+        name = max(self.params, key=lambda k: float(np.abs(self.params[k]).max(initial=0.0)))
+        p = self.params[name]
+        i = int(np.abs(p).argmax()) if p.size else 0
+        index = tuple(int(j) for j in np.unravel_index(i, p.shape)) if p.ndim else ()
+        return (f": the largest parameter entry is {name}{list(index)} = {float(p.reshape(-1)[i]):.4g} "
+                "(the parameters are finite, the loss overflowed); lower the learning rate")
 
     def evaluate(self, split: Split, params: dict[str, np.ndarray] | None = None,
                  state: dict[str, np.ndarray] | None = None, detail: bool = True) -> dict[str, float]:

@@ -22,7 +22,13 @@ The run folder (RUN_DIR) holds:
 
 Resuming (`resume=RUN_DIR`) restores the checkpoint and continues bit for bit as if the run
 had never stopped. Only `epochs`, `patience` and `threads` may differ from the original run;
-every other setting is the run's own and must not be contradicted.
+every other setting is the run's own and must not be contradicted. `epochs` is the total, so
+fewer than the run has trained is refused, and config.json records the total it finished with.
+
+Files: every one is replaced whole (`codegen.atomic`); the run folder is checked to take files
+before training; a failed write (disk full, name too long) is one `WriteError` line that says
+which checkpoint stays. A run that fails before its first checkpoint removes the empty folder
+it created, so no empty run folders pile up.
 
 Early stopping (`patience=N`): the run stops after N epochs without a lower validation loss,
 and the parameters of the best epoch are the ones kept in model.npz and tested.
@@ -42,6 +48,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from symgrad.codegen import atomic
 from symgrad.codegen.atomic import write_text
 from symgrad.symbolic.errors import SymgradError, SymgradWarning
 from symgrad.training import checkpoint, defaults, metrics, plots
@@ -163,23 +170,29 @@ def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progr
     inputs = [k for k in module.INPUTS if k not in module.TARGETS]
     per_column = len(inputs) != 1 or len(module.INPUTS[inputs[0]]) <= 2  # a table, not an image/sequence
     prepared = prepare(dataset, config.seed, settings["val_fraction"], settings["test_fraction"],
-                       per_column=per_column, sparse=bool(getattr(module, "LABELS", ())))
+                       per_column=per_column, sparse=bool(getattr(module, "LABELS", ())), dtype=config.dtype)
     trainer = Trainer(module, prepared, config)
     settings["dims"] = {k: v for k, v in trainer.dims.items() if k != module.INPUTS[trainer.input][0]}
     settings["lr"] = trainer.lr
     settings["spec_hash"] = getattr(module, "SPEC_HASH", None)
     settings["data_fingerprint"] = dataset.fingerprint()
+    sources = {MODULE: module_source(module)}
+    if isinstance(model, (str, pathlib.PurePath)) and str(model).endswith(".py"):
+        sources[MODEL_FILE] = pathlib.Path(model).read_text()
     if saved is not None:
-        run_dir = pathlib.Path(resume)
+        run_dir, created = pathlib.Path(resume), False
         arrays, meta = saved
         _check_same_run(meta["config"], settings)
         trainer.restore(arrays, meta)
+        if config.epochs < trainer.epoch:
+            raise SymgradError(f"cannot resume with epochs {config.epochs}: the run has trained "
+                               f"{trainer.epoch} epochs already (give {trainer.epoch} to finish it as it "
+                               "is, or more to train on)")
+        _writable(run_dir)
+        atomic.remove_stale(run_dir, RUN_FILES)  # a write that a kill interrupted
     else:
-        run_dir = _claim_run_dir(out, settings)
-    sources = {MODULE: pathlib.Path(module.__file__).read_text()}
-    if isinstance(model, (str, pathlib.PurePath)) and str(model).endswith(".py"):
-        sources[MODEL_FILE] = pathlib.Path(model).read_text()
-    return _run(trainer, prepared, settings, run_dir, progress, quiet, sources)
+        run_dir, created = _claim_run_dir(out, settings)
+    return _run(trainer, prepared, settings, run_dir, progress, quiet, sources, created)
 
 
 def _check_threads(threads) -> None:
@@ -206,7 +219,7 @@ def _thread_limit(threads: int | None):
 
 
 def _train_gan(model, module: types.ModuleType, given: dict, out, quiet: bool):
-    from symgrad.training.gan import train_gan
+    from symgrad.training.gan import check_settings, train_gan
 
     from symgrad.models import BUILTINS
 
@@ -221,14 +234,15 @@ def _train_gan(model, module: types.ModuleType, given: dict, out, quiet: bool):
                            f"not {given['data']!r}")
     builtin = BUILTINS.get(model) if isinstance(model, str) else None
     chosen = builtin.train if builtin else {"steps": 12000, "batch_size": 256, "lr": 3e-4, "beta1": 0.5}
-    lr = given.get("lr", chosen["lr"])
+    lr, steps = given.get("lr", chosen["lr"]), given.get("steps", chosen["steps"])
+    batch_size, seed = given.get("batch_size", chosen["batch_size"]), given.get("seed", 0)
+    check_settings(steps=steps, batch_size=batch_size, lr=lr, seed=seed)  # before any warning
     unusual = defaults.usual_lr_warning("adam", lr)
     if unusual is not None:
         warnings.warn(SymgradWarning(unusual), stacklevel=3)
     with _thread_limit(given.get("threads")):
-        return train_gan(module, steps=given.get("steps", chosen["steps"]),
-                         batch_size=given.get("batch_size", chosen["batch_size"]), lr=lr,
-                         beta1=chosen["beta1"], seed=given.get("seed", 0), out=out, quiet=quiet)
+        return train_gan(module, steps=steps, batch_size=batch_size, lr=lr, beta1=chosen["beta1"], seed=seed,
+                         out=out, quiet=quiet)
 
 
 # -- before training: settings, model, data, run folder -------------------------------------------
@@ -388,22 +402,50 @@ def _claim_run_dir(out: str | pathlib.Path | None, settings: dict) -> pathlib.Pa
             n += 1
     else:
         run_dir = pathlib.Path(out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise SymgradError(f"{run_dir} is a file, not a run folder")
-    taken = [f for f in RUN_FILES if (run_dir / f).exists()]
-    if taken:
-        raise SymgradError(f"{run_dir} holds another run ({taken[0]}); continue it with --resume {run_dir} "
-                           "or choose another --out folder")
     try:
+        existed = run_dir.exists()
+        if existed and not run_dir.is_dir():
+            raise SymgradError(f"{run_dir} is a file, not a run folder")
+        taken = [f for f in RUN_FILES if (run_dir / f).exists()]
+        if taken:
+            raise SymgradError(f"{run_dir} holds another run ({taken[0]}); continue it with --resume "
+                               f"{run_dir} or choose another --out folder")
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SymgradError(f"cannot create run folder {run_dir}: {e.strerror}") from None
-    return run_dir
+        raise SymgradError(f"cannot create run folder {run_dir}: {atomic.reason(e)}") from None
+    try:
+        _writable(run_dir)
+    except SymgradError:
+        if not existed:
+            _remove_if_empty(run_dir)
+        raise
+    return run_dir, not existed
+
+
+def _writable(run_dir: pathlib.Path) -> None:
+    """Refuse a run folder that cannot take files before training, not after an epoch."""
+    try:
+        atomic.check_writable(run_dir)
+    except atomic.WriteError as e:
+        raise atomic.WriteError(f"{e}; nothing was trained (choose another --out folder)") from None
+
+
+def _remove_if_empty(folder: pathlib.Path) -> bool:
+    try:
+        folder.rmdir()
+    except OSError:
+        return False
+    return True
+
+
+def module_source(module: types.ModuleType) -> str:
+    """The source text of a generated module, whether imported from a file or from memory."""
+    return module.__spec__.loader.get_source(module.__name__)
 
 
 # -- training and what it leaves behind -------------------------------------------------------------
 def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path,
-         progress: bool | None, quiet: bool, sources: dict[str, str]) -> RunResult:
+         progress: bool | None, quiet: bool, sources: dict[str, str], created: bool = False) -> RunResult:
     config = trainer.config
     n_batches = -(-len(data.train) // config.batch_size)
     bar = Progress(config.epochs * n_batches, trainer.steps, config.epochs, trainer.metric, progress, quiet,
@@ -413,40 +455,46 @@ def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path
     start = time.perf_counter()
 
     first = True
+    saved = trainer.epoch if trainer.history else None  # the epoch of the checkpoint on disk
 
     def on_epoch(record: EpochRecord) -> None:
         # The checkpoint first: metrics.csv is rebuilt from its history on resume, so a run
-        # killed between the two writes loses nothing.
-        nonlocal first
+        # killed between the writes loses nothing. Every file is replaced whole (atomically).
+        nonlocal first, saved
         arrays, meta = trainer.snapshot()
         checkpoint.save(run_dir / CHECKPOINT, arrays, {**meta, "config": settings})
+        saved = record.epoch
         if first:
             for name, text in sources.items():  # the run loads without the model's source
                 write_text(run_dir / name, text)
             write_text(run_dir / CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n")
-            write_text(run_dir / METRICS, metrics_csv(trainer.history, trainer.metric))
             first = False
-        else:
-            with open(run_dir / METRICS, "a") as f:
-                columns = metrics_columns(trainer.history[0], trainer.metric)
-                f.write(metrics_row(record, trainer.metric, columns))
+        write_text(run_dir / METRICS, metrics_csv(trainer.history, trainer.metric))
         bar.epoch(record)
+
+    def kept() -> str:
+        if saved is not None:
+            return f"the checkpoint of epoch {saved} stays in {run_dir / CHECKPOINT}"
+        if created and _remove_if_empty(run_dir):
+            return f"no checkpoint was written, so the empty run folder {run_dir} was removed"
+        return f"no checkpoint was written to {run_dir}"
 
     try:
         trainer.fit(on_epoch, bar.step)
-    except Diverged as e:
-        kept = (f"the checkpoint of epoch {trainer.history[-1].epoch} stays in {run_dir / CHECKPOINT}"
-                if trainer.history else "no checkpoint was written")
-        raise Diverged(f"{e}; {kept}") from None
+    except (Diverged, atomic.WriteError) as e:
+        raise type(e)(f"{e}; {kept()}") from None
     except KeyboardInterrupt:
-        kept = (f"continue with --resume {run_dir} (the checkpoint of epoch {trainer.history[-1].epoch} "
-                "is kept)" if trainer.history else "no epoch had finished, so there is no checkpoint")
-        raise KeyboardInterrupt(kept) from None
+        note = (f"continue with --resume {run_dir} (the checkpoint of epoch {saved} is kept)" if saved
+                else f"no epoch had finished, so there is no checkpoint; {kept()}")
+        raise KeyboardInterrupt(note) from None
     finally:
         bar.close()
-    if trainer.history:  # epochs and patience may have grown on resume: keep config.json current
-        write_text(run_dir / CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n")
-    result = _finish(trainer, data, settings, run_dir, time.perf_counter() - start)
+    try:
+        if trainer.history:  # epochs and patience may have grown on resume: keep config.json current
+            write_text(run_dir / CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        result = _finish(trainer, data, settings, run_dir, time.perf_counter() - start)
+    except atomic.WriteError as e:
+        raise atomic.WriteError(f"{e}; {kept()}: finish the run with --resume {run_dir}") from None
     if result.report:
         bar.write(result.report)
     return result

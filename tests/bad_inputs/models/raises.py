@@ -1,0 +1,2 @@
+import symgrad as sg
+raise ValueError('the model file failed')
