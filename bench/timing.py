@@ -173,7 +173,7 @@ def torch_worker(variant) -> int:
     for line in sys.stdin:
         request = json.loads(line)
         if "load" in request:
-            data = np.load(request["load"])
+            data = np.load(request["load"], allow_pickle=False)
             params = {k[2:]: data[k] for k in data.files if k.startswith("p:")}
             grads = {k[2:]: data[k] for k in data.files if k.startswith("g:")}
             run, result, tol = variant(data, params)

@@ -30,6 +30,7 @@ from symgrad.symbolic.derivation import Derivation
 from symgrad.symbolic.errors import SymgradError
 from symgrad.symbolic.graph import Node
 from symgrad.symbolic.model import Model
+from symgrad.symbolic.names import RESERVED, check_identifier
 from symgrad.symbolic.printing import Printer
 
 BACKENDS = ("auto", "numpy", "numexpr", "numba")
@@ -136,6 +137,7 @@ def _common(model: Model, backend: str, kernels: list[Kernel], programs: list[Pr
         # an auto module switches between the engines it carries code for
         "allowed_backends": ("auto", "numpy", "numexpr") if backend == "auto" else (backend,),
         "uses_numexpr": any(k.numexpr_call for k in kernels),
+        "uses_math": "_erf" in used,  # the one numpy helper that needs the standard library's math
         "uses_numba": numba_helpers or any(k.numba_lines for k in kernels),
         "numba_math": numba_helpers or any("math." in line for k in kernels for line in k.numba_lines),
         # numpy everywhere until the running machine's measurement is installed (codegen.calibration)
@@ -169,6 +171,19 @@ def statements(program: Program, texts: dict[int, str]) -> list[str]:
         lines += LOWERINGS[ins.op].emit(ins)
     lines += [f"np.copyto({leaf}, {value})" for leaf, value in program.copies]
     return lines
+
+
+def _check_names(model: Model) -> None:
+    """Every name the module will bind passes check_identifier again, now: the model's tables
+    were checked when each name was declared, and nothing after that may slip one in."""
+    for name in (model.name, *model.dim_symbols, *model.leaves, *(e.name for e in model.equations)):
+        check_identifier(name, "name")
+
+
+def model_names(model: Model) -> frozenset[str]:
+    """Every name a model's module binds: the model's own and the generated code's fixed ones."""
+    return frozenset(RESERVED | set(model.dim_symbols) | set(model.leaves)
+                     | {e.name for e in model.equations})
 
 
 def _bind_dims(program: Program, leaves: list[Node], where: str) -> list[str]:
@@ -240,23 +255,28 @@ def generate(derivation, backend: str = "auto", second_order: bool = True) -> st
     jacobians = [derivation] if isinstance(derivation, Jacobian) else []
     derivation = getattr(derivation, "derivation", derivation)
     model = derivation.model
+    _check_names(model)
     names = {n: t for n, (t, _) in derivation.names.items()}
     owners = derivation.owners
     kernels = KernelTable()
     kernels.layouts = backend == "numba"
     dims = frozenset(model.dim_symbols)
+    own = {form: eq.name for eq in model.equations
+           for form in (eq.node, derivation.train.get(eq.node), derivation.evaluate.get(eq.node))
+           if form is not None}
+    naming = {"dim_names": dims, "reserved": model_names(model), "own": own}
     modes = (True, False) if derivation.has_modes else (False,)
     updates = derivation.updates
     programs = {}
     for training in modes:
         programs["forward", training] = lower(derivation.outputs(training), names, owners, kernels,
-                                              workspace=True, dim_names=dims)
+                                              workspace=True, **naming)
         programs["loss", training] = lower({"loss": derivation.loss_in(training)}, names, owners, kernels,
-                                           workspace=True, dim_names=dims)
+                                           workspace=True, **naming)
     state_roots = {f"state:{k}": v for k, v in updates.items()}
     programs["loss_and_grad", True] = lower(
         {"loss": derivation.loss, **derivation.gradients, **state_roots}, names, owners, kernels,
-        stores={key: key.split(":", 1)[1] for key in state_roots}, workspace=True, dim_names=dims)
+        stores={key: key.split(":", 1)[1] for key in state_roots}, workspace=True, **naming)
     players = {}
     for objective in model.objectives:  # a GAN: each player's loss w.r.t. its own parameters
         from symgrad.symbolic.derivation import derive
@@ -265,13 +285,13 @@ def generate(derivation, backend: str = "auto", second_order: bool = True) -> st
         players[objective] = d
         programs[f"loss_and_grad_{objective}", True] = lower(
             {"loss": d.loss, **d.gradients}, {n: t for n, (t, _) in d.names.items()}, d.owners, kernels,
-            workspace=True, dim_names=dims)
+            workspace=True, **naming)
     hvps = {}
     if second_order:
-        hvps = _second_order_programs(derivation, players, programs, names, owners, kernels, dims)
+        hvps = _second_order_programs(derivation, players, programs, names, owners, kernels, naming)
     for j in jacobians:
         programs[f"_vjp_{j.of}_{j.wrt}", False] = lower({"vjp": j.vjp}, names, owners, kernels,
-                                                        workspace=True, dim_names=dims)
+                                                        workspace=True, **naming)
     context = _common(model, backend, _finish_kernels(kernels, backend), list(programs.values()))
     first_param = next(iter(model.params))
     grads = list(derivation.gradients)
@@ -353,7 +373,7 @@ def generate(derivation, backend: str = "auto", second_order: bool = True) -> st
 
 # -- second order ------------------------------------------------------------------------------
 def _second_order_programs(derivation: Derivation, players: dict, programs: dict, names: dict,
-                           owners: dict, kernels: dict, dims: frozenset) -> dict:
+                           owners: dict, kernels: dict, naming: dict) -> dict:
     """The programs of `hvp` (the model's loss) and of each player's `hvp_<objective>`:
     the loss, its gradients and H v in one pass over the shared forward values."""
     from symgrad.symbolic.second_order import hvp
@@ -369,7 +389,7 @@ def _second_order_programs(derivation: Derivation, players: dict, programs: dict
             own.setdefault(hv, f"hv_{p}")
         roots = {"loss": first.loss, **h.gradients, **{f"hv:{p}": hv for p, hv in h.products.items()}}
         programs[key, True] = lower(roots, own, owners if objective is None else first.owners, kernels,
-                                    workspace=True, dim_names=dims)
+                                    workspace=True, **naming)
         out[key] = h
     return out
 
@@ -505,7 +525,8 @@ def generate_update(model: Model, backend: str = "auto") -> str:
     kernels = KernelTable()
     kernels.layouts = backend == "numba"
     program = lower(dict(updates), names, {}, kernels, stores={t: t for t in updates},
-                    dim_names=frozenset(model.dim_symbols))
+                    dim_names=frozenset(model.dim_symbols), reserved=model_names(model),
+                    own={eq.node: eq.name for eq in model.equations})
     printer = Printer(names)
     texts = {}
     equations = []

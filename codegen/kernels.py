@@ -17,7 +17,7 @@ from collections.abc import Set
 from dataclasses import dataclass
 
 import sympy
-from symgrad.symbolic.errors import ModelError
+from symgrad.symbolic.errors import ModelError, RuleError
 from symgrad.symbolic.functions import ElementwiseFunction
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.str import StrPrinter
@@ -28,7 +28,7 @@ _NUMPY_UNARY = {
     sympy.exp: "np.exp", sympy.log: "np.log", sympy.tanh: "np.tanh", sympy.Abs: "np.abs",
     sympy.sign: "np.sign", sympy.sin: "np.sin", sympy.cos: "np.cos", sympy.sinh: "np.sinh",
     sympy.cosh: "np.cosh", sympy.atan: "np.arctan", sympy.atanh: "np.arctanh", log1p: "np.log1p",
-    expm1: "np.expm1",
+    expm1: "np.expm1", sympy.erf: "_erf",
 }
 _NUMEXPR_UNARY = {
     sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh", sympy.Abs: "abs", sympy.sin: "sin",
@@ -36,11 +36,12 @@ _NUMEXPR_UNARY = {
     sympy.atanh: "arctanh", log1p: "log1p", expm1: "expm1",
 }
 _TRANSCENDENTAL = (sympy.exp, sympy.log, sympy.tanh, sympy.sin, sympy.cos, sympy.sinh,
-                   sympy.cosh, sympy.atan, sympy.atanh, log1p, expm1)
+                   sympy.cosh, sympy.atan, sympy.atanh, log1p, expm1, sympy.erf)
 
 
-class Unsupported(Exception):
-    """The expression uses something this printer cannot express."""
+class Unsupported(RuleError):
+    """The expression uses something this printer cannot express (a RuleError: a user's function
+    built from, say, sympy.gamma is one line naming it, not a traceback)."""
 
 
 def stable_form(expr: sympy.Expr) -> sympy.Expr:

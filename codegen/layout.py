@@ -12,10 +12,11 @@ WIDTH = 100
 
 def _split_top(text: str) -> list[str]:
     """Split at commas outside brackets and strings."""
-    parts, depth, quote, start = [], 0, None, 0
+    parts, depth, quote, start, escaped = [], 0, None, 0, False
     for i, ch in enumerate(text):
         if quote:
-            quote = None if ch == quote else quote
+            quote = None if ch == quote and not escaped else quote
+            escaped = ch == "\\" and not escaped
         elif ch in "\"'":
             quote = ch
         elif ch in "([{":
@@ -67,10 +68,20 @@ def fit(line: str, indent: str = "") -> list[str]:
     if at is None:
         return [indent + line]
     out = [indent + body[: at + 1]]
-    for part in _split_top(body[at + 1: -1]):
-        out += fit(part + ",", indent + "    ")
+    parts = _split_top(body[at + 1: -1])
+    comma = len(parts) > 1 or _comma_keeps_meaning(body, at) and " for " not in parts[0]  # f(x for x in y,)
+    for part in parts:
+        out += fit(part + ("," if comma else ""), indent + "    ")
     out.append(indent + body[-1] + tail)
     return out
+
+
+def _comma_keeps_meaning(text: str, at: int) -> bool:
+    """May a lone item inside the bracket at `at` take a trailing comma? In a call, a list, a
+    dict or a set it may; in a subscript (`params["W"]` -> `params["W",]`, a tuple key) or a
+    parenthesised expression (`(a)` -> `(a,)`, a tuple) it would change what the line means."""
+    follows_value = at > 0 and (text[at - 1].isalnum() or text[at - 1] in "_)]")
+    return {"(": follows_value, "[": not follows_value, "{": True}[text[at]]
 
 
 def fit_all(lines: list[str], indent: str = "") -> list[str]:

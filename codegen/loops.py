@@ -20,7 +20,7 @@ def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str], targe
     (see Lowering._place_targets); a product with the transpose of an `invariant` matrix reads
     a contiguous copy made once before the loop (BLAS is faster on it, every step)."""
     inner = Lowering(roots, outer.names, {}, outer.kernels, copy_results=False, targets=targets,
-                     dim_names=outer.dim_names)
+                     dim_names=outer.dim_names, reserved=outer.reserved, own=outer.own)
     inner.var.update(bound)
     inner.taken |= outer.taken | set(bound.values())
     program = inner.run()
@@ -67,11 +67,15 @@ def _step_major(outer: Lowering, shape) -> str:
 
 
 def _claim(outer: Lowering, base: str) -> str:
-    name, k = base, 2
-    while name in outer.taken:
-        name, k = f"{base}_{k}", k + 1
+    name = outer.fresh(base)
     outer.taken.add(name)
     return name
+
+
+def _locals(outer: Lowering, placeholders) -> dict[Node, str]:
+    """The loop-body name of each placeholder (x_t, h_prev, ...): its own, unless the model
+    uses that name (a parameter `h_prev`) or the generated code does, then a fresh one."""
+    return {p: p.name if p.name not in outer.reserved else _claim(outer, p.name) for p in placeholders}
 
 
 def lower_loop(outer: Lowering, node: Node) -> Instr:
@@ -103,7 +107,11 @@ def _outputs(outer: Lowering, node: Node, bases: list[str], sequences: int) -> l
         item = next((c for c in outer.consumers.get(node, []) if c.op == "item" and c.attr("index") == k),
                     None)
         given = outer.names.get(item) if item is not None else None
-        name = _claim(outer, given if given and given.isidentifier() else base)
+        if given and outer.own.get(item) == given and given not in outer.taken:
+            name = given  # the model's own name for the sequence
+            outer.taken.add(name)
+        else:
+            name = _claim(outer, given if given and given.isidentifier() else base)
         if item is not None:
             outer.var[item] = name + BATCH_MAJOR if k < sequences else name
         names.append(name if item is not None else None)
@@ -114,12 +122,13 @@ def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Inst
     ns, nh = len(cell.seq_ph), len(cell.state_ph)
     shapes = node.attr("shapes")
     T = outer._dim_text(shapes[0][TIME_AXIS])
-    t = "t" if "t" not in outer.taken else _claim(outer, "step")
+    t = "t" if not outer._unavailable("t") else _claim(outer, "step")
     bases = [f"{p.name.removesuffix('_prev')}_seq" for p in cell.state_ph]
     bases += [f"{r.name.removesuffix('_t')}_seq" for r in cell.res_ph]
     outs = _outputs(outer, node, bases, len(bases))
     outs = [o or _claim(outer, f"{cell.name}_unused{k}") for k, o in enumerate(outs)]  # states are kept
-    bound = {p: p.name for p in (*cell.seq_ph, *cell.state_ph)}
+    ph = _locals(outer, (*cell.seq_ph, *cell.state_ph))
+    bound = dict(ph)
     bound |= dict(zip(cell.captured, args[ns + nh:], strict=True))
     roots = {f"s{k}": o for k, o in enumerate(cell.outs)} | {f"r{k}": r for k, r in enumerate(cell.residuals)}
     targets = {key: f"{o}[{t}]" for key, o in zip(roots, outs, strict=True)}
@@ -135,14 +144,14 @@ def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Inst
             message = f"scan {cell.name}: the time axis has length 0"
             lines += [f"if {T} == 0:", f'    raise ValueError("{message}")']
         lines += allocations + before
-        lines += [f"{p.name} = {a}" for p, a in zip(cell.state_ph, args[ns:ns + nh], strict=True)
+        lines += [f"{ph[p]} = {a}" for p, a in zip(cell.state_ph, args[ns:ns + nh], strict=True)
                   if p in program.leaves]
         lines.append(f"for {t} in range({T}):")
-        inner = [f"{p.name} = {_at(a, t)}" for p, a in zip(cell.seq_ph, args[:ns], strict=True)]
+        inner = [f"{ph[p]} = {_at(a, t)}" for p, a in zip(cell.seq_ph, args[:ns], strict=True)]
         inner += _body(program)
         inner += [f"{target} = {results[key]}" for key, target in targets.items()
                   if key not in program.placed]
-        inner += [f"{p.name} = {targets[key] if key in program.placed else results[key]}"
+        inner += [f"{ph[p]} = {targets[key] if key in program.placed else results[key]}"
                   for p, key in zip(cell.state_ph, [f"s{k}" for k in range(nh)], strict=True)
                   if p in program.leaves]  # a per-step output no step reads is not carried
         return lines + ["    " + line for line in inner]
@@ -158,14 +167,15 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
     fwd_args = node.args[nh + nr].args[0].args  # the arguments of the scan this loop reverses
     shapes = node.attr("shapes")
     T = outer._dim_text(fwd_args[0].shape[TIME_AXIS])
-    t = "t" if "t" not in outer.taken else _claim(outer, "step")
+    t = "t" if not outer._unavailable("t") else _claim(outer, "step")
     names = [f"d{p.name.removesuffix('_t')}_seq" for p in cell.seq_ph]
     names += [f"d{p.name.removesuffix('_prev')}0" for p in cell.state_ph]
     names += [_grad_name(outer, c, k) for k, c in enumerate(fwd_args[ns + nh:])]
     outs = _outputs(outer, node, names, ns)
     carries = [_claim(outer, f"carry_{p.name.removesuffix('_prev')}") for p in cell.state_ph]
-    bound = {p: p.name for p in (*cell.seq_ph, *cell.state_ph, *cell.res_ph, *cell.ct_ph)}
-    bound |= {p: p.name for p in cell.out_ph if p is not None}
+    ph = _locals(outer, (*cell.seq_ph, *cell.state_ph, *cell.res_ph, *cell.ct_ph,
+                         *(p for p in cell.out_ph if p is not None)))
+    bound = dict(ph)
     bound |= dict(zip(cell.back_captured, back_captured, strict=True))
     wanted = [*cell.d_seq, *cell.d_state, *cell.d_captured]
     roots = {f"d{k}": d for k, d in enumerate(wanted) if d is not None and (outs[k] or ns <= k < ns + nh)}
@@ -191,15 +201,15 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
         lines = [f"# {cell.name}: back-propagation through time, the reverse loop over the {T} steps"]
         lines += allocations + before
         lines.append(f"for {t} in range({T} - 1, -1, -1):")
-        inner = [f"{p.name} = {_at(a, t)}" for p, a in zip(cell.seq_ph, sequences, strict=True)]
-        inner += [f"{p.name} = {_at(s, f'{t} - 1')} if {t} else {h0}"
+        inner = [f"{ph[p]} = {_at(a, t)}" for p, a in zip(cell.seq_ph, sequences, strict=True)]
+        inner += [f"{ph[p]} = {_at(s, f'{t} - 1')} if {t} else {h0}"
                   for p, s, h0 in zip(cell.state_ph, states, inits, strict=True) if p in program.leaves]
-        inner += [f"{p.name} = {_at(s, t)}" for p, s in zip(cell.out_ph, states, strict=True)
+        inner += [f"{ph[p]} = {_at(s, t)}" for p, s in zip(cell.out_ph, states, strict=True)
                   if p is not None]
-        inner += [f"{p.name} = {_at(r, t)}" for p, r in zip(cell.res_ph, residuals, strict=True)]
+        inner += [f"{ph[p]} = {_at(r, t)}" for p, r in zip(cell.res_ph, residuals, strict=True)]
         for p, c, carry, ct in zip(cell.ct_ph, cts, carries, node.args[:nh], strict=True):
             zero = ct.op == "broadcast_to" and ct.args[0].op == "const" and ct.args[0].attr("value") == 0
-            inner.append(f"{p.name} = {carry}" if zero else f"{p.name} = {_at(c, t)} + {carry}")
+            inner.append(f"{ph[p]} = {carry}" if zero else f"{ph[p]} = {_at(c, t)} + {carry}")
         inner += _body(program)
         for k in range(ns):
             if outs[k] is not None and f"d{k}" not in program.placed:

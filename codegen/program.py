@@ -86,9 +86,15 @@ class Lowering:
     def __init__(self, roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
                  kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
                  copy_results: bool = True, workspace: bool = False, targets: dict[str, str] | None = None,
-                 dim_names: frozenset[str] = frozenset()):
+                 dim_names: frozenset[str] = frozenset(), reserved: frozenset[str] = frozenset(),
+                 own: dict[Node, str] | None = None):
         self.roots = roots
         self.dim_names = dim_names  # the model's dims: the only symbols a shape or constant may name
+        # the model's names and the generated code's fixed locals: a name the code makes up
+        # (t1, dL_dz, z_2, carry_h, ...) never takes one; only a node the model itself named
+        # (`own`: equations and their training/evaluation forms) is written by its name
+        self.reserved = reserved
+        self.own = own or {}
         self.targets = targets or {}  # result key -> the array (a sequence's step) it is written into
         self.workspace = workspace  # a function's top level (a loop body's values are carried)
         self.copy_results = copy_results  # a loop body's results are copied by the loop itself
@@ -151,16 +157,26 @@ class Lowering:
     def _name(self, n: Node) -> str:
         base = self.names.get(n)
         if base is None or not base.isidentifier():
-            k = self._next_t  # every t1..t{k-1} is taken already: search on from there
-            while f"t{k}" in self.taken:
+            k = self._next_t  # every t1..t{k-1} is taken (or reserved) already: search on from there
+            while self._unavailable(f"t{k}"):
                 k += 1
             self._next_t = k
             name = f"t{k}"
+        elif self.own.get(n) == base and base not in self.taken:
+            name = base  # the model's own name for this value
         else:
-            name, k = base, 2
-            while name in self.taken:
-                name, k = f"{base}_{k}", k + 1
+            name = self.fresh(base)
         self.taken.add(name)
+        return name
+
+    def _unavailable(self, name: str) -> bool:
+        return name in self.taken or name in self.reserved
+
+    def fresh(self, base: str) -> str:
+        """`base`, or `base_2`, `base_3`, ...: the first that is neither taken nor reserved."""
+        name, k = base, 2
+        while self._unavailable(name):
+            name, k = f"{base}_{k}", k + 1
         return name
 
     # -- operand text -----------------------------------------------------------------------
@@ -494,9 +510,12 @@ def _mentions(text: str, name: str) -> bool:
 
 def lower(roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
           kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
-          workspace: bool = False, dim_names: frozenset[str] = frozenset()) -> Program:
+          workspace: bool = False, dim_names: frozenset[str] = frozenset(),
+          reserved: frozenset[str] = frozenset(), own: dict[Node, str] | None = None) -> Program:
     """Lower the graph that computes `roots` into a Program (see the module docstring);
     `stores` names results that overwrite a leaf (a state or parameter) in place; with
     `workspace`, large temporaries live in the call's workspace (`ws`); `dim_names` are the
-    model's dims, the only symbols its shapes and constants may name."""
-    return Lowering(roots, names, owners, kernels, stores, workspace=workspace, dim_names=dim_names).run()
+    model's dims, the only symbols its shapes and constants may name; no name the code makes up
+    is one of `reserved`, and only the nodes in `own` are written by the model's names."""
+    return Lowering(roots, names, owners, kernels, stores, workspace=workspace, dim_names=dim_names,
+                    reserved=reserved, own=own).run()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import mpmath
+import numpy as np
 import sympy
 from symgrad.symbolic.errors import ModelError, located, user_location
 from sympy.codegen.cfunctions import log1p
@@ -160,8 +162,84 @@ def _choose_derivative(fn: type[ElementwiseFunction]) -> sympy.Expr:
     for in_y in _through_output(d, fn.definition):
         if _Y in in_y.free_symbols and X not in in_y.free_symbols and agrees(in_y):
             candidates.append((_tidy(in_y), True))
-    best, _ = min(candidates, key=lambda c: (cost(c[0]), not c[1]))
-    return best.xreplace({_Y: own})
+    extremes = _Extremes(d.xreplace(sample_params), own.xreplace(sample_params))
+    scores = [extremes.score(c.xreplace(sample_params)) for c, _ in candidates]
+    if max(scores) < extremes.points:  # every form overflows somewhere: try the tanh forms too
+        for form in _tanh_forms(d):
+            if form not in (c for c, _ in candidates) and agrees(form):
+                candidates.append((form, False))
+                scores.append(extremes.score(form.xreplace(sample_params)))
+    # finite where the derivative is finite first, then cheapest, then through the output
+    best = min(range(len(candidates)),
+               key=lambda i: (-scores[i], cost(candidates[i][0]), not candidates[i][1]))
+    return candidates[best][0].xreplace({_Y: own})
+
+
+#: Inputs far out on both sides, where float32 exp and cosh overflow (past about 88.7): a form
+#: that is inf or nan there, where the derivative itself is finite, loses to one that is not.
+_EXTREMES = (-1000.0, -200.0, -90.0, -30.0, 30.0, 90.0, 200.0, 1000.0)
+
+
+class _Extremes:
+    """How many of the extreme inputs a candidate form gets right in float32, evaluated as the
+    generated code evaluates it (defined functions by their stable forms, y = f(x) first)."""
+
+    def __init__(self, d: sympy.Expr, own: sympy.Expr):
+        self.truth = {}
+        # at 30 digits, without evalf's adaptive precision (1 + erf(-707) would take minutes)
+        exact = sympy.lambdify(X, _expand_functions(d), "mpmath")
+        for x in _EXTREMES:
+            try:
+                with mpmath.workdps(30):
+                    value = complex(exact(mpmath.mpf(x)))
+            except (TypeError, ValueError, ZeroDivisionError, OverflowError, NameError):
+                continue
+            if value.imag == 0 and math.isfinite(value.real) and abs(value.real) < 3e38:
+                self.truth[x] = value.real
+        self.points = len(self.truth)
+        self.forward = _float32_function(own, (X,))
+
+    def score(self, candidate: sympy.Expr) -> int:
+        f = _float32_function(candidate, (X, _Y))
+        if f is None or self.forward is None:
+            return 0
+        right = 0
+        with np.errstate(all="ignore"):
+            for x, want in self.truth.items():
+                try:
+                    xv = np.float32(x)
+                    got = float(np.float32(f(xv, np.float32(self.forward(xv)))))
+                except (NameError, TypeError, ValueError, ZeroDivisionError, OverflowError):
+                    continue
+                right += math.isfinite(got) and abs(got - want) <= 1e-3 * max(1.0, abs(want))
+        return right
+
+
+def _float32_function(expr: sympy.Expr, args: tuple) -> Callable | None:
+    """expr as a numpy function, defined functions replaced by their stable forms."""
+    while any(isinstance(e, ElementwiseFunction) for e in sympy.preorder_traversal(expr)):
+        expr = expr.replace(lambda e: isinstance(e, ElementwiseFunction), lambda e: e.lowered())
+    try:  # numpy has no erf; the generated code computes it with math.erf too
+        return sympy.lambdify(args, expr, [{"erf": np.vectorize(math.erf, otypes=[np.float32])}, "numpy"])
+    except (NameError, TypeError, ValueError, KeyError, ImportError):
+        return None
+
+
+def _tanh_forms(d: sympy.Expr) -> list[sympy.Expr]:
+    """d with exponentials written through tanh (e^x = (1 + tanh(x/2)) / (1 - tanh(x/2))),
+    simplified and factored: tanh saturates where exp overflows."""
+    if not d.has(sympy.exp) or sympy.count_ops(d) > 40:  # simplify is slow on a long expression
+        return []
+    r = d.rewrite(sympy.tanh)
+    forms = []
+    for tidy in (sympy.simplify, sympy.factor):
+        try:
+            form = _tidy(tidy(r))
+        except (NotImplementedError, ValueError, TypeError):
+            continue
+        if form not in forms:
+            forms.append(form)
+    return forms
 
 
 def _through_output(d: sympy.Expr, definition: sympy.Expr) -> list[sympy.Expr]:
@@ -200,7 +278,7 @@ def _agree(candidate_in_y: sympy.Expr, d: sympy.Expr, definition: sympy.Expr) ->
         try:
             want, y = float(df(x)), float(ff(x))
             got = float(cf(x, y))
-        except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError, NameError):  # NameError: no math.f
             continue
         if not (math.isfinite(want) and math.isfinite(y)):
             continue
@@ -235,7 +313,7 @@ def _tidy(expr: sympy.Expr) -> sympy.Expr:
 
 
 _TRANSCENDENTAL = (sympy.exp, sympy.log, sympy.tanh, sympy.sinh, sympy.cosh, sympy.sin,
-                   sympy.cos, sympy.atan, sympy.atanh, sympy.LambertW, log1p)
+                   sympy.cos, sympy.atan, sympy.atanh, sympy.LambertW, log1p, sympy.erf)
 
 
 def cost(expr: sympy.Expr) -> int:

@@ -13,12 +13,14 @@ op name and its own entry in `symbolic.rules.RULES`.
 from __future__ import annotations
 
 import atexit
+import numbers
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import sympy
-from symgrad.symbolic.errors import ShapeError, located, user_location
+from symgrad.symbolic.errors import ModelError, ShapeError, located, user_location
 from symgrad.symbolic.shapes import Shape, as_shape, broadcast, fmt_shape, normalize_axes, shapes_equal
 
 #: The scalar variables an `ew` node's expression is written in: x0 is its first argument, ...
@@ -160,7 +162,10 @@ class Node:
 
     def reshape(self, *shape: object) -> Node:
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        shape = as_shape(shape)
+        try:
+            shape = as_shape(shape)
+        except (TypeError, ValueError) as e:
+            raise ShapeError(located(f"reshape of {fmt_shape(self.shape)}: {e}", user_location())) from None
         if shapes_equal(shape, self.shape):
             return self
         if self.op == "reshape":  # a reshape of a reshape is one reshape
@@ -190,7 +195,11 @@ def const(value: object) -> Node:
 
     v = value if isinstance(value, sympy.Expr) else sympy.sympify(checks.finite_number(value, "a constant"))
     if not isinstance(v, sympy.Expr) or v.free_symbols - {s for s in v.free_symbols if s.is_integer}:
-        raise TypeError(f"a constant must be a number or an expression of dims, not {value!r}")
+        raise ModelError(located(f"a constant must be a number or an expression of dims, not {value!r}",
+                                 user_location()))
+    problem = checks.bad_atoms(v, v.free_symbols)  # its numbers: finite and real (oo, zoo, nan, I are not)
+    if problem or v.is_number and not (v.is_real and v.is_finite):
+        raise ModelError(located(f"a constant must be a finite real number, not {v}", user_location()))
     return Node.make("const", (), {"value": v}, ())
 
 
@@ -199,9 +208,11 @@ def as_node(x: object) -> Node:
         return x
     if isinstance(x, (int, float, sympy.Expr)) and not isinstance(x, bool):
         return const(x)
-    if hasattr(x, "__float__") and getattr(x, "shape", ()) == ():
-        return const(float(x))  # a numpy scalar
-    raise TypeError(f"cannot use {type(x).__name__} {x!r} in an equation; use a tensor or a number")
+    if isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
+        return const(float(x))  # a numpy number, a Fraction (a bool is not a number here)
+    shown = repr(x) if len(repr(x)) <= 60 else repr(x)[:57] + "..."
+    raise ModelError(located(f"cannot use {type(x).__name__} {shown} in an equation; use a tensor or a "
+                             "number", user_location()))
 
 
 #: The operations whose second operand is integer class labels (an index, not a number).

@@ -6,12 +6,16 @@ import keyword
 
 from symgrad.symbolic.errors import ModelError
 
-#: Names the generated module itself defines or uses; a model may not take them.
+#: Names the generated module itself defines or uses; a model may not take them. The one table:
+#: the functions' arguments and fixed locals (`state`, `training`, `ws`, `dt`, ...), the module's
+#: imports, constants and functions. Locals the code makes up from a model's names (t1, dL_dz,
+#: z_2, carry_h, a loop's `t`) are renamed around the model's names instead (codegen.program).
 RESERVED = frozenset({
-    "np", "ne", "math", "annotations", "DIMS", "PARAMS", "INPUTS", "OUTPUTS", "HYPERS",
-    "LOSSES", "TASK", "PREDICTION", "DEFAULT_DIMS", "BACKEND", "init_params", "forward",
-    "loss", "loss_and_grad", "validate", "set_backend", "params", "batch", "inputs", "hypers",
-    "dims", "seed", "dtype", "dt", "rng", "grads", "out",
+    "np", "ne", "math", "annotations", "Mapping", "DIMS", "PARAMS", "INPUTS", "OUTPUTS", "HYPERS",
+    "TARGETS", "STATES", "OBJECTIVES", "SPEC_HASH", "LOSSES", "TASK", "PREDICTION", "DEFAULT_DIMS",
+    "BACKEND", "init_params", "init_state", "forward", "loss", "loss_and_grad", "validate",
+    "set_backend", "params", "batch", "inputs", "hypers", "state", "training", "ws", "dims", "seed",
+    "dtype", "dt", "rng", "grads", "out",
 })
 
 

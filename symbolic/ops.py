@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import sympy
 from symgrad.symbolic import checks, functions, rules
-from symgrad.symbolic.errors import ShapeError, located, user_location
+from symgrad.symbolic.errors import ModelError, ShapeError, located, user_location
 from symgrad.symbolic.functions import define_function
 from symgrad.symbolic.graph import ARG, Node, apply, as_node, elementwise
 from symgrad.symbolic.shapes import as_dim, fmt_shape, shapes_equal, size
@@ -43,8 +43,11 @@ def square(x: object) -> Node:
 
 
 def leaky_relu(x: object, alpha: float = 0.01) -> Node:
-    """x where x > 0, alpha * x elsewhere (alpha a finite number)."""
+    """x where x > 0, alpha * x elsewhere (alpha a finite number, at least 0)."""
     alpha = checks.sympy_number(alpha, "leaky_relu: the slope alpha")
+    if alpha < 0:  # the derivative is written through the output, [y > 0], which needs alpha >= 0
+        raise ModelError(located(f"leaky_relu: the slope alpha must be at least 0, not {alpha}",
+                                 user_location()))
     return elementwise(functions.leaky_relu(_x, alpha), [x], "leaky_relu")
 
 
@@ -242,6 +245,9 @@ def take(x: Node, axis: int, start, stop) -> Node:
     x = as_node(x)
     axis = _axis(x, axis, "take")
     start, stop = (checks.int_or_dim(v, f"take: {k}") for k, v in (("start", start), ("stop", stop)))
+    if start.is_negative or stop.is_negative:  # counting from the end is numpy's, not take's
+        raise ShapeError(located(f"take: start and stop must not be negative, not {start} and {stop}",
+                                 user_location()))
     return apply("slice", [x], axis=axis, start=start, stop=stop)
 
 

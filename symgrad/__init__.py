@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "BUILTINS": "symgrad.models",
     **dict.fromkeys(("load_module", "resolve", "source", "write"), "symgrad.pipeline"),
     "train": "symgrad.training.run",
+    "sweep": "symgrad.training.sweep",
     **dict.fromkeys(("TrainedModel", "load_trained"), "symgrad.training.trained"),
 }
 #: `symgrad.ops` is the modelling language's whole vocabulary (`from symgrad import ops as F`)

@@ -1,5 +1,5 @@
-"""The `symgrad` command: list, derive, calibrate, train, predict, evaluate, sample, export
-(and doc, when documents are installed).
+"""The `symgrad` command: list, derive, calibrate, train, sweep, predict, evaluate, sample,
+export (and doc, when documents are installed).
 
 Every failure a user can cause ends in one line on stderr and a non-zero exit status:
 2 for a malformed command line, 1 for anything else (a model with a mistake, missing data).
@@ -71,6 +71,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from symgrad.training.cli import run_sweep
+
+    return run_sweep(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from symgrad.codegen.emit import BACKENDS
     from symgrad.symbolic import __version__
@@ -108,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model with its generated module")
     add_arguments(p)
     p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("sweep", help="train a model at every point of a grid of settings, runs in parallel "
+                       "on a Dask cluster, and rank them")
+    add_arguments(p, sweep=True)
+    p.set_defaults(run=_cmd_sweep)
 
     from symgrad.training.predict import add_commands
 

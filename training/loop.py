@@ -155,6 +155,9 @@ class Trainer:
         self.best_model_state = {k: v.copy() for k, v in self.model_state.items()}
         self.bad_epochs = 0  # epochs since the best one
         self._train: tuple[np.ndarray, np.ndarray] | None = None
+        # where each mini-batch's gradient comes from: None, this process; else a
+        # `training.parallel.DataParallel`, shards of the batch on Dask workers
+        self.parallel = None
 
     @property
     def lr(self) -> float:
@@ -221,12 +224,20 @@ class Trainer:
         def where(step: int, b: int) -> str:
             return f"epoch {epoch}, step {step} (batch {b} of {n_batches})"
 
-        for b, idx in enumerate(batches(len(X), self.config.batch_size, self.rng), start=1):
+        order = list(batches(len(X), self.config.batch_size, self.rng))
+        if self.parallel is not None:
+            self.parallel.begin_epoch(X, Y, order)
+        for b, idx in enumerate(order, start=1):
             step = self.steps + 1
-            batch = {self.input: X[idx]} if self.target is None else {self.input: X[idx], self.target: Y[idx]}
             try:
-                loss, grads = self.module.loss_and_grad(self.params, batch, hypers, state=self.model_state,
-                                                        rng=self.model_rng)
+                if self.parallel is not None:
+                    loss, grads = self.parallel.loss_and_grad(b - 1, self.params, self.model_state, hypers,
+                                                              self.model_rng)
+                else:
+                    batch = {self.input: X[idx]} if self.target is None else {self.input: X[idx],
+                                                                              self.target: Y[idx]}
+                    loss, grads = self.module.loss_and_grad(self.params, batch, hypers,
+                                                            state=self.model_state, rng=self.model_rng)
             except np.linalg.LinAlgError as e:  # a singular matrix: the generated code names the equation
                 raise Diverged(f"{e} at {where(step, b)}") from None
             if not math.isfinite(loss):

@@ -99,3 +99,29 @@ def scatter(real: np.ndarray, fake: np.ndarray, path: str | pathlib.Path, title:
     ax.legend(loc="upper right")
     ax.set_title(title or "real and generated samples")
     return _write(fig, path)
+
+
+def sweep_curves(curves: dict[str, Sequence[tuple[int, float, float]]], metric: str, path: str | pathlib.Path,
+                 best: str | None = None, title: str = "") -> pathlib.Path:
+    """Validation loss (left) and metric (right) per epoch of every run of a sweep, one line
+    per run (`curves`: run name -> (epoch, val loss, val metric) rows); the best run bold."""
+    fig = _figure(11, 4.5)
+    from matplotlib.ticker import MaxNLocator
+    axes = fig.subplots(1, 2)
+    for name, rows in curves.items():
+        epochs = [r[0] for r in rows]
+        style = {"linewidth": 2.5, "zorder": 3} if name == best else {"linewidth": 1, "alpha": 0.7}
+        label = f"{name} (best)" if name == best else name
+        for ax, column in zip(axes, (1, 2), strict=True):
+            ax.plot(epochs, [r[column] for r in rows], label=label, **style)
+    for ax, label in zip(axes, ("loss", metric), strict=True):
+        ax.set_title(f"validation {label} at the end of each epoch", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation {label}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    if len(curves) <= 16:
+        axes[1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _write(fig, path)

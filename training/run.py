@@ -54,6 +54,7 @@ from symgrad.symbolic.errors import SymgradError, SymgradWarning
 from symgrad.training import checkpoint, defaults, metrics, plots
 from symgrad.training.data import Prepared, prepare, resolve
 from symgrad.training.loop import REGULARISERS, Diverged, EpochRecord, TrainConfig, Trainer
+from symgrad.training.parallel import WorkersLost
 from symgrad.training.progress import Progress
 from symgrad.training.trained import MODEL, MODEL_FILE, MODULE, TrainedModel, load_trained, save_model
 
@@ -95,7 +96,8 @@ def train(model, data=None, *, optimizer: str | None = None,
           progress: bool | None = None, quiet: bool = False, l1: float | None = None,
           l2: float | None = None, dropout: float | None = None, schedule=None,
           sparse_labels: bool | None = None,
-          clip_norm: float | None = None, threads: int | None = None, steps: int | None = None):
+          clip_norm: float | None = None, threads: int | None = None, steps: int | None = None,
+          workers: int | None = None, scheduler: str | None = None):
     """Train `model` (a built-in name, a model file, a `Model` or a generated module) and
     return the result (a `RunResult`; a `training.gan.GanResult` for a GAN).
 
@@ -113,6 +115,9 @@ def train(model, data=None, *, optimizer: str | None = None,
     `sparse_labels`: a built-in classifier trains its variant on integer class labels (the
     sparse softmax cross-entropy, no one-hot targets); a model whose target is declared
     `integer=True` does so anyway.
+    `workers`, `scheduler`: data-parallel training on Dask (`training.parallel`), each step's
+    batch split over a local cluster of `workers` processes, or over the workers of the running
+    cluster at `scheduler`.
     A GAN takes `steps`, `lr`, `batch_size`, `seed`, `out`, `quiet` and `threads`.
     """
     module = _load_module(model)
@@ -125,15 +130,25 @@ def train(model, data=None, *, optimizer: str | None = None,
         sparse_labels=sparse_labels or None).items()
         if v is not None}
     _check_threads(threads)
+    placement = None
+    if workers is not None or scheduler is not None:
+        from symgrad.training.cluster import check_placement
+
+        check_placement(workers, scheduler)
+        placement = {"workers": workers, "scheduler": scheduler}
     if getattr(module, "OBJECTIVES", None):  # several players: a GAN trains by alternating steps
+        if placement is not None:
+            raise SymgradError("GAN training runs in one process; --workers and --scheduler are for "
+                               "models that train in epochs")
         return _train_gan(model, module, given, out, quiet)
     if steps is not None:
         raise SymgradError("--steps is for GANs; this model trains in --epochs")
     with _thread_limit(threads):
-        return _train_epochs(model, module, given, out, resume, progress, quiet)
+        return _train_epochs(model, module, given, out, resume, progress, quiet, placement)
 
 
-def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progress, quiet) -> RunResult:
+def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progress, quiet,
+                  placement: dict | None = None) -> RunResult:
     regularisers = _regularisers(**{k: given.pop(k, None) for k in REGULARISERS})
     sparse = given.pop("sparse_labels", False)
     if regularisers:
@@ -192,7 +207,17 @@ def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progr
         atomic.remove_stale(run_dir, RUN_FILES)  # a write that a kill interrupted
     else:
         run_dir, created = _claim_run_dir(out, settings)
-    return _run(trainer, prepared, settings, run_dir, progress, quiet, sources, created)
+    settings.pop("shards", None)  # a resumed data-parallel run may go on in one process
+    if placement is None:
+        return _run(trainer, prepared, settings, run_dir, progress, quiet, sources, created)
+    from symgrad.training.cluster import connect, worker_addresses
+    from symgrad.training.parallel import DataParallel
+
+    with connect(**placement) as client:
+        shards = placement["workers"] or len(worker_addresses(client))
+        settings["shards"] = shards
+        trainer.parallel = DataParallel(client, module, shards, trainer.input, trainer.target)
+        return _run(trainer, prepared, settings, run_dir, progress, quiet, sources, created)
 
 
 def _check_threads(threads) -> None:
@@ -392,14 +417,20 @@ def _effective(stored: dict, key: str, name: str):
     return stored[key].get(name)
 
 
+def free_folder(parent: str, model: str, data: str) -> pathlib.Path:
+    """The first `PARENT/MODEL-DATA-N` that does not exist yet (N = 1, 2, ...)."""
+    stem = pathlib.Path(data).stem.split(" ")[0]
+    n = 1
+    while (folder := pathlib.Path(parent) / f"{model}-{stem}-{n}").exists():
+        n += 1
+    return folder
+
+
 def _claim_run_dir(out: str | pathlib.Path | None, settings: dict) -> pathlib.Path:
     """The folder of a new run: given, or the first free `runs/MODEL-DATA-N`. One that holds
     another run is refused, so nothing of it is overwritten."""
     if out is None:
-        stem = pathlib.Path(settings["data"]).stem.split(" ")[0]
-        n = 1
-        while (run_dir := pathlib.Path("runs") / f"{settings['model']}-{stem}-{n}").exists():
-            n += 1
+        run_dir = free_folder("runs", settings["model"], settings["data"])
     else:
         run_dir = pathlib.Path(out)
     try:
@@ -452,6 +483,8 @@ def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path
                    trainer.epoch)
     if trainer.history:
         bar.write(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.steps})")
+    if trainer.parallel is not None:
+        trainer.parallel.say = bar.write
     start = time.perf_counter()
 
     first = True
@@ -481,7 +514,7 @@ def _run(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.Path
 
     try:
         trainer.fit(on_epoch, bar.step)
-    except (Diverged, atomic.WriteError) as e:
+    except (Diverged, WorkersLost, atomic.WriteError) as e:
         raise type(e)(f"{e}; {kept()}") from None
     except KeyboardInterrupt:
         note = (f"continue with --resume {run_dir} (the checkpoint of epoch {saved} is kept)" if saved
@@ -561,6 +594,8 @@ def _finish(trainer: Trainer, data: Prepared, settings: dict, run_dir: pathlib.P
     note = f"stopped early after epoch {epochs_run}, best epoch {trainer.best_epoch}" if stopped else (
         f"{epochs_run} epoch{'s' * (epochs_run != 1)}"
         + (f", best epoch {trainer.best_epoch}" if settings["patience"] else ""))
+    if settings.get("shards"):
+        note += f", data-parallel over {settings['shards']} shards"
     summary = (f"test {metric} {test[metric]:.4f}  (test loss {test['loss']:.4f}{extra}; {settings['model']} "
                f"on {settings['data']}, {settings['optimizer']} lr {settings['lr']:g}, batch size "
                f"{settings['batch_size']}, seed {settings['seed']}; {note}; {seconds:.1f} s; "
