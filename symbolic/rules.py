@@ -587,6 +587,12 @@ def _shape_latex(shape: Shape) -> str:
     return r"\left(" + ", ".join(sympy.latex(d) for d in shape) + r"\right)"
 
 
+
+def _upright(name: str) -> str:
+    """A cell's name as an upright subscript: \\mathrm with its underscores escaped, which both
+    pdflatex and latex2mathml read (\\text{gru_back} stops pdflatex)."""
+    return r"\mathrm{" + name.replace("_", r"\_") + "}"
+
 RULES: dict[str, Rule] = {
     # op             label                 shape rule         VJP
     "ew": Rule("elementwise function", _ew_shape, _ew_vjp,
@@ -659,11 +665,11 @@ RULES.update({
     # a recurrence over time (symbolic.scan): several outputs, read through `item`
     "scan": Rule("recurrence over time (scan)", lambda shapes, **attrs: (), _scan_vjp,
                  text=lambda n, *a: f"scan[{n.attr('cell').name}]({', '.join(a)})",
-                 latex=lambda n, *a: rf"\operatorname{{scan}}_{{\text{{{n.attr('cell').name}}}}}"
+                 latex=lambda n, *a: rf"\operatorname{{scan}}_{{{_upright(n.attr('cell').name)}}}"
                                      rf"\left({', '.join(a)}\right)"),
     "scan_vjp": Rule("back-propagation through time", lambda shapes, **attrs: (), _no_second_order,
                      text=lambda n, *a: f"bptt[{n.attr('cell').name}](...)",
-                     latex=lambda n, *a: rf"\operatorname{{BPTT}}_{{\text{{{n.attr('cell').name}}}}}"
+                     latex=lambda n, *a: rf"\operatorname{{BPTT}}_{{{_upright(n.attr('cell').name)}}}"
                                          r"\left(\dots\right)"),
     "item": Rule("output of a scan", lambda shapes, **attrs: (), _no_second_order,
                  text=lambda n, a: f"{a}[{n.attr('index')}]",

@@ -211,7 +211,7 @@ def test_every_model_document_has_a_figure_of_its_network():
 
 
 def test_the_numeric_check_prints_its_numbers():
-    rows = [r for s in built("mlp_tanh").sections if s.kind == "check" for r in s.items]
+    rows = [r for s in built("mlp_tanh").sections if s.id == "check" for r in s.items]
     assert all(re.fullmatch(r"\d \\times 10\^\{-\d+\}", r.error) for r in rows), [r.error for r in rows]
     assert all(r.entry and r.analytic and r.difference for r in rows)
     assert rows[0].analytic == rows[0].difference  # to six digits

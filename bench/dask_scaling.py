@@ -13,9 +13,9 @@
    step costs beyond its share of the work), and the bytes a step moves (parameters out to each
    shard and gradients back) and an epoch scatters (the training rows, once).
 
-    python bench/distributed.py                      # both parts
-    python bench/distributed.py --json out.json      # and the figures as JSON
-    python bench/distributed.py --part sweep --epochs 10 --rounds 3
+    python bench/dask_scaling.py                      # both parts
+    python bench/dask_scaling.py --json out.json      # and the figures as JSON
+    python bench/dask_scaling.py --part sweep --epochs 10 --rounds 3
 
 On a shared machine every figure moves with the load: the script prints the load average
 before and after, and the ratios come from one interleaved run.
@@ -33,8 +33,6 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HERE = ROOT / "bench"
-# This file's own folder comes first on sys.path, and its name would shadow Dask's `distributed`.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if pathlib.Path(p or ".").resolve() != HERE]
 
 
 def sweep_throughput(epochs: int, rounds: int) -> dict:
