@@ -258,6 +258,13 @@ def results_table() -> list[dict[str, str]]:
     return [dict(zip(header, r, strict=True)) for r in rows]
 
 
+#: Models whose README fractions hold only to a tolerance: two players trained against each other
+#: amplify last-bit differences of the BLAS build, the CPU and its thread count (this machine gave
+#: 0.8436 in one session and 0.8248 in the next with bit-identical code), so the GAN's fraction is
+#: compared to 0.03 and its modes exactly.
+CHAOTIC = {"gan_ring": 0.03}
+
+
 def _figures(cell: str) -> list[str]:
     return re.findall(r"\d+\.\d+|\d+/\d+", cell)
 
@@ -281,5 +288,11 @@ def test_readme_results_are_what_the_defaults_reach(session, row):
         summary = session.train_summary(("train", model, "--seed", "0"))
         measured = _figures(summary.split("(")[0])
         wanted = [figure] if len(models) > 1 else figures
-        assert measured == wanted, f"`symgrad train {model} --seed 0` printed {summary!r}; the README " \
-                                   f"says {row['test']!r}"
+        message = f"`symgrad train {model} --seed 0` printed {summary!r}; the README says {row['test']!r}"
+        tolerance = CHAOTIC.get(model)
+        if tolerance is None:
+            assert measured == wanted, message
+        else:  # counts (8/8) exactly, fractions within the tolerance
+            assert len(measured) == len(wanted), message
+            for got, want in zip(measured, wanted, strict=True):
+                assert (got == want) if "/" in want else abs(float(got) - float(want)) <= tolerance, message
