@@ -430,12 +430,16 @@ def build_kernel(expr: sympy.Expr, operands: tuple[str, ...],
         low = factored
     replacements, (reduced,) = sympy.cse([low], symbols=sympy.numbered_symbols("c_"))
     writer = NumpyWriter(set(operands))
-    buffers: dict[sympy.Symbol, sympy.Symbol] = {}  # cse's c_k -> the scratch buffer holding it
+    buffers: dict[sympy.Symbol, sympy.Expr] = {}  # cse's c_k -> the scratch buffer holding it
     for sym, sub in replacements:
+        sub = sub.xreplace(buffers)  # a temporary may read earlier ones
+        if isinstance(sub, sympy.logic.boolalg.Boolean):  # a shared condition (x > 0) stays inline:
+            buffers[sym] = sub  # comparisons are written where a Piecewise or indicator uses them
+            continue
         name = f"s{writer.scratch}"
         writer.scratch += 1
         writer.emit(f"{name} = np.empty_like(out)", set(), name)
-        writer.write(sub.xreplace(buffers), name)  # a temporary may read earlier ones
+        writer.write(sub, name)
         buffers[sym] = sympy.Symbol(name, real=True)
     reduced = reduced.xreplace(buffers)
     writer.write(reduced, "out")

@@ -221,3 +221,16 @@ def test_swish_derivative_stays_finite_at_extreme_float32_inputs():
     f32 = sympy.lambdify(X, expanded, "numpy")
     with np.errstate(all="ignore"):
         assert np.isfinite(f32(np.linspace(-200, 200, 81, dtype=np.float32))).all(), form
+
+
+def test_leaky_relu_of_leaky_relu_shares_its_condition_inline():
+    """cse pulled the shared condition (a > 0) of two fused leaky relus out as a temporary,
+    which the numpy writer cannot hold in a buffer: the model could not be generated."""
+    m = sg.Model("leaky_twice", task="regression")
+    B, n = m.dims("B n")
+    X_, y = m.input("X", (B, n)), m.target("y", (B, 1))
+    z = m.let("z", sg.leaky_relu(sg.leaky_relu(X_ @ m.param("W", (n, 1)), 0.5), 0.5))
+    m.output("y_hat", z)
+    m.loss(sg.mse(z, y))
+    for backend in ("numpy", "numexpr"):
+        gradients_match(sg.load_module(m, backend), {"B": 4, "n": 3}, seed=3)
