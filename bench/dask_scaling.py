@@ -32,7 +32,6 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-HERE = ROOT / "bench"
 
 
 def sweep_throughput(epochs: int, rounds: int) -> dict:
