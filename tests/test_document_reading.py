@@ -210,11 +210,20 @@ def test_every_model_document_has_a_figure_of_its_network():
     assert r"\fbox{" in tex and "from $fake$" in tex
 
 
-def test_the_numeric_check_prints_its_numbers():
-    rows = [r for s in built("mlp_tanh").sections if s.id == "check" for r in s.items]
-    assert all(re.fullmatch(r"\d \\times 10\^\{-\d+\}", r.error) for r in rows), [r.error for r in rows]
-    assert all(r.entry and r.analytic and r.difference for r in rows)
-    assert rows[0].analytic == rows[0].difference  # to six digits
+@pytest.mark.parametrize("name", ["mlp_tanh", "mlp_regularised", "gan_ring"])
+def test_the_numeric_check_prints_its_numbers(name):
+    """First and second order: a measured error per row (one digit, or an exact 0), not a floor."""
+    sections = {s.id: s.items for s in built(name).sections if s.kind == "check"}
+    assert set(sections) == {"check", "second-order-check"}, set(sections)
+    number = r"\d \\times 10\^\{-\d+\}"
+    for rows in sections.values():
+        assert all(re.fullmatch(number, r.error) or r.error == "0" for r in rows), [r.error for r in rows]
+    first, second = sections["check"], sections["second-order-check"]
+    assert all(re.fullmatch(number, r.error) for r in first)
+    assert all(r.entry and r.analytic and r.difference for r in first)
+    assert first[0].analytic == first[0].difference  # to six digits
+    hv = [r for r in second if r.name.startswith("(H v)")]  # against differences: never exact
+    assert len(hv) == len(BUILTINS[name].build().params) and all(re.fullmatch(number, r.error) for r in hv)
 
 
 def test_an_operator_name_with_a_digit_is_one_upright_word_in_mathml():
