@@ -13,13 +13,20 @@ spinning: right after the parent's turn, PyTorch's ran up to 2.9x slower than al
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
-THREADS = 2
+# SYMGRAD_BENCH_CLOCK=cpu: time the CPU of the process (time.process_time) instead of the wall
+# clock, and run PyTorch on one thread (set OPENBLAS_NUM_THREADS=1 for numpy's BLAS too). On a
+# machine that other jobs load, the wall clock of a sample moves with their share of the cores;
+# the CPU time of a one-thread process does not.
+CPU_CLOCK = os.environ.get("SYMGRAD_BENCH_CLOCK", "wall") == "cpu"
+CLOCK = time.process_time if CPU_CLOCK else time.perf_counter
+THREADS = 1 if CPU_CLOCK else 2
 SAMPLE_S = 0.004  # timed calls per sample: enough to last about this long
 BLOCKS = 3  # turns each side takes in `measure` when PyTorch runs beside the variants
 # The pause before each turn. Measured on the MLP: with no pause PyTorch's turn ran 2.9x slower
@@ -49,13 +56,13 @@ def measure(variants: dict, rounds: int, remote=None) -> tuple[dict[str, list[fl
     for name, f in variants.items():
         for _ in range(3):
             f()
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         f()
-        number[name] = max(1, int(SAMPLE_S / max(time.perf_counter() - t0, 1e-7)))
+        number[name] = max(1, int(SAMPLE_S / max(CLOCK() - t0, 1e-7)))
     samples = {name: [] for name in variants} | ({TORCH: []} if remote else {})
     faults = dict.fromkeys(samples, 0.0)
     calls = dict.fromkeys(variants, 0)
-    clock = time.perf_counter
+    clock = CLOCK
     blocks = [len(b) for b in _split(range(rounds), BLOCKS if remote else 1)]
     for block in blocks:
         if remote:
@@ -185,10 +192,10 @@ def torch_worker(variant) -> int:
             answer = []
             for _ in range(request["samples"]):
                 run()
-                f0, t0 = minor_faults(), time.perf_counter()
+                f0, t0 = minor_faults(), CLOCK()
                 for _ in range(number):
                     run()
-                answer.append([(time.perf_counter() - t0) / number, (minor_faults() - f0) / number])
+                answer.append([(CLOCK() - t0) / number, (minor_faults() - f0) / number])
         print(json.dumps(answer), flush=True)
     return 0
 

@@ -231,12 +231,28 @@ def save(calibration: dict) -> pathlib.Path:
 
 
 _CURRENT: dict | None = None
+_ADOPTED: dict | None = None  # another process's calibration, taken over by this one
+
+
+def adopt(calibration: dict | None) -> None:
+    """Use `calibration` (another process's `current()`) in this process from now on, whatever
+    this process's own key. A Dask worker adopts its client's: the backend choices, and so the
+    last bits of every figure, are then those of `symgrad train` in the client's process (the
+    worker's one numexpr thread would otherwise key a measurement of its own, taken under the
+    load of the tasks beside it), and no worker spends seconds measuring. None: this process's
+    own again."""
+    global _ADOPTED
+    if calibration is not None:
+        thresholds(calibration)  # every dtype and kind present, or KeyError
+    _ADOPTED = calibration
 
 
 def current() -> dict:
     """This machine's calibration: measured once (and cached) on first use. A cache folder
     that cannot be written costs a measurement per process, not an error."""
     global _CURRENT
+    if _ADOPTED is not None:
+        return _ADOPTED
     if _CURRENT is not None and _CURRENT["key"] == key():
         return _CURRENT
     data = cached()

@@ -127,6 +127,12 @@ def _common(model: Model, backend: str, kernels: list[Kernel], programs: list[Pr
     if any(p.uses_workspace for p in programs):
         used.add("_workspace")
     compiled = NUMBA_HELPERS if backend == "numba" else {}
+    while True:  # and the helpers those helpers call (_ones under the sums)
+        inner = {h for u in used for h in re.findall(r"\b(\w+)\(", compiled.get(u, HELPERS[u]))
+                 if h in HELPERS}
+        if inner <= used:
+            break
+        used |= inner
     helpers = [compiled.get(h, HELPERS[h]).strip() for h in HELPERS if h in used]
     numba_helpers = any(h in compiled for h in used)
     return {

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:b1d0bf3486de4376c8dac25ba27cc679482799176573a4292821199b04df8617
+# symgrad-generated sha256:6fe72e9158228212de43a243f77170ee6267dd97f8532a4d49853de8389e5966
 """attention_digits: one-head self-attention classifier over 8 tokens of 8 features: embedding
     with learnt positions, scaled dot-product attention with a residual connection, a relu
     layer per token, mean over tokens, softmax
@@ -84,6 +84,9 @@ _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('d', False): None,
     ('d', True): None,
 }
+# Whether any kernel may run numexpr now (set_backend and set_numexpr_thresholds keep it): while
+# none may, a kernel skips the per-call lookup, which costs as much as a small array's ufunc.
+_NUMEXPR_ANY = False
 
 
 def set_backend(name: str) -> None:
@@ -92,6 +95,7 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+    _numexpr_any()
 
 
 def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
@@ -103,6 +107,13 @@ def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) ->
         if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
             raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
     _NUMEXPR_FROM.update(thresholds)
+    _numexpr_any()
+
+
+def _numexpr_any() -> None:
+    global _NUMEXPR_ANY
+    _NUMEXPR_ANY = BACKEND == "numexpr" or (
+        BACKEND == "auto" and any(start is not None for start in _NUMEXPR_FROM.values()))
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -220,14 +231,27 @@ def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype
 _ONES: dict[tuple[int, str], np.ndarray] = {}
 
 
-def _colsum(x: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
-    rows = x.reshape(-1, x.shape[-1])
-    key = (rows.shape[0], rows.dtype.char)
-    ones = _ONES.get(key)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """n ones, cached per length and dtype (read-only): a sum along an axis is one BLAS
+    product with them, two to three times faster than numpy's reduction on a step's arrays."""
+    ones = _ONES.get((n, dtype.char))
     if ones is None:
-        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
-    return np.dot(ones, rows)
+        ones = _ONES[n, dtype.char] = np.ones(n, dtype=dtype)
+        ones.flags.writeable = False
+    return ones
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a row of ones."""
+    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+
+
+def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
+    along a short last axis, a row of class scores, costs twice as much)."""
+    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    return total[..., None] if keepdims else total
 
 
 _ZEROS: dict[str, np.ndarray] = {}
@@ -248,20 +272,21 @@ def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
     np.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
+    e /= _rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
     s = z - z.max(axis=axis, keepdims=True)
-    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    e = np.exp(s)
+    s -= np.log(_rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True))
     return s
 
 
 def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
     np.add(a, b, out=out)
     return out
@@ -269,7 +294,7 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew2(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = a/sqrt(b)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a/sqrt(b)", local_dict={"a": a, "b": k(b)}, out=out)
     s0 = np.empty_like(out)
@@ -280,7 +305,7 @@ def _ew2(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
 
 def _ew3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = relu(a + b)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "where(k0 > a + b, k0, a + b)",
@@ -294,7 +319,7 @@ def _ew3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew4(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a/8"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a/k0", local_dict={"a": a, "k0": k(8.0)}, out=out)
     np.multiply(a, 0.125, out=out)
@@ -303,7 +328,7 @@ def _ew4(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d + c*exp(b)/d"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
         return ne.evaluate(
             "(-a + c*exp(b))/d",
@@ -319,7 +344,7 @@ def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray)
 
 def _ew6(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*Heaviside(b, 0)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*where(b > k0, k1, k0)",
@@ -333,7 +358,7 @@ def _ew6(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew7(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
     np.multiply(a, b, out=out)
     return out
@@ -341,7 +366,7 @@ def _ew7(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = a*(b - c)/sqrt(d)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*(b - c)/sqrt(d)",
@@ -358,7 +383,7 @@ def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray)
 
 def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b + c + d"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b + c + d", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
     np.add(a, b, out=out)
     np.add(out, c, out=out)
@@ -368,7 +393,7 @@ def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
 
 def _ew10(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = exp(a)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
     np.exp(a, out=out)
     return out
@@ -376,7 +401,7 @@ def _ew10(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew11(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = -a/b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
     np.divide(a, b, out=out)
@@ -386,7 +411,7 @@ def _ew11(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
 
 def _ew12(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d - b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
     np.divide(a, d, out=out)
@@ -399,7 +424,7 @@ def _ew12(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray
 
 def _ew13(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b", local_dict={"a": a, "b": b}, out=out)
     np.subtract(a, b, out=out)
     return out
@@ -407,7 +432,7 @@ def _ew13(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew14(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
     """out = a*b/sqrt(c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a*b/sqrt(c)", local_dict={"a": a, "b": b, "c": k(c)}, out=out)
     np.multiply(a, b, out=out)
@@ -419,7 +444,7 @@ def _ew14(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray
 
 def _ew15(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b + c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.add(a, b, out=out)
     np.add(out, c, out=out)
@@ -428,7 +453,7 @@ def _ew15(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
 
 def _ew16(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
     """out = (a + b)/sqrt(c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("(a + b)/sqrt(c)", local_dict={"a": a, "b": b, "c": k(c)}, out=out)
     np.add(a, b, out=out)
@@ -440,7 +465,7 @@ def _ew16(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray
 
 def _ew17(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("-a", local_dict={"a": a}, out=out)
     np.negative(a, out=out)
     return out
@@ -448,7 +473,7 @@ def _ew17(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew18(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(b, c, out=out)
     np.add(out, a, out=out)
@@ -463,7 +488,7 @@ def _ew19(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = (a + b + c)*Heaviside(d, 0)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "(a + b + c)*where(d > k0, k1, k0)",
@@ -487,7 +512,7 @@ def _ew20(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = d*e*(-a - b - c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "d*e*(-a - b - c)",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
@@ -503,7 +528,7 @@ def _ew20(
 
 def _ew21(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(b, c, out=out)
     np.subtract(a, out, out=out)
@@ -512,7 +537,7 @@ def _ew21(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
 
 def _ew22(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a/8 + b/8"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("(a + b)/k0", local_dict={"a": a, "b": b, "k0": k(8.0)}, out=out)
     np.add(a, b, out=out)
@@ -530,7 +555,7 @@ def _ew23(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = a*b + c*d + e + f"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "a*b + c*d + e + f",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f},
@@ -554,7 +579,7 @@ def _ew24(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = a + b + c + d + e"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "a + b + c + d + e",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
@@ -769,7 +794,7 @@ def loss_and_grad(
     L = -t10/B
     # (13) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (14) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
-    t11 = Y.sum(axis=1, keepdims=True)
+    t11 = _rowsum(Y, keepdims=True)
     dL_dz = _ew5(Y, t9, t11, B, out=t9)
     # (17) dL/d(sum(R, axis=1)/8) = dL_dz @ W2.T
     t12 = np.dot(dL_dz, W2.T)
@@ -921,7 +946,7 @@ def hvp(
     # (13) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (14) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t11 = _ew10(t9, out=t9)
-    t12 = Y.sum(axis=1, keepdims=True)
+    t12 = _rowsum(Y, keepdims=True)
     t13 = _ew11(t12, B, out=t12)
     dL_dz = _ew12(Y, t11, t13, B, out=z)
     # (17) dL/d(sum(R, axis=1)/8) = dL_dz @ W2.T
@@ -1000,7 +1025,7 @@ def hvp(
     t42 = np.matmul(Q, t41.transpose(0, 2, 1), out=_scratch(ws, "t42", (B, 8, 8), dt))
     t43 = _ew16(t38, t42, d, out=t38)
     t44 = _ew7(t43, A, out=t42)
-    t45 = t44.sum(axis=2)
+    t45 = _rowsum(t44)
     t46 = _ew17(t45, out=t45)
     t47 = _ew18(t44, t46.reshape(B, 8, 1), A, out=_scratch(ws, "t47", (B, 8, 8), dt))
     t48 = np.matmul(t47, V, out=_scratch(ws, "t48", (B, 8, d), dt))
@@ -1030,7 +1055,7 @@ def hvp(
     t57 = _ew4(t56, out=t56)
     t58 = np.dot(t57, W2)
     t59 = _ew20(_v_b2.reshape(1, n_out), t31, t58, t13, t11, out=np.empty((B, n_out), dtype=dt))
-    t60 = t59.sum(axis=1, keepdims=True)
+    t60 = _rowsum(t59, keepdims=True)
     t61 = _ew21(t59, t11, t60, out=t11)
     t62 = np.dot(t61, W2.T)
     t63 = _ew22(t30.T, t62, out=t62)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:9671311623feb3d491d28c3957b016040c8f6db7f924c79728570f9c54882350
+# symgrad-generated sha256:9c0c73d62a3ce4e55111f350bce73eff51f21c1401b1446321b6231f6aa3fa08
 """cnn_digits: convolutional network for 8x8 images: two conv-relu-maxpool blocks (16 and 32
     channels) and a dense softmax layer
 
@@ -71,6 +71,9 @@ _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('d', False): None,
     ('d', True): None,
 }
+# Whether any kernel may run numexpr now (set_backend and set_numexpr_thresholds keep it): while
+# none may, a kernel skips the per-call lookup, which costs as much as a small array's ufunc.
+_NUMEXPR_ANY = False
 
 
 def set_backend(name: str) -> None:
@@ -79,6 +82,7 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+    _numexpr_any()
 
 
 def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
@@ -90,6 +94,13 @@ def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) ->
         if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
             raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
     _NUMEXPR_FROM.update(thresholds)
+    _numexpr_any()
+
+
+def _numexpr_any() -> None:
+    global _NUMEXPR_ANY
+    _NUMEXPR_ANY = BACKEND == "numexpr" or (
+        BACKEND == "auto" and any(start is not None for start in _NUMEXPR_FROM.values()))
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -207,14 +218,27 @@ def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype
 _ONES: dict[tuple[int, str], np.ndarray] = {}
 
 
-def _colsum(x: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
-    rows = x.reshape(-1, x.shape[-1])
-    key = (rows.shape[0], rows.dtype.char)
-    ones = _ONES.get(key)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """n ones, cached per length and dtype (read-only): a sum along an axis is one BLAS
+    product with them, two to three times faster than numpy's reduction on a step's arrays."""
+    ones = _ONES.get((n, dtype.char))
     if ones is None:
-        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
-    return np.dot(ones, rows)
+        ones = _ONES[n, dtype.char] = np.ones(n, dtype=dtype)
+        ones.flags.writeable = False
+    return ones
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a row of ones."""
+    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+
+
+def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
+    along a short last axis, a row of class scores, costs twice as much)."""
+    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    return total[..., None] if keepdims else total
 
 
 _ZEROS: dict[str, np.ndarray] = {}
@@ -235,14 +259,15 @@ def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
     np.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
+    e /= _rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
     s = z - z.max(axis=axis, keepdims=True)
-    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    e = np.exp(s)
+    s -= np.log(_rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True))
     return s
 
 
@@ -328,7 +353,7 @@ def _col2im_matmul(
 
 def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = relu(a + b)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "where(k0 > a + b, k0, a + b)",
@@ -342,7 +367,7 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew2(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
     np.add(a, b, out=out)
     return out
@@ -350,7 +375,7 @@ def _ew2(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew3(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d + c*exp(b)/d"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
         return ne.evaluate(
             "(-a + c*exp(b))/d",
@@ -366,7 +391,7 @@ def _ew3(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray)
 
 def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = Piecewise((1, Eq(a, b)), (0, True))"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "where(a == b, k1, k0)",
@@ -379,7 +404,7 @@ def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a/b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a/b", local_dict={"a": a, "b": b}, out=out)
     np.divide(a, b, out=out)
     return out
@@ -387,7 +412,7 @@ def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew6(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
     np.multiply(a, b, out=out)
     return out
@@ -395,7 +420,7 @@ def _ew6(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew7(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*Heaviside(b, 0)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*where(b > k0, k1, k0)",
@@ -409,7 +434,7 @@ def _ew7(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew8(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = exp(a)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
     np.exp(a, out=out)
     return out
@@ -417,7 +442,7 @@ def _ew8(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew9(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = -a/b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
     np.divide(a, b, out=out)
@@ -427,7 +452,7 @@ def _ew9(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
 
 def _ew10(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d - b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
     np.divide(a, d, out=out)
@@ -440,7 +465,7 @@ def _ew10(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray
 
 def _ew11(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = (a + b)*Heaviside(c, 0)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "(a + b)*where(c > k0, k1, k0)",
@@ -462,7 +487,7 @@ def _ew12(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = (a + b + c)*Heaviside(d, 0)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "(a + b + c)*where(d > k0, k1, k0)",
@@ -486,7 +511,7 @@ def _ew13(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = d*e*(-a - b - c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "d*e*(-a - b - c)",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
@@ -502,7 +527,7 @@ def _ew13(
 
 def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(b, c, out=out)
     np.subtract(a, out, out=out)
@@ -511,7 +536,7 @@ def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
 
 def _ew15(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = (a + b)/c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("(a + b)/c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.add(a, b, out=out)
     np.divide(out, c, out=out)
@@ -692,7 +717,7 @@ def loss_and_grad(
     L = -t7/B
     # (10) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (11) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
-    t8 = Y.sum(axis=1, keepdims=True)
+    t8 = _rowsum(Y, keepdims=True)
     dL_dz = _ew3(Y, t6, t8, B, out=t6)
     # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
     t9 = np.dot(dL_dz, W.T)
@@ -834,7 +859,7 @@ def hvp(
     # (10) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (11) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t8 = _ew8(t6, out=t6)
-    t9 = Y.sum(axis=1, keepdims=True)
+    t9 = _rowsum(Y, keepdims=True)
     t10 = _ew9(t9, B, out=t9)
     dL_dz = _ew10(Y, t8, t10, B, out=z)
     # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
@@ -968,7 +993,7 @@ def hvp(
     t40 = _ew5(t39, t13, out=t39)
     t41 = np.dot(t40.reshape(B, 128), W)
     t42 = _ew13(_v_b.reshape(1, n_out), t28, t41, t10, t8, out=np.empty((B, n_out), dtype=dt))
-    t43 = t42.sum(axis=1, keepdims=True)
+    t43 = _rowsum(t42, keepdims=True)
     t44 = _ew14(t42, t8, t43, out=t8)
     t45 = np.dot(t44, W.T)
     t46 = _ew2(t27.T, t45, out=t45)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:681541668393ae07eaecfd4e9ca60d1ef7f26b38d40cfd6295946efe8e1e0652
+# symgrad-generated sha256:907ec692bfaeab7aac1ba477d8c25bcb034210ddeb43e5a94bb37de8e60bb7c9
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -87,6 +87,9 @@ _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('d', False): None,
     ('d', True): None,
 }
+# Whether any kernel may run numexpr now (set_backend and set_numexpr_thresholds keep it): while
+# none may, a kernel skips the per-call lookup, which costs as much as a small array's ufunc.
+_NUMEXPR_ANY = False
 
 
 def set_backend(name: str) -> None:
@@ -95,6 +98,7 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+    _numexpr_any()
 
 
 def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
@@ -106,6 +110,13 @@ def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) ->
         if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
             raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
     _NUMEXPR_FROM.update(thresholds)
+    _numexpr_any()
+
+
+def _numexpr_any() -> None:
+    global _NUMEXPR_ANY
+    _NUMEXPR_ANY = BACKEND == "numexpr" or (
+        BACKEND == "auto" and any(start is not None for start in _NUMEXPR_FROM.values()))
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -223,34 +234,48 @@ def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype
 _ONES: dict[tuple[int, str], np.ndarray] = {}
 
 
-def _colsum(x: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
-    rows = x.reshape(-1, x.shape[-1])
-    key = (rows.shape[0], rows.dtype.char)
-    ones = _ONES.get(key)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """n ones, cached per length and dtype (read-only): a sum along an axis is one BLAS
+    product with them, two to three times faster than numpy's reduction on a step's arrays."""
+    ones = _ONES.get((n, dtype.char))
     if ones is None:
-        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
-    return np.dot(ones, rows)
+        ones = _ONES[n, dtype.char] = np.ones(n, dtype=dtype)
+        ones.flags.writeable = False
+    return ones
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a row of ones."""
+    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+
+
+def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
+    along a short last axis, a row of class scores, costs twice as much)."""
+    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    return total[..., None] if keepdims else total
 
 
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
     np.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
+    e /= _rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
     s = z - z.max(axis=axis, keepdims=True)
-    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    e = np.exp(s)
+    s -= np.log(_rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True))
     return s
 
 
 def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
     np.add(a, b, out=out)
     return out
@@ -258,7 +283,7 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew2(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = sigmoid(a + b)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
         return ne.evaluate(
             "(tanh((a + b)/k0) + k1)/k0",
@@ -275,7 +300,7 @@ def _ew2(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew3(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = 1 - a"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("k0 - a", local_dict={"a": a, "k0": k(1.0)}, out=out)
     np.subtract(1.0, a, out=out)
@@ -284,7 +309,7 @@ def _ew3(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew4(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = tanh(a + b*c)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("tanh(a + b*c)", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(b, c, out=out)
     np.add(out, a, out=out)
@@ -294,7 +319,7 @@ def _ew4(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
 
 def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b + c*d"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b + c*d", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
     np.multiply(a, b, out=out)
     s0 = np.empty_like(out)
@@ -305,7 +330,7 @@ def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
 
 def _ew6(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d + c*exp(b)/d"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
         return ne.evaluate(
             "(-a + c*exp(b))/d",
@@ -321,7 +346,7 @@ def _ew6(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray)
 
 def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*(1 - c**2)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*b*(k0 - c**2)",
@@ -337,7 +362,7 @@ def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
 
 def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*c*(1 - c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*b*c*(k0 - c)",
@@ -353,7 +378,7 @@ def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
 
 def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = d*(1 - d)*(a*b - a*c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*d*(k0 - d)*(b - c)",
@@ -371,7 +396,7 @@ def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
 
 def _ew10(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
     np.multiply(a, b, out=out)
     return out
@@ -379,7 +404,7 @@ def _ew10(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew11(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b + c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(a, b, out=out)
     np.add(out, c, out=out)
@@ -388,7 +413,7 @@ def _ew11(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
 
 def _ew12(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = exp(a)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
     np.exp(a, out=out)
     return out
@@ -396,7 +421,7 @@ def _ew12(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew13(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = -a/b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
     np.divide(a, b, out=out)
@@ -406,7 +431,7 @@ def _ew13(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
 
 def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d - b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
     np.divide(a, d, out=out)
@@ -419,7 +444,7 @@ def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray
 
 def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*(1 - b**2)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a*(k0 - b**2)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
     np.square(b, out=out)
@@ -430,7 +455,7 @@ def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*(1 - b)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a*b*(k0 - b)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
     np.subtract(1.0, b, out=out)
@@ -441,7 +466,7 @@ def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew17(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b - a*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*(b - c)", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.subtract(b, c, out=out)
     np.multiply(out, a, out=out)
@@ -450,7 +475,7 @@ def _ew17(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
 
 def _ew18(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b + c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.add(a, b, out=out)
     np.add(out, c, out=out)
@@ -459,7 +484,7 @@ def _ew18(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
 
 def _ew19(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("-a", local_dict={"a": a}, out=out)
     np.negative(a, out=out)
     return out
@@ -474,7 +499,7 @@ def _ew20(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = a + b*c + d*e"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "a + b*c + d*e",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
@@ -500,7 +525,7 @@ def _ew21(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = a*b + c*d + e*f + g*h"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "a*b + c*d + e*f + g*h",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f, "g": g, "h": h},
@@ -528,7 +553,7 @@ def _ew22(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = (1 - e**2)*(a*b - 2*c*d*e)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "(k0 - e**2)*(a*b - k1*c*d*e)",
@@ -559,7 +584,7 @@ def _ew23(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = e*(1 - e)*(a*b + c*(-d*e + d*(1 - e)) + f*g)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "e*(k0 - e)*(a*b + c*d*(k0 - k1*e) + f*g)",
@@ -603,7 +628,7 @@ def _ew24(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = c*(1 - c)*(a*(-b*c + b*(1 - c)) - d*e + e*f)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "c*(k0 - c)*(a*b*(k0 - k1*c) - d*e + e*f)",
@@ -629,7 +654,7 @@ def _ew24(
 
 def _ew25(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(b, c, out=out)
     np.add(out, a, out=out)
@@ -645,7 +670,7 @@ def _ew26(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = d*e*(-a - b - c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "d*e*(-a - b - c)",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
@@ -661,7 +686,7 @@ def _ew26(
 
 def _ew27(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(b, c, out=out)
     np.subtract(a, out, out=out)
@@ -872,7 +897,7 @@ def loss_and_grad(
     L = -t16/B
     # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
-    t17 = Y.sum(axis=1, keepdims=True)
+    t17 = _rowsum(Y, keepdims=True)
     dL_dz = _ew6(Y, t15, t17, B, out=t15)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t18 = np.dot(dL_dz, W.T)
@@ -1023,7 +1048,7 @@ def hvp(
     # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t17 = _ew12(t15, out=t15)
-    t18 = Y.sum(axis=1, keepdims=True)
+    t18 = _rowsum(Y, keepdims=True)
     t19 = _ew13(t18, B, out=t18)
     dL_dz = _ew14(Y, t17, t19, B, out=z)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
@@ -1214,7 +1239,7 @@ def hvp(
     t77 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), _v_W)
     t78 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h), W)
     t79 = _ew26(_v_c.reshape(1, n_out), t77, t78, t19, t17, out=np.empty((B, n_out), dtype=dt))
-    t80 = t79.sum(axis=1, keepdims=True)
+    t80 = _rowsum(t79, keepdims=True)
     t81 = _ew27(t79, t17, t80, out=t17)
     t82 = np.dot(t81, W.T)
     t83 = _ew1(t76.T, t82, out=t82)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:72465f18af24ed59c160b55c3dab5d92b446a43d923513a6cafdca6a040ed0b0
+# symgrad-generated sha256:0a2bdc76bf7b974872b206d4023f939ff10b97641d136675bdc9021551e2640c
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -87,6 +87,9 @@ _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('d', False): None,
     ('d', True): None,
 }
+# Whether any kernel may run numexpr now (set_backend and set_numexpr_thresholds keep it): while
+# none may, a kernel skips the per-call lookup, which costs as much as a small array's ufunc.
+_NUMEXPR_ANY = False
 
 
 def set_backend(name: str) -> None:
@@ -95,6 +98,7 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+    _numexpr_any()
 
 
 def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
@@ -106,6 +110,13 @@ def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) ->
         if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
             raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
     _NUMEXPR_FROM.update(thresholds)
+    _numexpr_any()
+
+
+def _numexpr_any() -> None:
+    global _NUMEXPR_ANY
+    _NUMEXPR_ANY = BACKEND == "numexpr" or (
+        BACKEND == "auto" and any(start is not None for start in _NUMEXPR_FROM.values()))
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -223,34 +234,48 @@ def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype
 _ONES: dict[tuple[int, str], np.ndarray] = {}
 
 
-def _colsum(x: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
-    rows = x.reshape(-1, x.shape[-1])
-    key = (rows.shape[0], rows.dtype.char)
-    ones = _ONES.get(key)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """n ones, cached per length and dtype (read-only): a sum along an axis is one BLAS
+    product with them, two to three times faster than numpy's reduction on a step's arrays."""
+    ones = _ONES.get((n, dtype.char))
     if ones is None:
-        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
-    return np.dot(ones, rows)
+        ones = _ONES[n, dtype.char] = np.ones(n, dtype=dtype)
+        ones.flags.writeable = False
+    return ones
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a row of ones."""
+    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+
+
+def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
+    along a short last axis, a row of class scores, costs twice as much)."""
+    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    return total[..., None] if keepdims else total
 
 
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
     np.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
+    e /= _rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
     s = z - z.max(axis=axis, keepdims=True)
-    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    e = np.exp(s)
+    s -= np.log(_rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True))
     return s
 
 
 def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
     np.add(a, b, out=out)
     return out
@@ -258,7 +283,7 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew2(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = sigmoid(a)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
         return ne.evaluate(
             "(tanh(a/k0) + k1)/k0",
@@ -274,7 +299,7 @@ def _ew2(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew3(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = tanh(a)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("tanh(a)", local_dict={"a": a}, out=out)
     np.tanh(a, out=out)
     return out
@@ -282,7 +307,7 @@ def _ew3(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b + c*d"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b + c*d", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
     np.multiply(a, b, out=out)
     s0 = np.empty_like(out)
@@ -293,7 +318,7 @@ def _ew4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
 
 def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
     np.multiply(a, b, out=out)
     return out
@@ -301,7 +326,7 @@ def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew6(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d + c*exp(b)/d"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
         return ne.evaluate(
             "(-a + c*exp(b))/d",
@@ -317,7 +342,7 @@ def _ew6(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray)
 
 def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b*c*(1 - d**2)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a + b*c*(k0 - d**2)",
@@ -334,7 +359,7 @@ def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
 
 def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*c*(1 - c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*b*c*(k0 - c)",
@@ -350,7 +375,7 @@ def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
 
 def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*(1 - c**2)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*b*(k0 - c**2)",
@@ -366,7 +391,7 @@ def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
 
 def _ew10(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = exp(a)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
     np.exp(a, out=out)
     return out
@@ -374,7 +399,7 @@ def _ew10(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew11(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = -a/b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
     np.divide(a, b, out=out)
@@ -384,7 +409,7 @@ def _ew11(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
 
 def _ew12(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d - b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
     np.divide(a, d, out=out)
@@ -403,7 +428,7 @@ def _ew13(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = tanh(a*b + c*d)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("tanh(a*b + c*d)", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
     np.multiply(a, b, out=out)
     s0 = np.empty_like(out)
@@ -415,7 +440,7 @@ def _ew13(
 
 def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b*(1 - c**2)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a + b*(k0 - c**2)",
@@ -431,7 +456,7 @@ def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
 
 def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*(1 - b)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a*b*(k0 - b)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
     np.subtract(1.0, b, out=out)
@@ -442,7 +467,7 @@ def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*(1 - b**2)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a*(k0 - b**2)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
     np.square(b, out=out)
@@ -453,7 +478,7 @@ def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew17(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b + c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.add(a, b, out=out)
     np.add(out, c, out=out)
@@ -472,7 +497,7 @@ def _ew18(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = a*b + c*d + e*f + g*h"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "a*b + c*d + e*f + g*h",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f, "g": g, "h": h},
@@ -500,7 +525,7 @@ def _ew19(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = (1 - e**2)*(a*b - 2*c*d*e)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "(k0 - e**2)*(a*b - k1*c*d*e)",
@@ -531,7 +556,7 @@ def _ew20(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = e*(1 - e)*(a*b + c*(-d*e + d*(1 - e)) + f*g)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "e*(k0 - e)*(a*b + c*d*(k0 - k1*e) + f*g)",
@@ -576,7 +601,7 @@ def _ew21(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = (1 - c**2)*(-2*a*b*c + d*e + f*g)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "(k0 - c**2)*(-k1*a*b*c + d*e + f*g)",
@@ -618,7 +643,7 @@ def _ew22(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = c*(1 - c)*(a*(-b*c + b*(1 - c)) + d*e)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "c*(k0 - c)*(a*b*(k0 - k1*c) + d*e)",
@@ -648,7 +673,7 @@ def _ew23(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = d*e*(-a - b - c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "d*e*(-a - b - c)",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
@@ -664,7 +689,7 @@ def _ew23(
 
 def _ew24(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(b, c, out=out)
     np.subtract(a, out, out=out)
@@ -884,7 +909,7 @@ def loss_and_grad(
     L = -t17/B
     # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
-    t18 = Y.sum(axis=1, keepdims=True)
+    t18 = _rowsum(Y, keepdims=True)
     dL_dz = _ew6(Y, t16, t18, B, out=t16)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t19 = np.dot(dL_dz, W.T)
@@ -1040,7 +1065,7 @@ def hvp(
     # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
     t18 = _ew10(t16, out=t16)
-    t19 = Y.sum(axis=1, keepdims=True)
+    t19 = _rowsum(Y, keepdims=True)
     t20 = _ew11(t19, B, out=t19)
     dL_dz = _ew12(Y, t18, t20, B, out=z)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
@@ -1249,7 +1274,7 @@ def hvp(
     t77 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), _v_W)
     t78 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h), W)
     t79 = _ew23(_v_c.reshape(1, n_out), t77, t78, t20, t18, out=np.empty((B, n_out), dtype=dt))
-    t80 = t79.sum(axis=1, keepdims=True)
+    t80 = _rowsum(t79, keepdims=True)
     t81 = _ew24(t79, t18, t80, out=t18)
     t82 = np.dot(t81, W.T)
     t83 = _ew1(t76.T, t82, out=t82)

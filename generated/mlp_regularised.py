@@ -1,4 +1,4 @@
-# symgrad-generated sha256:c766afe14c5f6ae43a12ad08e4cb5a58253f35b9dcdaefb3bcda130c90a5cb08
+# symgrad-generated sha256:3fdbf2882a37e572e7cbf078ee4962ff212c4950c95954684cb44d2dbdcdb71f
 """mlp_regularised: perceptron with two tanh hidden layers and softmax cross-entropy, with
     dropout, batchnorm, l1, l2
 
@@ -105,6 +105,9 @@ _NUMEXPR_FROM: dict[tuple[str, bool], int | None] = {
     ('d', False): None,
     ('d', True): None,
 }
+# Whether any kernel may run numexpr now (set_backend and set_numexpr_thresholds keep it): while
+# none may, a kernel skips the per-call lookup, which costs as much as a small array's ufunc.
+_NUMEXPR_ANY = False
 
 
 def set_backend(name: str) -> None:
@@ -113,6 +116,7 @@ def set_backend(name: str) -> None:
     if name not in ('auto', 'numpy', 'numexpr'):
         raise ValueError(f"backend must be one of auto, numpy, numexpr, not {name!r}")
     BACKEND = name
+    _numexpr_any()
 
 
 def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) -> None:
@@ -124,6 +128,13 @@ def set_numexpr_thresholds(thresholds: Mapping[tuple[str, bool], int | None]) ->
         if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
             raise ValueError(f"the threshold of {key!r} must be a non-negative int or None, not {start!r}")
     _NUMEXPR_FROM.update(thresholds)
+    _numexpr_any()
+
+
+def _numexpr_any() -> None:
+    global _NUMEXPR_ANY
+    _NUMEXPR_ANY = BACKEND == "numexpr" or (
+        BACKEND == "auto" and any(start is not None for start in _NUMEXPR_FROM.values()))
 
 
 def _use_numexpr(out: np.ndarray, heavy: bool) -> bool:
@@ -215,28 +226,42 @@ def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
 _ONES: dict[tuple[int, str], np.ndarray] = {}
 
 
-def _colsum(x: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last, as one BLAS product with a (cached) row of ones."""
-    rows = x.reshape(-1, x.shape[-1])
-    key = (rows.shape[0], rows.dtype.char)
-    ones = _ONES.get(key)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """n ones, cached per length and dtype (read-only): a sum along an axis is one BLAS
+    product with them, two to three times faster than numpy's reduction on a step's arrays."""
+    ones = _ONES.get((n, dtype.char))
     if ones is None:
-        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
-    return np.dot(ones, rows)
+        ones = _ONES[n, dtype.char] = np.ones(n, dtype=dtype)
+        ones.flags.writeable = False
+    return ones
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over every axis but the last, as one BLAS product with a row of ones."""
+    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+
+
+def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
+    along a short last axis, a row of class scores, costs twice as much)."""
+    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    return total[..., None] if keepdims else total
 
 
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
     e = z - z.max(axis=axis, keepdims=True)
     np.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
+    e /= _rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
     s = z - z.max(axis=axis, keepdims=True)
-    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    e = np.exp(s)
+    s -= np.log(_rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True))
     return s
 
 
@@ -258,7 +283,7 @@ def _dropout_mask(
 
 def _ew1(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
     """out = a - b/c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a - b/c", local_dict={"a": a, "b": b, "c": k(c)}, out=out)
     np.divide(b, c, out=out)
@@ -268,7 +293,7 @@ def _ew1(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
 
 def _ew2(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a**2"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a**2", local_dict={"a": a}, out=out)
     np.square(a, out=out)
     return out
@@ -284,7 +309,7 @@ def _ew3(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = e*tanh(a*b/sqrt(c/f + 1.0e-5) + d)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
         return ne.evaluate(
             "e*tanh(a*b/sqrt(c/f + k0) + d)",
@@ -305,7 +330,7 @@ def _ew3(
 
 def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
     np.add(a, b, out=out)
     return out
@@ -313,7 +338,7 @@ def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew5(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = Abs(a)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("abs(a)", local_dict={"a": a}, out=out)
     np.abs(a, out=out)
     return out
@@ -328,7 +353,7 @@ def _ew6(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = tanh(a*(b - c)/sqrt(d + 1.0e-5) + e)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
         return ne.evaluate(
             "tanh(a*(b - c)/sqrt(d + k0) + e)",
@@ -348,7 +373,7 @@ def _ew6(
 
 def _ew7(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = a/b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a/b", local_dict={"a": a, "b": k(b)}, out=out)
     np.divide(a, b, out=out)
@@ -357,7 +382,7 @@ def _ew7(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
 
 def _ew8(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b", local_dict={"a": a, "b": b}, out=out)
     np.subtract(a, b, out=out)
     return out
@@ -365,7 +390,7 @@ def _ew8(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew9(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
     np.multiply(a, b, out=out)
     return out
@@ -373,7 +398,7 @@ def _ew9(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew10(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = sqrt(a + 1.0e-5)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("sqrt(a + k0)", local_dict={"a": a, "k0": k(1e-05)}, out=out)
     np.add(1e-05, a, out=out)
@@ -383,7 +408,7 @@ def _ew10(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew11(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = tanh(a/b + c)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("tanh(a/b + c)", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.divide(a, b, out=out)
     np.add(out, c, out=out)
@@ -393,7 +418,7 @@ def _ew11(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
 
 def _ew12(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d + c*exp(b)/d"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
         return ne.evaluate(
             "(-a + c*exp(b))/d",
@@ -409,7 +434,7 @@ def _ew12(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray
 
 def _ew13(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*(1 - c**2)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*b*(k0 - c**2)",
@@ -425,7 +450,7 @@ def _ew13(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
 
 def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a*b/c**2"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("-a*b/c**2", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(a, b, out=out)
     s0 = np.empty_like(out)
@@ -437,7 +462,7 @@ def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
 
 def _ew15(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
     """out = a/(2*b*c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a/(k0*b*c)",
@@ -452,7 +477,7 @@ def _ew15(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray
 
 def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a/b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a/b", local_dict={"a": a, "b": b}, out=out)
     np.divide(a, b, out=out)
     return out
@@ -466,7 +491,7 @@ def _ew17(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = 2*a*b + c*d"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "k0*a*b + c*d",
@@ -483,7 +508,7 @@ def _ew17(
 
 def _ew18(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = -a/b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("-a/b", local_dict={"a": a, "b": k(b)}, out=out)
     np.divide(a, b, out=out)
@@ -499,7 +524,7 @@ def _ew19(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = 2*a*b + c*sign(b) + d"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "k0*a*b + c*where(b > k1, k2, where(b < k1, k3, k1)) + d",
@@ -527,7 +552,7 @@ def _ew19(
 
 def _ew20(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = 0.9*a + 0.1*b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "k0*a + k1*b",
@@ -543,7 +568,7 @@ def _ew20(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew21(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
     """out = 0.9*a + 0.1*b*c/Max(1, c - 1)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "k0*a + k1*b*c/where(k2 > c + k3, k2, c + k3)",
@@ -572,7 +597,7 @@ def _ew21(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray
 
 def _ew22(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = sqrt(a/b + 1.0e-5)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "sqrt(a/b + k0)",
@@ -587,7 +612,7 @@ def _ew22(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
 
 def _ew23(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = exp(a)"""
-    if _use_numexpr(out, True):
+    if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
     np.exp(a, out=out)
     return out
@@ -595,7 +620,7 @@ def _ew23(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew24(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d - b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("-(a/d + b*c)", local_dict={"a": a, "b": b, "c": c, "d": k(d)}, out=out)
     np.divide(a, d, out=out)
@@ -608,7 +633,7 @@ def _ew24(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray
 
 def _ew25(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*(1 - b**2)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a*(k0 - b**2)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
     np.square(b, out=out)
@@ -625,7 +650,7 @@ def _ew26(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = a*b + c*d"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b + c*d", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
     np.multiply(a, b, out=out)
     s0 = np.empty_like(out)
@@ -636,7 +661,7 @@ def _ew26(
 
 def _ew27(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = 2*a*b"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("k0*a*b", local_dict={"a": a, "b": b, "k0": k(2.0)}, out=out)
     np.multiply(a, b, out=out)
@@ -646,7 +671,7 @@ def _ew27(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _ew28(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a/(2*b)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a/(k0*b)", local_dict={"a": a, "b": b, "k0": k(2.0)}, out=out)
     np.divide(a, b, out=out)
@@ -662,7 +687,7 @@ def _ew29(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = 2*a*b*c/d**3"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "k0*a*b*c/d**3",
@@ -687,7 +712,7 @@ def _ew30(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = a + b/c - d*e/c**2"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "a + b/c - d*e/c**2",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
@@ -706,7 +731,7 @@ def _ew30(
 
 def _ew31(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*c*(1 - b**2)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*c*(k0 - b**2)",
@@ -729,7 +754,7 @@ def _ew32(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = d*e*(-a - b - c)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate(
             "d*e*(-a - b - c)",
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e},
@@ -745,7 +770,7 @@ def _ew32(
 
 def _ew33(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(b, c, out=out)
     np.subtract(a, out, out=out)
@@ -762,7 +787,7 @@ def _ew34(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = (1 - c**2)*(-2*a*b*c + f*(d + e))"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "(k0 - c**2)*(-k1*a*b*c + f*(d + e))",
@@ -794,7 +819,7 @@ def _ew35(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = (a - b*c/(2*d**2) + e + f)/(2*d*g)"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "(a - b*c/(k0*d**2) + e + f)/(k0*d*g)",
@@ -823,7 +848,7 @@ def _ew36(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = -a*b/c**2 + d/c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("(-a*b/c + d)/c", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
     s0 = np.empty_like(out)
     np.divide(1.0, c, out=s0)
@@ -846,7 +871,7 @@ def _ew37(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = a*b + 2*c*d + 2*e*f + g*h"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "a*b + k0*c*d + k0*e*f + g*h",
@@ -880,7 +905,7 @@ def _ew37(
 
 def _ew38(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + 2*b*c"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a + k0*b*c", local_dict={"a": a, "b": b, "c": c, "k0": k(2.0)}, out=out)
     np.multiply(b, c, out=out)
@@ -897,7 +922,7 @@ def _ew39(
     out: np.ndarray,
 ) -> np.ndarray:
     """out = 2*a*b + c + d"""
-    if _use_numexpr(out, False):
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
             "k0*a*b + c + d",
@@ -1263,7 +1288,7 @@ def loss_and_grad(
     L = t28 + t37
     # (46) dL/d(log_softmax(z3, axis=1)) = -Y/B
     # (47) dL_dz3 = -Y/B - (exp(log_softmax(z3, axis=1))*(-sum(Y, axis=1)/B))
-    t38 = Y.sum(axis=1, keepdims=True)
+    t38 = _rowsum(Y, keepdims=True)
     dL_dz3 = _ew12(Y, t16, t38, B, out=t16)
     # (50) dL_dh2 = dL_dz3 @ W3.T
     dL_dh2 = np.dot(dL_dz3, W3.T)
@@ -1480,7 +1505,7 @@ def hvp(
     # (46) dL/d(log_softmax(z3, axis=1)) = -Y/B
     # (47) dL_dz3 = -Y/B - (exp(log_softmax(z3, axis=1))*(-sum(Y, axis=1)/B))
     t38 = _ew23(t16, out=t16)
-    t39 = Y.sum(axis=1, keepdims=True)
+    t39 = _rowsum(Y, keepdims=True)
     t40 = _ew18(t39, B, out=t39)
     dL_dz3 = _ew24(Y, t38, t40, B, out=z3)
     # (50) dL_dh2 = dL_dz3 @ W3.T
@@ -1618,7 +1643,7 @@ def hvp(
     t96 = _ew31(t93, t14, mask2, out=t91)
     t97 = np.dot(t96, W3)
     t98 = _ew32(_v_b3.reshape(1, n_out), t95, t97, t40, t38, out=np.empty((B, n_out), dtype=dt))
-    t99 = t98.sum(axis=1, keepdims=True)
+    t99 = _rowsum(t98, keepdims=True)
     t100 = _ew33(t98, t38, t99, out=t38)
     t101 = np.dot(t100, W3.T)
     t102 = _ew34(t93, t41, t14, t94.T, t101, mask2, out=np.empty((B, n_h2), dtype=dt))

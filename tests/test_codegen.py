@@ -219,3 +219,28 @@ def test_small_dense_models_allocate_as_before():
     """Workspaces are for large temporaries (images, patch matrices): a dense model, whose
     sizes are all dims, pays no per-call bookkeeping."""
     assert "_take_workspace" not in (ROOT / "generated" / "mlp_tanh.py").read_text()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sums_as_blas_products_match_numpy(dtype):
+    """_rowsum and _colsum (sums as a product with cached ones) give numpy's sums, any rank."""
+    import numpy as np
+    from symgrad.codegen.lowering import HELPERS
+
+    env = {"np": np}
+    for name in ("_ones", "_colsum", "_rowsum"):
+        exec(HELPERS[name], env)
+    rng = np.random.default_rng(0)
+    for shape in [(5,), (7, 3), (2, 4, 6), (3, 1, 2, 5)]:
+        x = rng.standard_normal(shape).astype(dtype)
+        tol = {"rtol": 1e-5 if dtype == "float32" else 1e-12}
+        for keepdims in (False, True):
+            got = env["_rowsum"](x, keepdims=keepdims)
+            assert got.shape == x.sum(axis=-1, keepdims=keepdims).shape and got.dtype == x.dtype
+            np.testing.assert_allclose(got, x.sum(axis=-1, keepdims=keepdims), **tol)
+        if x.ndim > 1:
+            np.testing.assert_allclose(env["_colsum"](x), x.reshape(-1, shape[-1]).sum(axis=0), **tol)
+    ones = env["_ones"](4, np.dtype(dtype))
+    assert not ones.flags.writeable and env["_ones"](4, np.dtype(dtype)) is ones  # shared, so read-only
+    body = (ROOT / "generated" / "mlp_tanh.py").read_text().split("def loss_and_grad(")[1]
+    assert "_rowsum(Y, keepdims=True)" in body  # the row sum of the cross-entropy's adjoint

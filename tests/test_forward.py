@@ -68,12 +68,16 @@ def test_auto_backend_switches_engine_by_size(monkeypatch):
 
     real = numexpr.evaluate
     monkeypatch.setattr(module.ne, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(module, "_NUMEXPR_FROM", {k: None for k in module._NUMEXPR_FROM})
-    l_numpy, g_numpy = module.loss_and_grad(params, batch)
-    assert not calls
-    monkeypatch.setattr(module, "_NUMEXPR_FROM", {k: 1 for k in module._NUMEXPR_FROM})
-    l_ne, g_ne = module.loss_and_grad(params, batch)
-    assert calls
+    before = dict(module._NUMEXPR_FROM)
+    try:  # through the setter, which also tells the kernels whether numexpr may run at all
+        module.set_numexpr_thresholds({k: None for k in before})
+        l_numpy, g_numpy = module.loss_and_grad(params, batch)
+        assert not calls
+        module.set_numexpr_thresholds({k: 1 for k in before})
+        l_ne, g_ne = module.loss_and_grad(params, batch)
+        assert calls
+    finally:
+        module.set_numexpr_thresholds(before)
     assert l_ne == pytest.approx(l_numpy, rel=1e-12)
     for k in g_numpy:
         np.testing.assert_allclose(g_ne[k], g_numpy[k], rtol=1e-10, atol=1e-13)

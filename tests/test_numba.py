@@ -79,3 +79,29 @@ def test_numba_kernel_follows_numpy_on_division_by_zero_and_broadcasting():
     got = kernel(A, bias, col, 2.5, np.empty((4, 3)))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_numba_hvp_and_hessian_match_the_numpy_module_and_differences(name):
+    """The second-order functions under the numba backend: hvp equal to the numpy module's
+    (float64, 1e-10) and to five-point differences of the numba module's own gradient; hessian
+    equal to the numpy module's."""
+    from tests.test_second_order import difference_error
+
+    reference, dims, params, batch = _case(name, np.float64, seed=7)
+    _, _, module = built(name, "numba")
+    vector = {k: np.random.default_rng(8).standard_normal(p.shape) for k, p in params.items()}
+    want_loss, want_grads, want = reference.hvp(params, batch, vector, **run_kwargs(reference, dims))
+    got_loss, got_grads, got = module.hvp(params, batch, vector, **run_kwargs(reference, dims))
+    assert got_loss == pytest.approx(want_loss, rel=1e-12)
+    for k in params:
+        scale = max(1.0, float(np.abs(want[k]).max()))
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-10 * scale, err_msg=k)
+        np.testing.assert_allclose(got_grads[k], want_grads[k], rtol=1e-10, atol=1e-10, err_msg=k)
+    err = difference_error(got, lambda p: module.loss_and_grad(p, batch, **run_kwargs(reference, dims))[1],
+                           params, vector)
+    assert max(err.values()) <= 1e-6, err
+    wrt = min(params, key=lambda k: params[k].size)  # the smallest: a bias or a gain
+    np.testing.assert_allclose(module.hessian(params, batch, wrt, **run_kwargs(reference, dims)),
+                               reference.hessian(params, batch, wrt, **run_kwargs(reference, dims)),
+                               rtol=1e-10, atol=1e-10)

@@ -10,7 +10,8 @@ writes its own run folder where it trains.
 
 Every task of ours runs with one BLAS, OpenMP and numexpr thread (`one_thread`): a worker's
 cores are its task slots, and a task that spawned a BLAS pool per core would fight the
-tasks beside it for them.
+tasks beside it for them. It also adopts the calibration of the process that sent it
+(`codegen.calibration.adopt`), so a run's numbers do not depend on where it ran.
 """
 from __future__ import annotations
 
@@ -73,6 +74,15 @@ def worker_addresses(client, wait: float = 30) -> list[str]:
     except TimeoutError:
         raise SymgradError(f"the Dask cluster at {client.scheduler.address} has no workers") from None
     return sorted(client.scheduler_info(n_workers=-1)["workers"])
+
+
+def prepare_worker(calibration: dict) -> None:
+    """On a worker, before a task of ours: its libraries on one thread, and the client's
+    calibration (numexpr thresholds) instead of one measured here."""
+    from symgrad.codegen import calibration as calibrations
+
+    one_thread()
+    calibrations.adopt(calibration)
 
 
 def one_thread() -> None:

@@ -35,8 +35,9 @@ import time
 import types
 
 import numpy as np
+from symgrad.codegen import calibration
 from symgrad.symbolic.errors import SymgradError
-from symgrad.training.cluster import one_thread, worker_addresses
+from symgrad.training.cluster import prepare_worker, worker_addresses
 
 RETRIES = 3  # attempts of one step after a lost worker, each after sending the shards again
 _MODULES: dict[str, types.ModuleType] = {}  # on a worker: generated modules by source hash
@@ -48,13 +49,14 @@ class WorkersLost(SymgradError):
 
 def shard_step(shard: dict, start: int, stop: int, params: dict, state: dict, hypers: dict, seed: int):
     """On a worker: the loss, gradients and updated running statistics of rows start:stop of
-    this worker's shard for the epoch."""
-    one_thread()
+    this worker's shard for the epoch, with the client's calibration."""
+    prepare_worker(shard["calibration"])
     module = _MODULES.get(shard["hash"])
     if module is None:
         from symgrad.pipeline import import_source
 
         module = _MODULES[shard["hash"]] = import_source(shard["source"], shard["name"])
+    calibration.install(module)  # the thresholds of this client (another's may have come before)
     batch = {shard["input"]: shard["X"][start:stop]}
     if shard["target"] is not None:
         batch[shard["target"]] = shard["Y"][start:stop]
@@ -93,7 +95,7 @@ class DataParallel:
         data = []
         for k, rows in enumerate(self._rows):
             payload = {"source": self.source, "name": self.name, "hash": self.hash, "input": self.input,
-                       "target": self.target, "X": self._X[rows],
+                       "target": self.target, "calibration": calibration.current(), "X": self._X[rows],
                        "Y": None if self.target is None else self._Y[rows]}
             # a list of one: scatter would send a dict's values one by one
             data.append(self.client.scatter([payload], workers=[workers[k % len(workers)]], hash=False)[0])

@@ -29,6 +29,7 @@ import types
 import warnings
 from dataclasses import dataclass
 
+from symgrad.codegen import calibration
 from symgrad.codegen.atomic import write_text
 from symgrad.symbolic.errors import SymgradError, SymgradWarning
 
@@ -144,14 +145,15 @@ def run_settings(base: dict, point: dict) -> dict:
 
 
 # -- on a worker ------------------------------------------------------------------------------------
-def run_point(model, kwargs: dict, run_dir: str) -> dict:
+def run_point(model, kwargs: dict, run_dir: str, calibration: dict) -> dict:
     """Train one point into `run_dir` (resuming it when it holds a checkpoint: a retry after a
-    lost worker, or a sweep run again) and return its figures. Runs on a Dask worker."""
-    from symgrad.training.cluster import one_thread
+    lost worker, or a sweep run again) and return its figures. Runs on a Dask worker, with the
+    sweeping process's `calibration`."""
+    from symgrad.training.cluster import prepare_worker
     from symgrad.training.loop import Diverged
     from symgrad.training.run import CHECKPOINT, train
 
-    one_thread()
+    prepare_worker(calibration)
     folder = pathlib.Path(run_dir)
     model = _model(model)
     start = time.perf_counter()
@@ -248,13 +250,14 @@ def sweep(model, grid: dict | str, data=None, *, workers: int | None = None, sch
     todo = points(grid)
     names = [run_name(p) for p in todo]
     shipped = _shippable(model)
+    machine = calibration.current()  # what `symgrad train` here would use, sent to every run
     start = time.perf_counter()
     with connect(workers, scheduler) as client:
         if base.get("data") is not None and not isinstance(base["data"], (str, pathlib.PurePath)):
             base["data"] = client.scatter([base["data"]], broadcast=True)[0]  # sent once, not per run
         elif isinstance(base.get("data"), pathlib.PurePath):
             base["data"] = str(base["data"])
-        futures = {client.submit(run_point, shipped, run_settings(base, p), str(sweep_dir / n),
+        futures = {client.submit(run_point, shipped, run_settings(base, p), str(sweep_dir / n), machine,
                                  key=f"symgrad-run-{n}-{time.time_ns()}", pure=False): (p, n)
                    for p, n in zip(todo, names, strict=True)}
         outcome = _collect(client, futures, progress, quiet)

@@ -79,15 +79,20 @@ def blocks(body: list[str]) -> list[Block]:
 
 
 def helpers(source: str, code: str) -> list[tuple[str, str]]:
-    """(name, source) of the module's private functions that `code` calls, in module order."""
-    wanted = set(_CALL.findall(code))
-    found = []
+    """(name, source) of the module's private functions that `code` calls, and those that they
+    call in turn, in module order."""
+    bodies = {}
     for m in re.finditer(r"^def (_\w+)\(", source, flags=re.M):
-        if m.group(1) in wanted:
-            first_line_end = source.index("\n", m.start()) + 1
-            end = re.compile(r"^\S", flags=re.M).search(source, first_line_end)
-            found.append((m.group(1), source[m.start(): end.start() if end else len(source)].rstrip()))
-    return found
+        first_line_end = source.index("\n", m.start()) + 1
+        end = re.compile(r"^\S", flags=re.M).search(source, first_line_end)
+        bodies[m.group(1)] = source[m.start(): end.start() if end else len(source)].rstrip()
+    wanted, todo = set(), set(_CALL.findall(code))
+    while todo:
+        name = todo.pop()
+        if name in bodies and name not in wanted:
+            wanted.add(name)
+            todo |= set(_CALL.findall(bodies[name]))
+    return [(name, body) for name, body in bodies.items() if name in wanted]
 
 
 def cited_equations(source: str) -> dict[int, str]:
