@@ -62,9 +62,12 @@ def command_for(spec: str, fmt: str) -> str:
 
 
 def render(doc: Document, fmt: str, command: str | None = None) -> str:
+    """The document as the text of one file, stamped on its first line (codegen/stamp.py) so
+    that `symgrad doc` later overwrites it, and nothing else."""
+    from symgrad.codegen.stamp import stamp
     from symgrad.documents.sanitize import check_command
 
-    return renderer(fmt).render(doc, check_command(command or command_for(doc.slug, fmt)))
+    return stamp(renderer(fmt).render(doc, check_command(command or command_for(doc.slug, fmt))), fmt)
 
 
 __all__ = ["FORMATS", "PRIMER", "Document", "document", "render", "renderer", "command_for"]
