@@ -26,6 +26,7 @@ from symgrad.codegen.numba_kernels import operand_layout
 from symgrad.symbolic.errors import ModelError, RuleError
 from symgrad.symbolic.graph import ARG, Node, topological
 from symgrad.symbolic.shapes import Shape, shapes_equal
+from sympy.printing.str import StrPrinter
 
 _VIEW_OPS = ("transpose", "reshape", "broadcast_to", "slice", "flip")
 _CHECKED_OPS = ("inv", "solve", "cholesky")  # their errors (a singular matrix) name the equation
@@ -82,6 +83,30 @@ class Program:
 
 def _dim_names(expr: sympy.Expr) -> set[str]:
     return {s.name for s in expr.free_symbols if s.is_integer and s.is_positive}
+
+
+class _DimPrinter(StrPrinter):
+    """A dim expression in Python's integer arithmetic: floor(p/q) as (p)//q; only the model's
+    dims are printed as names."""
+
+    def __init__(self, names: frozenset[str]):
+        super().__init__()
+        self.names = names
+
+    def _print_Symbol(self, expr):
+        return checked_name(expr.name, self.names)
+
+    def _print_floor(self, expr):
+        num, den = sympy.fraction(sympy.together(expr.args[0]))
+        if not (den.is_Integer and den > 0):
+            raise ModelError(f"generated code: the dim {expr} divides by {den}, not by a number")
+        return f"({self._print(sympy.expand(num))})//{int(den)}"
+
+    def _print_Rational(self, expr):
+        raise ModelError(f"generated code: a dim holds the fraction {expr}")
+
+    def _print_Basic(self, expr):
+        raise ModelError(f"generated code: a dim holds {type(expr).__name__}")
 
 
 def _proved(expr: sympy.Expr) -> bool:
@@ -218,8 +243,10 @@ class Lowering:
     def _atom(self, n: Node) -> str:
         return atom(self.ref(n))
 
-    def _dim_text(self, d) -> str:
-        """Python text of a dim expression (`B`, `T - 1`); registers the dims it needs."""
+    def _dim_text(self, d, spaced: bool = False) -> str:
+        """Python text of a dim expression (`B`, `T - 1`, `(H - 3)//2 + 1`); registers the dims it
+        needs. A size that is a whole number for some dims only (`k/2`, a split of k in two) is
+        an exact integer division, checked at the function's entry."""
         d = d if isinstance(d, sympy.Expr) else sympy.Integer(d)
         for s in d.free_symbols:
             checked_name(s.name, self.dim_names)
@@ -227,7 +254,22 @@ class Lowering:
             if not number.is_Rational:
                 raise ModelError(f"generated code: the dim {d} holds the number {number}, not a rational")
         self.dims |= _dim_names(d)
-        return str(int(d)) if d.is_Integer else str(d).replace(" ", "")
+        if d.is_Integer:
+            return str(int(d))
+        num, den = sympy.fraction(sympy.together(d))
+        if den == 1 and not d.has(sympy.floor):
+            return str(d) if spaced else str(d).replace(" ", "")
+        if not den.is_Integer:
+            raise ModelError(f"generated code: the dim {d} divides by {den}, not by a number")
+        text = _DimPrinter(self.dim_names).doprint(num)
+        if den == 1:
+            return text
+        values = ", ".join(f"{k} = {{{k}}}" for k in sorted(_dim_names(d)))
+        message = f"the size {sympy.sstr(d)} must be a whole number; here {values}"
+        if not re.fullmatch(r"[\w\s(),./*+=;-]*", message.replace("{", "").replace("}", "")):
+            raise RuleError(f"internal: unexpected text in the check of {d}")
+        self.requirements.setdefault(f"({text}) % {den} == 0", message)
+        return f"({text})//{den}"
 
     def _require_fit(self, n: Node, view: str) -> None:
         """A slice whose bounds fit its axis for some dim values only (`take(x, 1, 3, k - 1)`)
@@ -252,8 +294,7 @@ class Lowering:
         """Python text of a shape tuple, e.g. `(B, n_h1)`; registers the dims it needs."""
         parts = []
         for d in shape:
-            text = self._dim_text(d)
-            parts.append(text if d.is_Integer else str(d))
+            parts.append(self._dim_text(d, spaced=True))
         return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
 
     # -- the program ------------------------------------------------------------------------

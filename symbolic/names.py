@@ -15,7 +15,7 @@ RESERVED = frozenset({
     "TARGETS", "STATES", "OBJECTIVES", "SPEC_HASH", "LOSSES", "TASK", "PREDICTION", "DEFAULT_DIMS",
     "BACKEND", "init_params", "init_state", "forward", "loss", "loss_and_grad", "validate",
     "set_backend", "params", "batch", "inputs", "hypers", "state", "training", "ws", "dims", "seed",
-    "dtype", "dt", "rng", "grads", "out",
+    "dtype", "dt", "rng", "grads", "out", "hvp", "hessian", "vector", "wrt",
 })
 
 

@@ -4,6 +4,7 @@ subexpressions in a kernel, constants and erf, and derivative forms that overflo
 Each module here is checked end to end: it imports, and its gradients match finite differences."""
 from __future__ import annotations
 
+import ast
 import math
 
 import numpy as np
@@ -41,6 +42,11 @@ def gradients_match(module, dims: dict[str, int], seed: int = 0) -> None:
         assert excess.max(initial=0) / scale <= 1e-6, k
     inputs = {k: v for k, v in batch.items() if k not in module.TARGETS}
     assert set(module.forward(params, inputs, **kw)) == set(module.OUTPUTS)
+    if hasattr(module, "hvp"):  # binds the model's names beside its own argument `vector`
+        again, same, _ = module.hvp(params, batch, params, **kw)
+        assert again == pytest.approx(loss, rel=1e-12)
+        for k in params:
+            np.testing.assert_allclose(same[k], grads[k], rtol=1e-10, atol=1e-12)
 
 
 # -- line breaking never changes meaning ------------------------------------------------------
@@ -112,7 +118,8 @@ def test_long_names_in_a_recurrence():
 
 
 # -- names from the generated code's own vocabulary -------------------------------------------
-@pytest.mark.parametrize("name", ["ws", "state", "training", "init_state", "dt", "rng", "params"])
+@pytest.mark.parametrize("name", ["ws", "state", "training", "init_state", "dt", "rng", "params",
+                                  "vector", "wrt", "hvp", "hessian"])  # vector: hvp's argument
 def test_the_generated_codes_fixed_names_are_reserved(name):
     m = sg.Model("m")
     with pytest.raises(ModelError, match="used by the generated module"):
@@ -414,3 +421,45 @@ def test_a_document_says_which_leaky_relu_derivative_the_code_uses(alpha, other_
     m.loss(sg.mse(z, y))
     text = render(document(m), "md")
     assert ("that form does not hold, and the code uses" in text) == other_form
+
+
+# -- sizes that are not polynomials of the dims ----------------------------------------------------
+@pytest.mark.parametrize("stride, pool", [(2, False), (1, True)], ids=["strided-conv", "pool-of-odd-size"])
+def test_a_window_over_a_symbolic_image_has_integer_sizes(stride, pool):
+    """A strided convolution's output, (H - 3)/2 + 1 rounded down, and pooling of an image whose
+    size is a dim were written as `floor(H/2 - 3/2) + 1`: a NameError at the call."""
+    m = sg.Model("windows", task="regression")
+    B, H, W, C = m.dims("B H W C")
+    X_, y = m.input("X", (B, H, W, C)), m.target("y", (B, 1))
+    z = F.conv2d(X_, m.param("K", (3, 3, C, 2)), stride=stride)
+    z = F.max_pool2d(z, 2) if pool else z
+    total = m.let("total", z.sum(axis=(1, 2, 3)).reshape((B, 1)))
+    m.output("y_hat", total)
+    m.loss(sg.mse(total, y))
+    tree = ast.parse(sg.source(m, "numpy"))
+    assert "floor" not in {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    for backend in ("numpy", "numexpr"):
+        module = sg.load_module(m, backend)
+        for h, w in ((7, 6), (8, 9)):
+            gradients_match(module, {"B": 2, "H": h, "W": w, "C": 1})
+
+
+def test_a_split_of_a_dim_is_exact_and_checked():
+    """split(z, 2) of a (B, k) array cut at k/2, written as a float slice bound: a TypeError at
+    every call. Now an integer division, and an odd k is one clear ValueError."""
+    m = sg.Model("halves", task="regression")
+    B, n, k = m.dims("B n k")
+    X_, y = m.input("X", (B, n)), m.target("y", (B, 1))
+    a, b = F.split(m.let("z", X_ @ m.param("W", (n, k))), 2)
+    total = m.let("total", (a * sg.tanh(b)).sum(axis=1, keepdims=True))
+    m.output("y_hat", total)
+    m.loss(sg.mse(total, y))
+    for backend in ("numpy", "numexpr"):
+        module = sg.load_module(m, backend)
+        gradients_match(module, {"B": 3, "n": 2, "k": 4})
+        dims = {"B": 3, "n": 2, "k": 5}
+        params = module.init_params(dims, dtype=np.float64)
+        batch = random_batch(module, dims, np.random.default_rng(0))
+        odd = r"^model 'halves': the size k/2 must be a whole number; here k = 5$"
+        with pytest.raises(ValueError, match=odd):
+            module.loss_and_grad(params, batch)

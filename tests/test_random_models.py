@@ -98,8 +98,8 @@ def build(draw) -> sg.Model:
     h = m.hyper(name(), draw(fractions))  # also a dropout rate below
     z = m.let(name(), X @ W + b)
     scalar = st.one_of(numbers, numbers, symbols(dims))
-    for op in draw(st.lists(st.sampled_from(["scale", "hyper", "leaky", "take", "dropout", "batchnorm"]),
-                            min_size=1, max_size=3)):
+    operations = ["scale", "hyper", "leaky", "take", "split", "dropout", "batchnorm"]
+    for op in draw(st.lists(st.sampled_from(operations), min_size=1, max_size=3)):
         if op == "scale":
             z = z * draw(scalar)
         elif op == "hyper":
@@ -107,11 +107,14 @@ def build(draw) -> sg.Model:
         elif op == "leaky":
             z = sg.leaky_relu(z, draw(numbers))
         elif op == "take":
-            # bounds the rule can check symbolically (start 0 or 1, stop a dim or 2); a foreign
-            # symbol or a number that is not an int is refused
+            # bounds that fit every k, some k only (the module checks them when called) or no k
+            # (refused); a foreign symbol or a number that is not an int is refused
             start = draw(st.one_of(st.integers(0, 1), st.integers(0, 1), numbers, symbols({})))
             stop = draw(st.one_of(st.sampled_from([k, k - 1, 2]), symbols(dims)))
             z = z + F.take(z, 1, start, stop).sum(axis=1, keepdims=True)
+        elif op == "split":  # halves of k: whole for an even k only (checked at the call)
+            first, second = F.split(z, 2)
+            z = z + (first * second).sum(axis=1, keepdims=True)
         elif op == "dropout":
             z = m.dropout(z, draw(st.one_of(fractions, st.just(h))))
         else:
@@ -150,8 +153,9 @@ def test_random_models_are_refused_or_correct(data, backend):
     try:
         with np.errstate(all="ignore"):
             gradients_match(module, sizes, seed=data.draw(st.integers(0, 100), label="seed"))
-    except ValueError as e:  # a take whose bounds fit other dims only: the module's own check
-        assert re.fullmatch(r"model '\w+': take .+ needs 0 <= .+; here .+", str(e)), e
+    except ValueError as e:  # sizes that fit other dims only (a take's bounds, k/2): the module's check
+        assert re.fullmatch(r"model '\w+': (take .+ needs 0 <= .+|the size .+ must be a whole number); "
+                            r"here .+", str(e)), e
         event("refused at the call")
     assert not MARKER.exists(), "a value inside the model was executed"
 
