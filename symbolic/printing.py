@@ -100,16 +100,24 @@ class _LatexSubst(_Subst, LatexPrinter):
         return rf"\left({s}\right)"
 
     def _print_Mul(self, expr):
-        if self._tensor_factors(expr) < 2:
-            return super()._print_Mul(expr)
+        # each product decides for itself: a scalar times a tensor inside a Hadamard product's
+        # factor (B u in (B u - v) / (B w)) is written B u, not B \odot u
+        hadamard = self._tensor_factors(expr) >= 2
         old = self._settings["mul_symbol_latex"]
-        self._settings["mul_symbol_latex"] = r" \odot "
+        self._settings["mul_symbol_latex"] = r" \odot " if hadamard else " "
         try:
             out = super()._print_Mul(expr)
         finally:
             self._settings["mul_symbol_latex"] = old
-        # a number scales a tensor: 2 \sqrt{v}, not 2 \odot \sqrt{v}
-        return _SCALAR_ODOT.sub(r"\1 ", out)
+        if not hadamard:
+            return out
+        # a number or a dim scales a tensor: 2 \sqrt{v} and B v, not 2 \odot \sqrt{v} (sympy
+        # prints a fraction's denominator with its numerator's product sign)
+        out = _SCALAR_ODOT.sub(r"\1 ", out)
+        for dim in sorted(expr.free_symbols - self.tensors - set(self.strings), key=str):
+            name = re.escape(self._print(dim))
+            out = re.sub(rf"(?:(?<=^)|(?<=[\s(\[{{]))({name}) \\odot ", r"\1 ", out)
+        return out
 
     def _print_Heaviside(self, expr):
         return rf"\mathbb{{1}}\left[{self._print(expr.args[0])} > 0\right]"

@@ -3,9 +3,10 @@
 It runs the generated module itself (the code the document shows), in float64, at small fixed
 dims and a fixed seed, against five-point central differences with h = 1e-5 (small enough that
 a kink of relu, |w| or a max pool is almost never crossed; truncation error h^4 is nil). Their
-round-off, about 1e-10 relative here, stays a hundred times below the printing floor of 1e-6,
-so what a document prints is the same on every run and every machine: "< 1e-6" wherever the
-gradient is right, and a one-digit error, far above any round-off, where it is not.
+round-off, about 1e-10 relative here, is what a model document's table shows, to one digit (a
+measured number, whose digit can change with the BLAS library: the freshness test lets those
+rows differ); a wrong gradient shows an error far above it. The primer's prose prints errors
+against the floor of 1e-6, so its text is the same on every machine.
 
 A large parameter is checked at a fixed random sample of its entries, which keeps a document of
 a convolutional network quick to build.

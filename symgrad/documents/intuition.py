@@ -34,6 +34,11 @@ INTUITION = {
     "recurrence over time (scan)": "every step reuses the same weights and hands its state to the "
                                    "next, so the adjoint runs the steps backwards and sums the "
                                    "weights' contributions over time.",
+    "batch normalisation": "shifting a column of $z$ by a constant, or scaling it, leaves the "
+                           "normalised value unchanged, so the mean's path takes the adjoint's batch "
+                           "mean out and the variance's path its component along the normalised value: "
+                           "the gradient is centred (each column sums to 0) and decorrelated from the "
+                           "normalised value (orthogonal to it, exactly so when $\\epsilon = 0$).",
     "training/evaluation choice": "training computes the training form, so the gradient is that form's.",
     "matrix inverse": "inverting a perturbed matrix changes the inverse by $-A^{-1} dA A^{-1}$, "
                       "which gives the transposed inverses around the adjoint.",

@@ -113,7 +113,9 @@ def _check(part: Part, wrt: tuple[str, ...], level: int, id_prefix: str, textboo
     intro = [prose(f"Computed when this document was built, at the dims and seed of the numeric check "
                    f"above: `hvp` against five-point differences of the gradient along a random $v$ "
                    f"(step $h = 10^{{{round(np.log10(h))}}}$), and `hessian` of ${name}$ against its "
-                   "transpose and against the stacked products with unit vectors.")]
+                   "transpose and against the stacked products with unit vectors. Each row shows the "
+                   "measured relative error, defined as in the table above, to one digit (0 where the "
+                   "two sides agree to the last bit).")]
     if textbook is not None:
         latex, value = textbook
         want = value(params, batch)
@@ -127,5 +129,6 @@ def _check(part: Part, wrt: tuple[str, ...], level: int, id_prefix: str, textboo
 
 
 def check_row(name: str, r: check.Result) -> CheckRow:
-    return CheckRow(name, mathtext.concrete_shape(r.shape), mathtext.power_of_ten(r.error, check.FLOOR),
-                    r.passed, "all")
+    """The measured error to one digit, however small (round-off included), as the first-order table."""
+    error = "0" if r.error == 0 else mathtext.power_of_ten(r.error, 0.0)  # 0: equal to the last bit
+    return CheckRow(name, mathtext.concrete_shape(r.shape), error, r.passed, "all")

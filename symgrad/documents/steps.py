@@ -13,7 +13,7 @@ import dataclasses
 
 import sympy
 
-from symgrad.documents import mathtext
+from symgrad.documents import batchnorm, mathtext
 from symgrad.documents.content import Equation, Inline, Step, prose
 from symgrad.documents.intuition import INTUITION
 from symgrad.symbolic.autodiff import Accumulation
@@ -34,6 +34,7 @@ class BackwardPass:
         self.prefix = anchor_prefix
         self.summed = {e.step.node for e in d.backward if isinstance(e.step, Accumulation)}
         self.explained: set[str] = set()  # rules whose intuition has been given
+        self._batchnorms = batchnorm.find(d.loss)  # shown in their compact form
         self.adjoint_eq: dict[Node, Numbered] = {}  # node -> the equation giving its whole adjoint
         self.partials: dict[Node, list[Numbered]] = {}  # node -> the steps giving parts of it
         for e in d.backward:
@@ -101,8 +102,19 @@ class BackwardPass:
         lead = prose(f"${self._latex(node)}$ is used {len(parts)} times, so its adjoint is the "
                      f"sum of the contributions {cites} that flow back through its uses.", self.prefix)
         terms = " + ".join(self.lhs(p) for p in parts)
-        return Step(e.number, "sum of contributions", False, lead, (),
-                    self._equation(e, f"{terms} = {self.d.rhs(e, 'latex')}"))
+        rhs, details = f"{terms} = {self.d.rhs(e, 'latex')}", []
+        pattern = next((p for p in self._batchnorms if p.z is node), None)
+        found = None if pattern is None else \
+            batchnorm.textbook(self.d, pattern, self.adjoint_eq.get(pattern.normalised), self._free("s"))
+        if found is not None:
+            form, said = found
+            rhs += f" = {form}"
+            details = [prose(t, self.prefix) for t in said]
+            if "batch normalisation" not in self.explained:
+                self.explained.add("batch normalisation")
+                details.insert(1, prose(f"Why (first use of this rule): {INTUITION['batch normalisation']}"))
+        return Step(e.number, "sum of contributions", False, lead, tuple(details), self._equation(e, rhs))
+
 
     def _step(self, e: Numbered) -> Step:
         s: RuleStep = e.step
