@@ -127,7 +127,7 @@ FLAG_CASES = [
     (["--schedule", "bogus"], "unknown schedule 'bogus'"),
     (["--schedule", "step:every=0"], "schedule step: every must be a positive whole number, not 0"),
     (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
-    (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
+    (["--optimizer", "bfgs"], "argument --optimizer: invalid choice: 'bfgs'"),
     (["--steps", "5"], "--steps is for GANs; this model trains in --epochs"),
     (["--features", "0"], "--features and --target choose columns of a CSV or NPZ file"),
     (["--data", ""], "unknown data set ''"),

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     --out names the sweep's folder, and --grid and --rank-by besides)."""
     from symgrad.training.data import BUNDLED
     from symgrad.training.defaults import FALLBACK
-    from symgrad.training.optimizers import OPTIMIZERS
+    from symgrad.training.optimizers import CHOICES
     from symgrad.training.schedules import SYNTAX
 
     own = "default: the model's own (`symgrad list`)"
@@ -50,8 +50,9 @@ def add_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     d.add_argument("--val-fraction", type=float, metavar="F", help="share of rows for validation (0.15)")
     d.add_argument("--test-fraction", type=float, metavar="F", help="share of rows for the test (0.2)")
     t = p.add_argument_group("training")
-    t.add_argument("--optimizer", choices=list(OPTIMIZERS),
-                   help=f"update rule ({own}; {FALLBACK['optimizer']} for a model file)")
+    t.add_argument("--optimizer", choices=list(CHOICES),
+                   help=f"update rule ({own}; {FALLBACK['optimizer']} for a model file); newton, "
+                   "newton-cg and lbfgs take one full-batch step an epoch")
     t.add_argument("--lr", type=float, help="learning rate (default: the model's own with its optimizer, "
                    "else the optimizer's recommended rate)")
     t.add_argument("--epochs", type=int, help=f"passes over the training split ({own}; "

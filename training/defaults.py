@@ -18,7 +18,19 @@ RECOMMENDED_LR = {
     "rmsprop": 0.0005,
     "adam": 0.001,
     "adamw": 0.001,
+    # second order (training.second_order): lr scales the step the curvature gives, which a
+    # line search then shortens where it must; 1 is the method's own step
+    "newton": 1.0,
+    "newton-cg": 1.0,
+    "lbfgs": 1.0,
 }
+
+# A second-order epoch is one full-batch step (lbfgs: `iterations` of them), not a pass of
+# mini-batch steps, so a model's own epoch count does not carry over; these do, measured at
+# seed 0: newton on logistic_regression/breast_cancer passes 0.95 test accuracy by epoch 2
+# and reaches its optimum's loss to 1e-6 relative by epoch 10; newton-cg the digits MLP
+# past 0.95 in 30.
+SECOND_ORDER_EPOCHS = {"newton": 10, "newton-cg": 30, "lbfgs": 10}
 
 # The learning rates each optimizer is commonly used with (PyTorch's and the papers' defaults
 # lie inside, so do every built-in model's settings). A rate outside trains, but rarely well:
@@ -31,6 +43,9 @@ USUAL_LR = {
     "rmsprop": (1e-5, 0.03),
     "adam": (1e-5, 0.03),
     "adamw": (1e-5, 0.03),
+    "newton": (0.1, 1.0),
+    "newton-cg": (0.1, 1.0),
+    "lbfgs": (0.1, 1.0),
 }
 
 FALLBACK = {"optimizer": "sgd", "epochs": 20, "batch_size": 32}  # models without settings
@@ -43,9 +58,10 @@ def settings(model_defaults: dict | None, optimizer: str | None) -> dict:
     chosen = optimizer or base["optimizer"]
     own = chosen == base["optimizer"]
     lr = base.get("lr") if own else None
+    epochs = base["epochs"] if own else SECOND_ORDER_EPOCHS.get(chosen, base["epochs"])
     return {"optimizer": chosen, "lr": RECOMMENDED_LR.get(chosen) if lr is None else lr,
             "optimizer_hypers": dict(base.get("optimizer_hypers", {})) if own else {},
-            "epochs": base["epochs"], "batch_size": base["batch_size"]}
+            "epochs": epochs, "batch_size": base["batch_size"]}
 
 
 def usual_lr_warning(optimizer: str, lr: float) -> str | None:

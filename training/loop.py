@@ -129,6 +129,11 @@ class Trainer:
         self.evaluator = Evaluator(module, self.input, self.target, self.input_shape, self.target_shape,
                                    self.dtype, config.model_hypers, data.task, data.classes)
         self.optimizer = optimizers.load(config.optimizer)
+        # a second-order method takes one step an epoch on the whole split, from the module's hvp
+        self.full_batch = getattr(self.optimizer, "FULL_BATCH", False)
+        if self.full_batch and not hasattr(module, "hvp"):
+            raise SymgradError(f"optimizer {config.optimizer} needs the model's hvp, which this generated "
+                               "module lacks; generate it again with this symgrad")
         # `t`, the step count, is the loop's to give, not a setting
         unknown = set(config.optimizer_hypers) - (set(self.optimizer.HYPERS) - {"t"})
         if unknown:
@@ -142,7 +147,8 @@ class Trainer:
         self.schedule = schedules.parse(config.schedule)
         self.params = module.init_params(self.dims, seed=config.seed, dtype=self.dtype)
         self.model_state = module.init_state(self.dims, self.dtype)  # running averages, if any
-        self.state = self.optimizer.init_state(self.params)
+        self.state = (self.optimizer.init_state(self.params, self.opt_hypers) if self.full_batch
+                      else self.optimizer.init_state(self.params))
         self.steps = 0
         self.epoch = 0
         _, shuffle, model_rng = streams(config.seed)
@@ -250,7 +256,14 @@ class Trainer:
             if self.config.clip_norm is not None:
                 clip_global_norm(grads, self.config.clip_norm)
             self.opt_hypers["lr"] = self.base_lr * self.schedule.factor(step, n_batches, self.config.epochs)
-            self.optimizer.step(self.params, grads, self.state, step, self.opt_hypers)
+            if self.full_batch:  # second order: the curvature of the whole split, in float64
+                try:
+                    self.optimizer.step(self.params, grads, self.state, step, self.opt_hypers,
+                                        curvature=self._curvature(batch))
+                except np.linalg.LinAlgError as e:
+                    raise Diverged(f"{e} at {where(step, b)}") from None
+            else:
+                self.optimizer.step(self.params, grads, self.state, step, self.opt_hypers)
             self.steps = step
             total += loss * len(idx)
             if on_step is not None:
@@ -260,6 +273,23 @@ class Trainer:
             raise Diverged(f"the parameters are not finite at the end of epoch {epoch}" + bad)
         self.epoch = epoch
         return total / len(X)
+
+    def _curvature(self, batch: dict[str, np.ndarray]):
+        """The loss, gradient and H v of the batch in float64 for a second-order step: the
+        same dropout masks at every point the step tries (one seed drawn per step), the
+        running averages read from a copy (a line search must not move them)."""
+        from symgrad.training.second_order import Curvature
+
+        b64 = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in batch.items()}
+        hypers, module = self.config.model_hypers, self.module
+        seed = int(self.model_rng.integers(2**31))
+
+        def state() -> dict[str, np.ndarray]:
+            return {k: v.astype(np.float64) for k, v in self.model_state.items()}
+
+        return Curvature(
+            lambda p: module.loss_and_grad(p, b64, hypers, state=state(), rng=seed),
+            lambda p, v: module.hvp(p, b64, v, hypers, state=state(), rng=seed)[2])
 
     def _train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The training split in the training dtype and input shape, cast once, not per batch."""

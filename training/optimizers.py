@@ -11,12 +11,12 @@ The rules follow PyTorch's definitions (torch.optim), so the two can be compared
 from __future__ import annotations
 
 import importlib
-import types
 
 from symgrad.codegen import calibration
 from symgrad.symbolic import ops as F
 from symgrad.symbolic.errors import SymgradError
 from symgrad.symbolic.model import Model
+from symgrad.training import second_order
 
 
 def _base(name: str, description: str, lr: float) -> tuple[Model, object, object, object]:
@@ -101,8 +101,16 @@ def adamw() -> Model:
 OPTIMIZERS = {f.__name__: f for f in (sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw)}
 
 
-def load(name: str) -> types.ModuleType:
-    """The generated update module of an optimizer (committed under training/kernels/)."""
+#: every optimizer training offers: the update rules above, then the second-order methods
+#: (`training.second_order`: full batch, from the generated module's hvp)
+CHOICES = (*OPTIMIZERS, *second_order.NAMES)
+
+
+def load(name: str):
+    """The generated update module of an optimizer (committed under training/kernels/), or a
+    second-order method, which has the same NAME, HYPERS, init_state and step, and FULL_BATCH."""
+    if name in second_order.NAMES:
+        return second_order.SecondOrder(name)
     if name not in OPTIMIZERS:
-        raise SymgradError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        raise SymgradError(f"unknown optimizer {name!r}; choose one of {', '.join(CHOICES)}")
     return calibration.install(importlib.import_module(f"symgrad.training.kernels.{name}"))

@@ -51,7 +51,7 @@ import numpy as np
 from symgrad.codegen import atomic
 from symgrad.codegen.atomic import write_text
 from symgrad.symbolic.errors import SymgradError, SymgradWarning
-from symgrad.training import checkpoint, defaults, metrics, plots
+from symgrad.training import checkpoint, defaults, metrics, plots, second_order
 from symgrad.training.data import Prepared, prepare, resolve
 from symgrad.training.loop import REGULARISERS, Diverged, EpochRecord, TrainConfig, Trainer
 from symgrad.training.parallel import WorkersLost
@@ -168,6 +168,9 @@ def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progr
         sparse = saved[1]["config"].get("sparse_labels", False)
     module = _with_regularisers(model, base, regularisers, sparse)
     settings = _settings(model, module, given, saved)
+    full_batch = settings["optimizer"] in second_order.NAMES
+    if full_batch:
+        _check_full_batch(settings["optimizer"], given if saved is None else {}, placement)
     if module is not base:
         settings["variant_of"] = _model_name(base)
     if sparse:
@@ -186,6 +189,8 @@ def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progr
     per_column = len(inputs) != 1 or len(module.INPUTS[inputs[0]]) <= 2  # a table, not an image/sequence
     prepared = prepare(dataset, config.seed, settings["val_fraction"], settings["test_fraction"],
                        per_column=per_column, sparse=bool(getattr(module, "LABELS", ())), dtype=config.dtype)
+    if full_batch:  # one step an epoch on the whole training split
+        config.batch_size = settings["batch_size"] = len(prepared.train)
     trainer = Trainer(module, prepared, config)
     settings["dims"] = {k: v for k, v in trainer.dims.items() if k != module.INPUTS[trainer.input][0]}
     settings["lr"] = trainer.lr
@@ -218,6 +223,19 @@ def _train_epochs(model, base: types.ModuleType, given: dict, out, resume, progr
         settings["shards"] = shards
         trainer.parallel = DataParallel(client, module, shards, trainer.input, trainer.target)
         return _run(trainer, prepared, settings, run_dir, progress, quiet, sources, created)
+
+
+def _check_full_batch(optimizer: str, given: dict, placement: dict | None) -> None:
+    """Refuse the settings that mean nothing to a full-batch second-order step."""
+    why = {"batch_size": "it steps on the whole training split (the batch size is the split's size)",
+           "schedule": "its line search sets each step's length (lr only scales the first try)",
+           "clip_norm": "its line search bounds each step (clipping would bend the Newton direction)"}
+    for key, reason in why.items():
+        if key in given:
+            raise SymgradError(f"--{key.replace('_', '-')} does not apply to optimizer {optimizer}: {reason}")
+    if placement is not None:
+        raise SymgradError(f"optimizer {optimizer} trains in one process: its Hessian-vector products are "
+                           "not split over Dask workers; drop --workers/--scheduler")
 
 
 def _check_threads(threads) -> None:

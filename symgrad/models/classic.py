@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from symgrad.models import labels
+from symgrad.models.mlp import penalties
 from symgrad.symbolic import ops as F
+from symgrad.symbolic.errors import ModelError
 from symgrad.symbolic.model import Model
 
 
@@ -25,12 +27,22 @@ def linear_regression() -> Model:
     return m
 
 
-def logistic_regression() -> Model:
-    m, X, Y, affine = _affine("logistic_regression",
-                              "logistic regression with binary cross-entropy on logits", "binary")
+def logistic_regression(l1: bool = False, l2: bool = False, dropout: bool = False) -> Model:
+    """`l1`/`l2`: penalties on W (not b), as scikit-learn's LogisticRegression penalises;
+    `symgrad train --l1/--l2` trains this variant."""
+    if dropout:
+        raise ModelError("--dropout needs a hidden layer to drop units from; logistic_regression has "
+                         "none (try --l2, or an MLP)")
+    extras = [name for name, on in (("l1", l1), ("l2", l2)) if on]
+    m, X, Y, affine = _affine("_".join(["logistic_regression", *extras]),
+                              "logistic regression with binary cross-entropy on logits"
+                              + (f", with {', '.join(extras)}" if extras else ""), "binary")
     z = m.let("z", affine)
     m.output("p", F.sigmoid(z))
-    m.loss(F.binary_cross_entropy_with_logits(z, Y))
+    loss = F.binary_cross_entropy_with_logits(z, Y)
+    for term in penalties(m, [m.leaves["W"]], l1, l2):
+        loss = loss + term
+    m.loss(loss)
     return m
 
 
