@@ -27,7 +27,10 @@ calibrate: $(STAMP)
 generate: $(STAMP)
 	$(BIN)/python -m symgrad.regenerate
 
+# the committed documents are all written again: a merge that changed one leaves its stamp
+# stale, and `symgrad doc` overwrites only files whose stamp still matches
 docs: $(STAMP)
+	rm -f docs/derivations/*.md docs/derivations/*.html docs/derivations/*.tex
 	$(BIN)/symgrad doc --all --format all --out docs/derivations
 
 lint: $(STAMP)
