@@ -201,6 +201,8 @@ def _bind_dims(program: Program, leaves: list[Node], where: str) -> list[str]:
         if source is None:
             raise SymgradError(f"{where}: dim {dim} cannot be read off the arrays this function receives")
         lines.append(f"{dim} = {source[0]}.shape[{source[1]}]")
+    for condition, message in program.requirements.items():  # bounds that fit some dims only
+        lines += [f"if not {condition}:", f'    raise ValueError(f"{where}: {message}")']
     return lines
 
 

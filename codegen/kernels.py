@@ -20,9 +20,11 @@ import sympy
 from symgrad.symbolic.errors import ModelError, RuleError
 from symgrad.symbolic.functions import ElementwiseFunction
 from sympy.codegen.cfunctions import expm1, log1p
+from sympy.logic.boolalg import ITE
 from sympy.printing.str import StrPrinter
 
-OPERAND_NAMES = tuple(string.ascii_lowercase[:20])  # a, b, c, ... (kernel parameter names)
+# a, b, c, ... (kernel parameter names); not k, the numexpr form's local for typed constants
+OPERAND_NAMES = tuple(c for c in string.ascii_lowercase[:21] if c != "k")
 
 _NUMPY_UNARY = {
     sympy.exp: "np.exp", sympy.log: "np.log", sympy.tanh: "np.tanh", sympy.Abs: "np.abs",
@@ -45,12 +47,13 @@ class Unsupported(RuleError):
 
 
 def stable_form(expr: sympy.Expr) -> sympy.Expr:
-    """Replace every defined function by its numerically stable lowering, innermost first."""
-    while True:
-        calls = [e for e in sympy.preorder_traversal(expr) if isinstance(e, ElementwiseFunction)]
-        if not calls:
-            return expr
+    """Replace every defined function by its numerically stable lowering, innermost first, and
+    every if-then-else condition (sympy folds `leaky_relu(leaky_relu(x)) > 0` into one) by
+    and/or/not."""
+    while any(isinstance(e, ElementwiseFunction) for e in sympy.preorder_traversal(expr)):
         expr = expr.replace(lambda e: isinstance(e, ElementwiseFunction), lambda e: e.lowered())
+    return expr.replace(lambda e: isinstance(e, ITE), lambda e: sympy.Or(
+        sympy.And(e.args[0], e.args[1]), sympy.And(sympy.Not(e.args[0]), e.args[2])))
 
 
 def numeric_constants(expr: sympy.Expr) -> sympy.Expr:
@@ -108,6 +111,10 @@ class NumpyWriter:
         return self.operands | {f"s{i}" for i in range(self.scratch)}
 
     def write(self, expr: sympy.Expr, dest: str) -> None:
+        if expr.is_Symbol or expr.is_Number:  # a kernel that is a copy (leaky_relu with slope 1)
+            source = self.operand(expr)
+            self.emit(f"np.copyto({dest}, {source})", {source}, dest)
+            return
         method = getattr(self, f"_w_{type(expr).__name__}", None)
         if method is None:
             if type(expr) in _NUMPY_UNARY:
@@ -265,7 +272,10 @@ class InlineNumpy(StrPrinter):
         return checked_name(expr.name, self.names)
 
     def doprint(self, expr, *args, **kwargs):
-        return super().doprint(numeric_constants(sympy.sympify(expr)), *args, **kwargs)
+        return super().doprint(numeric_constants(stable_form(sympy.sympify(expr))), *args, **kwargs)
+
+    def _print_Basic(self, expr):  # anything without its own method is not printed by its name
+        raise Unsupported(f"no numpy lowering for {type(expr).__name__}")
 
     def _print_Piecewise(self, expr):
         *pieces, (last, cond) = expr.args
@@ -275,6 +285,21 @@ class InlineNumpy(StrPrinter):
         for value, c in reversed(pieces):
             out = f"np.where({self._print(c)}, {self._print(value)}, {out})"
         return out
+
+    def _print_And(self, expr):
+        return self._fold("np.logical_and", expr.args)
+
+    def _print_Or(self, expr):
+        return self._fold("np.logical_or", expr.args)
+
+    def _print_Not(self, expr):
+        return f"np.logical_not({self._print(expr.args[0])})"
+
+    def _print_BooleanTrue(self, expr):
+        return "True"
+
+    def _print_BooleanFalse(self, expr):
+        return "False"
 
     def _print_Function(self, expr):
         fn = _NUMPY_UNARY.get(type(expr))
@@ -394,6 +419,24 @@ class NumexprPrinter(StrPrinter):
 
     def _print_Relational(self, expr):
         return f"{self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)}"
+
+    def _print_Basic(self, expr):  # anything without its own method is not printed by its name
+        raise Unsupported(f"numexpr has no {type(expr).__name__}")
+
+    def _print_And(self, expr):
+        return " & ".join(f"({self._print(a)})" for a in expr.args)
+
+    def _print_Or(self, expr):
+        return " | ".join(f"({self._print(a)})" for a in expr.args)
+
+    def _print_Not(self, expr):
+        return f"~({self._print(expr.args[0])})"
+
+    def _print_BooleanTrue(self, expr):
+        return "True"
+
+    def _print_BooleanFalse(self, expr):
+        return "False"
 
 
 # -- the kernel ----------------------------------------------------------------------------

@@ -25,6 +25,8 @@ def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str], targe
     inner.taken |= outer.taken | set(bound.values())
     program = inner.run()
     outer.dims |= set(program.dims)
+    for condition, message in program.requirements.items():
+        outer.requirements.setdefault(condition, message)
     outer.taken |= inner.taken
     before, copies = [], {}
     for ins in program.instrs:

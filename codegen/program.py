@@ -72,6 +72,8 @@ class Program:
     dims: list[str]  # dim names it needs bound
     copies: list[tuple[str, str]] = field(default_factory=list)  # (leaf, value) written at the end
     placed: set[str] = field(default_factory=set)  # result keys computed straight into their targets
+    # bounds that hold for some dim values only, checked once the dims are bound: condition -> message
+    requirements: dict[str, str] = field(default_factory=dict)
 
     @property
     def uses_workspace(self) -> bool:
@@ -80,6 +82,11 @@ class Program:
 
 def _dim_names(expr: sympy.Expr) -> set[str]:
     return {s.name for s in expr.free_symbols if s.is_integer and s.is_positive}
+
+
+def _proved(expr: sympy.Expr) -> bool:
+    """expr >= 0 for every positive integer value of its dims."""
+    return sympy.sympify(expr).is_nonnegative is True
 
 
 class Lowering:
@@ -107,6 +114,7 @@ class Lowering:
         self.taken: set[str] = set()
         self._next_t = 1  # the lowest t<k> that may be free
         self.dims: set[str] = set()
+        self.requirements: dict[str, str] = {}  # see Program.requirements and _require_fit
 
     def _analyse(self, order: list[Node]) -> None:
         """Consumers, fusion and views of the nodes the program computes."""
@@ -202,7 +210,9 @@ class Lowering:
             return f"np.flip({self.ref(n.args[0])}, {n.attr('axis')})"
         if n.op == "slice":
             start, stop = (self._dim_text(n.attr(k)) for k in ("start", "stop"))
-            return f"{self._atom(n.args[0])}[{', '.join([':'] * n.attr('axis') + [f'{start}:{stop}'])}]"
+            view = f"{self._atom(n.args[0])}[{', '.join([':'] * n.attr('axis') + [f'{start}:{stop}'])}]"
+            self._require_fit(n, view)
+            return view
         raise RuleError(f"internal: node {n.op} used before it was computed")
 
     def _atom(self, n: Node) -> str:
@@ -218,6 +228,25 @@ class Lowering:
                 raise ModelError(f"generated code: the dim {d} holds the number {number}, not a rational")
         self.dims |= _dim_names(d)
         return str(int(d)) if d.is_Integer else str(d).replace(" ", "")
+
+    def _require_fit(self, n: Node, view: str) -> None:
+        """A slice whose bounds fit its axis for some dim values only (`take(x, 1, 3, k - 1)`)
+        gets a check at the function's entry: numpy would silently clip such a slice, or read
+        a negative start from the end, and fail later with a message about broadcasting."""
+        size = n.args[0].shape[n.attr("axis")]
+        start, stop = (sympy.sympify(n.attr(k)) for k in ("start", "stop"))
+        if all(_proved(e) for e in (start, stop - start - 1, size - stop)):
+            return
+        texts = [self._dim_text(d) for d in (start, stop, size)]
+        condition = f"0 <= {texts[0]} < {texts[1]} <= {texts[2]}"
+        dims = sorted(_dim_names(start) | _dim_names(stop) | _dim_names(size))
+        values = ", ".join(f"{d} = {{{d}}}" for d in dims)
+        at = [str(self.owners[n])] if n in self.owners else []
+        where = f" (eq. {at[0]})" if at else ""
+        message = f"take {view}{where} needs {condition}"
+        if not re.fullmatch(r"[\w\s:,\[\]().<=+*/-]*", message):  # validated names, dims and ints only
+            raise RuleError(f"internal: unexpected text in the check of {view!r}")
+        self.requirements.setdefault(condition, f"{message}; here {values}")
 
     def _shape(self, shape: Shape) -> str:
         """Python text of a shape tuple, e.g. `(B, n_h1)`; registers the dims it needs."""
@@ -272,7 +301,7 @@ class Lowering:
         for ins in instrs:  # a kernel with no buffer to reuse writes into a new one
             if ins.kernel is not None and ins.buffer is None or LOWERINGS[ins.op].needs_shape or ins.scratch:
                 ins.shape = self._shape(ins.node.shape)
-        return Program(instrs, results, leaves, sorted(self.dims), copies, placed)
+        return Program(instrs, results, leaves, sorted(self.dims), copies, placed, self.requirements)
 
     def _copy(self, n: Node, text: str) -> str:
         if n.op == "const" or n.op == "broadcast_to" and n.args[0].op == "const":

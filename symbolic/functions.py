@@ -48,7 +48,7 @@ class ElementwiseFunction(sympy.Function):
     def fdiff(self, argindex: int = 1) -> sympy.Expr:
         if argindex != 1:
             raise sympy.ArgumentIndexError(self, argindex)
-        return self._bind(derivative_of(type(self)))
+        return self._bind(derivative_of(type(self), self.args[1:]))
 
     def _bind(self, expr: sympy.Expr) -> sympy.Expr:
         """Substitute this call's argument and parameter values into an expression of X."""
@@ -135,20 +135,37 @@ def define_function(
 
 
 # -- deriving a derivative ----------------------------------------------------------------
-_DERIVATIVES: dict[type, sympy.Expr] = {}
+_DERIVATIVES: dict[object, sympy.Expr] = {}  # a function, or (function, its parameters' values)
 
 
-def derivative_of(fn: type[ElementwiseFunction]) -> sympy.Expr:
-    """f'(X), as an expression of X and f(X) itself, chosen as the module docstring says."""
+def derivative_of(fn: type[ElementwiseFunction], values: tuple = ()) -> sympy.Expr:
+    """f'(X), as an expression of X and f(X) itself, chosen as the module docstring says.
+
+    The form is chosen once, checked at sample values of the function's parameters; with a
+    call's own parameter `values` it is checked again at those, and chosen again there if it
+    fails (leaky_relu's [y > 0] holds for a slope >= 0 only: with a negative slope y > 0 on
+    both sides of the kink, and the derivative is written through x instead).
+    """
     if fn not in _DERIVATIVES:
         _DERIVATIVES[fn] = _choose_derivative(fn)
-    return _DERIVATIVES[fn]
+    general = _DERIVATIVES[fn]
+    if not fn.parameters or not values:
+        return general
+    key = (fn, tuple(values))
+    if key not in _DERIVATIVES:
+        at = dict(zip(fn.parameters, values, strict=True))
+        d = _kinks_to_zero(sympy.diff(fn.definition, X)).xreplace(at)
+        in_y = general.xreplace({fn(X, *fn.parameters): _Y}).xreplace(at)
+        holds = _agree(in_y, d, fn.definition.xreplace(at))
+        _DERIVATIVES[key] = general if holds else _choose_derivative(fn, at)
+    return _DERIVATIVES[key]
 
 
-def _choose_derivative(fn: type[ElementwiseFunction]) -> sympy.Expr:
+def _choose_derivative(fn: type[ElementwiseFunction], sample_params: dict | None = None) -> sympy.Expr:
     own = fn(X, *fn.parameters)
     d = _kinks_to_zero(sympy.diff(fn.definition, X))
-    sample_params = {p: sympy.Float(0.37 + 0.11 * i) for i, p in enumerate(fn.parameters)}
+    if sample_params is None:
+        sample_params = {p: sympy.Float(0.37 + 0.11 * i) for i, p in enumerate(fn.parameters)}
 
     def agrees(candidate_in_y: sympy.Expr) -> bool:
         return _agree(candidate_in_y.xreplace(sample_params), d.xreplace(sample_params),

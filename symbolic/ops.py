@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import sympy
 from symgrad.symbolic import checks, functions, rules
-from symgrad.symbolic.errors import ModelError, ShapeError, located, user_location
+from symgrad.symbolic.errors import ShapeError, located, user_location
 from symgrad.symbolic.functions import define_function
 from symgrad.symbolic.graph import ARG, Node, apply, as_node, elementwise
 from symgrad.symbolic.shapes import as_dim, fmt_shape, shapes_equal, size
@@ -43,11 +43,9 @@ def square(x: object) -> Node:
 
 
 def leaky_relu(x: object, alpha: float = 0.01) -> Node:
-    """x where x > 0, alpha * x elsewhere (alpha a finite number, at least 0)."""
+    """x where x > 0, alpha * x elsewhere (alpha any finite number; with alpha < 0 the
+    derivative is written through x, as [y > 0] no longer tells the two sides apart)."""
     alpha = checks.sympy_number(alpha, "leaky_relu: the slope alpha")
-    if alpha < 0:  # the derivative is written through the output, [y > 0], which needs alpha >= 0
-        raise ModelError(located(f"leaky_relu: the slope alpha must be at least 0, not {alpha}",
-                                 user_location()))
     return elementwise(functions.leaky_relu(_x, alpha), [x], "leaky_relu")
 
 

@@ -118,3 +118,12 @@ def test_generation_benchmark_writes_its_curve(tmp_path):
     assert [(r["case"], r["layers"]) for r in rows] == [("mlp_1", 1), ("mlp_3", 3), ("lstm_1", 1)]
     assert rows[0]["nodes"] < rows[1]["nodes"]  # two more layers, more nodes
     assert all(r["derive_s"] > 0 and r["generate_s"] > 0 for r in rows)
+
+
+def test_compare_times_module_files_against_the_products(capsys):
+    compare = _bench_module("compare")
+    module = str(ROOT / "generated" / "mlp_tanh.py")
+    assert compare.main([module, module, "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("1: mlp_tanh.py") == 2 and out.count("2: mlp_tanh.py") == 2  # float32, float64
+    assert "x matmuls" in out

@@ -236,11 +236,6 @@ def test_a_function_the_code_generator_cannot_lower_is_one_error():
         sg.source(m, "numpy")
 
 
-def test_leaky_relu_slope_must_not_be_negative():
-    m, X, y, W, B, n = small()
-    refused(lambda: sg.leaky_relu(X, -0.5), "alpha must be at least 0, not -1/2")
-
-
 def test_take_bounds_must_not_be_negative():
     m, X, y, W, B, n = small()
     with pytest.raises(ShapeError, match="must not be negative, not -3 and 2"):

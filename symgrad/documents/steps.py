@@ -281,7 +281,7 @@ class BackwardPass:
         expr = node.attr("expr")
         operands = dict(zip(ARG[:len(node.args)], node.args, strict=True))
         p = self.d.printer
-        out: list[Inline] = [function_identity(f, p) for f in functions_in(expr)]
+        out: list[Inline] = [function_identity(f, p, _parameter_values(expr, f)) for f in functions_in(expr)]
         raw = p.expr(sympy.diff(expr, ARG[s.arg]), operands, "latex")
         local = self.d.local_derivative(s)
         shown = raw if local is None or local == raw else f"{raw} = {local}"
@@ -317,19 +317,34 @@ def functions_in(expr: sympy.Expr) -> list[type]:
     return sorted(found, key=lambda f: f.__name__)
 
 
-def function_identity(fn: type, printer: Printer) -> Inline:
-    """f(x) = definition, and f'(x) as sympy derived it (and the form the code uses)."""
+def _parameter_values(expr: sympy.Expr, fn: type) -> list[tuple]:
+    """The parameter values (a leaky relu's slope) of each call of fn in expr, in a stable order."""
+    if not getattr(fn, "parameters", ()):
+        return []
+    return sorted({f.args[1:] for f in expr.atoms(fn)}, key=str)
+
+
+def function_identity(fn: type, printer: Printer, values: list[tuple] = ()) -> Inline:
+    """f(x) = definition, and f'(x) as sympy derived it (and the form the code uses: at some
+    parameter values, such as a negative leaky-relu slope, another one)."""
     x = {X: "x"}
     if issubclass(fn, ElementwiseFunction):
         call = printer.expr(fn(X, *fn.parameters), x, "latex")
         definition = printer.expr(fn.definition, x, "latex")
         raw = printer.expr(sympy.diff(fn.definition, X), x, "latex")
-        chosen = printer.expr(derivative_of(fn), x, "latex")
+        general = derivative_of(fn)
+        chosen = printer.expr(general, x, "latex")
         tail = raw if raw == chosen else f"{raw} = {chosen}"
-        return prose(f"${call} = {definition}$, so sympy derives "
-                     f"${mathtext.ordinary(call)} = {tail}$"
-                     + ("" if raw == chosen else " (the cheapest verified form, which the code uses)")
-                     + ".")
+        text = (f"${call} = {definition}$, so sympy derives ${mathtext.ordinary(call)} = {tail}$"
+                + ("" if raw == chosen else " (the cheapest verified form, which the code uses)") + ".")
+        for v in values:
+            own = derivative_of(fn, v)
+            if own != general:
+                at = ", ".join(f"{sympy.latex(p)} = {sympy.latex(a)}"
+                               for p, a in zip(fn.parameters, v, strict=True))
+                text += (f" At ${at}$ that form does not hold, and the code uses "
+                         f"${printer.expr(own, x, 'latex')}$ there.")
+        return prose(text)
     call = printer.expr(fn(X), x, "latex")
     derivative = printer.expr(sympy.diff(fn(X), X), x, "latex")
     return prose(f"sympy: ${mathtext.ordinary(call)} = {derivative}$.")
