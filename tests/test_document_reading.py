@@ -325,3 +325,25 @@ def test_a_wrong_compact_form_is_caught_and_not_shown(monkeypatch):
     with pytest.warns(sg.SymgradWarning, match="compact form of batch normalisation"):
         doc = document("mlp_regularised")
     assert not any("In textbook form (batch normalisation" in _said(s) for s in _steps(doc))
+
+
+def test_a_model_that_names_nothing_still_gets_short_steps():
+    """gan_ring names no layer: the steps name the long parts (u_k, defined before the steps) and
+    print an earlier step's result by its equation's name, so no step carries the network."""
+    backward = next(s for s in built("gan_ring").sections if s.kind == "steps")
+    defined = [b.lhs for b in backward.blocks if hasattr(b, "lhs")]
+    assert defined and all(re.fullmatch(r"u_\{\d+\}", u) for u in defined)
+    equations = [s.equation for s in backward.items] + [f.equation for s in backward.items for f in s.folded]
+    longest = max(len(e.lhs) + len(e.rhs) for e in equations)
+    assert longest < 300, longest  # 1122 LaTeX characters before the names
+    used = {u for e in equations for u in re.findall(r"u_\{\d+\}", e.lhs + e.rhs)}
+    assert used <= set(defined) and used
+    # the same names in the gradients, whose own new names are numbered after them
+    gradients = next(s for s in built("gan_ring").sections if s.kind == "gradients")
+    assert not set(defined) & {b.lhs for b in gradients.blocks if hasattr(b, "lhs")}
+
+
+def test_a_model_that_names_its_layers_keeps_its_formulas():
+    backward = next(s for s in built("mlp_tanh").sections if s.kind == "steps")
+    assert not backward.blocks
+    assert not any(re.search(r"u_\{\d+\}", s.equation.rhs) for s in backward.items)

@@ -143,7 +143,8 @@ def forward_section(part: Part, level: int = 2, id_prefix: str = "", with_figure
 
 def backward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
     d = part.derivation
-    steps = BackwardPass(d, part.prefix).steps()
+    bp = BackwardPass(d, part.prefix)
+    steps = bp.steps()
     first, last = d.backward[0].number, d.backward[-1].number
     intro = prose(
         f"Reverse mode walks the forward equations from the loss back to the parameters, applying "
@@ -154,18 +155,29 @@ def backward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
             f" These steps derive the gradient of the summed loss ${d.printer.latex(d.loss)}$, which "
             "`loss_and_grad` returns; the players train on the gradients of their own objectives, "
             "derived in their own sections below." if d.model.objectives else ""), part.prefix)
+    blocks: tuple = ()
+    if bp.defined:
+        blocks = (prose("The model names no value for these parts of its forward pass, which the steps "
+                        "go through and whose formulas are long; the steps call them by these names, "
+                        "and a step's result that a later step uses is called there by the name on "
+                        "the left of its equation:"),
+                  *(Equation(None, f"{part.prefix}part-{k}", latex, bp.printer.latex(node, expand=True),
+                             shape=mathtext.shape(node.shape))
+                    for k, (latex, node) in enumerate(bp.defined, 1)))
     return Section(f"{id_prefix}backward", "Backward pass, step by step", level, (intro,),
-                   kind="steps", items=tuple(steps))
+                   kind="steps", items=tuple(steps), blocks=blocks)
 
 
 def gradient_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
     d = part.derivation
     loss = next((e.lhs_latex for e in d.forward if e.lhs_text == d.loss_name), d.loss_name)
     by_number = {e.number: e for e in d.backward}
-    # values the gradients repeat (or whose formulas are long) and the model left unnamed get names
-    taken = {latex for _, latex in d.names.values()} | {sympy.latex(s) for s in d.model.dim_symbols.values()}
+    # values the gradients repeat (or whose formulas are long) and neither the model nor the
+    # backward steps named get names; numbering goes on after the steps' own
+    bp = BackwardPass(d, part.prefix)
+    taken = {latex for _, latex in bp.names.values()} | {sympy.latex(s) for s in d.model.dim_symbols.values()}
     forward = topological(list(d.train.values()))
-    short, defs = shorten(d.printer, list(d.gradients.values()), set(forward), taken, set(d.names))
+    short, defs = shorten(bp.printer, list(d.gradients.values()), set(forward), taken, set(bp.names))
     if any(n.op == "scan" for n in forward):  # the recurrence's section writes these as sums over time
         short, defs = d.printer, []
     items = []
