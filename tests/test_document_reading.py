@@ -347,3 +347,13 @@ def test_a_model_that_names_its_layers_keeps_its_formulas():
     backward = next(s for s in built("mlp_tanh").sections if s.kind == "steps")
     assert not backward.blocks
     assert not any(re.search(r"u_\{\d+\}", s.equation.rhs) for s in backward.items)
+
+
+@pytest.mark.parametrize("name", ["mlp_regularised", "gan_ring", "attention_digits"])
+def test_every_step_whose_local_derivative_is_1_is_shown_inside_a_step_that_reads_it(name):
+    steps = _steps(built(name))
+    assert not [s.number for s in steps if s.compact]  # none stands alone ...
+    folded = [f for s in steps for f in s.folded]
+    assert folded and all(f.compact for f in folded)  # ... each is inside another, still numbered
+    numbers = sorted([s.number for s in steps] + [f.number for f in folded])
+    assert numbers == [e.number for e in sg.derive(BUILTINS[name].build()).backward]

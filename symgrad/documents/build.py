@@ -150,8 +150,9 @@ def backward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
         f"Reverse mode walks the forward equations from the loss back to the parameters, applying "
         f"the chain rule once per step, (#{first}) to (#{last}). Each step names the rule the rule "
         "table applied, the adjoint it starts from, the local derivative, and the result with its "
-        "shape. A step whose local derivative is 1 passes the adjoint on unchanged and is shown "
-        "on one line." + (
+        "shape. A step whose local derivative is 1 passes the adjoint on unchanged; it keeps its "
+        "number and is shown on one line inside the first step that reads its result (or the sum "
+        "it is a term of)." + (
             f" These steps derive the gradient of the summed loss ${d.printer.latex(d.loss)}$, which "
             "`loss_and_grad` returns; the players train on the gradients of their own objectives, "
             "derived in their own sections below." if d.model.objectives else ""), part.prefix)
