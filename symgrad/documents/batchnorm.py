@@ -230,11 +230,12 @@ def _substitute(p: Pattern, swap: dict[Node, Node]) -> Pattern:
                    new[p.root], None if p.scale is None else new[p.scale], new[p.normalised])
 
 
-def textbook(d: Derivation, pattern: Pattern, incoming: Numbered | None,
-             s: str = "s") -> tuple[str, list[str]] | None:
+def textbook(d: Derivation, pattern: Pattern, incoming: Numbered | None, s: str = "s",
+             names: dict[Node, tuple[str, str]] | None = None) -> tuple[str, list[str]] | None:
     """The compact form (LaTeX) of the adjoint of the normalised `pattern.z`, and the sentences
     that derive it and report its check; `incoming` is the equation of the normalised value's
-    adjoint. None where that has no equation or where the check fails (with a warning)."""
+    adjoint; `names` the document's names (the derivation's by default). None where that
+    adjoint has no equation or where the check fails (with a warning)."""
     if incoming is None:
         return None
     z = pattern.z
@@ -247,8 +248,10 @@ def textbook(d: Derivation, pattern: Pattern, incoming: Numbered | None,
             stacklevel=2)
         return None
     form = compact(pattern, incoming.node)
-    names = dict(d.names)
-    zl = d.printer.latex(z)
+    names = dict(d.names if names is None else names)
+    zl = Printer(names).latex(z)
+    # the adjoint the form starts from, by its own name where a step passed it on unchanged
+    start, cited = Printer(names).latex(incoming.node), d.owners.get(incoming.node, incoming.number)
     names.setdefault(form.xhat, (f"{z.name or 'z'}_hat", rf"\hat{{{zl}}}"))
     xl = names[form.xhat][1]
     names.setdefault(form.dxhat, (f"d_{z.name or 'z'}_hat", rf"\delta_{{{xl}}}"))
@@ -257,8 +260,6 @@ def textbook(d: Derivation, pattern: Pattern, incoming: Numbered | None,
     total = r"\sum_{" + ",".join(sympy.latex(z.shape[a]) for a in pattern.axes) + "}"
     n, root = sympy.latex(pattern.count), p.latex(pattern.root, expand=True)
     scale = "" if pattern.scale is None else rf"{p.latex(pattern.scale)} \odot "
-    # the adjoint the form starts from, by its own name where a step passed it on unchanged
-    start, cited = d.printer.latex(incoming.node), d.owners.get(incoming.node, incoming.number)
     said = [
         f"In textbook form (batch normalisation, recognised in the graph): with the normalised value "
         f"${xl} = {p.latex(form.xhat, expand=True)}$, ${s} = {root}$ and ${dx} = {scale}{start}$ "

@@ -17,11 +17,11 @@ REPEATED = 12  # a value used twice is named when its formula is longer than thi
 LONG = 110  # any value whose formula is longer than this is named
 
 
-def _trivial(n: Node) -> bool:
+def trivial(n: Node) -> bool:
     return n.is_leaf or n.op == "const" or (n.op == "broadcast_to" and n.args[0].op == "const")
 
 
-def _view_of_leaf(n: Node) -> bool:
+def view_of_leaf(n: Node) -> bool:
     return n.op in ("transpose", "reshape", "concat") and all(a.is_leaf for a in n.args)
 
 
@@ -39,7 +39,7 @@ def shorten(printer: Printer, roots: list[Node], forward: set[Node], taken: set[
     added: list[tuple[str, Node]] = []
     current = Printer(names)
     for n in order:
-        if _trivial(n) or n in roots or _view_of_leaf(n):
+        if trivial(n) or n in roots or view_of_leaf(n):
             continue
         if n in names:
             if n not in defined:

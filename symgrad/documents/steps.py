@@ -13,16 +13,17 @@ import dataclasses
 
 import sympy
 
-from symgrad.documents import batchnorm, mathtext
+from symgrad.documents import batchnorm, mathtext, naming
 from symgrad.documents.content import Equation, Inline, Step, prose
 from symgrad.documents.intuition import INTUITION
+from symgrad.documents.shorten import trivial
 from symgrad.symbolic.autodiff import Accumulation
 from symgrad.symbolic.autodiff import Step as RuleStep
 from symgrad.symbolic.derivation import Derivation, Numbered
 from symgrad.symbolic.functions import ElementwiseFunction, X, derivative_of
 from symgrad.symbolic.graph import ARG, Node
-from symgrad.symbolic.printing import Printer
-from symgrad.symbolic.rules import rule_for
+from symgrad.symbolic.printing import Printer, latex_name
+from symgrad.symbolic.rules import Y, rule_for
 from symgrad.symbolic.shapes import broadcast_axes
 
 
@@ -48,6 +49,16 @@ class BackwardPass:
         for node, e in self.adjoint_eq.items():
             if node.op == "item":
                 self.item_adjoints.setdefault(node.args[0], {})[node.attr("index")] = e
+        # the document's names (see naming.py): long unnamed forward values get u_k, and a long
+        # backward result prints, after its own equation, by that equation's left-hand side
+        self.names, self.defined = naming.forward_names(d, self._taken())
+        self.printer = Printer(self.names)
+        for e in d.backward:
+            if e.node in self.names or trivial(e.node):
+                continue
+            if len(self.printer.latex(e.node, expand=True)) > naming.BACKWARD_LONG:
+                self.names[e.node] = (f"eq{e.number}", self.lhs(e))
+                self.printer = Printer(self.names)
 
     # -- facts about one equation ------------------------------------------------------------
     @staticmethod
@@ -60,11 +71,22 @@ class BackwardPass:
         return isinstance(e.step, Accumulation) or self.target(e) not in self.summed
 
     def lhs(self, e: Numbered) -> str:
-        """The left-hand side; a part of a sum is [dL/dx]_(N), the whole one its usual name."""
+        """The left-hand side; a part of a sum is [dL/dx]_(N), the whole one its usual name
+        (delta_{u_k} for a value the document named)."""
         if self.whole(e):
-            return e.lhs_latex
+            target = self.target(e)
+            if target in self.d.names:
+                return e.lhs_latex
+            if target in self.names:
+                return naming.adjoint_name(self.names[target][1])
+            of = rf"\partial \left({self.printer.latex(target)}\right)"  # as derive writes it
+            return rf"\frac{{\partial {latex_name(self.d.loss_name)}}}{{{of}}}"
         total = self.adjoint_eq[self.target(e)]
-        return rf"\left[{total.lhs_latex}\right]_{{({e.number})}}"
+        return rf"\left[{self.lhs(total)}\right]_{{({e.number})}}"
+
+    def rhs(self, e: Numbered) -> str:
+        """The right-hand side, printed with the document's names."""
+        return self.printer.latex(e.node, expand=self.d.owners.get(e.node) == e.number)
 
     def anchor(self, number: int) -> str:
         return f"{self.prefix}eq-{number}"
@@ -72,22 +94,33 @@ class BackwardPass:
     # -- the explained steps -----------------------------------------------------------------
     def steps(self) -> list[Step]:
         """Every backward equation explained; a step whose local derivative is 1 is folded into
-        the first step that starts from its adjoint (it keeps its number and anchor there)."""
+        the first step that starts from its adjoint, or into the sum it is a term of (it keeps
+        its number and anchor there)."""
         shown = {e.number: self._sum(e) if isinstance(e.step, Accumulation) else self._step(e)
                  for e in self.d.backward}
-        feeds: dict[int, int] = {}  # compact step -> the first step that starts from it
+        after: dict[int, list[int]] = {}  # compact step -> the steps that start from its adjoint
         for e in self.d.backward:
-            if isinstance(e.step, Accumulation):
+            if isinstance(e.step, Accumulation):  # ... or a sum it is a term of
+                for part in self.partials.get(e.step.node, []):
+                    if shown[part.number].compact:
+                        after.setdefault(part.number, []).append(e.number)
                 continue
             incoming = self.adjoint_eq.get(e.step.node)
-            if incoming is not None and shown[incoming.number].compact and incoming.number not in feeds \
-                    and not shown[e.number].compact:
-                feeds[incoming.number] = e.number
+            if incoming is not None and shown[incoming.number].compact:
+                after.setdefault(incoming.number, []).append(e.number)
+
+        def ends(number: int) -> list[int]:  # the steps that are not compact, through compact ones
+            if not shown[number].compact:
+                return [number]
+            return [n for a in after.get(number, []) for n in ends(a)]
+
+        # a compact step is shown in the first step (in the document's order) that reads its adjoint
+        feeds = {c: min(found) for c in after if (found := ends(c))}
         out = []
         for number, step in shown.items():
             if number in feeds:
                 continue
-            folded = tuple(shown[c] for c, into in feeds.items() if into == number)
+            folded = tuple(shown[c] for c, into in sorted(feeds.items()) if into == number)
             out.append(dataclasses.replace(step, folded=folded) if folded else step)
         return out
 
@@ -102,7 +135,9 @@ class BackwardPass:
         lead = prose(f"${self._latex(node)}$ is used {len(parts)} times, so its adjoint is the "
                      f"sum of the contributions {cites} that flow back through its uses.", self.prefix)
         terms = " + ".join(self.lhs(p) for p in parts)
-        rhs, details = f"{terms} = {self.d.rhs(e, 'latex')}", []
+        # where every term is a named result, the sum of those names would only repeat the terms
+        named = all(t in self.names for t in e.step.terms)
+        rhs, details = (terms if named else f"{terms} = {self.rhs(e)}"), []
         pattern = next((p for p in self._batchnorms if p.z is node), None)
         found = None if pattern is None else \
             batchnorm.textbook(self.d, pattern, self.adjoint_eq.get(pattern.normalised), self._free("s"))
@@ -136,7 +171,7 @@ class BackwardPass:
         else:
             details += self._rule(s)
         details.append(prose(self._shape_note(arg, s.contribution)))
-        rhs = self.d.rhs(e, "latex")
+        rhs = self.rhs(e)
         if node.op == "max":
             details.append(prose(self._max_routing(s)))
         textbook = self._textbook_softmax(s, incoming) if node.op == "log_softmax" else None
@@ -148,17 +183,18 @@ class BackwardPass:
 
     # -- pieces ------------------------------------------------------------------------------
     def _latex(self, node: Node) -> str:
-        return self.d.printer.latex(node)
+        return self.printer.latex(node)
 
     def _through(self, node: Node) -> str:
         """`$z_1 = X W_1 + b_1$ (1)` for a named node, `$X W_1$ (in (1))` for a part of one."""
         owner = self.d.owners.get(node)
         if node.op == "scan":  # its cell is shown equation by equation under its own number
             return f"the recurrence over the cell {node.attr('cell').name} in (#{owner})"
-        expanded = self.d.printer.latex(node, expand=True)
-        if node in self.d.names and not node.is_leaf:
-            cite = f" (#{owner})" if owner is not None else ""
-            return f"${self.d.names[node][1]} = {expanded}$" + cite
+        expanded = self.printer.latex(node, expand=True)
+        if node in self.names and not node.is_leaf:
+            cite = "" if owner is None else f" (#{owner})" if node in self.d.names \
+                else f" (in (#{owner}))"  # a part of an equation, named by the document
+            return f"${self.names[node][1]} = {expanded}$" + cite
         cite = f" (in (#{owner}))" if owner is not None else ""
         return f"${expanded}$" + cite
 
@@ -224,7 +260,7 @@ class BackwardPass:
     def _max_routing(self, s: RuleStep) -> str:
         """Max pooling's adjoint as a textbook states it: to the arg-max of each window."""
         u = self._latex(s.node.args[0])
-        z = self.d.printer.latex(s.node)
+        z = self.printer.latex(s.node)
         return (f"In textbook form: each window's adjoint goes to the entry that won, "
                 f"$\\mathbb{{1}}\\left[{u} = {z}\\right] \\odot \\delta_{{{z}}}$ with the maximum and "
                 "its adjoint repeated over the window; the form below divides by the number of "
@@ -262,7 +298,8 @@ class BackwardPass:
 
     def _taken(self) -> set[str]:
         """The LaTeX names the model already uses (leaves, equations, adjoints, dims)."""
-        taken = {latex for _, latex in self.d.names.values()}
+        names = getattr(self, "names", self.d.names)
+        taken = {latex for _, latex in names.values()}
         return taken | {sympy.latex(d) for d in self.d.model.dim_symbols.values()}
 
     def _free(self, letters: str, *also: str) -> str:
@@ -280,14 +317,14 @@ class BackwardPass:
         node, arg = s.node, s.node.args[s.arg]
         expr = node.attr("expr")
         operands = dict(zip(ARG[:len(node.args)], node.args, strict=True))
-        p = self.d.printer
+        p = self.printer
         out: list[Inline] = [function_identity(f, p, _parameter_values(expr, f)) for f in functions_in(expr)]
         raw = p.expr(sympy.diff(expr, ARG[s.arg]), operands, "latex")
-        local = self.d.local_derivative(s)
+        local = None if s.local is None else p.expr(s.local, operands | {Y: node}, "latex")
         shown = raw if local is None or local == raw else f"{raw} = {local}"
-        y = self.d.names[node][1] if node in self.d.names else self._free("yvqo")
-        x = self.d.names[arg][1] if arg in self.d.names else self._free("xtwk", y)
-        named = [f"${sym} = {self._latex(n)}$" for sym, n in ((y, node), (x, arg)) if n not in self.d.names]
+        y = self.names[node][1] if node in self.names else self._free("yvqo")
+        x = self.names[arg][1] if arg in self.names else self._free("xtwk", y)
+        named = [f"${sym} = {self._latex(n)}$" for sym, n in ((y, node), (x, arg)) if n not in self.names]
         note = f" (with {' and '.join(named)})" if named else ""
         out.append(prose(f"Local derivative, entry by entry (sympy): "
                          f"$\\frac{{\\partial {y}}}{{\\partial {x}}} = {shown}${note}; the step "
@@ -304,7 +341,7 @@ class BackwardPass:
             return "Result: a scalar, like its argument."
         shape = mathtext.shape(arg.shape)
         if contribution.op == "broadcast_to" and not contribution.args[0].shape:
-            value = self.d.printer.latex(contribution.args[0], expand=True)
+            value = self.printer.latex(contribution.args[0], expand=True)
             return (f"Result: a ${shape}$ array (the shape of ${self._latex(arg)}$) whose every "
                     f"entry is the scalar ${value}$, written as that scalar.")
         return f"Result shape: ${shape}$, the shape of ${self._latex(arg)}$."
