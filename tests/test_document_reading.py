@@ -137,7 +137,8 @@ def test_each_player_has_a_section_with_its_gradients_and_code():
     assert {"Player L_D", "Player L_G", "How the players train"} <= set(titles)
     md = _md("gan_ring")
     player_d = md[md.index("## Player L\\_D"):md.index("## Player L\\_G")]
-    assert r"\boxed{\frac{\partial L_{D}}{\partial Wd_{3}} = u_{2}^{\top} \delta_{d_{fake}} + " in player_d
+    assert re.search(r"\\boxed\{\\frac\{\\partial L_\{D\}\}\{\\partial Wd_\{3\}\} = u_\{\d+\}\^\{\\top\} "
+                     r"\\delta_\{d_\{fake\}\} \+ ", player_d)  # u_k: the name the steps gave
     assert 'Wd1 = params["Wd1"]' in player_d and '"""' not in player_d  # the function body, no docstring
     player_g = md[md.index("## Player L\\_G"):md.index("## How the players train")]
     assert r"\frac{\partial L_{G}}{\partial Wg_{1}} = Z^{\top}" in player_g
@@ -347,3 +348,24 @@ def test_a_model_that_names_its_layers_keeps_its_formulas():
     backward = next(s for s in built("mlp_tanh").sections if s.kind == "steps")
     assert not backward.blocks
     assert not any(re.search(r"u_\{\d+\}", s.equation.rhs) for s in backward.items)
+
+
+@pytest.mark.parametrize("name", ["mlp_regularised", "gan_ring", "attention_digits"])
+def test_every_step_whose_local_derivative_is_1_is_shown_inside_a_step_that_reads_it(name):
+    steps = _steps(built(name))
+    assert not [s.number for s in steps if s.compact]  # none stands alone ...
+    folded = [f for s in steps for f in s.folded]
+    assert folded and all(f.compact for f in folded)  # ... each is inside another, still numbered
+    numbers = sorted([s.number for s in steps] + [f.number for f in folded])
+    assert numbers == [e.number for e in sg.derive(BUILTINS[name].build()).backward]
+
+
+def test_a_name_the_document_gives_means_one_thing_in_every_section():
+    """u_k and delta_k are defined once in the whole document (the steps, the gradients and each
+    player's section go on numbering from the ones before), and every one used is defined."""
+    doc = built("gan_ring")
+    defined = [b.lhs for s in doc.sections for b in s.blocks if hasattr(b, "lhs")
+               and re.fullmatch(r"(u|\\delta)_\{\d+\}", b.lhs)]
+    assert len(defined) == len(set(defined)) and len(defined) > 10, defined
+    text = render(doc, "md")
+    assert set(re.findall(r"(?:u|\\delta)_\{\d+\}", text)) <= set(defined)

@@ -32,8 +32,9 @@ from symgrad.documents.steps import BackwardPass
 from symgrad.symbolic import __version__
 from symgrad.symbolic.derivation import Derivation, derive
 from symgrad.symbolic.errors import SymgradWarning
-from symgrad.symbolic.graph import topological
+from symgrad.symbolic.graph import Node, topological
 from symgrad.symbolic.model import Model
+from symgrad.symbolic.printing import Printer
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,9 @@ def backward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
         f"Reverse mode walks the forward equations from the loss back to the parameters, applying "
         f"the chain rule once per step, (#{first}) to (#{last}). Each step names the rule the rule "
         "table applied, the adjoint it starts from, the local derivative, and the result with its "
-        "shape. A step whose local derivative is 1 passes the adjoint on unchanged and is shown "
-        "on one line." + (
+        "shape. A step whose local derivative is 1 passes the adjoint on unchanged; it keeps its "
+        "number and is shown on one line inside the first step that reads its result (or the sum "
+        "it is a term of)." + (
             f" These steps derive the gradient of the summed loss ${d.printer.latex(d.loss)}$, which "
             "`loss_and_grad` returns; the players train on the gradients of their own objectives, "
             "derived in their own sections below." if d.model.objectives else ""), part.prefix)
@@ -168,18 +170,26 @@ def backward_section(part: Part, level: int = 2, id_prefix: str = "") -> Section
                    kind="steps", items=tuple(steps), blocks=blocks)
 
 
+def gradient_names(part: Part) -> tuple[Printer, list[tuple[str, Node]]]:
+    """The gradients' printer and the names it adds: values the gradients repeat (or whose
+    formulas are long) that neither the model nor the backward steps named get names, numbered
+    after the steps' own. A later section (a GAN's players) goes on from these."""
+    d = part.derivation
+    forward = topological(list(d.train.values()))
+    if any(n.op == "scan" for n in forward):  # the recurrence's section writes these as sums over time
+        return d.printer, []
+    # the steps' names of forward values (a gradient is written out, not as a sum of step results)
+    steps = BackwardPass(d, part.prefix).names
+    names = {n: v for n, v in steps.items() if n in d.names or n in set(forward)}
+    taken = {latex for _, latex in steps.values()} | {sympy.latex(s) for s in d.model.dim_symbols.values()}
+    return shorten(Printer(names), list(d.gradients.values()), set(forward), taken, set(names))
+
+
 def gradient_section(part: Part, level: int = 2, id_prefix: str = "") -> Section:
     d = part.derivation
     loss = next((e.lhs_latex for e in d.forward if e.lhs_text == d.loss_name), d.loss_name)
     by_number = {e.number: e for e in d.backward}
-    # values the gradients repeat (or whose formulas are long) and neither the model nor the
-    # backward steps named get names; numbering goes on after the steps' own
-    bp = BackwardPass(d, part.prefix)
-    taken = {latex for _, latex in bp.names.values()} | {sympy.latex(s) for s in d.model.dim_symbols.values()}
-    forward = topological(list(d.train.values()))
-    short, defs = shorten(bp.printer, list(d.gradients.values()), set(forward), taken, set(bp.names))
-    if any(n.op == "scan" for n in forward):  # the recurrence's section writes these as sums over time
-        short, defs = d.printer, []
+    short, defs = gradient_names(part)
     items = []
     for name, g in d.gradients.items():
         param = d.printer.latex(d.model.params[name])
@@ -336,7 +346,7 @@ def model_document(model: Model, module_note: Inline | None = None) -> Document:
     sections += [forward_section(part, with_figure=True), *(c for c, _ in cells), backward_section(part),
                  *(b for _, b in cells), gradient_section(part)]
     if model.objectives:
-        sections += [*players.player_sections(d, part.source, part.prefix),
+        sections += [*players.player_sections(d, part.source, part.prefix, gradient_names(part)[0].names),
                      players.training_section(d, part.prefix)]
     sections += [check_section(part)]
     from symgrad.documents.second_order import second_order_sections  # it builds on this module

@@ -12,7 +12,8 @@ from symgrad.documents import code, mathtext
 from symgrad.documents.content import CodeBlock, Equation, Inline, Section, prose
 from symgrad.documents.shorten import shorten
 from symgrad.symbolic.derivation import Derivation, derive
-from symgrad.symbolic.graph import topological
+from symgrad.symbolic.graph import Node, topological
+from symgrad.symbolic.printing import Printer
 
 
 def _list(items: list[str]) -> str:
@@ -49,19 +50,27 @@ def training_section(d: Derivation, prefix: str = "") -> Section:
     return Section(f"{prefix}training", "How the players train", 2, intro, bullets=tuple(steps), after=after)
 
 
-def player_sections(d: Derivation, source: str, prefix: str = "") -> list[Section]:
-    """One section per objective: what it minimises over which parameters, its gradients, its code."""
+def player_sections(d: Derivation, source: str, prefix: str = "",
+                    names: dict[Node, tuple[str, str]] | None = None) -> list[Section]:
+    """One section per objective: what it minimises over which parameters, its gradients, its code.
+    `names`: those the sections before gave (u_k, delta_k), so that a forward value keeps its
+    name in every section and each new name is numbered after the ones before."""
     model = d.model
-    defined = {e.node for e in d.forward} | {d.train[e.node] for e in d.forward if e.node in d.train}
+    shared = set(topological(list(d.train.values())))  # forward values: the same in every player
+    earlier = {n: v for n, v in (names or {}).items() if n in shared and n not in d.names}
+    taken = {latex for _, latex in (names or d.names).values()}
     sections = []
     for o, params in model.objectives.items():
         player = derive(model, o)
-        p = player.printer
+        p = Printer({**earlier, **player.names})
         objective = next(e for e in player.forward if e.lhs_text == o)
         forward = set(topological(list(player.train.values())))
-        taken = {latex for _, latex in player.names.values()}
+        taken |= {latex for _, latex in player.names.values()}
+        defined = {e.node for e in d.forward} | {d.train[e.node] for e in d.forward if e.node in d.train}
         roots = [g for g in player.gradients.values()]
-        short, defs = shorten(p, roots, forward, taken, defined)
+        short, defs = shorten(p, roots, forward, taken, defined | set(earlier))
+        taken |= {latex for latex, _ in defs}
+        earlier |= {n: short.names[n] for _, n in defs if n in shared}
         trained = _list([f"${p.latex(model.params[q])}$" for q in params])
         blocks: list[Inline | Equation | CodeBlock] = [prose(
             f"Objective: ${objective.lhs_latex} = {player.rhs(objective, 'latex')}$ (#{objective.number}), "

@@ -94,22 +94,33 @@ class BackwardPass:
     # -- the explained steps -----------------------------------------------------------------
     def steps(self) -> list[Step]:
         """Every backward equation explained; a step whose local derivative is 1 is folded into
-        the first step that starts from its adjoint (it keeps its number and anchor there)."""
+        the first step that starts from its adjoint, or into the sum it is a term of (it keeps
+        its number and anchor there)."""
         shown = {e.number: self._sum(e) if isinstance(e.step, Accumulation) else self._step(e)
                  for e in self.d.backward}
-        feeds: dict[int, int] = {}  # compact step -> the first step that starts from it
+        after: dict[int, list[int]] = {}  # compact step -> the steps that start from its adjoint
         for e in self.d.backward:
-            if isinstance(e.step, Accumulation):
+            if isinstance(e.step, Accumulation):  # ... or a sum it is a term of
+                for part in self.partials.get(e.step.node, []):
+                    if shown[part.number].compact:
+                        after.setdefault(part.number, []).append(e.number)
                 continue
             incoming = self.adjoint_eq.get(e.step.node)
-            if incoming is not None and shown[incoming.number].compact and incoming.number not in feeds \
-                    and not shown[e.number].compact:
-                feeds[incoming.number] = e.number
+            if incoming is not None and shown[incoming.number].compact:
+                after.setdefault(incoming.number, []).append(e.number)
+
+        def ends(number: int) -> list[int]:  # the steps that are not compact, through compact ones
+            if not shown[number].compact:
+                return [number]
+            return [n for a in after.get(number, []) for n in ends(a)]
+
+        # a compact step is shown in the first step (in the document's order) that reads its adjoint
+        feeds = {c: min(found) for c in after if (found := ends(c))}
         out = []
         for number, step in shown.items():
             if number in feeds:
                 continue
-            folded = tuple(shown[c] for c, into in feeds.items() if into == number)
+            folded = tuple(shown[c] for c, into in sorted(feeds.items()) if into == number)
             out.append(dataclasses.replace(step, folded=folded) if folded else step)
         return out
 
