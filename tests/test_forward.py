@@ -117,3 +117,30 @@ def test_init_params_is_seeded_and_dtype_independent():
     assert not np.allclose(a["W1"], c["W1"])
     np.testing.assert_allclose(module.init_params(dims, seed=4, dtype=np.float64)["W1"], a["W1"], rtol=1e-6)
     assert np.all(a["b1"] == np.float32(0.1))  # rectifier biases start slightly positive
+
+
+def test_set_backend_routes_an_auto_modules_kernels(monkeypatch):
+    """Forcing an engine on an auto module reaches every kernel, whatever the thresholds say."""
+    _, _, module = built("mlp_tanh", "auto")
+    dims = {"B": 8, "n_in": 5, "n_h1": 6, "n_h2": 4, "n_out": 3}
+    rng = np.random.default_rng(2)
+    params = module.init_params(dims, dtype=np.float64)
+    batch = random_batch(module, dims, rng)
+    calls = []
+    import numexpr
+
+    real = numexpr.evaluate
+    monkeypatch.setattr(module.ne, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    try:
+        module.set_backend("numexpr")
+        l_ne, g_ne = module.loss_and_grad(params, batch)
+        assert calls
+        calls.clear()
+        module.set_backend("numpy")
+        l_np, g_np = module.loss_and_grad(params, batch)
+        assert not calls
+    finally:
+        module.set_backend("auto")
+    assert l_ne == pytest.approx(l_np, rel=1e-12)
+    for k in g_np:
+        np.testing.assert_allclose(g_ne[k], g_np[k], rtol=1e-10, atol=1e-13)
