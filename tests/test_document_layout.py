@@ -28,7 +28,9 @@ PROBE = """<!DOCTYPE html><html><body>
 window.addEventListener("load", () => {{
   const widths = [...document.querySelectorAll("iframe")].map(f => {{
     const root = f.contentDocument.documentElement;
-    return [f.dataset.name, root.scrollWidth, root.clientWidth];
+    const tall = [...f.contentDocument.querySelectorAll(".eqmath")]
+      .filter(e => e.scrollHeight > e.clientHeight + 1).length;  // a vertical scroll box
+    return [f.dataset.name, root.scrollWidth, root.clientWidth, tall];
   }});
   document.getElementById("symgrad-widths").textContent = JSON.stringify(widths);
 }});
@@ -37,7 +39,8 @@ window.addEventListener("load", () => {{
 
 
 def test_no_html_document_is_wider_than_the_window(tmp_path):
-    """Each committed page is loaded in a 1280 px wide frame; its scroll width must be the frame's."""
+    """Each committed page is loaded in a 1280 px wide frame; its scroll width must be the frame's,
+    and no display equation may scroll vertically (its box is as tall as its formula)."""
     exe = chromium_or_skip()
     pages = sorted(DOCS.glob("*.html"))
     frames = "\n".join(f'<iframe data-name="{p.name}" src="{p.as_uri()}" '
@@ -51,9 +54,10 @@ def test_no_html_document_is_wider_than_the_window(tmp_path):
     assert found and found.group(1), "the probe did not run: " + run.stdout[-500:] + run.stderr[-1500:]
     widths = json.loads(found.group(1).replace("&quot;", '"'))
     assert [w[0] for w in widths] == [p.name for p in pages]
-    for name, scroll, client in widths:
+    for name, scroll, client, tall in widths:
         assert client == WINDOW, (name, client)  # the frame has the window's width
         assert scroll <= WINDOW, f"{name} is {scroll} px wide in a {WINDOW} px window"
+        assert tall == 0, f"{name}: {tall} display equations scroll vertically (a scroll widget beside them)"
 
 
 def _overfull(exe: str, tex: pathlib.Path, folder: pathlib.Path) -> tuple[str, int, list[float]]:
