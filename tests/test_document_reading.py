@@ -143,6 +143,11 @@ def test_each_player_has_a_section_with_its_gradients_and_code():
     player_g = md[md.index("## Player L\\_G"):md.index("## How the players train")]
     assert r"\frac{\partial L_{G}}{\partial Wg_{1}} = Z^{\top}" in player_g
     assert "Wd" not in player_g.split("Its gradients")[1].split("```")[0].replace("Wd_{", "")  # only G's
+    # a player's delta is its own objective's adjoint, said where its steps begin
+    for player, objective in ((player_d, "D"), (player_g, "G")):
+        assert "\\delta_{d_{fake}}" in player
+        assert (rf"$\delta_x$ stands for $\frac{{\partial L_{{{objective}}}}}{{\partial x}}$"
+                in player.split("\\delta_{d_{fake}}")[0])
     training = md[md.index("## How the players train"):]
     assert "`loss_and_grad_L_D`" in training and "fresh noise" in training
 

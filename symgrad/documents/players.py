@@ -78,7 +78,9 @@ def player_sections(d: Derivation, source: str, prefix: str = "",
         if defs:
             blocks.append(prose(
                 "Its backward pass, derived by the same reverse mode as the sections above, with each "
-                "value the gradients use more than once (or whose formula is long) named once:", prefix))
+                "value the gradients use more than once (or whose formula is long) named once. In this "
+                f"section $\\delta_x$ stands for ${mathtext.partial(objective.lhs_latex, 'x')}$, the "
+                "adjoint of this player's objective, not of the summed loss:", prefix))
             for latex, node in defs:
                 blocks.append(Equation(None, f"{prefix}{o}-def-{len(blocks)}", latex,
                                        short.latex(node, expand=True), shape=mathtext.shape(node.shape)))
