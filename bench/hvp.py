@@ -19,14 +19,22 @@ import os
 import pathlib
 import statistics
 import sys
-import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
-from timing import THREADS, TORCH, TorchWorker, measure, save_case, table, torch_worker  # noqa: E402
+from timing import (  # noqa: E402
+    THREADS,
+    TORCH,
+    TorchWorker,
+    measure,
+    save_case,
+    scratch_folder,
+    table,
+    torch_worker,
+)
 
 CASES = {  # name: (title, committed module, dims, batch size)
     "mlp": ("digits MLP 64-128-64-10 (tanh), batch 64", "mlp_tanh", {"n_in": 64, "n_out": 10}, 64),
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return torch_worker(_torch_case)
     import importlib
 
-    folder = tempfile.mkdtemp(prefix="symgrad-bench-hvp-")
+    folder = scratch_folder("symgrad-bench-hvp-")
     report = {}
     with TorchWorker(__file__) as torch:
         for case, (title, name, dims, n) in CASES.items():

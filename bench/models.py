@@ -26,7 +26,6 @@ import argparse
 import os
 import pathlib
 import sys
-import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -44,6 +43,7 @@ from timing import (  # noqa: E402
     measure,
     records,
     save_case,
+    scratch_folder,
     table,
     torch_worker,
     write_json,
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return torch_worker(_torch_case)
     began = time.perf_counter()
     results = []
-    folder = tempfile.mkdtemp(prefix="symgrad-bench-models-")
+    folder = scratch_folder("symgrad-bench-models-")
     with TorchWorker(__file__) as torch:
         for case, (title, build, dims, n) in CASES.items():
             module = symgrad.load_module(build())

@@ -53,6 +53,7 @@ from timing import (  # noqa: E402
     measure,
     records,
     save_case,
+    scratch_folder,
     table,
     torch_worker,
     write_json,
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     modules = generated_modules()
     began = time.perf_counter()
     results = []
-    folder = tempfile.mkdtemp(prefix="symgrad-bench-")
+    folder = scratch_folder("symgrad-bench-")
     with TorchWorker(__file__) as torch:
         for label, dims, n in CONFIGS:
             for dtype in DTYPES:

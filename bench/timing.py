@@ -12,12 +12,15 @@ spinning: right after the parent's turn, PyTorch's ran up to 2.9x slower than al
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 # SYMGRAD_BENCH_CLOCK=cpu: time the CPU of the process (time.process_time) instead of the wall
@@ -158,6 +161,13 @@ class TorchWorker:
         if self.child is not None:
             self.child.stdin.close()
             self.child.wait()
+
+
+def scratch_folder(prefix: str) -> str:
+    """A temporary folder for the cases sent to the PyTorch child, removed when the script ends."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def save_case(path: str, reference: tuple, params: dict, **arrays) -> None:
