@@ -1,9 +1,10 @@
 """Benchmark: sweeps and data-parallel training on a local Dask cluster.
 
 1. Sweep throughput: a 4-run sweep of the digits MLP (`mlp_tanh`, grid seed=0,1 x lr=1e-3,2e-3,
-   `--epochs E`) three ways, taking turns round by round: the 4 runs one after another in this
+   `--epochs E`) four ways, taking turns round by round: the 4 runs one after another in this
    process (`training.run.train`, what 4 `symgrad train` commands do, without their start-up),
-   `sweep(workers=1)` and `sweep(workers=2)`. A sweep's time includes starting its local
+   the 4 `symgrad train` commands themselves one after another, `sweep(workers=1)` and
+   `sweep(workers=2)`. A sweep's time includes starting its local
    cluster (about a second), as a user's would. Printed: median seconds and sequential / sweep.
 2. Data-parallel time per epoch (`Trainer.train_epoch` alone, evaluation excluded): one process
    (BLAS on 1 thread, and on the libraries' default) against `--workers 2`, for the digits MLP
@@ -27,6 +28,7 @@ import json
 import os
 import pathlib
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,13 +41,20 @@ def sweep_throughput(epochs: int, rounds: int) -> dict:
     from symgrad.training.sweep import points, sweep
 
     grid = {"seed": [0, 1], "lr": [1e-3, 2e-3]}
-    times: dict[str, list[float]] = {"sequential": [], "sweep, 1 worker": [], "sweep, 2 workers": []}
+    times: dict[str, list[float]] = {"sequential": [], "sequential commands": [], "sweep, 1 worker": [],
+                                     "sweep, 2 workers": []}
     for r in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             for i, point in enumerate(points(grid)):
                 train("mlp_tanh", epochs=epochs, out=f"{tmp}/seq/{i}", quiet=True, **point)
             times["sequential"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for i, point in enumerate(points(grid)):  # what a user without a sweep types, one by one
+                subprocess.run([sys.executable, "-m", "symgrad", "train", "mlp_tanh", "--epochs", str(epochs),
+                                "--seed", str(point["seed"]), "--lr", str(point["lr"]), "--quiet",
+                                "--out", f"{tmp}/cmd/{i}"], check=True, stdout=subprocess.DEVNULL)
+            times["sequential commands"].append(time.perf_counter() - start)
             for n in (1, 2):
                 start = time.perf_counter()
                 sweep("mlp_tanh", grid, workers=n, epochs=epochs, out=f"{tmp}/w{n}", quiet=True)
@@ -53,8 +62,10 @@ def sweep_throughput(epochs: int, rounds: int) -> dict:
         print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
               flush=True)
     median = {k: statistics.median(v) for k, v in times.items()}
+    sweeps = [k for k in median if k.startswith("sweep")]
     return {"runs": 4, "epochs": epochs, "seconds": times, "median": median,
-            "speedup": {k: median["sequential"] / v for k, v in median.items() if k != "sequential"}}
+            "speedup": {k: median["sequential"] / median[k] for k in sweeps},
+            "speedup_vs_commands": {k: median["sequential commands"] / median[k] for k in sweeps}}
 
 
 def _trainer(model: str, batch_size: int, dims: dict):
@@ -134,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         report["sweep"] = s = sweep_throughput(args.epochs, args.rounds)
         print("  median: " + ", ".join(f"{k} {v:.2f} s" for k, v in s["median"].items()))
         print("  sequential / sweep: " + ", ".join(f"{k} {v:.2f}x" for k, v in s["speedup"].items()))
+        print("  sequential commands / sweep: "
+              + ", ".join(f"{k} {v:.2f}x" for k, v in s["speedup_vs_commands"].items()))
     if args.part in ("data-parallel", "all"):
         print("data-parallel time per training epoch (median), 2 workers of a local cluster:", flush=True)
         report["data_parallel"] = data_parallel(args.dp_epochs)
