@@ -145,15 +145,15 @@ def run_settings(base: dict, point: dict) -> dict:
 
 
 # -- on a worker ------------------------------------------------------------------------------------
-def run_point(model, kwargs: dict, run_dir: str, calibration: dict) -> dict:
+def run_point(model, kwargs: dict, run_dir: str, machine: dict) -> dict:
     """Train one point into `run_dir` (resuming it when it holds a checkpoint: a retry after a
     lost worker, or a sweep run again) and return its figures. Runs on a Dask worker, with the
-    sweeping process's `calibration`."""
+    sweeping process's calibration (`machine`)."""
     from symgrad.training.cluster import prepare_worker
     from symgrad.training.loop import Diverged
     from symgrad.training.run import CHECKPOINT, train
 
-    prepare_worker(calibration)
+    prepare_worker(machine)
     folder = pathlib.Path(run_dir)
     model = _model(model)
     start = time.perf_counter()
