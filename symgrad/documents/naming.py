@@ -17,7 +17,7 @@ Short values keep their formulas: -Y/B reads better than its name.
 """
 from __future__ import annotations
 
-from symgrad.documents.shorten import trivial, view_of_leaf
+from symgrad.documents.shorten import fresh_name, trivial, view_of_leaf
 from symgrad.symbolic.autodiff import Accumulation
 from symgrad.symbolic.derivation import Derivation
 from symgrad.symbolic.graph import Node, topological
@@ -32,10 +32,8 @@ def targets(d: Derivation) -> list[Node]:
     seen: dict[Node, None] = {}
     for e in d.backward:
         s = e.step
-        if isinstance(s, Accumulation):
-            seen[s.node] = None
-        else:
-            seen[s.node] = None
+        seen[s.node] = None
+        if not isinstance(s, Accumulation):  # a step through a node also sends into its argument
             seen[s.node.args[s.arg]] = None
     wanted = set(seen)
     return [n for n in topological(list(seen)) if n in wanted]
@@ -58,13 +56,8 @@ def forward_names(d: Derivation, taken: set[str]) -> tuple[Names, list[tuple[str
             continue  # ... unless it is a part of the loss, which reads best written out
         if len(Printer(names).latex(n, expand=True)) <= FORWARD_LONG:
             continue
-        while True:
-            count += 1
-            latex = f"u_{{{count}}}"
-            if latex not in taken:
-                break
-        names[n] = (f"u{count}", latex)
-        added.append((latex, n))
+        count, names[n] = fresh_name("u", "u", count, taken)
+        added.append((names[n][1], n))
     return names, added
 
 

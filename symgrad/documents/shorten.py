@@ -25,6 +25,16 @@ def view_of_leaf(n: Node) -> bool:
     return n.op in ("transpose", "reshape", "concat") and all(a.is_leaf for a in n.args)
 
 
+def fresh_name(kind: str, letter: str, count: int, taken: set[str]) -> tuple[int, tuple[str, str]]:
+    """The first numbered name after `count` whose LaTeX (`letter`_k) `taken` does not hold:
+    (k, (text name, LaTeX name))."""
+    while True:
+        count += 1
+        latex = f"{letter}_{{{count}}}"
+        if latex not in taken:
+            return count, (f"{kind}{count}", latex)
+
+
 def shorten(printer: Printer, roots: list[Node], forward: set[Node], taken: set[str],
             defined: set[Node] = frozenset()) -> tuple[Printer, list[tuple[str, Node]]]:
     """A printer that names the repeated and long parts of `roots`, and the definitions a
@@ -48,12 +58,7 @@ def shorten(printer: Printer, roots: list[Node], forward: set[Node], taken: set[
         length = len(current.latex(n, expand=True))
         if (uses[n] >= 2 and length > REPEATED) or length > LONG:
             kind = "u" if n in forward else "d"
-            while True:
-                counts[kind] += 1
-                latex = f"{letters[kind]}_{{{counts[kind]}}}"
-                if latex not in taken:
-                    break
-            names[n] = (f"{kind}{counts[kind]}", latex)
-            added.append((latex, n))
+            counts[kind], names[n] = fresh_name(kind, letters[kind], counts[kind], taken)
+            added.append((names[n][1], n))
             current = Printer(names)
     return current, added
