@@ -1,4 +1,4 @@
-# symgrad-generated sha256:6e82b6f33e1ca2a23af10d50be88af05220f171984a82c1a08bdde3ca9969927
+# symgrad-generated sha256:046e6894e9759a7d86f78f18ed3763fca701d2be5784de1439db5bbe7d67d52c
 """attention_digits: one-head self-attention classifier over 8 tokens of 8 features: embedding
     with learnt positions, scaled dot-product attention with a residual connection, a relu
     layer per token, mean over tokens, softmax
@@ -1005,21 +1005,25 @@ def hvp(
     dL_dW2 = np.dot(t7.T, dL_dz)
     # (16) dL_db2 = sum(dL_dz, axis=0)
     dL_db2 = _colsum(dL_dz)
-    t25 = np.dot(_v_Wv, dL_dV.reshape(8*B, d).T)
-    t26 = np.dot(_v_Wk, t22.transpose(0, 2, 1).reshape(8*B, d).T)
-    t27 = np.dot(_v_Wq, dL_dQ.reshape(8*B, d).T)
+    t25 = np.matmul(_v_Wv, dL_dV.reshape(8*B, d).T, out=_scratch(ws, "t25", (d, 8*B), dt))
+    t26 = np.matmul(
+        _v_Wk,
+        t22.transpose(0, 2, 1).reshape(8*B, d).T,
+        out=_scratch(ws, "t26", (d, 8*B), dt),
+    )
+    t27 = np.matmul(_v_Wq, dL_dQ.reshape(8*B, d).T, out=_scratch(ws, "t27", (d, 8*B), dt))
     t28 = _ew15(t25, t26, t27, out=t25)
-    t29 = np.dot(t16.reshape(8*B, n_h), _v_W1.T)
+    t29 = np.matmul(t16.reshape(8*B, n_h), _v_W1.T, out=_scratch(ws, "t29", (8*B, d), dt))
     t30 = np.dot(dL_dz, _v_W2.T)
     t31 = np.dot(t7, _v_W2)
-    t32 = np.dot(H.reshape(8*B, d), _v_W1)
-    t33 = np.dot(E.reshape(8*B, d), _v_Wq)
-    t34 = np.dot(X.reshape(8*B, 8), _v_We)
+    t32 = np.matmul(H.reshape(8*B, d), _v_W1, out=_scratch(ws, "t32", (8*B, n_h), dt))
+    t33 = np.matmul(E.reshape(8*B, d), _v_Wq, out=_scratch(ws, "t33", (8*B, d), dt))
+    t34 = np.matmul(X.reshape(8*B, 8), _v_We, out=_scratch(ws, "t34", (8*B, d), dt))
     t35 = _ew1(_v_P.reshape(1, 8, d), t34.reshape(B, 8, d), out=t23)
     t36 = np.matmul(t35, Wq, out=t24)
     t37 = _ew1(t33.reshape(B, 8, d), t36, out=t36)
     t38 = np.matmul(t37, K.transpose(0, 2, 1), out=_scratch(ws, "t38", (B, 8, 8), dt))
-    t39 = np.dot(E.reshape(8*B, d), _v_Wk)
+    t39 = np.matmul(E.reshape(8*B, d), _v_Wk, out=_scratch(ws, "t39", (8*B, d), dt))
     t40 = np.matmul(t35, Wk, out=dL_dE)
     t41 = _ew1(t39.reshape(B, 8, d), t40, out=t40)
     t42 = np.matmul(Q, t41.transpose(0, 2, 1), out=_scratch(ws, "t42", (B, 8, 8), dt))
@@ -1029,7 +1033,7 @@ def hvp(
     t46 = _ew17(t45, out=t45)
     t47 = _ew18(t44, t46.reshape(B, 8, 1), A, out=_scratch(ws, "t47", (B, 8, 8), dt))
     t48 = np.matmul(t47, V, out=_scratch(ws, "t48", (B, 8, d), dt))
-    t49 = np.dot(E.reshape(8*B, d), _v_Wv)
+    t49 = np.matmul(E.reshape(8*B, d), _v_Wv, out=_scratch(ws, "t49", (8*B, d), dt))
     t50 = _scratch(ws, "t50", (B, 8, d), dt)
     np.dot(t35.reshape(-1, t35.shape[-1]), Wv, out=t50.reshape(-1, t50.shape[-1]))
     t51 = _ew1(t49.reshape(B, 8, d), t50, out=t50)
