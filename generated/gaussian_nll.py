@@ -1,4 +1,4 @@
-# symgrad-generated sha256:e752149b6b23f4d644b07924b200afe61f4cdefd3555420e2dab02d05009123f
+# symgrad-generated sha256:459bfd911e5c3b908cd0187daec0196a65a60677c24750fb4213b41f9f8570ff
 """gaussian_nll: multivariate Gaussian fitted by maximum likelihood: learnt mean and Cholesky
     factor of the covariance, negative log-likelihood of a batch
 
@@ -199,13 +199,13 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
 def _colsum(x: np.ndarray) -> np.ndarray:
     """Sum over every axis but the last, as one BLAS product with a row of ones."""
     rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
     """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
     along a short last axis, a row of class scores, costs twice as much)."""
-    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    total = x.dot(_ones(x.shape[-1], x.dtype))
     return total[..., None] if keepdims else total
 
 
@@ -402,7 +402,7 @@ def forward(
     t3 = _diag(t2)
     L_Sigma = _ew2(t1, t3, out=t1)
     # (2) Sigma = L_Sigma @ L_Sigma.T
-    Sigma = np.dot(L_Sigma, L_Sigma.T)
+    Sigma = L_Sigma.dot(L_Sigma.T)
     # (3) D = X - mu
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
     # (4) q = sum(D*solve(Sigma, D.T).T, axis=1)
@@ -438,7 +438,7 @@ def loss(
     t3 = _diag(t2)
     L_Sigma = _ew2(t1, t3, out=t1)
     # (2) Sigma = L_Sigma @ L_Sigma.T
-    Sigma = np.dot(L_Sigma, L_Sigma.T)
+    Sigma = L_Sigma.dot(L_Sigma.T)
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
     # (3) D = X - mu
@@ -478,7 +478,7 @@ def loss_and_grad(
     t3 = _diag(t2)
     L_Sigma = _ew2(t1, t3, out=t1)
     # (2) Sigma = L_Sigma @ L_Sigma.T
-    Sigma = np.dot(L_Sigma, L_Sigma.T)
+    Sigma = L_Sigma.dot(L_Sigma.T)
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
     # (3) D = X - mu
@@ -488,7 +488,7 @@ def loss_and_grad(
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
     t6 = np.matmul(D.T, D, out=Sigma)
     S = _ew6(t6, B, out=t6)
-    t7 = np.dot(t5, S)
+    t7 = t5.dot(S)
     t8 = np.trace(t7, axis1=-2, axis2=-1)
     t9 = t4 + t8
     t10 = 1.8378770664093456*n + t9
@@ -498,9 +498,9 @@ def loss_and_grad(
     # (15) dL/d(D.T @ D) = dL_dS/B
     t11 = _ew6(dL_dS, B, out=np.empty((n, n), dtype=dt))
     # (17) dL/d(D) += ... = D @ (dL_dS/B)
-    t12 = np.dot(D, t11)
+    t12 = D.dot(t11)
     # (16) dL/d(D.T) = (dL_dS/B) @ D.T
-    t13 = np.dot(t11, D.T)
+    t13 = t11.dot(D.T)
     # (19) dL_dD = D @ (dL_dS/B) + ((dL_dS/B) @ D.T).T
     dL_dD = _ew2(t12, t13.T, out=t12)
     # (20) dL_dmu = -sum(dL_dD, axis=0)
@@ -510,7 +510,7 @@ def loss_and_grad(
     t15 = _ew7(S.T, out=t11)
     # (21) dL/d(Sigma) += ... = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T)
     # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
-    t16 = np.dot(t5.T, t15)
+    t16 = t5.T.dot(t15)
     t17 = np.matmul(t16, t5.T, out=t15)
     dL_dSigma = _ew9(t17, dL_dS, out=t17)
     # (24) dL/d(L_Sigma) += ... = dL_dSigma @ L_Sigma
@@ -556,7 +556,7 @@ def hvp(
     t3 = _diag(t2)
     L_Sigma = _ew2(t1, t3, out=t1)
     # (2) Sigma = L_Sigma @ L_Sigma.T
-    Sigma = np.dot(L_Sigma, L_Sigma.T)
+    Sigma = L_Sigma.dot(L_Sigma.T)
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
     # (3) D = X - mu
@@ -566,7 +566,7 @@ def hvp(
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
     t6 = np.matmul(D.T, D, out=Sigma)
     S = _ew6(t6, B, out=t6)
-    t7 = np.dot(t5, S)
+    t7 = t5.dot(S)
     t8 = np.trace(t7, axis1=-2, axis2=-1)
     t9 = t4 + t8
     t10 = 1.8378770664093456*n + t9
@@ -576,9 +576,9 @@ def hvp(
     # (15) dL/d(D.T @ D) = dL_dS/B
     t11 = _ew6(dL_dS, B, out=np.empty((n, n), dtype=dt))
     # (17) dL/d(D) += ... = D @ (dL_dS/B)
-    t12 = np.dot(D, t11)
+    t12 = D.dot(t11)
     # (16) dL/d(D.T) = (dL_dS/B) @ D.T
-    t13 = np.dot(t11, D.T)
+    t13 = t11.dot(D.T)
     # (19) dL_dD = D @ (dL_dS/B) + ((dL_dS/B) @ D.T).T
     dL_dD = _ew2(t12, t13.T, out=t12)
     # (20) dL_dmu = -sum(dL_dD, axis=0)
@@ -588,13 +588,13 @@ def hvp(
     t15 = _ew7(S.T, out=np.empty((n, n), dtype=dt))
     # (21) dL/d(Sigma) += ... = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T)
     # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
-    t16 = np.dot(t5.T, t15)
-    t17 = np.dot(t16, t5.T)
+    t16 = t5.T.dot(t15)
+    t17 = t16.dot(t5.T)
     dL_dSigma = _ew9(t17, dL_dS, out=t17)
     # (24) dL/d(L_Sigma) += ... = dL_dSigma @ L_Sigma
     t18 = np.matmul(dL_dSigma, L_Sigma, out=dL_dS)
     # (25) dL/d(L_Sigma.T) = L_Sigma.T @ dL_dSigma
-    t19 = np.dot(L_Sigma.T, dL_dSigma)
+    t19 = L_Sigma.T.dot(dL_dSigma)
     # (27) dL_dL_Sigma = dL_dSigma @ L_Sigma + (L_Sigma.T @ dL_dSigma).T
     dL_dL_Sigma = _ew2(t18, t19.T, out=t18)
     # (32) dL_dW = tril(dL_dL_Sigma, -1)
@@ -608,27 +608,27 @@ def hvp(
     t23 = np.tril(_v_W, -1)
     t24 = _ew2(t22, t23, out=t22)
     t25 = np.matmul(L_Sigma, t24.T, out=dL_dL_Sigma)
-    t26 = np.dot(t24, L_Sigma.T)
+    t26 = t24.dot(L_Sigma.T)
     t27 = _ew2(t25, t26, out=t25)
     t28 = _ew8(t27, out=t26)
-    t29 = np.dot(t28, t5)
-    t30 = np.dot(t5, t29)
+    t29 = t28.dot(t5)
+    t30 = t5.dot(t29)
     t31 = _ew7(t30, out=t30)
     t32 = _ew6(t31.T, B, out=np.empty((n, n), dtype=dt))
     t33 = np.matmul(D, t32, out=dL_dD)
-    t34 = np.dot(t32, D.T)
+    t34 = t32.dot(D.T)
     t35 = _ew8(_v_mu, out=t21)
-    t36 = np.dot(t11.T, np.broadcast_to(t35.reshape(1, n), (B, n)).T)
+    t36 = t11.T.dot(np.broadcast_to(t35.reshape(1, n), (B, n)).T)
     t37 = _ew2(t34, t36, out=t34)
-    t38 = np.dot(np.broadcast_to(t35.reshape(1, n), (B, n)), t11.T)
+    t38 = np.broadcast_to(t35.reshape(1, n), (B, n)).dot(t11.T)
     t39 = _ew10(t33, t37.T, t38, out=t33)
     t40 = _colsum(t39)
     hv_mu = _ew8(t40, out=t40)
     t41 = np.matmul(dL_dSigma.T, t24, out=t32)
-    t42 = np.dot(t16.T, t28)
+    t42 = t16.T.dot(t28)
     t43 = np.matmul(t29, t15.T, out=t28)
     t44 = np.matmul(np.broadcast_to(t35.reshape(1, n), (B, n)).T, D, out=t29)
-    t45 = np.dot(D.T, np.broadcast_to(t35.reshape(1, n), (B, n)))
+    t45 = D.T.dot(np.broadcast_to(t35.reshape(1, n), (B, n)))
     t46 = _ew11(t42, t43, t27, t44, t45, B, out=t27)
     t47 = np.matmul(t5.T, t46.T, out=t42)
     t48 = np.matmul(t47, t5.T, out=t43)
