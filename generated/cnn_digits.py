@@ -1,4 +1,4 @@
-# symgrad-generated sha256:9ee5a1f1ea1f906e497e8de9558bd3a0d9b6e82d75102d6b0c5430f174c46b48
+# symgrad-generated sha256:934381e974cd7df3524c30fca5e4ade9055e329a0fd1cce323924a00c7adce99
 """cnn_digits: convolutional network for 8x8 images: two conv-relu-maxpool blocks (16 and 32
     channels) and a dense softmax layer
 
@@ -951,7 +951,11 @@ def hvp(
     )
     np.add(t24, _parts[:, :, 1, :, 0], out=t24)
     np.add(t24, _parts[:, :, 1, :, 1], out=t24)
-    t25 = _v_K2.reshape(144, 32).dot(t16.reshape(16*B, 32).T)
+    t25 = np.matmul(
+        t16.reshape(16*B, 32),
+        _v_K2.reshape(144, 32).T,
+        out=_scratch(ws, "t25", (16*B, 144), dt),
+    )
     _parts = np.broadcast_to(0.0, (B, 2, 2, 2, 2, 32))
     t26 = np.add(
         _parts[:, :, 0, :, 0],
@@ -960,10 +964,18 @@ def hvp(
     )
     np.add(t26, _parts[:, :, 1, :, 0], out=t26)
     np.add(t26, _parts[:, :, 1, :, 1], out=t26)
-    t27 = _v_W.dot(dL_dz.T)
+    t27 = dL_dz.dot(_v_W.T)
     t28 = p2.reshape(B, 128).dot(_v_W)
-    t29 = t3.reshape(16*B, 144).dot(_v_K2.reshape(144, 32))
-    t30 = t1.reshape(64*B, 9).dot(_v_K1.reshape(9, 16))
+    t29 = np.matmul(
+        t3.reshape(16*B, 144),
+        _v_K2.reshape(144, 32),
+        out=_scratch(ws, "t29", (16*B, 32), dt),
+    )
+    t30 = np.matmul(
+        t1.reshape(64*B, 9),
+        _v_K1.reshape(9, 16),
+        out=_scratch(ws, "t30", (64*B, 16), dt),
+    )
     t31 = _ew11(_v_c1.reshape(1, 1, 1, 16), t30.reshape(B, 8, 8, 16), a1, out=t21)
     t32 = _ew6(
         t31.reshape(B, 4, 2, 4, 2, 16),
@@ -1008,30 +1020,30 @@ def hvp(
     t43 = _rowsum(t42, keepdims=True)
     t44 = _ew14(t42, t8, t43, out=t8)
     t45 = t44.dot(W.T)
-    t46 = _ew2(t27.T, t45, out=t45)
+    t46 = _ew2(t27, t45, out=t27)
     t47 = _ew15(t26, t46.reshape(B, 2, 2, 32), t13, out=t26)
     t48 = _ew6(t47.reshape(B, 2, 1, 2, 1, 32), t12, out=t12)
     t49 = _ew7(t48.reshape(B, 4, 4, 32), a2, out=a2)
     t50 = _scratch(ws, "t50", (B, 4, 4, 144), dt)
     t49.reshape(-1, t49.shape[-1]).dot(K2.reshape(144, 32).T, out=t50.reshape(-1, t50.shape[-1]))
-    t51 = _ew2(t25.T.reshape(B, 4, 4, 144), t50, out=t50)
+    t51 = _ew2(t25.reshape(B, 4, 4, 144), t50, out=t50)
     t52 = _col2im(t51, (B, 4, 4, 16), 3, 3, 1, 1, ws, "t52")
     t53 = _ew15(t24, t52, t18, out=t24)
     t54 = _ew6(t53.reshape(B, 4, 1, 4, 1, 16), t17, out=t17)
     t55 = _ew7(t54.reshape(B, 8, 8, 16), a1, out=a1)
     t56 = t1.reshape(64*B, 9).T.dot(t55.reshape(64*B, 16))
     hv_c1 = _colsum(t55)
-    t57 = np.matmul(
-        t16.reshape(16*B, 32).T,
-        t35.reshape(16*B, 144),
-        out=_scratch(ws, "t57", (32, 144), dt),
+    t57 = t35.reshape(16*B, 144).T.dot(t16.reshape(16*B, 32))
+    t58 = np.matmul(
+        t3.reshape(16*B, 144).T,
+        t49.reshape(16*B, 32),
+        out=_scratch(ws, "t58", (144, 32), dt),
     )
-    t58 = t3.reshape(16*B, 144).T.dot(t49.reshape(16*B, 32))
-    t59 = _ew2(t57.T, t58, out=t58)
+    t59 = _ew2(t57, t58, out=t57)
     hv_c2 = _colsum(t49)
-    t60 = dL_dz.T.dot(t40.reshape(B, 128))
+    t60 = t40.reshape(B, 128).T.dot(dL_dz)
     t61 = p2.reshape(B, 128).T.dot(t44)
-    hv_W = _ew2(t60.T, t61, out=t61)
+    hv_W = _ew2(t60, t61, out=t60)
     hv_b = _colsum(t44)
     _give_back("hvp", ws)
     return (

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:13ba96d774880066e91b2343f6b394d8fe79342765b565fcde77a43403851d65
+# symgrad-generated sha256:025b1b51263f35a3fa77fa618aa3da629cfbc402bf8df39de29a9c00976fe7e5
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -1245,14 +1245,14 @@ def hvp(
         out=t74.reshape(-1, t74.shape[-1]),
     )
     t75 = _ew1(dprev_h_seq.swapaxes(0, 1), t74, out=t74)
-    t76 = _v_W.dot(dL_dz.T)
+    t76 = dL_dz.dot(_v_W.T)
     t77 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
     t78 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).dot(W)
     t79 = _ew26(_v_c.reshape(1, n_out), t77, t78, t19, t17, out=np.empty((B, n_out), dtype=dt))
     t80 = _rowsum(t79, keepdims=True)
     t81 = _ew27(t79, t17, t80, out=t17)
     t82 = t81.dot(W.T)
-    t83 = _ew1(t76.T, t82, out=t82)
+    t83 = _ew1(t76, t82, out=t76)
     t84 = np.concatenate([np.flip(t75, 1)[:, 1:8], t83.reshape(B, 1, n_h)], axis=1)
     # gru: back-propagation through time, the reverse loop over the 8 steps
     dgru_u1_seq = _scratch(ws, "dgru_u1_seq", (8, B, 3*n_h), dt)
@@ -1291,9 +1291,9 @@ def hvp(
     t99 = _colsum(t95)
     t100 = _colsum(dgru_back_u1_seq)
     t101 = _ew1(t100, d_captured2, out=t100)
-    t102 = dL_dz.T.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h))
+    t102 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     t103 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t81)
-    hv_W = _ew1(t102.T, t103, out=t103)
+    hv_W = _ew1(t102, t103, out=t102)
     hv_c = _colsum(t81)
     _give_back("hvp", ws)
     return (

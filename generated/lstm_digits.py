@@ -1,4 +1,4 @@
-# symgrad-generated sha256:b6398ae2f6e481035cc491447a5890591c91e7e7808207fdfc6a3d59b2701d1a
+# symgrad-generated sha256:8dff63d75f9a7b36e2d2825f3fe73370aa48a34124eda933a0e5e09286a746a5
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -1280,14 +1280,14 @@ def hvp(
         out=t74.reshape(-1, t74.shape[-1]),
     )
     t75 = _ew1(dprev_h_seq.swapaxes(0, 1), t74, out=t74)
-    t76 = _v_W.dot(dL_dz.T)
+    t76 = dL_dz.dot(_v_W.T)
     t77 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
     t78 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).dot(W)
     t79 = _ew23(_v_c.reshape(1, n_out), t77, t78, t20, t18, out=np.empty((B, n_out), dtype=dt))
     t80 = _rowsum(t79, keepdims=True)
     t81 = _ew24(t79, t18, t80, out=t18)
     t82 = t81.dot(W.T)
-    t83 = _ew1(t76.T, t82, out=t82)
+    t83 = _ew1(t76, t82, out=t76)
     t84 = np.concatenate([np.flip(t75, 1)[:, 1:8], t83.reshape(B, 1, n_h)], axis=1)
     t85 = np.pad(np.flip(dprev_C_seq.swapaxes(0, 1), 1)[:, 1:8], ((0, 0), (0, 1), (0, 0)))
     # lstm: back-propagation through time, the reverse loop over the 8 steps
@@ -1327,9 +1327,9 @@ def hvp(
     )
     t97 = _ew17(d_captured1.T, t96, d_captured1_2, out=t96)
     t98 = _colsum(t94)
-    t99 = dL_dz.T.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h))
+    t99 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     t100 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t81)
-    hv_W = _ew1(t99.T, t100, out=t100)
+    hv_W = _ew1(t99, t100, out=t99)
     hv_c = _colsum(t81)
     _give_back("hvp", ws)
     return (
