@@ -1,4 +1,4 @@
-# symgrad-generated sha256:bca3b5de922d52b5772f14f8ddc21ad9bf678839eb7902ae012ec626bdb6437b
+# symgrad-generated sha256:e43eb6d9596af1c46d85f0abcbbf30bef908fecb16f56283c17c507830f94c0d
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -247,29 +247,41 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
 def _colsum(x: np.ndarray) -> np.ndarray:
     """Sum over every axis but the last, as one BLAS product with a row of ones."""
     rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
     """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
     along a short last axis, a row of class scores, costs twice as much)."""
-    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    total = x.dot(_ones(x.shape[-1], x.dtype))
     return total[..., None] if keepdims else total
+
+
+def _rowmax(x: np.ndarray) -> np.ndarray:
+    """The max along the last axis, kept as an axis of length 1. numpy reduces a short last
+    axis (a row of class scores) one row at a time; the max over the rows of its transposed
+    copy is one pass per column instead: 1.4x faster for 32 rows of 10, 3x for 128 (measured
+    on matrices of up to 16 columns and from 16 rows)."""
+    if x.ndim == 2 and x.shape[1] <= 16 and x.shape[0] >= 16:
+        return np.maximum.reduce(x.T.copy(), axis=0)[:, None]
+    return x.max(axis=-1, keepdims=True)
 
 
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
-    e = z - z.max(axis=axis, keepdims=True)
+    last = axis in (-1, z.ndim - 1)
+    e = z - (_rowmax(z) if last else z.max(axis=axis, keepdims=True))
     np.exp(e, out=e)
-    e /= _rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True)
+    e /= _rowsum(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
-    s = z - z.max(axis=axis, keepdims=True)
+    last = axis in (-1, z.ndim - 1)
+    s = z - (_rowmax(z) if last else z.max(axis=axis, keepdims=True))
     e = np.exp(s)
-    s -= np.log(_rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True))
+    s -= np.log(_rowsum(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True))
     return s
 
 
@@ -448,8 +460,8 @@ def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         k = out.dtype.type
         return ne.evaluate("a*(k0 - b**2)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
     np.square(b, out=out)
-    np.subtract(1.0, out, out=out)
     np.multiply(out, a, out=out)
+    np.subtract(a, out, out=out)
     return out
 
 
@@ -677,12 +689,12 @@ def _ew28(
             local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(1.0)},
             out=out,
         )
-    np.square(d, out=out)
-    np.subtract(1.0, out, out=out)
     s0 = np.empty_like(out)
     np.multiply(b, c, out=s0)
     np.add(s0, a, out=s0)
+    np.square(d, out=out)
     np.multiply(out, s0, out=out)
+    np.subtract(s0, out, out=out)
     return out
 
 
@@ -773,7 +785,7 @@ def forward(
     #     axis=0), 0, concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z, bh_n], axis=0))[0]
     t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
@@ -789,7 +801,7 @@ def forward(
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = np.dot(h_prev, t5)
+        t7 = h_prev.dot(t5)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_unused1[t])
         t10 = _ew3(t9, out=gru_unused2[t])
@@ -799,7 +811,7 @@ def forward(
         gru_unused4[t] = t8[:, 2*n_h:3*n_h]
         h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
+    t14 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
     z = _ew1(t14, c, out=t14)
     # (3) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
@@ -841,7 +853,7 @@ def loss(
     #     axis=0), 0, concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z, bh_n], axis=0))[0]
     t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
@@ -857,7 +869,7 @@ def loss(
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = np.dot(h_prev, t5)
+        t7 = h_prev.dot(t5)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_unused1[t])
         t10 = _ew3(t9, out=gru_unused2[t])
@@ -867,7 +879,7 @@ def loss(
         gru_unused4[t] = t8[:, 2*n_h:3*n_h]
         h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
+    t14 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
     z = _ew1(t14, c, out=t14)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
@@ -910,7 +922,7 @@ def loss_and_grad(
     #     axis=0), 0, concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z, bh_n], axis=0))[0]
     t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
@@ -926,7 +938,7 @@ def loss_and_grad(
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = np.dot(h_prev, t5)
+        t7 = h_prev.dot(t5)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_r1_seq[t])
         t10 = _ew3(t9, out=gru_r2_seq[t])
@@ -936,7 +948,7 @@ def loss_and_grad(
         gru_r4_seq[t] = t8[:, 2*n_h:3*n_h]
         h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
+    t14 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
     z = _ew1(t14, c, out=t14)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
@@ -947,7 +959,7 @@ def loss_and_grad(
     t17 = _rowsum(Y, keepdims=True)
     dL_dz = _ew6(Y, t15, t17, B, out=t15)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
-    t18 = np.dot(dL_dz, W.T)
+    t18 = dL_dz.dot(W.T)
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
     dL_dH = np.pad(t18.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
     # (15) dL/d(X @ concat([Wx_r, Wx_z, Wx_n], axis=1) + concat([bx_r, bx_z, bx_n], axis=0)) =
@@ -975,18 +987,18 @@ def loss_and_grad(
         t24 = np.concatenate([t20, t21, t23], axis=1)
         t25 = np.matmul(t24, t5_T, out=t20)
         t26 = _ew11(dh_t, gru_r1_t, t25, out=t21)
-        t27 = np.dot(h_prev.T, t24)
+        t27 = h_prev.T.dot(t24)
         t28 = _colsum(t24)
         carry_h = t26
         np.add(d_captured1, t27, out=d_captured1)
         np.add(d_captured2, t28, out=d_captured2)
     # (29) dL/d(concat([Wx_r, Wx_z, Wx_n], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[gru](...)[0].reshape(8*B, 3*n_h)
-    t29 = np.dot(X.reshape(8*B, 8).T, dgru_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h))
+    t29 = X.reshape(8*B, 8).T.dot(dgru_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h))
     # (25) dL/d(concat([bx_r, bx_z, bx_n], axis=0)) = sum(bptt[gru](...)[0], axis=(0, 1))
     t30 = _colsum(dgru_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
-    dL_dW = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
+    dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
     _give_back("loss_and_grad", ws)
@@ -1060,7 +1072,7 @@ def hvp(
     #     axis=0), 0, concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z, bh_n], axis=0))[0]
     t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
@@ -1076,7 +1088,7 @@ def hvp(
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = np.dot(h_prev, t5)
+        t7 = h_prev.dot(t5)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_r1_seq[t])
         t10 = _ew3(t9, out=gru_r2_seq[t])
@@ -1086,7 +1098,7 @@ def hvp(
         gru_r4_seq[t] = t8[:, 2*n_h:3*n_h]
         h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
+    t14 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
     z = _ew1(t14, c, out=t14)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
@@ -1099,7 +1111,7 @@ def hvp(
     t19 = _ew13(t18, B, out=t18)
     dL_dz = _ew14(Y, t17, t19, B, out=z)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
-    t20 = np.dot(dL_dz, W.T)
+    t20 = dL_dz.dot(W.T)
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
     dL_dH = np.pad(t20.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
     t21 = np.concatenate(
@@ -1142,17 +1154,17 @@ def hvp(
         t31 = np.matmul(t30, t5_T, out=t29)
         _ew11(t22, gru_r1_t, t31, out=adj_h_seq[t])
         np.concatenate([t26, t28, t24], axis=1, out=d_gru_u1_seq[t])
-        t34 = np.dot(prev_h_t.T, t30)
+        t34 = prev_h_t.T.dot(t30)
         _ew1(acc1_prev, t34, out=acc1_seq[t])
         t36 = _colsum(t30)
         _ew1(acc2_prev, t36, out=acc2_seq[t])
         adj_h_prev = adj_h_seq[t]
         acc1_prev = acc1_seq[t]
         acc2_prev = acc2_seq[t]
-    t38 = np.dot(X.reshape(8*B, 8).T, np.flip(d_gru_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 3*n_h))
+    t38 = X.reshape(8*B, 8).T.dot(np.flip(d_gru_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 3*n_h))
     t39 = _colsum(np.flip(d_gru_u1_seq.swapaxes(0, 1), 1))
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
-    dL_dW = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
+    dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
     t40 = np.concatenate([_v_bx_r, _v_bx_z, _v_bx_n], axis=0)
@@ -1199,8 +1211,8 @@ def hvp(
         dd_gru_u1_t = np.flip(t43, 1)[:, t] + carry_d_gru_u1
         dacc1_t = t45[:, t] + carry_acc1
         dacc2_t = t47[:, t] + carry_acc2
-        t48 = np.dot(prev_h_t, dacc1_t)
-        t49 = np.dot(dadj_h_t, t5)
+        t48 = prev_h_t.dot(dacc1_t)
+        t49 = dadj_h_t.dot(t5)
         t50 = _ew18(dacc2_t.reshape(1, 3*n_h), t48, t49, out=t48)
         t51 = _ew1(dd_gru_u1_t[:, n_h:2*n_h], t50[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
         t52 = _ew16(t51, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
@@ -1227,27 +1239,27 @@ def hvp(
             gru_r1_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        t59 = np.dot(dacc1_t, gru_back_r6_t.T)
+        t59 = dacc1_t.dot(gru_back_r6_t.T)
         _ew22(t59.T, t52, gru_back_r1_t, out=dprev_h_seq[t])
         _ew23(t51, gru_back_r5_t, gru_r1_t, dadj_h_t, gru_back_r1_t, out=dgru_r1_seq[t])
         _ew10(t57, gru_back_r1_t, out=dgru_r2_seq[t])
         _ew24(t50[:, 2*n_h:3*n_h], gru_back_r3_t, t54, gru_back_r4_t, gru_r3_t, out=dgru_r3_seq[t])
         _ew10(t55, gru_back_r3_t, out=dgru_r4_seq[t])
         _ew25(t53, gru_back_r1_t, t56, gru_back_r2_t, gru_r5_t, out=dgru_r5_seq[t])
-        t66 = np.dot(gru_back_r6_t.T, dadj_h_t)
+        t66 = gru_back_r6_t.T.dot(dadj_h_t)
         dct_h_seq[t] = t58
         carry_adj_h = t58
         carry_d_gru_u1[...] = 0.0
         carry_acc1 = dacc1_t
         carry_acc2 = dacc2_t
         np.add(d_captured1, t66, out=d_captured1)
-    t67 = np.dot(dL_dz, _v_W.T)
-    t68 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), _v_W)
-    t69 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h), W)
+    t67 = dL_dz.dot(_v_W.T)
+    t68 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
+    t69 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).dot(W)
     t70 = _ew26(_v_c.reshape(1, n_out), t68, t69, t19, t17, out=np.empty((B, n_out), dtype=dt))
     t71 = _rowsum(t70, keepdims=True)
     t72 = _ew27(t70, t17, t71, out=t17)
-    t73 = np.dot(t72, W.T)
+    t73 = t72.dot(W.T)
     t74 = _ew1(t67, t73, out=t67)
     t75 = np.concatenate(
         [np.flip(dprev_h_seq.swapaxes(0, 1), 1)[:, 1:8], t74.reshape(B, 1, n_h)],
@@ -1290,16 +1302,16 @@ def hvp(
         t81 = np.concatenate([t77, t78, t80], axis=1)
         t82 = np.matmul(t81, t5_T_2, out=t77)
         t83 = _ew11(dh_t, gru_r1_t, t82, out=t78)
-        t84 = np.dot(h_prev.T, t81)
+        t84 = h_prev.T.dot(t81)
         t85 = _colsum(t81)
         carry_h = t83
         np.add(d_captured1_2, t84, out=d_captured1_2)
         np.add(d_captured2, t85, out=d_captured2)
-    t86 = np.dot(X.reshape(8*B, 8).T, dgru_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h))
+    t86 = X.reshape(8*B, 8).T.dot(dgru_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h))
     t87 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 3*n_h), dtype=dt))
     t88 = _colsum(dgru_u1_seq)
-    t89 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
-    t90 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, t72)
+    t89 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t90 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t72)
     hv_W = _ew1(t89, t90, out=t89)
     hv_c = _colsum(t72)
     _give_back("hvp", ws)
