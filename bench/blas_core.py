@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         for core in args.cores:
             for row in run_child(core, args.rounds):
-                medians.setdefault((row["case"], row["dtype"]), {}).setdefault(core, []).append(row["median_us"])
+                per_core = medians.setdefault((row["case"], row["dtype"]), {})
+                per_core.setdefault(core, []).append(row["median_us"])
                 kernels[core] = row["kernels"]
     print("OPENBLAS_CORETYPE -> kernels OpenBLAS reports: "
           + ", ".join(f"{core} -> {kernels[core]}" for core in args.cores))

@@ -1,12 +1,16 @@
-"""Benchmark: the generated Hessian-vector product against the module's own `loss_and_grad`
-and against PyTorch eager's double backward, in float64 (the precision second-order methods
-use), for the digits MLP (`mlp_tanh`, batch 64), the digits CNN (`cnn_digits`, batch 64) and
-the LSTM classifier (`lstm_digits`: 8 steps of 8 features, 64 hidden units, batch 64).
+"""Benchmark: the generated Hessian-vector product against the module's own `loss_and_grad`,
+PyTorch eager's double backward and JAX's jit-compiled jvp of grad, in float64 (the precision
+second-order methods use), for the digits MLP (`mlp_tanh`, batch 64), the digits CNN
+(`cnn_digits`, batch 64) and the LSTM classifier (`lstm_digits`: 8 steps of 8 features, 64
+hidden units, batch 64).
 
-The generated variants run here; PyTorch runs in a child process (`--torch-worker`, see
-bench/timing.py) that takes its turns in the same rounds, so the machine's load reaches all
-alike. PyTorch's H v is `torch.autograd.grad` of <g, v> with g from `create_graph=True`, on the
-same parameters, batch and v, and is checked against the generated `hvp` before it is timed.
+The generated variants run here; PyTorch and JAX each run in a child process (`--torch-worker`,
+`--jax-worker`, see bench/timing.py) that takes its turns in the same rounds, so the machine's
+load reaches all alike. PyTorch's H v is `torch.autograd.grad` of <g, v> with g from
+`create_graph=True`; JAX's is `jax.jvp(jax.grad(loss), (params,), (v,))` under `jax.jit` with
+float64 enabled (its compile time is excluded from the samples and printed apart). Both run on
+the same parameters, batch and v, and are checked against the generated loss and `hvp` before
+they are timed. JAX is optional (`pip install -e .[bench]`); without it the column says so.
 
     python bench/hvp.py                  # 30 samples per variant
     python bench/hvp.py --rounds 10 --json hvp.json
@@ -43,6 +47,7 @@ CASES = {  # name: (title, committed module, dims, batch size)
     "lstm": ("LSTM 8 steps of 8, 64 hidden, batch 64", "lstm_digits", {"n_out": 10}, 64),
 }
 GATES = ("i", "f", "g", "o")
+JAX = f"JAX jit ({THREADS} thr)"
 
 
 def inputs(module, dims: dict, n: int, seed: int = 1) -> tuple[dict, dict, dict]:
@@ -108,10 +113,84 @@ def torch_hvp(case: str, params: dict, vector: dict, X: np.ndarray, Y: np.ndarra
     return run, result
 
 
-def _torch_case(data, params: dict):
+def jax_loss(case: str):
+    """loss(params, X, Y) in JAX, the same model as the generated module's (NHWC images and
+    HWIO kernels, as JAX's convolution takes them; an LSTM written as its cell)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def block(x, K, c):  # conv 3x3 (padding 1), relu, 2x2 max pool
+        a = lax.conv_general_dilated(x, K, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return lax.reduce_window(jax.nn.relu(a + c), -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+    def loss(p, X, Y):
+        if case == "mlp":
+            h = jnp.tanh(X @ p["W1"] + p["b1"])
+            h = jnp.tanh(h @ p["W2"] + p["b2"])
+            z = h @ p["W3"] + p["b3"]
+        elif case == "cnn":
+            h = block(block(X, p["K1"], p["c1"]), p["K2"], p["c2"])
+            z = h.reshape(h.shape[0], -1) @ p["W"] + p["b"]
+        else:
+            Wx = jnp.concatenate([p[f"Wx_{g}"] for g in GATES], 1)
+            Wh = jnp.concatenate([p[f"Wh_{g}"] for g in GATES], 1)
+            b = jnp.concatenate([p[f"b_{g}"] for g in GATES])
+            u = X @ Wx + b
+            h = c = jnp.zeros((X.shape[0], Wh.shape[0]), dtype=X.dtype)
+            for s in range(X.shape[1]):
+                i, f, g, o = jnp.split(u[:, s] + h @ Wh, 4, axis=1)
+                c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+                h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            z = h @ p["W"] + p["c"]
+        return -(Y * jax.nn.log_softmax(z, axis=1)).sum() / X.shape[0]
+
+    return loss
+
+
+def jax_hvp(case: str, params: dict, vector: dict, X: np.ndarray, Y: np.ndarray):
+    """(run, result, info): JAX's H v, jvp of grad under jit, float64; info holds the seconds
+    tracing and compiling took (once, before any sample)."""
+    import time
+
+    if THREADS == 1:  # XLA reads its flags when it starts: one thread, like the other variants
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    loss = jax_loss(case)
+    hvp = jax.jit(lambda p, v, X, Y: jax.jvp(lambda q: jax.grad(loss)(q, X, Y), (p,), (v,)))
+    args = jax.device_put((params, vector, X, Y))
+    began = time.perf_counter()
+    compiled = hvp.lower(*args).compile()
+    compile_s = time.perf_counter() - began
+
+    def run():
+        return jax.block_until_ready(compiled(*args))
+
+    def result():
+        value = float(jax.jit(loss)(args[0], args[2], args[3]))
+        return value, {k: np.asarray(h) for k, h in run()[1].items()}
+
+    return run, result, {"compile_s": round(compile_s, 3)}
+
+
+def _case_arrays(data) -> tuple[str, dict, np.ndarray, np.ndarray]:
     vector = {k[2:]: data[k] for k in data.files if k.startswith("v:")}
-    run, result = torch_hvp(str(data["case"]), params, vector, data["X"], data["Y"])
+    return str(data["case"]), vector, data["X"], data["Y"]
+
+
+def _torch_case(data, params: dict):
+    case, vector, X, Y = _case_arrays(data)
+    run, result = torch_hvp(case, params, vector, X, Y)
     return run, result, 1e-8
+
+
+def _jax_case(data, params: dict):
+    case, vector, X, Y = _case_arrays(data)
+    run, result, info = jax_hvp(case, params, vector, X, Y)
+    return run, result, 1e-8, info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,14 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30, help="samples per variant (default 30)")
     parser.add_argument("--json", metavar="FILE", help="also write the medians and ratios to FILE")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--jax-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_worker:
         return torch_worker(_torch_case)
+    if args.jax_worker:
+        return torch_worker(_jax_case)
     import importlib
 
     folder = scratch_folder("symgrad-bench-hvp-")
     report = {}
-    with TorchWorker(__file__) as torch:
+    with TorchWorker(__file__) as torch, TorchWorker(__file__, "--jax-worker", "jax", "JAX") as jax:
         for case, (title, name, dims, n) in CASES.items():
             module = importlib.import_module(f"symgrad.generated.{name}")
             params, batch, vector = inputs(module, dims, n)
@@ -134,18 +216,21 @@ def main(argv: list[str] | None = None) -> int:
             path = os.path.join(folder, f"{case}.npz")
             save_case(path, (loss, hv), params, case=case, X=batch["X"], Y=batch["Y"],
                       **{f"v:{k}": v for k, v in vector.items()})
-            remote = torch.load(path)
+            remotes = {TORCH: torch.load(path), JAX: jax.load(path)}
             variants = {"loss_and_grad": lambda m=module, p=params, b=batch: m.loss_and_grad(p, b),
                         "hvp": lambda m=module, p=params, b=batch, v=vector: m.hvp(p, b, v)}
-            samples, faults = measure(variants, args.rounds, remote)
-            table(f"{title}, float64", samples, faults,
-                  {"loss_and_grad": "x l&g", **({TORCH: "x torch"} if remote else {})})
+            samples, faults = measure(variants, args.rounds, remotes)
+            compiled = f"; JAX compiled in {jax.info['compile_s']:.2f} s, not timed" if jax.info else ""
+            table(f"{title}, float64{compiled}", samples, faults,
+                  {"loss_and_grad": "x l&g", TORCH: "x torch", JAX: "x jax"}, missing="not installed")
             med = {k: statistics.median(v) for k, v in samples.items()}
             entry = {"loss_and_grad_us": med["loss_and_grad"] * 1e6, "hvp_us": med["hvp"] * 1e6,
                      "hvp_over_loss_and_grad": med["hvp"] / med["loss_and_grad"]}
             if TORCH in med:
                 entry |= {"torch_double_backward_us": med[TORCH] * 1e6,
                           "hvp_over_torch": med["hvp"] / med[TORCH]}
+            entry["jax"] = {"jvp_of_grad_us": med[JAX] * 1e6, "hvp_over_jax": med["hvp"] / med[JAX],
+                            "compile_s": jax.info["compile_s"]} if JAX in med else "not installed"
             report[case] = entry
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -54,7 +54,9 @@ def measure(variants: dict, rounds: int, remote=None) -> tuple[dict[str, list[fl
 
     A sample is one untimed call (it absorbs the switch from the previous variant: caches,
     thread pools), then enough timed calls to last about SAMPLE_S. `remote` (a TorchWorker's
-    loaded case: `remote(k)` takes k samples) takes turns with the variants, as TORCH."""
+    loaded case: `remote(k)` takes k samples) takes turns with the variants, as TORCH; or a
+    dict {label: remote} of several child processes, each taking its turn."""
+    remotes = {TORCH: remote} if callable(remote) else {k: r for k, r in (remote or {}).items() if r}
     number = {}
     for name, f in variants.items():
         for _ in range(3):
@@ -62,13 +64,13 @@ def measure(variants: dict, rounds: int, remote=None) -> tuple[dict[str, list[fl
         t0 = CLOCK()
         f()
         number[name] = max(1, int(SAMPLE_S / max(CLOCK() - t0, 1e-7)))
-    samples = {name: [] for name in variants} | ({TORCH: []} if remote else {})
+    samples = {name: [] for name in variants} | {label: [] for label in remotes}
     faults = dict.fromkeys(samples, 0.0)
     calls = dict.fromkeys(variants, 0)
     clock = CLOCK
-    blocks = [len(b) for b in _split(range(rounds), BLOCKS if remote else 1)]
+    blocks = [len(b) for b in _split(range(rounds), BLOCKS if remotes else 1)]
     for block in blocks:
-        if remote:
+        if remotes:
             time.sleep(PAUSE_S)
         for _ in range(block):
             for name, f in variants.items():
@@ -81,11 +83,11 @@ def measure(variants: dict, rounds: int, remote=None) -> tuple[dict[str, list[fl
                 samples[name].append((clock() - t0) / n)
                 faults[name] += minor_faults() - f0
                 calls[name] += n
-        if remote:
+        for label, take in remotes.items():
             time.sleep(PAUSE_S)
-            for seconds, per_call in remote(block):
-                samples[TORCH].append(seconds)
-                faults[TORCH] += per_call / rounds
+            for seconds, per_call in take(block):
+                samples[label].append(seconds)
+                faults[label] += per_call / rounds
     return samples, {name: faults[name] / calls[name] if name in calls else faults[name] for name in samples}
 
 
@@ -110,11 +112,12 @@ def _split(items: range, parts: int) -> list[range]:
 
 
 def table(title: str, samples: dict[str, list[float]], faults: dict[str, float],
-          ratios: dict[str, str]) -> None:
+          ratios: dict[str, str], missing: str = "") -> None:
     """Median, spread (half the interquartile range, % of the median), best sample, page faults
-    per call, and the median as a multiple of each variant named in `ratios` {variant: column}."""
+    per call, and the median as a multiple of each variant named in `ratios` {variant: column}.
+    A column whose variant was not sampled is left out, or with `missing`, prints that."""
     med = {k: statistics.median(v) for k, v in samples.items()}
-    ratios = {k: col for k, col in ratios.items() if k in med}
+    ratios = {k: col for k, col in ratios.items() if k in med or missing}
     print(title)
     print(f"  {'variant':<22} {'median us':>10} {'spread':>7} {'best us':>9} {'faults':>7}"
           + "".join(f" {col:>10}" for col in ratios.values()))
@@ -122,21 +125,25 @@ def table(title: str, samples: dict[str, list[float]], faults: dict[str, float],
         q = statistics.quantiles(s, n=4)
         spread = (q[2] - q[0]) / 2 / med[name] * 100
         print(f"  {name:<22} {med[name] * 1e6:>10.1f} {spread:>6.1f}% {min(s) * 1e6:>9.1f} "
-              f"{faults[name]:>7.1f}" + "".join(f" {med[name] / med[k]:>10.2f}" for k in ratios))
+              f"{faults[name]:>7.1f}" + "".join(f" {med[name] / med[k]:>10.2f}" if k in med
+                                                else f" {missing:>10}" for k in ratios))
     print()
 
 
 class TorchWorker:
-    """PyTorch in a child process (`script --torch-worker`), driven over pipes: `load(path)`
-    builds and checks a saved case and returns a callable that takes k samples of it."""
+    """PyTorch (or another framework: `package`, started as `script flag`) in a child
+    process, driven over pipes: `load(path)` builds and checks a saved case and returns a
+    callable that takes k samples of it; `info` is what the child said about the case it
+    loaded (a dict, e.g. its compile time, or True)."""
 
-    def __init__(self, script: str):
-        probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
-        self.child = None
+    def __init__(self, script: str, flag: str = "--torch-worker", package: str = "torch",
+                 label: str = "PyTorch"):
+        probe = subprocess.run([sys.executable, "-c", f"import {package}"], capture_output=True)
+        self.child, self.info = None, None
         if probe.returncode != 0:
-            print("(PyTorch is not importable: no PyTorch rows)")
+            print(f"({label} is not importable: no {label} rows)")
             return
-        self.child = subprocess.Popen([sys.executable, script, "--torch-worker"], stdin=subprocess.PIPE,
+        self.child = subprocess.Popen([sys.executable, script, flag], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True)
 
     def _ask(self, request: dict):
@@ -151,7 +158,7 @@ class TorchWorker:
     def load(self, path: str):
         if self.child is None:
             return None
-        self._ask({"load": path})
+        self.info = self._ask({"load": path})
         return lambda k: self._ask({"samples": k})
 
     def __enter__(self) -> TorchWorker:
@@ -181,8 +188,9 @@ def save_case(path: str, reference: tuple, params: dict, **arrays) -> None:
 
 def torch_worker(variant) -> int:
     """Child process (see TorchWorker): `{"load": path}` builds PyTorch's pass for a saved case
-    with `variant(data, params) -> (run, result, tol)` and checks its loss and gradients against
-    the saved ones; `{"samples": k}` times k samples of it, like `measure`, and answers
+    with `variant(data, params) -> (run, result, tol)` (or `(run, result, tol, info)`, info a
+    dict the answer carries) and checks its loss and gradients against the saved ones;
+    `{"samples": k}` times k samples of it, like `measure`, and answers
     [[seconds per call, page faults per call], ...]."""
     import numpy as np
 
@@ -193,11 +201,11 @@ def torch_worker(variant) -> int:
             data = np.load(request["load"], allow_pickle=False)
             params = {k[2:]: data[k] for k in data.files if k.startswith("p:")}
             grads = {k[2:]: data[k] for k in data.files if k.startswith("g:")}
-            run, result, tol = variant(data, params)
+            run, result, tol, *info = variant(data, params)
             check_gradients((float(data["loss"]), grads), result(), f"PyTorch ({request['load']})", tol=tol)
             samples, _ = measure({"torch": run}, 1)  # warms up
             number = max(1, int(SAMPLE_S / samples["torch"][0]))
-            answer = True
+            answer = info[0] if info else True
         else:
             answer = []
             for _ in range(request["samples"]):

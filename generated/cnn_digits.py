@@ -1,4 +1,4 @@
-# symgrad-generated sha256:9c0c73d62a3ce4e55111f350bce73eff51f21c1401b1446321b6231f6aa3fa08
+# symgrad-generated sha256:6817e1599069b92ba3dd95abb7528e3c091ba0c053b60d9e33bdf248c841189b
 """cnn_digits: convolutional network for 8x8 images: two conv-relu-maxpool blocks (16 and 32
     channels) and a dense softmax layer
 
@@ -939,7 +939,11 @@ def hvp(
     )
     np.add(t24, _parts[:, :, 1, :, 0], out=t24)
     np.add(t24, _parts[:, :, 1, :, 1], out=t24)
-    t25 = np.dot(_v_K2.reshape(144, 32), t16.reshape(16*B, 32).T)
+    t25 = np.matmul(
+        t16.reshape(16*B, 32),
+        _v_K2.reshape(144, 32).T,
+        out=_scratch(ws, "t25", (16*B, 144), dt),
+    )
     _parts = np.broadcast_to(0.0, (B, 2, 2, 2, 2, 32))
     t26 = np.add(
         _parts[:, :, 0, :, 0],
@@ -948,10 +952,18 @@ def hvp(
     )
     np.add(t26, _parts[:, :, 1, :, 0], out=t26)
     np.add(t26, _parts[:, :, 1, :, 1], out=t26)
-    t27 = np.dot(_v_W, dL_dz.T)
+    t27 = np.dot(dL_dz, _v_W.T)
     t28 = np.dot(p2.reshape(B, 128), _v_W)
-    t29 = np.dot(t3.reshape(16*B, 144), _v_K2.reshape(144, 32))
-    t30 = np.dot(t1.reshape(64*B, 9), _v_K1.reshape(9, 16))
+    t29 = np.matmul(
+        t3.reshape(16*B, 144),
+        _v_K2.reshape(144, 32),
+        out=_scratch(ws, "t29", (16*B, 32), dt),
+    )
+    t30 = np.matmul(
+        t1.reshape(64*B, 9),
+        _v_K1.reshape(9, 16),
+        out=_scratch(ws, "t30", (64*B, 16), dt),
+    )
     t31 = _ew11(_v_c1.reshape(1, 1, 1, 16), t30.reshape(B, 8, 8, 16), a1, out=t21)
     t32 = _ew6(
         t31.reshape(B, 4, 2, 4, 2, 16),
@@ -996,7 +1008,7 @@ def hvp(
     t43 = _rowsum(t42, keepdims=True)
     t44 = _ew14(t42, t8, t43, out=t8)
     t45 = np.dot(t44, W.T)
-    t46 = _ew2(t27.T, t45, out=t45)
+    t46 = _ew2(t27, t45, out=t27)
     t47 = _ew15(t26, t46.reshape(B, 2, 2, 32), t13, out=t26)
     t48 = _ew6(t47.reshape(B, 2, 1, 2, 1, 32), t12, out=t12)
     t49 = _ew7(t48.reshape(B, 4, 4, 32), a2, out=a2)
@@ -1006,24 +1018,24 @@ def hvp(
         K2.reshape(144, 32).T,
         out=t50.reshape(-1, t50.shape[-1]),
     )
-    t51 = _ew2(t25.T.reshape(B, 4, 4, 144), t50, out=t50)
+    t51 = _ew2(t25.reshape(B, 4, 4, 144), t50, out=t50)
     t52 = _col2im(t51, (B, 4, 4, 16), 3, 3, 1, 1, ws, "t52")
     t53 = _ew15(t24, t52, t18, out=t24)
     t54 = _ew6(t53.reshape(B, 4, 1, 4, 1, 16), t17, out=t17)
     t55 = _ew7(t54.reshape(B, 8, 8, 16), a1, out=a1)
     t56 = np.dot(t1.reshape(64*B, 9).T, t55.reshape(64*B, 16))
     hv_c1 = _colsum(t55)
-    t57 = np.matmul(
-        t16.reshape(16*B, 32).T,
-        t35.reshape(16*B, 144),
-        out=_scratch(ws, "t57", (32, 144), dt),
+    t57 = np.dot(t35.reshape(16*B, 144).T, t16.reshape(16*B, 32))
+    t58 = np.matmul(
+        t3.reshape(16*B, 144).T,
+        t49.reshape(16*B, 32),
+        out=_scratch(ws, "t58", (144, 32), dt),
     )
-    t58 = np.dot(t3.reshape(16*B, 144).T, t49.reshape(16*B, 32))
-    t59 = _ew2(t57.T, t58, out=t58)
+    t59 = _ew2(t57, t58, out=t57)
     hv_c2 = _colsum(t49)
-    t60 = np.dot(dL_dz.T, t40.reshape(B, 128))
+    t60 = np.dot(t40.reshape(B, 128).T, dL_dz)
     t61 = np.dot(p2.reshape(B, 128).T, t44)
-    hv_W = _ew2(t60.T, t61, out=t61)
+    hv_W = _ew2(t60, t61, out=t60)
     hv_b = _colsum(t44)
     _give_back("hvp", ws)
     return (

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:907ec692bfaeab7aac1ba477d8c25bcb034210ddeb43e5a94bb37de8e60bb7c9
+# symgrad-generated sha256:8cb7e107cfabce96f78eea895d37e835cfd6da8b6c71259a99364583cd4e24e6
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -1235,14 +1235,14 @@ def hvp(
         out=t74.reshape(-1, t74.shape[-1]),
     )
     t75 = _ew1(dprev_h_seq.swapaxes(0, 1), t74, out=t74)
-    t76 = np.dot(_v_W, dL_dz.T)
+    t76 = np.dot(dL_dz, _v_W.T)
     t77 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), _v_W)
     t78 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h), W)
     t79 = _ew26(_v_c.reshape(1, n_out), t77, t78, t19, t17, out=np.empty((B, n_out), dtype=dt))
     t80 = _rowsum(t79, keepdims=True)
     t81 = _ew27(t79, t17, t80, out=t17)
     t82 = np.dot(t81, W.T)
-    t83 = _ew1(t76.T, t82, out=t82)
+    t83 = _ew1(t76, t82, out=t76)
     t84 = np.concatenate([np.flip(t75, 1)[:, 1:8], t83.reshape(B, 1, n_h)], axis=1)
     # gru: back-propagation through time, the reverse loop over the 8 steps
     dgru_u1_seq = _scratch(ws, "dgru_u1_seq", (8, B, 3*n_h), dt)
@@ -1282,9 +1282,9 @@ def hvp(
     t99 = _colsum(t95)
     t100 = _colsum(dgru_back_u1_seq)
     t101 = _ew1(t100, d_captured2, out=t100)
-    t102 = np.dot(dL_dz.T, np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h))
+    t102 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
     t103 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, t81)
-    hv_W = _ew1(t102.T, t103, out=t103)
+    hv_W = _ew1(t102, t103, out=t102)
     hv_c = _colsum(t81)
     _give_back("hvp", ws)
     return (

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:0a2bdc76bf7b974872b206d4023f939ff10b97641d136675bdc9021551e2640c
+# symgrad-generated sha256:f9a3640f35adaea7d29e5aa1f9854c6057f9daa8422191e87ce9cee91572ae27
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -1270,14 +1270,14 @@ def hvp(
         out=t74.reshape(-1, t74.shape[-1]),
     )
     t75 = _ew1(dprev_h_seq.swapaxes(0, 1), t74, out=t74)
-    t76 = np.dot(_v_W, dL_dz.T)
+    t76 = np.dot(dL_dz, _v_W.T)
     t77 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), _v_W)
     t78 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h), W)
     t79 = _ew23(_v_c.reshape(1, n_out), t77, t78, t20, t18, out=np.empty((B, n_out), dtype=dt))
     t80 = _rowsum(t79, keepdims=True)
     t81 = _ew24(t79, t18, t80, out=t18)
     t82 = np.dot(t81, W.T)
-    t83 = _ew1(t76.T, t82, out=t82)
+    t83 = _ew1(t76, t82, out=t76)
     t84 = np.concatenate([np.flip(t75, 1)[:, 1:8], t83.reshape(B, 1, n_h)], axis=1)
     t85 = np.pad(np.flip(dprev_C_seq.swapaxes(0, 1), 1)[:, 1:8], ((0, 0), (0, 1), (0, 0)))
     # lstm: back-propagation through time, the reverse loop over the 8 steps
@@ -1318,9 +1318,9 @@ def hvp(
     )
     t97 = _ew17(d_captured1.T, t96, d_captured1_2, out=t96)
     t98 = _colsum(t94)
-    t99 = np.dot(dL_dz.T, np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h))
+    t99 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
     t100 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, t81)
-    hv_W = _ew1(t99.T, t100, out=t100)
+    hv_W = _ew1(t99, t100, out=t99)
     hv_c = _colsum(t81)
     _give_back("hvp", ws)
     return (

@@ -133,7 +133,35 @@ def jacobian(model: Model | Derivation, of: str, wrt: str) -> Jacobian:
     return Jacobian(first, of, wrt, u, adj)
 
 
-__all__ = ["HVP", "Hessian", "Jacobian", "hvp", "hessian", "jacobian", "vector_name"]
+def oriented(roots: dict[str, Node]) -> dict[str, Node]:
+    """`roots` with each matrix product that is only ever read transposed, (A B)^T, computed as
+    B^T A^T. Reverse mode over a backward pass makes such products (the adjoint of the B^T in
+    G B^T is (A^T G)^T ...): computed as written, the result is a transposed view that every
+    kernel reading it walks across memory; the same product the other way round is laid out
+    as it is read."""
+    from symgrad.symbolic.graph import matmul, topological
+    from symgrad.symbolic.scan import substitute
+
+    order = topological(roots.values())
+    readers: dict[Node, list[Node]] = {}
+    for n in order:
+        for a in set(n.args):
+            readers.setdefault(a, []).append(n)
+    kept = set(roots.values())
+    mapping = {}
+    for n in order:
+        m = n.args[0] if n.op == "transpose" else None
+        if (m is not None and m.op == "matmul" and n.ndim == 2 and m.args[0].ndim == 2
+                and m.args[1].ndim == 2 and m not in kept
+                and all(r.op == "transpose" for r in readers[m])):
+            mapping[n] = matmul(m.args[1].T, m.args[0].T)
+    if not mapping:
+        return roots
+    new = substitute(list(roots.values()), mapping)
+    return {k: new[v] for k, v in roots.items()}
+
+
+__all__ = ["HVP", "Hessian", "Jacobian", "hvp", "hessian", "jacobian", "oriented", "vector_name"]
 
 
 @dataclass

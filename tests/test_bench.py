@@ -127,3 +127,30 @@ def test_compare_times_module_files_against_the_products(capsys):
     out = capsys.readouterr().out
     assert out.count("1: mlp_tanh.py") == 2 and out.count("2: mlp_tanh.py") == 2  # float32, float64
     assert "x matmuls" in out
+
+
+@pytest.mark.parametrize("case", ["mlp", "cnn", "lstm"])
+def test_hvp_benchmark_jax_models_compute_the_generated_loss_and_hvp(case):
+    """The JAX column of bench/hvp.py times the same model: its loss and jvp-of-grad H v equal
+    the generated module's (on a small batch)."""
+    pytest.importorskip("jax", reason="JAX is optional (pip install -e .[bench]); its benchmark column "
+                                      "is not checked here")
+    bench = _bench_module("hvp")
+    _, name, dims, _ = bench.CASES[case]
+    module = importlib.import_module(f"symgrad.generated.{name}")
+    params, batch, vector = bench.inputs(module, dims, 3)
+    loss, _, hv = module.hvp(params, batch, vector)
+    _, result, info = bench.jax_hvp(case, params, vector, batch["X"], batch["Y"])
+    jax_loss, jax_hv = result()
+    assert jax_loss == pytest.approx(loss, rel=1e-10)
+    for k, h in hv.items():
+        np.testing.assert_allclose(jax_hv[k], h, rtol=1e-8, atol=1e-10 * np.abs(h).max(), err_msg=k)
+    assert info["compile_s"] > 0
+
+
+def test_a_column_whose_variant_is_absent_says_why(capsys):
+    timing = _bench_module("timing")
+    timing.table("t", {"a": [1e-3, 1.1e-3, 0.9e-3]}, {"a": 0.0}, {"a": "x a", "jax": "x jax"},
+                 missing="not installed")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-2:] == ["x", "jax"] and lines[2].endswith("not installed")

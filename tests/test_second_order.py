@@ -24,10 +24,16 @@ def committed(name: str):
 def setup(module, seed: int, low: int = 1, high: int = 5):
     rng = np.random.default_rng(seed)
     dims = {d: int(rng.integers(low, high)) for d in module.DIMS}
+    return (dims, *fixed_setup(module, dims, seed, rng))
+
+
+def fixed_setup(module, dims: dict, seed: int, rng=None):
+    """Parameters, a batch and a vector at the given dims."""
+    rng = np.random.default_rng(seed) if rng is None else rng
     params = jiggle(module.init_params(dims, seed=seed, dtype=np.float64), rng)
     batch = random_batch(module, dims, rng)
     vector = {k: rng.standard_normal(p.shape) for k, p in params.items()}
-    return dims, params, batch, vector
+    return params, batch, vector
 
 
 def gradient_differences(grad, params: dict, vector: dict, h: float = 1e-4) -> dict:
@@ -229,3 +235,42 @@ def test_closed_form_hessian_is_found_and_matches_the_generated_hessian(name):
     if name == "logistic_regression":
         p = 1 / (1 + np.exp(-(X @ params["W"] + params["b"])))
         assert relative_error(curv, p * (1 - p) / (X.shape[0] * n_out)) <= 1e-12
+
+
+@pytest.mark.parametrize("name", ["cnn_digits", "lstm_digits", "attention_digits"])
+def test_hvp_results_do_not_share_memory_with_a_later_call(name):
+    """hvp keeps its large temporaries (patch matrices, products over every patch or step) in
+    a workspace across calls: nothing it returns may be one of them."""
+    module = committed(name)
+    dims = {d: 3 for d in module.DIMS}
+    (p1, b1, v1), (p2, b2, v2) = (fixed_setup(module, dims, seed) for seed in (7, 8))
+    loss, grads, hv = module.hvp(p1, b1, v1, **run_kwargs(module, dims))
+    kept = {k: (g.copy(), hv[k].copy()) for k, g in grads.items()}
+    module.hvp(p2, b2, v2, **run_kwargs(module, dims))
+    for k, (g, h) in kept.items():
+        np.testing.assert_array_equal(grads[k], g, err_msg=k)
+        np.testing.assert_array_equal(hv[k], h, err_msg=k)
+
+
+def test_products_read_transposed_are_computed_the_other_way_round():
+    """(A B)^T that only a transpose reads becomes B^T A^T (laid out as it is read); a product
+    something else reads too stays as it is."""
+    from symgrad.symbolic.graph import placeholder
+    from symgrad.symbolic.second_order import oriented
+
+    A, Bm = placeholder("A", (3, 4)), placeholder("Bm", (4, 5))
+    roots = oriented({"r": (A @ Bm).T * 2})
+    (product,) = [n for n in roots["r"].args if n.op == "matmul"]
+    assert product.args == (Bm.T, A.T)
+    both = oriented({"r": (A @ Bm).T * 2, "s": (A @ Bm) + 1})
+    assert both["r"].args[0].op == "transpose" and both["r"].args[0].args[0].op == "matmul"
+
+
+def test_stacks_of_patches_count_as_large():
+    """A (16*B, 144) stack of patches is large (its fixed part is 16*144); a (B, 32) row is not."""
+    import sympy
+    from symgrad.codegen.program import is_large
+
+    B = sympy.Symbol("B", integer=True, positive=True)
+    assert is_large((16 * B, 32)) and is_large((144, 16 * B))
+    assert not is_large((B, 32)) and not is_large((2 * B, 10))
