@@ -1,16 +1,18 @@
 """Benchmark: the matrix products of bench/models.py's passes under each OpenBLAS kernel set.
 
 numpy's wheels carry an OpenBLAS built for many CPUs (DYNAMIC_ARCH) that picks its kernels once,
-when it loads, from the CPU it detects; the environment variable `OPENBLAS_CORETYPE` overrides
-the choice. A CPU newer than the OpenBLAS release can get older kernels than it could run: on
-this project's machine (AMD EPYC, family 26, with AVX-512) OpenBLAS 0.3.31 picks `Haswell`
-(AVX2). This script times the bare products of each `models.py` case (its `products`), float32
-and float64, in a child process per kernel set (the choice cannot change once OpenBLAS is
-loaded), children taking turns over `--repeats` rounds so that the machine's changing load
-reaches every kernel set alike, and prints each set's median as a multiple of the default's.
+when it loads, from the CPU it detects, unless the environment variable `OPENBLAS_CORETYPE`
+names a kernel set. This project's machine sets `OPENBLAS_CORETYPE=Haswell` in its environment:
+its CPU (AMD EPYC, family 26, AVX-512) would get the SkylakeX (AVX-512) kernels from OpenBLAS
+0.3.31 otherwise, and gets the Haswell (AVX2) ones. This script times the bare products of each
+`models.py` case (its `products`), float32 and float64, in a child process per kernel set (the
+choice cannot change once OpenBLAS is loaded), children taking turns over `--repeats` rounds so
+that the machine's changing load reaches every set alike, and prints each set's median as a
+multiple of the first's. A set is `env` (as this environment has it), `unset` (OpenBLAS detects
+the CPU) or an OpenBLAS name (`Haswell`, `SkylakeX`, `SapphireRapids`, ...).
 
-    python bench/blas_core.py                      # the default, Haswell and SkylakeX kernels
-    python bench/blas_core.py --cores default SkylakeX SapphireRapids --repeats 5
+    python bench/blas_core.py                      # env, unset
+    SYMGRAD_BENCH_CLOCK=cpu OPENBLAS_NUM_THREADS=1 python bench/blas_core.py --cores env unset Haswell
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-DEFAULT = "default"  # OPENBLAS_CORETYPE left as the caller's environment has it
+ENV, UNSET = "env", "unset"  # OPENBLAS_CORETYPE as this environment has it; removed
 
 
 def child(rounds: int) -> None:
@@ -54,7 +56,9 @@ def child(rounds: int) -> None:
 
 def run_child(core: str, rounds: int) -> list[dict]:
     env = dict(os.environ)
-    if core != DEFAULT:
+    if core == UNSET:
+        env.pop("OPENBLAS_CORETYPE", None)
+    elif core != ENV:
         env["OPENBLAS_CORETYPE"] = core
     out = subprocess.run([sys.executable, __file__, "--child", "--rounds", str(rounds)], env=env,
                          capture_output=True, text=True, check=True).stdout
@@ -63,8 +67,9 @@ def run_child(core: str, rounds: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cores", nargs="+", default=[DEFAULT, "Haswell", "SkylakeX"],
-                        help="OPENBLAS_CORETYPE values to compare ('default': leave it unset)")
+    parser.add_argument("--cores", nargs="+", default=[ENV, UNSET],
+                        help="kernel sets to compare: env (as the environment has OPENBLAS_CORETYPE), "
+                             "unset (OpenBLAS detects the CPU) or an OPENBLAS_CORETYPE value")
     parser.add_argument("--repeats", type=int, default=3, help="child processes per kernel set (default 3)")
     parser.add_argument("--rounds", type=int, default=10, help="samples per case in a child (default 10)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -80,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 per_core = medians.setdefault((row["case"], row["dtype"]), {})
                 per_core.setdefault(core, []).append(row["median_us"])
                 kernels[core] = row["kernels"]
-    print("OPENBLAS_CORETYPE -> kernels OpenBLAS reports: "
+    here = os.environ.get("OPENBLAS_CORETYPE", "(unset)")
+    print(f"OPENBLAS_CORETYPE here: {here}; the kernels OpenBLAS reports: "
           + ", ".join(f"{core} -> {kernels[core]}" for core in args.cores))
     print("the products of one loss_and_grad (median of the children's medians, us; x the first)")
     print(f"  {'case':<8} {'dtype':<8}" + "".join(f" {core:>16}" for core in args.cores))
