@@ -57,13 +57,13 @@ def backend(request):
     return request.param
 
 
-def torch_or_skip():
+def torch_or_skip(purpose: str = "to run this oracle"):
     """PyTorch, or a visible skip (an error in CI, where .ci/run installs it)."""
     try:
         import torch
     except ImportError:
         if os.environ.get("SYMGRAD_REQUIRE_TORCH"):
             pytest.fail("PyTorch is required here (SYMGRAD_REQUIRE_TORCH is set) but not installed")
-        pytest.skip("PyTorch is not installed: pip install 'symgrad[torch]' to run this oracle")
+        pytest.skip(f"PyTorch is not installed: pip install 'symgrad[torch]' {purpose}")
     torch.set_default_dtype(torch.float64)
     return torch

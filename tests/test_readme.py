@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import io
 import os
 import pathlib
@@ -28,6 +29,7 @@ import pytest
 from symgrad.symbolic.errors import SymgradWarning
 
 from symgrad.cli import main as symgrad_main
+from tests.conftest import torch_or_skip
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -137,6 +139,15 @@ class Outcome:
     ok: bool
     report: str  # what went wrong, or the output
     stdout: str = ""
+    needs_torch: bool = False  # not run: PyTorch is absent (the block's test skips visibly)
+
+
+def needs_absent_torch(argv: list[str]) -> bool:
+    """`symgrad export` writes a PyTorch state_dict (its default format), which needs torch."""
+    if argv[:2] != ["symgrad", "export"] or importlib.util.find_spec("torch") is not None:
+        return False
+    fmt = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--format"), "torch")
+    return fmt == "torch"
 
 
 def run_symgrad(argv: list[str]) -> Outcome:
@@ -202,7 +213,9 @@ class Session:
             rows = []
             for line, argv in shell_commands(block):
                 text = shlex.join(argv)
-                if argv[0] == "symgrad":
+                if needs_absent_torch(argv):
+                    outcome = Outcome(True, "not run: PyTorch is not installed", needs_torch=True)
+                elif argv[0] == "symgrad":
                     outcome = run_symgrad(argv[1:])
                     if argv[1] == "train" and outcome.ok:
                         self.summaries[tuple(argv[1:])] = outcome.stdout.strip().splitlines()[-1]
@@ -241,6 +254,8 @@ def test_readme_block_runs_as_written(session, block):
     failures = [f"  line {line}: `{text}`: {o.report}" for line, text, o in session.results[block.line]
                 if not o.ok]
     assert not failures, f"{block.name} fails:\n" + "\n".join(failures)
+    if any(o.needs_torch for _, _, o in session.results[block.line]):
+        torch_or_skip("to run the README's `symgrad export --format torch` line")
 
 
 # -- the table of what the defaults reach ----------------------------------------------------------
