@@ -1,4 +1,4 @@
-# symgrad-generated sha256:6e82b6f33e1ca2a23af10d50be88af05220f171984a82c1a08bdde3ca9969927
+# symgrad-generated sha256:719c8677ae64097253257fe97fbf67e996d7319f2f799a3233854f20092c39a7
 """attention_digits: one-head self-attention classifier over 8 tokens of 8 features: embedding
     with learnt positions, scaled dot-product attention with a residual connection, a relu
     layer per token, mean over tokens, softmax
@@ -244,14 +244,24 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
 def _colsum(x: np.ndarray) -> np.ndarray:
     """Sum over every axis but the last, as one BLAS product with a row of ones."""
     rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
     """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
     along a short last axis, a row of class scores, costs twice as much)."""
-    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    total = x.dot(_ones(x.shape[-1], x.dtype))
     return total[..., None] if keepdims else total
+
+
+def _rowmax(x: np.ndarray) -> np.ndarray:
+    """The max along the last axis, kept as an axis of length 1. numpy reduces a short last
+    axis (a row of class scores) one row at a time; the max over the rows of its transposed
+    copy is one pass per column instead: 1.4x faster for 32 rows of 10, 3x for 128 (measured
+    on matrices of up to 16 columns and from 16 rows)."""
+    if x.ndim == 2 and x.shape[1] <= 16 and x.shape[0] >= 16:
+        return np.maximum.reduce(x.T.copy(), axis=0)[:, None]
+    return x.max(axis=-1, keepdims=True)
 
 
 _ZEROS: dict[str, np.ndarray] = {}
@@ -270,17 +280,19 @@ def _zeros(like: np.ndarray) -> np.ndarray:
 
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
-    e = z - z.max(axis=axis, keepdims=True)
+    last = axis in (-1, z.ndim - 1)
+    e = z - (_rowmax(z) if last else z.max(axis=axis, keepdims=True))
     np.exp(e, out=e)
-    e /= _rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True)
+    e /= _rowsum(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
-    s = z - z.max(axis=axis, keepdims=True)
+    last = axis in (-1, z.ndim - 1)
+    s = z - (_rowmax(z) if last else z.max(axis=axis, keepdims=True))
     e = np.exp(s)
-    s -= np.log(_rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True))
+    s -= np.log(_rowsum(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True))
     return s
 
 
@@ -619,14 +631,14 @@ def forward(
     n_h = W1.shape[1]
     # (1) E = X @ We + P
     t1 = _scratch(ws, "t1", (B, 8, d), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), We, out=t1.reshape(-1, t1.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(We, out=t1.reshape(-1, t1.shape[-1]))
     E = _ew1(t1, P, out=t1)
     # (2) Q = E @ Wq
     Q = _scratch(ws, "Q", (B, 8, d), dt)
-    np.dot(E.reshape(-1, E.shape[-1]), Wq, out=Q.reshape(-1, Q.shape[-1]))
+    E.reshape(-1, E.shape[-1]).dot(Wq, out=Q.reshape(-1, Q.shape[-1]))
     # (3) K = E @ Wk
     K = _scratch(ws, "K", (B, 8, d), dt)
-    np.dot(E.reshape(-1, E.shape[-1]), Wk, out=K.reshape(-1, K.shape[-1]))
+    E.reshape(-1, E.shape[-1]).dot(Wk, out=K.reshape(-1, K.shape[-1]))
     # (5) A = softmax((Q @ K.mT)/sqrt(d), axis=2)
     t2 = np.matmul(Q, K.transpose(0, 2, 1), out=_scratch(ws, "t2", (B, 8, 8), dt))
     t3 = _ew2(t2, d, out=t2)
@@ -638,7 +650,7 @@ def forward(
     H = _ew1(E, t4, out=E)
     # (7) R = relu(H @ W1 + b1)
     t5 = _scratch(ws, "t5", (B, 8, n_h), dt)
-    np.dot(H.reshape(-1, H.shape[-1]), W1, out=t5.reshape(-1, t5.shape[-1]))
+    H.reshape(-1, H.shape[-1]).dot(W1, out=t5.reshape(-1, t5.shape[-1]))
     R = _ew3(t5, b1, out=t5)
     # (8) z = (sum(R, axis=1)/8) @ W2 + b2
     _parts = R
@@ -650,7 +662,7 @@ def forward(
     np.add(t6, _parts[:, 6], out=t6)
     np.add(t6, _parts[:, 7], out=t6)
     t7 = _ew4(t6, out=t6)
-    t8 = np.dot(t7, W2)
+    t8 = t7.dot(W2)
     z = _ew1(t8, b2, out=t8)
     # (9) P_class = softmax(z, axis=1)
     P_class = _softmax(z, axis=1)
@@ -686,14 +698,14 @@ def loss(
     n_h = W1.shape[1]
     # (1) E = X @ We + P
     t1 = _scratch(ws, "t1", (B, 8, d), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), We, out=t1.reshape(-1, t1.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(We, out=t1.reshape(-1, t1.shape[-1]))
     E = _ew1(t1, P, out=t1)
     # (2) Q = E @ Wq
     Q = _scratch(ws, "Q", (B, 8, d), dt)
-    np.dot(E.reshape(-1, E.shape[-1]), Wq, out=Q.reshape(-1, Q.shape[-1]))
+    E.reshape(-1, E.shape[-1]).dot(Wq, out=Q.reshape(-1, Q.shape[-1]))
     # (3) K = E @ Wk
     K = _scratch(ws, "K", (B, 8, d), dt)
-    np.dot(E.reshape(-1, E.shape[-1]), Wk, out=K.reshape(-1, K.shape[-1]))
+    E.reshape(-1, E.shape[-1]).dot(Wk, out=K.reshape(-1, K.shape[-1]))
     # (5) A = softmax((Q @ K.mT)/sqrt(d), axis=2)
     t2 = np.matmul(Q, K.transpose(0, 2, 1), out=_scratch(ws, "t2", (B, 8, 8), dt))
     t3 = _ew2(t2, d, out=t2)
@@ -705,7 +717,7 @@ def loss(
     H = _ew1(E, t4, out=E)
     # (7) R = relu(H @ W1 + b1)
     t5 = _scratch(ws, "t5", (B, 8, n_h), dt)
-    np.dot(H.reshape(-1, H.shape[-1]), W1, out=t5.reshape(-1, t5.shape[-1]))
+    H.reshape(-1, H.shape[-1]).dot(W1, out=t5.reshape(-1, t5.shape[-1]))
     R = _ew3(t5, b1, out=t5)
     # (8) z = (sum(R, axis=1)/8) @ W2 + b2
     _parts = R
@@ -717,7 +729,7 @@ def loss(
     np.add(t6, _parts[:, 6], out=t6)
     np.add(t6, _parts[:, 7], out=t6)
     t7 = _ew4(t6, out=t6)
-    t8 = np.dot(t7, W2)
+    t8 = t7.dot(W2)
     z = _ew1(t8, b2, out=t8)
     # (10) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t9 = _log_softmax(z, axis=1)
@@ -754,27 +766,27 @@ def loss_and_grad(
     n_h = W1.shape[1]
     # (1) E = X @ We + P
     t1 = _scratch(ws, "t1", (B, 8, d), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), We, out=t1.reshape(-1, t1.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(We, out=t1.reshape(-1, t1.shape[-1]))
     E = _ew1(t1, P, out=t1)
     # (2) Q = E @ Wq
     Q = _scratch(ws, "Q", (B, 8, d), dt)
-    np.dot(E.reshape(-1, E.shape[-1]), Wq, out=Q.reshape(-1, Q.shape[-1]))
+    E.reshape(-1, E.shape[-1]).dot(Wq, out=Q.reshape(-1, Q.shape[-1]))
     # (3) K = E @ Wk
     K = _scratch(ws, "K", (B, 8, d), dt)
-    np.dot(E.reshape(-1, E.shape[-1]), Wk, out=K.reshape(-1, K.shape[-1]))
+    E.reshape(-1, E.shape[-1]).dot(Wk, out=K.reshape(-1, K.shape[-1]))
     # (5) A = softmax((Q @ K.mT)/sqrt(d), axis=2)
     t2 = np.matmul(Q, K.transpose(0, 2, 1), out=_scratch(ws, "t2", (B, 8, 8), dt))
     t3 = _ew2(t2, d, out=t2)
     A = _softmax(t3, axis=2)
     # (4) V = E @ Wv
     V = _scratch(ws, "V", (B, 8, d), dt)
-    np.dot(E.reshape(-1, E.shape[-1]), Wv, out=V.reshape(-1, V.shape[-1]))
+    E.reshape(-1, E.shape[-1]).dot(Wv, out=V.reshape(-1, V.shape[-1]))
     # (6) H = E + A @ V
     t4 = np.matmul(A, V, out=_scratch(ws, "t4", (B, 8, d), dt))
     H = _ew1(E, t4, out=t4)
     # (7) R = relu(H @ W1 + b1)
     t5 = _scratch(ws, "t5", (B, 8, n_h), dt)
-    np.dot(H.reshape(-1, H.shape[-1]), W1, out=t5.reshape(-1, t5.shape[-1]))
+    H.reshape(-1, H.shape[-1]).dot(W1, out=t5.reshape(-1, t5.shape[-1]))
     R = _ew3(t5, b1, out=t5)
     # (8) z = (sum(R, axis=1)/8) @ W2 + b2
     _parts = R
@@ -786,7 +798,7 @@ def loss_and_grad(
     np.add(t6, _parts[:, 6], out=t6)
     np.add(t6, _parts[:, 7], out=t6)
     t7 = _ew4(t6, out=t6)
-    t8 = np.dot(t7, W2)
+    t8 = t7.dot(W2)
     z = _ew1(t8, b2, out=t8)
     # (10) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t9 = _log_softmax(z, axis=1)
@@ -797,19 +809,19 @@ def loss_and_grad(
     t11 = _rowsum(Y, keepdims=True)
     dL_dz = _ew5(Y, t9, t11, B, out=t9)
     # (17) dL/d(sum(R, axis=1)/8) = dL_dz @ W2.T
-    t12 = np.dot(dL_dz, W2.T)
+    t12 = dL_dz.dot(W2.T)
     # (19) dL/d(sum(R, axis=1)) = (dL_dz @ W2.T)/8
     t13 = _ew4(t12, out=t12)
     # (21) dL/d(H @ W1 + b1) = dL_dR*(R > 0)
     t14 = _ew6(t13.reshape(B, 1, n_h), R, out=R)
     # (24) dL_dH = (dL_dR*(R > 0)) @ W1.T
     dL_dH = _scratch(ws, "dL_dH", (B, 8, d), dt)
-    np.dot(t14.reshape(-1, t14.shape[-1]), W1.T, out=dL_dH.reshape(-1, dL_dH.shape[-1]))
+    t14.reshape(-1, t14.shape[-1]).dot(W1.T, out=dL_dH.reshape(-1, dL_dH.shape[-1]))
     # (29) dL_dV = A.mT @ dL_dH
     dL_dV = np.matmul(A.transpose(0, 2, 1), dL_dH, out=_scratch(ws, "dL_dV", (B, 8, d), dt))
     # (30) dL/d(E) += ... = dL_dV @ Wv.T
     t15 = _scratch(ws, "t15", (B, 8, d), dt)
-    np.dot(dL_dV.reshape(-1, dL_dV.shape[-1]), Wv.T, out=t15.reshape(-1, t15.shape[-1]))
+    dL_dV.reshape(-1, dL_dV.shape[-1]).dot(Wv.T, out=t15.reshape(-1, t15.shape[-1]))
     # (28) dL_dA = dL_dH @ V.mT
     dL_dA = np.matmul(dL_dH, V.transpose(0, 2, 1), out=t3)
     # (32) dL/d((Q @ K.mT)/sqrt(d)) = A*(dL_dA - sum(dL_dA*A, axis=2))
@@ -821,8 +833,7 @@ def loss_and_grad(
     t19 = np.matmul(Q.transpose(0, 2, 1), t18, out=_scratch(ws, "t19", (B, d, 8), dt))
     # (37) dL/d(E) += ... = dL_dK @ Wk.T
     t20 = _scratch(ws, "t20", (B, 8, d), dt)
-    np.dot(
-        t19.transpose(0, 2, 1).reshape(-1, t19.transpose(0, 2, 1).shape[-1]),
+    t19.transpose(0, 2, 1).reshape(-1, t19.transpose(0, 2, 1).shape[-1]).dot(
         Wk.T,
         out=t20.reshape(-1, t20.shape[-1]),
     )
@@ -833,21 +844,21 @@ def loss_and_grad(
     # (41) dL_dE = dL_dH + dL_dV @ Wv.T + dL_dK @ Wk.T + dL_dQ @ Wq.T
     dL_dE = _ew9(dL_dH, t15, t20, t21, out=dL_dH)
     # (44) dL_dWe = X.reshape(8*B, 8).T @ dL_dE.reshape(8*B, d)
-    dL_dWe = np.dot(X.reshape(8*B, 8).T, dL_dE.reshape(8*B, d))
+    dL_dWe = X.reshape(8*B, 8).T.dot(dL_dE.reshape(8*B, d))
     # (43) dL_dP = sum(dL_dE, axis=0)
     dL_dP = dL_dE.sum(axis=0)
     # (40) dL_dWq = E.reshape(8*B, d).T @ dL_dQ.reshape(8*B, d)
-    dL_dWq = np.dot(E.reshape(8*B, d).T, dL_dQ.reshape(8*B, d))
+    dL_dWq = E.reshape(8*B, d).T.dot(dL_dQ.reshape(8*B, d))
     # (38) dL_dWk = E.reshape(8*B, d).T @ dL_dK.reshape(8*B, d)
-    dL_dWk = np.dot(E.reshape(8*B, d).T, t19.transpose(0, 2, 1).reshape(8*B, d))
+    dL_dWk = E.reshape(8*B, d).T.dot(t19.transpose(0, 2, 1).reshape(8*B, d))
     # (31) dL_dWv = E.reshape(8*B, d).T @ dL_dV.reshape(8*B, d)
-    dL_dWv = np.dot(E.reshape(8*B, d).T, dL_dV.reshape(8*B, d))
+    dL_dWv = E.reshape(8*B, d).T.dot(dL_dV.reshape(8*B, d))
     # (25) dL_dW1 = H.reshape(8*B, d).T @ (dL_dR*(R > 0)).reshape(8*B, n_h)
-    dL_dW1 = np.dot(H.reshape(8*B, d).T, t14.reshape(8*B, n_h))
+    dL_dW1 = H.reshape(8*B, d).T.dot(t14.reshape(8*B, n_h))
     # (23) dL_db1 = sum(dL_dR*(R > 0), axis=(0, 1))
     dL_db1 = _colsum(t14)
     # (18) dL_dW2 = (sum(R, axis=1)/8).T @ dL_dz
-    dL_dW2 = np.dot(t7.T, dL_dz)
+    dL_dW2 = t7.T.dot(dL_dz)
     # (16) dL_db2 = sum(dL_dz, axis=0)
     dL_db2 = _colsum(dL_dz)
     _give_back("loss_and_grad", ws)
@@ -905,27 +916,27 @@ def hvp(
     n_out = Y.shape[1]
     # (1) E = X @ We + P
     t1 = _scratch(ws, "t1", (B, 8, d), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), We, out=t1.reshape(-1, t1.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(We, out=t1.reshape(-1, t1.shape[-1]))
     E = _ew1(t1, P, out=t1)
     # (2) Q = E @ Wq
     Q = _scratch(ws, "Q", (B, 8, d), dt)
-    np.dot(E.reshape(-1, E.shape[-1]), Wq, out=Q.reshape(-1, Q.shape[-1]))
+    E.reshape(-1, E.shape[-1]).dot(Wq, out=Q.reshape(-1, Q.shape[-1]))
     # (3) K = E @ Wk
     K = _scratch(ws, "K", (B, 8, d), dt)
-    np.dot(E.reshape(-1, E.shape[-1]), Wk, out=K.reshape(-1, K.shape[-1]))
+    E.reshape(-1, E.shape[-1]).dot(Wk, out=K.reshape(-1, K.shape[-1]))
     # (5) A = softmax((Q @ K.mT)/sqrt(d), axis=2)
     t2 = np.matmul(Q, K.transpose(0, 2, 1), out=_scratch(ws, "t2", (B, 8, 8), dt))
     t3 = _ew2(t2, d, out=t2)
     A = _softmax(t3, axis=2)
     # (4) V = E @ Wv
     V = _scratch(ws, "V", (B, 8, d), dt)
-    np.dot(E.reshape(-1, E.shape[-1]), Wv, out=V.reshape(-1, V.shape[-1]))
+    E.reshape(-1, E.shape[-1]).dot(Wv, out=V.reshape(-1, V.shape[-1]))
     # (6) H = E + A @ V
     t4 = np.matmul(A, V, out=_scratch(ws, "t4", (B, 8, d), dt))
     H = _ew1(E, t4, out=t4)
     # (7) R = relu(H @ W1 + b1)
     t5 = _scratch(ws, "t5", (B, 8, n_h), dt)
-    np.dot(H.reshape(-1, H.shape[-1]), W1, out=t5.reshape(-1, t5.shape[-1]))
+    H.reshape(-1, H.shape[-1]).dot(W1, out=t5.reshape(-1, t5.shape[-1]))
     R = _ew3(t5, b1, out=t5)
     # (8) z = (sum(R, axis=1)/8) @ W2 + b2
     _parts = R
@@ -937,7 +948,7 @@ def hvp(
     np.add(t6, _parts[:, 6], out=t6)
     np.add(t6, _parts[:, 7], out=t6)
     t7 = _ew4(t6, out=t6)
-    t8 = np.dot(t7, W2)
+    t8 = t7.dot(W2)
     z = _ew1(t8, b2, out=t8)
     # (10) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t9 = _log_softmax(z, axis=1)
@@ -950,19 +961,19 @@ def hvp(
     t13 = _ew11(t12, B, out=t12)
     dL_dz = _ew12(Y, t11, t13, B, out=z)
     # (17) dL/d(sum(R, axis=1)/8) = dL_dz @ W2.T
-    t14 = np.dot(dL_dz, W2.T)
+    t14 = dL_dz.dot(W2.T)
     # (19) dL/d(sum(R, axis=1)) = (dL_dz @ W2.T)/8
     t15 = _ew4(t14, out=t14)
     # (21) dL/d(H @ W1 + b1) = dL_dR*(R > 0)
     t16 = _ew6(t15.reshape(B, 1, n_h), R, out=_scratch(ws, "t16", (B, 8, n_h), dt))
     # (24) dL_dH = (dL_dR*(R > 0)) @ W1.T
     dL_dH = _scratch(ws, "dL_dH", (B, 8, d), dt)
-    np.dot(t16.reshape(-1, t16.shape[-1]), W1.T, out=dL_dH.reshape(-1, dL_dH.shape[-1]))
+    t16.reshape(-1, t16.shape[-1]).dot(W1.T, out=dL_dH.reshape(-1, dL_dH.shape[-1]))
     # (29) dL_dV = A.mT @ dL_dH
     dL_dV = np.matmul(A.transpose(0, 2, 1), dL_dH, out=_scratch(ws, "dL_dV", (B, 8, d), dt))
     # (30) dL/d(E) += ... = dL_dV @ Wv.T
     t17 = _scratch(ws, "t17", (B, 8, d), dt)
-    np.dot(dL_dV.reshape(-1, dL_dV.shape[-1]), Wv.T, out=t17.reshape(-1, t17.shape[-1]))
+    dL_dV.reshape(-1, dL_dV.shape[-1]).dot(Wv.T, out=t17.reshape(-1, t17.shape[-1]))
     # (28) dL_dA = dL_dH @ V.mT
     dL_dA = np.matmul(dL_dH, V.transpose(0, 2, 1), out=t3)
     # (32) dL/d((Q @ K.mT)/sqrt(d)) = A*(dL_dA - sum(dL_dA*A, axis=2))
@@ -975,8 +986,7 @@ def hvp(
     t22 = np.matmul(Q.transpose(0, 2, 1), t21, out=_scratch(ws, "t22", (B, d, 8), dt))
     # (37) dL/d(E) += ... = dL_dK @ Wk.T
     t23 = _scratch(ws, "t23", (B, 8, d), dt)
-    np.dot(
-        t22.transpose(0, 2, 1).reshape(-1, t22.transpose(0, 2, 1).shape[-1]),
+    t22.transpose(0, 2, 1).reshape(-1, t22.transpose(0, 2, 1).shape[-1]).dot(
         Wk.T,
         out=t23.reshape(-1, t23.shape[-1]),
     )
@@ -984,42 +994,42 @@ def hvp(
     dL_dQ = np.matmul(t21, K, out=_scratch(ws, "dL_dQ", (B, 8, d), dt))
     # (39) dL/d(E) += ... = dL_dQ @ Wq.T
     t24 = _scratch(ws, "t24", (B, 8, d), dt)
-    np.dot(dL_dQ.reshape(-1, dL_dQ.shape[-1]), Wq.T, out=t24.reshape(-1, t24.shape[-1]))
+    dL_dQ.reshape(-1, dL_dQ.shape[-1]).dot(Wq.T, out=t24.reshape(-1, t24.shape[-1]))
     # (41) dL_dE = dL_dH + dL_dV @ Wv.T + dL_dK @ Wk.T + dL_dQ @ Wq.T
     dL_dE = _ew9(dL_dH, t17, t23, t24, out=t17)
     # (44) dL_dWe = X.reshape(8*B, 8).T @ dL_dE.reshape(8*B, d)
-    dL_dWe = np.dot(X.reshape(8*B, 8).T, dL_dE.reshape(8*B, d))
+    dL_dWe = X.reshape(8*B, 8).T.dot(dL_dE.reshape(8*B, d))
     # (43) dL_dP = sum(dL_dE, axis=0)
     dL_dP = dL_dE.sum(axis=0)
     # (40) dL_dWq = E.reshape(8*B, d).T @ dL_dQ.reshape(8*B, d)
-    dL_dWq = np.dot(E.reshape(8*B, d).T, dL_dQ.reshape(8*B, d))
+    dL_dWq = E.reshape(8*B, d).T.dot(dL_dQ.reshape(8*B, d))
     # (38) dL_dWk = E.reshape(8*B, d).T @ dL_dK.reshape(8*B, d)
-    dL_dWk = np.dot(E.reshape(8*B, d).T, t22.transpose(0, 2, 1).reshape(8*B, d))
+    dL_dWk = E.reshape(8*B, d).T.dot(t22.transpose(0, 2, 1).reshape(8*B, d))
     # (31) dL_dWv = E.reshape(8*B, d).T @ dL_dV.reshape(8*B, d)
-    dL_dWv = np.dot(E.reshape(8*B, d).T, dL_dV.reshape(8*B, d))
+    dL_dWv = E.reshape(8*B, d).T.dot(dL_dV.reshape(8*B, d))
     # (25) dL_dW1 = H.reshape(8*B, d).T @ (dL_dR*(R > 0)).reshape(8*B, n_h)
-    dL_dW1 = np.dot(H.reshape(8*B, d).T, t16.reshape(8*B, n_h))
+    dL_dW1 = H.reshape(8*B, d).T.dot(t16.reshape(8*B, n_h))
     # (23) dL_db1 = sum(dL_dR*(R > 0), axis=(0, 1))
     dL_db1 = _colsum(t16)
     # (18) dL_dW2 = (sum(R, axis=1)/8).T @ dL_dz
-    dL_dW2 = np.dot(t7.T, dL_dz)
+    dL_dW2 = t7.T.dot(dL_dz)
     # (16) dL_db2 = sum(dL_dz, axis=0)
     dL_db2 = _colsum(dL_dz)
-    t25 = np.dot(_v_Wv, dL_dV.reshape(8*B, d).T)
-    t26 = np.dot(_v_Wk, t22.transpose(0, 2, 1).reshape(8*B, d).T)
-    t27 = np.dot(_v_Wq, dL_dQ.reshape(8*B, d).T)
+    t25 = _v_Wv.dot(dL_dV.reshape(8*B, d).T)
+    t26 = _v_Wk.dot(t22.transpose(0, 2, 1).reshape(8*B, d).T)
+    t27 = _v_Wq.dot(dL_dQ.reshape(8*B, d).T)
     t28 = _ew15(t25, t26, t27, out=t25)
-    t29 = np.dot(t16.reshape(8*B, n_h), _v_W1.T)
-    t30 = np.dot(dL_dz, _v_W2.T)
-    t31 = np.dot(t7, _v_W2)
-    t32 = np.dot(H.reshape(8*B, d), _v_W1)
-    t33 = np.dot(E.reshape(8*B, d), _v_Wq)
-    t34 = np.dot(X.reshape(8*B, 8), _v_We)
+    t29 = t16.reshape(8*B, n_h).dot(_v_W1.T)
+    t30 = dL_dz.dot(_v_W2.T)
+    t31 = t7.dot(_v_W2)
+    t32 = H.reshape(8*B, d).dot(_v_W1)
+    t33 = E.reshape(8*B, d).dot(_v_Wq)
+    t34 = X.reshape(8*B, 8).dot(_v_We)
     t35 = _ew1(_v_P.reshape(1, 8, d), t34.reshape(B, 8, d), out=t23)
     t36 = np.matmul(t35, Wq, out=t24)
     t37 = _ew1(t33.reshape(B, 8, d), t36, out=t36)
     t38 = np.matmul(t37, K.transpose(0, 2, 1), out=_scratch(ws, "t38", (B, 8, 8), dt))
-    t39 = np.dot(E.reshape(8*B, d), _v_Wk)
+    t39 = E.reshape(8*B, d).dot(_v_Wk)
     t40 = np.matmul(t35, Wk, out=dL_dE)
     t41 = _ew1(t39.reshape(B, 8, d), t40, out=t40)
     t42 = np.matmul(Q, t41.transpose(0, 2, 1), out=_scratch(ws, "t42", (B, 8, 8), dt))
@@ -1029,14 +1039,14 @@ def hvp(
     t46 = _ew17(t45, out=t45)
     t47 = _ew18(t44, t46.reshape(B, 8, 1), A, out=_scratch(ws, "t47", (B, 8, 8), dt))
     t48 = np.matmul(t47, V, out=_scratch(ws, "t48", (B, 8, d), dt))
-    t49 = np.dot(E.reshape(8*B, d), _v_Wv)
+    t49 = E.reshape(8*B, d).dot(_v_Wv)
     t50 = _scratch(ws, "t50", (B, 8, d), dt)
-    np.dot(t35.reshape(-1, t35.shape[-1]), Wv, out=t50.reshape(-1, t50.shape[-1]))
+    t35.reshape(-1, t35.shape[-1]).dot(Wv, out=t50.reshape(-1, t50.shape[-1]))
     t51 = _ew1(t49.reshape(B, 8, d), t50, out=t50)
     t52 = np.matmul(A, t51, out=_scratch(ws, "t52", (B, 8, d), dt))
     t53 = _ew15(t48, t35, t52, out=t48)
     t54 = _scratch(ws, "t54", (B, 8, n_h), dt)
-    np.dot(t53.reshape(-1, t53.shape[-1]), W1, out=t54.reshape(-1, t54.shape[-1]))
+    t53.reshape(-1, t53.shape[-1]).dot(W1, out=t54.reshape(-1, t54.shape[-1]))
     t55 = _ew19(
         _v_b1.reshape(1, 1, n_h),
         t32.reshape(B, 8, n_h),
@@ -1053,11 +1063,11 @@ def hvp(
     np.add(t56, _parts[:, 6], out=t56)
     np.add(t56, _parts[:, 7], out=t56)
     t57 = _ew4(t56, out=t56)
-    t58 = np.dot(t57, W2)
+    t58 = t57.dot(W2)
     t59 = _ew20(_v_b2.reshape(1, n_out), t31, t58, t13, t11, out=np.empty((B, n_out), dtype=dt))
     t60 = _rowsum(t59, keepdims=True)
     t61 = _ew21(t59, t11, t60, out=t11)
-    t62 = np.dot(t61, W2.T)
+    t62 = t61.dot(W2.T)
     t63 = _ew22(t30, t62, out=t30)
     t64 = _ew6(t63.reshape(B, 1, n_h), R, out=R)
     t65 = np.matmul(t64, W1.T, out=t52)
@@ -1066,7 +1076,7 @@ def hvp(
     t68 = np.matmul(A.transpose(0, 2, 1), t66, out=_scratch(ws, "t68", (B, 8, d), dt))
     t69 = _ew1(t67.transpose(0, 2, 1), t68, out=t68)
     t70 = _scratch(ws, "t70", (B, 8, d), dt)
-    np.dot(t69.reshape(-1, t69.shape[-1]), Wv.T, out=t70.reshape(-1, t70.shape[-1]))
+    t69.reshape(-1, t69.shape[-1]).dot(Wv.T, out=t70.reshape(-1, t70.shape[-1]))
     t71 = np.matmul(t21.transpose(0, 2, 1), t37, out=_scratch(ws, "t71", (B, 8, d), dt))
     t72 = np.matmul(t51, dL_dH.transpose(0, 2, 1), out=t44)
     t73 = np.matmul(t66, V.transpose(0, 2, 1), out=t47)
@@ -1086,23 +1096,23 @@ def hvp(
     t83 = _ew1(t81.transpose(0, 2, 1), t82, out=t82)
     t84 = np.matmul(t83, Wq.T, out=K)
     t85 = _ew24(t28.T.reshape(B, 8, d), t66, t70, t80, t84, out=t66)
-    hv_We = np.dot(X.reshape(8*B, 8).T, t85.reshape(8*B, d))
+    hv_We = X.reshape(8*B, 8).T.dot(t85.reshape(8*B, d))
     hv_P = t85.sum(axis=0)
-    t86 = np.dot(t35.reshape(8*B, d).T, dL_dQ.reshape(8*B, d))
-    t87 = np.dot(E.reshape(8*B, d).T, t83.reshape(8*B, d))
+    t86 = t35.reshape(8*B, d).T.dot(dL_dQ.reshape(8*B, d))
+    t87 = E.reshape(8*B, d).T.dot(t83.reshape(8*B, d))
     hv_Wq = _ew1(t86, t87, out=t86)
     t88 = np.matmul(t35.reshape(8*B, d).T, t22.transpose(0, 2, 1).reshape(8*B, d), out=t87)
-    t89 = np.dot(E.reshape(8*B, d).T, t79.reshape(8*B, d))
+    t89 = E.reshape(8*B, d).T.dot(t79.reshape(8*B, d))
     hv_Wk = _ew1(t88, t89, out=t88)
     t90 = np.matmul(t35.reshape(8*B, d).T, dL_dV.reshape(8*B, d), out=t89)
-    t91 = np.dot(E.reshape(8*B, d).T, t69.reshape(8*B, d))
+    t91 = E.reshape(8*B, d).T.dot(t69.reshape(8*B, d))
     hv_Wv = _ew1(t90, t91, out=t90)
-    t92 = np.dot(t53.reshape(8*B, d).T, t16.reshape(8*B, n_h))
-    t93 = np.dot(H.reshape(8*B, d).T, t64.reshape(8*B, n_h))
+    t92 = t53.reshape(8*B, d).T.dot(t16.reshape(8*B, n_h))
+    t93 = H.reshape(8*B, d).T.dot(t64.reshape(8*B, n_h))
     hv_W1 = _ew1(t92, t93, out=t92)
     hv_b1 = _colsum(t64)
-    t94 = np.dot(t57.T, dL_dz)
-    t95 = np.dot(t7.T, t61)
+    t94 = t57.T.dot(dL_dz)
+    t95 = t7.T.dot(t61)
     hv_W2 = _ew1(t94, t95, out=t94)
     hv_b2 = _colsum(t61)
     _give_back("hvp", ws)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:406301eb40c841c2cec4bbcefc7c3bddb0441af9de05b0f66e4b73c1c3ae2da7
+# symgrad-generated sha256:8c7c6b4723a481a53887f0f8bdd9454157476faeda594e9b9a659ac0271910d2
 """cnn_digits: convolutional network for 8x8 images: two conv-relu-maxpool blocks (16 and 32
     channels) and a dense softmax layer
 
@@ -231,14 +231,24 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
 def _colsum(x: np.ndarray) -> np.ndarray:
     """Sum over every axis but the last, as one BLAS product with a row of ones."""
     rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
     """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
     along a short last axis, a row of class scores, costs twice as much)."""
-    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    total = x.dot(_ones(x.shape[-1], x.dtype))
     return total[..., None] if keepdims else total
+
+
+def _rowmax(x: np.ndarray) -> np.ndarray:
+    """The max along the last axis, kept as an axis of length 1. numpy reduces a short last
+    axis (a row of class scores) one row at a time; the max over the rows of its transposed
+    copy is one pass per column instead: 1.4x faster for 32 rows of 10, 3x for 128 (measured
+    on matrices of up to 16 columns and from 16 rows)."""
+    if x.ndim == 2 and x.shape[1] <= 16 and x.shape[0] >= 16:
+        return np.maximum.reduce(x.T.copy(), axis=0)[:, None]
+    return x.max(axis=-1, keepdims=True)
 
 
 _ZEROS: dict[str, np.ndarray] = {}
@@ -257,17 +267,19 @@ def _zeros(like: np.ndarray) -> np.ndarray:
 
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
-    e = z - z.max(axis=axis, keepdims=True)
+    last = axis in (-1, z.ndim - 1)
+    e = z - (_rowmax(z) if last else z.max(axis=axis, keepdims=True))
     np.exp(e, out=e)
-    e /= _rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True)
+    e /= _rowsum(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
-    s = z - z.max(axis=axis, keepdims=True)
+    last = axis in (-1, z.ndim - 1)
+    s = z - (_rowmax(z) if last else z.max(axis=axis, keepdims=True))
     e = np.exp(s)
-    s -= np.log(_rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True))
+    s -= np.log(_rowsum(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True))
     return s
 
 
@@ -351,7 +363,7 @@ def _col2im_matmul(
     for i in range(kh):
         for j in range(kw):
             first = (i * kw + j) * c
-            np.dot(rows, k[:, first:first + c], out=part)
+            rows.dot(k[:, first:first + c], out=part)
             out[:, i:i + stride * oh:stride, j:j + stride * ow:stride] += part.reshape(b, oh, ow, c)
     return out[:, padding:padding + h, padding:padding + w]
 
@@ -571,7 +583,7 @@ def forward(
     # (1) a1 = relu(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1)
     t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
     t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
-    np.dot(t1.reshape(-1, t1.shape[-1]), K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
+    t1.reshape(-1, t1.shape[-1]).dot(K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
     a1 = _ew1(t2, c1, out=t2)
     # (2) p1 = max(a1.reshape(B, 4, 2, 4, 2, 16), axis=(2, 4))
     _parts = a1.reshape(B, 4, 2, 4, 2, 16)
@@ -585,7 +597,7 @@ def forward(
     # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
     t3 = _im2col(p1, 3, 3, 1, 1, ws, "t3")
     t4 = _scratch(ws, "t4", (B, 4, 4, 32), dt)
-    np.dot(t3.reshape(-1, t3.shape[-1]), K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
+    t3.reshape(-1, t3.shape[-1]).dot(K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
     a2 = _ew1(t4, c2, out=t4)
     # (4) p2 = max(a2.reshape(B, 2, 2, 2, 2, 32), axis=(2, 4))
     _parts = a2.reshape(B, 2, 2, 2, 2, 32)
@@ -597,7 +609,7 @@ def forward(
     np.maximum(p2, _parts[:, :, 1, :, 0], out=p2)
     np.maximum(p2, _parts[:, :, 1, :, 1], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
-    t5 = np.dot(p2.reshape(B, 128), W)
+    t5 = p2.reshape(B, 128).dot(W)
     z = _ew2(t5, b, out=t5)
     # (6) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
@@ -629,7 +641,7 @@ def loss(
     # (1) a1 = relu(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1)
     t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
     t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
-    np.dot(t1.reshape(-1, t1.shape[-1]), K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
+    t1.reshape(-1, t1.shape[-1]).dot(K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
     a1 = _ew1(t2, c1, out=t2)
     # (2) p1 = max(a1.reshape(B, 4, 2, 4, 2, 16), axis=(2, 4))
     _parts = a1.reshape(B, 4, 2, 4, 2, 16)
@@ -643,7 +655,7 @@ def loss(
     # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
     t3 = _im2col(p1, 3, 3, 1, 1, ws, "t3")
     t4 = _scratch(ws, "t4", (B, 4, 4, 32), dt)
-    np.dot(t3.reshape(-1, t3.shape[-1]), K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
+    t3.reshape(-1, t3.shape[-1]).dot(K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
     a2 = _ew1(t4, c2, out=t4)
     # (4) p2 = max(a2.reshape(B, 2, 2, 2, 2, 32), axis=(2, 4))
     _parts = a2.reshape(B, 2, 2, 2, 2, 32)
@@ -655,7 +667,7 @@ def loss(
     np.maximum(p2, _parts[:, :, 1, :, 0], out=p2)
     np.maximum(p2, _parts[:, :, 1, :, 1], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
-    t5 = np.dot(p2.reshape(B, 128), W)
+    t5 = p2.reshape(B, 128).dot(W)
     z = _ew2(t5, b, out=t5)
     # (7) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t6 = _log_softmax(z, axis=1)
@@ -688,7 +700,7 @@ def loss_and_grad(
     # (1) a1 = relu(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1)
     t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
     t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
-    np.dot(t1.reshape(-1, t1.shape[-1]), K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
+    t1.reshape(-1, t1.shape[-1]).dot(K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
     a1 = _ew1(t2, c1, out=t2)
     # (2) p1 = max(a1.reshape(B, 4, 2, 4, 2, 16), axis=(2, 4))
     _parts = a1.reshape(B, 4, 2, 4, 2, 16)
@@ -702,7 +714,7 @@ def loss_and_grad(
     # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
     t3 = _im2col(p1, 3, 3, 1, 1, ws, "t3")
     t4 = _scratch(ws, "t4", (B, 4, 4, 32), dt)
-    np.dot(t3.reshape(-1, t3.shape[-1]), K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
+    t3.reshape(-1, t3.shape[-1]).dot(K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
     a2 = _ew1(t4, c2, out=t4)
     # (4) p2 = max(a2.reshape(B, 2, 2, 2, 2, 32), axis=(2, 4))
     _parts = a2.reshape(B, 2, 2, 2, 2, 32)
@@ -714,7 +726,7 @@ def loss_and_grad(
     np.maximum(p2, _parts[:, :, 1, :, 0], out=p2)
     np.maximum(p2, _parts[:, :, 1, :, 1], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
-    t5 = np.dot(p2.reshape(B, 128), W)
+    t5 = p2.reshape(B, 128).dot(W)
     z = _ew2(t5, b, out=t5)
     # (7) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t6 = _log_softmax(z, axis=1)
@@ -725,7 +737,7 @@ def loss_and_grad(
     t8 = _rowsum(Y, keepdims=True)
     dL_dz = _ew3(Y, t6, t8, B, out=t6)
     # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
-    t9 = np.dot(dL_dz, W.T)
+    t9 = dL_dz.dot(W.T)
     # (17) dL/d(a2.reshape(B, 2, 2, 2, 2, 32)) = broadcast((dL_dp2/sum((a2.reshape(B, 2, 2, 2, 2,
     #     32) == broadcast(p2.reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))), axis=(2,
     #     4))).reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))*(a2.reshape(B, 2, 2, 2, 2, 32) ==
@@ -773,16 +785,16 @@ def loss_and_grad(
     t19 = _ew7(t18.reshape(B, 8, 8, 16), a1, out=a1)
     # (31) dL/d(K1.reshape(9, 16)) = im2col(X, 3x3, stride=1, padding=1).reshape(64*B, 9).T @
     #     (dL_da1*(a1 > 0)).reshape(64*B, 16)
-    t20 = np.dot(t1.reshape(64*B, 9).T, t19.reshape(64*B, 16))
+    t20 = t1.reshape(64*B, 9).T.dot(t19.reshape(64*B, 16))
     # (30) dL_dc1 = sum(dL_da1*(a1 > 0), axis=(0, 1, 2))
     dL_dc1 = _colsum(t19)
     # (23) dL/d(K2.reshape(144, 32)) = im2col(p1, 3x3, stride=1, padding=1).reshape(16*B, 144).T @
     #     (dL_da2*(a2 > 0)).reshape(16*B, 32)
-    t21 = np.dot(t3.reshape(16*B, 144).T, t14.reshape(16*B, 32))
+    t21 = t3.reshape(16*B, 144).T.dot(t14.reshape(16*B, 32))
     # (21) dL_dc2 = sum(dL_da2*(a2 > 0), axis=(0, 1, 2))
     dL_dc2 = _colsum(t14)
     # (15) dL_dW = p2.reshape(B, 128).T @ dL_dz
-    dL_dW = np.dot(p2.reshape(B, 128).T, dL_dz)
+    dL_dW = p2.reshape(B, 128).T.dot(dL_dz)
     # (13) dL_db = sum(dL_dz, axis=0)
     dL_db = _colsum(dL_dz)
     _give_back("loss_and_grad", ws)
@@ -829,7 +841,7 @@ def hvp(
     # (1) a1 = relu(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1)
     t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
     t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
-    np.dot(t1.reshape(-1, t1.shape[-1]), K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
+    t1.reshape(-1, t1.shape[-1]).dot(K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
     a1 = _ew1(t2, c1, out=t2)
     # (2) p1 = max(a1.reshape(B, 4, 2, 4, 2, 16), axis=(2, 4))
     _parts = a1.reshape(B, 4, 2, 4, 2, 16)
@@ -843,7 +855,7 @@ def hvp(
     # (3) a2 = relu(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2)
     t3 = _im2col(p1, 3, 3, 1, 1, ws, "t3")
     t4 = _scratch(ws, "t4", (B, 4, 4, 32), dt)
-    np.dot(t3.reshape(-1, t3.shape[-1]), K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
+    t3.reshape(-1, t3.shape[-1]).dot(K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
     a2 = _ew1(t4, c2, out=t4)
     # (4) p2 = max(a2.reshape(B, 2, 2, 2, 2, 32), axis=(2, 4))
     _parts = a2.reshape(B, 2, 2, 2, 2, 32)
@@ -855,7 +867,7 @@ def hvp(
     np.maximum(p2, _parts[:, :, 1, :, 0], out=p2)
     np.maximum(p2, _parts[:, :, 1, :, 1], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
-    t5 = np.dot(p2.reshape(B, 128), W)
+    t5 = p2.reshape(B, 128).dot(W)
     z = _ew2(t5, b, out=t5)
     # (7) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t6 = _log_softmax(z, axis=1)
@@ -868,7 +880,7 @@ def hvp(
     t10 = _ew9(t9, B, out=t9)
     dL_dz = _ew10(Y, t8, t10, B, out=z)
     # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
-    t11 = np.dot(dL_dz, W.T)
+    t11 = dL_dz.dot(W.T)
     # (17) dL/d(a2.reshape(B, 2, 2, 2, 2, 32)) = broadcast((dL_dp2/sum((a2.reshape(B, 2, 2, 2, 2,
     #     32) == broadcast(p2.reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))), axis=(2,
     #     4))).reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))*(a2.reshape(B, 2, 2, 2, 2, 32) ==
@@ -924,16 +936,16 @@ def hvp(
     t21 = _ew7(t20.reshape(B, 8, 8, 16), a1, out=_scratch(ws, "t21", (B, 8, 8, 16), dt))
     # (31) dL/d(K1.reshape(9, 16)) = im2col(X, 3x3, stride=1, padding=1).reshape(64*B, 9).T @
     #     (dL_da1*(a1 > 0)).reshape(64*B, 16)
-    t22 = np.dot(t1.reshape(64*B, 9).T, t21.reshape(64*B, 16))
+    t22 = t1.reshape(64*B, 9).T.dot(t21.reshape(64*B, 16))
     # (30) dL_dc1 = sum(dL_da1*(a1 > 0), axis=(0, 1, 2))
     dL_dc1 = _colsum(t21)
     # (23) dL/d(K2.reshape(144, 32)) = im2col(p1, 3x3, stride=1, padding=1).reshape(16*B, 144).T @
     #     (dL_da2*(a2 > 0)).reshape(16*B, 32)
-    t23 = np.dot(t3.reshape(16*B, 144).T, t16.reshape(16*B, 32))
+    t23 = t3.reshape(16*B, 144).T.dot(t16.reshape(16*B, 32))
     # (21) dL_dc2 = sum(dL_da2*(a2 > 0), axis=(0, 1, 2))
     dL_dc2 = _colsum(t16)
     # (15) dL_dW = p2.reshape(B, 128).T @ dL_dz
-    dL_dW = np.dot(p2.reshape(B, 128).T, dL_dz)
+    dL_dW = p2.reshape(B, 128).T.dot(dL_dz)
     # (13) dL_db = sum(dL_dz, axis=0)
     dL_db = _colsum(dL_dz)
     _parts = np.broadcast_to(0.0, (B, 4, 2, 4, 2, 16))
@@ -957,8 +969,8 @@ def hvp(
     )
     np.add(t26, _parts[:, :, 1, :, 0], out=t26)
     np.add(t26, _parts[:, :, 1, :, 1], out=t26)
-    t27 = np.dot(dL_dz, _v_W.T)
-    t28 = np.dot(p2.reshape(B, 128), _v_W)
+    t27 = dL_dz.dot(_v_W.T)
+    t28 = p2.reshape(B, 128).dot(_v_W)
     t29 = np.matmul(
         t3.reshape(16*B, 144),
         _v_K2.reshape(144, 32),
@@ -986,7 +998,7 @@ def hvp(
     t34 = _ew5(t33, t18, out=t33)
     t35 = _im2col(t34, 3, 3, 1, 1, ws, "t35")
     t36 = _scratch(ws, "t36", (B, 4, 4, 32), dt)
-    np.dot(t35.reshape(-1, t35.shape[-1]), K2.reshape(144, 32), out=t36.reshape(-1, t36.shape[-1]))
+    t35.reshape(-1, t35.shape[-1]).dot(K2.reshape(144, 32), out=t36.reshape(-1, t36.shape[-1]))
     t37 = _ew12(
         _v_c2.reshape(1, 1, 1, 32),
         t29.reshape(B, 4, 4, 32),
@@ -1008,29 +1020,25 @@ def hvp(
     np.add(t39, _parts[:, :, 1, :, 0], out=t39)
     np.add(t39, _parts[:, :, 1, :, 1], out=t39)
     t40 = _ew5(t39, t13, out=t39)
-    t41 = np.dot(t40.reshape(B, 128), W)
+    t41 = t40.reshape(B, 128).dot(W)
     t42 = _ew13(_v_b.reshape(1, n_out), t28, t41, t10, t8, out=np.empty((B, n_out), dtype=dt))
     t43 = _rowsum(t42, keepdims=True)
     t44 = _ew14(t42, t8, t43, out=t8)
-    t45 = np.dot(t44, W.T)
+    t45 = t44.dot(W.T)
     t46 = _ew2(t27, t45, out=t27)
     t47 = _ew15(t26, t46.reshape(B, 2, 2, 32), t13, out=t26)
     t48 = _ew6(t47.reshape(B, 2, 1, 2, 1, 32), t12, out=t12)
     t49 = _ew7(t48.reshape(B, 4, 4, 32), a2, out=a2)
     t50 = _scratch(ws, "t50", (B, 4, 4, 144), dt)
-    np.dot(
-        t49.reshape(-1, t49.shape[-1]),
-        K2.reshape(144, 32).T,
-        out=t50.reshape(-1, t50.shape[-1]),
-    )
+    t49.reshape(-1, t49.shape[-1]).dot(K2.reshape(144, 32).T, out=t50.reshape(-1, t50.shape[-1]))
     t51 = _ew2(t25.reshape(B, 4, 4, 144), t50, out=t50)
     t52 = _col2im(t51, (B, 4, 4, 16), 3, 3, 1, 1, ws, "t52")
     t53 = _ew15(t24, t52, t18, out=t24)
     t54 = _ew6(t53.reshape(B, 4, 1, 4, 1, 16), t17, out=t17)
     t55 = _ew7(t54.reshape(B, 8, 8, 16), a1, out=a1)
-    t56 = np.dot(t1.reshape(64*B, 9).T, t55.reshape(64*B, 16))
+    t56 = t1.reshape(64*B, 9).T.dot(t55.reshape(64*B, 16))
     hv_c1 = _colsum(t55)
-    t57 = np.dot(t35.reshape(16*B, 144).T, t16.reshape(16*B, 32))
+    t57 = t35.reshape(16*B, 144).T.dot(t16.reshape(16*B, 32))
     t58 = np.matmul(
         t3.reshape(16*B, 144).T,
         t49.reshape(16*B, 32),
@@ -1038,8 +1046,8 @@ def hvp(
     )
     t59 = _ew2(t57, t58, out=t57)
     hv_c2 = _colsum(t49)
-    t60 = np.dot(t40.reshape(B, 128).T, dL_dz)
-    t61 = np.dot(p2.reshape(B, 128).T, t44)
+    t60 = t40.reshape(B, 128).T.dot(dL_dz)
+    t61 = p2.reshape(B, 128).T.dot(t44)
     hv_W = _ew2(t60, t61, out=t60)
     hv_b = _colsum(t44)
     _give_back("hvp", ws)

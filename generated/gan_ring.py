@@ -1,4 +1,4 @@
-# symgrad-generated sha256:c8acc81f91a07fa2ebf1b5f4ea1c051f7510cb315caf82a078f878aa08e82e0b
+# symgrad-generated sha256:b215b2549d48fd76e76989dbd048e92ccd591a56e8ba80a4a3005086ecd2cc54
 """gan_ring: GAN: a relu generator from 2-d noise to 2-d samples and a leaky-relu
     discriminator, with the discriminator's cross-entropy and the non-saturating generator
     loss
@@ -222,7 +222,7 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
 def _colsum(x: np.ndarray) -> np.ndarray:
     """Sum over every axis but the last, as one BLAS product with a row of ones."""
     rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 _ZEROS: dict[str, np.ndarray] = {}
@@ -701,11 +701,11 @@ def forward(
     dt = params["Wg1"].dtype
     Z = np.asarray(inputs["Z"], dtype=dt)
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
-    t1 = np.dot(Z, Wg1)
+    t1 = Z.dot(Wg1)
     t2 = _ew1(t1, bg1, out=t1)
-    t3 = np.dot(t2, Wg2)
+    t3 = t2.dot(Wg2)
     t4 = _ew1(t3, bg2, out=t3)
-    t5 = np.dot(t4, Wg3)
+    t5 = t4.dot(Wg3)
     fake = _ew2(t5, bg3, out=t5)
     return {"fake": fake}
 
@@ -740,11 +740,11 @@ def loss(
     # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
-    t1 = np.dot(X, Wd1)
+    t1 = X.dot(Wd1)
     t2 = _ew3(t1, bd1, out=t1)
-    t3 = np.dot(t2, Wd2)
+    t3 = t2.dot(Wd2)
     t4 = _ew3(t3, bd2, out=t3)
-    t5 = np.dot(t4, Wd3)
+    t5 = t4.dot(Wd3)
     t6 = _ew4(t5, bd3, out=t5)
     t7 = t6.sum()
     t8 = t7/B
@@ -752,7 +752,7 @@ def loss(
     t10 = _ew1(t9, bg1, out=t9)
     t11 = np.matmul(t10, Wg2, out=t4)
     t12 = _ew1(t11, bg2, out=t11)
-    t13 = np.dot(t12, Wg3)
+    t13 = t12.dot(Wg3)
     fake = _ew2(t13, bg3, out=t13)
     t14 = np.matmul(fake, Wd1, out=t10)
     t15 = _ew3(t14, bd1, out=t14)
@@ -803,24 +803,24 @@ def loss_and_grad(
     # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
-    t1 = np.dot(X, Wd1)
+    t1 = X.dot(Wd1)
     t2 = _ew3(t1, bd1, out=t1)
-    t3 = np.dot(t2, Wd2)
+    t3 = t2.dot(Wd2)
     t4 = _ew3(t3, bd2, out=t3)
-    t5 = np.dot(t4, Wd3)
+    t5 = t4.dot(Wd3)
     t6 = _ew7(t5, bd3, out=t5)
     t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
     t8 = t7.sum()
     t9 = t8/B
-    t10 = np.dot(Z, Wg1)
+    t10 = Z.dot(Wg1)
     t11 = _ew1(t10, bg1, out=t10)
-    t12 = np.dot(t11, Wg2)
+    t12 = t11.dot(Wg2)
     t13 = _ew1(t12, bg2, out=t12)
-    t14 = np.dot(t13, Wg3)
+    t14 = t13.dot(Wg3)
     fake = _ew2(t14, bg3, out=t14)
-    t15 = np.dot(fake, Wd1)
+    t15 = fake.dot(Wd1)
     t16 = _ew3(t15, bd1, out=t15)
-    t17 = np.dot(t16, Wd2)
+    t17 = t16.dot(Wd2)
     t18 = _ew3(t17, bd2, out=t17)
     t19 = np.matmul(t18, Wd3, out=t7)
     d_fake = _ew2(t19, bd3, out=t19)
@@ -842,7 +842,7 @@ def loss_and_grad(
     dL_dd_fake = _ew9(t23, d_fake, B, out=d_fake)
     # (21) dL/d(leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5)) = dL_dd_fake @
     #     Wd3.T
-    t26 = np.dot(dL_dd_fake, Wd3.T)
+    t26 = dL_dd_fake.dot(Wd3.T)
     # (23) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True))
@@ -858,7 +858,7 @@ def loss_and_grad(
     # (31) dL_dfake = ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True))) @ Wd1.T
-    dL_dfake = np.dot(t29, Wd1.T)
+    dL_dfake = t29.dot(Wd1.T)
     # (35) dL/d(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)) = dL_dfake @ Wg3.T
     t30 = np.matmul(dL_dfake, Wg3.T, out=t28)
     # (37) dL/d(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) = (dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @
@@ -872,23 +872,23 @@ def loss_and_grad(
     t33 = _ew11(t32, t11, out=np.empty((B, n_h), dtype=dt))
     # (45) dL_dWg1 = Z.T @ ((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0))
-    dL_dWg1 = np.dot(Z.T, t33)
+    dL_dWg1 = Z.T.dot(t33)
     # (44) dL_dbg1 = sum((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0), axis=0)
     dL_dbg1 = _colsum(t33)
     # (41) dL_dWg2 = relu(Z @ Wg1 + bg1).T @ ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 +
     #     bg2) > 0))
-    dL_dWg2 = np.dot(t11.T, t31)
+    dL_dWg2 = t11.T.dot(t31)
     # (39) dL_dbg2 = sum((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0), axis=0)
     dL_dbg2 = _colsum(t31)
     # (36) dL_dWg3 = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2).T @ dL_dfake
-    dL_dWg3 = np.dot(t13.T, dL_dfake)
+    dL_dWg3 = t13.T.dot(dL_dfake)
     # (34) dL_dbg3 = sum(dL_dfake, axis=0)
     dL_dbg3 = _colsum(dL_dfake)
     # (32) dL/d(Wd1) += ... = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
-    t34 = np.dot(fake.T, t29)
+    t34 = fake.T.dot(t29)
     # (48) dL/d(-d_real) = sigmoid(-d_real)/B
     t35 = _ew12(t6, B, out=t6)
     # (49) dL_dd_real = -(sigmoid(-d_real)/B)
@@ -908,7 +908,7 @@ def loss_and_grad(
     # (67) dL/d(Wd1) += ... = X.T @ ((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
-    t40 = np.dot(X.T, t39)
+    t40 = X.T.dot(t39)
     # (68) dL_dWd1 = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))) + X.T @ ((((dL_dd_real @
@@ -932,11 +932,11 @@ def loss_and_grad(
     # (27) dL/d(Wd2) += ... = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True)))
-    t43 = np.dot(t16.T, t27)
+    t43 = t16.T.dot(t27)
     # (61) dL/d(Wd2) += ... = leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
     #     (1/5, True)))
-    t44 = np.dot(t2.T, t37)
+    t44 = t2.T.dot(t37)
     # (62) dL_dWd2 = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) +
     #     leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @ Wd3.T)*Piecewise((1,
@@ -955,10 +955,10 @@ def loss_and_grad(
     dL_dbd2 = _ew2(t45, t46, out=t45)
     # (22) dL/d(Wd3) += ... = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
     #     dL_dd_fake
-    t47 = np.dot(t18.T, dL_dd_fake)
+    t47 = t18.T.dot(dL_dd_fake)
     # (54) dL/d(Wd3) += ... = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
     #     dL_dd_real
-    t48 = np.dot(t4.T, dL_dd_real)
+    t48 = t4.T.dot(dL_dd_real)
     # (55) dL_dWd3 = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_fake
     #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
     dL_dWd3 = _ew2(t47, t48, out=t47)
@@ -1015,20 +1015,20 @@ def loss_and_grad_L_D(
     # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
-    t1 = np.dot(X, Wd1)
+    t1 = X.dot(Wd1)
     t2 = _ew3(t1, bd1, out=t1)
-    t3 = np.dot(t2, Wd2)
+    t3 = t2.dot(Wd2)
     t4 = _ew3(t3, bd2, out=t3)
-    t5 = np.dot(t4, Wd3)
+    t5 = t4.dot(Wd3)
     t6 = _ew7(t5, bd3, out=t5)
     t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
     t8 = t7.sum()
     t9 = t8/B
-    t10 = np.dot(Z, Wg1)
+    t10 = Z.dot(Wg1)
     t11 = _ew1(t10, bg1, out=t10)
-    t12 = np.dot(t11, Wg2)
+    t12 = t11.dot(Wg2)
     t13 = _ew1(t12, bg2, out=t12)
-    t14 = np.dot(t13, Wg3)
+    t14 = t13.dot(Wg3)
     fake = _ew2(t14, bg3, out=t14)
     t15 = np.matmul(fake, Wd1, out=t11)
     t16 = _ew3(t15, bd1, out=t15)
@@ -1041,30 +1041,30 @@ def loss_and_grad_L_D(
     t22 = t21/B
     L_D = t22 + t9
     dL_D_dd_fake = _ew12(d_fake, B, out=d_fake)
-    t23 = np.dot(dL_D_dd_fake, Wd3.T)
+    t23 = dL_D_dd_fake.dot(Wd3.T)
     t24 = _ew10(t23, t18, out=np.empty((B, n_h), dtype=dt))
     t25 = np.matmul(t24, Wd2.T, out=t23)
     t26 = _ew10(t25, t16, out=np.empty((B, n_h), dtype=dt))
-    t27 = np.dot(fake.T, t26)
+    t27 = fake.T.dot(t26)
     t28 = _ew12(t6, B, out=t6)
     dL_D_dd_real = _ew8(t28, out=t20)
     t29 = np.matmul(dL_D_dd_real, Wd3.T, out=t25)
     t30 = _ew10(t29, t4, out=np.empty((B, n_h), dtype=dt))
     t31 = np.matmul(t30, Wd2.T, out=t29)
     t32 = _ew10(t31, t2, out=np.empty((B, n_h), dtype=dt))
-    t33 = np.dot(X.T, t32)
+    t33 = X.T.dot(t32)
     dL_D_dWd1 = _ew2(t27, t33, out=t27)
     t34 = _colsum(t26)
     t35 = _colsum(t32)
     dL_D_dbd1 = _ew2(t34, t35, out=t34)
-    t36 = np.dot(t16.T, t24)
-    t37 = np.dot(t2.T, t30)
+    t36 = t16.T.dot(t24)
+    t37 = t2.T.dot(t30)
     dL_D_dWd2 = _ew2(t36, t37, out=t36)
     t38 = _colsum(t24)
     t39 = _colsum(t30)
     dL_D_dbd2 = _ew2(t38, t39, out=t38)
-    t40 = np.dot(t18.T, dL_D_dd_fake)
-    t41 = np.dot(t4.T, dL_D_dd_real)
+    t40 = t18.T.dot(dL_D_dd_fake)
+    t41 = t4.T.dot(dL_D_dd_real)
     dL_D_dWd3 = _ew2(t40, t41, out=t40)
     t42 = _colsum(dL_D_dd_fake)
     t43 = _colsum(t28)
@@ -1105,25 +1105,25 @@ def loss_and_grad_L_G(
     Z = np.asarray(batch["Z"], dtype=dt)
     B = Z.shape[0]
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
-    t1 = np.dot(Z, Wg1)
+    t1 = Z.dot(Wg1)
     t2 = _ew1(t1, bg1, out=t1)
-    t3 = np.dot(t2, Wg2)
+    t3 = t2.dot(Wg2)
     t4 = _ew1(t3, bg2, out=t3)
-    t5 = np.dot(t4, Wg3)
+    t5 = t4.dot(Wg3)
     fake = _ew2(t5, bg3, out=t5)
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (5) L_G = sum(softplus(-d_fake), axis=(0, 1))/B
-    t6 = np.dot(fake, Wd1)
+    t6 = fake.dot(Wd1)
     t7 = _ew3(t6, bd1, out=t6)
-    t8 = np.dot(t7, Wd2)
+    t8 = t7.dot(Wd2)
     t9 = _ew3(t8, bd2, out=t8)
-    t10 = np.dot(t9, Wd3)
+    t10 = t9.dot(Wd3)
     t11 = _ew7(t10, bd3, out=t10)
     t12 = _ew5(t11, out=np.empty((B, 1), dtype=dt))
     t13 = t12.sum()
     L_G = t13/B
     dL_G_dd_fake = _ew14(t11, B, out=t11)
-    t14 = np.dot(dL_G_dd_fake, Wd3.T)
+    t14 = dL_G_dd_fake.dot(Wd3.T)
     t15 = _ew10(t14, t9, out=t9)
     t16 = np.matmul(t15, Wd2.T, out=t14)
     t17 = _ew10(t16, t7, out=t7)
@@ -1132,11 +1132,11 @@ def loss_and_grad_L_G(
     t19 = _ew11(t18, t4, out=t16)
     t20 = np.matmul(t19, Wg2.T, out=t17)
     t21 = _ew11(t20, t2, out=t18)
-    dL_G_dWg1 = np.dot(Z.T, t21)
+    dL_G_dWg1 = Z.T.dot(t21)
     dL_G_dbg1 = _colsum(t21)
-    dL_G_dWg2 = np.dot(t2.T, t19)
+    dL_G_dWg2 = t2.T.dot(t19)
     dL_G_dbg2 = _colsum(t19)
-    dL_G_dWg3 = np.dot(t4.T, dL_G_dfake)
+    dL_G_dWg3 = t4.T.dot(dL_G_dfake)
     dL_G_dbg3 = _colsum(dL_G_dfake)
     return float(L_G), {
         "Wg1": dL_G_dWg1,
@@ -1194,24 +1194,24 @@ def hvp(
     # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
-    t1 = np.dot(X, Wd1)
+    t1 = X.dot(Wd1)
     t2 = _ew3(t1, bd1, out=t1)
-    t3 = np.dot(t2, Wd2)
+    t3 = t2.dot(Wd2)
     t4 = _ew3(t3, bd2, out=t3)
-    t5 = np.dot(t4, Wd3)
+    t5 = t4.dot(Wd3)
     t6 = _ew7(t5, bd3, out=t5)
     t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
     t8 = t7.sum()
     t9 = t8/B
-    t10 = np.dot(Z, Wg1)
+    t10 = Z.dot(Wg1)
     t11 = _ew1(t10, bg1, out=t10)
-    t12 = np.dot(t11, Wg2)
+    t12 = t11.dot(Wg2)
     t13 = _ew1(t12, bg2, out=t12)
-    t14 = np.dot(t13, Wg3)
+    t14 = t13.dot(Wg3)
     fake = _ew2(t14, bg3, out=t14)
-    t15 = np.dot(fake, Wd1)
+    t15 = fake.dot(Wd1)
     t16 = _ew3(t15, bd1, out=t15)
-    t17 = np.dot(t16, Wd2)
+    t17 = t16.dot(Wd2)
     t18 = _ew3(t17, bd2, out=t17)
     t19 = np.matmul(t18, Wd3, out=t7)
     d_fake = _ew2(t19, bd3, out=t19)
@@ -1233,7 +1233,7 @@ def hvp(
     dL_dd_fake = _ew9(t23, d_fake, B, out=t24)
     # (21) dL/d(leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5)) = dL_dd_fake @
     #     Wd3.T
-    t26 = np.dot(dL_dd_fake, Wd3.T)
+    t26 = dL_dd_fake.dot(Wd3.T)
     # (23) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True))
@@ -1249,7 +1249,7 @@ def hvp(
     # (31) dL_dfake = ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True))) @ Wd1.T
-    dL_dfake = np.dot(t29, Wd1.T)
+    dL_dfake = t29.dot(Wd1.T)
     # (35) dL/d(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)) = dL_dfake @ Wg3.T
     t30 = np.matmul(dL_dfake, Wg3.T, out=t28)
     # (37) dL/d(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) = (dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @
@@ -1263,23 +1263,23 @@ def hvp(
     t33 = _ew11(t32, t11, out=np.empty((B, n_h), dtype=dt))
     # (45) dL_dWg1 = Z.T @ ((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0))
-    dL_dWg1 = np.dot(Z.T, t33)
+    dL_dWg1 = Z.T.dot(t33)
     # (44) dL_dbg1 = sum((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0), axis=0)
     dL_dbg1 = _colsum(t33)
     # (41) dL_dWg2 = relu(Z @ Wg1 + bg1).T @ ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 +
     #     bg2) > 0))
-    dL_dWg2 = np.dot(t11.T, t31)
+    dL_dWg2 = t11.T.dot(t31)
     # (39) dL_dbg2 = sum((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0), axis=0)
     dL_dbg2 = _colsum(t31)
     # (36) dL_dWg3 = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2).T @ dL_dfake
-    dL_dWg3 = np.dot(t13.T, dL_dfake)
+    dL_dWg3 = t13.T.dot(dL_dfake)
     # (34) dL_dbg3 = sum(dL_dfake, axis=0)
     dL_dbg3 = _colsum(dL_dfake)
     # (32) dL/d(Wd1) += ... = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
-    t34 = np.dot(fake.T, t29)
+    t34 = fake.T.dot(t29)
     # (48) dL/d(-d_real) = sigmoid(-d_real)/B
     t35 = _ew12(t6, B, out=np.empty((B, 1), dtype=dt))
     # (49) dL_dd_real = -(sigmoid(-d_real)/B)
@@ -1299,7 +1299,7 @@ def hvp(
     # (67) dL/d(Wd1) += ... = X.T @ ((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
-    t40 = np.dot(X.T, t39)
+    t40 = X.T.dot(t39)
     # (68) dL_dWd1 = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))) + X.T @ ((((dL_dd_real @
@@ -1323,11 +1323,11 @@ def hvp(
     # (27) dL/d(Wd2) += ... = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True)))
-    t43 = np.dot(t16.T, t27)
+    t43 = t16.T.dot(t27)
     # (61) dL/d(Wd2) += ... = leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
     #     (1/5, True)))
-    t44 = np.dot(t2.T, t37)
+    t44 = t2.T.dot(t37)
     # (62) dL_dWd2 = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) +
     #     leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @ Wd3.T)*Piecewise((1,
@@ -1346,10 +1346,10 @@ def hvp(
     dL_dbd2 = _ew2(t45, t46, out=t45)
     # (22) dL/d(Wd3) += ... = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
     #     dL_dd_fake
-    t47 = np.dot(t18.T, dL_dd_fake)
+    t47 = t18.T.dot(dL_dd_fake)
     # (54) dL/d(Wd3) += ... = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
     #     dL_dd_real
-    t48 = np.dot(t4.T, dL_dd_real)
+    t48 = t4.T.dot(dL_dd_real)
     # (55) dL_dWd3 = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_fake
     #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
     dL_dWd3 = _ew2(t47, t48, out=t47)
@@ -1361,25 +1361,25 @@ def hvp(
     dL_dbd3 = _ew13(t49, t50, out=t49)
     t51 = np.matmul(t31, _v_Wg2.T, out=t38)
     t52 = np.matmul(dL_dfake, _v_Wg3.T, out=t39)
-    t53 = np.dot(t29, _v_Wd1.T)
-    t54 = np.dot(t27, _v_Wd2.T)
-    t55 = np.dot(dL_dd_fake, _v_Wd3.T)
+    t53 = t29.dot(_v_Wd1.T)
+    t54 = t27.dot(_v_Wd2.T)
+    t55 = dL_dd_fake.dot(_v_Wd3.T)
     t56 = np.matmul(t18, _v_Wd3, out=t35)
-    t57 = np.dot(t16, _v_Wd2)
-    t58 = np.dot(fake, _v_Wd1)
-    t59 = np.dot(t13, _v_Wg3)
-    t60 = np.dot(t11, _v_Wg2)
-    t61 = np.dot(Z, _v_Wg1)
+    t57 = t16.dot(_v_Wd2)
+    t58 = fake.dot(_v_Wd1)
+    t59 = t13.dot(_v_Wg3)
+    t60 = t11.dot(_v_Wg2)
+    t61 = Z.dot(_v_Wg1)
     t62 = _ew15(_v_bg1.reshape(1, n_h), t61, t11, out=t61)
-    t63 = np.dot(t62, Wg2)
+    t63 = t62.dot(Wg2)
     t64 = _ew16(_v_bg2.reshape(1, n_h), t60, t63, t13, out=t60)
-    t65 = np.dot(t64, Wg3)
+    t65 = t64.dot(Wg3)
     t66 = _ew17(_v_bg3.reshape(1, 2), t59, t65, out=t59)
     t67 = np.matmul(t66, Wd1, out=t63)
     t68 = _ew18(_v_bd1.reshape(1, n_h), t58, t67, t16, out=t58)
     t69 = np.matmul(t68, Wd2, out=t67)
     t70 = _ew18(_v_bd2.reshape(1, n_h), t57, t69, t18, out=t57)
-    t71 = np.dot(t70, Wd3)
+    t71 = t70.dot(Wd3)
     t72 = _ew17(_v_bd3.reshape(1, 1), t56, t71, out=t56)
     t73 = _ew19(t72, d_fake, t23, B, out=d_fake)
     t74 = np.matmul(t73, Wd3.T, out=t69)
@@ -1395,11 +1395,11 @@ def hvp(
     hv_Wg1 = np.matmul(Z.T, t83, out=t40)
     hv_bg1 = _colsum(t83)
     t84 = np.matmul(t62.T, t31, out=t44)
-    t85 = np.dot(t11.T, t81)
+    t85 = t11.T.dot(t81)
     hv_Wg2 = _ew2(t84, t85, out=t84)
     hv_bg2 = _colsum(t81)
-    t86 = np.dot(t64.T, dL_dfake)
-    t87 = np.dot(t13.T, t79)
+    t86 = t64.T.dot(dL_dfake)
+    t87 = t13.T.dot(t79)
     hv_Wg3 = _ew2(t86, t87, out=t86)
     hv_bg3 = _colsum(t79)
     t88 = np.matmul(t37, _v_Wd2.T, out=t82)
@@ -1409,7 +1409,7 @@ def hvp(
     t92 = np.matmul(t2, _v_Wd2, out=t31)
     t93 = np.matmul(X, _v_Wd1, out=t81)
     t94 = _ew20(_v_bd1.reshape(1, n_h), t93, t2, out=t93)
-    t95 = np.dot(t94, Wd2)
+    t95 = t94.dot(Wd2)
     t96 = _ew18(_v_bd2.reshape(1, n_h), t92, t95, t4, out=t92)
     t97 = np.matmul(t96, Wd3, out=t72)
     t98 = _ew21(t90.reshape(1, 1), t91, t97, t6, B, out=t6)
@@ -1418,16 +1418,16 @@ def hvp(
     t101 = _ew20(t89, t100, t4, out=t89)
     t102 = np.matmul(t101, Wd2.T, out=t100)
     t103 = _ew20(t88, t102, t2, out=t88)
-    t104 = np.dot(X.T, t103)
-    t105 = np.dot(t66.T, t29)
-    t106 = np.dot(fake.T, t77)
+    t104 = X.T.dot(t103)
+    t105 = t66.T.dot(t29)
+    t106 = fake.T.dot(t77)
     hv_Wd1 = _ew17(t104, t105, t106, out=t104)
     t107 = _colsum(t103)
     t108 = _colsum(t77)
     hv_bd1 = _ew2(t107, t108, out=t107)
     t109 = np.matmul(t2.T, t101, out=t85)
-    t110 = np.dot(t37.T, t94)
-    t111 = np.dot(t27.T, t68)
+    t110 = t37.T.dot(t94)
+    t111 = t27.T.dot(t68)
     t112 = _ew2(t110, t111, out=t110)
     t113 = np.matmul(t16.T, t75, out=t111)
     hv_Wd2 = _ew17(t109, t112.T, t113, out=t109)
@@ -1435,10 +1435,10 @@ def hvp(
     t115 = _colsum(t75)
     hv_bd2 = _ew2(t114, t115, out=t114)
     t116 = np.matmul(t4.T, t99, out=t48)
-    t117 = np.dot(dL_dd_real.T, t96)
-    t118 = np.dot(dL_dd_fake.T, t70)
+    t117 = dL_dd_real.T.dot(t96)
+    t118 = dL_dd_fake.T.dot(t70)
     t119 = _ew2(t117, t118, out=t117)
-    t120 = np.dot(t18.T, t73)
+    t120 = t18.T.dot(t73)
     hv_Wd3 = _ew17(t116, t119.T, t120, out=t116)
     t121 = _colsum(t98)
     t122 = _colsum(t73)
@@ -1541,20 +1541,20 @@ def hvp_L_D(
     # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
-    t1 = np.dot(X, Wd1)
+    t1 = X.dot(Wd1)
     t2 = _ew3(t1, bd1, out=t1)
-    t3 = np.dot(t2, Wd2)
+    t3 = t2.dot(Wd2)
     t4 = _ew3(t3, bd2, out=t3)
-    t5 = np.dot(t4, Wd3)
+    t5 = t4.dot(Wd3)
     t6 = _ew7(t5, bd3, out=t5)
     t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
     t8 = t7.sum()
     t9 = t8/B
-    t10 = np.dot(Z, Wg1)
+    t10 = Z.dot(Wg1)
     t11 = _ew1(t10, bg1, out=t10)
-    t12 = np.dot(t11, Wg2)
+    t12 = t11.dot(Wg2)
     t13 = _ew1(t12, bg2, out=t12)
-    t14 = np.dot(t13, Wg3)
+    t14 = t13.dot(Wg3)
     fake = _ew2(t14, bg3, out=t14)
     t15 = np.matmul(fake, Wd1, out=t11)
     t16 = _ew3(t15, bd1, out=t15)
@@ -1567,30 +1567,30 @@ def hvp_L_D(
     t22 = t21/B
     L_D = t22 + t9
     dL_D_dd_fake = _ew12(d_fake, B, out=t20)
-    t23 = np.dot(dL_D_dd_fake, Wd3.T)
+    t23 = dL_D_dd_fake.dot(Wd3.T)
     t24 = _ew10(t23, t18, out=np.empty((B, n_h), dtype=dt))
     t25 = np.matmul(t24, Wd2.T, out=t23)
     t26 = _ew10(t25, t16, out=np.empty((B, n_h), dtype=dt))
-    t27 = np.dot(fake.T, t26)
+    t27 = fake.T.dot(t26)
     t28 = _ew12(t6, B, out=np.empty((B, 1), dtype=dt))
     dL_D_dd_real = _ew8(t28, out=np.empty((B, 1), dtype=dt))
     t29 = np.matmul(dL_D_dd_real, Wd3.T, out=t25)
     t30 = _ew10(t29, t4, out=np.empty((B, n_h), dtype=dt))
     t31 = np.matmul(t30, Wd2.T, out=t29)
     t32 = _ew10(t31, t2, out=np.empty((B, n_h), dtype=dt))
-    t33 = np.dot(X.T, t32)
+    t33 = X.T.dot(t32)
     dL_D_dWd1 = _ew2(t27, t33, out=t27)
     t34 = _colsum(t26)
     t35 = _colsum(t32)
     dL_D_dbd1 = _ew2(t34, t35, out=t34)
-    t36 = np.dot(t16.T, t24)
-    t37 = np.dot(t2.T, t30)
+    t36 = t16.T.dot(t24)
+    t37 = t2.T.dot(t30)
     dL_D_dWd2 = _ew2(t36, t37, out=t36)
     t38 = _colsum(t24)
     t39 = _colsum(t30)
     dL_D_dbd2 = _ew2(t38, t39, out=t38)
-    t40 = np.dot(t18.T, dL_D_dd_fake)
-    t41 = np.dot(t4.T, dL_D_dd_real)
+    t40 = t18.T.dot(dL_D_dd_fake)
+    t41 = t4.T.dot(dL_D_dd_real)
     dL_D_dWd3 = _ew2(t40, t41, out=t40)
     t42 = _colsum(dL_D_dd_fake)
     t43 = _colsum(t28)
@@ -1600,11 +1600,11 @@ def hvp_L_D(
     t46 = _ew8(_v_bd3, out=np.empty((1,), dtype=dt))
     t47 = np.matmul(t4, _v_Wd3, out=t28)
     t48 = np.matmul(t2, _v_Wd2, out=t32)
-    t49 = np.dot(X, _v_Wd1)
+    t49 = X.dot(_v_Wd1)
     t50 = _ew20(_v_bd1.reshape(1, n_h), t49, t2, out=t49)
-    t51 = np.dot(t50, Wd2)
+    t51 = t50.dot(Wd2)
     t52 = _ew18(_v_bd2.reshape(1, n_h), t48, t51, t4, out=t48)
-    t53 = np.dot(t52, Wd3)
+    t53 = t52.dot(Wd3)
     t54 = _ew21(t46.reshape(1, 1), t47, t53, t6, B, out=t6)
     t55 = _ew8(t54, out=t47)
     t56 = np.matmul(t55, Wd3.T, out=t51)
@@ -1613,27 +1613,27 @@ def hvp_L_D(
     t59 = _ew20(t44, t58, t2, out=t44)
     t60 = np.matmul(X.T, t59, out=t33)
     t61 = np.matmul(t24, _v_Wd2.T, out=t58)
-    t62 = np.dot(dL_D_dd_fake, _v_Wd3.T)
+    t62 = dL_D_dd_fake.dot(_v_Wd3.T)
     t63 = np.matmul(t18, _v_Wd3, out=t53)
-    t64 = np.dot(t16, _v_Wd2)
-    t65 = np.dot(fake, _v_Wd1)
+    t64 = t16.dot(_v_Wd2)
+    t65 = fake.dot(_v_Wd1)
     t66 = _ew20(_v_bd1.reshape(1, n_h), t65, t16, out=t65)
-    t67 = np.dot(t66, Wd2)
+    t67 = t66.dot(Wd2)
     t68 = _ew18(_v_bd2.reshape(1, n_h), t64, t67, t18, out=t64)
-    t69 = np.dot(t68, Wd3)
+    t69 = t68.dot(Wd3)
     t70 = _ew23(_v_bd3.reshape(1, 1), t63, t69, d_fake, B, out=d_fake)
     t71 = np.matmul(t70, Wd3.T, out=t67)
     t72 = _ew20(t62, t71, t18, out=t62)
     t73 = np.matmul(t72, Wd2.T, out=t71)
     t74 = _ew20(t61, t73, t16, out=t61)
-    t75 = np.dot(fake.T, t74)
+    t75 = fake.T.dot(t74)
     hv_Wd1 = _ew2(t60, t75, out=t60)
     t76 = _colsum(t59)
     t77 = _colsum(t74)
     hv_bd1 = _ew2(t76, t77, out=t76)
     t78 = np.matmul(t2.T, t57, out=t37)
-    t79 = np.dot(t30.T, t50)
-    t80 = np.dot(t24.T, t66)
+    t79 = t30.T.dot(t50)
+    t80 = t24.T.dot(t66)
     t81 = _ew2(t79, t80, out=t79)
     t82 = np.matmul(t16.T, t72, out=t80)
     hv_Wd2 = _ew17(t78, t81.T, t82, out=t78)
@@ -1641,10 +1641,10 @@ def hvp_L_D(
     t84 = _colsum(t72)
     hv_bd2 = _ew2(t83, t84, out=t83)
     t85 = np.matmul(t4.T, t55, out=t41)
-    t86 = np.dot(dL_D_dd_real.T, t52)
-    t87 = np.dot(dL_D_dd_fake.T, t68)
+    t86 = dL_D_dd_real.T.dot(t52)
+    t87 = dL_D_dd_fake.T.dot(t68)
     t88 = _ew2(t86, t87, out=t86)
-    t89 = np.dot(t18.T, t70)
+    t89 = t18.T.dot(t70)
     hv_Wd3 = _ew17(t85, t88.T, t89, out=t85)
     t90 = _colsum(t54)
     t91 = _colsum(t70)
@@ -1732,25 +1732,25 @@ def hvp_L_G(
     B = Z.shape[0]
     n_h = Wg1.shape[1]
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
-    t1 = np.dot(Z, Wg1)
+    t1 = Z.dot(Wg1)
     t2 = _ew1(t1, bg1, out=t1)
-    t3 = np.dot(t2, Wg2)
+    t3 = t2.dot(Wg2)
     t4 = _ew1(t3, bg2, out=t3)
-    t5 = np.dot(t4, Wg3)
+    t5 = t4.dot(Wg3)
     fake = _ew2(t5, bg3, out=t5)
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (5) L_G = sum(softplus(-d_fake), axis=(0, 1))/B
-    t6 = np.dot(fake, Wd1)
+    t6 = fake.dot(Wd1)
     t7 = _ew3(t6, bd1, out=t6)
-    t8 = np.dot(t7, Wd2)
+    t8 = t7.dot(Wd2)
     t9 = _ew3(t8, bd2, out=t8)
-    t10 = np.dot(t9, Wd3)
+    t10 = t9.dot(Wd3)
     t11 = _ew7(t10, bd3, out=t10)
     t12 = _ew5(t11, out=np.empty((B, 1), dtype=dt))
     t13 = t12.sum()
     L_G = t13/B
     dL_G_dd_fake = _ew14(t11, B, out=t12)
-    t14 = np.dot(dL_G_dd_fake, Wd3.T)
+    t14 = dL_G_dd_fake.dot(Wd3.T)
     t15 = _ew10(t14, t9, out=np.empty((B, n_h), dtype=dt))
     t16 = np.matmul(t15, Wd2.T, out=t14)
     t17 = _ew10(t16, t7, out=t15)
@@ -1759,21 +1759,21 @@ def hvp_L_G(
     t19 = _ew11(t18, t4, out=t17)
     t20 = np.matmul(t19, Wg2.T, out=t18)
     t21 = _ew11(t20, t2, out=np.empty((B, n_h), dtype=dt))
-    dL_G_dWg1 = np.dot(Z.T, t21)
+    dL_G_dWg1 = Z.T.dot(t21)
     dL_G_dbg1 = _colsum(t21)
-    dL_G_dWg2 = np.dot(t2.T, t19)
+    dL_G_dWg2 = t2.T.dot(t19)
     dL_G_dbg2 = _colsum(t19)
-    dL_G_dWg3 = np.dot(t4.T, dL_G_dfake)
+    dL_G_dWg3 = t4.T.dot(dL_G_dfake)
     dL_G_dbg3 = _colsum(dL_G_dfake)
     t22 = np.matmul(t19, _v_Wg2.T, out=t20)
     t23 = np.matmul(dL_G_dfake, _v_Wg3.T, out=t21)
-    t24 = np.dot(t4, _v_Wg3)
-    t25 = np.dot(t2, _v_Wg2)
-    t26 = np.dot(Z, _v_Wg1)
+    t24 = t4.dot(_v_Wg3)
+    t25 = t2.dot(_v_Wg2)
+    t26 = Z.dot(_v_Wg1)
     t27 = _ew15(_v_bg1.reshape(1, n_h), t26, t2, out=t26)
-    t28 = np.dot(t27, Wg2)
+    t28 = t27.dot(Wg2)
     t29 = _ew16(_v_bg2.reshape(1, n_h), t25, t28, t4, out=t25)
-    t30 = np.dot(t29, Wg3)
+    t30 = t29.dot(Wg3)
     t31 = _ew17(_v_bg3.reshape(1, 2), t24, t30, out=t24)
     t32 = np.matmul(t31, Wd1, out=t28)
     t33 = _ew10(t32, t7, out=np.empty((B, n_h), dtype=dt))
@@ -1790,14 +1790,14 @@ def hvp_L_G(
     t44 = _ew15(t23, t43, t4, out=t23)
     t45 = np.matmul(t44, Wg2.T, out=t39)
     t46 = _ew15(t22, t45, t2, out=t22)
-    hv_Wg1 = np.dot(Z.T, t46)
+    hv_Wg1 = Z.T.dot(t46)
     hv_bg1 = _colsum(t46)
-    t47 = np.dot(t27.T, t19)
-    t48 = np.dot(t2.T, t44)
+    t47 = t27.T.dot(t19)
+    t48 = t2.T.dot(t44)
     hv_Wg2 = _ew2(t47, t48, out=t47)
     hv_bg2 = _colsum(t44)
-    t49 = np.dot(t29.T, dL_G_dfake)
-    t50 = np.dot(t4.T, t42)
+    t49 = t29.T.dot(dL_G_dfake)
+    t50 = t4.T.dot(t42)
     hv_Wg3 = _ew2(t49, t50, out=t49)
     hv_bg3 = _colsum(t42)
     return (

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:4a3d632e9adf8b67c3881a6bc3413124cb27c15b2953b0b16aa17fa1ac5dd6ee
+# symgrad-generated sha256:140f09186a8c84325e1f7ea7fd371a22f3412e2565a5d244344d0fdecf9aae75
 """gaussian_nll: multivariate Gaussian fitted by maximum likelihood: learnt mean and Cholesky
     factor of the covariance, negative log-likelihood of a batch
 
@@ -199,13 +199,13 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
 def _colsum(x: np.ndarray) -> np.ndarray:
     """Sum over every axis but the last, as one BLAS product with a row of ones."""
     rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
     """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
     along a short last axis, a row of class scores, costs twice as much)."""
-    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    total = x.dot(_ones(x.shape[-1], x.dtype))
     return total[..., None] if keepdims else total
 
 
@@ -402,7 +402,7 @@ def forward(
     t3 = _diag(t2)
     L_Sigma = _ew2(t1, t3, out=t1)
     # (2) Sigma = L_Sigma @ L_Sigma.T
-    Sigma = np.dot(L_Sigma, L_Sigma.T)
+    Sigma = L_Sigma.dot(L_Sigma.T)
     # (3) D = X - mu
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
     # (4) q = sum(D*solve(Sigma, D.T).T, axis=1)
@@ -438,7 +438,7 @@ def loss(
     t3 = _diag(t2)
     L_Sigma = _ew2(t1, t3, out=t1)
     # (2) Sigma = L_Sigma @ L_Sigma.T
-    Sigma = np.dot(L_Sigma, L_Sigma.T)
+    Sigma = L_Sigma.dot(L_Sigma.T)
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
     # (3) D = X - mu
@@ -478,7 +478,7 @@ def loss_and_grad(
     t3 = _diag(t2)
     L_Sigma = _ew2(t1, t3, out=t1)
     # (2) Sigma = L_Sigma @ L_Sigma.T
-    Sigma = np.dot(L_Sigma, L_Sigma.T)
+    Sigma = L_Sigma.dot(L_Sigma.T)
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
     # (3) D = X - mu
@@ -488,7 +488,7 @@ def loss_and_grad(
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
     t6 = np.matmul(D.T, D, out=Sigma)
     S = _ew6(t6, B, out=t6)
-    t7 = np.dot(t5, S)
+    t7 = t5.dot(S)
     t8 = np.trace(t7, axis1=-2, axis2=-1)
     t9 = t4 + t8
     t10 = 1.8378770664093456*n + t9
@@ -498,9 +498,9 @@ def loss_and_grad(
     # (15) dL/d(D.T @ D) = dL_dS/B
     t11 = _ew6(dL_dS, B, out=np.empty((n, n), dtype=dt))
     # (17) dL/d(D) += ... = D @ (dL_dS/B)
-    t12 = np.dot(D, t11)
+    t12 = D.dot(t11)
     # (16) dL/d(D.T) = (dL_dS/B) @ D.T
-    t13 = np.dot(t11, D.T)
+    t13 = t11.dot(D.T)
     # (19) dL_dD = D @ (dL_dS/B) + ((dL_dS/B) @ D.T).T
     dL_dD = _ew2(t12, t13.T, out=t12)
     # (20) dL_dmu = -sum(dL_dD, axis=0)
@@ -510,7 +510,7 @@ def loss_and_grad(
     t15 = _ew7(S.T, out=t11)
     # (21) dL/d(Sigma) += ... = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T)
     # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
-    t16 = np.dot(t5.T, t15)
+    t16 = t5.T.dot(t15)
     t17 = np.matmul(t16, t5.T, out=t15)
     dL_dSigma = _ew9(t17, dL_dS, out=t17)
     # (24) dL/d(L_Sigma) += ... = dL_dSigma @ L_Sigma
@@ -556,7 +556,7 @@ def hvp(
     t3 = _diag(t2)
     L_Sigma = _ew2(t1, t3, out=t1)
     # (2) Sigma = L_Sigma @ L_Sigma.T
-    Sigma = np.dot(L_Sigma, L_Sigma.T)
+    Sigma = L_Sigma.dot(L_Sigma.T)
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
     # (3) D = X - mu
@@ -566,7 +566,7 @@ def hvp(
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
     t6 = np.matmul(D.T, D, out=Sigma)
     S = _ew6(t6, B, out=t6)
-    t7 = np.dot(t5, S)
+    t7 = t5.dot(S)
     t8 = np.trace(t7, axis1=-2, axis2=-1)
     t9 = t4 + t8
     t10 = 1.8378770664093456*n + t9
@@ -576,8 +576,8 @@ def hvp(
     # (15) dL/d(D.T @ D) = dL_dS/B
     t11 = _ew6(dL_dS, B, out=np.empty((n, n), dtype=dt))
     # (17) dL/d(D) += ... = D @ (dL_dS/B)
-    t12 = np.dot(D, t11)
-    t13 = np.dot(D, t11.T)
+    t12 = D.dot(t11)
+    t13 = D.dot(t11.T)
     t14 = _ew2(t12, t13, out=t12)
     t15 = _colsum(t14)
     dL_dmu = _ew8(t15, out=t15)
@@ -585,12 +585,12 @@ def hvp(
     t16 = _ew7(S.T, out=np.empty((n, n), dtype=dt))
     # (21) dL/d(Sigma) += ... = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T)
     # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
-    t17 = np.dot(t5.T, t16)
-    t18 = np.dot(t17, t5.T)
+    t17 = t5.T.dot(t16)
+    t18 = t17.dot(t5.T)
     dL_dSigma = _ew9(t18, dL_dS, out=t18)
     # (24) dL/d(L_Sigma) += ... = dL_dSigma @ L_Sigma
     t19 = np.matmul(dL_dSigma, L_Sigma, out=dL_dS)
-    t20 = np.dot(dL_dSigma.T, L_Sigma)
+    t20 = dL_dSigma.T.dot(L_Sigma)
     t21 = _ew2(t19, t20, out=t19)
     dL_dW = np.tril(t21, -1)
     t22 = np.diagonal(t21, axis1=-2, axis2=-1).copy()
@@ -603,24 +603,24 @@ def hvp(
     t28 = np.matmul(t26, L_Sigma.T, out=t21)
     t29 = _ew2(t27, t28, out=t27)
     t30 = _ew8(t29, out=t28)
-    t31 = np.dot(t30, t5)
-    t32 = np.dot(t5, t31)
+    t31 = t30.dot(t5)
+    t32 = t5.dot(t31)
     t33 = _ew7(t32, out=t32)
     t34 = _ew6(t33.T, B, out=np.empty((n, n), dtype=dt))
     t35 = np.matmul(D, t34, out=t13)
-    t36 = np.dot(t34, D.T)
+    t36 = t34.dot(D.T)
     t37 = _ew8(_v_mu, out=t23)
-    t38 = np.dot(t11.T, np.broadcast_to(t37.reshape(1, n), (B, n)).T)
+    t38 = t11.T.dot(np.broadcast_to(t37.reshape(1, n), (B, n)).T)
     t39 = _ew2(t36, t38, out=t36)
     t40 = np.matmul(np.broadcast_to(t37.reshape(1, n), (B, n)), t11.T, out=t14)
     t41 = _ew10(t35, t39.T, t40, out=t35)
     t42 = _colsum(t41)
     hv_mu = _ew8(t42, out=t42)
     t43 = np.matmul(dL_dSigma.T, t26, out=t34)
-    t44 = np.dot(t17.T, t30)
+    t44 = t17.T.dot(t30)
     t45 = np.matmul(t31, t16.T, out=t30)
     t46 = np.matmul(np.broadcast_to(t37.reshape(1, n), (B, n)).T, D, out=t31)
-    t47 = np.dot(D.T, np.broadcast_to(t37.reshape(1, n), (B, n)))
+    t47 = D.T.dot(np.broadcast_to(t37.reshape(1, n), (B, n)))
     t48 = _ew11(t44, t45, t29, t46, t47, B, out=t29)
     t49 = np.matmul(t5.T, t48.T, out=t44)
     t50 = np.matmul(t49, t5.T, out=t45)

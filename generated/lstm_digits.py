@@ -1,4 +1,4 @@
-# symgrad-generated sha256:f9a3640f35adaea7d29e5aa1f9854c6057f9daa8422191e87ce9cee91572ae27
+# symgrad-generated sha256:8dff63d75f9a7b36e2d2825f3fe73370aa48a34124eda933a0e5e09286a746a5
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -247,29 +247,41 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
 def _colsum(x: np.ndarray) -> np.ndarray:
     """Sum over every axis but the last, as one BLAS product with a row of ones."""
     rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
     """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
     along a short last axis, a row of class scores, costs twice as much)."""
-    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    total = x.dot(_ones(x.shape[-1], x.dtype))
     return total[..., None] if keepdims else total
+
+
+def _rowmax(x: np.ndarray) -> np.ndarray:
+    """The max along the last axis, kept as an axis of length 1. numpy reduces a short last
+    axis (a row of class scores) one row at a time; the max over the rows of its transposed
+    copy is one pass per column instead: 1.4x faster for 32 rows of 10, 3x for 128 (measured
+    on matrices of up to 16 columns and from 16 rows)."""
+    if x.ndim == 2 and x.shape[1] <= 16 and x.shape[0] >= 16:
+        return np.maximum.reduce(x.T.copy(), axis=0)[:, None]
+    return x.max(axis=-1, keepdims=True)
 
 
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
-    e = z - z.max(axis=axis, keepdims=True)
+    last = axis in (-1, z.ndim - 1)
+    e = z - (_rowmax(z) if last else z.max(axis=axis, keepdims=True))
     np.exp(e, out=e)
-    e /= _rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True)
+    e /= _rowsum(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
-    s = z - z.max(axis=axis, keepdims=True)
+    last = axis in (-1, z.ndim - 1)
+    s = z - (_rowmax(z) if last else z.max(axis=axis, keepdims=True))
     e = np.exp(s)
-    s -= np.log(_rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True))
+    s -= np.log(_rowsum(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True))
     return s
 
 
@@ -471,8 +483,8 @@ def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         k = out.dtype.type
         return ne.evaluate("a*(k0 - b**2)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
     np.square(b, out=out)
-    np.subtract(1.0, out, out=out)
     np.multiply(out, a, out=out)
+    np.subtract(a, out, out=out)
     return out
 
 
@@ -729,7 +741,7 @@ def forward(
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
@@ -746,7 +758,7 @@ def forward(
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = np.dot(h_prev, t5)
+        t6 = h_prev.dot(t5)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_unused2[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
@@ -758,7 +770,7 @@ def forward(
         h_prev = H[t]
         C_prev = lstm_unused1[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
+    t15 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
     z = _ew1(t15, c, out=t15)
     # (3) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
@@ -800,7 +812,7 @@ def loss(
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
@@ -817,7 +829,7 @@ def loss(
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = np.dot(h_prev, t5)
+        t6 = h_prev.dot(t5)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_unused2[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
@@ -829,7 +841,7 @@ def loss(
         h_prev = H[t]
         C_prev = lstm_unused1[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
+    t15 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
     z = _ew1(t15, c, out=t15)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t16 = _log_softmax(z, axis=1)
@@ -872,7 +884,7 @@ def loss_and_grad(
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
@@ -889,7 +901,7 @@ def loss_and_grad(
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = np.dot(h_prev, t5)
+        t6 = h_prev.dot(t5)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
@@ -901,7 +913,7 @@ def loss_and_grad(
         h_prev = H[t]
         C_prev = C_seq[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
+    t15 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
     z = _ew1(t15, c, out=t15)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t16 = _log_softmax(z, axis=1)
@@ -912,7 +924,7 @@ def loss_and_grad(
     t18 = _rowsum(Y, keepdims=True)
     dL_dz = _ew6(Y, t16, t18, B, out=t16)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
-    t19 = np.dot(dL_dz, W.T)
+    t19 = dL_dz.dot(W.T)
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
     dL_dH = np.pad(t19.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
     # (15) dL/d(X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g, b_o],
@@ -949,11 +961,11 @@ def loss_and_grad(
     )
     # (27) dL/d(concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[lstm](...)[0].reshape(8*B, 4*n_h)
-    t28 = np.dot(X.reshape(8*B, 8).T, dlstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
+    t28 = X.reshape(8*B, 8).T.dot(dlstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
     # (22) dL/d(concat([b_i, b_f, b_g, b_o], axis=0)) = sum(bptt[lstm](...)[0], axis=(0, 1))
     t29 = _colsum(dlstm_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
-    dL_dW = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
+    dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
     _give_back("loss_and_grad", ws)
@@ -1027,7 +1039,7 @@ def hvp(
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
     t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
-    np.dot(X.reshape(-1, X.shape[-1]), t1, out=t2.reshape(-1, t2.shape[-1]))
+    X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
     t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
@@ -1044,7 +1056,7 @@ def hvp(
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = np.dot(h_prev, t5)
+        t6 = h_prev.dot(t5)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
@@ -1056,7 +1068,7 @@ def hvp(
         h_prev = H[t]
         C_prev = C_seq[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t15 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), W)
+    t15 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
     z = _ew1(t15, c, out=t15)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t16 = _log_softmax(z, axis=1)
@@ -1069,7 +1081,7 @@ def hvp(
     t20 = _ew11(t19, B, out=t19)
     dL_dz = _ew12(Y, t18, t20, B, out=z)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
-    t21 = np.dot(dL_dz, W.T)
+    t21 = dL_dz.dot(W.T)
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
     dL_dH = np.pad(t21.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
     t22 = np.concatenate(
@@ -1081,8 +1093,7 @@ def hvp(
         axis=1,
     )
     t24 = _scratch(ws, "t24", (B, 8, 4*n_h), dt)
-    np.dot(
-        np.flip(t22, 1).reshape(-1, np.flip(t22, 1).shape[-1]),
+    np.flip(t22, 1).reshape(-1, np.flip(t22, 1).shape[-1]).dot(
         t5,
         out=t24.reshape(-1, t24.shape[-1]),
     )
@@ -1133,20 +1144,20 @@ def hvp(
         t42 = np.concatenate([t35, t37, t39, t41], axis=1, out=d_lstm_u1_seq[t])
         np.matmul(t42, t5_T, out=adj_h_seq[t])
         _ew5(t33, t29, out=adj_C_seq[t])
-        t45 = np.dot(prev_h_t.T, t42)
+        t45 = prev_h_t.T.dot(t42)
         _ew1(acc1_prev, t45, out=acc1_seq[t])
         adj_h_prev = adj_h_seq[t]
         adj_C_prev = adj_C_seq[t]
         acc1_prev = acc1_seq[t]
-    t47 = np.dot(X.reshape(8*B, 8).T, np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 4*n_h))
+    t47 = X.reshape(8*B, 8).T.dot(np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 4*n_h))
     t48 = _colsum(np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1))
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
-    dL_dW = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
+    dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
     t49 = np.concatenate([_v_b_i, _v_b_f, _v_b_g, _v_b_o], axis=0)
     t50 = np.concatenate([_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o], axis=1)
-    t51 = np.dot(X.reshape(8*B, 8), t50)
+    t51 = X.reshape(8*B, 8).dot(t50)
     t52 = _ew1(
         t49.reshape(1, 1, 4*n_h),
         t51.reshape(B, 8, 4*n_h),
@@ -1186,8 +1197,8 @@ def hvp(
         dadj_C_t = carry_adj_C
         dd_lstm_u1_t = np.flip(t52, 1)[:, t] + carry_d_lstm_u1
         dacc1_t = t54[:, t] + carry_acc1
-        t55 = np.dot(prev_h_t, dacc1_t)
-        t56 = np.dot(dadj_h_t, t5)
+        t55 = prev_h_t.dot(dacc1_t)
+        t56 = dadj_h_t.dot(t5)
         t57 = _ew17(dd_lstm_u1_t, t55, t56, out=t55)
         t58 = _ew15(t57[:, 3*n_h:4*n_h], lstm_back_r1_t, out=np.empty((B, n_h), dtype=dt))
         t59 = _ew16(t57[:, 2*n_h:3*n_h], lstm_back_r4_t, out=np.empty((B, n_h), dtype=dt))
@@ -1206,7 +1217,7 @@ def hvp(
         )
         t63 = _ew16(t62, lstm_back_r5_t, out=np.empty((B, n_h), dtype=dt))
         t64 = _ew4(t58, lstm_back_r5_t, t63, lstm_back_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t65 = np.dot(dacc1_t, d_lstm_u1_t.T)
+        t65 = dacc1_t.dot(d_lstm_u1_t.T)
         t66 = _ew19(
             t58,
             lstm_back_r6_t,
@@ -1255,7 +1266,7 @@ def hvp(
             out=t61,
         )
         np.concatenate([t68, t69, t70, t71], axis=1, out=dlstm_back_u1_seq[t])
-        t73 = np.dot(d_lstm_u1_t.T, dadj_h_t)
+        t73 = d_lstm_u1_t.T.dot(dadj_h_t)
         dct_h_seq[t] = t64
         dprev_h_seq[t] = t65.T
         carry_adj_h = t64
@@ -1264,19 +1275,18 @@ def hvp(
         carry_acc1 = dacc1_t
         np.add(d_captured1, t73, out=d_captured1)
     t74 = _scratch(ws, "t74", (B, 8, n_h), dt)
-    np.dot(
-        dlstm_back_u1_seq.swapaxes(0, 1).reshape(-1, dlstm_back_u1_seq.swapaxes(0, 1).shape[-1]),
+    dlstm_back_u1_seq.swapaxes(0, 1).reshape(-1, dlstm_back_u1_seq.swapaxes(0, 1).shape[-1]).dot(
         t5.T,
         out=t74.reshape(-1, t74.shape[-1]),
     )
     t75 = _ew1(dprev_h_seq.swapaxes(0, 1), t74, out=t74)
-    t76 = np.dot(dL_dz, _v_W.T)
-    t77 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h), _v_W)
-    t78 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h), W)
+    t76 = dL_dz.dot(_v_W.T)
+    t77 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
+    t78 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).dot(W)
     t79 = _ew23(_v_c.reshape(1, n_out), t77, t78, t20, t18, out=np.empty((B, n_out), dtype=dt))
     t80 = _rowsum(t79, keepdims=True)
     t81 = _ew24(t79, t18, t80, out=t18)
-    t82 = np.dot(t81, W.T)
+    t82 = t81.dot(W.T)
     t83 = _ew1(t76, t82, out=t76)
     t84 = np.concatenate([np.flip(t75, 1)[:, 1:8], t83.reshape(B, 1, n_h)], axis=1)
     t85 = np.pad(np.flip(dprev_C_seq.swapaxes(0, 1), 1)[:, 1:8], ((0, 0), (0, 1), (0, 0)))
@@ -1311,15 +1321,14 @@ def hvp(
         axes=([0, 1], [0, 1]),
     )
     t94 = _ew1(np.flip(dlstm_back_u1_seq.swapaxes(0, 1), 1), dlstm_u1_seq.swapaxes(0, 1), out=t25)
-    t95 = np.dot(X.reshape(8*B, 8).T, t94.reshape(8*B, 4*n_h))
-    t96 = np.dot(
-        np.flip(t22, 1).reshape(8*B, n_h).T,
+    t95 = X.reshape(8*B, 8).T.dot(t94.reshape(8*B, 4*n_h))
+    t96 = np.flip(t22, 1).reshape(8*B, n_h).T.dot(
         dlstm_back_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h),
     )
     t97 = _ew17(d_captured1.T, t96, d_captured1_2, out=t96)
     t98 = _colsum(t94)
-    t99 = np.dot(np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T, dL_dz)
-    t100 = np.dot(H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T, t81)
+    t99 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t100 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t81)
     hv_W = _ew1(t99, t100, out=t99)
     hv_c = _colsum(t81)
     _give_back("hvp", ws)

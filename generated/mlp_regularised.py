@@ -1,4 +1,4 @@
-# symgrad-generated sha256:273caf02c6096b9feebca92ac9e29ff6abdb6814c6b50a551077071ba6e952db
+# symgrad-generated sha256:9007000059b967a68ab265b168e681f3f9254e60dfcafb175d62858b4605bae6
 """mlp_regularised: perceptron with two tanh hidden layers and softmax cross-entropy, with
     dropout, batchnorm, l1, l2
 
@@ -239,29 +239,41 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
 def _colsum(x: np.ndarray) -> np.ndarray:
     """Sum over every axis but the last, as one BLAS product with a row of ones."""
     rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return np.dot(_ones(rows.shape[0], rows.dtype), rows)
+    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
     """Sum over the last axis, as one BLAS product with a column of ones (numpy's reduction
     along a short last axis, a row of class scores, costs twice as much)."""
-    total = np.dot(x, _ones(x.shape[-1], x.dtype))
+    total = x.dot(_ones(x.shape[-1], x.dtype))
     return total[..., None] if keepdims else total
+
+
+def _rowmax(x: np.ndarray) -> np.ndarray:
+    """The max along the last axis, kept as an axis of length 1. numpy reduces a short last
+    axis (a row of class scores) one row at a time; the max over the rows of its transposed
+    copy is one pass per column instead: 1.4x faster for 32 rows of 10, 3x for 128 (measured
+    on matrices of up to 16 columns and from 16 rows)."""
+    if x.ndim == 2 and x.shape[1] <= 16 and x.shape[0] >= 16:
+        return np.maximum.reduce(x.T.copy(), axis=0)[:, None]
+    return x.max(axis=-1, keepdims=True)
 
 
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """exp(z) / sum(exp(z)) along `axis`, shifted by the max so that exp cannot overflow."""
-    e = z - z.max(axis=axis, keepdims=True)
+    last = axis in (-1, z.ndim - 1)
+    e = z - (_rowmax(z) if last else z.max(axis=axis, keepdims=True))
     np.exp(e, out=e)
-    e /= _rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True)
+    e /= _rowsum(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     """z - log(sum(exp(z))) along `axis`: log-sum-exp, shifted by the max."""
-    s = z - z.max(axis=axis, keepdims=True)
+    last = axis in (-1, z.ndim - 1)
+    s = z - (_rowmax(z) if last else z.max(axis=axis, keepdims=True))
     e = np.exp(s)
-    s -= np.log(_rowsum(e, keepdims=True) if axis in (-1, z.ndim - 1) else e.sum(axis=axis, keepdims=True))
+    s -= np.log(_rowsum(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True))
     return s
 
 
@@ -637,8 +649,8 @@ def _ew25(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         k = out.dtype.type
         return ne.evaluate("a*(k0 - b**2)", local_dict={"a": a, "b": b, "k0": k(1.0)}, out=out)
     np.square(b, out=out)
-    np.subtract(1.0, out, out=out)
     np.multiply(out, a, out=out)
+    np.subtract(a, out, out=out)
     return out
 
 
@@ -794,17 +806,17 @@ def _ew34(
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f, "k0": k(1.0), "k1": k(2.0)},
             out=out,
         )
-    np.square(c, out=out)
-    np.subtract(1.0, out, out=out)
     s0 = np.empty_like(out)
-    np.add(d, e, out=s0)
-    np.multiply(s0, f, out=s0)
+    np.multiply(a, b, out=s0)
+    np.multiply(s0, c, out=s0)
+    np.multiply(s0, 2.0, out=s0)
     s1 = np.empty_like(out)
-    np.multiply(a, b, out=s1)
-    np.multiply(s1, c, out=s1)
-    np.multiply(s1, 2.0, out=s1)
+    np.add(d, e, out=s1)
+    np.multiply(s1, f, out=s1)
     np.subtract(s0, s1, out=s0)
+    np.square(c, out=out)
     np.multiply(out, s0, out=out)
+    np.subtract(out, s0, out=out)
     return out
 
 
@@ -963,7 +975,7 @@ def forward(
         n_h1 = W1.shape[1]
         n_h2 = W2.shape[1]
         # (1) z1 = X @ W1
-        z1 = np.dot(X, W1)
+        z1 = X.dot(W1)
         # (2) bn1_mu = sum(z1, axis=0)/B
         # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
         # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
@@ -976,7 +988,7 @@ def forward(
         mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
         h1 = _ew3(bn1_gamma, t2, t4, bn1_beta, mask1, B, out=t2)
         # (8) z2 = h1 @ W2
-        z2 = np.dot(h1, W2)
+        z2 = h1.dot(W2)
         # (9) bn2_mu = sum(z2, axis=0)/B
         # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
         # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
@@ -989,7 +1001,7 @@ def forward(
         mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
         h2 = _ew3(bn2_gamma, t6, t8, bn2_beta, mask2, B, out=t6)
         # (15) z3 = h2 @ W3 + b3
-        t9 = np.dot(h2, W3)
+        t9 = h2.dot(W3)
         z3 = _ew4(t9, b3, out=t9)
         # (16) P = softmax(z3, axis=1)
         P = _softmax(z3, axis=1)
@@ -1011,19 +1023,19 @@ def forward(
     bn2_mean = state["bn2_mean"]
     bn2_var = state["bn2_var"]
     # (1) z1 = X @ W1
-    z1 = np.dot(X, W1)
+    z1 = X.dot(W1)
     # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
     #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
     # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
     t1 = _ew6(bn1_gamma, z1, bn1_mean, bn1_var, bn1_beta, out=z1)
     # (8) z2 = h1 @ W2
-    t2 = np.dot(t1, W2)
+    t2 = t1.dot(W2)
     # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
     #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
     # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
     t3 = _ew6(bn2_gamma, t2, bn2_mean, bn2_var, bn2_beta, out=t2)
     # (15) z3 = h2 @ W3 + b3
-    t4 = np.dot(t3, W3)
+    t4 = t3.dot(W3)
     t5 = _ew4(t4, b3, out=t4)
     # (16) P = softmax(z3, axis=1)
     t6 = _softmax(t5, axis=1)
@@ -1062,7 +1074,7 @@ def loss(
         n_in = X.shape[1]
         n_out = Y.shape[1]
         # (1) z1 = X @ W1
-        z1 = np.dot(X, W1)
+        z1 = X.dot(W1)
         # (2) bn1_mu = sum(z1, axis=0)/B
         # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
         # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
@@ -1075,7 +1087,7 @@ def loss(
         mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
         h1 = _ew3(bn1_gamma, t2, t4, bn1_beta, mask1, B, out=t2)
         # (8) z2 = h1 @ W2
-        z2 = np.dot(h1, W2)
+        z2 = h1.dot(W2)
         # (9) bn2_mu = sum(z2, axis=0)/B
         # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
         # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
@@ -1088,7 +1100,7 @@ def loss(
         mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
         h2 = _ew3(bn2_gamma, t6, t8, bn2_beta, mask2, B, out=t6)
         # (15) z3 = h2 @ W3 + b3
-        t9 = np.dot(h2, W3)
+        t9 = h2.dot(W3)
         z3 = _ew4(t9, b3, out=t9)
         # (17) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B + l1*(sum(Abs(W1), axis=(0, 1)) +
         #     sum(Abs(W2), axis=(0, 1)) + sum(Abs(W3), axis=(0, 1))) + l2*(sum(W1**2, axis=(0, 1)) +
@@ -1142,19 +1154,19 @@ def loss(
     n_in = X.shape[1]
     n_out = Y.shape[1]
     # (1) z1 = X @ W1
-    z1 = np.dot(X, W1)
+    z1 = X.dot(W1)
     # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
     #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
     # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
     t1 = _ew6(bn1_gamma, z1, bn1_mean, bn1_var, bn1_beta, out=z1)
     # (8) z2 = h1 @ W2
-    t2 = np.dot(t1, W2)
+    t2 = t1.dot(W2)
     # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
     #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
     # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
     t3 = _ew6(bn2_gamma, t2, bn2_mean, bn2_var, bn2_beta, out=t2)
     # (15) z3 = h2 @ W3 + b3
-    t4 = np.dot(t3, W3)
+    t4 = t3.dot(W3)
     t5 = _ew4(t4, b3, out=t4)
     # (17) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B + l1*(sum(Abs(W1), axis=(0, 1)) +
     #     sum(Abs(W2), axis=(0, 1)) + sum(Abs(W3), axis=(0, 1))) + l2*(sum(W1**2, axis=(0, 1)) +
@@ -1222,7 +1234,7 @@ def loss_and_grad(
     n_in = X.shape[1]
     n_out = Y.shape[1]
     # (1) z1 = X @ W1
-    z1 = np.dot(X, W1)
+    z1 = X.dot(W1)
     # (2) bn1_mu = sum(z1, axis=0)/B
     t1 = _colsum(z1)
     bn1_mu = _ew7(t1, B, out=t1)
@@ -1240,7 +1252,7 @@ def loss_and_grad(
     mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
     h1 = _ew9(t7, mask1, out=np.empty((B, n_h1), dtype=dt))
     # (8) z2 = h1 @ W2
-    z2 = np.dot(h1, W2)
+    z2 = h1.dot(W2)
     # (9) bn2_mu = sum(z2, axis=0)/B
     t8 = _colsum(z2)
     bn2_mu = _ew7(t8, B, out=t8)
@@ -1258,7 +1270,7 @@ def loss_and_grad(
     mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
     h2 = _ew9(t14, mask2, out=np.empty((B, n_h2), dtype=dt))
     # (15) z3 = h2 @ W3 + b3
-    t15 = np.dot(h2, W3)
+    t15 = h2.dot(W3)
     z3 = _ew4(t15, b3, out=t15)
     # (17) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B + l1*(sum(Abs(W1), axis=(0, 1)) +
     #     sum(Abs(W2), axis=(0, 1)) + sum(Abs(W3), axis=(0, 1))) + l2*(sum(W1**2, axis=(0, 1)) +
@@ -1291,7 +1303,7 @@ def loss_and_grad(
     t38 = _rowsum(Y, keepdims=True)
     dL_dz3 = _ew12(Y, t16, t38, B, out=t16)
     # (50) dL_dh2 = dL_dz3 @ W3.T
-    dL_dh2 = np.dot(dL_dz3, W3.T)
+    dL_dh2 = dL_dz3.dot(W3.T)
     # (53) dL/d(tanh(n2)) = dL_dh2*mask2
     # (54) dL_dn2 = (dL_dh2*mask2)*(1 - tanh(n2)**2)
     dL_dn2 = _ew13(dL_dh2, mask2, t14, out=t14)
@@ -1321,7 +1333,7 @@ def loss_and_grad(
     #     n_h2), (B, n_h2))
     dL_dz2 = _ew4(t43, t45.reshape(1, n_h2), out=t43)
     # (72) dL_dh1 = dL_dz2 @ W2.T
-    dL_dh1 = np.dot(dL_dz2, W2.T)
+    dL_dh1 = dL_dz2.dot(W2.T)
     # (75) dL/d(tanh(n1)) = dL_dh1*mask1
     # (76) dL_dn1 = (dL_dh1*mask1)*(1 - tanh(n1)**2)
     dL_dn1 = _ew13(dL_dh1, mask1, t7, out=t7)
@@ -1442,7 +1454,7 @@ def hvp(
     n_in = X.shape[1]
     n_out = Y.shape[1]
     # (1) z1 = X @ W1
-    z1 = np.dot(X, W1)
+    z1 = X.dot(W1)
     # (2) bn1_mu = sum(z1, axis=0)/B
     # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
     # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
@@ -1458,7 +1470,7 @@ def hvp(
     mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
     h1 = _ew9(t7, mask1, out=np.empty((B, n_h1), dtype=dt))
     # (8) z2 = h1 @ W2
-    z2 = np.dot(h1, W2)
+    z2 = h1.dot(W2)
     # (9) bn2_mu = sum(z2, axis=0)/B
     # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
     # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
@@ -1474,7 +1486,7 @@ def hvp(
     mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
     h2 = _ew9(t14, mask2, out=np.empty((B, n_h2), dtype=dt))
     # (15) z3 = h2 @ W3 + b3
-    t15 = np.dot(h2, W3)
+    t15 = h2.dot(W3)
     z3 = _ew4(t15, b3, out=t15)
     # (17) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B + l1*(sum(Abs(W1), axis=(0, 1)) +
     #     sum(Abs(W2), axis=(0, 1)) + sum(Abs(W3), axis=(0, 1))) + l2*(sum(W1**2, axis=(0, 1)) +
@@ -1509,7 +1521,7 @@ def hvp(
     t40 = _ew18(t39, B, out=t39)
     dL_dz3 = _ew24(Y, t38, t40, B, out=z3)
     # (50) dL_dh2 = dL_dz3 @ W3.T
-    dL_dh2 = np.dot(dL_dz3, W3.T)
+    dL_dh2 = dL_dz3.dot(W3.T)
     # (53) dL/d(tanh(n2)) = dL_dh2*mask2
     t41 = _ew9(dL_dh2, mask2, out=dL_dh2)
     # (54) dL_dn2 = (dL_dh2*mask2)*(1 - tanh(n2)**2)
@@ -1540,7 +1552,7 @@ def hvp(
     #     n_h2), (B, n_h2))
     dL_dz2 = _ew4(t46, t48.reshape(1, n_h2), out=t46)
     # (72) dL_dh1 = dL_dz2 @ W2.T
-    dL_dh1 = np.dot(dL_dz2, W2.T)
+    dL_dh1 = dL_dz2.dot(W2.T)
     # (75) dL/d(tanh(n1)) = dL_dh1*mask1
     t49 = _ew9(dL_dh1, mask1, out=dL_dh1)
     # (76) dL_dn1 = (dL_dh1*mask1)*(1 - tanh(n1)**2)
@@ -1623,7 +1635,7 @@ def hvp(
     t76 = np.matmul(dL_dz2, _v_W2.T, out=t73)
     t77 = np.matmul(h1, _v_W2, out=t61)
     t78 = _ew31(t75, t7, mask1, out=np.empty((B, n_h1), dtype=dt))
-    t79 = np.dot(t78, W2)
+    t79 = t78.dot(W2)
     t80 = _ew4(t77, t79, out=t77)
     t81 = _colsum(t80)
     t82 = _ew18(t81, B, out=t81)
@@ -1639,14 +1651,14 @@ def hvp(
     t92 = _colsum(t91)
     t93 = _ew30(_v_bn2_beta.reshape(1, n_h2), t84, t13, t90.reshape(1, n_h2), t10, out=t84)
     t94 = np.matmul(dL_dz3, _v_W3.T, out=t91)
-    t95 = np.dot(h2, _v_W3)
+    t95 = h2.dot(_v_W3)
     t96 = _ew31(t93, t14, mask2, out=np.empty((B, n_h2), dtype=dt))
-    t97 = np.dot(t96, W3)
+    t97 = t96.dot(W3)
     t98 = _ew32(_v_b3.reshape(1, n_out), t95, t97, t40, t38, out=np.empty((B, n_out), dtype=dt))
     t99 = _rowsum(t98, keepdims=True)
     t100 = _ew33(t98, t38, t99, out=t38)
-    t101 = np.dot(t100, W3.T)
-    t102 = _ew34(t93, t41, t14, t94, t101, mask2, out=np.empty((B, n_h2), dtype=dt))
+    t101 = t100.dot(W3.T)
+    t102 = _ew34(t93, t41, t14, t94, t101, mask2, out=t93)
     t103 = _ew14(t102, t10, t13, out=t10)
     t104 = _colsum(t103)
     t105 = _ew35(t86, t89, t43, t13, t92, t104, B, out=t89)
@@ -1660,13 +1672,13 @@ def hvp(
         t9,
         t106,
         bn2_gamma,
-        out=t93,
+        out=t41,
     )
     t108 = _colsum(t107)
     t109 = _ew18(t108, B, out=t108)
     t110 = _ew4(t107, t109.reshape(1, n_h2), out=t107)
-    t111 = np.dot(t110, W2.T)
-    t112 = _ew34(t75, t49, t7, t76, t111, mask1, out=np.empty((B, n_h1), dtype=dt))
+    t111 = t110.dot(W2.T)
+    t112 = _ew34(t75, t49, t7, t76, t111, mask1, out=t75)
     t113 = _ew14(t112, t3, t6, out=t3)
     t114 = _colsum(t113)
     t115 = _ew35(t68, t71, t51, t6, t74, t114, B, out=t71)
@@ -1680,7 +1692,7 @@ def hvp(
         t2,
         t116,
         bn1_gamma,
-        out=t75,
+        out=t49,
     )
     t118 = _colsum(t117)
     t119 = _ew18(t118, B, out=t118)
@@ -1688,10 +1700,10 @@ def hvp(
     t121 = np.matmul(X.T, t120, out=t57)
     hv_W1 = _ew38(t121, _v_W1, l2, out=np.empty((n_in, n_h1), dtype=dt))
     t122 = np.matmul(t78.T, dL_dz2, out=t58)
-    t123 = np.dot(h1.T, t110)
+    t123 = h1.T.dot(t110)
     hv_W2 = _ew39(_v_W2, l2, t122, t123, out=np.empty((n_h1, n_h2), dtype=dt))
     t124 = np.matmul(t96.T, dL_dz3, out=t59)
-    t125 = np.dot(h2.T, t100)
+    t125 = h2.T.dot(t100)
     hv_W3 = _ew39(_v_W3, l2, t124, t125, out=np.empty((n_h2, n_out), dtype=dt))
     hv_b3 = _colsum(t100)
     t126 = _ew9(t65, t53, out=t65)

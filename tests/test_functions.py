@@ -135,3 +135,27 @@ def test_in_place_kernels_are_only_used_where_safe():
     assert not ({"a", "b"} & k.alias_safe)  # both are read after the first write to out
     k = build_kernel(sympy.tanh(a + b), ("a", "b"))
     assert k.alias_safe == {"a", "b"}
+
+
+def test_numpy_form_multiplies_a_factor_into_a_sum_with_a_number_only():
+    k = build_kernel(a * (1 - b**2), ("a", "b"))  # tanh's adjoint: no Python number operand
+    assert k.numpy_lines == ["np.square(b, out=out)", "np.multiply(out, a, out=out)",
+                             "np.subtract(a, out, out=out)"]
+    values = {"a": np.linspace(-3, 3, 7), "b": np.array([-1.0, -0.999, -0.5, 0.0, 0.5, 0.999, 1.0])}
+    np.testing.assert_allclose(_kernel_values(a * (1 - b**2), values, "numpy"),
+                               values["a"] * (1 - values["b"] ** 2), rtol=1e-13, atol=0)
+    k = build_kernel((a - b) * (a + b), ("a", "b"))  # an exact difference is never multiplied out
+    assert not any("np.square" in line for line in k.numpy_lines)
+
+
+@pytest.mark.parametrize("shape", [(32, 10), (128, 16), (16, 3), (15, 10), (32, 17), (4, 5, 10), (7,)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rowmax_is_the_max_along_the_last_axis(shape, dtype):
+    env = {"np": np}
+    exec(HELPERS["_rowmax"], env)
+    x = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    if x.size > 20:  # NaN comes through as numpy's max gives it
+        x.reshape(-1)[::7] = np.nan
+    got = env["_rowmax"](x)
+    np.testing.assert_array_equal(got, x.max(axis=-1, keepdims=True))
+    assert got.dtype == dtype and got.shape == (*shape[:-1], 1)

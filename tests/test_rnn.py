@@ -110,7 +110,7 @@ def test_lstm_step_uses_one_product_per_input_and_keeps_states():
     src = sg.source(many_to_many("lstm", 4, 3, 2)).split("\ndef hvp(")[0]  # the first-order functions
     forward_loop = src.split("def loss_and_grad(")[1].split("for t in range(4):")[1].split("# ")[0]
     # h_prev [Wh_i Wh_f Wh_g Wh_o] is the loop's one product; x_t Wx was hoisted out of it
-    assert forward_loop.count(" @ ") + forward_loop.count("np.dot(") == 1
+    assert forward_loop.count(" @ ") + forward_loop.count(".dot(") == 1
     assert "np.concatenate([t" in src  # the four gate adjoints are joined, not zero-padded and added
     assert "for t in range(4 - 1, -1, -1):" in src
     # the bias is added to x_t Wx for every step at once, leaving one addition in the step
