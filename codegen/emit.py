@@ -384,14 +384,14 @@ def _second_order_programs(derivation: Derivation, players: dict, programs: dict
                            owners: dict, kernels: dict, naming: dict) -> dict:
     """The programs of `hvp` (the model's loss) and of each player's `hvp_<objective>`:
     the loss, its gradients and H v in one pass over the shared forward values."""
-    from symgrad.symbolic.second_order import hvp, oriented
+    from symgrad.symbolic.second_order import hvp, simplified
 
     out = {}
     for objective, first in [(None, derivation), *players.items()]:
         h = hvp(first)
         key = "hvp" if objective is None else f"hvp_{objective}"
         products = {f"hv:{p}": hv for p, hv in h.products.items()}
-        roots = oriented({"loss": first.loss, **h.gradients, **products})
+        roots = simplified({"loss": first.loss, **h.gradients, **products})
         own = {n: t for n, (t, _) in first.names.items()} if objective else dict(names)
         for p in h.gradients:
             own.setdefault(roots[p], f"d{first.loss_name}_d{p}")

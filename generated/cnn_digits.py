@@ -1,4 +1,4 @@
-# symgrad-generated sha256:8c7c6b4723a481a53887f0f8bdd9454157476faeda594e9b9a659ac0271910d2
+# symgrad-generated sha256:d5b287cedd2256d67bb647a71c22706a787e6481db9aa9ff5a87045d0986f589
 """cnn_digits: convolutional network for 8x8 images: two conv-relu-maxpool blocks (16 and 32
     channels) and a dense softmax layer
 
@@ -551,15 +551,6 @@ def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew15(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = (a + b)/c"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("(a + b)/c", local_dict={"a": a, "b": b, "c": c}, out=out)
-    np.add(a, b, out=out)
-    np.divide(out, c, out=out)
-    return out
-
-
 def forward(
     params: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
@@ -948,108 +939,92 @@ def hvp(
     dL_dW = p2.reshape(B, 128).T.dot(dL_dz)
     # (13) dL_db = sum(dL_dz, axis=0)
     dL_db = _colsum(dL_dz)
-    _parts = np.broadcast_to(0.0, (B, 4, 2, 4, 2, 16))
-    t24 = np.add(
-        _parts[:, :, 0, :, 0],
-        _parts[:, :, 0, :, 1],
-        out=_scratch(ws, "t24", (B, 4, 4, 16), dt),
-    )
-    np.add(t24, _parts[:, :, 1, :, 0], out=t24)
-    np.add(t24, _parts[:, :, 1, :, 1], out=t24)
-    t25 = np.matmul(
+    t24 = np.matmul(
         t16.reshape(16*B, 32),
         _v_K2.reshape(144, 32).T,
-        out=_scratch(ws, "t25", (16*B, 144), dt),
+        out=_scratch(ws, "t24", (16*B, 144), dt),
     )
-    _parts = np.broadcast_to(0.0, (B, 2, 2, 2, 2, 32))
-    t26 = np.add(
-        _parts[:, :, 0, :, 0],
-        _parts[:, :, 0, :, 1],
-        out=_scratch(ws, "t26", (B, 2, 2, 32), dt),
-    )
-    np.add(t26, _parts[:, :, 1, :, 0], out=t26)
-    np.add(t26, _parts[:, :, 1, :, 1], out=t26)
-    t27 = dL_dz.dot(_v_W.T)
-    t28 = p2.reshape(B, 128).dot(_v_W)
-    t29 = np.matmul(
+    t25 = dL_dz.dot(_v_W.T)
+    t26 = p2.reshape(B, 128).dot(_v_W)
+    t27 = np.matmul(
         t3.reshape(16*B, 144),
         _v_K2.reshape(144, 32),
-        out=_scratch(ws, "t29", (16*B, 32), dt),
+        out=_scratch(ws, "t27", (16*B, 32), dt),
     )
-    t30 = np.matmul(
+    t28 = np.matmul(
         t1.reshape(64*B, 9),
         _v_K1.reshape(9, 16),
-        out=_scratch(ws, "t30", (64*B, 16), dt),
+        out=_scratch(ws, "t28", (64*B, 16), dt),
     )
-    t31 = _ew11(_v_c1.reshape(1, 1, 1, 16), t30.reshape(B, 8, 8, 16), a1, out=t21)
-    t32 = _ew6(
-        t31.reshape(B, 4, 2, 4, 2, 16),
+    t29 = _ew11(_v_c1.reshape(1, 1, 1, 16), t28.reshape(B, 8, 8, 16), a1, out=t21)
+    t30 = _ew6(
+        t29.reshape(B, 4, 2, 4, 2, 16),
         t17,
-        out=_scratch(ws, "t32", (B, 4, 2, 4, 2, 16), dt),
+        out=_scratch(ws, "t30", (B, 4, 2, 4, 2, 16), dt),
     )
-    _parts = t32
-    t33 = np.add(
+    _parts = t30
+    t31 = np.add(
         _parts[:, :, 0, :, 0],
         _parts[:, :, 0, :, 1],
-        out=_scratch(ws, "t33", (B, 4, 4, 16), dt),
+        out=_scratch(ws, "t31", (B, 4, 4, 16), dt),
     )
-    np.add(t33, _parts[:, :, 1, :, 0], out=t33)
-    np.add(t33, _parts[:, :, 1, :, 1], out=t33)
-    t34 = _ew5(t33, t18, out=t33)
-    t35 = _im2col(t34, 3, 3, 1, 1, ws, "t35")
-    t36 = _scratch(ws, "t36", (B, 4, 4, 32), dt)
-    t35.reshape(-1, t35.shape[-1]).dot(K2.reshape(144, 32), out=t36.reshape(-1, t36.shape[-1]))
-    t37 = _ew12(
+    np.add(t31, _parts[:, :, 1, :, 0], out=t31)
+    np.add(t31, _parts[:, :, 1, :, 1], out=t31)
+    t32 = _ew5(t31, t18, out=t31)
+    t33 = _im2col(t32, 3, 3, 1, 1, ws, "t33")
+    t34 = _scratch(ws, "t34", (B, 4, 4, 32), dt)
+    t33.reshape(-1, t33.shape[-1]).dot(K2.reshape(144, 32), out=t34.reshape(-1, t34.shape[-1]))
+    t35 = _ew12(
         _v_c2.reshape(1, 1, 1, 32),
-        t29.reshape(B, 4, 4, 32),
-        t36,
+        t27.reshape(B, 4, 4, 32),
+        t34,
         a2,
-        out=_scratch(ws, "t37", (B, 4, 4, 32), dt),
+        out=_scratch(ws, "t35", (B, 4, 4, 32), dt),
     )
-    t38 = _ew6(
-        t37.reshape(B, 2, 2, 2, 2, 32),
+    t36 = _ew6(
+        t35.reshape(B, 2, 2, 2, 2, 32),
         t12,
-        out=_scratch(ws, "t38", (B, 2, 2, 2, 2, 32), dt),
+        out=_scratch(ws, "t36", (B, 2, 2, 2, 2, 32), dt),
     )
-    _parts = t38
-    t39 = np.add(
+    _parts = t36
+    t37 = np.add(
         _parts[:, :, 0, :, 0],
         _parts[:, :, 0, :, 1],
-        out=_scratch(ws, "t39", (B, 2, 2, 32), dt),
+        out=_scratch(ws, "t37", (B, 2, 2, 32), dt),
     )
-    np.add(t39, _parts[:, :, 1, :, 0], out=t39)
-    np.add(t39, _parts[:, :, 1, :, 1], out=t39)
-    t40 = _ew5(t39, t13, out=t39)
-    t41 = t40.reshape(B, 128).dot(W)
-    t42 = _ew13(_v_b.reshape(1, n_out), t28, t41, t10, t8, out=np.empty((B, n_out), dtype=dt))
-    t43 = _rowsum(t42, keepdims=True)
-    t44 = _ew14(t42, t8, t43, out=t8)
-    t45 = t44.dot(W.T)
-    t46 = _ew2(t27, t45, out=t27)
-    t47 = _ew15(t26, t46.reshape(B, 2, 2, 32), t13, out=t26)
-    t48 = _ew6(t47.reshape(B, 2, 1, 2, 1, 32), t12, out=t12)
-    t49 = _ew7(t48.reshape(B, 4, 4, 32), a2, out=a2)
-    t50 = _scratch(ws, "t50", (B, 4, 4, 144), dt)
-    t49.reshape(-1, t49.shape[-1]).dot(K2.reshape(144, 32).T, out=t50.reshape(-1, t50.shape[-1]))
-    t51 = _ew2(t25.reshape(B, 4, 4, 144), t50, out=t50)
-    t52 = _col2im(t51, (B, 4, 4, 16), 3, 3, 1, 1, ws, "t52")
-    t53 = _ew15(t24, t52, t18, out=t24)
-    t54 = _ew6(t53.reshape(B, 4, 1, 4, 1, 16), t17, out=t17)
-    t55 = _ew7(t54.reshape(B, 8, 8, 16), a1, out=a1)
-    t56 = t1.reshape(64*B, 9).T.dot(t55.reshape(64*B, 16))
-    hv_c1 = _colsum(t55)
-    t57 = t35.reshape(16*B, 144).T.dot(t16.reshape(16*B, 32))
-    t58 = np.matmul(
+    np.add(t37, _parts[:, :, 1, :, 0], out=t37)
+    np.add(t37, _parts[:, :, 1, :, 1], out=t37)
+    t38 = _ew5(t37, t13, out=t37)
+    t39 = t38.reshape(B, 128).dot(W)
+    t40 = _ew13(_v_b.reshape(1, n_out), t26, t39, t10, t8, out=np.empty((B, n_out), dtype=dt))
+    t41 = _rowsum(t40, keepdims=True)
+    t42 = _ew14(t40, t8, t41, out=t8)
+    t43 = t42.dot(W.T)
+    t44 = _ew2(t25, t43, out=t25)
+    t45 = _ew5(t44.reshape(B, 2, 2, 32), t13, out=t13)
+    t46 = _ew6(t45.reshape(B, 2, 1, 2, 1, 32), t12, out=t12)
+    t47 = _ew7(t46.reshape(B, 4, 4, 32), a2, out=a2)
+    t48 = _scratch(ws, "t48", (B, 4, 4, 144), dt)
+    t47.reshape(-1, t47.shape[-1]).dot(K2.reshape(144, 32).T, out=t48.reshape(-1, t48.shape[-1]))
+    t49 = _ew2(t24.reshape(B, 4, 4, 144), t48, out=t48)
+    t50 = _col2im(t49, (B, 4, 4, 16), 3, 3, 1, 1, ws, "t50")
+    t51 = _ew5(t50, t18, out=t50)
+    t52 = _ew6(t51.reshape(B, 4, 1, 4, 1, 16), t17, out=t17)
+    t53 = _ew7(t52.reshape(B, 8, 8, 16), a1, out=a1)
+    t54 = t1.reshape(64*B, 9).T.dot(t53.reshape(64*B, 16))
+    hv_c1 = _colsum(t53)
+    t55 = t33.reshape(16*B, 144).T.dot(t16.reshape(16*B, 32))
+    t56 = np.matmul(
         t3.reshape(16*B, 144).T,
-        t49.reshape(16*B, 32),
-        out=_scratch(ws, "t58", (144, 32), dt),
+        t47.reshape(16*B, 32),
+        out=_scratch(ws, "t56", (144, 32), dt),
     )
-    t59 = _ew2(t57, t58, out=t57)
-    hv_c2 = _colsum(t49)
-    t60 = t40.reshape(B, 128).T.dot(dL_dz)
-    t61 = p2.reshape(B, 128).T.dot(t44)
-    hv_W = _ew2(t60, t61, out=t60)
-    hv_b = _colsum(t44)
+    t57 = _ew2(t55, t56, out=t55)
+    hv_c2 = _colsum(t47)
+    t58 = t38.reshape(B, 128).T.dot(dL_dz)
+    t59 = p2.reshape(B, 128).T.dot(t42)
+    hv_W = _ew2(t58, t59, out=t58)
+    hv_b = _colsum(t42)
     _give_back("hvp", ws)
     return (
         float(L),
@@ -1062,9 +1037,9 @@ def hvp(
             "b": dL_db,
         },
         {
-            "K1": t56.reshape(3, 3, 1, 16),
+            "K1": t54.reshape(3, 3, 1, 16),
             "c1": hv_c1,
-            "K2": t59.reshape(3, 3, 16, 32),
+            "K2": t57.reshape(3, 3, 16, 32),
             "c2": hv_c2,
             "W": hv_W,
             "b": hv_b,

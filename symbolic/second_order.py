@@ -133,12 +133,15 @@ def jacobian(model: Model | Derivation, of: str, wrt: str) -> Jacobian:
     return Jacobian(first, of, wrt, u, adj)
 
 
-def oriented(roots: dict[str, Node]) -> dict[str, Node]:
-    """`roots` with each matrix product that is only ever read transposed, (A B)^T, computed as
-    B^T A^T. Reverse mode over a backward pass makes such products (the adjoint of the B^T in
-    G B^T is (A^T G)^T ...): computed as written, the result is a transposed view that every
-    kernel reading it walks across memory; the same product the other way round is laid out
-    as it is read."""
+def simplified(roots: dict[str, Node]) -> dict[str, Node]:
+    """`roots` with two rewrites that reverse mode over a backward pass calls for:
+
+    * each matrix product that is only ever read transposed, (A B)^T, computed as B^T A^T
+      (the adjoint of the B^T in G B^T is (A^T G)^T ...): computed as written, the result is a
+      transposed view that every kernel reading it walks across memory; the same product the
+      other way round is laid out as it is read;
+    * a sum of zeros (the adjoint of a comparison: max pooling's mask) is zeros, not a
+      reduction over a broadcast zero."""
     from symgrad.symbolic.graph import matmul, topological
     from symgrad.symbolic.scan import substitute
 
@@ -155,13 +158,16 @@ def oriented(roots: dict[str, Node]) -> dict[str, Node]:
                 and m.args[1].ndim == 2 and m not in kept
                 and all(r.op == "transpose" for r in readers[m])):
             mapping[n] = matmul(m.args[1].T, m.args[0].T)
+        elif (n.op == "sum" and n.shape and n.args[0].op == "broadcast_to" and n.args[0].args[0].op == "const"
+              and n.args[0].args[0].attr("value") == 0):
+            mapping[n] = broadcast_to(const(0), n.shape)
     if not mapping:
         return roots
     new = substitute(list(roots.values()), mapping)
     return {k: new[v] for k, v in roots.items()}
 
 
-__all__ = ["HVP", "Hessian", "Jacobian", "hvp", "hessian", "jacobian", "oriented", "vector_name"]
+__all__ = ["HVP", "Hessian", "Jacobian", "hvp", "hessian", "jacobian", "simplified", "vector_name"]
 
 
 @dataclass

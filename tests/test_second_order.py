@@ -256,14 +256,24 @@ def test_products_read_transposed_are_computed_the_other_way_round():
     """(A B)^T that only a transpose reads becomes B^T A^T (laid out as it is read); a product
     something else reads too stays as it is."""
     from symgrad.symbolic.graph import placeholder
-    from symgrad.symbolic.second_order import oriented
+    from symgrad.symbolic.second_order import simplified
 
     A, Bm = placeholder("A", (3, 4)), placeholder("Bm", (4, 5))
-    roots = oriented({"r": (A @ Bm).T * 2})
+    roots = simplified({"r": (A @ Bm).T * 2})
     (product,) = [n for n in roots["r"].args if n.op == "matmul"]
     assert product.args == (Bm.T, A.T)
-    both = oriented({"r": (A @ Bm).T * 2, "s": (A @ Bm) + 1})
+    both = simplified({"r": (A @ Bm).T * 2, "s": (A @ Bm) + 1})
     assert both["r"].args[0].op == "transpose" and both["r"].args[0].args[0].op == "matmul"
+
+
+def test_a_sum_of_zeros_is_zeros():
+    from symgrad.symbolic.graph import broadcast_to, const, placeholder
+    from symgrad.symbolic.second_order import simplified
+
+    x = placeholder("x", (3, 2, 4))
+    r = simplified({"r": broadcast_to(const(0), (3, 2, 4)).sum(axis=1), "s": x.sum(axis=1)})
+    assert r["r"].op == "broadcast_to" and r["r"].args[0].attr("value") == 0 and r["r"].shape == (3, 4)
+    assert r["s"].op == "sum"
 
 
 def test_stacks_of_patches_and_steps_count_as_large():
