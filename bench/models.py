@@ -19,6 +19,7 @@ generated module's algorithms but arrays allocated per call.
     python bench/models.py              # default 30 samples per variant
     python bench/models.py --rounds 60
     python bench/models.py --json out.json  # also write the records as a JSON list
+    python bench/models.py --cases lstm     # only the LSTM (cases: cnn8 cnn28 lstm)
 """
 from __future__ import annotations
 
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="samples per variant (default 30)")
     parser.add_argument("--json", metavar="FILE", help="also write the records as a JSON list to FILE")
+    parser.add_argument("--cases", nargs="+", choices=tuple(CASES), default=tuple(CASES),
+                        help="the cases to time (default all)")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_worker:
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     folder = scratch_folder("symgrad-bench-models-")
     with TorchWorker(__file__) as torch:
-        for case, (title, build, dims, n) in CASES.items():
+        for case in args.cases:
+            title, build, dims, n = CASES[case]
             module = symgrad.load_module(build())
             compiled = symgrad.load_module(build(), "numba") if has_numba() else None
             for dtype in DTYPES:

@@ -48,20 +48,22 @@ def _cmd_derive(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from symgrad.codegen import calibration
+    from symgrad.codegen import blas, calibration
 
     if args.show:
         data = calibration.cached()
         if data is None:
             print(f"not measured on this machine yet ({calibration.cache_file()}); symgrad measures it on "
                   "first use, or run `symgrad calibrate`")
-            return 0
-        print(calibration.summary(data, calibration.cache_file()))
+        else:
+            print(calibration.summary(data, calibration.cache_file()))
+        print("\n".join(blas.report(measure=False)))
         return 0
     if args.repeats < 1:
         raise SymgradError(f"--repeats must be a positive integer, not {args.repeats}")
     data, path = calibration.recalibrate(args.repeats)
     print(calibration.summary(data, path))
+    print("\n".join(blas.report()))
     return 0
 
 
@@ -104,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_derive)
 
     p = sub.add_parser("calibrate", help="measure where numexpr beats numpy on this machine (cached; "
-                       "done on first use anyway)")
+                       "done on first use anyway), and say which kernels numpy's BLAS runs")
     p.add_argument("--show", action="store_true", help="print the cached measurement, measure nothing")
     p.add_argument("--repeats", type=int, default=3, help="interleaved samples per engine and size (3)")
     p.set_defaults(run=_cmd_calibrate)

@@ -130,8 +130,10 @@ def test_symgrad_calibrate_measures_and_shows(cache, capsys):
     assert main(["calibrate", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "float32: light " in out and f"cached in {calibration.cache_file()}" in out
+    assert "numpy's BLAS: " in out
     assert main(["calibrate", "--show"]) == 0
-    assert "float64: light " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "float64: light " in out and "numpy's BLAS: " in out and "measured, " not in out
     assert main(["calibrate", "--repeats", "0"]) == 1
     assert "--repeats must be a positive integer" in capsys.readouterr().err
 
@@ -143,3 +145,39 @@ def test_calibrating_and_installing_need_no_sympy():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["False", "None"]  # the suite's scratch cache: numpy everywhere
+
+
+def test_blas_advice_only_for_kernels_without_avx512_on_a_cpu_with_it():
+    """`symgrad calibrate` suggests OPENBLAS_CORETYPE=SkylakeX only where OpenBLAS runs AVX2
+    kernels on a CPU that has every AVX-512 subset the SkylakeX kernels use."""
+    from symgrad.codegen import blas
+
+    cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512cd avx512bw avx512dq avx512vl\n"
+    flags = blas.cpu_flags(cpuinfo)
+    assert {"avx2", "avx512vl"} <= flags and "processor" not in flags
+    assert blas.advice("Haswell", flags) == "SkylakeX"
+    assert blas.advice("Zen", flags) == "SkylakeX"
+    assert blas.advice("SkylakeX", flags) is None
+    assert blas.advice("SapphireRapids", flags) is None
+    assert blas.advice("Haswell", flags - {"avx512bw"}) is None
+    assert blas.advice(None, flags) is None
+    assert blas.cpu_flags("model name\t: no flags line\n") == frozenset()
+
+
+def test_blas_report_names_numpys_openblas_kernels():
+    from symgrad.codegen import blas
+
+    found = blas.openblas()
+    lines = blas.report(measure=False)
+    if found is None:
+        assert lines == ["numpy's BLAS: not OpenBLAS, or not known here (threadpoolctl is not installed)"]
+    else:
+        assert lines[0].startswith(f"numpy's BLAS: OpenBLAS {found[0]}, {found[1]} kernels")
+        assert (len(lines) > 1) == (blas.advice(found[1], blas.cpu_flags()) is not None)
+
+
+def test_blas_product_times_in_a_child_with_the_kernels_named():
+    from symgrad.codegen import blas
+
+    times = blas.product_times("Haswell", repeats=1)
+    assert set(times) == {"float32", "float64"} and all(0 < t < 1 for t in times.values())
