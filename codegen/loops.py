@@ -165,7 +165,9 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
     ns, nh, nr = len(cell.seq_ph), len(cell.state_ph), len(cell.residuals)
     cts, residuals = args[:nh], args[nh:nh + nr]
     states, rest = args[nh + nr:2 * nh + nr], args[2 * nh + nr:]
-    sequences, inits, back_captured = rest[:ns], rest[ns:ns + nh], rest[ns + nh:]
+    sequences, inits, rest = rest[:ns], rest[ns:ns + nh], rest[ns + nh:]
+    nb = len(cell.back_captured)
+    back_captured, res_cts = rest[:nb], rest[nb:]  # adjoints of residuals: an HVP's second pass
     fwd_args = node.args[nh + nr].args[0].args  # the arguments of the scan this loop reverses
     shapes = node.attr("shapes")
     T = outer._dim_text(fwd_args[0].shape[TIME_AXIS])
@@ -175,7 +177,7 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
     names += [_grad_name(outer, c, k) for k, c in enumerate(fwd_args[ns + nh:])]
     outs = _outputs(outer, node, names, ns)
     carries = [_claim(outer, f"carry_{p.name.removesuffix('_prev')}") for p in cell.state_ph]
-    ph = _locals(outer, (*cell.seq_ph, *cell.state_ph, *cell.res_ph, *cell.ct_ph,
+    ph = _locals(outer, (*cell.seq_ph, *cell.state_ph, *cell.res_ph, *cell.ct_ph, *cell.ctr_ph,
                          *(p for p in cell.out_ph if p is not None)))
     bound = dict(ph)
     bound |= dict(zip(cell.back_captured, back_captured, strict=True))
@@ -209,6 +211,7 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
         inner += [f"{ph[p]} = {_at(s, t)}" for p, s in zip(cell.out_ph, states, strict=True)
                   if p is not None]
         inner += [f"{ph[p]} = {_at(r, t)}" for p, r in zip(cell.res_ph, residuals, strict=True)]
+        inner += [f"{ph[p]} = {_at(c, t)}" for p, c in zip(cell.ctr_ph, res_cts, strict=True)]
         for p, c, carry, ct in zip(cell.ct_ph, cts, carries, node.args[:nh], strict=True):
             zero = ct.op == "broadcast_to" and ct.args[0].op == "const" and ct.args[0].attr("value") == 0
             inner.append(f"{ph[p]} = {carry}" if zero else f"{ph[p]} = {_at(c, t)} + {carry}")

@@ -564,16 +564,16 @@ def _closing(text: str, start: int) -> int | None:
 
 
 def is_large(shape: Shape) -> bool:
-    """Images, patch matrices, sequences: three axes or more, or a fixed part of the shape of
-    WORKSPACE_MIN elements (a stack of patches, (16*B, 144), counts its 16). A dense model's
-    (batch, features) arrays are not: they stay few and small enough for the allocator to
-    recycle without asking the kernel."""
+    """Images, patch matrices, sequences: three axes or more, a dim that stacks several blocks
+    ((8*B, n_h): the rows of 8 time steps; 4*n_h: four gates), or a fixed part of the shape of
+    WORKSPACE_MIN elements. A dense model's (batch, features) arrays are not: they stay few and
+    small enough for the allocator to recycle without asking the kernel."""
     size = 1
     for d in shape:
         if isinstance(d, int) or getattr(d, "is_Integer", False):
             size *= int(d)
-        elif isinstance(d, sympy.Mul):
-            size *= max(int(abs(d.as_coeff_Mul()[0])), 1)
+        elif isinstance(d, sympy.Mul) and d.as_coeff_Mul()[0] >= 2:
+            return True
     return len(shape) >= 3 or size >= WORKSPACE_MIN
 
 

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:719c8677ae64097253257fe97fbf67e996d7319f2f799a3233854f20092c39a7
+# symgrad-generated sha256:a85856f0e89f3aca2fcf4d1355845e4ce74c2f9762b07970c6f1cf323435b330
 """attention_digits: one-head self-attention classifier over 8 tokens of 8 features: embedding
     with learnt positions, scaled dot-product attention with a residual connection, a relu
     layer per token, mean over tokens, softmax
@@ -1015,21 +1015,25 @@ def hvp(
     dL_dW2 = t7.T.dot(dL_dz)
     # (16) dL_db2 = sum(dL_dz, axis=0)
     dL_db2 = _colsum(dL_dz)
-    t25 = _v_Wv.dot(dL_dV.reshape(8*B, d).T)
-    t26 = _v_Wk.dot(t22.transpose(0, 2, 1).reshape(8*B, d).T)
-    t27 = _v_Wq.dot(dL_dQ.reshape(8*B, d).T)
+    t25 = np.matmul(_v_Wv, dL_dV.reshape(8*B, d).T, out=_scratch(ws, "t25", (d, 8*B), dt))
+    t26 = np.matmul(
+        _v_Wk,
+        t22.transpose(0, 2, 1).reshape(8*B, d).T,
+        out=_scratch(ws, "t26", (d, 8*B), dt),
+    )
+    t27 = np.matmul(_v_Wq, dL_dQ.reshape(8*B, d).T, out=_scratch(ws, "t27", (d, 8*B), dt))
     t28 = _ew15(t25, t26, t27, out=t25)
-    t29 = t16.reshape(8*B, n_h).dot(_v_W1.T)
+    t29 = np.matmul(t16.reshape(8*B, n_h), _v_W1.T, out=_scratch(ws, "t29", (8*B, d), dt))
     t30 = dL_dz.dot(_v_W2.T)
     t31 = t7.dot(_v_W2)
-    t32 = H.reshape(8*B, d).dot(_v_W1)
-    t33 = E.reshape(8*B, d).dot(_v_Wq)
-    t34 = X.reshape(8*B, 8).dot(_v_We)
+    t32 = np.matmul(H.reshape(8*B, d), _v_W1, out=_scratch(ws, "t32", (8*B, n_h), dt))
+    t33 = np.matmul(E.reshape(8*B, d), _v_Wq, out=_scratch(ws, "t33", (8*B, d), dt))
+    t34 = np.matmul(X.reshape(8*B, 8), _v_We, out=_scratch(ws, "t34", (8*B, d), dt))
     t35 = _ew1(_v_P.reshape(1, 8, d), t34.reshape(B, 8, d), out=t23)
     t36 = np.matmul(t35, Wq, out=t24)
     t37 = _ew1(t33.reshape(B, 8, d), t36, out=t36)
     t38 = np.matmul(t37, K.transpose(0, 2, 1), out=_scratch(ws, "t38", (B, 8, 8), dt))
-    t39 = E.reshape(8*B, d).dot(_v_Wk)
+    t39 = np.matmul(E.reshape(8*B, d), _v_Wk, out=_scratch(ws, "t39", (8*B, d), dt))
     t40 = np.matmul(t35, Wk, out=dL_dE)
     t41 = _ew1(t39.reshape(B, 8, d), t40, out=t40)
     t42 = np.matmul(Q, t41.transpose(0, 2, 1), out=_scratch(ws, "t42", (B, 8, 8), dt))
@@ -1039,7 +1043,7 @@ def hvp(
     t46 = _ew17(t45, out=t45)
     t47 = _ew18(t44, t46.reshape(B, 8, 1), A, out=_scratch(ws, "t47", (B, 8, 8), dt))
     t48 = np.matmul(t47, V, out=_scratch(ws, "t48", (B, 8, d), dt))
-    t49 = E.reshape(8*B, d).dot(_v_Wv)
+    t49 = np.matmul(E.reshape(8*B, d), _v_Wv, out=_scratch(ws, "t49", (8*B, d), dt))
     t50 = _scratch(ws, "t50", (B, 8, d), dt)
     t35.reshape(-1, t35.shape[-1]).dot(Wv, out=t50.reshape(-1, t50.shape[-1]))
     t51 = _ew1(t49.reshape(B, 8, d), t50, out=t50)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:025b1b51263f35a3fa77fa618aa3da629cfbc402bf8df39de29a9c00976fe7e5
+# symgrad-generated sha256:e43eb6d9596af1c46d85f0abcbbf30bef908fecb16f56283c17c507830f94c0d
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -556,32 +556,12 @@ def _ew21(
     return out
 
 
-def _ew22(
-    a: np.ndarray,
-    b: np.ndarray,
-    c: np.ndarray,
-    d: np.ndarray,
-    e: np.ndarray,
-    out: np.ndarray,
-) -> np.ndarray:
-    """out = (1 - e**2)*(a*b - 2*c*d*e)"""
+def _ew22(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b*c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
-        k = out.dtype.type
-        return ne.evaluate(
-            "(k0 - e**2)*(a*b - k1*c*d*e)",
-            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0), "k1": k(2.0)},
-            out=out,
-        )
-    np.square(e, out=out)
-    np.subtract(1.0, out, out=out)
-    s0 = np.empty_like(out)
-    np.multiply(a, b, out=s0)
-    s1 = np.empty_like(out)
-    np.multiply(c, d, out=s1)
-    np.multiply(s1, e, out=s1)
-    np.multiply(s1, 2.0, out=s1)
-    np.subtract(s0, s1, out=s0)
-    np.multiply(out, s0, out=out)
+        return ne.evaluate("a + b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.multiply(b, c, out=out)
+    np.add(out, a, out=out)
     return out
 
 
@@ -591,42 +571,23 @@ def _ew23(
     c: np.ndarray,
     d: np.ndarray,
     e: np.ndarray,
-    f: np.ndarray,
-    g: np.ndarray,
     out: np.ndarray,
 ) -> np.ndarray:
-    """out = e*(1 - e)*(a*b + c*(-d*e + d*(1 - e)) + f*g)"""
+    """out = a*(-b*c + b*(1 - c)) + d*e"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
-            "e*(k0 - e)*(a*b + c*d*(k0 - k1*e) + f*g)",
-            local_dict={
-                "a": a,
-                "b": b,
-                "c": c,
-                "d": d,
-                "e": e,
-                "f": f,
-                "g": g,
-                "k0": k(1.0),
-                "k1": k(2.0),
-            },
+            "a*b*(k0 - k1*c) + d*e",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0), "k1": k(2.0)},
             out=out,
         )
-    np.subtract(1.0, e, out=out)
+    np.multiply(d, e, out=out)
     s0 = np.empty_like(out)
-    np.multiply(a, b, out=s0)
-    s1 = np.empty_like(out)
-    np.multiply(f, g, out=s1)
-    np.add(s0, s1, out=s0)
-    s2 = np.empty_like(out)
-    np.multiply(e, 2.0, out=s2)
-    np.subtract(1.0, s2, out=s2)
-    np.multiply(s2, c, out=s2)
-    np.multiply(s2, d, out=s2)
-    np.add(s0, s2, out=s0)
-    np.multiply(out, s0, out=out)
-    np.multiply(out, e, out=out)
+    np.multiply(c, 2.0, out=s0)
+    np.subtract(1.0, s0, out=s0)
+    np.multiply(s0, a, out=s0)
+    np.multiply(s0, b, out=s0)
+    np.add(out, s0, out=out)
     return out
 
 
@@ -636,40 +597,48 @@ def _ew24(
     c: np.ndarray,
     d: np.ndarray,
     e: np.ndarray,
-    f: np.ndarray,
     out: np.ndarray,
 ) -> np.ndarray:
-    """out = c*(1 - c)*(a*(-b*c + b*(1 - c)) - d*e + e*f)"""
+    """out = a*b + c*(-d*e + d*(1 - e))"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
-            "c*(k0 - c)*(a*b*(k0 - k1*c) - d*e + e*f)",
-            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f, "k0": k(1.0), "k1": k(2.0)},
+            "a*b + c*d*(k0 - k1*e)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0), "k1": k(2.0)},
             out=out,
         )
-    np.subtract(1.0, c, out=out)
+    np.multiply(a, b, out=out)
     s0 = np.empty_like(out)
-    np.multiply(e, f, out=s0)
-    s1 = np.empty_like(out)
-    np.multiply(c, 2.0, out=s1)
-    np.subtract(1.0, s1, out=s1)
-    np.multiply(s1, a, out=s1)
-    np.multiply(s1, b, out=s1)
-    np.add(s0, s1, out=s0)
-    s2 = np.empty_like(out)
-    np.multiply(d, e, out=s2)
-    np.subtract(s0, s2, out=s0)
-    np.multiply(out, s0, out=out)
-    np.multiply(out, c, out=out)
+    np.multiply(e, 2.0, out=s0)
+    np.subtract(1.0, s0, out=s0)
+    np.multiply(s0, c, out=s0)
+    np.multiply(s0, d, out=s0)
+    np.add(out, s0, out=out)
     return out
 
 
-def _ew25(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a + b*c"""
+def _ew25(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a*b - 2*c*d*e"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("a + b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
-    np.multiply(b, c, out=out)
-    np.add(out, a, out=out)
+        k = out.dtype.type
+        return ne.evaluate(
+            "a*b - k0*c*d*e",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(2.0)},
+            out=out,
+        )
+    np.multiply(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(c, d, out=s0)
+    np.multiply(s0, e, out=s0)
+    np.multiply(s0, 2.0, out=s0)
+    np.subtract(out, s0, out=out)
     return out
 
 
@@ -702,6 +671,84 @@ def _ew27(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(b, c, out=out)
     np.subtract(a, out, out=out)
+    return out
+
+
+def _ew28(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (1 - d**2)*(a + b*c)"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(k0 - d**2)*(a + b*c)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(1.0)},
+            out=out,
+        )
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(s0, a, out=s0)
+    np.square(d, out=out)
+    np.multiply(out, s0, out=out)
+    np.subtract(s0, out, out=out)
+    return out
+
+
+def _ew29(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = d*(1 - d)*(a + b*c)"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "d*(k0 - d)*(a + b*c)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(1.0)},
+            out=out,
+        )
+    np.subtract(1.0, d, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(s0, a, out=s0)
+    np.multiply(out, s0, out=out)
+    np.multiply(out, d, out=out)
+    return out
+
+
+def _ew30(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = f*(1 - f)*(a + b*c - b*e - d)"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "f*(k0 - f)*(a + b*c - b*e - d)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": f, "k0": k(1.0)},
+            out=out,
+        )
+    np.subtract(1.0, f, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    s1 = np.empty_like(out)
+    np.multiply(b, e, out=s1)
+    np.subtract(s0, s1, out=s0)
+    np.add(s0, a, out=s0)
+    np.subtract(s0, d, out=s0)
+    np.multiply(out, s0, out=out)
+    np.multiply(out, f, out=out)
     return out
 
 
@@ -1071,12 +1118,6 @@ def hvp(
         [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
         axis=1,
     )
-    t22 = _scratch(ws, "t22", (B, 8, 3*n_h), dt)
-    np.flip(t21, 1).reshape(-1, np.flip(t21, 1).shape[-1]).dot(
-        t5,
-        out=t22.reshape(-1, t22.shape[-1]),
-    )
-    t23 = _ew1(t22, t6, out=t22)
     # gru_back: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     adj_h_seq = _scratch(ws, "adj_h_seq", (8, B, n_h), dt)
@@ -1088,175 +1129,146 @@ def hvp(
     gru_back_r3_seq = _scratch(ws, "gru_back_r3_seq", (8, B, n_h), dt)
     gru_back_r4_seq = _scratch(ws, "gru_back_r4_seq", (8, B, n_h), dt)
     gru_back_r5_seq = _scratch(ws, "gru_back_r5_seq", (8, B, n_h), dt)
-    gru_back_r6_seq = _scratch(ws, "gru_back_r6_seq", (8, B, n_h), dt)
-    gru_back_r7_seq = _scratch(ws, "gru_back_r7_seq", (8, B, n_h), dt)
-    gru_back_r8_seq = _scratch(ws, "gru_back_r8_seq", (8, B, n_h), dt)
-    gru_back_r9_seq = _scratch(ws, "gru_back_r9_seq", (8, B, n_h), dt)
-    gru_back_r10_seq = _scratch(ws, "gru_back_r10_seq", (8, B, n_h), dt)
-    gru_back_r11_seq = _scratch(ws, "gru_back_r11_seq", (8, B, 3*n_h), dt)
+    gru_back_r6_seq = _scratch(ws, "gru_back_r6_seq", (8, B, 3*n_h), dt)
     t5_T = np.ascontiguousarray(t5.T)
     adj_h_prev = np.broadcast_to(0.0, (B, n_h))
     acc1_prev = np.broadcast_to(0.0, (n_h, 3*n_h))
     acc2_prev = np.broadcast_to(0.0, (3*n_h,))
     for t in range(8):
         ct_h_t = np.flip(dL_dH, 1)[:, t]
-        in_gru_u1_t = np.flip(t4, 1)[:, t]
         prev_h_t = np.flip(t21, 1)[:, t]
-        gru_back_u1_t = t23[:, t]
-        t24 = _ew1(ct_h_t, adj_h_prev, out=gru_back_r6_seq[t])
-        t25 = _ew2(in_gru_u1_t[:, n_h:2*n_h], gru_back_u1_t[:, n_h:2*n_h], out=gru_back_r1_seq[t])
-        t26 = _ew3(t25, out=gru_back_r5_seq[t])
-        t27 = _ew10(t24, t26, out=gru_back_r7_seq[t])
-        t28 = _ew2(in_gru_u1_t[:, 0:n_h], gru_back_u1_t[:, 0:n_h], out=gru_back_r2_seq[t])
-        t29 = _ew4(
-            in_gru_u1_t[:, 2*n_h:3*n_h],
-            t28,
-            gru_back_u1_t[:, 2*n_h:3*n_h],
-            out=gru_back_r4_seq[t],
-        )
-        t30 = _ew15(t27, t29, out=gru_back_r8_seq[t])
-        t31 = _ew10(t30, gru_back_u1_t[:, 2*n_h:3*n_h], out=gru_back_r9_seq[t])
-        t32 = _ew16(t31, t28, out=np.empty((B, n_h), dtype=dt))
-        t33 = _ew17(t24, prev_h_t, t29, out=gru_back_r10_seq[t])
-        t34 = _ew16(t33, t25, out=np.empty((B, n_h), dtype=dt))
-        t35 = _ew10(t30, t28, out=np.empty((B, n_h), dtype=dt))
-        t36 = np.concatenate([t32, t34, t35], axis=1, out=gru_back_r11_seq[t])
-        t37 = np.matmul(t36, t5_T, out=t35)
-        _ew11(t24, t25, t37, out=adj_h_seq[t])
-        np.concatenate([t32, t34, t30], axis=1, out=d_gru_u1_seq[t])
-        t40 = prev_h_t.T.dot(t36)
-        _ew1(acc1_prev, t40, out=acc1_seq[t])
-        t42 = _colsum(t36)
-        _ew1(acc2_prev, t42, out=acc2_seq[t])
-        gru_back_r3_seq[t] = gru_back_u1_t[:, 2*n_h:3*n_h]
+        gru_r1_t = np.flip(gru_r1_seq.swapaxes(0, 1), 1)[:, t]
+        gru_r2_t = np.flip(gru_r2_seq.swapaxes(0, 1), 1)[:, t]
+        gru_r3_t = np.flip(gru_r3_seq.swapaxes(0, 1), 1)[:, t]
+        gru_r4_t = np.flip(gru_r4_seq.swapaxes(0, 1), 1)[:, t]
+        gru_r5_t = np.flip(gru_r5_seq.swapaxes(0, 1), 1)[:, t]
+        t22 = _ew1(ct_h_t, adj_h_prev, out=gru_back_r1_seq[t])
+        t23 = _ew10(t22, gru_r2_t, out=gru_back_r2_seq[t])
+        t24 = _ew15(t23, gru_r5_t, out=gru_back_r3_seq[t])
+        t25 = _ew10(t24, gru_r4_t, out=gru_back_r4_seq[t])
+        t26 = _ew16(t25, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t27 = _ew17(t22, prev_h_t, gru_r5_t, out=gru_back_r5_seq[t])
+        t28 = _ew16(t27, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t29 = _ew10(t24, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t30 = np.concatenate([t26, t28, t29], axis=1, out=gru_back_r6_seq[t])
+        t31 = np.matmul(t30, t5_T, out=t29)
+        _ew11(t22, gru_r1_t, t31, out=adj_h_seq[t])
+        np.concatenate([t26, t28, t24], axis=1, out=d_gru_u1_seq[t])
+        t34 = prev_h_t.T.dot(t30)
+        _ew1(acc1_prev, t34, out=acc1_seq[t])
+        t36 = _colsum(t30)
+        _ew1(acc2_prev, t36, out=acc2_seq[t])
         adj_h_prev = adj_h_seq[t]
         acc1_prev = acc1_seq[t]
         acc2_prev = acc2_seq[t]
-    t44 = X.reshape(8*B, 8).T.dot(np.flip(d_gru_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 3*n_h))
-    t45 = _colsum(np.flip(d_gru_u1_seq.swapaxes(0, 1), 1))
+    t38 = X.reshape(8*B, 8).T.dot(np.flip(d_gru_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 3*n_h))
+    t39 = _colsum(np.flip(d_gru_u1_seq.swapaxes(0, 1), 1))
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
-    t46 = np.concatenate([_v_bx_r, _v_bx_z, _v_bx_n], axis=0)
-    t47 = np.concatenate([_v_Wx_r, _v_Wx_z, _v_Wx_n], axis=1)
-    t48 = X.reshape(8*B, 8).dot(t47)
-    t49 = _ew1(
-        t46.reshape(1, 1, 3*n_h),
-        t48.reshape(B, 8, 3*n_h),
-        out=_scratch(ws, "t49", (B, 8, 3*n_h), dt),
+    t40 = np.concatenate([_v_bx_r, _v_bx_z, _v_bx_n], axis=0)
+    t41 = np.concatenate([_v_Wx_r, _v_Wx_z, _v_Wx_n], axis=1)
+    t42 = np.matmul(X.reshape(8*B, 8), t41, out=_scratch(ws, "t42", (8*B, 3*n_h), dt))
+    t43 = _ew1(
+        t40.reshape(1, 1, 3*n_h),
+        t42.reshape(B, 8, 3*n_h),
+        out=_scratch(ws, "t43", (B, 8, 3*n_h), dt),
     )
-    t50 = np.concatenate([_v_Wh_r, _v_Wh_z, _v_Wh_n], axis=1)
-    t51 = np.pad(t50.reshape(n_h, 1, 3*n_h), ((0, 0), (7, 0), (0, 0)))
-    t52 = np.concatenate([_v_bh_r, _v_bh_z, _v_bh_n], axis=0)
-    t53 = np.pad(t52.reshape(3*n_h, 1), ((0, 0), (7, 0)))
+    t44 = np.concatenate([_v_Wh_r, _v_Wh_z, _v_Wh_n], axis=1)
+    t45 = np.pad(t44.reshape(n_h, 1, 3*n_h), ((0, 0), (7, 0), (0, 0)))
+    t46 = np.concatenate([_v_bh_r, _v_bh_z, _v_bh_n], axis=0)
+    t47 = np.pad(t46.reshape(3*n_h, 1), ((0, 0), (7, 0)))
     # gru_back: back-propagation through time, the reverse loop over the 8 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
-    din_gru_u1_seq = _scratch(ws, "din_gru_u1_seq", (8, B, 3*n_h), dt)
     dprev_h_seq = _scratch(ws, "dprev_h_seq", (8, B, n_h), dt)
-    dgru_back_u1_seq = _scratch(ws, "dgru_back_u1_seq", (8, B, 3*n_h), dt)
-    d_captured1 = np.zeros((3*n_h, n_h), dtype=dt)
+    dgru_r1_seq = _scratch(ws, "dgru_r1_seq", (8, B, n_h), dt)
+    dgru_r2_seq = _scratch(ws, "dgru_r2_seq", (8, B, n_h), dt)
+    dgru_r3_seq = _scratch(ws, "dgru_r3_seq", (8, B, n_h), dt)
+    dgru_r4_seq = _scratch(ws, "dgru_r4_seq", (8, B, n_h), dt)
+    dgru_r5_seq = _scratch(ws, "dgru_r5_seq", (8, B, n_h), dt)
+    d_captured1 = _scratch(ws, "d_captured1", (3*n_h, n_h), dt)
+    d_captured1.fill(0)
     carry_adj_h = np.zeros((B, n_h), dtype=dt)
     carry_d_gru_u1 = np.zeros((B, 3*n_h), dtype=dt)
     carry_acc1 = np.zeros((n_h, 3*n_h), dtype=dt)
     carry_acc2 = np.zeros((3*n_h,), dtype=dt)
     for t in range(8 - 1, -1, -1):
         ct_h_t = np.flip(dL_dH, 1)[:, t]
-        in_gru_u1_t = np.flip(t4, 1)[:, t]
         prev_h_t = np.flip(t21, 1)[:, t]
-        gru_back_u1_t = t23[:, t]
+        gru_r1_t = np.flip(gru_r1_seq.swapaxes(0, 1), 1)[:, t]
+        gru_r2_t = np.flip(gru_r2_seq.swapaxes(0, 1), 1)[:, t]
+        gru_r3_t = np.flip(gru_r3_seq.swapaxes(0, 1), 1)[:, t]
+        gru_r4_t = np.flip(gru_r4_seq.swapaxes(0, 1), 1)[:, t]
+        gru_r5_t = np.flip(gru_r5_seq.swapaxes(0, 1), 1)[:, t]
         gru_back_r1_t = gru_back_r1_seq[t]
         gru_back_r2_t = gru_back_r2_seq[t]
         gru_back_r3_t = gru_back_r3_seq[t]
         gru_back_r4_t = gru_back_r4_seq[t]
         gru_back_r5_t = gru_back_r5_seq[t]
         gru_back_r6_t = gru_back_r6_seq[t]
-        gru_back_r7_t = gru_back_r7_seq[t]
-        gru_back_r8_t = gru_back_r8_seq[t]
-        gru_back_r9_t = gru_back_r9_seq[t]
-        gru_back_r10_t = gru_back_r10_seq[t]
-        gru_back_r11_t = gru_back_r11_seq[t]
         dadj_h_t = carry_adj_h
-        dd_gru_u1_t = np.flip(t49, 1)[:, t] + carry_d_gru_u1
-        dacc1_t = t51[:, t] + carry_acc1
-        dacc2_t = t53[:, t] + carry_acc2
-        t54 = prev_h_t.dot(dacc1_t)
-        t55 = dadj_h_t.dot(t5)
-        t56 = _ew18(dacc2_t.reshape(1, 3*n_h), t54, t55, out=t54)
-        t57 = _ew1(dd_gru_u1_t[:, n_h:2*n_h], t56[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
-        t58 = _ew16(t57, gru_back_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t59 = _ew19(t58, out=np.empty((B, n_h), dtype=dt))
-        t60 = _ew1(dd_gru_u1_t[:, 0:n_h], t56[:, 0:n_h], out=np.empty((B, n_h), dtype=dt))
-        t61 = _ew16(t60, gru_back_r2_t, out=np.empty((B, n_h), dtype=dt))
-        t62 = _ew20(
+        dd_gru_u1_t = np.flip(t43, 1)[:, t] + carry_d_gru_u1
+        dacc1_t = t45[:, t] + carry_acc1
+        dacc2_t = t47[:, t] + carry_acc2
+        t48 = prev_h_t.dot(dacc1_t)
+        t49 = dadj_h_t.dot(t5)
+        t50 = _ew18(dacc2_t.reshape(1, 3*n_h), t48, t49, out=t48)
+        t51 = _ew1(dd_gru_u1_t[:, n_h:2*n_h], t50[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
+        t52 = _ew16(t51, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t53 = _ew19(t52, out=np.empty((B, n_h), dtype=dt))
+        t54 = _ew1(dd_gru_u1_t[:, 0:n_h], t50[:, 0:n_h], out=np.empty((B, n_h), dtype=dt))
+        t55 = _ew16(t54, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t56 = _ew20(
             dd_gru_u1_t[:, 2*n_h:3*n_h],
-            t56[:, 2*n_h:3*n_h],
-            gru_back_r2_t,
-            t61,
-            gru_back_r3_t,
+            t50[:, 2*n_h:3*n_h],
+            gru_r3_t,
+            t55,
+            gru_r4_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        t63 = _ew15(t62, gru_back_r4_t, out=np.empty((B, n_h), dtype=dt))
-        t64 = _ew21(
-            t59,
-            gru_back_r4_t,
-            t58,
+        t57 = _ew15(t56, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t58 = _ew21(
+            t53,
+            gru_r5_t,
+            t52,
             prev_h_t,
-            t63,
-            gru_back_r5_t,
+            t57,
+            gru_r2_t,
             dadj_h_t,
-            gru_back_r1_t,
+            gru_r1_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        t65 = _ew22(
-            t59,
-            gru_back_r6_t,
-            t62,
-            gru_back_r7_t,
-            gru_back_r4_t,
-            out=np.empty((B, n_h), dtype=dt),
-        )
-        t66 = _ew23(
-            t56[:, 2*n_h:3*n_h],
-            gru_back_r8_t,
-            t60,
-            gru_back_r9_t,
-            gru_back_r2_t,
-            t65,
-            gru_back_r3_t,
-            out=t59,
-        )
-        t67 = _ew24(t57, gru_back_r10_t, gru_back_r1_t, t63, gru_back_r6_t, dadj_h_t, out=t62)
-        np.concatenate([t66, t67, t65], axis=1, out=din_gru_u1_seq[t])
-        t69 = dacc1_t.dot(gru_back_r11_t.T)
-        _ew25(t69.T, t58, gru_back_r6_t, out=dprev_h_seq[t])
-        t71 = _ew5(t61, gru_back_r8_t, t65, gru_back_r2_t, out=t61)
-        np.concatenate([t66, t67, t71], axis=1, out=dgru_back_u1_seq[t])
-        t73 = gru_back_r11_t.T.dot(dadj_h_t)
-        dct_h_seq[t] = t64
-        carry_adj_h = t64
+        t59 = dacc1_t.dot(gru_back_r6_t.T)
+        _ew22(t59.T, t52, gru_back_r1_t, out=dprev_h_seq[t])
+        _ew23(t51, gru_back_r5_t, gru_r1_t, dadj_h_t, gru_back_r1_t, out=dgru_r1_seq[t])
+        _ew10(t57, gru_back_r1_t, out=dgru_r2_seq[t])
+        _ew24(t50[:, 2*n_h:3*n_h], gru_back_r3_t, t54, gru_back_r4_t, gru_r3_t, out=dgru_r3_seq[t])
+        _ew10(t55, gru_back_r3_t, out=dgru_r4_seq[t])
+        _ew25(t53, gru_back_r1_t, t56, gru_back_r2_t, gru_r5_t, out=dgru_r5_seq[t])
+        t66 = gru_back_r6_t.T.dot(dadj_h_t)
+        dct_h_seq[t] = t58
+        carry_adj_h = t58
         carry_d_gru_u1[...] = 0.0
         carry_acc1 = dacc1_t
         carry_acc2 = dacc2_t
-        np.add(d_captured1, t73, out=d_captured1)
-    t74 = _scratch(ws, "t74", (B, 8, n_h), dt)
-    dgru_back_u1_seq.swapaxes(0, 1).reshape(-1, dgru_back_u1_seq.swapaxes(0, 1).shape[-1]).dot(
-        t5.T,
-        out=t74.reshape(-1, t74.shape[-1]),
+        np.add(d_captured1, t66, out=d_captured1)
+    t67 = dL_dz.dot(_v_W.T)
+    t68 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
+    t69 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).dot(W)
+    t70 = _ew26(_v_c.reshape(1, n_out), t68, t69, t19, t17, out=np.empty((B, n_out), dtype=dt))
+    t71 = _rowsum(t70, keepdims=True)
+    t72 = _ew27(t70, t17, t71, out=t17)
+    t73 = t72.dot(W.T)
+    t74 = _ew1(t67, t73, out=t67)
+    t75 = np.concatenate(
+        [np.flip(dprev_h_seq.swapaxes(0, 1), 1)[:, 1:8], t74.reshape(B, 1, n_h)],
+        axis=1,
     )
-    t75 = _ew1(dprev_h_seq.swapaxes(0, 1), t74, out=t74)
-    t76 = dL_dz.dot(_v_W.T)
-    t77 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
-    t78 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).dot(W)
-    t79 = _ew26(_v_c.reshape(1, n_out), t77, t78, t19, t17, out=np.empty((B, n_out), dtype=dt))
-    t80 = _rowsum(t79, keepdims=True)
-    t81 = _ew27(t79, t17, t80, out=t17)
-    t82 = t81.dot(W.T)
-    t83 = _ew1(t76, t82, out=t76)
-    t84 = np.concatenate([np.flip(t75, 1)[:, 1:8], t83.reshape(B, 1, n_h)], axis=1)
     # gru: back-propagation through time, the reverse loop over the 8 steps
     dgru_u1_seq = _scratch(ws, "dgru_u1_seq", (8, B, 3*n_h), dt)
-    d_captured1_2 = np.zeros((n_h, 3*n_h), dtype=dt)
+    d_captured1_2 = _scratch(ws, "d_captured1_2", (n_h, 3*n_h), dt)
+    d_captured1_2.fill(0)
     d_captured2 = np.zeros((3*n_h,), dtype=dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
     t5_T_2 = np.ascontiguousarray(t5.T)
@@ -1268,46 +1280,53 @@ def hvp(
         gru_r3_t = gru_r3_seq[t]
         gru_r4_t = gru_r4_seq[t]
         gru_r5_t = gru_r5_seq[t]
-        dh_t = t84[:, t] + carry_h
-        t85 = _ew7(dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t86 = _ew8(t85, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t87 = _ew9(dh_t, h_prev, gru_r5_t, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
-        np.concatenate([t86, t87, t85], axis=1, out=dgru_u1_seq[t])
-        t89 = _ew10(t85, gru_r3_t, out=t85)
-        t90 = np.concatenate([t86, t87, t89], axis=1)
-        t91 = np.matmul(t90, t5_T_2, out=t86)
-        t92 = _ew11(dh_t, gru_r1_t, t91, out=t87)
-        t93 = h_prev.T.dot(t90)
-        t94 = _colsum(t90)
-        carry_h = t92
-        np.add(d_captured1_2, t93, out=d_captured1_2)
-        np.add(d_captured2, t94, out=d_captured2)
-    t95 = _ew1(np.flip(din_gru_u1_seq.swapaxes(0, 1), 1), dgru_u1_seq.swapaxes(0, 1), out=t23)
-    t96 = X.reshape(8*B, 8).T.dot(t95.reshape(8*B, 3*n_h))
-    t97 = np.flip(t21, 1).reshape(8*B, n_h).T.dot(
-        dgru_back_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h),
-    )
-    t98 = _ew18(d_captured1.T, t97, d_captured1_2, out=t97)
-    t99 = _colsum(t95)
-    t100 = _colsum(dgru_back_u1_seq)
-    t101 = _ew1(t100, d_captured2, out=t100)
-    t102 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
-    t103 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t81)
-    hv_W = _ew1(t102, t103, out=t102)
-    hv_c = _colsum(t81)
+        dgru_r1_t = np.flip(dgru_r1_seq.swapaxes(0, 1), 1)[:, t]
+        dgru_r2_t = np.flip(dgru_r2_seq.swapaxes(0, 1), 1)[:, t]
+        dgru_r3_t = np.flip(dgru_r3_seq.swapaxes(0, 1), 1)[:, t]
+        dgru_r4_t = np.flip(dgru_r4_seq.swapaxes(0, 1), 1)[:, t]
+        dgru_r5_t = np.flip(dgru_r5_seq.swapaxes(0, 1), 1)[:, t]
+        dh_t = t75[:, t] + carry_h
+        t76 = _ew28(dgru_r5_t, dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t77 = _ew29(dgru_r3_t, t76, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t78 = _ew30(
+            dgru_r1_t,
+            dh_t,
+            h_prev,
+            dgru_r2_t,
+            gru_r5_t,
+            gru_r1_t,
+            out=np.empty((B, n_h), dtype=dt),
+        )
+        np.concatenate([t77, t78, t76], axis=1, out=dgru_u1_seq[t])
+        t80 = _ew22(dgru_r4_t, t76, gru_r3_t, out=t76)
+        t81 = np.concatenate([t77, t78, t80], axis=1)
+        t82 = np.matmul(t81, t5_T_2, out=t77)
+        t83 = _ew11(dh_t, gru_r1_t, t82, out=t78)
+        t84 = h_prev.T.dot(t81)
+        t85 = _colsum(t81)
+        carry_h = t83
+        np.add(d_captured1_2, t84, out=d_captured1_2)
+        np.add(d_captured2, t85, out=d_captured2)
+    t86 = X.reshape(8*B, 8).T.dot(dgru_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h))
+    t87 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 3*n_h), dtype=dt))
+    t88 = _colsum(dgru_u1_seq)
+    t89 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t90 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t72)
+    hv_W = _ew1(t89, t90, out=t89)
+    hv_c = _colsum(t72)
     _give_back("hvp", ws)
     return (
         float(L),
         {
-            "Wx_r": t44[:, 0:n_h],
-            "Wx_z": t44[:, n_h:2*n_h],
-            "Wx_n": t44[:, 2*n_h:3*n_h],
+            "Wx_r": t38[:, 0:n_h],
+            "Wx_z": t38[:, n_h:2*n_h],
+            "Wx_n": t38[:, 2*n_h:3*n_h],
             "Wh_r": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 3*n_h)[:, 0:n_h],
             "Wh_z": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 3*n_h)[:, n_h:2*n_h],
             "Wh_n": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 3*n_h)[:, 2*n_h:3*n_h],
-            "bx_r": t45[0:n_h],
-            "bx_z": t45[n_h:2*n_h],
-            "bx_n": t45[2*n_h:3*n_h],
+            "bx_r": t39[0:n_h],
+            "bx_z": t39[n_h:2*n_h],
+            "bx_n": t39[2*n_h:3*n_h],
             "bh_r": acc2_seq.swapaxes(0, 1)[:, 7:8].reshape(3*n_h,)[0:n_h],
             "bh_z": acc2_seq.swapaxes(0, 1)[:, 7:8].reshape(3*n_h,)[n_h:2*n_h],
             "bh_n": acc2_seq.swapaxes(0, 1)[:, 7:8].reshape(3*n_h,)[2*n_h:3*n_h],
@@ -1315,18 +1334,18 @@ def hvp(
             "c": dL_dc,
         },
         {
-            "Wx_r": t96[:, 0:n_h],
-            "Wx_z": t96[:, n_h:2*n_h],
-            "Wx_n": t96[:, 2*n_h:3*n_h],
-            "Wh_r": t98[:, 0:n_h],
-            "Wh_z": t98[:, n_h:2*n_h],
-            "Wh_n": t98[:, 2*n_h:3*n_h],
-            "bx_r": t99[0:n_h],
-            "bx_z": t99[n_h:2*n_h],
-            "bx_n": t99[2*n_h:3*n_h],
-            "bh_r": t101[0:n_h],
-            "bh_z": t101[n_h:2*n_h],
-            "bh_n": t101[2*n_h:3*n_h],
+            "Wx_r": t86[:, 0:n_h],
+            "Wx_z": t86[:, n_h:2*n_h],
+            "Wx_n": t86[:, 2*n_h:3*n_h],
+            "Wh_r": t87[:, 0:n_h],
+            "Wh_z": t87[:, n_h:2*n_h],
+            "Wh_n": t87[:, 2*n_h:3*n_h],
+            "bx_r": t88[0:n_h],
+            "bx_z": t88[n_h:2*n_h],
+            "bx_n": t88[2*n_h:3*n_h],
+            "bh_r": d_captured2[0:n_h],
+            "bh_z": d_captured2[n_h:2*n_h],
+            "bh_n": d_captured2[2*n_h:3*n_h],
             "W": hv_W,
             "c": hv_c,
         },

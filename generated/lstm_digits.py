@@ -1,4 +1,4 @@
-# symgrad-generated sha256:8dff63d75f9a7b36e2d2825f3fe73370aa48a34124eda933a0e5e09286a746a5
+# symgrad-generated sha256:ba4dd1dac86c9ce42e6fcee5d95d8be9744295797b43d95c6cf1d301b0ee4dd4
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -432,25 +432,7 @@ def _ew12(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray
     return out
 
 
-def _ew13(
-    a: np.ndarray,
-    b: np.ndarray,
-    c: np.ndarray,
-    d: np.ndarray,
-    out: np.ndarray,
-) -> np.ndarray:
-    """out = tanh(a*b + c*d)"""
-    if _NUMEXPR_ANY and _use_numexpr(out, True):
-        return ne.evaluate("tanh(a*b + c*d)", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
-    np.multiply(a, b, out=out)
-    s0 = np.empty_like(out)
-    np.multiply(c, d, out=s0)
-    np.add(out, s0, out=out)
-    np.tanh(out, out=out)
-    return out
-
-
-def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew13(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b*(1 - c**2)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -466,7 +448,7 @@ def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew14(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*(1 - b)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -477,7 +459,7 @@ def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*(1 - b**2)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -488,16 +470,7 @@ def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew17(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a + b + c"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
-    np.add(a, b, out=out)
-    np.add(out, c, out=out)
-    return out
-
-
-def _ew18(
+def _ew16(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -528,6 +501,58 @@ def _ew18(
     return out
 
 
+def _ew17(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a*(-b*c + b*(1 - c)) + d*e"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "a*b*(k0 - k1*c) + d*e",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0), "k1": k(2.0)},
+            out=out,
+        )
+    np.multiply(d, e, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(c, 2.0, out=s0)
+    np.subtract(1.0, s0, out=s0)
+    np.multiply(s0, a, out=s0)
+    np.multiply(s0, b, out=s0)
+    np.add(out, s0, out=out)
+    return out
+
+
+def _ew18(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a*b + c*(-d*e + d*(1 - e))"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "a*b + c*d*(k0 - k1*e)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0), "k1": k(2.0)},
+            out=out,
+        )
+    np.multiply(a, b, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(e, 2.0, out=s0)
+    np.subtract(1.0, s0, out=s0)
+    np.multiply(s0, c, out=s0)
+    np.multiply(s0, d, out=s0)
+    np.add(out, s0, out=out)
+    return out
+
+
 def _ew19(
     a: np.ndarray,
     b: np.ndarray,
@@ -536,24 +561,20 @@ def _ew19(
     e: np.ndarray,
     out: np.ndarray,
 ) -> np.ndarray:
-    """out = (1 - e**2)*(a*b - 2*c*d*e)"""
+    """out = -2*a*b*c + d*e"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
-            "(k0 - e**2)*(a*b - k1*c*d*e)",
-            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0), "k1": k(2.0)},
+            "-k0*a*b*c + d*e",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(2.0)},
             out=out,
         )
-    np.square(e, out=out)
-    np.subtract(1.0, out, out=out)
+    np.multiply(d, e, out=out)
     s0 = np.empty_like(out)
     np.multiply(a, b, out=s0)
-    s1 = np.empty_like(out)
-    np.multiply(c, d, out=s1)
-    np.multiply(s1, e, out=s1)
-    np.multiply(s1, 2.0, out=s1)
-    np.subtract(s0, s1, out=s0)
-    np.multiply(out, s0, out=out)
+    np.multiply(s0, c, out=s0)
+    np.multiply(s0, 2.0, out=s0)
+    np.subtract(out, s0, out=out)
     return out
 
 
@@ -563,120 +584,26 @@ def _ew20(
     c: np.ndarray,
     d: np.ndarray,
     e: np.ndarray,
-    f: np.ndarray,
-    g: np.ndarray,
     out: np.ndarray,
 ) -> np.ndarray:
-    """out = e*(1 - e)*(a*b + c*(-d*e + d*(1 - e)) + f*g)"""
+    """out = a*b - 2*c*d*e"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate(
-            "e*(k0 - e)*(a*b + c*d*(k0 - k1*e) + f*g)",
-            local_dict={
-                "a": a,
-                "b": b,
-                "c": c,
-                "d": d,
-                "e": e,
-                "f": f,
-                "g": g,
-                "k0": k(1.0),
-                "k1": k(2.0),
-            },
+            "a*b - k0*c*d*e",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(2.0)},
             out=out,
         )
-    np.subtract(1.0, e, out=out)
+    np.multiply(a, b, out=out)
     s0 = np.empty_like(out)
-    np.multiply(a, b, out=s0)
-    s1 = np.empty_like(out)
-    np.multiply(f, g, out=s1)
-    np.add(s0, s1, out=s0)
-    s2 = np.empty_like(out)
-    np.multiply(e, 2.0, out=s2)
-    np.subtract(1.0, s2, out=s2)
-    np.multiply(s2, c, out=s2)
-    np.multiply(s2, d, out=s2)
-    np.add(s0, s2, out=s0)
-    np.multiply(out, s0, out=out)
-    np.multiply(out, e, out=out)
+    np.multiply(c, d, out=s0)
+    np.multiply(s0, e, out=s0)
+    np.multiply(s0, 2.0, out=s0)
+    np.subtract(out, s0, out=out)
     return out
 
 
 def _ew21(
-    a: np.ndarray,
-    b: np.ndarray,
-    c: np.ndarray,
-    d: np.ndarray,
-    e: np.ndarray,
-    f: np.ndarray,
-    g: np.ndarray,
-    out: np.ndarray,
-) -> np.ndarray:
-    """out = (1 - c**2)*(-2*a*b*c + d*e + f*g)"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        k = out.dtype.type
-        return ne.evaluate(
-            "(k0 - c**2)*(-k1*a*b*c + d*e + f*g)",
-            local_dict={
-                "a": a,
-                "b": b,
-                "c": c,
-                "d": d,
-                "e": e,
-                "f": f,
-                "g": g,
-                "k0": k(1.0),
-                "k1": k(2.0),
-            },
-            out=out,
-        )
-    np.square(c, out=out)
-    np.subtract(1.0, out, out=out)
-    s0 = np.empty_like(out)
-    np.multiply(d, e, out=s0)
-    s1 = np.empty_like(out)
-    np.multiply(f, g, out=s1)
-    np.add(s0, s1, out=s0)
-    s2 = np.empty_like(out)
-    np.multiply(a, b, out=s2)
-    np.multiply(s2, c, out=s2)
-    np.multiply(s2, 2.0, out=s2)
-    np.subtract(s0, s2, out=s0)
-    np.multiply(out, s0, out=out)
-    return out
-
-
-def _ew22(
-    a: np.ndarray,
-    b: np.ndarray,
-    c: np.ndarray,
-    d: np.ndarray,
-    e: np.ndarray,
-    out: np.ndarray,
-) -> np.ndarray:
-    """out = c*(1 - c)*(a*(-b*c + b*(1 - c)) + d*e)"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        k = out.dtype.type
-        return ne.evaluate(
-            "c*(k0 - c)*(a*b*(k0 - k1*c) + d*e)",
-            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0), "k1": k(2.0)},
-            out=out,
-        )
-    np.subtract(1.0, c, out=out)
-    s0 = np.empty_like(out)
-    np.multiply(d, e, out=s0)
-    s1 = np.empty_like(out)
-    np.multiply(c, 2.0, out=s1)
-    np.subtract(1.0, s1, out=s1)
-    np.multiply(s1, a, out=s1)
-    np.multiply(s1, b, out=s1)
-    np.add(s0, s1, out=s0)
-    np.multiply(out, s0, out=out)
-    np.multiply(out, c, out=out)
-    return out
-
-
-def _ew23(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -699,12 +626,86 @@ def _ew23(
     return out
 
 
-def _ew24(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew22(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
     np.multiply(b, c, out=out)
     np.subtract(a, out, out=out)
+    return out
+
+
+def _ew23(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = a + (1 - e**2)*(b + c*d)"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "a + (k0 - e**2)*(b + c*d)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "k0": k(1.0)},
+            out=out,
+        )
+    np.square(e, out=out)
+    np.subtract(1.0, out, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(c, d, out=s0)
+    np.add(s0, b, out=s0)
+    np.multiply(out, s0, out=out)
+    np.add(out, a, out=out)
+    return out
+
+
+def _ew24(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = d*(1 - d)*(a + b*c)"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "d*(k0 - d)*(a + b*c)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(1.0)},
+            out=out,
+        )
+    np.subtract(1.0, d, out=out)
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(s0, a, out=s0)
+    np.multiply(out, s0, out=out)
+    np.multiply(out, d, out=out)
+    return out
+
+
+def _ew25(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """out = (1 - d**2)*(a + b*c)"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(k0 - d**2)*(a + b*c)",
+            local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(1.0)},
+            out=out,
+        )
+    s0 = np.empty_like(out)
+    np.multiply(b, c, out=s0)
+    np.add(s0, a, out=s0)
+    np.square(d, out=out)
+    np.multiply(out, s0, out=out)
+    np.subtract(s0, out, out=out)
     return out
 
 
@@ -1085,25 +1086,14 @@ def hvp(
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
     dL_dH = np.pad(t21.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
     t22 = np.concatenate(
-        [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
-        axis=1,
-    )
-    t23 = np.concatenate(
         [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), C_seq.swapaxes(0, 1)[:, 0:7]],
         axis=1,
     )
-    t24 = _scratch(ws, "t24", (B, 8, 4*n_h), dt)
-    np.flip(t22, 1).reshape(-1, np.flip(t22, 1).shape[-1]).dot(
-        t5,
-        out=t24.reshape(-1, t24.shape[-1]),
-    )
-    t25 = _ew1(t24, np.flip(t4, 1), out=t24)
     # lstm_back: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     adj_h_seq = _scratch(ws, "adj_h_seq", (8, B, n_h), dt)
     adj_C_seq = _scratch(ws, "adj_C_seq", (8, B, n_h), dt)
     d_lstm_u1_seq = _scratch(ws, "d_lstm_u1_seq", (8, B, 4*n_h), dt)
-    acc1_seq = np.empty((8, n_h, 4*n_h), dtype=dt)
     lstm_back_r1_seq = _scratch(ws, "lstm_back_r1_seq", (8, B, n_h), dt)
     lstm_back_r2_seq = _scratch(ws, "lstm_back_r2_seq", (8, B, n_h), dt)
     lstm_back_r3_seq = _scratch(ws, "lstm_back_r3_seq", (8, B, n_h), dt)
@@ -1111,75 +1101,91 @@ def hvp(
     lstm_back_r5_seq = _scratch(ws, "lstm_back_r5_seq", (8, B, n_h), dt)
     lstm_back_r6_seq = _scratch(ws, "lstm_back_r6_seq", (8, B, n_h), dt)
     lstm_back_r7_seq = _scratch(ws, "lstm_back_r7_seq", (8, B, n_h), dt)
-    lstm_back_r8_seq = _scratch(ws, "lstm_back_r8_seq", (8, B, n_h), dt)
-    lstm_back_r9_seq = _scratch(ws, "lstm_back_r9_seq", (8, B, n_h), dt)
-    lstm_back_r10_seq = _scratch(ws, "lstm_back_r10_seq", (8, B, n_h), dt)
-    lstm_back_r11_seq = _scratch(ws, "lstm_back_r11_seq", (8, B, n_h), dt)
-    lstm_back_r12_seq = _scratch(ws, "lstm_back_r12_seq", (8, B, n_h), dt)
     t5_T = np.ascontiguousarray(t5.T)
     adj_h_prev = np.broadcast_to(0.0, (B, n_h))
     adj_C_prev = np.broadcast_to(0.0, (B, n_h))
-    acc1_prev = np.broadcast_to(0.0, (n_h, 4*n_h))
     for t in range(8):
         ct_h_t = np.flip(dL_dH, 1)[:, t]
-        prev_h_t = np.flip(t22, 1)[:, t]
-        prev_C_t = np.flip(t23, 1)[:, t]
-        lstm_back_u1_t = t25[:, t]
-        t26 = _ew1(ct_h_t, adj_h_prev, out=lstm_back_r6_seq[t])
-        t27 = _ew2(lstm_back_u1_t[:, 3*n_h:4*n_h], out=lstm_back_r1_seq[t])
-        t28 = _ew5(t26, t27, out=lstm_back_r7_seq[t])
-        t29 = _ew2(lstm_back_u1_t[:, n_h:2*n_h], out=lstm_back_r2_seq[t])
-        t30 = _ew2(lstm_back_u1_t[:, 0:n_h], out=lstm_back_r3_seq[t])
-        t31 = _ew3(lstm_back_u1_t[:, 2*n_h:3*n_h], out=lstm_back_r4_seq[t])
-        t32 = _ew13(t29, prev_C_t, t30, t31, out=lstm_back_r5_seq[t])
-        t33 = _ew14(adj_C_prev, t28, t32, out=lstm_back_r8_seq[t])
-        t34 = _ew5(t33, t31, out=lstm_back_r9_seq[t])
-        t35 = _ew15(t34, t30, out=np.empty((B, n_h), dtype=dt))
-        t36 = _ew5(t33, prev_C_t, out=lstm_back_r10_seq[t])
-        t37 = _ew15(t36, t29, out=np.empty((B, n_h), dtype=dt))
-        t38 = _ew5(t33, t30, out=lstm_back_r11_seq[t])
-        t39 = _ew16(t38, t31, out=np.empty((B, n_h), dtype=dt))
-        t40 = _ew5(t26, t32, out=lstm_back_r12_seq[t])
-        t41 = _ew15(t40, t27, out=np.empty((B, n_h), dtype=dt))
-        t42 = np.concatenate([t35, t37, t39, t41], axis=1, out=d_lstm_u1_seq[t])
-        np.matmul(t42, t5_T, out=adj_h_seq[t])
-        _ew5(t33, t29, out=adj_C_seq[t])
-        t45 = prev_h_t.T.dot(t42)
-        _ew1(acc1_prev, t45, out=acc1_seq[t])
+        prev_C_t = np.flip(t22, 1)[:, t]
+        lstm_r1_t = np.flip(lstm_r1_seq.swapaxes(0, 1), 1)[:, t]
+        lstm_r2_t = np.flip(lstm_r2_seq.swapaxes(0, 1), 1)[:, t]
+        lstm_r3_t = np.flip(lstm_r3_seq.swapaxes(0, 1), 1)[:, t]
+        lstm_r4_t = np.flip(lstm_r4_seq.swapaxes(0, 1), 1)[:, t]
+        lstm_r5_t = np.flip(lstm_r5_seq.swapaxes(0, 1), 1)[:, t]
+        t23 = _ew1(ct_h_t, adj_h_prev, out=lstm_back_r1_seq[t])
+        t24 = _ew5(t23, lstm_r1_t, out=lstm_back_r2_seq[t])
+        t25 = _ew13(adj_C_prev, t24, lstm_r5_t, out=lstm_back_r3_seq[t])
+        t26 = _ew5(t25, lstm_r4_t, out=lstm_back_r6_seq[t])
+        t27 = _ew14(t26, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t28 = _ew5(t25, prev_C_t, out=lstm_back_r5_seq[t])
+        t29 = _ew14(t28, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t30 = _ew5(t25, lstm_r3_t, out=lstm_back_r7_seq[t])
+        t31 = _ew15(t30, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
+        t32 = _ew5(t23, lstm_r5_t, out=lstm_back_r4_seq[t])
+        t33 = _ew14(t32, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t34 = np.concatenate([t27, t29, t31, t33], axis=1, out=d_lstm_u1_seq[t])
+        np.matmul(t34, t5_T, out=adj_h_seq[t])
+        _ew5(t25, lstm_r2_t, out=adj_C_seq[t])
         adj_h_prev = adj_h_seq[t]
         adj_C_prev = adj_C_seq[t]
-        acc1_prev = acc1_seq[t]
-    t47 = X.reshape(8*B, 8).T.dot(np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 4*n_h))
-    t48 = _colsum(np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1))
+    t37 = X.reshape(8*B, 8).T.dot(np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 4*n_h))
+    t38 = np.concatenate(
+        [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
+        axis=1,
+    )
+    t39 = np.flip(t38, 1).reshape(8*B, n_h).T.dot(d_lstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
+    t40 = _colsum(np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1))
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
-    t49 = np.concatenate([_v_b_i, _v_b_f, _v_b_g, _v_b_o], axis=0)
-    t50 = np.concatenate([_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o], axis=1)
-    t51 = X.reshape(8*B, 8).dot(t50)
-    t52 = _ew1(
-        t49.reshape(1, 1, 4*n_h),
-        t51.reshape(B, 8, 4*n_h),
-        out=_scratch(ws, "t52", (B, 8, 4*n_h), dt),
+    t41 = np.concatenate([_v_Wh_i, _v_Wh_f, _v_Wh_g, _v_Wh_o], axis=1)
+    t42 = np.matmul(
+        d_lstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h),
+        t41.T,
+        out=_scratch(ws, "t42", (8*B, n_h), dt),
     )
-    t53 = np.concatenate([_v_Wh_i, _v_Wh_f, _v_Wh_g, _v_Wh_o], axis=1)
-    t54 = np.pad(t53.reshape(n_h, 1, 4*n_h), ((0, 0), (7, 0), (0, 0)))
+    t43 = dL_dz.dot(_v_W.T)
+    t44 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
+    t45 = np.matmul(
+        np.flip(t38, 1).reshape(8*B, n_h),
+        t41,
+        out=_scratch(ws, "t45", (8*B, 4*n_h), dt),
+    )
+    t46 = np.concatenate([_v_b_i, _v_b_f, _v_b_g, _v_b_o], axis=0)
+    t47 = np.concatenate([_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o], axis=1)
+    t48 = np.matmul(X.reshape(8*B, 8), t47, out=_scratch(ws, "t48", (8*B, 4*n_h), dt))
+    t49 = _ew1(
+        t46.reshape(1, 1, 4*n_h),
+        t48.reshape(B, 8, 4*n_h),
+        out=_scratch(ws, "t49", (B, 8, 4*n_h), dt),
+    )
+    t50 = _ew1(
+        t45.reshape(B, 8, 4*n_h),
+        np.flip(t49, 1),
+        out=_scratch(ws, "t50", (B, 8, 4*n_h), dt),
+    )
     # lstm_back: back-propagation through time, the reverse loop over the 8 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
-    dprev_h_seq = _scratch(ws, "dprev_h_seq", (8, B, n_h), dt)
     dprev_C_seq = _scratch(ws, "dprev_C_seq", (8, B, n_h), dt)
-    dlstm_back_u1_seq = _scratch(ws, "dlstm_back_u1_seq", (8, B, 4*n_h), dt)
-    d_captured1 = np.zeros((4*n_h, n_h), dtype=dt)
+    dlstm_r1_seq = _scratch(ws, "dlstm_r1_seq", (8, B, n_h), dt)
+    dlstm_r2_seq = _scratch(ws, "dlstm_r2_seq", (8, B, n_h), dt)
+    dlstm_r3_seq = _scratch(ws, "dlstm_r3_seq", (8, B, n_h), dt)
+    dlstm_r4_seq = _scratch(ws, "dlstm_r4_seq", (8, B, n_h), dt)
+    dlstm_r5_seq = _scratch(ws, "dlstm_r5_seq", (8, B, n_h), dt)
+    d_captured1 = _scratch(ws, "d_captured1", (4*n_h, n_h), dt)
+    d_captured1.fill(0)
     carry_adj_h = np.zeros((B, n_h), dtype=dt)
     carry_adj_C = np.zeros((B, n_h), dtype=dt)
     carry_d_lstm_u1 = np.zeros((B, 4*n_h), dtype=dt)
-    carry_acc1 = np.zeros((n_h, 4*n_h), dtype=dt)
     for t in range(8 - 1, -1, -1):
         ct_h_t = np.flip(dL_dH, 1)[:, t]
-        prev_h_t = np.flip(t22, 1)[:, t]
-        prev_C_t = np.flip(t23, 1)[:, t]
-        lstm_back_u1_t = t25[:, t]
+        prev_C_t = np.flip(t22, 1)[:, t]
+        lstm_r1_t = np.flip(lstm_r1_seq.swapaxes(0, 1), 1)[:, t]
+        lstm_r2_t = np.flip(lstm_r2_seq.swapaxes(0, 1), 1)[:, t]
+        lstm_r3_t = np.flip(lstm_r3_seq.swapaxes(0, 1), 1)[:, t]
+        lstm_r4_t = np.flip(lstm_r4_seq.swapaxes(0, 1), 1)[:, t]
+        lstm_r5_t = np.flip(lstm_r5_seq.swapaxes(0, 1), 1)[:, t]
         d_lstm_u1_t = d_lstm_u1_seq[t]
         lstm_back_r1_t = lstm_back_r1_seq[t]
         lstm_back_r2_t = lstm_back_r2_seq[t]
@@ -1188,108 +1194,72 @@ def hvp(
         lstm_back_r5_t = lstm_back_r5_seq[t]
         lstm_back_r6_t = lstm_back_r6_seq[t]
         lstm_back_r7_t = lstm_back_r7_seq[t]
-        lstm_back_r8_t = lstm_back_r8_seq[t]
-        lstm_back_r9_t = lstm_back_r9_seq[t]
-        lstm_back_r10_t = lstm_back_r10_seq[t]
-        lstm_back_r11_t = lstm_back_r11_seq[t]
-        lstm_back_r12_t = lstm_back_r12_seq[t]
         dadj_h_t = carry_adj_h
         dadj_C_t = carry_adj_C
-        dd_lstm_u1_t = np.flip(t52, 1)[:, t] + carry_d_lstm_u1
-        dacc1_t = t54[:, t] + carry_acc1
-        t55 = prev_h_t.dot(dacc1_t)
-        t56 = dadj_h_t.dot(t5)
-        t57 = _ew17(dd_lstm_u1_t, t55, t56, out=t55)
-        t58 = _ew15(t57[:, 3*n_h:4*n_h], lstm_back_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t59 = _ew16(t57[:, 2*n_h:3*n_h], lstm_back_r4_t, out=np.empty((B, n_h), dtype=dt))
-        t60 = _ew15(t57[:, n_h:2*n_h], lstm_back_r2_t, out=np.empty((B, n_h), dtype=dt))
-        t61 = _ew15(t57[:, 0:n_h], lstm_back_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t62 = _ew18(
+        dd_lstm_u1_t = t50[:, t] + carry_d_lstm_u1
+        t51 = dadj_h_t.dot(t5)
+        t52 = _ew1(dd_lstm_u1_t, t51, out=t51)
+        t53 = _ew14(t52[:, 3*n_h:4*n_h], lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t54 = _ew15(t52[:, 2*n_h:3*n_h], lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
+        t55 = _ew14(t52[:, n_h:2*n_h], lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t56 = _ew14(t52[:, 0:n_h], lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t57 = _ew16(
             dadj_C_t,
-            lstm_back_r2_t,
-            t59,
-            lstm_back_r3_t,
-            t60,
+            lstm_r2_t,
+            t54,
+            lstm_r3_t,
+            t55,
             prev_C_t,
-            t61,
-            lstm_back_r4_t,
+            t56,
+            lstm_r4_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        t63 = _ew16(t62, lstm_back_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t64 = _ew4(t58, lstm_back_r5_t, t63, lstm_back_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t65 = dacc1_t.dot(d_lstm_u1_t.T)
-        t66 = _ew19(
+        t58 = _ew15(t57, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t59 = _ew4(t53, lstm_r5_t, t58, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        _ew5(t55, lstm_back_r3_t, out=dprev_C_seq[t])
+        _ew17(
+            t52[:, 3*n_h:4*n_h],
+            lstm_back_r4_t,
+            lstm_r1_t,
             t58,
-            lstm_back_r6_t,
-            t62,
-            lstm_back_r7_t,
-            lstm_back_r5_t,
-            out=np.empty((B, n_h), dtype=dt),
-        )
-        _ew4(t60, lstm_back_r8_t, t66, lstm_back_r2_t, out=dprev_C_seq[t])
-        t68 = _ew20(
-            t59,
-            lstm_back_r8_t,
-            t57[:, 0:n_h],
-            lstm_back_r9_t,
-            lstm_back_r3_t,
-            t66,
-            lstm_back_r4_t,
-            out=t58,
-        )
-        t69 = _ew20(
-            dadj_C_t,
-            lstm_back_r8_t,
-            t57[:, n_h:2*n_h],
-            lstm_back_r10_t,
-            lstm_back_r2_t,
-            t66,
-            prev_C_t,
-            out=t60,
-        )
-        t70 = _ew21(
-            t57[:, 2*n_h:3*n_h],
-            lstm_back_r11_t,
-            lstm_back_r4_t,
-            t61,
-            lstm_back_r8_t,
-            t66,
-            lstm_back_r3_t,
-            out=t59,
-        )
-        t71 = _ew22(
-            t57[:, 3*n_h:4*n_h],
-            lstm_back_r12_t,
             lstm_back_r1_t,
-            t63,
-            lstm_back_r6_t,
-            out=t61,
+            out=dlstm_r1_seq[t],
         )
-        np.concatenate([t68, t69, t70, t71], axis=1, out=dlstm_back_u1_seq[t])
-        t73 = d_lstm_u1_t.T.dot(dadj_h_t)
-        dct_h_seq[t] = t64
-        dprev_h_seq[t] = t65.T
-        carry_adj_h = t64
-        carry_adj_C = t62
+        _ew18(
+            dadj_C_t,
+            lstm_back_r3_t,
+            t52[:, n_h:2*n_h],
+            lstm_back_r5_t,
+            lstm_r2_t,
+            out=dlstm_r2_seq[t],
+        )
+        _ew18(t54, lstm_back_r3_t, t52[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
+        _ew19(
+            t52[:, 2*n_h:3*n_h],
+            lstm_back_r7_t,
+            lstm_r4_t,
+            t56,
+            lstm_back_r3_t,
+            out=dlstm_r4_seq[t],
+        )
+        _ew20(t53, lstm_back_r1_t, t57, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
+        t66 = d_lstm_u1_t.T.dot(dadj_h_t)
+        dct_h_seq[t] = t59
+        carry_adj_h = t59
+        carry_adj_C = t57
         carry_d_lstm_u1[...] = 0.0
-        carry_acc1 = dacc1_t
-        np.add(d_captured1, t73, out=d_captured1)
-    t74 = _scratch(ws, "t74", (B, 8, n_h), dt)
-    dlstm_back_u1_seq.swapaxes(0, 1).reshape(-1, dlstm_back_u1_seq.swapaxes(0, 1).shape[-1]).dot(
-        t5.T,
-        out=t74.reshape(-1, t74.shape[-1]),
+        np.add(d_captured1, t66, out=d_captured1)
+    t67 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).dot(W)
+    t68 = _ew21(_v_c.reshape(1, n_out), t44, t67, t20, t18, out=np.empty((B, n_out), dtype=dt))
+    t69 = _rowsum(t68, keepdims=True)
+    t70 = _ew22(t68, t18, t69, out=t18)
+    t71 = t70.dot(W.T)
+    t72 = _ew1(t43, t71, out=t43)
+    t73 = np.concatenate(
+        [np.flip(t42.reshape(B, 8, n_h), 1)[:, 1:8], t72.reshape(B, 1, n_h)],
+        axis=1,
     )
-    t75 = _ew1(dprev_h_seq.swapaxes(0, 1), t74, out=t74)
-    t76 = dL_dz.dot(_v_W.T)
-    t77 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
-    t78 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).dot(W)
-    t79 = _ew23(_v_c.reshape(1, n_out), t77, t78, t20, t18, out=np.empty((B, n_out), dtype=dt))
-    t80 = _rowsum(t79, keepdims=True)
-    t81 = _ew24(t79, t18, t80, out=t18)
-    t82 = t81.dot(W.T)
-    t83 = _ew1(t76, t82, out=t76)
-    t84 = np.concatenate([np.flip(t75, 1)[:, 1:8], t83.reshape(B, 1, n_h)], axis=1)
-    t85 = np.pad(np.flip(dprev_C_seq.swapaxes(0, 1), 1)[:, 1:8], ((0, 0), (0, 1), (0, 0)))
+    t74 = np.pad(np.flip(dprev_C_seq.swapaxes(0, 1), 1)[:, 1:8], ((0, 0), (0, 1), (0, 0)))
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
@@ -1303,66 +1273,67 @@ def hvp(
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
-        dh_t = t84[:, t] + carry_h
-        dC_t = t85[:, t] + carry_C
-        t86 = _ew7(dC_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t87 = _ew8(t86, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t88 = _ew8(t86, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
-        t89 = _ew9(t86, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
-        t90 = _ew8(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t91 = np.concatenate([t87, t88, t89, t90], axis=1, out=dlstm_u1_seq[t])
-        t92 = np.matmul(t91, t5_T_2, out=t87)
-        t93 = _ew5(t86, lstm_r2_t, out=t86)
-        carry_h = t92
-        carry_C = t93
+        dlstm_r1_t = np.flip(dlstm_r1_seq.swapaxes(0, 1), 1)[:, t]
+        dlstm_r2_t = np.flip(dlstm_r2_seq.swapaxes(0, 1), 1)[:, t]
+        dlstm_r3_t = np.flip(dlstm_r3_seq.swapaxes(0, 1), 1)[:, t]
+        dlstm_r4_t = np.flip(dlstm_r4_seq.swapaxes(0, 1), 1)[:, t]
+        dlstm_r5_t = np.flip(dlstm_r5_seq.swapaxes(0, 1), 1)[:, t]
+        dh_t = t73[:, t] + carry_h
+        dC_t = t74[:, t] + carry_C
+        t75 = _ew23(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t76 = _ew24(dlstm_r3_t, t75, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t77 = _ew24(dlstm_r2_t, t75, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t78 = _ew25(dlstm_r4_t, t75, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
+        t79 = _ew24(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t80 = np.concatenate([t76, t77, t78, t79], axis=1, out=dlstm_u1_seq[t])
+        t81 = np.matmul(t80, t5_T_2, out=t76)
+        t82 = _ew5(t75, lstm_r2_t, out=t75)
+        carry_h = t81
+        carry_C = t82
     d_captured1_2 = np.tensordot(
         np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
         dlstm_u1_seq,
         axes=([0, 1], [0, 1]),
     )
-    t94 = _ew1(np.flip(dlstm_back_u1_seq.swapaxes(0, 1), 1), dlstm_u1_seq.swapaxes(0, 1), out=t25)
-    t95 = X.reshape(8*B, 8).T.dot(t94.reshape(8*B, 4*n_h))
-    t96 = np.flip(t22, 1).reshape(8*B, n_h).T.dot(
-        dlstm_back_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h),
-    )
-    t97 = _ew17(d_captured1.T, t96, d_captured1_2, out=t96)
-    t98 = _colsum(t94)
-    t99 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
-    t100 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t81)
-    hv_W = _ew1(t99, t100, out=t99)
-    hv_c = _colsum(t81)
+    t83 = X.reshape(8*B, 8).T.dot(dlstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
+    t84 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
+    t85 = _colsum(dlstm_u1_seq)
+    t86 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t87 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t70)
+    hv_W = _ew1(t86, t87, out=t86)
+    hv_c = _colsum(t70)
     _give_back("hvp", ws)
     return (
         float(L),
         {
-            "Wx_i": t47[:, 0:n_h],
-            "Wx_f": t47[:, n_h:2*n_h],
-            "Wx_g": t47[:, 2*n_h:3*n_h],
-            "Wx_o": t47[:, 3*n_h:4*n_h],
-            "Wh_i": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 4*n_h)[:, 0:n_h],
-            "Wh_f": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 4*n_h)[:, n_h:2*n_h],
-            "Wh_g": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 4*n_h)[:, 2*n_h:3*n_h],
-            "Wh_o": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 4*n_h)[:, 3*n_h:4*n_h],
-            "b_i": t48[0:n_h],
-            "b_f": t48[n_h:2*n_h],
-            "b_g": t48[2*n_h:3*n_h],
-            "b_o": t48[3*n_h:4*n_h],
+            "Wx_i": t37[:, 0:n_h],
+            "Wx_f": t37[:, n_h:2*n_h],
+            "Wx_g": t37[:, 2*n_h:3*n_h],
+            "Wx_o": t37[:, 3*n_h:4*n_h],
+            "Wh_i": t39[:, 0:n_h],
+            "Wh_f": t39[:, n_h:2*n_h],
+            "Wh_g": t39[:, 2*n_h:3*n_h],
+            "Wh_o": t39[:, 3*n_h:4*n_h],
+            "b_i": t40[0:n_h],
+            "b_f": t40[n_h:2*n_h],
+            "b_g": t40[2*n_h:3*n_h],
+            "b_o": t40[3*n_h:4*n_h],
             "W": dL_dW,
             "c": dL_dc,
         },
         {
-            "Wx_i": t95[:, 0:n_h],
-            "Wx_f": t95[:, n_h:2*n_h],
-            "Wx_g": t95[:, 2*n_h:3*n_h],
-            "Wx_o": t95[:, 3*n_h:4*n_h],
-            "Wh_i": t97[:, 0:n_h],
-            "Wh_f": t97[:, n_h:2*n_h],
-            "Wh_g": t97[:, 2*n_h:3*n_h],
-            "Wh_o": t97[:, 3*n_h:4*n_h],
-            "b_i": t98[0:n_h],
-            "b_f": t98[n_h:2*n_h],
-            "b_g": t98[2*n_h:3*n_h],
-            "b_o": t98[3*n_h:4*n_h],
+            "Wx_i": t83[:, 0:n_h],
+            "Wx_f": t83[:, n_h:2*n_h],
+            "Wx_g": t83[:, 2*n_h:3*n_h],
+            "Wx_o": t83[:, 3*n_h:4*n_h],
+            "Wh_i": t84[:, 0:n_h],
+            "Wh_f": t84[:, n_h:2*n_h],
+            "Wh_g": t84[:, 2*n_h:3*n_h],
+            "Wh_o": t84[:, 3*n_h:4*n_h],
+            "b_i": t85[0:n_h],
+            "b_f": t85[n_h:2*n_h],
+            "b_g": t85[2*n_h:3*n_h],
+            "b_o": t85[3*n_h:4*n_h],
             "W": hv_W,
             "c": hv_c,
         },

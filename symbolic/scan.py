@@ -58,6 +58,11 @@ class Cell:
     back_captured: tuple[Node, ...] = ()  # values from outside the loop the backward step reads
     out_ph: tuple[Node | None, ...] = ()  # new states the backward step reads (from the states)
     equations: list[tuple[str, Node]] = field(default_factory=list)  # for documents
+    # incoming adjoints of residuals (an HVP's second pass, see `with_residual_adjoints`): the
+    # residual indices that have one, and a stand-in for each
+    ctr_index: tuple[int, ...] = ()
+    ctr_ph: tuple[Node, ...] = ()
+    extended: dict = field(default_factory=dict)  # residual indices -> the Cell that takes them
 
     def __repr__(self) -> str:  # attrs print in error messages; keep them short
         return f"<cell {self.name}>"
@@ -238,6 +243,35 @@ def _outside(roots: Sequence[Node], placeholders: set[Node]) -> tuple[Node, ...]
     return tuple(dict.fromkeys(out))
 
 
+def with_residual_adjoints(cell: Cell, index: tuple[int, ...]) -> Cell:
+    """The cell whose backward step also takes an incoming adjoint for each residual in `index`
+    (stand-ins `ctr_ph`) and pulls it back with the states' adjoints: an HVP's second pass
+    reaches the forward loop's stored residuals too (the differentiable back-propagation reads
+    them instead of computing them again), and their adjoints join the reverse loop's step
+    work instead of a loop of their own. Derived once per `index`."""
+    if index not in cell.extended:
+        ctr_ph = tuple(placeholder(f"d{cell.res_ph[k].name}", cell.residuals[k].shape) for k in index)
+        seeds = dict(zip(cell.outs, cell.ct_ph, strict=True))
+        for k, c in zip(index, ctr_ph, strict=True):
+            seeds[cell.residuals[k]] = c
+        wrt = [*cell.seq_ph, *cell.state_ph, *cell.captured]
+        grads = pullback(seeds, wrt)
+        d = [grads.adjoints.get(w) for w in wrt]
+        mapping = dict(zip(cell.residuals, cell.res_ph, strict=True))
+        mapping |= {o: p for o, p in zip(cell.outs, cell.out_ph, strict=True) if p is not None}
+        new = substitute([x for x in d if x is not None], mapping)
+        d = [new[x] if x is not None else None for x in d]
+        ns, nh = len(cell.seq_ph), len(cell.state_ph)
+        bound = (set(cell.seq_ph) | set(cell.state_ph) | set(cell.ct_ph) | set(cell.res_ph) | set(ctr_ph)
+                 | {p for p in cell.out_ph if p is not None})
+        back_roots = [x for x in d if x is not None]
+        cell.extended[index] = Cell(
+            cell.name, cell.seq_ph, cell.state_ph, cell.outs, cell.captured, cell.residuals, cell.ct_ph,
+            cell.res_ph, tuple(d[:ns]), tuple(d[ns:ns + nh]), tuple(d[ns + nh:]),
+            _outside(back_roots, bound) if back_roots else (), cell.out_ph, cell.equations, index, ctr_ph)
+    return cell.extended[index]
+
+
 def _derive_cell(name, seq_ph, state_ph, outs) -> Cell:
     phs = set(seq_ph) | set(state_ph)
     captured = _outside(outs, phs)
@@ -280,9 +314,13 @@ def scan_vjp(cotangents: tuple[Node | None, ...], node: Node) -> list[Node | Non
     cts = [c if c is not None else broadcast_to(const(0), shapes[k]) for k, c in enumerate(cotangents[:nh])]
     states = [item(node, k) for k in range(nh)]
     residuals = [item(node, nh + k) for k in range(len(cell.residuals))]
+    index = tuple(k for k, c in enumerate(cotangents[nh:]) if c is not None)
+    if index:  # an HVP's second pass reads the stored residuals too
+        cell = with_residual_adjoints(cell, index)
     ns = len(cell.seq_ph)
     sequences, inits = node.args[:ns], node.args[ns:ns + nh]
-    args = (*cts, *residuals, *states, *sequences, *inits, *cell.back_captured)
+    res_cts = [cotangents[nh + k] for k in cell.ctr_index]
+    args = (*cts, *residuals, *states, *sequences, *inits, *cell.back_captured, *res_cts)
     out_shapes = tuple(a.shape for a in node.args)
     back = Node.make("scan_vjp", args, {"cell": cell, "shapes": out_shapes}, ())
     return [item(back, k) for k in range(len(node.args))]
@@ -300,28 +338,50 @@ def differentiable_vjp(cotangents: tuple[Node | None, ...], node: Node) -> list[
     the carried adjoint a_t = ct_t + a_{t+1} back through the cell. Its states are the adjoint
     carried to h_{t-1}, the adjoint of x_t (a per-step output) and a running sum of each
     captured value's adjoint; the initial states' adjoints are the carry's last value and the
-    captured values' the sums' last values."""
+    captured values' the sums' last values. A captured value whose step adjoint is a product
+    of a step input with the adjoint of x_t (W_h's h_{t-1}^T da_t) is no running sum: it is one
+    product of the two stacked sequences after the loop (see `_summed_outside`), which the
+    second pass differentiates into two products over all steps, not two a step."""
     cell: Cell = node.attr("cell")
     shapes = node.attr("shapes")
     ns, nh = len(cell.seq_ph), len(cell.state_ph)
     sequences, inits, captured = node.args[:ns], node.args[ns:ns + nh], node.args[ns + nh:]
     T = shapes[0][TIME_AXIS]
     states = [item(node, k) for k in range(nh)]
-    one_step = sympy.sympify(T) == 1  # a scan of one step: the initial state is all there is
-    prev = [_one_step(h0) if one_step else apply("concat", [_one_step(h0), apply(
-        "slice", [h], axis=TIME_AXIS, start=sympy.Integer(0), stop=T - 1)], axis=TIME_AXIS)
-        for h0, h in zip(inits, states, strict=True)]
+    prev = [_previous(h0, h, T) for h0, h in zip(inits, states, strict=True)]
     cts = [(k, c) for k, c in enumerate(cotangents[:nh]) if c is not None]
     base = [p.name.removesuffix("_prev") for p in cell.state_ph]
     seq_base = [p.name.removesuffix("_t") for p in cell.seq_ph]
+    # the forward loop's stored residuals (and the new states the backward step reads), read
+    # as sequences instead of recomputed, when scan_vjp can take their adjoints (`_through_residuals`)
+    read = [k for k, p in enumerate(cell.out_ph) if p is not None]
+    reuse = bool(cell.residuals)
+    stored = [item(node, nh + k) for k in range(len(cell.residuals))] + [states[k] for k in read]
+    stored = stored if reuse else []
     arg_names = ([f"ct_{base[k]}" for k, _ in cts] + [f"in_{b}" for b in seq_base]
-                 + [f"prev_{b}" for b in base] + [f"adj_{b}" for b in base])
-    flipped = [apply("flip", [x], axis=TIME_AXIS) for x in [*(c for _, c in cts), *sequences, *prev]]
+                 + [f"prev_{b}" for b in base])
+    if reuse:
+        arg_names += [p.name.removesuffix("_t") for p in cell.res_ph] + [f"new_{base[k]}" for k in read]
+    arg_names += [f"adj_{b}" for b in base]
+    flipped = [apply("flip", [x], axis=TIME_AXIS) for x in [*(c for _, c in cts), *sequences, *prev, *stored]]
 
     def pulled(args):
         """The step's adjoints of x_t, h_{t-1} and the captured values."""
         ct, rest = args[:len(cts)], args[len(cts):]
-        x, h_prev, adj = rest[:ns], rest[ns:ns + nh], rest[ns + nh:ns + 2 * nh]
+        x, h_prev = rest[:ns], rest[ns:ns + nh]
+        adj = rest[ns + nh + len(stored):ns + 2 * nh + len(stored)]
+        if reuse:  # the cell's own backward step, over the stored values
+            r = rest[ns + nh:ns + nh + len(cell.residuals)]
+            new = dict(zip(read, rest[ns + nh + len(cell.residuals):ns + nh + len(stored)], strict=True))
+            seeds = list(adj)
+            for j, (k, _) in enumerate(cts):
+                seeds[k] = ct[j] + seeds[k]
+            mapping = dict(zip((*cell.seq_ph, *cell.state_ph, *cell.res_ph, *cell.ct_ph),
+                               (*x, *h_prev, *r, *seeds), strict=True))
+            mapping |= {cell.out_ph[k]: v for k, v in new.items()}
+            d = [*cell.d_seq, *cell.d_state, *cell.d_captured]
+            new_d = substitute([g for g in d if g is not None], mapping)
+            return [new_d[g] if g is not None else None for g in d]
         outs = substitute(cell.outs, dict(zip((*cell.seq_ph, *cell.state_ph), (*x, *h_prev), strict=True)))
         seeds = {}
         for k, o in enumerate(cell.outs):
@@ -336,15 +396,24 @@ def differentiable_vjp(cotangents: tuple[Node | None, ...], node: Node) -> list[
     # which adjoints exist: traced once over stand-ins of the step's arguments
     probe = [placeholder(f"{cell.name}_probe{k}", s) for k, s in enumerate(
         [c.shape[:TIME_AXIS] + c.shape[TIME_AXIS + 1:] for c in flipped] + [h.shape for h in inits])]
-    present = [d is not None for d in pulled(probe)]
+    traced = pulled(probe)
+    present = [d is not None for d in traced]
     d_seq = [j for j in range(ns) if present[j]]
-    d_cap = [i for i in range(len(captured)) if present[ns + nh + i]]
+    outside = _summed_outside(traced, probe[:len(flipped)], d_seq, ns + nh, captured)
+    d_cap = [i for i in range(len(captured)) if present[ns + nh + i] and i not in outside]
+    # the loop reads only the sequences its step uses (reading the stored residuals, it needs
+    # no x_t to recompute them from; a product summed outside reads its sequence there)
+    used = set(topological([d for k, d in enumerate(traced) if d is not None and k - ns - nh not in outside]))
+    keep = [i for i in range(len(flipped)) if probe[i] in used] or [0]
+    arg_names = [arg_names[i] for i in keep] + arg_names[len(flipped):]
     arg_names += [f"d_{seq_base[j]}" for j in d_seq] + [f"acc{i + 1}" for i in d_cap]
 
     def step(*args):
-        n_in = len(flipped) + nh
-        d = pulled(args[:n_in])
-        acc = args[n_in + len(d_seq):]
+        full = list(probe[:len(flipped)])  # stand-ins the step does not read
+        for i, a in zip(keep, args, strict=False):
+            full[i] = a
+        d = pulled([*full, *args[len(keep):len(keep) + nh]])
+        acc = args[len(keep) + nh + len(d_seq):]
         out = [d[ns + k] if d[ns + k] is not None else broadcast_to(const(0), inits[k].shape)
                for k in range(nh)]
         out += [d[j] for j in d_seq]
@@ -355,7 +424,7 @@ def differentiable_vjp(cotangents: tuple[Node | None, ...], node: Node) -> list[
     init += [broadcast_to(const(0), sequences[j].shape[:TIME_AXIS] + sequences[j].shape[TIME_AXIS + 1:])
              for j in d_seq]
     init += [broadcast_to(const(0), captured[i].shape) for i in d_cap]
-    out = scan(step, flipped, init, name=f"{cell.name}_back", arg_names=arg_names)
+    out = scan(step, [flipped[i] for i in keep], init, name=f"{cell.name}_back", arg_names=arg_names)
     result: list[Node | None] = [None] * len(node.args)
     for k in range(nh):
         result[ns + k] = _last_step(out[k], inits[k].shape)
@@ -363,7 +432,43 @@ def differentiable_vjp(cotangents: tuple[Node | None, ...], node: Node) -> list[
         result[j] = apply("flip", [seq], axis=TIME_AXIS)
     for i, acc in zip(d_cap, out[nh + len(d_seq):], strict=True):
         result[ns + nh + i] = _last_step(acc, captured[i].shape)
+    for i, (m, j) in outside.items():
+        adj = _rows(out[nh + d_seq.index(j)])
+        result[ns + nh + i] = _rows(flipped[m]).T @ adj if m is not None else adj.sum(axis=0)
     return result
+
+
+def _previous(h0: Node, h: Node, T) -> Node:
+    """The state before each step: the initial state, then the states of all steps but the last."""
+    if sympy.sympify(T) == 1:  # a scan of one step: the initial state is all there is
+        return _one_step(h0)
+    return apply("concat", [_one_step(h0), apply("slice", [h], axis=TIME_AXIS, start=sympy.Integer(0),
+                                                 stop=T - 1)], axis=TIME_AXIS)
+
+
+def _summed_outside(traced: list[Node | None], inputs: list[Node], d_seq: list[int], first: int,
+                    captured: Sequence[Node]) -> dict[int, tuple[int | None, int]]:
+    """The captured values whose adjoint at a step is p_t^T g_t (p_t a step input, g_t the
+    step's adjoint of a sequence: {i: (index of p among the inputs, index of g)}) or
+    sum(g_t, axis=0) ({i: (None, index of g)}), read off the step traced over stand-ins. Their
+    sum over steps is one product (one sum) over the (B*T)-row stacks of both sequences."""
+    adjoints = {traced[j]: j for j in d_seq}
+    found = {}
+    for i in range(len(captured)):
+        d = traced[first + i]
+        if d is None or not shapes_equal(d.shape, captured[i].shape):
+            continue
+        if d.op == "sum" and d.attr("axes") == (0,) and not d.attr("keepdims") and d.args[0] in adjoints:
+            found[i] = (None, adjoints[d.args[0]])
+        elif (d.op == "matmul" and d.args[1] in adjoints and d.args[0].op == "transpose"
+              and d.args[0].args[0] in inputs and d.args[0].args[0].ndim == d.ndim == 2):
+            found[i] = (inputs.index(d.args[0].args[0]), adjoints[d.args[1]])
+    return found
+
+
+def _rows(seq: Node) -> Node:
+    """A (B, T, n) sequence as the (B*T, n) stack of its steps' rows."""
+    return seq.reshape((seq.shape[0] * seq.shape[TIME_AXIS], *seq.shape[TIME_AXIS + 1:]))
 
 
 def _one_step(h: Node) -> Node:

@@ -266,11 +266,12 @@ def test_products_read_transposed_are_computed_the_other_way_round():
     assert both["r"].args[0].op == "transpose" and both["r"].args[0].args[0].op == "matmul"
 
 
-def test_stacks_of_patches_count_as_large():
-    """A (16*B, 144) stack of patches is large (its fixed part is 16*144); a (B, 32) row is not."""
+def test_stacks_of_patches_and_steps_count_as_large():
+    """A (16*B, 144) stack of patches and an (8*B, n_h) stack of time steps are large; a
+    batch's (B, n_h) rows are not."""
     import sympy
     from symgrad.codegen.program import is_large
 
-    B = sympy.Symbol("B", integer=True, positive=True)
-    assert is_large((16 * B, 32)) and is_large((144, 16 * B))
-    assert not is_large((B, 32)) and not is_large((2 * B, 10))
+    B, n_h = (sympy.Symbol(s, integer=True, positive=True) for s in ("B", "n_h"))
+    assert is_large((16 * B, 32)) and is_large((144, 16 * B)) and is_large((8 * B, n_h))
+    assert not is_large((B, 32)) and not is_large((B, n_h)) and not is_large((n_h, n_h))
