@@ -1,6 +1,6 @@
 """Benchmark: the tanh MLP's `loss_and_grad` of several generated module files in one
-interleaved run, each against the matrix products alone: a before/after of a code-generator
-change under the same machine load.
+interleaved run, each against the matrix products alone (as np.matmul and as a.dot, like
+bench/run.py): a before/after of a code-generator change under the same machine load.
 
 The committed module of any revision serves as "before":
 
@@ -50,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
             check_gradients(reference, module.loss_and_grad(params, batch), name)
         X, Y = batch["X"], batch["Y"]
         variants = {k: (lambda m=m, p=params, b=batch: m.loss_and_grad(p, b)) for k, m in modules.items()}
-        variants["matmuls only"] = matmuls_only(params, X, activations(params, X, Y))
+        act = activations(params, X, Y)
+        variants["matmuls only"] = matmuls_only(params, X, act)
+        variants["dot products only"] = matmuls_only(params, X, act, dot=True)
         samples, faults = measure(variants, args.rounds)
         table(f"MLP {label}, batch {n}, {np.dtype(dtype).name}: one loss_and_grad", samples, faults,
-              {"matmuls only": "x matmuls"})
+              {"matmuls only": "x matmuls", "dot products only": "x dot"})
     return 0
 
 

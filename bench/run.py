@@ -12,7 +12,12 @@ float32 and float64, it times in one run, per configuration:
 * PyTorch eager on the same number of threads (forward, `backward()`), when torch imports,
   in a child process (bench/timing.py says why);
 * the same 8 matrix products alone into preallocated outputs (3 forward, 5 backward), the floor
-  every implementation pays: each other time is also given as a multiple of it.
+  every implementation pays: each other time is also given as a multiple of it. They run as
+  `np.matmul(a, b, out=)` ("matmuls only", the floor the issue's targets are stated against) and
+  as the array method `a.dot(b, out=)` ("dot products only", column "x dot"): at 32x32 numpy's
+  matmul machinery costs about 0.4 us more per product than `dot` (f32: 12.8 us against 9.1 us
+  for the 8, CPU clock, under load), so the second is the lower floor at a small batch, and the
+  generated modules' products are `a.dot(b)`.
 
 Timing (bench/timing.py): every variant is warmed up, then sampled round-robin; PyTorch's
 samples are taken the same way in its child process, after the others. The table gives the
@@ -24,6 +29,7 @@ bench/train_throughput.py.
     python bench/run.py                 # all four configurations
     python bench/run.py --rounds 100    # more samples per variant (default 40)
     python bench/run.py --json out.json # also write every record (models.py's too) as JSON
+    python bench/run.py --mlp-only      # only the four MLP configurations
 """
 from __future__ import annotations
 
@@ -72,7 +78,8 @@ BACKENDS = ("numpy", "numexpr", "auto") + (("numba",) if has_numba() else ())
 # variant names of the JSON records (bench/timing.py's `records`)
 RECORD_NAMES = {"generated auto": "generated", "generated numpy": "numpy", "generated numexpr": "numexpr",
                 "generated numba": "numba", "hand-written numpy": "hand", "matmuls only": "floor",
-                TORCH: "torch"}
+                "dot products only": "floor_dot", TORCH: "torch"}
+FLOORS = ("matmuls only", "dot products only")
 
 
 def generated_modules() -> dict:
@@ -94,14 +101,15 @@ def with_biases(params: dict, seed: int = 2) -> dict:
             for k, v in params.items()}
 
 
-def matmuls_only(params: dict, X: np.ndarray, act: dict) -> callable:
-    """The 8 products of one loss_and_grad, into preallocated outputs."""
+def matmuls_only(params: dict, X: np.ndarray, act: dict, dot: bool = False) -> callable:
+    """The 8 products of one loss_and_grad, into preallocated outputs: np.matmul, or with `dot`
+    the array method a.dot (less dispatch per call)."""
     W1, W2, W3 = params["W1"], params["W2"], params["W3"]
     h1, h2, d1, d2, d3 = (act[k] for k in ("h1", "h2", "d1", "d2", "d3"))
     o1, o2, o3 = np.empty_like(h1), np.empty_like(h2), np.empty_like(d3)
     gW1, gW2, gW3 = np.empty_like(W1), np.empty_like(W2), np.empty_like(W3)
     gh1, gh2 = np.empty_like(h1), np.empty_like(h2)
-    mm = np.matmul
+    mm = np.ndarray.dot if dot else np.matmul  # the method descriptor: a C call like matmul
 
     def run():
         mm(X, W1, out=o1)
@@ -158,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="samples per variant (default 40)")
     parser.add_argument("--no-train", action="store_true", help="skip bench/train_throughput.py")
+    parser.add_argument("--mlp-only", action="store_true",
+                        help="only the MLP tables: skip bench/models.py and bench/train_throughput.py")
     parser.add_argument("--json", metavar="FILE", help="also write the records as a JSON list to FILE")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -193,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                             for b, mod in modules.items()}
                 variants["hand-written numpy"] = (
                     lambda p=params, x=X, y=Y: handwritten.loss_and_grad(p, x, y))
-                variants["matmuls only"] = matmuls_only(params, X, activations(params, X, Y))
+                act = activations(params, X, Y)
+                variants["matmuls only"] = matmuls_only(params, X, act)
+                variants["dot products only"] = matmuls_only(params, X, act, dot=True)
                 results.append((f"MLP {label}, batch {n}, {np.dtype(dtype).name}: one loss_and_grad",
                                 f"mlp_{label}_b{n}", np.dtype(dtype).name,
                                 *measure(variants, args.rounds, remote)))
@@ -202,12 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for title, case, dtype_name, samples, faults in results:
         rows += records(case, dtype_name, samples, RECORD_NAMES)
-        order = [k for k in samples if k not in ("matmuls only", TORCH)] + [TORCH, "matmuls only"]
+        order = [k for k in samples if k not in (*FLOORS, TORCH)] + [TORCH, *FLOORS]
         samples = {k: samples[k] for k in order if k in samples}
-        table(title, samples, faults, {"matmuls only": "x matmuls", "hand-written numpy": "x hand"})
-    scripts = [["models.py"]] + ([] if args.no_train else [["train_throughput.py"]])
+        table(title, samples, faults,
+              {"matmuls only": "x matmuls", "dot products only": "x dot", "hand-written numpy": "x hand"})
+    scripts = [] if args.mlp_only else [["models.py"]] + ([] if args.no_train else [["train_throughput.py"]])
     models_json = None
-    if args.json:  # models.py writes its records beside ours, then they join ours
+    if args.json and scripts:  # models.py writes its records beside ours, then they join ours
         fd, models_json = tempfile.mkstemp(suffix=".json", prefix="symgrad-bench-models-")
         os.close(fd)
         scripts[0] += ["--json", models_json]
@@ -216,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         code = subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT).returncode
         if code:
             return code
-    if args.json:
+    if models_json:
         rows += json.loads(pathlib.Path(models_json).read_text())
         os.unlink(models_json)
+    if args.json:
         write_json(args.json, rows)
         print(f"wrote {len(rows)} records to {args.json}")
     return 0
