@@ -26,7 +26,7 @@ SMALL = {"dims": {"n_h1": 16, "n_h2": 16}, "dtype": "float64", "seed": 0, "quiet
 def cluster():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield cluster.scheduler_address, client
 

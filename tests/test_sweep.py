@@ -28,7 +28,7 @@ SMALL = {"dims": {"n_h1": 16, "n_h2": 16}, "epochs": 2}  # the digits MLP, small
 def scheduler():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.ERROR) as cluster:
         yield cluster.scheduler_address
 
@@ -199,3 +199,28 @@ def test_a_sweep_where_no_run_finishes_fails_in_one_line(scheduler, tmp_path, ca
     assert err[-1] == f"symgrad sweep: error: no run finished; the reasons are in {table}"
     with open(tmp_path / "s" / "leaderboard.csv") as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["diverged", "diverged"]
+
+
+def test_a_local_cluster_starts_quietly_beside_another_on_port_8787():
+    """Another cluster (or any server) on Dask's default HTTP port must not make symgrad's local
+    cluster warn: a README example that warns fails its test, and users read it as a fault."""
+    import socket
+    import warnings
+
+    from symgrad.training.cluster import connect
+
+    holder = socket.socket()
+    try:
+        holder.bind(("", 8787))
+    except OSError:
+        pass  # something on this machine holds it already, which is the case under test
+    else:
+        holder.listen()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with connect(workers=1) as client:
+                assert client.submit(sum, [1, 2]).result() == 3
+    finally:
+        holder.close()
+    assert not [w for w in caught if "8787" in str(w.message)], [str(w.message) for w in caught]

@@ -58,8 +58,10 @@ def connect(workers: int | None = None, scheduler: str | None = None, timeout: f
         finally:
             client.close()
         return
+    # ":0", not None: without an address the scheduler's HTTP server still takes port 8787 and
+    # warns ("Port 8787 is already in use") when another cluster on this machine holds it
     cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=logging.ERROR)
+                                       dashboard_address=":0", silence_logs=logging.ERROR)
     try:
         with distributed.Client(cluster) as client:
             yield client
