@@ -1,4 +1,4 @@
-# symgrad-generated sha256:e43eb6d9596af1c46d85f0abcbbf30bef908fecb16f56283c17c507830f94c0d
+# symgrad-generated sha256:4d03fd1da817bb3adf61683bf0b7ddcdb9056995ec46e123ab8c569258863975
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -1135,13 +1135,13 @@ def hvp(
     acc1_prev = np.broadcast_to(0.0, (n_h, 3*n_h))
     acc2_prev = np.broadcast_to(0.0, (3*n_h,))
     for t in range(8):
-        ct_h_t = np.flip(dL_dH, 1)[:, t]
-        prev_h_t = np.flip(t21, 1)[:, t]
-        gru_r1_t = np.flip(gru_r1_seq.swapaxes(0, 1), 1)[:, t]
-        gru_r2_t = np.flip(gru_r2_seq.swapaxes(0, 1), 1)[:, t]
-        gru_r3_t = np.flip(gru_r3_seq.swapaxes(0, 1), 1)[:, t]
-        gru_r4_t = np.flip(gru_r4_seq.swapaxes(0, 1), 1)[:, t]
-        gru_r5_t = np.flip(gru_r5_seq.swapaxes(0, 1), 1)[:, t]
+        ct_h_t = dL_dH[:, ::-1][:, t]
+        prev_h_t = t21[:, ::-1][:, t]
+        gru_r1_t = gru_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        gru_r2_t = gru_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        gru_r3_t = gru_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        gru_r4_t = gru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        gru_r5_t = gru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
         t22 = _ew1(ct_h_t, adj_h_prev, out=gru_back_r1_seq[t])
         t23 = _ew10(t22, gru_r2_t, out=gru_back_r2_seq[t])
         t24 = _ew15(t23, gru_r5_t, out=gru_back_r3_seq[t])
@@ -1161,8 +1161,8 @@ def hvp(
         adj_h_prev = adj_h_seq[t]
         acc1_prev = acc1_seq[t]
         acc2_prev = acc2_seq[t]
-    t38 = X.reshape(8*B, 8).T.dot(np.flip(d_gru_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 3*n_h))
-    t39 = _colsum(np.flip(d_gru_u1_seq.swapaxes(0, 1), 1))
+    t38 = X.reshape(8*B, 8).T.dot(d_gru_u1_seq.swapaxes(0, 1)[:, ::-1].reshape(8*B, 3*n_h))
+    t39 = _colsum(d_gru_u1_seq.swapaxes(0, 1)[:, ::-1])
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
@@ -1194,13 +1194,13 @@ def hvp(
     carry_acc1 = np.zeros((n_h, 3*n_h), dtype=dt)
     carry_acc2 = np.zeros((3*n_h,), dtype=dt)
     for t in range(8 - 1, -1, -1):
-        ct_h_t = np.flip(dL_dH, 1)[:, t]
-        prev_h_t = np.flip(t21, 1)[:, t]
-        gru_r1_t = np.flip(gru_r1_seq.swapaxes(0, 1), 1)[:, t]
-        gru_r2_t = np.flip(gru_r2_seq.swapaxes(0, 1), 1)[:, t]
-        gru_r3_t = np.flip(gru_r3_seq.swapaxes(0, 1), 1)[:, t]
-        gru_r4_t = np.flip(gru_r4_seq.swapaxes(0, 1), 1)[:, t]
-        gru_r5_t = np.flip(gru_r5_seq.swapaxes(0, 1), 1)[:, t]
+        ct_h_t = dL_dH[:, ::-1][:, t]
+        prev_h_t = t21[:, ::-1][:, t]
+        gru_r1_t = gru_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        gru_r2_t = gru_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        gru_r3_t = gru_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        gru_r4_t = gru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        gru_r5_t = gru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
         gru_back_r1_t = gru_back_r1_seq[t]
         gru_back_r2_t = gru_back_r2_seq[t]
         gru_back_r3_t = gru_back_r3_seq[t]
@@ -1208,7 +1208,7 @@ def hvp(
         gru_back_r5_t = gru_back_r5_seq[t]
         gru_back_r6_t = gru_back_r6_seq[t]
         dadj_h_t = carry_adj_h
-        dd_gru_u1_t = np.flip(t43, 1)[:, t] + carry_d_gru_u1
+        dd_gru_u1_t = t43[:, ::-1][:, t] + carry_d_gru_u1
         dacc1_t = t45[:, t] + carry_acc1
         dacc2_t = t47[:, t] + carry_acc2
         t48 = prev_h_t.dot(dacc1_t)
@@ -1255,14 +1255,14 @@ def hvp(
         np.add(d_captured1, t66, out=d_captured1)
     t67 = dL_dz.dot(_v_W.T)
     t68 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
-    t69 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).dot(W)
+    t69 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).dot(W)
     t70 = _ew26(_v_c.reshape(1, n_out), t68, t69, t19, t17, out=np.empty((B, n_out), dtype=dt))
     t71 = _rowsum(t70, keepdims=True)
     t72 = _ew27(t70, t17, t71, out=t17)
     t73 = t72.dot(W.T)
     t74 = _ew1(t67, t73, out=t67)
     t75 = np.concatenate(
-        [np.flip(dprev_h_seq.swapaxes(0, 1), 1)[:, 1:8], t74.reshape(B, 1, n_h)],
+        [dprev_h_seq.swapaxes(0, 1)[:, ::-1][:, 1:8], t74.reshape(B, 1, n_h)],
         axis=1,
     )
     # gru: back-propagation through time, the reverse loop over the 8 steps
@@ -1280,11 +1280,11 @@ def hvp(
         gru_r3_t = gru_r3_seq[t]
         gru_r4_t = gru_r4_seq[t]
         gru_r5_t = gru_r5_seq[t]
-        dgru_r1_t = np.flip(dgru_r1_seq.swapaxes(0, 1), 1)[:, t]
-        dgru_r2_t = np.flip(dgru_r2_seq.swapaxes(0, 1), 1)[:, t]
-        dgru_r3_t = np.flip(dgru_r3_seq.swapaxes(0, 1), 1)[:, t]
-        dgru_r4_t = np.flip(dgru_r4_seq.swapaxes(0, 1), 1)[:, t]
-        dgru_r5_t = np.flip(dgru_r5_seq.swapaxes(0, 1), 1)[:, t]
+        dgru_r1_t = dgru_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        dgru_r2_t = dgru_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        dgru_r3_t = dgru_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        dgru_r4_t = dgru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        dgru_r5_t = dgru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
         dh_t = t75[:, t] + carry_h
         t76 = _ew28(dgru_r5_t, dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
         t77 = _ew29(dgru_r3_t, t76, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
@@ -1310,7 +1310,7 @@ def hvp(
     t86 = X.reshape(8*B, 8).T.dot(dgru_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h))
     t87 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 3*n_h), dtype=dt))
     t88 = _colsum(dgru_u1_seq)
-    t89 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t89 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     t90 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t72)
     hv_W = _ew1(t89, t90, out=t89)
     hv_c = _colsum(t72)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:ba4dd1dac86c9ce42e6fcee5d95d8be9744295797b43d95c6cf1d301b0ee4dd4
+# symgrad-generated sha256:d9d0ccf999c02ce081b7fe0a4124c66a03a02aa0d54c8eeb35f40d550452116a
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -1105,13 +1105,13 @@ def hvp(
     adj_h_prev = np.broadcast_to(0.0, (B, n_h))
     adj_C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
-        ct_h_t = np.flip(dL_dH, 1)[:, t]
-        prev_C_t = np.flip(t22, 1)[:, t]
-        lstm_r1_t = np.flip(lstm_r1_seq.swapaxes(0, 1), 1)[:, t]
-        lstm_r2_t = np.flip(lstm_r2_seq.swapaxes(0, 1), 1)[:, t]
-        lstm_r3_t = np.flip(lstm_r3_seq.swapaxes(0, 1), 1)[:, t]
-        lstm_r4_t = np.flip(lstm_r4_seq.swapaxes(0, 1), 1)[:, t]
-        lstm_r5_t = np.flip(lstm_r5_seq.swapaxes(0, 1), 1)[:, t]
+        ct_h_t = dL_dH[:, ::-1][:, t]
+        prev_C_t = t22[:, ::-1][:, t]
+        lstm_r1_t = lstm_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        lstm_r2_t = lstm_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        lstm_r3_t = lstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        lstm_r4_t = lstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        lstm_r5_t = lstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
         t23 = _ew1(ct_h_t, adj_h_prev, out=lstm_back_r1_seq[t])
         t24 = _ew5(t23, lstm_r1_t, out=lstm_back_r2_seq[t])
         t25 = _ew13(adj_C_prev, t24, lstm_r5_t, out=lstm_back_r3_seq[t])
@@ -1128,13 +1128,13 @@ def hvp(
         _ew5(t25, lstm_r2_t, out=adj_C_seq[t])
         adj_h_prev = adj_h_seq[t]
         adj_C_prev = adj_C_seq[t]
-    t37 = X.reshape(8*B, 8).T.dot(np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1).reshape(8*B, 4*n_h))
+    t37 = X.reshape(8*B, 8).T.dot(d_lstm_u1_seq.swapaxes(0, 1)[:, ::-1].reshape(8*B, 4*n_h))
     t38 = np.concatenate(
         [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
         axis=1,
     )
-    t39 = np.flip(t38, 1).reshape(8*B, n_h).T.dot(d_lstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
-    t40 = _colsum(np.flip(d_lstm_u1_seq.swapaxes(0, 1), 1))
+    t39 = t38[:, ::-1].reshape(8*B, n_h).T.dot(d_lstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
+    t40 = _colsum(d_lstm_u1_seq.swapaxes(0, 1)[:, ::-1])
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
@@ -1147,11 +1147,7 @@ def hvp(
     )
     t43 = dL_dz.dot(_v_W.T)
     t44 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
-    t45 = np.matmul(
-        np.flip(t38, 1).reshape(8*B, n_h),
-        t41,
-        out=_scratch(ws, "t45", (8*B, 4*n_h), dt),
-    )
+    t45 = np.matmul(t38[:, ::-1].reshape(8*B, n_h), t41, out=_scratch(ws, "t45", (8*B, 4*n_h), dt))
     t46 = np.concatenate([_v_b_i, _v_b_f, _v_b_g, _v_b_o], axis=0)
     t47 = np.concatenate([_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o], axis=1)
     t48 = np.matmul(X.reshape(8*B, 8), t47, out=_scratch(ws, "t48", (8*B, 4*n_h), dt))
@@ -1160,11 +1156,7 @@ def hvp(
         t48.reshape(B, 8, 4*n_h),
         out=_scratch(ws, "t49", (B, 8, 4*n_h), dt),
     )
-    t50 = _ew1(
-        t45.reshape(B, 8, 4*n_h),
-        np.flip(t49, 1),
-        out=_scratch(ws, "t50", (B, 8, 4*n_h), dt),
-    )
+    t50 = _ew1(t45.reshape(B, 8, 4*n_h), t49[:, ::-1], out=_scratch(ws, "t50", (B, 8, 4*n_h), dt))
     # lstm_back: back-propagation through time, the reverse loop over the 8 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
     dprev_C_seq = _scratch(ws, "dprev_C_seq", (8, B, n_h), dt)
@@ -1179,13 +1171,13 @@ def hvp(
     carry_adj_C = np.zeros((B, n_h), dtype=dt)
     carry_d_lstm_u1 = np.zeros((B, 4*n_h), dtype=dt)
     for t in range(8 - 1, -1, -1):
-        ct_h_t = np.flip(dL_dH, 1)[:, t]
-        prev_C_t = np.flip(t22, 1)[:, t]
-        lstm_r1_t = np.flip(lstm_r1_seq.swapaxes(0, 1), 1)[:, t]
-        lstm_r2_t = np.flip(lstm_r2_seq.swapaxes(0, 1), 1)[:, t]
-        lstm_r3_t = np.flip(lstm_r3_seq.swapaxes(0, 1), 1)[:, t]
-        lstm_r4_t = np.flip(lstm_r4_seq.swapaxes(0, 1), 1)[:, t]
-        lstm_r5_t = np.flip(lstm_r5_seq.swapaxes(0, 1), 1)[:, t]
+        ct_h_t = dL_dH[:, ::-1][:, t]
+        prev_C_t = t22[:, ::-1][:, t]
+        lstm_r1_t = lstm_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        lstm_r2_t = lstm_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        lstm_r3_t = lstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        lstm_r4_t = lstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        lstm_r5_t = lstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
         d_lstm_u1_t = d_lstm_u1_seq[t]
         lstm_back_r1_t = lstm_back_r1_seq[t]
         lstm_back_r2_t = lstm_back_r2_seq[t]
@@ -1249,17 +1241,14 @@ def hvp(
         carry_adj_C = t57
         carry_d_lstm_u1[...] = 0.0
         np.add(d_captured1, t66, out=d_captured1)
-    t67 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).dot(W)
+    t67 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).dot(W)
     t68 = _ew21(_v_c.reshape(1, n_out), t44, t67, t20, t18, out=np.empty((B, n_out), dtype=dt))
     t69 = _rowsum(t68, keepdims=True)
     t70 = _ew22(t68, t18, t69, out=t18)
     t71 = t70.dot(W.T)
     t72 = _ew1(t43, t71, out=t43)
-    t73 = np.concatenate(
-        [np.flip(t42.reshape(B, 8, n_h), 1)[:, 1:8], t72.reshape(B, 1, n_h)],
-        axis=1,
-    )
-    t74 = np.pad(np.flip(dprev_C_seq.swapaxes(0, 1), 1)[:, 1:8], ((0, 0), (0, 1), (0, 0)))
+    t73 = np.concatenate([t42.reshape(B, 8, n_h)[:, ::-1][:, 1:8], t72.reshape(B, 1, n_h)], axis=1)
+    t74 = np.pad(dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8], ((0, 0), (0, 1), (0, 0)))
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
@@ -1273,11 +1262,11 @@ def hvp(
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
-        dlstm_r1_t = np.flip(dlstm_r1_seq.swapaxes(0, 1), 1)[:, t]
-        dlstm_r2_t = np.flip(dlstm_r2_seq.swapaxes(0, 1), 1)[:, t]
-        dlstm_r3_t = np.flip(dlstm_r3_seq.swapaxes(0, 1), 1)[:, t]
-        dlstm_r4_t = np.flip(dlstm_r4_seq.swapaxes(0, 1), 1)[:, t]
-        dlstm_r5_t = np.flip(dlstm_r5_seq.swapaxes(0, 1), 1)[:, t]
+        dlstm_r1_t = dlstm_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        dlstm_r2_t = dlstm_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        dlstm_r3_t = dlstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        dlstm_r4_t = dlstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        dlstm_r5_t = dlstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
         dh_t = t73[:, t] + carry_h
         dC_t = t74[:, t] + carry_C
         t75 = _ew23(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
@@ -1298,7 +1287,7 @@ def hvp(
     t83 = X.reshape(8*B, 8).T.dot(dlstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
     t84 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
     t85 = _colsum(dlstm_u1_seq)
-    t86 = np.flip(dct_h_seq.swapaxes(0, 1), 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t86 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     t87 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t70)
     hv_W = _ew1(t86, t87, out=t86)
     hv_c = _colsum(t70)
