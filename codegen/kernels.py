@@ -486,12 +486,15 @@ def _numpy_cost(lines: list[_Line]) -> float:
 
 def _distributed(expr: sympy.Expr) -> list[sympy.Expr]:
     """`expr` with its factors multiplied into a sum of theirs that has a number for a term:
-    a*(1 - b**2) -> a - a*b**2, the same three passes with no number operand. Only such sums:
-    multiplying out (x - y)*(x + y) would trade an exact difference for a cancellation."""
+    a*(1 - b**2) -> a - a*b**2, the same three passes with no number operand. Only such sums,
+    and none with a bare operand for a term: 1 - b is exact for b in [1/2, 2] (a gate near 1),
+    where a - a*b would cancel, as multiplying out (x - y)*(x + y) would."""
     if not isinstance(expr, sympy.Mul):
         return []
     for factor in expr.args:
-        if isinstance(factor, sympy.Add) and any(t.is_Number for t in factor.args):
+        terms = factor.args if isinstance(factor, sympy.Add) else ()
+        bare = any((-t if t.could_extract_minus_sign() else t).is_Symbol for t in terms)
+        if any(t.is_Number for t in terms) and not bare:
             rest = expr / factor
             return [sympy.Add(*(rest * t for t in factor.args))]
     return []

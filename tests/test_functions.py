@@ -146,6 +146,14 @@ def test_numpy_form_multiplies_a_factor_into_a_sum_with_a_number_only():
                                values["a"] * (1 - values["b"] ** 2), rtol=1e-13, atol=0)
     k = build_kernel((a - b) * (a + b), ("a", "b"))  # an exact difference is never multiplied out
     assert not any("np.square" in line for line in k.numpy_lines)
+    for gate in (1 - b, b - 1):  # nor 1 - b: exact for a gate near 1, where a - a*b cancels
+        k = build_kernel(a * gate, ("a", "b"))
+        assert k.numpy_lines[0].startswith("np.subtract("), k.numpy_lines
+        near_one = np.float32(1) - np.array([1e-4, 3e-5, 6e-8], np.float32)
+        values = {"a": np.full(3, 3.0, np.float32), "b": near_one}
+        got = _kernel_values(a * gate, values, "numpy")
+        exact = 3.0 * (1 - values["b"].astype(np.float64)) * (1 if gate == 1 - b else -1)
+        np.testing.assert_allclose(got, exact, rtol=2e-7, atol=0)
 
 
 @pytest.mark.parametrize("shape", [(32, 10), (128, 16), (16, 3), (15, 10), (32, 17), (4, 5, 10), (7,)])
