@@ -14,16 +14,28 @@ from symgrad.symbolic.scan import TIME_AXIS, Cell
 
 
 def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str], targets: dict[str, str],
-          invariant: list[str]) -> tuple[Program, list[str]]:
-    """The program of one step, its placeholders and outside values bound to names, and the
-    lines to run before the loop. `targets` are the sequence slices results are written into
-    (see Lowering._place_targets); a product with the transpose of an `invariant` matrix reads
-    a contiguous copy made once before the loop (BLAS is faster on it, every step)."""
+          invariant: list[str], transient: set[str]) -> tuple[Program, list[str], dict[str, str]]:
+    """The program of one step, its placeholders and outside values bound to names, the lines
+    to run before the loop, and the step's temporaries kept across steps (name -> shape text).
+    `targets` are the sequence slices results are written into (see Lowering._place_targets);
+    a product with the transpose of an `invariant` matrix reads a contiguous copy made once
+    before the loop (BLAS is faster on it, every step). When the function has a workspace, a
+    temporary the workspace would hold, and that no later step reads (no result carried to the
+    next step names it or its memory; `transient` results are read within their step), is one
+    array made before the loop and overwritten every step: a fresh (B, 4 n_h) product a step
+    is 128 KiB, which glibc hands back to the system when it is freed."""
     inner = Lowering(roots, outer.names, {}, outer.kernels, copy_results=False, targets=targets,
-                     dim_names=outer.dim_names, reserved=outer.reserved, own=outer.own)
+                     dim_names=outer.dim_names, reserved=outer.reserved, own=outer.own,
+                     workspace=outer.workspace, every_temporary=outer.every_temporary)
+    inner.transient = transient
     inner.var.update(bound)
     inner.taken |= outer.taken | set(bound.values())
     program = inner.run()
+    kept = {}
+    for ins in program.instrs:
+        if ins.scratch:  # written into its own array, made before the loop
+            ins.scratch, ins.buffer = False, ins.out
+            kept[ins.out] = ins.shape
     outer.dims |= set(program.dims)
     for condition, message in program.requirements.items():
         outer.requirements.setdefault(condition, message)
@@ -34,10 +46,14 @@ def _step(outer: Lowering, roots: dict[str, Node], bound: dict[Node, str], targe
         if b.endswith(".T") and (b in invariant or b[:-2] in invariant):
             if b not in copies:
                 base = b[:-2] if b[:-2].isidentifier() else "captured"
-                copies[b] = _claim(outer, f"{base}_T")
-                before.append(f"{copies[b]} = np.ascontiguousarray({b})")
+                copies[b] = name = _claim(outer, f"{base}_T")
+                if outer.workspace:  # the copy is the loop's own: kept across calls like its sequences
+                    before += [f'{name} = _scratch(ws, "{name}", {outer._shape(ins.node.args[1].shape)}, dt)',
+                               f"np.copyto({name}, {b})"]
+                else:
+                    before.append(f"{name} = np.ascontiguousarray({b})")
             ins.args[1] = copies[b]
-    return program, before
+    return program, before, kept
 
 
 def _body(program: Program) -> list[str]:
@@ -134,8 +150,10 @@ def _forward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Inst
     bound |= dict(zip(cell.captured, args[ns + nh:], strict=True))
     roots = {f"s{k}": o for k, o in enumerate(cell.outs)} | {f"r{k}": r for k, r in enumerate(cell.residuals)}
     targets = {key: f"{o}[{t}]" for key, o in zip(roots, outs, strict=True)}
-    program, before = _step(outer, roots, bound, targets, args[ns + nh:])
+    carried = {f"s{k}" for k, p in enumerate(cell.state_ph)}  # the next step reads the states
+    program, before, kept = _step(outer, roots, bound, targets, args[ns + nh:], set(roots) - carried)
     allocates = {o: (_step_major(outer, s), False, is_large(s)) for o, s in zip(outs, shapes, strict=True)}
+    allocates |= {name: (shape, False, True) for name, shape in kept.items()}
 
     def render() -> list[str]:
         results = program.results
@@ -185,19 +203,27 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
     roots = {f"d{k}": d for k, d in enumerate(wanted) if d is not None and (outs[k] or ns <= k < ns + nh)}
     after = {}  # captured adjoints summed over time by one product after the loop, not step by step
     for k, d in enumerate(cell.d_captured):
-        line = _summed_after_loop(d, cell, outs, sequences, states, inits)
+        line = _summed_after_loop(d, cell, outs, sequences, states, inits, node.args[2 * nh + nr + ns:][:nh])
         if line is not None and outs[ns + nh + k] is not None:
             after[ns + nh + k] = f"{outs[ns + nh + k]} = {line}"
             roots.pop(f"d{ns + nh + k}", None)
     targets = {f"d{k}": f"{outs[k]}[{t}]" for k in range(ns) if f"d{k}" in roots}
-    program, before = _step(outer, roots, bound, targets, back_captured)
+    carried = {f"d{ns + k}" for k in range(nh)}  # the carries: the next step reads them
+    program, before, kept = _step(outer, roots, bound, targets, back_captured, set(roots) - carried)
     # an initial state's adjoint is the last carry, allocated with the carries
     allocates = {o: (_step_major(outer, s) if k < ns else outer._shape(s), k >= ns, is_large(s))
                  for k, (o, s) in enumerate(zip(outs, shapes, strict=True))
                  if o is not None and not ns <= k < ns + nh and k not in after}
+    allocates |= {name: (shape, False, True) for name, shape in kept.items()}
+    # a state the step does not read (an HVP's second pass carries the first pass's adjoint of
+    # the gate inputs, which no step reads back) has no adjoint to carry: its carry stays zero,
+    # so each step takes its cotangent as it is, without adding zeros to a fresh array
+    zero = [f"d{ns + k}" not in program.results for k in range(nh)]
+    needed = [not z or outs[ns + k] is not None or _zero_const(ct)
+              for k, (z, ct) in enumerate(zip(zero, node.args[:nh], strict=True))]
     # the carries end as the initial states' adjoints: never in the workspace
     carried = [f"{c} = np.zeros({outer._shape(p.shape)}, dtype=dt)"
-               for c, p in zip(carries, cell.state_ph, strict=True)]
+               for c, p, keep in zip(carries, cell.state_ph, needed, strict=True) if keep]
 
     def render() -> list[str]:
         results = program.results
@@ -212,16 +238,19 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
                   if p is not None]
         inner += [f"{ph[p]} = {_at(r, t)}" for p, r in zip(cell.res_ph, residuals, strict=True)]
         inner += [f"{ph[p]} = {_at(c, t)}" for p, c in zip(cell.ctr_ph, res_cts, strict=True)]
-        for p, c, carry, ct in zip(cell.ct_ph, cts, carries, node.args[:nh], strict=True):
-            zero = ct.op == "broadcast_to" and ct.args[0].op == "const" and ct.args[0].attr("value") == 0
-            inner.append(f"{ph[p]} = {carry}" if zero else f"{ph[p]} = {_at(c, t)} + {carry}")
+        for p, c, carry, ct, keep in zip(cell.ct_ph, cts, carries, node.args[:nh], needed, strict=True):
+            if _zero_const(ct):
+                inner.append(f"{ph[p]} = {carry}")
+            else:
+                inner.append(f"{ph[p]} = {_at(c, t)} + {carry}" if keep else f"{ph[p]} = {_at(c, t)}")
         inner += _body(program)
         for k in range(ns):
             if outs[k] is not None and f"d{k}" not in program.placed:
                 inner.append(f"{outs[k]}[{t}] = {results.get(f'd{k}', '0.0')}")
         for k, carry in enumerate(carries):
             value = results.get(f"d{ns + k}")
-            inner.append(f"{carry} = {value}" if value else f"{carry}[...] = 0.0")
+            if value:
+                inner.append(f"{carry} = {value}")
         for k in range(len(cell.d_captured)):
             acc, value = outs[ns + nh + k], results.get(f"d{ns + nh + k}")
             if acc is not None and value:
@@ -233,11 +262,19 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
     return render, allocates
 
 
+def _zero_const(n: Node) -> bool:
+    """n is zeros broadcast to a shape (a cotangent that nothing contributes to)."""
+    return n.op == "broadcast_to" and n.args[0].op == "const" and n.args[0].attr("value") == 0
+
+
 def _summed_after_loop(d: Node | None, cell: Cell, outs: list[str | None], sequences: list[str],
-                       states: list[str], inits: list[str]) -> str | None:
+                       states: list[str], inits: list[str], init_nodes: tuple[Node, ...]) -> str | None:
     """A captured value's adjoint, summed over all steps at once, when each step's part is a
     product (or a batch sum) of a stored sequence's adjoint: sum_t a_t^T g_t is one product of
-    the (B*T)-row stacks, and sum_t sum_b g_t one column sum. None when it is not of that form."""
+    the (B*T)-row stacks, and sum_t sum_b g_t one column sum. None when it is not of that form.
+    With a_t = h_{t-1}, the states shifted one step, the product is of the states but the last
+    and the adjoints but the first (both one block of memory, step-major), plus the initial
+    state's part unless that state is zero: joining them first copied every state."""
     if d is None:
         return None
     stored = {g: outs[j] for j, g in enumerate(cell.d_seq) if g is not None and outs[j] is not None}
@@ -249,8 +286,9 @@ def _summed_after_loop(d: Node | None, cell: Cell, outs: list[str | None], seque
     if a in cell.seq_ph:  # x_t: the sequence itself
         rows = _steps_first(sequences[cell.seq_ph.index(a)])
     elif a in cell.state_ph:  # h_{t-1}: the states shifted one step, the initial state first
-        i = cell.state_ph.index(a)
-        rows = f"np.concatenate([{atom(inits[i])}[None], {_steps_first(states[i])}[:-1]], axis=0, dtype=dt)"
+        i, g = cell.state_ph.index(a), stored[d.args[1]]
+        line = f"np.tensordot({_steps_first(states[i])}[:-1], {g}[1:], axes=([0, 1], [0, 1]))"
+        return line if _zero_const(init_nodes[i]) else f"{line} + {atom(inits[i])}.T.dot({g}[0])"
     else:
         return None
     return f"np.tensordot({rows}, {stored[d.args[1]]}, axes=([0, 1], [0, 1]))"

@@ -33,7 +33,7 @@ _CHECKED_OPS = ("inv", "solve", "cholesky")  # their errors (a singular matrix) 
 _LOOP_OPS = ("scan", "scan_vjp")  # lowered by codegen.loops into a loop over time
 _HEAVY = (sympy.exp, sympy.log, sympy.tanh)
 # the operations whose lowerings can write into a workspace array
-_WORKSPACE_OPS = ("ew", "matmul", "im2col", "col2im", "col2im_matmul", "max", "sum")
+_WORKSPACE_OPS = ("ew", "matmul", "im2col", "col2im", "col2im_matmul", "max", "sum", "pad", "concat", "rows")
 # The sequences a loop writes are stored step-major, (T, B, ...), and read by the rest of the
 # program batch-major, as the model defines them, through this view (see codegen.loops).
 BATCH_MAJOR = ".swapaxes(0, 1)"
@@ -54,14 +54,15 @@ class Instr:
     inline: str | None = None  # scalar elementwise: the numpy expression
     shape: str = ""  # the output's shape as Python text, for allocating it
     discard: bool = False  # the value lands in a leaf in place and no later line names it
-    pad: tuple[str, str] = ("0", "0")  # zero padding: widths before and after, as Python text
+    # zero padding: widths before and after, and where the padded operand ends, as Python text
+    pad: tuple[str, str, str] = ("0", "0", "0")
     render: Callable[[], list[str]] | None = None  # a loop's lines, written once kernels have names
     scratch: bool = False  # the output lives in the call's workspace (never returned)
     # a loop's arrays: name -> (shape text, zeroed, large); `scratch_names` live in the workspace
     allocates: dict[str, tuple[str, bool, bool]] = field(default_factory=dict)
     scratch_names: set[str] = field(default_factory=set)
     placed: bool = False  # `buffer` is a target outside this program (a slice of a loop's sequence)
-    order: str = ""  # an identity matrix's order, as Python text
+    order: str = ""  # an identity matrix's order, or the shape `rows` copies from, as Python text
     where: str = ""  # a linear-algebra operation's label for its errors, as a Python string literal
 
 
@@ -119,7 +120,7 @@ class Lowering:
                  kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
                  copy_results: bool = True, workspace: bool = False, targets: dict[str, str] | None = None,
                  dim_names: frozenset[str] = frozenset(), reserved: frozenset[str] = frozenset(),
-                 own: dict[Node, str] | None = None):
+                 own: dict[Node, str] | None = None, every_temporary: bool = False):
         self.roots = roots
         self.dim_names = dim_names  # the model's dims: the only symbols a shape or constant may name
         # the model's names and the generated code's fixed locals: a name the code makes up
@@ -128,7 +129,12 @@ class Lowering:
         self.reserved = reserved
         self.own = own or {}
         self.targets = targets or {}  # result key -> the array (a sequence's step) it is written into
-        self.workspace = workspace  # a function's top level (a loop body's values are carried)
+        # a function's top level, or a loop body whose outer function has one: there the body's
+        # temporaries are kept across steps in arrays made before the loop (codegen.loops)
+        self.workspace = workspace
+        self.transient: set[str] = set()  # result keys read within the same step only (a loop body)
+        # an HVP's: every temporary of two axes or more, not only the large ones (see `temporary`)
+        self.every_temporary = every_temporary
         self.copy_results = copy_results  # a loop body's results are copied by the loop itself
         self.stores = stores or {}  # result key -> the leaf its value overwrites in place
         self.names = names
@@ -312,6 +318,10 @@ class Lowering:
             self.taken.add(self.var[leaf])
         instrs: list[Instr] = []
         for n in self.order:
+            if n.op == "reshape" and self.workspace and n not in self.var and self._strided_rows(n):
+                instrs.append(self._named(Instr("rows", n, self._name(n), [self.ref(n.args[0])],
+                                                eqs=self._eqs(n, []), order=self._shape(n.args[0].shape))))
+                continue
             if n in self.var or n.is_leaf or n in self.fused or n in self.folded or n.op in _VIEW_OPS \
                     or n.op == "item":
                 continue  # bound already, fused into a kernel, a view written inline, or a loop's output
@@ -339,7 +349,7 @@ class Lowering:
         self._plan_memory(instrs, list(results.values()))
         copies = self._place_stores(instrs)
         if self.workspace:
-            self._plan_workspace(instrs, list(results.values()))
+            self._plan_workspace(instrs, [t for k, t in results.items() if k not in self.transient])
         for ins in instrs:  # a kernel with no buffer to reuse writes into a new one
             if ins.kernel is not None and ins.buffer is None or LOWERINGS[ins.op].needs_shape or ins.scratch:
                 ins.shape = self._shape(ins.node.shape)
@@ -366,9 +376,14 @@ class Lowering:
                                      eqs=self._eqs(n, [m])))
         if n.op != "ew":
             args = [self.ref(a) for a in n.args]
+            x = n.args[0]
+            if n.op == "sum" and n.attr("axes") == tuple(range(x.ndim - 1)) and not n.attr("keepdims"):
+                args = [self.ref(self._unreversed(n.args[0]))]  # a column sum: the rows in any order
             instr = Instr(n.op, n, self._name(n), args, eqs=self._eqs(n, []))
             if n.op == "pad":
-                instr.pad = (self._dim_text(n.attr("before")), self._dim_text(n.attr("after")))
+                before, size = n.attr("before"), n.args[0].shape[n.attr("axis")]
+                instr.pad = (self._dim_text(before), self._dim_text(n.attr("after")),
+                             self._dim_text(sympy.sympify(before) + size))
             elif n.op == "eye":
                 instr.order = self._dim_text(n.attr("n"))
             elif n.op in _CHECKED_OPS:
@@ -506,10 +521,47 @@ class Lowering:
             ins.scratch_names = {name for name, (_, _, large) in ins.allocates.items()
                                  if large and name not in escaped}
             if (ins.op in _WORKSPACE_OPS and ins.buffer is None and ins.inline is None and not ins.discard
-                    and ins.out not in escaped and is_large(n.shape)
+                    and ins.out not in escaped and self._kept(ins)
                     and not (ins.op == "sum" and (len(n.attr("axes")) == n.args[0].ndim
                                                   or n.attr("axes") == tuple(range(n.args[0].ndim - 1))))):
                 ins.scratch = True
+
+    def _unreversed(self, x: Node) -> Node:
+        """x without the reversals of its leading axes (of a view not computed already): a sum
+        over those axes reads the rows in memory order, and a reversed view of a loop's
+        sequence would make numpy copy it before summing."""
+        while x not in self.var and x.op == "flip" and x.attr("axis") % x.ndim < x.ndim - 1:
+            x = x.args[0]
+        return x
+
+    def _strided_rows(self, n: Node) -> bool:
+        """A reshape that merges the first two axes of a view whose first two axes are not one
+        block of memory: a loop's sequence read batch-major (stored step-major), reversed or
+        cut in time. numpy would copy it into fresh memory on every call (1 MiB for an LSTM's
+        (B, 8, 4 n_h) gate adjoints, handed back to the system when freed and faulted in
+        again); the program copies it into the workspace instead (`rows`)."""
+        x = n.args[0]
+        if x.ndim < 2 or n.ndim != x.ndim - 1 or any(_is_one(d) for d in x.shape[:2]) \
+                or not shapes_equal((x.shape[0] * x.shape[1], *x.shape[2:]), n.shape):
+            return False
+        while x not in self.var:
+            if x.op == "flip" and x.attr("axis") % x.ndim < 2:
+                return True
+            if x.op == "slice" and x.attr("axis") == 1:
+                return True
+            if x.op not in ("flip", "slice"):
+                return False  # another view: numpy decides, as before
+            x = x.args[0]
+        return self.var[x].endswith(BATCH_MAJOR)
+
+    def _kept(self, ins: Instr) -> bool:
+        """Whether a temporary of this shape lives in the workspace. An HVP keeps about twice as
+        many (batch, features) arrays alive as a gradient: freed at the end of each call, the
+        heap's top grows past glibc's trim threshold and is handed back to the kernel, to be
+        faulted in again on the next call (the digits MLP's `hvp`: 80 page faults a call)."""
+        shape = ins.node.shape
+        every = self.every_temporary and len(shape) >= 2 and ins.op in ("ew", "matmul")
+        return ins.op == "rows" or is_large(shape) or every
 
     def _place_stores(self, instrs: list[Instr]) -> list[tuple[str, str]]:
         """Write each stored result straight into its leaf when nothing later reads the leaf's
@@ -578,6 +630,10 @@ def is_large(shape: Shape) -> bool:
     return len(shape) >= 3 or size >= WORKSPACE_MIN
 
 
+def _is_one(d) -> bool:
+    return d == 1 or getattr(d, "is_Integer", False) and int(d) == 1
+
+
 def _mentions(text: str, name: str) -> bool:
     return name in re.findall(r"[A-Za-z_]\w*", text)
 
@@ -585,11 +641,13 @@ def _mentions(text: str, name: str) -> bool:
 def lower(roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
           kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
           workspace: bool = False, dim_names: frozenset[str] = frozenset(),
-          reserved: frozenset[str] = frozenset(), own: dict[Node, str] | None = None) -> Program:
+          reserved: frozenset[str] = frozenset(), own: dict[Node, str] | None = None,
+          every_temporary: bool = False) -> Program:
     """Lower the graph that computes `roots` into a Program (see the module docstring);
     `stores` names results that overwrite a leaf (a state or parameter) in place; with
     `workspace`, large temporaries live in the call's workspace (`ws`); `dim_names` are the
     model's dims, the only symbols its shapes and constants may name; no name the code makes up
-    is one of `reserved`, and only the nodes in `own` are written by the model's names."""
+    is one of `reserved`, and only the nodes in `own` are written by the model's names; with
+    `every_temporary` (an HVP), every temporary of two axes or more lives in the workspace."""
     return Lowering(roots, names, owners, kernels, stores, workspace=workspace, dim_names=dim_names,
-                    reserved=reserved, own=own).run()
+                    reserved=reserved, own=own, every_temporary=every_temporary).run()

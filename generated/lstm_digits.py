@@ -1,4 +1,4 @@
-# symgrad-generated sha256:d9d0ccf999c02ce081b7fe0a4124c66a03a02aa0d54c8eeb35f40d550452116a
+# symgrad-generated sha256:5f23057f1db20b4360efb4d32905bad8c7d1d7ea99dab70860dad234fd046a54
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -740,12 +740,12 @@ def forward(
     n_h = Wx_i.shape[1]
     # (1) H = scan[lstm](X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g,
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
-    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
+    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1, out=_scratch(ws, "t1", (8, 4*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
+    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0, out=_scratch(ws, "t3", (4*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
+    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1, out=_scratch(ws, "t5", (n_h, 4*n_h), dt))
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -755,11 +755,12 @@ def forward(
     lstm_unused4 = _scratch(ws, "lstm_unused4", (8, B, n_h), dt)
     lstm_unused5 = _scratch(ws, "lstm_unused5", (8, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (8, B, n_h), dt)
+    t6 = _scratch(ws, "t6", (B, 4*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = h_prev.dot(t5)
+        t6 = np.matmul(h_prev, t5, out=t6)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_unused2[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
@@ -811,12 +812,12 @@ def loss(
     n_h = Wx_i.shape[1]
     # (1) H = scan[lstm](X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g,
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
-    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
+    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1, out=_scratch(ws, "t1", (8, 4*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
+    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0, out=_scratch(ws, "t3", (4*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
+    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1, out=_scratch(ws, "t5", (n_h, 4*n_h), dt))
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -826,11 +827,12 @@ def loss(
     lstm_unused4 = _scratch(ws, "lstm_unused4", (8, B, n_h), dt)
     lstm_unused5 = _scratch(ws, "lstm_unused5", (8, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (8, B, n_h), dt)
+    t6 = _scratch(ws, "t6", (B, 4*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = h_prev.dot(t5)
+        t6 = np.matmul(h_prev, t5, out=t6)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_unused2[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
@@ -883,12 +885,12 @@ def loss_and_grad(
     n_h = Wx_i.shape[1]
     # (1) H = scan[lstm](X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g,
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
-    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
+    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1, out=_scratch(ws, "t1", (8, 4*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
+    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0, out=_scratch(ws, "t3", (4*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
+    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1, out=_scratch(ws, "t5", (n_h, 4*n_h), dt))
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -898,11 +900,12 @@ def loss_and_grad(
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (8, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (8, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (8, B, n_h), dt)
+    t6 = _scratch(ws, "t6", (B, 4*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = h_prev.dot(t5)
+        t6 = np.matmul(h_prev, t5, out=t6)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
@@ -927,14 +930,17 @@ def loss_and_grad(
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t19 = dL_dz.dot(W.T)
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
-    dL_dH = np.pad(t19.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
+    dL_dH = _scratch(ws, "dL_dH", (B, 8, n_h), dt)
+    dL_dH[:, :7] = 0
+    dL_dH[:, 7:8] = t19.reshape(B, 1, n_h)
     # (15) dL/d(X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g, b_o],
     #     axis=0)) = bptt[lstm](...)[0]
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
     carry_C = np.zeros((B, n_h), dtype=dt)
-    t5_T = np.ascontiguousarray(t5.T)
+    t5_T = _scratch(ws, "t5_T", (4*n_h, n_h), dt)
+    np.copyto(t5_T, t5.T)
     for t in range(8 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
         C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
@@ -955,34 +961,32 @@ def loss_and_grad(
         t27 = _ew5(t20, lstm_r2_t, out=t20)
         carry_h = t26
         carry_C = t27
-    d_captured1 = np.tensordot(
-        np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
-        dlstm_u1_seq,
-        axes=([0, 1], [0, 1]),
-    )
+    d_captured1 = np.tensordot(H[:-1], dlstm_u1_seq[1:], axes=([0, 1], [0, 1]))
     # (27) dL/d(concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[lstm](...)[0].reshape(8*B, 4*n_h)
-    t28 = X.reshape(8*B, 8).T.dot(dlstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
+    t28 = _scratch(ws, "t28", (8*B, 4*n_h), dt)
+    np.copyto(t28.reshape(B, 8, 4*n_h), dlstm_u1_seq.swapaxes(0, 1))
+    t29 = X.reshape(8*B, 8).T.dot(t28)
     # (22) dL/d(concat([b_i, b_f, b_g, b_o], axis=0)) = sum(bptt[lstm](...)[0], axis=(0, 1))
-    t29 = _colsum(dlstm_u1_seq)
+    t30 = _colsum(dlstm_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
     _give_back("loss_and_grad", ws)
     return float(L), {
-        "Wx_i": t28[:, 0:n_h],
-        "Wx_f": t28[:, n_h:2*n_h],
-        "Wx_g": t28[:, 2*n_h:3*n_h],
-        "Wx_o": t28[:, 3*n_h:4*n_h],
+        "Wx_i": t29[:, 0:n_h],
+        "Wx_f": t29[:, n_h:2*n_h],
+        "Wx_g": t29[:, 2*n_h:3*n_h],
+        "Wx_o": t29[:, 3*n_h:4*n_h],
         "Wh_i": d_captured1[:, 0:n_h],
         "Wh_f": d_captured1[:, n_h:2*n_h],
         "Wh_g": d_captured1[:, 2*n_h:3*n_h],
         "Wh_o": d_captured1[:, 3*n_h:4*n_h],
-        "b_i": t29[0:n_h],
-        "b_f": t29[n_h:2*n_h],
-        "b_g": t29[2*n_h:3*n_h],
-        "b_o": t29[3*n_h:4*n_h],
+        "b_i": t30[0:n_h],
+        "b_f": t30[n_h:2*n_h],
+        "b_g": t30[2*n_h:3*n_h],
+        "b_o": t30[3*n_h:4*n_h],
         "W": dL_dW,
         "c": dL_dc,
     }
@@ -1038,12 +1042,12 @@ def hvp(
     n_out = Y.shape[1]
     # (1) H = scan[lstm](X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g,
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
-    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
+    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1, out=_scratch(ws, "t1", (8, 4*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
+    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0, out=_scratch(ws, "t3", (4*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
+    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1, out=_scratch(ws, "t5", (n_h, 4*n_h), dt))
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -1053,11 +1057,12 @@ def hvp(
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (8, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (8, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (8, B, n_h), dt)
+    t6 = _scratch(ws, "t6", (B, 4*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = h_prev.dot(t5)
+        t6 = np.matmul(h_prev, t5, out=t6)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
@@ -1069,7 +1074,11 @@ def hvp(
         h_prev = H[t]
         C_prev = C_seq[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t15 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
+    t15 = np.matmul(
+        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h),
+        W,
+        out=_scratch(ws, "t15", (B, n_out), dt),
+    )
     z = _ew1(t15, c, out=t15)
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t16 = _log_softmax(z, axis=1)
@@ -1082,12 +1091,15 @@ def hvp(
     t20 = _ew11(t19, B, out=t19)
     dL_dz = _ew12(Y, t18, t20, B, out=z)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
-    t21 = dL_dz.dot(W.T)
+    t21 = np.matmul(dL_dz, W.T, out=_scratch(ws, "t21", (B, n_h), dt))
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
-    dL_dH = np.pad(t21.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
+    dL_dH = _scratch(ws, "dL_dH", (B, 8, n_h), dt)
+    dL_dH[:, :7] = 0
+    dL_dH[:, 7:8] = t21.reshape(B, 1, n_h)
     t22 = np.concatenate(
         [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), C_seq.swapaxes(0, 1)[:, 0:7]],
         axis=1,
+        out=_scratch(ws, "t22", (B, 8, n_h), dt),
     )
     # lstm_back: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
@@ -1101,7 +1113,12 @@ def hvp(
     lstm_back_r5_seq = _scratch(ws, "lstm_back_r5_seq", (8, B, n_h), dt)
     lstm_back_r6_seq = _scratch(ws, "lstm_back_r6_seq", (8, B, n_h), dt)
     lstm_back_r7_seq = _scratch(ws, "lstm_back_r7_seq", (8, B, n_h), dt)
-    t5_T = np.ascontiguousarray(t5.T)
+    t27 = _scratch(ws, "t27", (B, n_h), dt)
+    t29 = _scratch(ws, "t29", (B, n_h), dt)
+    t31 = _scratch(ws, "t31", (B, n_h), dt)
+    t33 = _scratch(ws, "t33", (B, n_h), dt)
+    t5_T = _scratch(ws, "t5_T", (4*n_h, n_h), dt)
+    np.copyto(t5_T, t5.T)
     adj_h_prev = np.broadcast_to(0.0, (B, n_h))
     adj_C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
@@ -1116,47 +1133,66 @@ def hvp(
         t24 = _ew5(t23, lstm_r1_t, out=lstm_back_r2_seq[t])
         t25 = _ew13(adj_C_prev, t24, lstm_r5_t, out=lstm_back_r3_seq[t])
         t26 = _ew5(t25, lstm_r4_t, out=lstm_back_r6_seq[t])
-        t27 = _ew14(t26, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t27 = _ew14(t26, lstm_r3_t, out=t27)
         t28 = _ew5(t25, prev_C_t, out=lstm_back_r5_seq[t])
-        t29 = _ew14(t28, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t29 = _ew14(t28, lstm_r2_t, out=t29)
         t30 = _ew5(t25, lstm_r3_t, out=lstm_back_r7_seq[t])
-        t31 = _ew15(t30, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
+        t31 = _ew15(t30, lstm_r4_t, out=t31)
         t32 = _ew5(t23, lstm_r5_t, out=lstm_back_r4_seq[t])
-        t33 = _ew14(t32, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t33 = _ew14(t32, lstm_r1_t, out=t33)
         t34 = np.concatenate([t27, t29, t31, t33], axis=1, out=d_lstm_u1_seq[t])
         np.matmul(t34, t5_T, out=adj_h_seq[t])
         _ew5(t25, lstm_r2_t, out=adj_C_seq[t])
         adj_h_prev = adj_h_seq[t]
         adj_C_prev = adj_C_seq[t]
-    t37 = X.reshape(8*B, 8).T.dot(d_lstm_u1_seq.swapaxes(0, 1)[:, ::-1].reshape(8*B, 4*n_h))
-    t38 = np.concatenate(
+    t37 = _scratch(ws, "t37", (8*B, 4*n_h), dt)
+    np.copyto(t37.reshape(B, 8, 4*n_h), d_lstm_u1_seq.swapaxes(0, 1)[:, ::-1])
+    t38 = X.reshape(8*B, 8).T.dot(t37)
+    t39 = np.concatenate(
         [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
         axis=1,
+        out=_scratch(ws, "t39", (B, 8, n_h), dt),
     )
-    t39 = t38[:, ::-1].reshape(8*B, n_h).T.dot(d_lstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
-    t40 = _colsum(d_lstm_u1_seq.swapaxes(0, 1)[:, ::-1])
+    t40 = _scratch(ws, "t40", (8*B, n_h), dt)
+    np.copyto(t40.reshape(B, 8, n_h), t39[:, ::-1])
+    t41 = _scratch(ws, "t41", (8*B, 4*n_h), dt)
+    np.copyto(t41.reshape(B, 8, 4*n_h), d_lstm_u1_seq.swapaxes(0, 1))
+    t42 = t40.T.dot(t41)
+    t43 = _colsum(d_lstm_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
-    t41 = np.concatenate([_v_Wh_i, _v_Wh_f, _v_Wh_g, _v_Wh_o], axis=1)
-    t42 = np.matmul(
-        d_lstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h),
-        t41.T,
-        out=_scratch(ws, "t42", (8*B, n_h), dt),
+    t44 = np.concatenate(
+        [_v_Wh_i, _v_Wh_f, _v_Wh_g, _v_Wh_o],
+        axis=1,
+        out=_scratch(ws, "t44", (n_h, 4*n_h), dt),
     )
-    t43 = dL_dz.dot(_v_W.T)
-    t44 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
-    t45 = np.matmul(t38[:, ::-1].reshape(8*B, n_h), t41, out=_scratch(ws, "t45", (8*B, 4*n_h), dt))
-    t46 = np.concatenate([_v_b_i, _v_b_f, _v_b_g, _v_b_o], axis=0)
-    t47 = np.concatenate([_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o], axis=1)
-    t48 = np.matmul(X.reshape(8*B, 8), t47, out=_scratch(ws, "t48", (8*B, 4*n_h), dt))
-    t49 = _ew1(
-        t46.reshape(1, 1, 4*n_h),
-        t48.reshape(B, 8, 4*n_h),
-        out=_scratch(ws, "t49", (B, 8, 4*n_h), dt),
+    t45 = np.matmul(t41, t44.T, out=_scratch(ws, "t45", (8*B, n_h), dt))
+    t46 = np.matmul(dL_dz, _v_W.T, out=_scratch(ws, "t46", (B, n_h), dt))
+    t47 = np.matmul(
+        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h),
+        _v_W,
+        out=_scratch(ws, "t47", (B, n_out), dt),
     )
-    t50 = _ew1(t45.reshape(B, 8, 4*n_h), t49[:, ::-1], out=_scratch(ws, "t50", (B, 8, 4*n_h), dt))
+    t48 = np.matmul(t40, t44, out=_scratch(ws, "t48", (8*B, 4*n_h), dt))
+    t49 = np.concatenate(
+        [_v_b_i, _v_b_f, _v_b_g, _v_b_o],
+        axis=0,
+        out=_scratch(ws, "t49", (4*n_h,), dt),
+    )
+    t50 = np.concatenate(
+        [_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o],
+        axis=1,
+        out=_scratch(ws, "t50", (8, 4*n_h), dt),
+    )
+    t51 = np.matmul(X.reshape(8*B, 8), t50, out=_scratch(ws, "t51", (8*B, 4*n_h), dt))
+    t52 = _ew1(
+        t49.reshape(1, 1, 4*n_h),
+        t51.reshape(B, 8, 4*n_h),
+        out=_scratch(ws, "t52", (B, 8, 4*n_h), dt),
+    )
+    t53 = _ew1(t48.reshape(B, 8, 4*n_h), t52[:, ::-1], out=_scratch(ws, "t53", (B, 8, 4*n_h), dt))
     # lstm_back: back-propagation through time, the reverse loop over the 8 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
     dprev_C_seq = _scratch(ws, "dprev_C_seq", (8, B, n_h), dt)
@@ -1167,9 +1203,15 @@ def hvp(
     dlstm_r5_seq = _scratch(ws, "dlstm_r5_seq", (8, B, n_h), dt)
     d_captured1 = _scratch(ws, "d_captured1", (4*n_h, n_h), dt)
     d_captured1.fill(0)
+    t54 = _scratch(ws, "t54", (B, 4*n_h), dt)
+    t56 = _scratch(ws, "t56", (B, n_h), dt)
+    t57 = _scratch(ws, "t57", (B, n_h), dt)
+    t58 = _scratch(ws, "t58", (B, n_h), dt)
+    t59 = _scratch(ws, "t59", (B, n_h), dt)
+    t61 = _scratch(ws, "t61", (B, n_h), dt)
+    t69 = _scratch(ws, "t69", (4*n_h, n_h), dt)
     carry_adj_h = np.zeros((B, n_h), dtype=dt)
     carry_adj_C = np.zeros((B, n_h), dtype=dt)
-    carry_d_lstm_u1 = np.zeros((B, 4*n_h), dtype=dt)
     for t in range(8 - 1, -1, -1):
         ct_h_t = dL_dH[:, ::-1][:, t]
         prev_C_t = t22[:, ::-1][:, t]
@@ -1188,72 +1230,85 @@ def hvp(
         lstm_back_r7_t = lstm_back_r7_seq[t]
         dadj_h_t = carry_adj_h
         dadj_C_t = carry_adj_C
-        dd_lstm_u1_t = t50[:, t] + carry_d_lstm_u1
-        t51 = dadj_h_t.dot(t5)
-        t52 = _ew1(dd_lstm_u1_t, t51, out=t51)
-        t53 = _ew14(t52[:, 3*n_h:4*n_h], lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t54 = _ew15(t52[:, 2*n_h:3*n_h], lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
-        t55 = _ew14(t52[:, n_h:2*n_h], lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
-        t56 = _ew14(t52[:, 0:n_h], lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t57 = _ew16(
+        dd_lstm_u1_t = t53[:, t]
+        t54 = np.matmul(dadj_h_t, t5, out=t54)
+        t55 = _ew1(dd_lstm_u1_t, t54, out=t54)
+        t56 = _ew14(t55[:, 3*n_h:4*n_h], lstm_r1_t, out=t56)
+        t57 = _ew15(t55[:, 2*n_h:3*n_h], lstm_r4_t, out=t57)
+        t58 = _ew14(t55[:, n_h:2*n_h], lstm_r2_t, out=t58)
+        t59 = _ew14(t55[:, 0:n_h], lstm_r3_t, out=t59)
+        t60 = _ew16(
             dadj_C_t,
             lstm_r2_t,
-            t54,
+            t57,
             lstm_r3_t,
-            t55,
+            t58,
             prev_C_t,
-            t56,
+            t59,
             lstm_r4_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        t58 = _ew15(t57, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t59 = _ew4(t53, lstm_r5_t, t58, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        _ew5(t55, lstm_back_r3_t, out=dprev_C_seq[t])
+        t61 = _ew15(t60, lstm_r5_t, out=t61)
+        t62 = _ew4(t56, lstm_r5_t, t61, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        _ew5(t58, lstm_back_r3_t, out=dprev_C_seq[t])
         _ew17(
-            t52[:, 3*n_h:4*n_h],
+            t55[:, 3*n_h:4*n_h],
             lstm_back_r4_t,
             lstm_r1_t,
-            t58,
+            t61,
             lstm_back_r1_t,
             out=dlstm_r1_seq[t],
         )
         _ew18(
             dadj_C_t,
             lstm_back_r3_t,
-            t52[:, n_h:2*n_h],
+            t55[:, n_h:2*n_h],
             lstm_back_r5_t,
             lstm_r2_t,
             out=dlstm_r2_seq[t],
         )
-        _ew18(t54, lstm_back_r3_t, t52[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
+        _ew18(t57, lstm_back_r3_t, t55[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
         _ew19(
-            t52[:, 2*n_h:3*n_h],
+            t55[:, 2*n_h:3*n_h],
             lstm_back_r7_t,
             lstm_r4_t,
-            t56,
+            t59,
             lstm_back_r3_t,
             out=dlstm_r4_seq[t],
         )
-        _ew20(t53, lstm_back_r1_t, t57, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
-        t66 = d_lstm_u1_t.T.dot(dadj_h_t)
-        dct_h_seq[t] = t59
-        carry_adj_h = t59
-        carry_adj_C = t57
-        carry_d_lstm_u1[...] = 0.0
-        np.add(d_captured1, t66, out=d_captured1)
-    t67 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).dot(W)
-    t68 = _ew21(_v_c.reshape(1, n_out), t44, t67, t20, t18, out=np.empty((B, n_out), dtype=dt))
-    t69 = _rowsum(t68, keepdims=True)
-    t70 = _ew22(t68, t18, t69, out=t18)
-    t71 = t70.dot(W.T)
-    t72 = _ew1(t43, t71, out=t43)
-    t73 = np.concatenate([t42.reshape(B, 8, n_h)[:, ::-1][:, 1:8], t72.reshape(B, 1, n_h)], axis=1)
-    t74 = np.pad(dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8], ((0, 0), (0, 1), (0, 0)))
+        _ew20(t56, lstm_back_r1_t, t60, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
+        t69 = np.matmul(d_lstm_u1_t.T, dadj_h_t, out=t69)
+        dct_h_seq[t] = t62
+        carry_adj_h = t62
+        carry_adj_C = t60
+        np.add(d_captured1, t69, out=d_captured1)
+    t70 = np.matmul(
+        dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h),
+        W,
+        out=_scratch(ws, "t70", (B, n_out), dt),
+    )
+    t71 = _ew21(_v_c.reshape(1, n_out), t47, t70, t20, t18, out=_scratch(ws, "t71", (B, n_out), dt))
+    t72 = _rowsum(t71, keepdims=True)
+    t73 = _ew22(t71, t18, t72, out=t18)
+    t74 = np.matmul(t73, W.T, out=_scratch(ws, "t74", (B, n_h), dt))
+    t75 = _ew1(t46, t74, out=t46)
+    t76 = np.concatenate(
+        [t45.reshape(B, 8, n_h)[:, ::-1][:, 1:8], t75.reshape(B, 1, n_h)],
+        axis=1,
+        out=_scratch(ws, "t76", (B, 8, n_h), dt),
+    )
+    t77 = _scratch(ws, "t77", (B, 8, n_h), dt)
+    t77[:, 7:] = 0
+    t77[:, 0:7] = dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8]
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
+    t80 = _scratch(ws, "t80", (B, n_h), dt)
+    t81 = _scratch(ws, "t81", (B, n_h), dt)
+    t82 = _scratch(ws, "t82", (B, n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
     carry_C = np.zeros((B, n_h), dtype=dt)
-    t5_T_2 = np.ascontiguousarray(t5.T)
+    t5_T_2 = _scratch(ws, "t5_T_2", (4*n_h, n_h), dt)
+    np.copyto(t5_T_2, t5.T)
     for t in range(8 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
         C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
@@ -1267,62 +1322,64 @@ def hvp(
         dlstm_r3_t = dlstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
         dlstm_r4_t = dlstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
         dlstm_r5_t = dlstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dh_t = t73[:, t] + carry_h
-        dC_t = t74[:, t] + carry_C
-        t75 = _ew23(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t76 = _ew24(dlstm_r3_t, t75, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t77 = _ew24(dlstm_r2_t, t75, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
-        t78 = _ew25(dlstm_r4_t, t75, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
-        t79 = _ew24(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t80 = np.concatenate([t76, t77, t78, t79], axis=1, out=dlstm_u1_seq[t])
-        t81 = np.matmul(t80, t5_T_2, out=t76)
-        t82 = _ew5(t75, lstm_r2_t, out=t75)
-        carry_h = t81
-        carry_C = t82
-    d_captured1_2 = np.tensordot(
-        np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
-        dlstm_u1_seq,
-        axes=([0, 1], [0, 1]),
+        dh_t = t76[:, t] + carry_h
+        dC_t = t77[:, t] + carry_C
+        t78 = _ew23(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t79 = _ew24(dlstm_r3_t, t78, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t80 = _ew24(dlstm_r2_t, t78, C_prev, lstm_r2_t, out=t80)
+        t81 = _ew25(dlstm_r4_t, t78, lstm_r3_t, lstm_r4_t, out=t81)
+        t82 = _ew24(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=t82)
+        t83 = np.concatenate([t79, t80, t81, t82], axis=1, out=dlstm_u1_seq[t])
+        t84 = np.matmul(t83, t5_T_2, out=t79)
+        t85 = _ew5(t78, lstm_r2_t, out=t78)
+        carry_h = t84
+        carry_C = t85
+    d_captured1_2 = np.tensordot(H[:-1], dlstm_u1_seq[1:], axes=([0, 1], [0, 1]))
+    t86 = _scratch(ws, "t86", (8*B, 4*n_h), dt)
+    np.copyto(t86.reshape(B, 8, 4*n_h), dlstm_u1_seq.swapaxes(0, 1))
+    t87 = X.reshape(8*B, 8).T.dot(t86)
+    t88 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
+    t89 = _colsum(dlstm_u1_seq)
+    t90 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t91 = np.matmul(
+        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T,
+        t73,
+        out=_scratch(ws, "t91", (n_h, n_out), dt),
     )
-    t83 = X.reshape(8*B, 8).T.dot(dlstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
-    t84 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
-    t85 = _colsum(dlstm_u1_seq)
-    t86 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
-    t87 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t70)
-    hv_W = _ew1(t86, t87, out=t86)
-    hv_c = _colsum(t70)
+    hv_W = _ew1(t90, t91, out=t90)
+    hv_c = _colsum(t73)
     _give_back("hvp", ws)
     return (
         float(L),
         {
-            "Wx_i": t37[:, 0:n_h],
-            "Wx_f": t37[:, n_h:2*n_h],
-            "Wx_g": t37[:, 2*n_h:3*n_h],
-            "Wx_o": t37[:, 3*n_h:4*n_h],
-            "Wh_i": t39[:, 0:n_h],
-            "Wh_f": t39[:, n_h:2*n_h],
-            "Wh_g": t39[:, 2*n_h:3*n_h],
-            "Wh_o": t39[:, 3*n_h:4*n_h],
-            "b_i": t40[0:n_h],
-            "b_f": t40[n_h:2*n_h],
-            "b_g": t40[2*n_h:3*n_h],
-            "b_o": t40[3*n_h:4*n_h],
+            "Wx_i": t38[:, 0:n_h],
+            "Wx_f": t38[:, n_h:2*n_h],
+            "Wx_g": t38[:, 2*n_h:3*n_h],
+            "Wx_o": t38[:, 3*n_h:4*n_h],
+            "Wh_i": t42[:, 0:n_h],
+            "Wh_f": t42[:, n_h:2*n_h],
+            "Wh_g": t42[:, 2*n_h:3*n_h],
+            "Wh_o": t42[:, 3*n_h:4*n_h],
+            "b_i": t43[0:n_h],
+            "b_f": t43[n_h:2*n_h],
+            "b_g": t43[2*n_h:3*n_h],
+            "b_o": t43[3*n_h:4*n_h],
             "W": dL_dW,
             "c": dL_dc,
         },
         {
-            "Wx_i": t83[:, 0:n_h],
-            "Wx_f": t83[:, n_h:2*n_h],
-            "Wx_g": t83[:, 2*n_h:3*n_h],
-            "Wx_o": t83[:, 3*n_h:4*n_h],
-            "Wh_i": t84[:, 0:n_h],
-            "Wh_f": t84[:, n_h:2*n_h],
-            "Wh_g": t84[:, 2*n_h:3*n_h],
-            "Wh_o": t84[:, 3*n_h:4*n_h],
-            "b_i": t85[0:n_h],
-            "b_f": t85[n_h:2*n_h],
-            "b_g": t85[2*n_h:3*n_h],
-            "b_o": t85[3*n_h:4*n_h],
+            "Wx_i": t87[:, 0:n_h],
+            "Wx_f": t87[:, n_h:2*n_h],
+            "Wx_g": t87[:, 2*n_h:3*n_h],
+            "Wx_o": t87[:, 3*n_h:4*n_h],
+            "Wh_i": t88[:, 0:n_h],
+            "Wh_f": t88[:, n_h:2*n_h],
+            "Wh_g": t88[:, 2*n_h:3*n_h],
+            "Wh_o": t88[:, 3*n_h:4*n_h],
+            "b_i": t89[0:n_h],
+            "b_f": t89[n_h:2*n_h],
+            "b_g": t89[2*n_h:3*n_h],
+            "b_o": t89[3*n_h:4*n_h],
             "W": hv_W,
             "c": hv_c,
         },
