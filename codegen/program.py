@@ -376,9 +376,9 @@ class Lowering:
                                      eqs=self._eqs(n, [m])))
         if n.op != "ew":
             args = [self.ref(a) for a in n.args]
-            x = n.args[0]
-            if n.op == "sum" and n.attr("axes") == tuple(range(x.ndim - 1)) and not n.attr("keepdims"):
-                args = [self.ref(self._unreversed(n.args[0]))]  # a column sum: the rows in any order
+            rows = n.op == "sum" and n.attr("axes") == tuple(range(n.args[0].ndim - 1))
+            if rows and not n.attr("keepdims"):  # a column sum: the rows in any order
+                args = [self.ref(self._unreversed(n.args[0]))]
             instr = Instr(n.op, n, self._name(n), args, eqs=self._eqs(n, []))
             if n.op == "pad":
                 before, size = n.attr("before"), n.args[0].shape[n.attr("axis")]
