@@ -1,4 +1,4 @@
-# symgrad-generated sha256:f6f77373558c09ca544c187a051280c78a87f75ee14d01bb2e781321b848c2eb
+# symgrad-generated sha256:e0087c70b8fb066b1d21b1c3dd0517199a6a24b007f8e9b46a2647e0b8485d76
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -1002,9 +1002,9 @@ def loss_and_grad(
         np.add(d_captured2, t28, out=d_captured2)
     # (29) dL/d(concat([Wx_r, Wx_z, Wx_n], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[gru](...)[0].reshape(8*B, 3*n_h)
-    t29 = _scratch(ws, "t29", (8*B, 3*n_h), dt)
-    np.copyto(t29.reshape(B, 8, 3*n_h), dgru_u1_seq.swapaxes(0, 1))
-    t30 = X.reshape(8*B, 8).T.dot(t29)
+    t29 = _scratch(ws, "t29", (8*B, 8), dt)
+    np.copyto(t29.reshape(8, B, 8), X.swapaxes(0, 1))
+    t30 = t29.T.dot(dgru_u1_seq.reshape(8*B, 3*n_h))
     # (25) dL/d(concat([bx_r, bx_z, bx_n], axis=0)) = sum(bptt[gru](...)[0], axis=(0, 1))
     t31 = _colsum(dgru_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
@@ -1158,13 +1158,13 @@ def hvp(
     acc1_prev = np.broadcast_to(0.0, (n_h, 3*n_h))
     acc2_prev = np.broadcast_to(0.0, (3*n_h,))
     for t in range(8):
-        ct_h_t = dL_dH[:, ::-1][:, t]
-        prev_h_t = t21[:, ::-1][:, t]
-        gru_r1_t = gru_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r2_t = gru_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r3_t = gru_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r4_t = gru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r5_t = gru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        ct_h_t = dL_dH[:, 7 - t]
+        prev_h_t = t21[:, 7 - t]
+        gru_r1_t = gru_r1_seq[7 - t]
+        gru_r2_t = gru_r2_seq[7 - t]
+        gru_r3_t = gru_r3_seq[7 - t]
+        gru_r4_t = gru_r4_seq[7 - t]
+        gru_r5_t = gru_r5_seq[7 - t]
         t22 = _ew1(ct_h_t, adj_h_prev, out=gru_back_r1_seq[t])
         t23 = _ew10(t22, gru_r2_t, out=gru_back_r2_seq[t])
         t24 = _ew15(t23, gru_r5_t, out=gru_back_r3_seq[t])
@@ -1184,9 +1184,9 @@ def hvp(
         adj_h_prev = adj_h_seq[t]
         acc1_prev = acc1_seq[t]
         acc2_prev = acc2_seq[t]
-    t38 = _scratch(ws, "t38", (8*B, 3*n_h), dt)
-    np.copyto(t38.reshape(B, 8, 3*n_h), d_gru_u1_seq.swapaxes(0, 1)[:, ::-1])
-    t39 = X.reshape(8*B, 8).T.dot(t38)
+    t38 = _scratch(ws, "t38", (8*B, 8), dt)
+    np.copyto(t38.reshape(8, B, 8), X[:, ::-1].swapaxes(0, 1))
+    t39 = t38.T.dot(d_gru_u1_seq.reshape(8*B, 3*n_h))
     t40 = _colsum(d_gru_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
@@ -1241,13 +1241,13 @@ def hvp(
     carry_acc1 = np.zeros((n_h, 3*n_h), dtype=dt)
     carry_acc2 = np.zeros((3*n_h,), dtype=dt)
     for t in range(8 - 1, -1, -1):
-        ct_h_t = dL_dH[:, ::-1][:, t]
-        prev_h_t = t21[:, ::-1][:, t]
-        gru_r1_t = gru_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r2_t = gru_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r3_t = gru_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r4_t = gru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r5_t = gru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        ct_h_t = dL_dH[:, 7 - t]
+        prev_h_t = t21[:, 7 - t]
+        gru_r1_t = gru_r1_seq[7 - t]
+        gru_r2_t = gru_r2_seq[7 - t]
+        gru_r3_t = gru_r3_seq[7 - t]
+        gru_r4_t = gru_r4_seq[7 - t]
+        gru_r5_t = gru_r5_seq[7 - t]
         gru_back_r1_t = gru_back_r1_seq[t]
         gru_back_r2_t = gru_back_r2_seq[t]
         gru_back_r3_t = gru_back_r3_seq[t]
@@ -1255,7 +1255,7 @@ def hvp(
         gru_back_r5_t = gru_back_r5_seq[t]
         gru_back_r6_t = gru_back_r6_seq[t]
         dadj_h_t = carry_adj_h
-        dd_gru_u1_t = t44[:, ::-1][:, t]
+        dd_gru_u1_t = t44[:, 7 - t]
         dacc1_t = t46[:, t] + carry_acc1
         dacc2_t = t48[:, t] + carry_acc2
         t49 = np.matmul(prev_h_t, dacc1_t, out=t49)
@@ -1340,11 +1340,11 @@ def hvp(
         gru_r3_t = gru_r3_seq[t]
         gru_r4_t = gru_r4_seq[t]
         gru_r5_t = gru_r5_seq[t]
-        dgru_r1_t = dgru_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dgru_r2_t = dgru_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dgru_r3_t = dgru_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dgru_r4_t = dgru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dgru_r5_t = dgru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        dgru_r1_t = dgru_r1_seq[7 - t]
+        dgru_r2_t = dgru_r2_seq[7 - t]
+        dgru_r3_t = dgru_r3_seq[7 - t]
+        dgru_r4_t = dgru_r4_seq[7 - t]
+        dgru_r5_t = dgru_r5_seq[7 - t]
         dh_t = t76[:, t] + carry_h
         t77 = _ew28(dgru_r5_t, dh_t, gru_r2_t, gru_r5_t, out=t77)
         t78 = _ew29(dgru_r3_t, t77, gru_r4_t, gru_r3_t, out=t78)
@@ -1367,9 +1367,9 @@ def hvp(
         carry_h = t84
         np.add(d_captured1_2, t85, out=d_captured1_2)
         np.add(d_captured2, t86, out=d_captured2)
-    t87 = _scratch(ws, "t87", (8*B, 3*n_h), dt)
-    np.copyto(t87.reshape(B, 8, 3*n_h), dgru_u1_seq.swapaxes(0, 1))
-    t88 = X.reshape(8*B, 8).T.dot(t87)
+    t87 = _scratch(ws, "t87", (8*B, 8), dt)
+    np.copyto(t87.reshape(8, B, 8), X.swapaxes(0, 1))
+    t88 = t87.T.dot(dgru_u1_seq.reshape(8*B, 3*n_h))
     t89 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 3*n_h), dtype=dt))
     t90 = _colsum(dgru_u1_seq)
     t91 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:5f23057f1db20b4360efb4d32905bad8c7d1d7ea99dab70860dad234fd046a54
+# symgrad-generated sha256:5a84c3cb776b5e1eaf8c975e15aa580fac1e66d1e3c767c582a91b9a65cd46b0
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -961,12 +961,14 @@ def loss_and_grad(
         t27 = _ew5(t20, lstm_r2_t, out=t20)
         carry_h = t26
         carry_C = t27
-    d_captured1 = np.tensordot(H[:-1], dlstm_u1_seq[1:], axes=([0, 1], [0, 1]))
+    d_captured1 = H[:-1].reshape(-1, H.shape[-1]).T.dot(
+        dlstm_u1_seq[1:].reshape(-1, dlstm_u1_seq.shape[-1]),
+    )
     # (27) dL/d(concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[lstm](...)[0].reshape(8*B, 4*n_h)
-    t28 = _scratch(ws, "t28", (8*B, 4*n_h), dt)
-    np.copyto(t28.reshape(B, 8, 4*n_h), dlstm_u1_seq.swapaxes(0, 1))
-    t29 = X.reshape(8*B, 8).T.dot(t28)
+    t28 = _scratch(ws, "t28", (8*B, 8), dt)
+    np.copyto(t28.reshape(8, B, 8), X.swapaxes(0, 1))
+    t29 = t28.T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
     # (22) dL/d(concat([b_i, b_f, b_g, b_o], axis=0)) = sum(bptt[lstm](...)[0], axis=(0, 1))
     t30 = _colsum(dlstm_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
@@ -1122,13 +1124,13 @@ def hvp(
     adj_h_prev = np.broadcast_to(0.0, (B, n_h))
     adj_C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
-        ct_h_t = dL_dH[:, ::-1][:, t]
-        prev_C_t = t22[:, ::-1][:, t]
-        lstm_r1_t = lstm_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r2_t = lstm_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r3_t = lstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r4_t = lstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r5_t = lstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        ct_h_t = dL_dH[:, 7 - t]
+        prev_C_t = t22[:, 7 - t]
+        lstm_r1_t = lstm_r1_seq[7 - t]
+        lstm_r2_t = lstm_r2_seq[7 - t]
+        lstm_r3_t = lstm_r3_seq[7 - t]
+        lstm_r4_t = lstm_r4_seq[7 - t]
+        lstm_r5_t = lstm_r5_seq[7 - t]
         t23 = _ew1(ct_h_t, adj_h_prev, out=lstm_back_r1_seq[t])
         t24 = _ew5(t23, lstm_r1_t, out=lstm_back_r2_seq[t])
         t25 = _ew13(adj_C_prev, t24, lstm_r5_t, out=lstm_back_r3_seq[t])
@@ -1145,54 +1147,60 @@ def hvp(
         _ew5(t25, lstm_r2_t, out=adj_C_seq[t])
         adj_h_prev = adj_h_seq[t]
         adj_C_prev = adj_C_seq[t]
-    t37 = _scratch(ws, "t37", (8*B, 4*n_h), dt)
-    np.copyto(t37.reshape(B, 8, 4*n_h), d_lstm_u1_seq.swapaxes(0, 1)[:, ::-1])
-    t38 = X.reshape(8*B, 8).T.dot(t37)
+    t37 = _scratch(ws, "t37", (8*B, 8), dt)
+    np.copyto(t37.reshape(8, B, 8), X[:, ::-1].swapaxes(0, 1))
+    t38 = t37.T.dot(d_lstm_u1_seq.reshape(8*B, 4*n_h))
     t39 = np.concatenate(
         [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
         axis=1,
         out=_scratch(ws, "t39", (B, 8, n_h), dt),
     )
     t40 = _scratch(ws, "t40", (8*B, n_h), dt)
-    np.copyto(t40.reshape(B, 8, n_h), t39[:, ::-1])
-    t41 = _scratch(ws, "t41", (8*B, 4*n_h), dt)
-    np.copyto(t41.reshape(B, 8, 4*n_h), d_lstm_u1_seq.swapaxes(0, 1))
-    t42 = t40.T.dot(t41)
-    t43 = _colsum(d_lstm_u1_seq)
+    np.copyto(t40.reshape(8, B, n_h), t39[:, ::-1].swapaxes(0, 1))
+    t41 = t40.T.dot(d_lstm_u1_seq.reshape(8*B, 4*n_h))
+    t42 = _colsum(d_lstm_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
-    t44 = np.concatenate(
+    t43 = np.concatenate(
         [_v_Wh_i, _v_Wh_f, _v_Wh_g, _v_Wh_o],
         axis=1,
-        out=_scratch(ws, "t44", (n_h, 4*n_h), dt),
+        out=_scratch(ws, "t43", (n_h, 4*n_h), dt),
     )
-    t45 = np.matmul(t41, t44.T, out=_scratch(ws, "t45", (8*B, n_h), dt))
-    t46 = np.matmul(dL_dz, _v_W.T, out=_scratch(ws, "t46", (B, n_h), dt))
-    t47 = np.matmul(
+    t44 = np.matmul(
+        d_lstm_u1_seq.reshape(8*B, 4*n_h),
+        t43.T,
+        out=_scratch(ws, "t44", (8*B, n_h), dt),
+    )
+    t45 = np.matmul(dL_dz, _v_W.T, out=_scratch(ws, "t45", (B, n_h), dt))
+    t46 = np.matmul(
         H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h),
         _v_W,
-        out=_scratch(ws, "t47", (B, n_out), dt),
+        out=_scratch(ws, "t46", (B, n_out), dt),
     )
-    t48 = np.matmul(t40, t44, out=_scratch(ws, "t48", (8*B, 4*n_h), dt))
-    t49 = np.concatenate(
+    t47 = np.matmul(t39.reshape(8*B, n_h), t43, out=_scratch(ws, "t47", (8*B, 4*n_h), dt))
+    t48 = np.concatenate(
         [_v_b_i, _v_b_f, _v_b_g, _v_b_o],
         axis=0,
-        out=_scratch(ws, "t49", (4*n_h,), dt),
+        out=_scratch(ws, "t48", (4*n_h,), dt),
     )
-    t50 = np.concatenate(
+    t49 = np.concatenate(
         [_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o],
         axis=1,
-        out=_scratch(ws, "t50", (8, 4*n_h), dt),
+        out=_scratch(ws, "t49", (8, 4*n_h), dt),
     )
-    t51 = np.matmul(X.reshape(8*B, 8), t50, out=_scratch(ws, "t51", (8*B, 4*n_h), dt))
+    t50 = np.matmul(X.reshape(8*B, 8), t49, out=_scratch(ws, "t50", (8*B, 4*n_h), dt))
+    t51 = _ew1(
+        t48.reshape(1, 1, 4*n_h),
+        t50.reshape(B, 8, 4*n_h),
+        out=_scratch(ws, "t51", (B, 8, 4*n_h), dt),
+    )
     t52 = _ew1(
-        t49.reshape(1, 1, 4*n_h),
-        t51.reshape(B, 8, 4*n_h),
+        t47.reshape(B, 8, 4*n_h)[:, ::-1],
+        t51[:, ::-1],
         out=_scratch(ws, "t52", (B, 8, 4*n_h), dt),
     )
-    t53 = _ew1(t48.reshape(B, 8, 4*n_h), t52[:, ::-1], out=_scratch(ws, "t53", (B, 8, 4*n_h), dt))
     # lstm_back: back-propagation through time, the reverse loop over the 8 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
     dprev_C_seq = _scratch(ws, "dprev_C_seq", (8, B, n_h), dt)
@@ -1203,23 +1211,23 @@ def hvp(
     dlstm_r5_seq = _scratch(ws, "dlstm_r5_seq", (8, B, n_h), dt)
     d_captured1 = _scratch(ws, "d_captured1", (4*n_h, n_h), dt)
     d_captured1.fill(0)
-    t54 = _scratch(ws, "t54", (B, 4*n_h), dt)
+    t53 = _scratch(ws, "t53", (B, 4*n_h), dt)
+    t55 = _scratch(ws, "t55", (B, n_h), dt)
     t56 = _scratch(ws, "t56", (B, n_h), dt)
     t57 = _scratch(ws, "t57", (B, n_h), dt)
     t58 = _scratch(ws, "t58", (B, n_h), dt)
-    t59 = _scratch(ws, "t59", (B, n_h), dt)
-    t61 = _scratch(ws, "t61", (B, n_h), dt)
-    t69 = _scratch(ws, "t69", (4*n_h, n_h), dt)
+    t60 = _scratch(ws, "t60", (B, n_h), dt)
+    t68 = _scratch(ws, "t68", (4*n_h, n_h), dt)
     carry_adj_h = np.zeros((B, n_h), dtype=dt)
     carry_adj_C = np.zeros((B, n_h), dtype=dt)
     for t in range(8 - 1, -1, -1):
-        ct_h_t = dL_dH[:, ::-1][:, t]
-        prev_C_t = t22[:, ::-1][:, t]
-        lstm_r1_t = lstm_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r2_t = lstm_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r3_t = lstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r4_t = lstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r5_t = lstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        ct_h_t = dL_dH[:, 7 - t]
+        prev_C_t = t22[:, 7 - t]
+        lstm_r1_t = lstm_r1_seq[7 - t]
+        lstm_r2_t = lstm_r2_seq[7 - t]
+        lstm_r3_t = lstm_r3_seq[7 - t]
+        lstm_r4_t = lstm_r4_seq[7 - t]
+        lstm_r5_t = lstm_r5_seq[7 - t]
         d_lstm_u1_t = d_lstm_u1_seq[t]
         lstm_back_r1_t = lstm_back_r1_seq[t]
         lstm_back_r2_t = lstm_back_r2_seq[t]
@@ -1230,81 +1238,81 @@ def hvp(
         lstm_back_r7_t = lstm_back_r7_seq[t]
         dadj_h_t = carry_adj_h
         dadj_C_t = carry_adj_C
-        dd_lstm_u1_t = t53[:, t]
-        t54 = np.matmul(dadj_h_t, t5, out=t54)
-        t55 = _ew1(dd_lstm_u1_t, t54, out=t54)
-        t56 = _ew14(t55[:, 3*n_h:4*n_h], lstm_r1_t, out=t56)
-        t57 = _ew15(t55[:, 2*n_h:3*n_h], lstm_r4_t, out=t57)
-        t58 = _ew14(t55[:, n_h:2*n_h], lstm_r2_t, out=t58)
-        t59 = _ew14(t55[:, 0:n_h], lstm_r3_t, out=t59)
-        t60 = _ew16(
+        dd_lstm_u1_t = t52[:, t]
+        t53 = np.matmul(dadj_h_t, t5, out=t53)
+        t54 = _ew1(dd_lstm_u1_t, t53, out=t53)
+        t55 = _ew14(t54[:, 3*n_h:4*n_h], lstm_r1_t, out=t55)
+        t56 = _ew15(t54[:, 2*n_h:3*n_h], lstm_r4_t, out=t56)
+        t57 = _ew14(t54[:, n_h:2*n_h], lstm_r2_t, out=t57)
+        t58 = _ew14(t54[:, 0:n_h], lstm_r3_t, out=t58)
+        t59 = _ew16(
             dadj_C_t,
             lstm_r2_t,
-            t57,
+            t56,
             lstm_r3_t,
-            t58,
+            t57,
             prev_C_t,
-            t59,
+            t58,
             lstm_r4_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        t61 = _ew15(t60, lstm_r5_t, out=t61)
-        t62 = _ew4(t56, lstm_r5_t, t61, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        _ew5(t58, lstm_back_r3_t, out=dprev_C_seq[t])
+        t60 = _ew15(t59, lstm_r5_t, out=t60)
+        t61 = _ew4(t55, lstm_r5_t, t60, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        _ew5(t57, lstm_back_r3_t, out=dprev_C_seq[t])
         _ew17(
-            t55[:, 3*n_h:4*n_h],
+            t54[:, 3*n_h:4*n_h],
             lstm_back_r4_t,
             lstm_r1_t,
-            t61,
+            t60,
             lstm_back_r1_t,
             out=dlstm_r1_seq[t],
         )
         _ew18(
             dadj_C_t,
             lstm_back_r3_t,
-            t55[:, n_h:2*n_h],
+            t54[:, n_h:2*n_h],
             lstm_back_r5_t,
             lstm_r2_t,
             out=dlstm_r2_seq[t],
         )
-        _ew18(t57, lstm_back_r3_t, t55[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
+        _ew18(t56, lstm_back_r3_t, t54[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
         _ew19(
-            t55[:, 2*n_h:3*n_h],
+            t54[:, 2*n_h:3*n_h],
             lstm_back_r7_t,
             lstm_r4_t,
-            t59,
+            t58,
             lstm_back_r3_t,
             out=dlstm_r4_seq[t],
         )
-        _ew20(t56, lstm_back_r1_t, t60, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
-        t69 = np.matmul(d_lstm_u1_t.T, dadj_h_t, out=t69)
-        dct_h_seq[t] = t62
-        carry_adj_h = t62
-        carry_adj_C = t60
-        np.add(d_captured1, t69, out=d_captured1)
-    t70 = np.matmul(
+        _ew20(t55, lstm_back_r1_t, t59, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
+        t68 = np.matmul(d_lstm_u1_t.T, dadj_h_t, out=t68)
+        dct_h_seq[t] = t61
+        carry_adj_h = t61
+        carry_adj_C = t59
+        np.add(d_captured1, t68, out=d_captured1)
+    t69 = np.matmul(
         dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h),
         W,
-        out=_scratch(ws, "t70", (B, n_out), dt),
+        out=_scratch(ws, "t69", (B, n_out), dt),
     )
-    t71 = _ew21(_v_c.reshape(1, n_out), t47, t70, t20, t18, out=_scratch(ws, "t71", (B, n_out), dt))
-    t72 = _rowsum(t71, keepdims=True)
-    t73 = _ew22(t71, t18, t72, out=t18)
-    t74 = np.matmul(t73, W.T, out=_scratch(ws, "t74", (B, n_h), dt))
-    t75 = _ew1(t46, t74, out=t46)
-    t76 = np.concatenate(
-        [t45.reshape(B, 8, n_h)[:, ::-1][:, 1:8], t75.reshape(B, 1, n_h)],
+    t70 = _ew21(_v_c.reshape(1, n_out), t46, t69, t20, t18, out=_scratch(ws, "t70", (B, n_out), dt))
+    t71 = _rowsum(t70, keepdims=True)
+    t72 = _ew22(t70, t18, t71, out=t18)
+    t73 = np.matmul(t72, W.T, out=_scratch(ws, "t73", (B, n_h), dt))
+    t74 = _ew1(t45, t73, out=t45)
+    t75 = np.concatenate(
+        [t44.reshape(8, B, n_h).swapaxes(0, 1)[:, ::-1][:, 1:8], t74.reshape(B, 1, n_h)],
         axis=1,
-        out=_scratch(ws, "t76", (B, 8, n_h), dt),
+        out=_scratch(ws, "t75", (B, 8, n_h), dt),
     )
-    t77 = _scratch(ws, "t77", (B, 8, n_h), dt)
-    t77[:, 7:] = 0
-    t77[:, 0:7] = dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8]
+    t76 = _scratch(ws, "t76", (B, 8, n_h), dt)
+    t76[:, 7:] = 0
+    t76[:, 0:7] = dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8]
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
+    t79 = _scratch(ws, "t79", (B, n_h), dt)
     t80 = _scratch(ws, "t80", (B, n_h), dt)
     t81 = _scratch(ws, "t81", (B, n_h), dt)
-    t82 = _scratch(ws, "t82", (B, n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
     carry_C = np.zeros((B, n_h), dtype=dt)
     t5_T_2 = _scratch(ws, "t5_T_2", (4*n_h, n_h), dt)
@@ -1317,37 +1325,39 @@ def hvp(
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
-        dlstm_r1_t = dlstm_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dlstm_r2_t = dlstm_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dlstm_r3_t = dlstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dlstm_r4_t = dlstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dlstm_r5_t = dlstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dh_t = t76[:, t] + carry_h
-        dC_t = t77[:, t] + carry_C
-        t78 = _ew23(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t79 = _ew24(dlstm_r3_t, t78, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t80 = _ew24(dlstm_r2_t, t78, C_prev, lstm_r2_t, out=t80)
-        t81 = _ew25(dlstm_r4_t, t78, lstm_r3_t, lstm_r4_t, out=t81)
-        t82 = _ew24(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=t82)
-        t83 = np.concatenate([t79, t80, t81, t82], axis=1, out=dlstm_u1_seq[t])
-        t84 = np.matmul(t83, t5_T_2, out=t79)
-        t85 = _ew5(t78, lstm_r2_t, out=t78)
-        carry_h = t84
-        carry_C = t85
-    d_captured1_2 = np.tensordot(H[:-1], dlstm_u1_seq[1:], axes=([0, 1], [0, 1]))
-    t86 = _scratch(ws, "t86", (8*B, 4*n_h), dt)
-    np.copyto(t86.reshape(B, 8, 4*n_h), dlstm_u1_seq.swapaxes(0, 1))
-    t87 = X.reshape(8*B, 8).T.dot(t86)
-    t88 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
-    t89 = _colsum(dlstm_u1_seq)
-    t90 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
-    t91 = np.matmul(
-        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T,
-        t73,
-        out=_scratch(ws, "t91", (n_h, n_out), dt),
+        dlstm_r1_t = dlstm_r1_seq[7 - t]
+        dlstm_r2_t = dlstm_r2_seq[7 - t]
+        dlstm_r3_t = dlstm_r3_seq[7 - t]
+        dlstm_r4_t = dlstm_r4_seq[7 - t]
+        dlstm_r5_t = dlstm_r5_seq[7 - t]
+        dh_t = t75[:, t] + carry_h
+        dC_t = t76[:, t] + carry_C
+        t77 = _ew23(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t78 = _ew24(dlstm_r3_t, t77, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t79 = _ew24(dlstm_r2_t, t77, C_prev, lstm_r2_t, out=t79)
+        t80 = _ew25(dlstm_r4_t, t77, lstm_r3_t, lstm_r4_t, out=t80)
+        t81 = _ew24(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=t81)
+        t82 = np.concatenate([t78, t79, t80, t81], axis=1, out=dlstm_u1_seq[t])
+        t83 = np.matmul(t82, t5_T_2, out=t78)
+        t84 = _ew5(t77, lstm_r2_t, out=t77)
+        carry_h = t83
+        carry_C = t84
+    d_captured1_2 = H[:-1].reshape(-1, H.shape[-1]).T.dot(
+        dlstm_u1_seq[1:].reshape(-1, dlstm_u1_seq.shape[-1]),
     )
-    hv_W = _ew1(t90, t91, out=t90)
-    hv_c = _colsum(t73)
+    t85 = _scratch(ws, "t85", (8*B, 8), dt)
+    np.copyto(t85.reshape(8, B, 8), X.swapaxes(0, 1))
+    t86 = t85.T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
+    t87 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
+    t88 = _colsum(dlstm_u1_seq)
+    t89 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t90 = np.matmul(
+        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T,
+        t72,
+        out=_scratch(ws, "t90", (n_h, n_out), dt),
+    )
+    hv_W = _ew1(t89, t90, out=t89)
+    hv_c = _colsum(t72)
     _give_back("hvp", ws)
     return (
         float(L),
@@ -1356,30 +1366,30 @@ def hvp(
             "Wx_f": t38[:, n_h:2*n_h],
             "Wx_g": t38[:, 2*n_h:3*n_h],
             "Wx_o": t38[:, 3*n_h:4*n_h],
-            "Wh_i": t42[:, 0:n_h],
-            "Wh_f": t42[:, n_h:2*n_h],
-            "Wh_g": t42[:, 2*n_h:3*n_h],
-            "Wh_o": t42[:, 3*n_h:4*n_h],
-            "b_i": t43[0:n_h],
-            "b_f": t43[n_h:2*n_h],
-            "b_g": t43[2*n_h:3*n_h],
-            "b_o": t43[3*n_h:4*n_h],
+            "Wh_i": t41[:, 0:n_h],
+            "Wh_f": t41[:, n_h:2*n_h],
+            "Wh_g": t41[:, 2*n_h:3*n_h],
+            "Wh_o": t41[:, 3*n_h:4*n_h],
+            "b_i": t42[0:n_h],
+            "b_f": t42[n_h:2*n_h],
+            "b_g": t42[2*n_h:3*n_h],
+            "b_o": t42[3*n_h:4*n_h],
             "W": dL_dW,
             "c": dL_dc,
         },
         {
-            "Wx_i": t87[:, 0:n_h],
-            "Wx_f": t87[:, n_h:2*n_h],
-            "Wx_g": t87[:, 2*n_h:3*n_h],
-            "Wx_o": t87[:, 3*n_h:4*n_h],
-            "Wh_i": t88[:, 0:n_h],
-            "Wh_f": t88[:, n_h:2*n_h],
-            "Wh_g": t88[:, 2*n_h:3*n_h],
-            "Wh_o": t88[:, 3*n_h:4*n_h],
-            "b_i": t89[0:n_h],
-            "b_f": t89[n_h:2*n_h],
-            "b_g": t89[2*n_h:3*n_h],
-            "b_o": t89[3*n_h:4*n_h],
+            "Wx_i": t86[:, 0:n_h],
+            "Wx_f": t86[:, n_h:2*n_h],
+            "Wx_g": t86[:, 2*n_h:3*n_h],
+            "Wx_o": t86[:, 3*n_h:4*n_h],
+            "Wh_i": t87[:, 0:n_h],
+            "Wh_f": t87[:, n_h:2*n_h],
+            "Wh_g": t87[:, 2*n_h:3*n_h],
+            "Wh_o": t87[:, 3*n_h:4*n_h],
+            "b_i": t88[0:n_h],
+            "b_f": t88[n_h:2*n_h],
+            "b_g": t88[2*n_h:3*n_h],
+            "b_o": t88[3*n_h:4*n_h],
             "W": hv_W,
             "c": hv_c,
         },

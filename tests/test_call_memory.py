@@ -90,3 +90,18 @@ def test_hvp_pads_and_joins_sequences_in_the_workspace():
     assert "np.pad(" not in source
     joins = re.findall(r"np\.concatenate\(\s*\[(?:[^\[\]]|\[[^\[\]]*\])*\],\s*axis=\d(.*?)\)", source, re.S)
     assert joins and all("out=" in rest for rest in joins), joins
+
+
+def test_stored_sequences_are_products_operands_in_place():
+    """A product over the (batch, step) rows of a loop's sequence reads it as the loop stored
+    it (step-major, a reversed one included): only the narrow operand it is paired with (an
+    input X, a joined state sequence) is copied, never a (B, T, 4 n_h) gate sequence."""
+    source = _source("symgrad.generated.lstm_digits")
+    assert "d_lstm_u1_seq.reshape(8*B, 4*n_h)" in source
+    assert not re.search(r"np\.copyto\(\w+\.reshape\([^)]*4\*n_h\)", source)
+
+
+@pytest.mark.parametrize("path", GENERATED)
+def test_loop_steps_index_reversed_sequences_directly(path):
+    """A step of a sequence reversed in time is one index (x[7 - t]), not three views a step."""
+    assert "[:, ::-1][:, t]" not in _source(path)
