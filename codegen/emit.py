@@ -144,6 +144,7 @@ def _common(model: Model, backend: str, kernels: list[Kernel], programs: list[Pr
         "allowed_backends": ("auto", "numpy", "numexpr") if backend == "auto" else (backend,),
         "uses_numexpr": any(k.numexpr_call for k in kernels),
         "uses_math": "_erf" in used,  # the one numpy helper that needs the standard library's math
+        "uses_callable": "_by_rows" in used,  # the one helper whose signature takes a function
         "uses_numba": numba_helpers or any(k.numba_lines for k in kernels),
         "numba_math": numba_helpers or any("math." in line for k in kernels for line in k.numba_lines),
         # numpy everywhere until the running machine's measurement is installed (codegen.calibration)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:14eed643dc146df261471c83f0a7e64fd2f1a33143f3c007154a24d61bc6800d
+# symgrad-generated sha256:b94cfa8686d2b8bad408b473736464e752f513d68bcb2ac199405b289b26eaf4
 """attention_digits: one-head self-attention classifier over 8 tokens of 8 features: embedding
     with learnt positions, scaled dot-product attention with a residual connection, a relu
     layer per token, mean over tokens, softmax
@@ -329,8 +329,7 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
-    out[...] = b
-    np.add(out, a, out)
+    np.add(a, b, out)
     return out
 
 
@@ -346,14 +345,6 @@ def _ew2(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
 
 
 def _ew3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a + b"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
-    np.add(a, b, out)
-    return out
-
-
-def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = relu(a + b)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -362,18 +353,26 @@ def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
             local_dict={"a": a, "b": b, "k0": k(0.0)},
             out=out,
         )
-    out[...] = b
-    np.add(out, a, out)
+    np.add(a, b, out)
     np.maximum(out, _zeros(out), out=out)
     return out
 
 
-def _ew5(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew4(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a/8"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a/k0", local_dict={"a": a, "k0": k(8.0)}, out=out)
     np.multiply(a, 0.125, out)
+    return out
+
+
+def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
+    out[...] = b
+    np.add(out, a, out)
     return out
 
 
@@ -408,8 +407,7 @@ def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray)
             local_dict={"a": a, "b": b, "c": c, "d": k(d)},
             out=out,
         )
-    out[...] = c
-    np.subtract(b, out, out)
+    np.subtract(b, c, out)
     np.multiply(out, a, out)
     s0 = np.empty_like(out)
     np.sqrt(d, s0)
@@ -463,8 +461,7 @@ def _ew13(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b", local_dict={"a": a, "b": b}, out=out)
-    out[...] = b
-    np.subtract(a, out, out)
+    np.subtract(a, b, out)
     return out
 
 
@@ -489,16 +486,7 @@ def _ew15(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a + b"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
-    out[...] = a
-    np.add(out, b, out)
-    return out
-
-
-def _ew17(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
+def _ew16(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
     """out = (a + b)/sqrt(c)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -510,7 +498,7 @@ def _ew17(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray
     return out
 
 
-def _ew18(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew17(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("-a", local_dict={"a": a}, out=out)
@@ -518,17 +506,16 @@ def _ew18(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew19(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew18(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b*c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
-    out[...] = b
-    np.multiply(out, c, out)
+    np.multiply(b, c, out)
     np.add(out, a, out)
     return out
 
 
-def _ew20(
+def _ew19(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -543,8 +530,7 @@ def _ew20(
             local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(0.0), "k1": k(1.0)},
             out=out,
         )
-    out[...] = a
-    np.add(out, b, out)
+    np.add(a, b, out)
     np.add(out, c, out)
     s0 = np.empty_like(out)
     np.greater(d, 0.0, s0)
@@ -552,7 +538,7 @@ def _ew20(
     return out
 
 
-def _ew21(
+def _ew20(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -576,7 +562,7 @@ def _ew21(
     return out
 
 
-def _ew22(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew21(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
@@ -586,7 +572,7 @@ def _ew22(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew23(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew22(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a/8 + b/8"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -596,7 +582,7 @@ def _ew23(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew24(
+def _ew23(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -614,15 +600,14 @@ def _ew24(
         )
     np.multiply(a, b, out)
     s0 = np.empty_like(out)
-    s0[...] = c
-    np.multiply(s0, d, s0)
+    np.multiply(c, d, s0)
     np.add(out, s0, out)
     np.add(out, e, out)
     np.add(out, f, out)
     return out
 
 
-def _ew25(
+def _ew24(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -673,9 +658,10 @@ def forward(
     # (1) E = X @ We + P
     t1 = _scratch(ws, "t1", (B, 8, d), dt)
     X.reshape(-1, X.shape[-1]).dot(We, out=t1.reshape(-1, t1.shape[-1]))
-    E = _ew1(t1, P, out=_scratch(ws, "E", (B, 8, d), dt))
+    E = _ew1(t1, P, out=t1)
     # (2) Q = E @ Wq
-    Q = np.matmul(E, Wq, out=t1)
+    Q = _scratch(ws, "Q", (B, 8, d), dt)
+    E.reshape(-1, E.shape[-1]).dot(Wq, out=Q.reshape(-1, Q.shape[-1]))
     # (3) K = E @ Wk
     K = _scratch(ws, "K", (B, 8, d), dt)
     E.reshape(-1, E.shape[-1]).dot(Wk, out=K.reshape(-1, K.shape[-1]))
@@ -687,11 +673,11 @@ def forward(
     V = np.matmul(E, Wv, out=Q)
     # (6) H = E + A @ V
     t4 = np.matmul(A, V, out=_scratch(ws, "t4", (B, 8, d), dt))
-    H = _ew3(E, t4, out=E)
+    H = _ew1(E, t4, out=E)
     # (7) R = relu(H @ W1 + b1)
     t5 = _scratch(ws, "t5", (B, 8, n_h), dt)
     H.reshape(-1, H.shape[-1]).dot(W1, out=t5.reshape(-1, t5.shape[-1]))
-    R = _ew4(t5, b1, out=_scratch(ws, "R", (B, 8, n_h), dt))
+    R = _ew3(t5, b1, out=t5)
     # (8) z = (sum(R, axis=1)/8) @ W2 + b2
     _parts = R
     t6 = np.add(_parts[:, 0], _parts[:, 1])
@@ -701,9 +687,9 @@ def forward(
     np.add(t6, _parts[:, 5], out=t6)
     np.add(t6, _parts[:, 6], out=t6)
     np.add(t6, _parts[:, 7], out=t6)
-    t7 = _ew5(t6, out=t6)
+    t7 = _ew4(t6, out=t6)
     t8 = t7.dot(W2)
-    z = _ew1(t8, b2, out=np.empty((B, n_out), dtype=dt))
+    z = _ew5(t8, b2, out=np.empty((B, n_out), dtype=dt))
     # (9) P_class = softmax(z, axis=1)
     P_class = _softmax(z, axis=1)
     _give_back("forward", ws)
@@ -740,9 +726,10 @@ def loss(
     # (1) E = X @ We + P
     t1 = _scratch(ws, "t1", (B, 8, d), dt)
     X.reshape(-1, X.shape[-1]).dot(We, out=t1.reshape(-1, t1.shape[-1]))
-    E = _ew1(t1, P, out=_scratch(ws, "E", (B, 8, d), dt))
+    E = _ew1(t1, P, out=t1)
     # (2) Q = E @ Wq
-    Q = np.matmul(E, Wq, out=t1)
+    Q = _scratch(ws, "Q", (B, 8, d), dt)
+    E.reshape(-1, E.shape[-1]).dot(Wq, out=Q.reshape(-1, Q.shape[-1]))
     # (3) K = E @ Wk
     K = _scratch(ws, "K", (B, 8, d), dt)
     E.reshape(-1, E.shape[-1]).dot(Wk, out=K.reshape(-1, K.shape[-1]))
@@ -754,11 +741,11 @@ def loss(
     V = np.matmul(E, Wv, out=Q)
     # (6) H = E + A @ V
     t4 = np.matmul(A, V, out=_scratch(ws, "t4", (B, 8, d), dt))
-    H = _ew3(E, t4, out=E)
+    H = _ew1(E, t4, out=E)
     # (7) R = relu(H @ W1 + b1)
     t5 = _scratch(ws, "t5", (B, 8, n_h), dt)
     H.reshape(-1, H.shape[-1]).dot(W1, out=t5.reshape(-1, t5.shape[-1]))
-    R = _ew4(t5, b1, out=_scratch(ws, "R", (B, 8, n_h), dt))
+    R = _ew3(t5, b1, out=t5)
     # (8) z = (sum(R, axis=1)/8) @ W2 + b2
     _parts = R
     t6 = np.add(_parts[:, 0], _parts[:, 1])
@@ -768,9 +755,9 @@ def loss(
     np.add(t6, _parts[:, 5], out=t6)
     np.add(t6, _parts[:, 6], out=t6)
     np.add(t6, _parts[:, 7], out=t6)
-    t7 = _ew5(t6, out=t6)
+    t7 = _ew4(t6, out=t6)
     t8 = t7.dot(W2)
-    z = _ew1(t8, b2, out=np.empty((B, n_out), dtype=dt))
+    z = _ew5(t8, b2, out=np.empty((B, n_out), dtype=dt))
     # (10) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t9 = _log_softmax(z, axis=1)
     t10 = np.vdot(Y, t9)
@@ -808,9 +795,10 @@ def loss_and_grad(
     # (1) E = X @ We + P
     t1 = _scratch(ws, "t1", (B, 8, d), dt)
     X.reshape(-1, X.shape[-1]).dot(We, out=t1.reshape(-1, t1.shape[-1]))
-    E = _ew1(t1, P, out=_scratch(ws, "E", (B, 8, d), dt))
+    E = _ew1(t1, P, out=t1)
     # (2) Q = E @ Wq
-    Q = np.matmul(E, Wq, out=t1)
+    Q = _scratch(ws, "Q", (B, 8, d), dt)
+    E.reshape(-1, E.shape[-1]).dot(Wq, out=Q.reshape(-1, Q.shape[-1]))
     # (3) K = E @ Wk
     K = _scratch(ws, "K", (B, 8, d), dt)
     E.reshape(-1, E.shape[-1]).dot(Wk, out=K.reshape(-1, K.shape[-1]))
@@ -823,11 +811,11 @@ def loss_and_grad(
     E.reshape(-1, E.shape[-1]).dot(Wv, out=V.reshape(-1, V.shape[-1]))
     # (6) H = E + A @ V
     t4 = np.matmul(A, V, out=_scratch(ws, "t4", (B, 8, d), dt))
-    H = _ew3(E, t4, out=t4)
+    H = _ew1(E, t4, out=t4)
     # (7) R = relu(H @ W1 + b1)
     t5 = _scratch(ws, "t5", (B, 8, n_h), dt)
     H.reshape(-1, H.shape[-1]).dot(W1, out=t5.reshape(-1, t5.shape[-1]))
-    R = _ew4(t5, b1, out=_scratch(ws, "R", (B, 8, n_h), dt))
+    R = _ew3(t5, b1, out=t5)
     # (8) z = (sum(R, axis=1)/8) @ W2 + b2
     _parts = R
     t6 = np.add(_parts[:, 0], _parts[:, 1])
@@ -837,9 +825,9 @@ def loss_and_grad(
     np.add(t6, _parts[:, 5], out=t6)
     np.add(t6, _parts[:, 6], out=t6)
     np.add(t6, _parts[:, 7], out=t6)
-    t7 = _ew5(t6, out=t6)
+    t7 = _ew4(t6, out=t6)
     t8 = t7.dot(W2)
-    z = _ew1(t8, b2, out=np.empty((B, n_out), dtype=dt))
+    z = _ew5(t8, b2, out=np.empty((B, n_out), dtype=dt))
     # (10) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     # (13) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (14) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
@@ -848,7 +836,7 @@ def loss_and_grad(
     # (17) dL/d(sum(R, axis=1)/8) = dL_dz @ W2.T
     t10 = dL_dz.dot(W2.T)
     # (19) dL/d(sum(R, axis=1)) = (dL_dz @ W2.T)/8
-    t11 = _ew5(t10, out=t10)
+    t11 = _ew4(t10, out=t10)
     # (21) dL/d(H @ W1 + b1) = dL_dR*(R > 0)
     t12 = _ew6(t11.reshape(B, 1, n_h), R, out=R)
     # (24) dL_dH = (dL_dR*(R > 0)) @ W1.T
@@ -865,7 +853,7 @@ def loss_and_grad(
     # (33) dL/d(Q @ K.mT) = (A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d)
     t14 = _ew7(dL_dA, A, out=_scratch(ws, "t14", (B, 8, 8), dt))
     t15 = t14.sum(axis=2, keepdims=True, out=_scratch(ws, "t15", (B, 8, 1), dt))
-    t16 = _ew8(A, dL_dA, t15, d, out=t14)
+    t16 = _ew8(A, dL_dA, t15, d, out=dL_dA)
     # (35) dL/d(K.mT) = Q.mT @ ((A*(dL_dA - sum(dL_dA*A, axis=2)))/sqrt(d))
     t17 = np.matmul(Q.transpose(0, 2, 1), t16, out=_scratch(ws, "t17", (B, d, 8), dt))
     # (37) dL/d(E) += ... = dL_dK @ Wk.T
@@ -954,9 +942,10 @@ def hvp(
     # (1) E = X @ We + P
     t1 = _scratch(ws, "t1", (B, 8, d), dt)
     X.reshape(-1, X.shape[-1]).dot(We, out=t1.reshape(-1, t1.shape[-1]))
-    E = _ew1(t1, P, out=_scratch(ws, "E", (B, 8, d), dt))
+    E = _ew1(t1, P, out=t1)
     # (2) Q = E @ Wq
-    Q = np.matmul(E, Wq, out=t1)
+    Q = _scratch(ws, "Q", (B, 8, d), dt)
+    E.reshape(-1, E.shape[-1]).dot(Wq, out=Q.reshape(-1, Q.shape[-1]))
     # (3) K = E @ Wk
     K = _scratch(ws, "K", (B, 8, d), dt)
     E.reshape(-1, E.shape[-1]).dot(Wk, out=K.reshape(-1, K.shape[-1]))
@@ -969,11 +958,11 @@ def hvp(
     E.reshape(-1, E.shape[-1]).dot(Wv, out=V.reshape(-1, V.shape[-1]))
     # (6) H = E + A @ V
     t4 = np.matmul(A, V, out=_scratch(ws, "t4", (B, 8, d), dt))
-    H = _ew3(E, t4, out=t4)
+    H = _ew1(E, t4, out=t4)
     # (7) R = relu(H @ W1 + b1)
     t5 = _scratch(ws, "t5", (B, 8, n_h), dt)
     H.reshape(-1, H.shape[-1]).dot(W1, out=t5.reshape(-1, t5.shape[-1]))
-    R = _ew4(t5, b1, out=_scratch(ws, "R", (B, 8, n_h), dt))
+    R = _ew3(t5, b1, out=t5)
     # (8) z = (sum(R, axis=1)/8) @ W2 + b2
     _parts = R
     t6 = np.add(_parts[:, 0], _parts[:, 1])
@@ -983,9 +972,9 @@ def hvp(
     np.add(t6, _parts[:, 5], out=t6)
     np.add(t6, _parts[:, 6], out=t6)
     np.add(t6, _parts[:, 7], out=t6)
-    t7 = _ew5(t6, out=t6)
+    t7 = _ew4(t6, out=t6)
     t8 = t7.dot(W2)
-    z = _ew1(t8, b2, out=np.empty((B, n_out), dtype=dt))
+    z = _ew5(t8, b2, out=np.empty((B, n_out), dtype=dt))
     # (10) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t9 = _log_softmax(z, axis=1)
     t10 = np.vdot(Y, t9)
@@ -999,9 +988,9 @@ def hvp(
     # (17) dL/d(sum(R, axis=1)/8) = dL_dz @ W2.T
     t14 = dL_dz.dot(W2.T)
     # (19) dL/d(sum(R, axis=1)) = (dL_dz @ W2.T)/8
-    t15 = _ew5(t14, out=t14)
+    t15 = _ew4(t14, out=t14)
     # (21) dL/d(H @ W1 + b1) = dL_dR*(R > 0)
-    t16 = _ew6(t15.reshape(B, 1, n_h), R, out=t5)
+    t16 = _ew6(t15.reshape(B, 1, n_h), R, out=_scratch(ws, "t16", (B, 8, n_h), dt))
     # (24) dL_dH = (dL_dR*(R > 0)) @ W1.T
     dL_dH = _scratch(ws, "dL_dH", (B, 8, d), dt)
     t16.reshape(-1, t16.shape[-1]).dot(W1.T, out=dL_dH.reshape(-1, dL_dH.shape[-1]))
@@ -1065,29 +1054,29 @@ def hvp(
     t32 = np.matmul(H.reshape(8*B, d), _v_W1, out=_scratch(ws, "t32", (8*B, n_h), dt))
     t33 = np.matmul(E.reshape(8*B, d), _v_Wq, out=_scratch(ws, "t33", (8*B, d), dt))
     t34 = np.matmul(X.reshape(8*B, 8), _v_We, out=_scratch(ws, "t34", (8*B, d), dt))
-    t35 = _ew16(_v_P.reshape(1, 8, d), t34.reshape(B, 8, d), out=t23)
+    t35 = _ew1(_v_P.reshape(1, 8, d), t34.reshape(B, 8, d), out=t23)
     t36 = np.matmul(t35, Wq, out=t24)
-    t37 = _ew3(t33.reshape(B, 8, d), t36, out=t36)
+    t37 = _ew1(t33.reshape(B, 8, d), t36, out=t36)
     t38 = np.matmul(t37, K.transpose(0, 2, 1), out=_scratch(ws, "t38", (B, 8, 8), dt))
     t39 = np.matmul(E.reshape(8*B, d), _v_Wk, out=_scratch(ws, "t39", (8*B, d), dt))
     t40 = np.matmul(t35, Wk, out=dL_dE)
-    t41 = _ew3(t39.reshape(B, 8, d), t40, out=t40)
+    t41 = _ew1(t39.reshape(B, 8, d), t40, out=t40)
     t42 = np.matmul(Q, t41.transpose(0, 2, 1), out=_scratch(ws, "t42", (B, 8, 8), dt))
-    t43 = _ew17(t38, t42, d, out=t38)
+    t43 = _ew16(t38, t42, d, out=t38)
     t44 = _ew7(t43, A, out=t42)
     t45 = _rowsum(t44)
-    t46 = _ew18(t45, out=t45)
-    t47 = _ew19(t44, t46.reshape(B, 8, 1), A, out=_scratch(ws, "t47", (B, 8, 8), dt))
+    t46 = _ew17(t45, out=t45)
+    t47 = _ew18(t44, t46.reshape(B, 8, 1), A, out=_scratch(ws, "t47", (B, 8, 8), dt))
     t48 = np.matmul(t47, V, out=_scratch(ws, "t48", (B, 8, d), dt))
     t49 = np.matmul(E.reshape(8*B, d), _v_Wv, out=_scratch(ws, "t49", (8*B, d), dt))
     t50 = _scratch(ws, "t50", (B, 8, d), dt)
     t35.reshape(-1, t35.shape[-1]).dot(Wv, out=t50.reshape(-1, t50.shape[-1]))
-    t51 = _ew3(t49.reshape(B, 8, d), t50, out=t50)
+    t51 = _ew1(t49.reshape(B, 8, d), t50, out=t50)
     t52 = np.matmul(A, t51, out=_scratch(ws, "t52", (B, 8, d), dt))
     t53 = _ew15(t48, t35, t52, out=t48)
     t54 = _scratch(ws, "t54", (B, 8, n_h), dt)
     t53.reshape(-1, t53.shape[-1]).dot(W1, out=t54.reshape(-1, t54.shape[-1]))
-    t55 = _ew20(
+    t55 = _ew19(
         _v_b1.reshape(1, 1, n_h),
         t32.reshape(B, 8, n_h),
         t54,
@@ -1102,30 +1091,30 @@ def hvp(
     np.add(t56, _parts[:, 5], out=t56)
     np.add(t56, _parts[:, 6], out=t56)
     np.add(t56, _parts[:, 7], out=t56)
-    t57 = _ew5(t56, out=t56)
+    t57 = _ew4(t56, out=t56)
     t58 = t57.dot(W2)
-    t59 = _ew21(_v_b2.reshape(1, n_out), t31, t58, t13, t11, out=z)
+    t59 = _ew20(_v_b2.reshape(1, n_out), t31, t58, t13, t11, out=z)
     t60 = _rowsum(t59, keepdims=True)
-    t61 = _ew22(t59, t11, t60, out=t31)
+    t61 = _ew21(t59, t11, t60, out=t31)
     t62 = t61.dot(W2.T)
-    t63 = _ew23(t30, t62, out=t30)
+    t63 = _ew22(t30, t62, out=t30)
     t64 = _ew6(t63.reshape(B, 1, n_h), R, out=R)
     t65 = np.matmul(t64, W1.T, out=t52)
-    t66 = _ew3(t29.reshape(B, 8, d), t65, out=t65)
+    t66 = _ew1(t29.reshape(B, 8, d), t65, out=t65)
     t67 = np.matmul(dL_dH.transpose(0, 2, 1), t47, out=_scratch(ws, "t67", (B, d, 8), dt))
     t68 = np.matmul(A.transpose(0, 2, 1), t66, out=_scratch(ws, "t68", (B, 8, d), dt))
-    t69 = _ew3(t67.transpose(0, 2, 1), t68, out=t68)
+    t69 = _ew1(t67.transpose(0, 2, 1), t68, out=t68)
     t70 = _scratch(ws, "t70", (B, 8, d), dt)
     t69.reshape(-1, t69.shape[-1]).dot(Wv.T, out=t70.reshape(-1, t70.shape[-1]))
     t71 = np.matmul(t21.transpose(0, 2, 1), t37, out=_scratch(ws, "t71", (B, 8, d), dt))
     t72 = np.matmul(t51, dL_dH.transpose(0, 2, 1), out=t44)
     t73 = np.matmul(t66, V.transpose(0, 2, 1), out=t47)
-    t74 = _ew24(t43, t20, t46.reshape(B, 8, 1), dL_dA, t72.transpose(0, 2, 1), t73, out=t43)
+    t74 = _ew23(t43, t20, t46.reshape(B, 8, 1), dL_dA, t72.transpose(0, 2, 1), t73, out=t43)
     t75 = _ew7(t74, A, out=t20)
     t76 = t75.sum(axis=2, keepdims=True, out=_scratch(ws, "t76", (B, 8, 1), dt))
-    t77 = _ew8(A, t74, t76, d, out=dL_dA)
+    t77 = _ew8(A, t74, t76, d, out=t74)
     t78 = np.matmul(Q.transpose(0, 2, 1), t77, out=_scratch(ws, "t78", (B, d, 8), dt))
-    t79 = _ew3(t71, t78.transpose(0, 2, 1), out=t71)
+    t79 = _ew1(t71, t78.transpose(0, 2, 1), out=t71)
     t80 = np.matmul(t79, Wk.T, out=t37)
     t81 = np.matmul(
         t41.transpose(0, 2, 1),
@@ -1133,27 +1122,27 @@ def hvp(
         out=_scratch(ws, "t81", (B, d, 8), dt),
     )
     t82 = np.matmul(t77, K, out=t51)
-    t83 = _ew3(t81.transpose(0, 2, 1), t82, out=t82)
+    t83 = _ew1(t81.transpose(0, 2, 1), t82, out=t82)
     t84 = np.matmul(t83, Wq.T, out=K)
-    t85 = _ew25(t28.T.reshape(B, 8, d), t66, t70, t80, t84, out=t66)
+    t85 = _ew24(t28.T.reshape(B, 8, d), t66, t70, t80, t84, out=t66)
     hv_We = X.reshape(8*B, 8).T.dot(t85.reshape(8*B, d))
     hv_P = t85.sum(axis=0)
     t86 = t35.reshape(8*B, d).T.dot(dL_dQ.reshape(8*B, d))
     t87 = E.reshape(8*B, d).T.dot(t83.reshape(8*B, d))
-    hv_Wq = _ew3(t86, t87, out=t86)
+    hv_Wq = _ew1(t86, t87, out=t86)
     t88 = t35.reshape(8*B, d).T.dot(t22.transpose(0, 2, 1).reshape(8*B, d))
     t89 = E.reshape(8*B, d).T.dot(t79.reshape(8*B, d))
-    hv_Wk = _ew3(t88, t89, out=t88)
+    hv_Wk = _ew1(t88, t89, out=t88)
     t90 = t35.reshape(8*B, d).T.dot(dL_dV.reshape(8*B, d))
     t91 = E.reshape(8*B, d).T.dot(t69.reshape(8*B, d))
-    hv_Wv = _ew3(t90, t91, out=t90)
+    hv_Wv = _ew1(t90, t91, out=t90)
     t92 = t53.reshape(8*B, d).T.dot(t16.reshape(8*B, n_h))
     t93 = H.reshape(8*B, d).T.dot(t64.reshape(8*B, n_h))
-    hv_W1 = _ew3(t92, t93, out=t92)
+    hv_W1 = _ew1(t92, t93, out=t92)
     hv_b1 = _colsum(t64)
     t94 = t57.T.dot(dL_dz)
     t95 = t7.T.dot(t61)
-    hv_W2 = _ew3(t94, t95, out=t94)
+    hv_W2 = _ew1(t94, t95, out=t94)
     hv_b2 = _colsum(t61)
     _give_back("hvp", ws)
     return (

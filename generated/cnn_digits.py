@@ -1,4 +1,4 @@
-# symgrad-generated sha256:0c602919f95592b3ac0a13e1825dd449a1f9f9841227e8fe8f6cbe04602cb856
+# symgrad-generated sha256:4aa1e5e838224bc046362b745a0a94dd13cfb7400ef1b6c15f98a817c9f63812
 """cnn_digits: convolutional network for 8x8 images: two conv-relu-maxpool blocks (16 and 32
     channels) and a dense softmax layer
 
@@ -18,7 +18,7 @@ Equations (the numbers are those of the derivation document and of the comments 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numexpr as ne
 import numpy as np
@@ -397,6 +397,23 @@ def _col2im_matmul(
     return out[:, padding:padding + h, padding:padding + w]
 
 
+def _by_rows(kernel: Callable[..., np.ndarray], width: int, out: np.ndarray,
+             *args: np.ndarray | float) -> np.ndarray:
+    """kernel(*args, out=out) over an image with a short channel axis and a bias row, run on
+    (-1, width) views with the row tiled to `width`: numpy broadcasts a row with one inner loop
+    per pixel, this with one per `width` entries (2.3x faster for 16 channels). The same
+    arithmetic on the same numbers; arrays that are not contiguous run as they are."""
+    full = [a for a in args if isinstance(a, np.ndarray) and a.shape == out.shape]
+    if not (out.flags.c_contiguous and all(a.flags.c_contiguous for a in full)):
+        return kernel(*args, out=out)
+    rows = out.reshape(-1, width)
+    wide = [a.reshape(-1, width) if isinstance(a, np.ndarray) and a.shape == out.shape
+            else np.tile(a, width // a.shape[0]) if isinstance(a, np.ndarray) and a.ndim == 1 else a
+            for a in args]
+    kernel(*wide, out=rows)
+    return out
+
+
 def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = relu(a + b)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
@@ -406,8 +423,7 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
             local_dict={"a": a, "b": b, "k0": k(0.0)},
             out=out,
         )
-    out[...] = b
-    np.add(out, a, out)
+    np.add(a, b, out)
     np.maximum(out, _zeros(out), out=out)
     return out
 
@@ -446,8 +462,7 @@ def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
-    out[...] = a
-    np.multiply(out, b, out)
+    np.multiply(a, b, out)
     return out
 
 
@@ -506,23 +521,14 @@ def _ew10(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
             local_dict={"a": a, "b": b, "c": c, "k0": k(0.0), "k1": k(1.0)},
             out=out,
         )
-    out[...] = a
-    np.add(out, b, out)
+    np.add(a, b, out)
     s0 = np.empty_like(out)
     np.greater(c, 0.0, s0)
     np.multiply(out, s0, out)
     return out
 
 
-def _ew11(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a*b"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
-    np.multiply(a, b, out)
-    return out
-
-
-def _ew12(
+def _ew11(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -537,8 +543,7 @@ def _ew12(
             local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(0.0), "k1": k(1.0)},
             out=out,
         )
-    out[...] = a
-    np.add(out, b, out)
+    np.add(a, b, out)
     np.add(out, c, out)
     s0 = np.empty_like(out)
     np.greater(d, 0.0, s0)
@@ -546,7 +551,7 @@ def _ew12(
     return out
 
 
-def _ew13(
+def _ew12(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -570,7 +575,7 @@ def _ew13(
     return out
 
 
-def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew13(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
@@ -580,7 +585,7 @@ def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew14(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
@@ -613,7 +618,7 @@ def forward(
     t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
     t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
     t1.reshape(-1, t1.shape[-1]).dot(K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
-    a1 = _ew1(t2, c1, out=_scratch(ws, "a1", (B, 8, 8, 16), dt))
+    a1 = _by_rows(_ew1, 512, t2, t2, c1)
     # (2) p1 = max(a1.reshape(B, 4, 2, 4, 2, 16), axis=(2, 4))
     _parts = a1.reshape(B, 4, 2, 4, 2, 16)
     p1 = np.maximum(
@@ -627,7 +632,7 @@ def forward(
     t3 = _im2col(p1, 3, 3, 1, 1, ws, "t3")
     t4 = _scratch(ws, "t4", (B, 4, 4, 32), dt)
     t3.reshape(-1, t3.shape[-1]).dot(K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
-    a2 = _ew1(t4, c2, out=_scratch(ws, "a2", (B, 4, 4, 32), dt))
+    a2 = _ew1(t4, c2, out=t4)
     # (4) p2 = max(a2.reshape(B, 2, 2, 2, 2, 32), axis=(2, 4))
     _parts = a2.reshape(B, 2, 2, 2, 2, 32)
     p2 = np.maximum(
@@ -672,7 +677,7 @@ def loss(
     t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
     t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
     t1.reshape(-1, t1.shape[-1]).dot(K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
-    a1 = _ew1(t2, c1, out=_scratch(ws, "a1", (B, 8, 8, 16), dt))
+    a1 = _by_rows(_ew1, 512, t2, t2, c1)
     # (2) p1 = max(a1.reshape(B, 4, 2, 4, 2, 16), axis=(2, 4))
     _parts = a1.reshape(B, 4, 2, 4, 2, 16)
     p1 = np.maximum(
@@ -686,7 +691,7 @@ def loss(
     t3 = _im2col(p1, 3, 3, 1, 1, ws, "t3")
     t4 = _scratch(ws, "t4", (B, 4, 4, 32), dt)
     t3.reshape(-1, t3.shape[-1]).dot(K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
-    a2 = _ew1(t4, c2, out=_scratch(ws, "a2", (B, 4, 4, 32), dt))
+    a2 = _ew1(t4, c2, out=t4)
     # (4) p2 = max(a2.reshape(B, 2, 2, 2, 2, 32), axis=(2, 4))
     _parts = a2.reshape(B, 2, 2, 2, 2, 32)
     p2 = np.maximum(
@@ -732,7 +737,7 @@ def loss_and_grad(
     t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
     t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
     t1.reshape(-1, t1.shape[-1]).dot(K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
-    a1 = _ew1(t2, c1, out=_scratch(ws, "a1", (B, 8, 8, 16), dt))
+    a1 = _by_rows(_ew1, 512, t2, t2, c1)
     # (2) p1 = max(a1.reshape(B, 4, 2, 4, 2, 16), axis=(2, 4))
     _parts = a1.reshape(B, 4, 2, 4, 2, 16)
     p1 = np.maximum(
@@ -746,7 +751,7 @@ def loss_and_grad(
     t3 = _im2col(p1, 3, 3, 1, 1, ws, "t3")
     t4 = _scratch(ws, "t4", (B, 4, 4, 32), dt)
     t3.reshape(-1, t3.shape[-1]).dot(K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
-    a2 = _ew1(t4, c2, out=_scratch(ws, "a2", (B, 4, 4, 32), dt))
+    a2 = _ew1(t4, c2, out=t4)
     # (4) p2 = max(a2.reshape(B, 2, 2, 2, 2, 32), axis=(2, 4))
     _parts = a2.reshape(B, 2, 2, 2, 2, 32)
     p2 = np.maximum(
@@ -784,7 +789,7 @@ def loss_and_grad(
     np.add(t9, _parts[:, :, 1, :, 0], out=t9)
     np.add(t9, _parts[:, :, 1, :, 1], out=t9)
     t10 = _ew4(t7.reshape(B, 2, 2, 32), t9, out=t9)
-    t11 = _ew5(t10.reshape(B, 2, 1, 2, 1, 32), t8, out=_scratch(ws, "t11", (B, 2, 2, 2, 2, 32), dt))
+    t11 = _ew5(t10.reshape(B, 2, 1, 2, 1, 32), t8, out=t8)
     # (19) dL/d(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2) = dL_da2*(a2 > 0)
     t12 = _ew6(t11.reshape(B, 4, 4, 32), a2, out=a2)
     # (22) dL/d(im2col(p1, 3x3, stride=1, padding=1)) = (dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T
@@ -808,11 +813,7 @@ def loss_and_grad(
     np.add(t14, _parts[:, :, 1, :, 0], out=t14)
     np.add(t14, _parts[:, :, 1, :, 1], out=t14)
     t15 = _ew4(dL_dp1, t14, out=dL_dp1)
-    t16 = _ew5(
-        t15.reshape(B, 4, 1, 4, 1, 16),
-        t13,
-        out=_scratch(ws, "t16", (B, 4, 2, 4, 2, 16), dt),
-    )
+    t16 = _ew5(t15.reshape(B, 4, 1, 4, 1, 16), t13, out=t13)
     # (28) dL/d(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1) = dL_da1*(a1 > 0)
     t17 = _ew6(t16.reshape(B, 8, 8, 16), a1, out=a1)
     # (31) dL/d(K1.reshape(9, 16)) = im2col(X, 3x3, stride=1, padding=1).reshape(64*B, 9).T @
@@ -874,7 +875,7 @@ def hvp(
     t1 = _im2col(X, 3, 3, 1, 1, ws, "t1")
     t2 = _scratch(ws, "t2", (B, 8, 8, 16), dt)
     t1.reshape(-1, t1.shape[-1]).dot(K1.reshape(9, 16), out=t2.reshape(-1, t2.shape[-1]))
-    a1 = _ew1(t2, c1, out=_scratch(ws, "a1", (B, 8, 8, 16), dt))
+    a1 = _by_rows(_ew1, 512, t2, t2, c1)
     # (2) p1 = max(a1.reshape(B, 4, 2, 4, 2, 16), axis=(2, 4))
     _parts = a1.reshape(B, 4, 2, 4, 2, 16)
     p1 = np.maximum(
@@ -888,7 +889,7 @@ def hvp(
     t3 = _im2col(p1, 3, 3, 1, 1, ws, "t3")
     t4 = _scratch(ws, "t4", (B, 4, 4, 32), dt)
     t3.reshape(-1, t3.shape[-1]).dot(K2.reshape(144, 32), out=t4.reshape(-1, t4.shape[-1]))
-    a2 = _ew1(t4, c2, out=_scratch(ws, "a2", (B, 4, 4, 32), dt))
+    a2 = _ew1(t4, c2, out=t4)
     # (4) p2 = max(a2.reshape(B, 2, 2, 2, 2, 32), axis=(2, 4))
     _parts = a2.reshape(B, 2, 2, 2, 2, 32)
     p2 = np.maximum(
@@ -937,7 +938,7 @@ def hvp(
         out=_scratch(ws, "t15", (B, 2, 2, 2, 2, 32), dt),
     )
     # (19) dL/d(im2col(p1, 3x3, stride=1, padding=1) @ K2.reshape(144, 32) + c2) = dL_da2*(a2 > 0)
-    t16 = _ew6(t15.reshape(B, 4, 4, 32), a2, out=t4)
+    t16 = _ew6(t15.reshape(B, 4, 4, 32), a2, out=_scratch(ws, "t16", (B, 4, 4, 32), dt))
     # (22) dL/d(im2col(p1, 3x3, stride=1, padding=1)) = (dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T
     # (25) dL_dp1 = col2im((dL_da2*(a2 > 0)) @ K2.reshape(144, 32).T, 3x3, stride=1, padding=1)
     dL_dp1 = _col2im_matmul(t16, K2.reshape(144, 32).T, (B, 4, 4, 16), 3, 3, 1, 1, ws, "dL_dp1")
@@ -965,7 +966,7 @@ def hvp(
         out=_scratch(ws, "t20", (B, 4, 2, 4, 2, 16), dt),
     )
     # (28) dL/d(im2col(X, 3x3, stride=1, padding=1) @ K1.reshape(9, 16) + c1) = dL_da1*(a1 > 0)
-    t21 = _ew6(t20.reshape(B, 8, 8, 16), a1, out=t2)
+    t21 = _ew6(t20.reshape(B, 8, 8, 16), a1, out=_scratch(ws, "t21", (B, 8, 8, 16), dt))
     # (31) dL/d(K1.reshape(9, 16)) = im2col(X, 3x3, stride=1, padding=1).reshape(64*B, 9).T @
     #     (dL_da1*(a1 > 0)).reshape(64*B, 16)
     t22 = t1.reshape(64*B, 9).T.dot(t21.reshape(64*B, 16))
@@ -998,7 +999,7 @@ def hvp(
         out=_scratch(ws, "t28", (64*B, 16), dt),
     )
     t29 = _ew10(_v_c1.reshape(1, 1, 1, 16), t28.reshape(B, 8, 8, 16), a1, out=t21)
-    t30 = _ew11(
+    t30 = _ew5(
         t29.reshape(B, 4, 2, 4, 2, 16),
         t17,
         out=_scratch(ws, "t30", (B, 4, 2, 4, 2, 16), dt),
@@ -1015,14 +1016,14 @@ def hvp(
     t33 = _im2col(t32, 3, 3, 1, 1, ws, "t33")
     t34 = _scratch(ws, "t34", (B, 4, 4, 32), dt)
     t33.reshape(-1, t33.shape[-1]).dot(K2.reshape(144, 32), out=t34.reshape(-1, t34.shape[-1]))
-    t35 = _ew12(
+    t35 = _ew11(
         _v_c2.reshape(1, 1, 1, 32),
         t27.reshape(B, 4, 4, 32),
         t34,
         a2,
         out=_scratch(ws, "t35", (B, 4, 4, 32), dt),
     )
-    t36 = _ew11(
+    t36 = _ew5(
         t35.reshape(B, 2, 2, 2, 2, 32),
         t12,
         out=_scratch(ws, "t36", (B, 2, 2, 2, 2, 32), dt),
@@ -1037,20 +1038,20 @@ def hvp(
     np.add(t37, _parts[:, :, 1, :, 1], out=t37)
     t38 = _ew4(t37, t13, out=t37)
     t39 = t38.reshape(B, 128).dot(W)
-    t40 = _ew13(_v_b.reshape(1, n_out), t26, t39, t10, t8, out=z)
+    t40 = _ew12(_v_b.reshape(1, n_out), t26, t39, t10, t8, out=z)
     t41 = _rowsum(t40, keepdims=True)
-    t42 = _ew14(t40, t8, t41, out=t26)
+    t42 = _ew13(t40, t8, t41, out=t26)
     t43 = t42.dot(W.T)
-    t44 = _ew15(t25, t43, out=t25)
+    t44 = _ew14(t25, t43, out=t25)
     t45 = _ew4(t44.reshape(B, 2, 2, 32), t13, out=t13)
-    t46 = _ew5(t45.reshape(B, 2, 1, 2, 1, 32), t12, out=t36)
+    t46 = _ew5(t45.reshape(B, 2, 1, 2, 1, 32), t12, out=t12)
     t47 = _ew6(t46.reshape(B, 4, 4, 32), a2, out=a2)
     t48 = _scratch(ws, "t48", (B, 4, 4, 144), dt)
     t47.reshape(-1, t47.shape[-1]).dot(K2.reshape(144, 32).T, out=t48.reshape(-1, t48.shape[-1]))
-    t49 = _ew15(t24.reshape(B, 4, 4, 144), t48, out=t48)
+    t49 = _ew14(t24.reshape(B, 4, 4, 144), t48, out=t48)
     t50 = _col2im(t49, (B, 4, 4, 16), 3, 3, 1, 1, ws, "t50")
     t51 = _ew4(t50, t18, out=t50)
-    t52 = _ew5(t51.reshape(B, 4, 1, 4, 1, 16), t17, out=t30)
+    t52 = _ew5(t51.reshape(B, 4, 1, 4, 1, 16), t17, out=t17)
     t53 = _ew6(t52.reshape(B, 8, 8, 16), a1, out=a1)
     t54 = t1.reshape(64*B, 9).T.dot(t53.reshape(64*B, 16))
     hv_c1 = _colsum(t53)
@@ -1060,11 +1061,11 @@ def hvp(
         t47.reshape(16*B, 32),
         out=_scratch(ws, "t56", (144, 32), dt),
     )
-    t57 = _ew15(t55, t56, out=t55)
+    t57 = _ew14(t55, t56, out=t55)
     hv_c2 = _colsum(t47)
     t58 = t38.reshape(B, 128).T.dot(dL_dz)
     t59 = p2.reshape(B, 128).T.dot(t42)
-    hv_W = _ew15(t58, t59, out=t58)
+    hv_W = _ew14(t58, t59, out=t58)
     hv_b = _colsum(t42)
     _give_back("hvp", ws)
     return (

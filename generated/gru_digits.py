@@ -1,4 +1,4 @@
-# symgrad-generated sha256:c420046854d19da1ffff9c8b63be648d7692f74741ec32d7e70d81339908b5c5
+# symgrad-generated sha256:7ab57ab0ca846851a9c118a117056e6211c5b5a649c0f405ffc1f2e0a574d736
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -318,8 +318,7 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
-    out[...] = b
-    np.add(out, a, out)
+    np.add(a, b, out)
     return out
 
 
@@ -370,7 +369,16 @@ def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
     return out
 
 
-def _ew6(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew6(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
+    out[...] = b
+    np.add(out, a, out)
+    return out
+
+
+def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*(1 - c**2)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -386,7 +394,7 @@ def _ew6(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
     return out
 
 
-def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b*c*(1 - c)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -402,7 +410,7 @@ def _ew7(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nda
     return out
 
 
-def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew9(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = d*(1 - d)*(a*b - a*c)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -420,7 +428,7 @@ def _ew8(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
     return out
 
 
-def _ew9(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew10(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
@@ -428,7 +436,7 @@ def _ew9(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew10(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew11(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b + c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
@@ -437,7 +445,7 @@ def _ew10(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew11(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew12(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = exp(a)"""
     if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
@@ -445,7 +453,7 @@ def _ew11(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew12(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
+def _ew13(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = -a/b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -455,7 +463,7 @@ def _ew12(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew13(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+def _ew14(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = -a/d - b*c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -466,14 +474,6 @@ def _ew13(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray
     np.multiply(s0, b, s0)
     np.add(out, s0, out)
     np.negative(out, out)
-    return out
-
-
-def _ew14(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a + b"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
-    np.add(a, b, out)
     return out
 
 
@@ -508,26 +508,16 @@ def _ew17(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew18(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a + b"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
-    out[...] = a
-    np.add(out, b, out)
-    return out
-
-
-def _ew19(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew18(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b + c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
-    out[...] = a
-    np.add(out, b, out)
+    np.add(a, b, out)
     np.add(out, c, out)
     return out
 
 
-def _ew20(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew19(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("-a", local_dict={"a": a}, out=out)
@@ -535,7 +525,7 @@ def _ew20(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew21(
+def _ew20(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -558,7 +548,7 @@ def _ew21(
     return out
 
 
-def _ew22(
+def _ew21(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -589,7 +579,7 @@ def _ew22(
     return out
 
 
-def _ew23(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew22(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b*c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
@@ -598,7 +588,7 @@ def _ew23(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew24(
+def _ew23(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -624,7 +614,7 @@ def _ew24(
     return out
 
 
-def _ew25(
+def _ew24(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -650,7 +640,7 @@ def _ew25(
     return out
 
 
-def _ew26(
+def _ew25(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -675,7 +665,7 @@ def _ew26(
     return out
 
 
-def _ew27(
+def _ew26(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -699,7 +689,7 @@ def _ew27(
     return out
 
 
-def _ew28(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew27(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
@@ -709,7 +699,7 @@ def _ew28(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew29(
+def _ew28(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -733,7 +723,7 @@ def _ew29(
     return out
 
 
-def _ew30(
+def _ew29(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -757,7 +747,7 @@ def _ew30(
     return out
 
 
-def _ew31(
+def _ew30(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -823,7 +813,7 @@ def forward(
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
-    t4 = _ew1(t2, t3, out=_scratch(ws, "t4", (B, 8, 3*n_h), dt))
+    t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
     t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
@@ -838,7 +828,7 @@ def forward(
     for t in range(8):
         gru_u1_t = t4[:, t]
         t7 = h_prev.dot(t5)
-        t8 = _ew1(t7, t6, out=np.empty((B, 3*n_h), dtype=dt))
+        t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_unused1[t])
         t10 = _ew3(t9, out=gru_unused2[t])
         t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=gru_unused3[t])
@@ -848,7 +838,7 @@ def forward(
         h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t14 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
-    z = _ew1(t14, c, out=np.empty((B, n_out), dtype=dt))
+    z = _ew6(t14, c, out=np.empty((B, n_out), dtype=dt))
     # (3) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
     _give_back("forward", ws)
@@ -892,7 +882,7 @@ def loss(
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
-    t4 = _ew1(t2, t3, out=_scratch(ws, "t4", (B, 8, 3*n_h), dt))
+    t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
     t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
@@ -907,7 +897,7 @@ def loss(
     for t in range(8):
         gru_u1_t = t4[:, t]
         t7 = h_prev.dot(t5)
-        t8 = _ew1(t7, t6, out=np.empty((B, 3*n_h), dtype=dt))
+        t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_unused1[t])
         t10 = _ew3(t9, out=gru_unused2[t])
         t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=gru_unused3[t])
@@ -917,7 +907,7 @@ def loss(
         h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t14 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
-    z = _ew1(t14, c, out=np.empty((B, n_out), dtype=dt))
+    z = _ew6(t14, c, out=np.empty((B, n_out), dtype=dt))
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
     t16 = np.vdot(Y, t15)
@@ -962,7 +952,7 @@ def loss_and_grad(
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
-    t4 = _ew1(t2, t3, out=_scratch(ws, "t4", (B, 8, 3*n_h), dt))
+    t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
     t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
@@ -977,7 +967,7 @@ def loss_and_grad(
     for t in range(8):
         gru_u1_t = t4[:, t]
         t7 = h_prev.dot(t5)
-        t8 = _ew1(t7, t6, out=np.empty((B, 3*n_h), dtype=dt))
+        t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_r1_seq[t])
         t10 = _ew3(t9, out=gru_r2_seq[t])
         t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=gru_r3_seq[t])
@@ -987,7 +977,7 @@ def loss_and_grad(
         h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t14 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
-    z = _ew1(t14, c, out=np.empty((B, n_out), dtype=dt))
+    z = _ew6(t14, c, out=np.empty((B, n_out), dtype=dt))
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
@@ -1014,14 +1004,14 @@ def loss_and_grad(
         gru_r4_t = gru_r4_seq[t]
         gru_r5_t = gru_r5_seq[t]
         dh_t = dL_dH[:, t] + carry_h
-        t17 = _ew6(dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t18 = _ew7(t17, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t19 = _ew8(dh_t, h_prev, gru_r5_t, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t17 = _ew7(dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t18 = _ew8(t17, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t19 = _ew9(dh_t, h_prev, gru_r5_t, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
         np.concatenate([t18, t19, t17], axis=1, out=dgru_u1_seq[t])
-        t21 = _ew9(t17, gru_r3_t, out=t17)
+        t21 = _ew10(t17, gru_r3_t, out=t17)
         t22 = np.concatenate([t18, t19, t21], axis=1)
         t23 = t22.dot(t5_T)
-        t24 = _ew10(dh_t, gru_r1_t, t23, out=t18)
+        t24 = _ew11(dh_t, gru_r1_t, t23, out=t18)
         t25 = h_prev.T.dot(t22)
         t26 = _colsum(t22)
         carry_h = t24
@@ -1109,7 +1099,7 @@ def hvp(
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
-    t4 = _ew1(t2, t3, out=_scratch(ws, "t4", (B, 8, 3*n_h), dt))
+    t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
     t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
@@ -1124,7 +1114,7 @@ def hvp(
     for t in range(8):
         gru_u1_t = t4[:, t]
         t7 = h_prev.dot(t5)
-        t8 = _ew1(t7, t6, out=np.empty((B, 3*n_h), dtype=dt))
+        t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_r1_seq[t])
         t10 = _ew3(t9, out=gru_r2_seq[t])
         t11 = _ew2(gru_u1_t[:, 0:n_h], t8[:, 0:n_h], out=gru_r3_seq[t])
@@ -1134,17 +1124,17 @@ def hvp(
         h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t14 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
-    z = _ew1(t14, c, out=np.empty((B, n_out), dtype=dt))
+    z = _ew6(t14, c, out=np.empty((B, n_out), dtype=dt))
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
     t16 = np.vdot(Y, t15)
     L = -t16/B
     # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
-    t17 = _ew11(t15, out=t15)
+    t17 = _ew12(t15, out=t15)
     t18 = _rowsum(Y, keepdims=True)
-    t19 = _ew12(t18, B, out=t18)
-    dL_dz = _ew13(Y, t17, t19, B, out=t14)
+    t19 = _ew13(t18, B, out=t18)
+    dL_dz = _ew14(Y, t17, t19, B, out=t14)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t20 = dL_dz.dot(W.T)
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
@@ -1177,22 +1167,22 @@ def hvp(
         gru_r3_t = gru_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
         gru_r4_t = gru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
         gru_r5_t = gru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        t22 = _ew14(ct_h_t, adj_h_prev, out=gru_back_r1_seq[t])
-        t23 = _ew9(t22, gru_r2_t, out=gru_back_r2_seq[t])
+        t22 = _ew1(ct_h_t, adj_h_prev, out=gru_back_r1_seq[t])
+        t23 = _ew10(t22, gru_r2_t, out=gru_back_r2_seq[t])
         t24 = _ew15(t23, gru_r5_t, out=gru_back_r3_seq[t])
-        t25 = _ew9(t24, gru_r4_t, out=gru_back_r4_seq[t])
+        t25 = _ew10(t24, gru_r4_t, out=gru_back_r4_seq[t])
         t26 = _ew16(t25, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
         t27 = _ew17(t22, prev_h_t, gru_r5_t, out=gru_back_r5_seq[t])
         t28 = _ew16(t27, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t29 = _ew9(t24, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t29 = _ew10(t24, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
         t30 = np.concatenate([t26, t28, t29], axis=1, out=gru_back_r6_seq[t])
         t31 = t30.dot(t5_T)
-        _ew10(t22, gru_r1_t, t31, out=adj_h_seq[t])
+        _ew11(t22, gru_r1_t, t31, out=adj_h_seq[t])
         np.concatenate([t26, t28, t24], axis=1, out=d_gru_u1_seq[t])
         t34 = prev_h_t.T.dot(t30)
-        _ew14(acc1_prev, t34, out=acc1_seq[t])
+        _ew1(acc1_prev, t34, out=acc1_seq[t])
         t36 = _colsum(t30)
-        _ew14(acc2_prev, t36, out=acc2_seq[t])
+        _ew1(acc2_prev, t36, out=acc2_seq[t])
         adj_h_prev = adj_h_seq[t]
         acc1_prev = acc1_seq[t]
         acc2_prev = acc2_seq[t]
@@ -1205,7 +1195,11 @@ def hvp(
     t40 = np.concatenate([_v_bx_r, _v_bx_z, _v_bx_n], axis=0)
     t41 = np.concatenate([_v_Wx_r, _v_Wx_z, _v_Wx_n], axis=1)
     t42 = np.matmul(X.reshape(8*B, 8), t41, out=_scratch(ws, "t42", (8*B, 3*n_h), dt))
-    t43 = _ew18(t40.reshape(1, 1, 3*n_h), t42.reshape(B, 8, 3*n_h), out=t2)
+    t43 = _ew1(
+        t40.reshape(1, 1, 3*n_h),
+        t42.reshape(B, 8, 3*n_h),
+        out=_scratch(ws, "t43", (B, 8, 3*n_h), dt),
+    )
     t44 = np.concatenate([_v_Wh_r, _v_Wh_z, _v_Wh_n], axis=1)
     t45 = np.pad(t44.reshape(n_h, 1, 3*n_h), ((0, 0), (7, 0), (0, 0)))
     t46 = np.concatenate([_v_bh_r, _v_bh_z, _v_bh_n], axis=0)
@@ -1244,13 +1238,13 @@ def hvp(
         dacc2_t = t47[:, t] + carry_acc2
         t48 = prev_h_t.dot(dacc1_t)
         t49 = dadj_h_t.dot(t5)
-        t50 = _ew19(dacc2_t.reshape(1, 3*n_h), t48, t49, out=np.empty((B, 3*n_h), dtype=dt))
-        t51 = _ew14(dd_gru_u1_t[:, n_h:2*n_h], t50[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
+        t50 = _ew18(dacc2_t.reshape(1, 3*n_h), t48, t49, out=t48)
+        t51 = _ew1(dd_gru_u1_t[:, n_h:2*n_h], t50[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
         t52 = _ew16(t51, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t53 = _ew20(t52, out=np.empty((B, n_h), dtype=dt))
-        t54 = _ew14(dd_gru_u1_t[:, 0:n_h], t50[:, 0:n_h], out=np.empty((B, n_h), dtype=dt))
+        t53 = _ew19(t52, out=np.empty((B, n_h), dtype=dt))
+        t54 = _ew1(dd_gru_u1_t[:, 0:n_h], t50[:, 0:n_h], out=np.empty((B, n_h), dtype=dt))
         t55 = _ew16(t54, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t56 = _ew21(
+        t56 = _ew20(
             dd_gru_u1_t[:, 2*n_h:3*n_h],
             t50[:, 2*n_h:3*n_h],
             gru_r3_t,
@@ -1259,7 +1253,7 @@ def hvp(
             out=np.empty((B, n_h), dtype=dt),
         )
         t57 = _ew15(t56, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t58 = _ew22(
+        t58 = _ew21(
             t53,
             gru_r5_t,
             t52,
@@ -1271,12 +1265,12 @@ def hvp(
             out=np.empty((B, n_h), dtype=dt),
         )
         t59 = dacc1_t.dot(gru_back_r6_t.T)
-        _ew23(t59.T, t52, gru_back_r1_t, out=dprev_h_seq[t])
-        _ew24(t51, gru_back_r5_t, gru_r1_t, dadj_h_t, gru_back_r1_t, out=dgru_r1_seq[t])
-        _ew9(t57, gru_back_r1_t, out=dgru_r2_seq[t])
-        _ew25(t50[:, 2*n_h:3*n_h], gru_back_r3_t, t54, gru_back_r4_t, gru_r3_t, out=dgru_r3_seq[t])
-        _ew9(t55, gru_back_r3_t, out=dgru_r4_seq[t])
-        _ew26(t53, gru_back_r1_t, t56, gru_back_r2_t, gru_r5_t, out=dgru_r5_seq[t])
+        _ew22(t59.T, t52, gru_back_r1_t, out=dprev_h_seq[t])
+        _ew23(t51, gru_back_r5_t, gru_r1_t, dadj_h_t, gru_back_r1_t, out=dgru_r1_seq[t])
+        _ew10(t57, gru_back_r1_t, out=dgru_r2_seq[t])
+        _ew24(t50[:, 2*n_h:3*n_h], gru_back_r3_t, t54, gru_back_r4_t, gru_r3_t, out=dgru_r3_seq[t])
+        _ew10(t55, gru_back_r3_t, out=dgru_r4_seq[t])
+        _ew25(t53, gru_back_r1_t, t56, gru_back_r2_t, gru_r5_t, out=dgru_r5_seq[t])
         t66 = gru_back_r6_t.T.dot(dadj_h_t)
         dct_h_seq[t] = t58
         carry_adj_h = t58
@@ -1287,11 +1281,11 @@ def hvp(
     t67 = dL_dz.dot(_v_W.T)
     t68 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
     t69 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).dot(W)
-    t70 = _ew27(_v_c.reshape(1, n_out), t68, t69, t19, t17, out=z)
+    t70 = _ew26(_v_c.reshape(1, n_out), t68, t69, t19, t17, out=z)
     t71 = _rowsum(t70, keepdims=True)
-    t72 = _ew28(t70, t17, t71, out=t68)
+    t72 = _ew27(t70, t17, t71, out=t68)
     t73 = t72.dot(W.T)
-    t74 = _ew14(t67, t73, out=t67)
+    t74 = _ew1(t67, t73, out=t67)
     t75 = np.concatenate(
         [dprev_h_seq.swapaxes(0, 1)[:, ::-1][:, 1:8], t74.reshape(B, 1, n_h)],
         axis=1,
@@ -1317,9 +1311,9 @@ def hvp(
         dgru_r4_t = dgru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
         dgru_r5_t = dgru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
         dh_t = t75[:, t] + carry_h
-        t76 = _ew29(dgru_r5_t, dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t77 = _ew30(dgru_r3_t, t76, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t78 = _ew31(
+        t76 = _ew28(dgru_r5_t, dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t77 = _ew29(dgru_r3_t, t76, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t78 = _ew30(
             dgru_r1_t,
             dh_t,
             h_prev,
@@ -1329,21 +1323,21 @@ def hvp(
             out=np.empty((B, n_h), dtype=dt),
         )
         np.concatenate([t77, t78, t76], axis=1, out=dgru_u1_seq[t])
-        t80 = _ew23(dgru_r4_t, t76, gru_r3_t, out=t76)
+        t80 = _ew22(dgru_r4_t, t76, gru_r3_t, out=t76)
         t81 = np.concatenate([t77, t78, t80], axis=1)
         t82 = t81.dot(t5_T_2)
-        t83 = _ew10(dh_t, gru_r1_t, t82, out=t77)
+        t83 = _ew11(dh_t, gru_r1_t, t82, out=t77)
         t84 = h_prev.T.dot(t81)
         t85 = _colsum(t81)
         carry_h = t83
         np.add(d_captured1_2, t84, out=d_captured1_2)
         np.add(d_captured2, t85, out=d_captured2)
     t86 = X.reshape(8*B, 8).T.dot(dgru_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h))
-    t87 = _ew14(d_captured1.T, d_captured1_2, out=np.empty((n_h, 3*n_h), dtype=dt))
+    t87 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 3*n_h), dtype=dt))
     t88 = _colsum(dgru_u1_seq)
     t89 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     t90 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t72)
-    hv_W = _ew14(t89, t90, out=t89)
+    hv_W = _ew1(t89, t90, out=t89)
     hv_c = _colsum(t72)
     _give_back("hvp", ws)
     return (

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:dd92d9731ec20110d8726433dbab82633b8c14b9e881518ef956349c4395f70b
+# symgrad-generated sha256:65b183c62cdda188faf208628fff56fef18363d84ca2132eb8776122fc33fd7b
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -318,20 +318,11 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
-    out[...] = b
-    np.add(out, a, out)
-    return out
-
-
-def _ew2(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a + b"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
     np.add(a, b, out)
     return out
 
 
-def _ew3(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew2(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = sigmoid(a)"""
     if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
@@ -347,7 +338,7 @@ def _ew3(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew4(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew3(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = tanh(a)"""
     if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("tanh(a)", local_dict={"a": a}, out=out)
@@ -355,7 +346,7 @@ def _ew4(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b + c*d"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b + c*d", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
@@ -366,11 +357,20 @@ def _ew5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, out: np.nda
     return out
 
 
-def _ew6(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew5(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
     np.multiply(a, b, out)
+    return out
+
+
+def _ew6(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
+    out[...] = b
+    np.add(out, a, out)
     return out
 
 
@@ -493,16 +493,7 @@ def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a + b"""
-    if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
-    out[...] = a
-    np.add(out, b, out)
-    return out
-
-
-def _ew17(
+def _ew16(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -533,7 +524,7 @@ def _ew17(
     return out
 
 
-def _ew18(
+def _ew17(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -559,7 +550,7 @@ def _ew18(
     return out
 
 
-def _ew19(
+def _ew18(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -585,7 +576,7 @@ def _ew19(
     return out
 
 
-def _ew20(
+def _ew19(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -610,7 +601,7 @@ def _ew20(
     return out
 
 
-def _ew21(
+def _ew20(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -635,7 +626,7 @@ def _ew21(
     return out
 
 
-def _ew22(
+def _ew21(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -659,7 +650,7 @@ def _ew22(
     return out
 
 
-def _ew23(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew22(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
@@ -669,7 +660,7 @@ def _ew23(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew24(
+def _ew23(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -695,7 +686,7 @@ def _ew24(
     return out
 
 
-def _ew25(
+def _ew24(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -719,7 +710,7 @@ def _ew25(
     return out
 
 
-def _ew26(
+def _ew25(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -779,7 +770,7 @@ def forward(
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
-    t4 = _ew1(t2, t3, out=_scratch(ws, "t4", (B, 8, 4*n_h), dt))
+    t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
@@ -795,19 +786,19 @@ def forward(
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = h_prev.dot(t5)
-        t7 = _ew2(t6, lstm_u1_t, out=t6)
-        t8 = _ew3(t7[:, 3*n_h:4*n_h], out=lstm_unused2[t])
-        t9 = _ew3(t7[:, n_h:2*n_h], out=lstm_unused3[t])
-        t10 = _ew3(t7[:, 0:n_h], out=lstm_unused4[t])
-        t11 = _ew4(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew5(t9, C_prev, t10, t11, out=lstm_unused1[t])
-        t13 = _ew4(t12, out=lstm_unused6[t])
-        _ew6(t8, t13, out=H[t])
+        t7 = _ew1(t6, lstm_u1_t, out=t6)
+        t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_unused2[t])
+        t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
+        t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
+        t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
+        t13 = _ew3(t12, out=lstm_unused6[t])
+        _ew5(t8, t13, out=H[t])
         h_prev = H[t]
         C_prev = lstm_unused1[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
-    z = _ew1(t15, c, out=np.empty((B, n_out), dtype=dt))
+    z = _ew6(t15, c, out=np.empty((B, n_out), dtype=dt))
     # (3) P = softmax(z, axis=1)
     P = _softmax(z, axis=1)
     _give_back("forward", ws)
@@ -851,7 +842,7 @@ def loss(
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
-    t4 = _ew1(t2, t3, out=_scratch(ws, "t4", (B, 8, 4*n_h), dt))
+    t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
@@ -867,19 +858,19 @@ def loss(
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = h_prev.dot(t5)
-        t7 = _ew2(t6, lstm_u1_t, out=t6)
-        t8 = _ew3(t7[:, 3*n_h:4*n_h], out=lstm_unused2[t])
-        t9 = _ew3(t7[:, n_h:2*n_h], out=lstm_unused3[t])
-        t10 = _ew3(t7[:, 0:n_h], out=lstm_unused4[t])
-        t11 = _ew4(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
-        t12 = _ew5(t9, C_prev, t10, t11, out=lstm_unused1[t])
-        t13 = _ew4(t12, out=lstm_unused6[t])
-        _ew6(t8, t13, out=H[t])
+        t7 = _ew1(t6, lstm_u1_t, out=t6)
+        t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_unused2[t])
+        t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
+        t10 = _ew2(t7[:, 0:n_h], out=lstm_unused4[t])
+        t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_unused5[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=lstm_unused1[t])
+        t13 = _ew3(t12, out=lstm_unused6[t])
+        _ew5(t8, t13, out=H[t])
         h_prev = H[t]
         C_prev = lstm_unused1[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
-    z = _ew1(t15, c, out=np.empty((B, n_out), dtype=dt))
+    z = _ew6(t15, c, out=np.empty((B, n_out), dtype=dt))
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t16 = _log_softmax(z, axis=1)
     t17 = np.vdot(Y, t16)
@@ -924,7 +915,7 @@ def loss_and_grad(
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
-    t4 = _ew1(t2, t3, out=_scratch(ws, "t4", (B, 8, 4*n_h), dt))
+    t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
@@ -940,19 +931,19 @@ def loss_and_grad(
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = h_prev.dot(t5)
-        t7 = _ew2(t6, lstm_u1_t, out=t6)
-        t8 = _ew3(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
-        t9 = _ew3(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
-        t10 = _ew3(t7[:, 0:n_h], out=lstm_r3_seq[t])
-        t11 = _ew4(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
-        t12 = _ew5(t9, C_prev, t10, t11, out=C_seq[t])
-        t13 = _ew4(t12, out=lstm_r5_seq[t])
-        _ew6(t8, t13, out=H[t])
+        t7 = _ew1(t6, lstm_u1_t, out=t6)
+        t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
+        t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
+        t10 = _ew2(t7[:, 0:n_h], out=lstm_r3_seq[t])
+        t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=C_seq[t])
+        t13 = _ew3(t12, out=lstm_r5_seq[t])
+        _ew5(t8, t13, out=H[t])
         h_prev = H[t]
         C_prev = C_seq[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
-    z = _ew1(t15, c, out=np.empty((B, n_out), dtype=dt))
+    z = _ew6(t15, c, out=np.empty((B, n_out), dtype=dt))
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     # (7) dL/d(log_softmax(z, axis=1)) = -Y/B
     # (8) dL_dz = -Y/B - (exp(log_softmax(z, axis=1))*(-sum(Y, axis=1)/B))
@@ -986,7 +977,7 @@ def loss_and_grad(
         t22 = _ew8(dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t23 = np.concatenate([t19, t20, t21, t22], axis=1, out=dlstm_u1_seq[t])
         t24 = t23.dot(t5_T)
-        t25 = _ew6(t18, lstm_r2_t, out=t18)
+        t25 = _ew5(t18, lstm_r2_t, out=t18)
         carry_h = t24
         carry_C = t25
     d_captured1 = np.tensordot(
@@ -1076,7 +1067,7 @@ def hvp(
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
     t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
-    t4 = _ew1(t2, t3, out=_scratch(ws, "t4", (B, 8, 4*n_h), dt))
+    t4 = _ew1(t2, t3, out=t2)
     t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
@@ -1092,19 +1083,19 @@ def hvp(
     for t in range(8):
         lstm_u1_t = t4[:, t]
         t6 = h_prev.dot(t5)
-        t7 = _ew2(t6, lstm_u1_t, out=t6)
-        t8 = _ew3(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
-        t9 = _ew3(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
-        t10 = _ew3(t7[:, 0:n_h], out=lstm_r3_seq[t])
-        t11 = _ew4(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
-        t12 = _ew5(t9, C_prev, t10, t11, out=C_seq[t])
-        t13 = _ew4(t12, out=lstm_r5_seq[t])
-        _ew6(t8, t13, out=H[t])
+        t7 = _ew1(t6, lstm_u1_t, out=t6)
+        t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
+        t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
+        t10 = _ew2(t7[:, 0:n_h], out=lstm_r3_seq[t])
+        t11 = _ew3(t7[:, 2*n_h:3*n_h], out=lstm_r4_seq[t])
+        t12 = _ew4(t9, C_prev, t10, t11, out=C_seq[t])
+        t13 = _ew3(t12, out=lstm_r5_seq[t])
+        _ew5(t8, t13, out=H[t])
         h_prev = H[t]
         C_prev = C_seq[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
     t15 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
-    z = _ew1(t15, c, out=np.empty((B, n_out), dtype=dt))
+    z = _ew6(t15, c, out=np.empty((B, n_out), dtype=dt))
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t16 = _log_softmax(z, axis=1)
     t17 = np.vdot(Y, t16)
@@ -1146,20 +1137,20 @@ def hvp(
         lstm_r3_t = lstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
         lstm_r4_t = lstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
         lstm_r5_t = lstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        t23 = _ew2(ct_h_t, adj_h_prev, out=lstm_back_r1_seq[t])
-        t24 = _ew6(t23, lstm_r1_t, out=lstm_back_r2_seq[t])
+        t23 = _ew1(ct_h_t, adj_h_prev, out=lstm_back_r1_seq[t])
+        t24 = _ew5(t23, lstm_r1_t, out=lstm_back_r2_seq[t])
         t25 = _ew13(adj_C_prev, t24, lstm_r5_t, out=lstm_back_r3_seq[t])
-        t26 = _ew6(t25, lstm_r4_t, out=lstm_back_r6_seq[t])
+        t26 = _ew5(t25, lstm_r4_t, out=lstm_back_r6_seq[t])
         t27 = _ew14(t26, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t28 = _ew6(t25, prev_C_t, out=lstm_back_r5_seq[t])
+        t28 = _ew5(t25, prev_C_t, out=lstm_back_r5_seq[t])
         t29 = _ew14(t28, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
-        t30 = _ew6(t25, lstm_r3_t, out=lstm_back_r7_seq[t])
+        t30 = _ew5(t25, lstm_r3_t, out=lstm_back_r7_seq[t])
         t31 = _ew15(t30, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
-        t32 = _ew6(t23, lstm_r5_t, out=lstm_back_r4_seq[t])
+        t32 = _ew5(t23, lstm_r5_t, out=lstm_back_r4_seq[t])
         t33 = _ew14(t32, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t34 = np.concatenate([t27, t29, t31, t33], axis=1, out=d_lstm_u1_seq[t])
         np.matmul(t34, t5_T, out=adj_h_seq[t])
-        _ew6(t25, lstm_r2_t, out=adj_C_seq[t])
+        _ew5(t25, lstm_r2_t, out=adj_C_seq[t])
         adj_h_prev = adj_h_seq[t]
         adj_C_prev = adj_C_seq[t]
     t37 = X.reshape(8*B, 8).T.dot(d_lstm_u1_seq.swapaxes(0, 1)[:, ::-1].reshape(8*B, 4*n_h))
@@ -1185,8 +1176,12 @@ def hvp(
     t46 = np.concatenate([_v_b_i, _v_b_f, _v_b_g, _v_b_o], axis=0)
     t47 = np.concatenate([_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o], axis=1)
     t48 = np.matmul(X.reshape(8*B, 8), t47, out=_scratch(ws, "t48", (8*B, 4*n_h), dt))
-    t49 = _ew16(t46.reshape(1, 1, 4*n_h), t48.reshape(B, 8, 4*n_h), out=t2)
-    t50 = _ew2(t45.reshape(B, 8, 4*n_h), t49[:, ::-1], out=_scratch(ws, "t50", (B, 8, 4*n_h), dt))
+    t49 = _ew1(
+        t46.reshape(1, 1, 4*n_h),
+        t48.reshape(B, 8, 4*n_h),
+        out=_scratch(ws, "t49", (B, 8, 4*n_h), dt),
+    )
+    t50 = _ew1(t45.reshape(B, 8, 4*n_h), t49[:, ::-1], out=_scratch(ws, "t50", (B, 8, 4*n_h), dt))
     # lstm_back: back-propagation through time, the reverse loop over the 8 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
     dprev_C_seq = _scratch(ws, "dprev_C_seq", (8, B, n_h), dt)
@@ -1220,12 +1215,12 @@ def hvp(
         dadj_C_t = carry_adj_C
         dd_lstm_u1_t = t50[:, t] + carry_d_lstm_u1
         t51 = dadj_h_t.dot(t5)
-        t52 = _ew2(dd_lstm_u1_t, t51, out=t51)
+        t52 = _ew1(dd_lstm_u1_t, t51, out=t51)
         t53 = _ew14(t52[:, 3*n_h:4*n_h], lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t54 = _ew15(t52[:, 2*n_h:3*n_h], lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
         t55 = _ew14(t52[:, n_h:2*n_h], lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
         t56 = _ew14(t52[:, 0:n_h], lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t57 = _ew17(
+        t57 = _ew16(
             dadj_C_t,
             lstm_r2_t,
             t54,
@@ -1237,9 +1232,9 @@ def hvp(
             out=np.empty((B, n_h), dtype=dt),
         )
         t58 = _ew15(t57, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t59 = _ew5(t53, lstm_r5_t, t58, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        _ew6(t55, lstm_back_r3_t, out=dprev_C_seq[t])
-        _ew18(
+        t59 = _ew4(t53, lstm_r5_t, t58, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        _ew5(t55, lstm_back_r3_t, out=dprev_C_seq[t])
+        _ew17(
             t52[:, 3*n_h:4*n_h],
             lstm_back_r4_t,
             lstm_r1_t,
@@ -1247,7 +1242,7 @@ def hvp(
             lstm_back_r1_t,
             out=dlstm_r1_seq[t],
         )
-        _ew19(
+        _ew18(
             dadj_C_t,
             lstm_back_r3_t,
             t52[:, n_h:2*n_h],
@@ -1255,8 +1250,8 @@ def hvp(
             lstm_r2_t,
             out=dlstm_r2_seq[t],
         )
-        _ew19(t54, lstm_back_r3_t, t52[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
-        _ew20(
+        _ew18(t54, lstm_back_r3_t, t52[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
+        _ew19(
             t52[:, 2*n_h:3*n_h],
             lstm_back_r7_t,
             lstm_r4_t,
@@ -1264,7 +1259,7 @@ def hvp(
             lstm_back_r3_t,
             out=dlstm_r4_seq[t],
         )
-        _ew21(t53, lstm_back_r1_t, t57, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
+        _ew20(t53, lstm_back_r1_t, t57, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
         t66 = d_lstm_u1_t.T.dot(dadj_h_t)
         dct_h_seq[t] = t59
         carry_adj_h = t59
@@ -1272,11 +1267,11 @@ def hvp(
         carry_d_lstm_u1[...] = 0.0
         np.add(d_captured1, t66, out=d_captured1)
     t67 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).dot(W)
-    t68 = _ew22(_v_c.reshape(1, n_out), t44, t67, t20, t18, out=z)
+    t68 = _ew21(_v_c.reshape(1, n_out), t44, t67, t20, t18, out=z)
     t69 = _rowsum(t68, keepdims=True)
-    t70 = _ew23(t68, t18, t69, out=t44)
+    t70 = _ew22(t68, t18, t69, out=t44)
     t71 = t70.dot(W.T)
-    t72 = _ew2(t43, t71, out=t43)
+    t72 = _ew1(t43, t71, out=t43)
     t73 = np.concatenate([t42.reshape(B, 8, n_h)[:, ::-1][:, 1:8], t72.reshape(B, 1, n_h)], axis=1)
     t74 = np.pad(dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8], ((0, 0), (0, 1), (0, 0)))
     # lstm: back-propagation through time, the reverse loop over the 8 steps
@@ -1299,14 +1294,14 @@ def hvp(
         dlstm_r5_t = dlstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
         dh_t = t73[:, t] + carry_h
         dC_t = t74[:, t] + carry_C
-        t75 = _ew24(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t76 = _ew25(dlstm_r3_t, t75, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t77 = _ew25(dlstm_r2_t, t75, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
-        t78 = _ew26(dlstm_r4_t, t75, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
-        t79 = _ew25(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t75 = _ew23(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t76 = _ew24(dlstm_r3_t, t75, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t77 = _ew24(dlstm_r2_t, t75, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t78 = _ew25(dlstm_r4_t, t75, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
+        t79 = _ew24(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
         t80 = np.concatenate([t76, t77, t78, t79], axis=1, out=dlstm_u1_seq[t])
         t81 = t80.dot(t5_T_2)
-        t82 = _ew6(t75, lstm_r2_t, out=t75)
+        t82 = _ew5(t75, lstm_r2_t, out=t75)
         carry_h = t81
         carry_C = t82
     d_captured1_2 = np.tensordot(
@@ -1315,11 +1310,11 @@ def hvp(
         axes=([0, 1], [0, 1]),
     )
     t83 = X.reshape(8*B, 8).T.dot(dlstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
-    t84 = _ew2(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
+    t84 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
     t85 = _colsum(dlstm_u1_seq)
     t86 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     t87 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t70)
-    hv_W = _ew2(t86, t87, out=t86)
+    hv_W = _ew1(t86, t87, out=t86)
     hv_c = _colsum(t70)
     _give_back("hvp", ws)
     return (

@@ -188,3 +188,38 @@ def test_conv_gradient_matches_sympy_on_a_tiny_image():
     exact = sympy_gradients(model, params, batch, {"hypers": {}, "state": {}}, {"B": 1})
     for name in params:
         np.testing.assert_allclose(grads[name], exact[name], rtol=1e-10, err_msg=name)
+
+
+def test_bias_row_kernels_run_on_rows_of_pixels(monkeypatch):
+    """relu(conv + c) over a 16-channel image runs on (-1, 512) views with c tiled (`_by_rows`):
+    the same numbers as the kernel over the image, bit for bit, and a view that is not
+    contiguous still runs as it is."""
+    from symgrad.codegen import program
+
+    m = sg.Model("bias_rows")
+    (B,) = m.dims("B")
+    X = m.input("X", (B, 8, 8, 3))
+    K = m.param("K", (3, 3, 3, 16), "he_normal")
+    c = m.param("c", (16,), "normal")
+    a = m.let("a", sg.relu(F.conv2d(X, K, padding=1) + c))
+    R = m.target("R", tuple(a.shape))
+    m.loss(sg.sum(a * R))
+    source = sg.source(m)
+    assert "_by_rows(_ew1, 512, " in source
+    wide = sg.load_module(m)
+    monkeypatch.setattr(program, "ROW_WIDTH", 0)
+    plain = sg.load_module(m)
+    assert "_by_rows(" not in sg.source(m) and not hasattr(plain, "_by_rows")
+    rng = np.random.default_rng(0)
+    params = wide.init_params({}, seed=1, dtype=np.float32)
+    batch = {"X": rng.standard_normal((5, 8, 8, 3)).astype(np.float32),
+             "R": rng.standard_normal((5, 8, 8, 16)).astype(np.float32)}
+    loss, grads = wide.loss_and_grad(params, batch)
+    want_loss, want = plain.loss_and_grad(params, batch)
+    assert loss == want_loss
+    for name in want:
+        np.testing.assert_array_equal(grads[name], want[name], err_msg=name)
+    image = rng.standard_normal((5, 16, 8, 8)).astype(np.float32).transpose(0, 2, 3, 1)  # a view
+    out = np.empty((5, 8, 8, 16), np.float32)
+    got = wide._by_rows(wide._ew1, 512, out, image, params["c"])
+    np.testing.assert_array_equal(got, np.maximum(image + params["c"], 0))
