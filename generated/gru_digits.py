@@ -1,4 +1,4 @@
-# symgrad-generated sha256:7ab57ab0ca846851a9c118a117056e6211c5b5a649c0f405ffc1f2e0a574d736
+# symgrad-generated sha256:5914d02c915dcefdac86e170aa94e170b36d2c45db7c3ddd893d939ac4ffdeee
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -1019,7 +1019,7 @@ def loss_and_grad(
         np.add(d_captured2, t26, out=d_captured2)
     # (29) dL/d(concat([Wx_r, Wx_z, Wx_n], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[gru](...)[0].reshape(8*B, 3*n_h)
-    t27 = X.reshape(8*B, 8).T.dot(dgru_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h))
+    t27 = X.swapaxes(0, 1).reshape(8*B, 8).T.dot(dgru_u1_seq.reshape(8*B, 3*n_h))
     # (25) dL/d(concat([bx_r, bx_z, bx_n], axis=0)) = sum(bptt[gru](...)[0], axis=(0, 1))
     t28 = _colsum(dgru_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
@@ -1332,7 +1332,7 @@ def hvp(
         carry_h = t83
         np.add(d_captured1_2, t84, out=d_captured1_2)
         np.add(d_captured2, t85, out=d_captured2)
-    t86 = X.reshape(8*B, 8).T.dot(dgru_u1_seq.swapaxes(0, 1).reshape(8*B, 3*n_h))
+    t86 = X.swapaxes(0, 1).reshape(8*B, 8).T.dot(dgru_u1_seq.reshape(8*B, 3*n_h))
     t87 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 3*n_h), dtype=dt))
     t88 = _colsum(dgru_u1_seq)
     t89 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:65b183c62cdda188faf208628fff56fef18363d84ca2132eb8776122fc33fd7b
+# symgrad-generated sha256:bf647e5f1d2ed59dfb506b5c6603ce96b310ac734566bfa58de1152ee4bf3aad
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -980,14 +980,12 @@ def loss_and_grad(
         t25 = _ew5(t18, lstm_r2_t, out=t18)
         carry_h = t24
         carry_C = t25
-    d_captured1 = np.tensordot(
-        np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
-        dlstm_u1_seq,
-        axes=([0, 1], [0, 1]),
+    d_captured1 = H[:-1].reshape(-1, H.shape[-1]).T.dot(
+        dlstm_u1_seq[1:].reshape(-1, dlstm_u1_seq.shape[-1]),
     )
     # (27) dL/d(concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[lstm](...)[0].reshape(8*B, 4*n_h)
-    t26 = X.reshape(8*B, 8).T.dot(dlstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
+    t26 = X.swapaxes(0, 1).reshape(8*B, 8).T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
     # (22) dL/d(concat([b_i, b_f, b_g, b_o], axis=0)) = sum(bptt[lstm](...)[0], axis=(0, 1))
     t27 = _colsum(dlstm_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
@@ -1158,7 +1156,7 @@ def hvp(
         [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
         axis=1,
     )
-    t39 = t38[:, ::-1].reshape(8*B, n_h).T.dot(d_lstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
+    t39 = t38[:, ::-1].swapaxes(0, 1).reshape(8*B, n_h).T.dot(d_lstm_u1_seq.reshape(8*B, 4*n_h))
     t40 = _colsum(d_lstm_u1_seq.swapaxes(0, 1)[:, ::-1])
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
@@ -1304,12 +1302,10 @@ def hvp(
         t82 = _ew5(t75, lstm_r2_t, out=t75)
         carry_h = t81
         carry_C = t82
-    d_captured1_2 = np.tensordot(
-        np.concatenate([np.broadcast_to(0.0, (B, n_h))[None], H[:-1]], axis=0, dtype=dt),
-        dlstm_u1_seq,
-        axes=([0, 1], [0, 1]),
+    d_captured1_2 = H[:-1].reshape(-1, H.shape[-1]).T.dot(
+        dlstm_u1_seq[1:].reshape(-1, dlstm_u1_seq.shape[-1]),
     )
-    t83 = X.reshape(8*B, 8).T.dot(dlstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h))
+    t83 = X.swapaxes(0, 1).reshape(8*B, 8).T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
     t84 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
     t85 = _colsum(dlstm_u1_seq)
     t86 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)

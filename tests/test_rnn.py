@@ -223,3 +223,25 @@ def test_empty_sequence_at_run_time_is_a_clear_error():
         mod.loss_and_grad(params, {"X": np.zeros((2, 0, 2))})
     loss, grads = mod.loss_and_grad(params, {"X": np.ones((2, 3, 2))})
     assert np.isfinite(loss) and grads["U"].shape == (3, 3)
+
+
+def test_weight_gradients_read_the_stored_sequences_in_place():
+    """sum_t h_{t-1}^T g_t (zero initial state) is one product of views of the stored states
+    and adjoints, and x W_x's gradient takes its rows step-major: the (T, B, 4h) adjoints are
+    read where the loop stored them, never copied batch-major; the gradients match finite
+    differences (any T, T = 1 included) and stay the same to rounding."""
+    src = sg.source(many_to_many("lstm", 4, 3, 2)).split("def loss_and_grad(")[1].split("def hvp(")[0]
+    assert "np.tensordot(" not in src and "np.concatenate([np.broadcast_to(0.0" not in src
+    assert "= states[:-1].reshape(-1, states.shape[-1]).T.dot(" in src
+    assert "dlstm_u1_seq[1:].reshape(-1, dlstm_u1_seq.shape[-1])" in src
+    assert "X.swapaxes(0, 1).reshape(4*B, 3).T.dot(dlstm_u1_seq.reshape(4*B, 8))" in src
+    rng = np.random.default_rng(3)
+    for steps in (1, 3):
+        mod = sg.load_module(many_to_many("lstm", steps, 3, 2))
+        params = {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in
+                  mod.init_params({}, seed=2, dtype=np.float64).items()}
+        batch = {"X": rng.standard_normal((2, steps, 3)), "R": rng.standard_normal((2, steps, 2))}
+        _, grads = mod.loss_and_grad(params, batch)
+        fd = finite_differences(lambda p, m=mod, b=batch: m.loss(p, b), params)
+        for k in params:
+            np.testing.assert_allclose(grads[k], fd[k], rtol=1e-6, atol=1e-9, err_msg=k)
