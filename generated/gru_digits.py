@@ -1,4 +1,4 @@
-# symgrad-generated sha256:20237333acdc44c24f5bef3635b0e37bddde720c126ba6826173a8612dcbf538
+# symgrad-generated sha256:5cb541ac529e5f72bc1881880f68f9ef1bb3eac797f216a1f77511fad4a8e72b
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -1227,7 +1227,7 @@ def hvp(
     t43 = np.matmul(X.reshape(8*B, 8), t42, out=_scratch(ws, "t43", (8*B, 3*n_h), dt))
     t44 = _ew1(
         t41.reshape(1, 1, 3*n_h),
-        t43.reshape(B, 8, 3*n_h),
+        t43.reshape(B, 8, 3*n_h)[:, ::-1],
         out=_scratch(ws, "t44", (B, 8, 3*n_h), dt),
     )
     t45 = np.concatenate(
@@ -1281,7 +1281,7 @@ def hvp(
         gru_back_r5_t = gru_back_r5_seq[t]
         gru_back_r6_t = gru_back_r6_seq[t]
         dadj_h_t = carry_adj_h
-        dd_gru_u1_t = t44[:, 7 - t]
+        dd_gru_u1_t = t44[:, t]
         dacc1_t = t46[:, t] + carry_acc1
         dacc2_t = t48[:, t] + carry_acc2
         t49 = np.matmul(prev_h_t, dacc1_t, out=t49)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:2a9966d68018119a5174f41e2ffae76279d84a516ceddc73dd4675b14f65cf06
+# symgrad-generated sha256:dada77cf77724e9dca812b9af5837f9d185353987a39b3bbc814cea832c81410
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -493,7 +493,16 @@ def _ew15(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ew16(
+def _ew16(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b + c"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.add(a, b, out)
+    np.add(out, c, out)
+    return out
+
+
+def _ew17(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -524,7 +533,7 @@ def _ew16(
     return out
 
 
-def _ew17(
+def _ew18(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -550,7 +559,7 @@ def _ew17(
     return out
 
 
-def _ew18(
+def _ew19(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -576,7 +585,7 @@ def _ew18(
     return out
 
 
-def _ew19(
+def _ew20(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -601,7 +610,7 @@ def _ew19(
     return out
 
 
-def _ew20(
+def _ew21(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -626,7 +635,7 @@ def _ew20(
     return out
 
 
-def _ew21(
+def _ew22(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -650,7 +659,7 @@ def _ew21(
     return out
 
 
-def _ew22(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew23(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b*c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b*c", local_dict={"a": a, "b": b, "c": c}, out=out)
@@ -660,7 +669,7 @@ def _ew22(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def _ew23(
+def _ew24(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -686,7 +695,7 @@ def _ew23(
     return out
 
 
-def _ew24(
+def _ew25(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -710,7 +719,7 @@ def _ew24(
     return out
 
 
-def _ew25(
+def _ew26(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -1216,15 +1225,11 @@ def hvp(
         out=_scratch(ws, "t49", (8, 4*n_h), dt),
     )
     t50 = np.matmul(X.reshape(8*B, 8), t49, out=_scratch(ws, "t50", (8*B, 4*n_h), dt))
-    t51 = _ew1(
-        t48.reshape(1, 1, 4*n_h),
-        t50.reshape(B, 8, 4*n_h),
-        out=_scratch(ws, "t51", (B, 8, 4*n_h), dt),
-    )
-    t52 = _ew1(
+    t51 = _ew16(
         t47.reshape(B, 8, 4*n_h)[:, ::-1],
-        t51[:, ::-1],
-        out=_scratch(ws, "t52", (B, 8, 4*n_h), dt),
+        t48.reshape(1, 1, 4*n_h),
+        t50.reshape(B, 8, 4*n_h)[:, ::-1],
+        out=_scratch(ws, "t51", (B, 8, 4*n_h), dt),
     )
     # lstm_back: back-propagation through time, the reverse loop over the 8 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
@@ -1236,13 +1241,13 @@ def hvp(
     dlstm_r5_seq = _scratch(ws, "dlstm_r5_seq", (8, B, n_h), dt)
     d_captured1 = _scratch(ws, "d_captured1", (4*n_h, n_h), dt)
     d_captured1.fill(0)
-    t53 = _scratch(ws, "t53", (B, 4*n_h), dt)
+    t52 = _scratch(ws, "t52", (B, 4*n_h), dt)
+    t54 = _scratch(ws, "t54", (B, n_h), dt)
     t55 = _scratch(ws, "t55", (B, n_h), dt)
     t56 = _scratch(ws, "t56", (B, n_h), dt)
     t57 = _scratch(ws, "t57", (B, n_h), dt)
-    t58 = _scratch(ws, "t58", (B, n_h), dt)
-    t60 = _scratch(ws, "t60", (B, n_h), dt)
-    t68 = _scratch(ws, "t68", (4*n_h, n_h), dt)
+    t59 = _scratch(ws, "t59", (B, n_h), dt)
+    t67 = _scratch(ws, "t67", (4*n_h, n_h), dt)
     carry_adj_h = np.zeros((B, n_h), dtype=dt)
     carry_adj_C = np.zeros((B, n_h), dtype=dt)
     for t in range(8 - 1, -1, -1):
@@ -1263,82 +1268,82 @@ def hvp(
         lstm_back_r7_t = lstm_back_r7_seq[t]
         dadj_h_t = carry_adj_h
         dadj_C_t = carry_adj_C
-        dd_lstm_u1_t = t52[:, t]
-        t53 = np.matmul(dadj_h_t, t5, out=t53)
-        t54 = _ew1(dd_lstm_u1_t, t53, out=t53)
-        t55 = _ew14(t54[:, 3*n_h:4*n_h], lstm_r1_t, out=t55)
-        t56 = _ew15(t54[:, 2*n_h:3*n_h], lstm_r4_t, out=t56)
-        t57 = _ew14(t54[:, n_h:2*n_h], lstm_r2_t, out=t57)
-        t58 = _ew14(t54[:, 0:n_h], lstm_r3_t, out=t58)
-        t59 = _ew16(
+        dd_lstm_u1_t = t51[:, t]
+        t52 = np.matmul(dadj_h_t, t5, out=t52)
+        t53 = _ew1(dd_lstm_u1_t, t52, out=t52)
+        t54 = _ew14(t53[:, 3*n_h:4*n_h], lstm_r1_t, out=t54)
+        t55 = _ew15(t53[:, 2*n_h:3*n_h], lstm_r4_t, out=t55)
+        t56 = _ew14(t53[:, n_h:2*n_h], lstm_r2_t, out=t56)
+        t57 = _ew14(t53[:, 0:n_h], lstm_r3_t, out=t57)
+        t58 = _ew17(
             dadj_C_t,
             lstm_r2_t,
-            t56,
+            t55,
             lstm_r3_t,
-            t57,
+            t56,
             prev_C_t,
-            t58,
+            t57,
             lstm_r4_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        t60 = _ew15(t59, lstm_r5_t, out=t60)
-        t61 = _ew4(t55, lstm_r5_t, t60, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        _ew5(t57, lstm_back_r3_t, out=dprev_C_seq[t])
-        _ew17(
-            t54[:, 3*n_h:4*n_h],
+        t59 = _ew15(t58, lstm_r5_t, out=t59)
+        t60 = _ew4(t54, lstm_r5_t, t59, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        _ew5(t56, lstm_back_r3_t, out=dprev_C_seq[t])
+        _ew18(
+            t53[:, 3*n_h:4*n_h],
             lstm_back_r4_t,
             lstm_r1_t,
-            t60,
+            t59,
             lstm_back_r1_t,
             out=dlstm_r1_seq[t],
         )
-        _ew18(
+        _ew19(
             dadj_C_t,
             lstm_back_r3_t,
-            t54[:, n_h:2*n_h],
+            t53[:, n_h:2*n_h],
             lstm_back_r5_t,
             lstm_r2_t,
             out=dlstm_r2_seq[t],
         )
-        _ew18(t56, lstm_back_r3_t, t54[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
-        _ew19(
-            t54[:, 2*n_h:3*n_h],
+        _ew19(t55, lstm_back_r3_t, t53[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
+        _ew20(
+            t53[:, 2*n_h:3*n_h],
             lstm_back_r7_t,
             lstm_r4_t,
-            t58,
+            t57,
             lstm_back_r3_t,
             out=dlstm_r4_seq[t],
         )
-        _ew20(t55, lstm_back_r1_t, t59, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
-        t68 = np.matmul(d_lstm_u1_t.T, dadj_h_t, out=t68)
-        dct_h_seq[t] = t61
-        carry_adj_h = t61
-        carry_adj_C = t59
-        np.add(d_captured1, t68, out=d_captured1)
-    t69 = np.matmul(
+        _ew21(t54, lstm_back_r1_t, t58, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
+        t67 = np.matmul(d_lstm_u1_t.T, dadj_h_t, out=t67)
+        dct_h_seq[t] = t60
+        carry_adj_h = t60
+        carry_adj_C = t58
+        np.add(d_captured1, t67, out=d_captured1)
+    t68 = np.matmul(
         dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h),
         W,
-        out=_scratch(ws, "t69", (B, n_out), dt),
+        out=_scratch(ws, "t68", (B, n_out), dt),
     )
-    t70 = _ew21(_v_c.reshape(1, n_out), t46, t69, t20, t18, out=z)
-    t71 = _rowsum(t70, keepdims=True)
-    t72 = _ew22(t70, t18, t71, out=t46)
-    t73 = np.matmul(t72, W.T, out=_scratch(ws, "t73", (B, n_h), dt))
-    t74 = _ew1(t45, t73, out=t45)
-    t75 = np.concatenate(
-        [t44.reshape(8, B, n_h).swapaxes(0, 1)[:, ::-1][:, 1:8], t74.reshape(B, 1, n_h)],
+    t69 = _ew22(_v_c.reshape(1, n_out), t46, t68, t20, t18, out=z)
+    t70 = _rowsum(t69, keepdims=True)
+    t71 = _ew23(t69, t18, t70, out=t46)
+    t72 = np.matmul(t71, W.T, out=_scratch(ws, "t72", (B, n_h), dt))
+    t73 = _ew1(t45, t72, out=t45)
+    t74 = np.concatenate(
+        [t44.reshape(8, B, n_h).swapaxes(0, 1)[:, ::-1][:, 1:8], t73.reshape(B, 1, n_h)],
         axis=1,
-        out=_scratch(ws, "t75", (B, 8, n_h), dt),
+        out=_scratch(ws, "t74", (B, 8, n_h), dt),
     )
-    t76 = _scratch(ws, "t76", (B, 8, n_h), dt)
-    t76[:, 7:] = 0
-    t76[:, 0:7] = dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8]
+    t75 = _scratch(ws, "t75", (B, 8, n_h), dt)
+    t75[:, 7:] = 0
+    t75[:, 0:7] = dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8]
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
+    t77 = _scratch(ws, "t77", (B, n_h), dt)
     t78 = _scratch(ws, "t78", (B, n_h), dt)
     t79 = _scratch(ws, "t79", (B, n_h), dt)
     t80 = _scratch(ws, "t80", (B, n_h), dt)
-    t81 = _scratch(ws, "t81", (B, n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
     carry_C = np.zeros((B, n_h), dtype=dt)
     t5_T_2 = _scratch(ws, "t5_T_2", (4*n_h, n_h), dt)
@@ -1356,34 +1361,34 @@ def hvp(
         dlstm_r3_t = dlstm_r3_seq[7 - t]
         dlstm_r4_t = dlstm_r4_seq[7 - t]
         dlstm_r5_t = dlstm_r5_seq[7 - t]
-        dh_t = t75[:, t] + carry_h
-        dC_t = t76[:, t] + carry_C
-        t77 = _ew23(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t78 = _ew24(dlstm_r3_t, t77, lstm_r4_t, lstm_r3_t, out=t78)
-        t79 = _ew24(dlstm_r2_t, t77, C_prev, lstm_r2_t, out=t79)
-        t80 = _ew25(dlstm_r4_t, t77, lstm_r3_t, lstm_r4_t, out=t80)
-        t81 = _ew24(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=t81)
-        t82 = np.concatenate([t78, t79, t80, t81], axis=1, out=dlstm_u1_seq[t])
-        t83 = t82.dot(t5_T_2)
-        t84 = _ew5(t77, lstm_r2_t, out=t77)
-        carry_h = t83
-        carry_C = t84
+        dh_t = t74[:, t] + carry_h
+        dC_t = t75[:, t] + carry_C
+        t76 = _ew24(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t77 = _ew25(dlstm_r3_t, t76, lstm_r4_t, lstm_r3_t, out=t77)
+        t78 = _ew25(dlstm_r2_t, t76, C_prev, lstm_r2_t, out=t78)
+        t79 = _ew26(dlstm_r4_t, t76, lstm_r3_t, lstm_r4_t, out=t79)
+        t80 = _ew25(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=t80)
+        t81 = np.concatenate([t77, t78, t79, t80], axis=1, out=dlstm_u1_seq[t])
+        t82 = t81.dot(t5_T_2)
+        t83 = _ew5(t76, lstm_r2_t, out=t76)
+        carry_h = t82
+        carry_C = t83
     d_captured1_2 = H[:-1].reshape(-1, H.shape[-1]).T.dot(
         dlstm_u1_seq[1:].reshape(-1, dlstm_u1_seq.shape[-1]),
     )
-    t85 = _scratch(ws, "t85", (8*B, 8), dt)
-    np.copyto(t85.reshape(8, B, 8), X.swapaxes(0, 1))
-    t86 = t85.T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
-    t87 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
-    t88 = _colsum(dlstm_u1_seq)
-    t89 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
-    t90 = np.matmul(
+    t84 = _scratch(ws, "t84", (8*B, 8), dt)
+    np.copyto(t84.reshape(8, B, 8), X.swapaxes(0, 1))
+    t85 = t84.T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
+    t86 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
+    t87 = _colsum(dlstm_u1_seq)
+    t88 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t89 = np.matmul(
         H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T,
-        t72,
-        out=_scratch(ws, "t90", (n_h, n_out), dt),
+        t71,
+        out=_scratch(ws, "t89", (n_h, n_out), dt),
     )
-    hv_W = _ew1(t89, t90, out=t89)
-    hv_c = _colsum(t72)
+    hv_W = _ew1(t88, t89, out=t88)
+    hv_c = _colsum(t71)
     _give_back("hvp", ws)
     return (
         float(L),
@@ -1404,18 +1409,18 @@ def hvp(
             "c": dL_dc,
         },
         {
-            "Wx_i": t86[:, 0:n_h],
-            "Wx_f": t86[:, n_h:2*n_h],
-            "Wx_g": t86[:, 2*n_h:3*n_h],
-            "Wx_o": t86[:, 3*n_h:4*n_h],
-            "Wh_i": t87[:, 0:n_h],
-            "Wh_f": t87[:, n_h:2*n_h],
-            "Wh_g": t87[:, 2*n_h:3*n_h],
-            "Wh_o": t87[:, 3*n_h:4*n_h],
-            "b_i": t88[0:n_h],
-            "b_f": t88[n_h:2*n_h],
-            "b_g": t88[2*n_h:3*n_h],
-            "b_o": t88[3*n_h:4*n_h],
+            "Wx_i": t85[:, 0:n_h],
+            "Wx_f": t85[:, n_h:2*n_h],
+            "Wx_g": t85[:, 2*n_h:3*n_h],
+            "Wx_o": t85[:, 3*n_h:4*n_h],
+            "Wh_i": t86[:, 0:n_h],
+            "Wh_f": t86[:, n_h:2*n_h],
+            "Wh_g": t86[:, 2*n_h:3*n_h],
+            "Wh_o": t86[:, 3*n_h:4*n_h],
+            "b_i": t87[0:n_h],
+            "b_f": t87[n_h:2*n_h],
+            "b_g": t87[2*n_h:3*n_h],
+            "b_o": t87[3*n_h:4*n_h],
             "W": hv_W,
             "c": hv_c,
         },

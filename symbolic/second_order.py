@@ -141,9 +141,15 @@ def simplified(roots: dict[str, Node]) -> dict[str, Node]:
       transposed view that every kernel reading it walks across memory; the same product the
       other way round is laid out as it is read;
     * a sum of zeros (the adjoint of a comparison: max pooling's mask) is zeros, not a
-      reduction over a broadcast zero."""
+      reduction over a broadcast zero;
+    * an elementwise value read only reversed in time (an HVP's loops run over reversed
+      sequences), flip(f(a, b)), computed as f(flip(a), flip(b)): the reversed view is then
+      an operand like any other, and f fuses into the kernel that reads it (the LSTM's
+      tangent of its gate inputs, V_b + X V_Wx, was a pass of its own over (B, T, 4 n_h))."""
     from symgrad.symbolic.graph import matmul, topological
     from symgrad.symbolic.scan import substitute
+
+    roots = _flips_pushed(roots)
 
     order = topological(roots.values())
     readers: dict[Node, list[Node]] = {}
@@ -165,6 +171,44 @@ def simplified(roots: dict[str, Node]) -> dict[str, Node]:
         return roots
     new = substitute(list(roots.values()), mapping)
     return {k: new[v] for k, v in roots.items()}
+
+
+def _flips_pushed(roots: dict[str, Node]) -> dict[str, Node]:
+    """flip(f(a, b)) as f(flip(a), flip(b)) where f's value is read nowhere else (see
+    `simplified`); an operand of length 1 along the axis (a bias row) is left as it is."""
+    from symgrad.symbolic.graph import apply, rebuild, topological
+
+    order = topological(roots.values())
+    readers: dict[Node, list[Node]] = {}
+    for n in order:
+        for a in set(n.args):
+            readers.setdefault(a, []).append(n)
+    kept = set(roots.values())
+    out: dict[Node, Node] = {}
+    for n in order:
+        e = n.args[0] if n.op == "flip" else None
+        if e is not None and e.op == "ew" and e not in kept and readers[e] == [n]:
+            axis = n.attr("axis") % n.ndim
+            args = []
+            for a in e.args:
+                at = axis - (e.ndim - a.ndim)  # the operand's axis, its shape aligned to the right
+                args.append(out[a] if _constant_along(a, at) else apply("flip", [out[a]], axis=at))
+            out[n] = Node.make("ew", args, {"expr": e.attr("expr")}, e.shape)
+        else:
+            out[n] = rebuild(n, [out[a] for a in n.args])
+    return {k: out[v] for k, v in roots.items()}
+
+
+def _constant_along(a: Node, axis: int) -> bool:
+    """a is the same at every index of `axis` (an axis it lacks, one of length 1, or one a
+    broadcast added): reversing it changes nothing."""
+    while True:
+        if axis < 0 or a.shape[axis] == 1:
+            return True
+        if a.op != "broadcast_to":
+            return False
+        axis -= a.ndim - a.args[0].ndim
+        a = a.args[0]
 
 
 __all__ = ["HVP", "Hessian", "Jacobian", "hvp", "hessian", "jacobian", "simplified", "vector_name"]

@@ -277,6 +277,23 @@ def test_a_sum_of_zeros_is_zeros():
     assert r["s"].op == "sum"
 
 
+def test_a_value_read_only_reversed_is_computed_from_reversed_operands():
+    """flip(x + b) that nothing else reads is flip(x) + b for a bias row b (the same at every
+    step), so the sum fuses into the kernel reading it; read elsewhere too, it stays."""
+    from symgrad.symbolic.graph import apply, placeholder
+    from symgrad.symbolic.second_order import simplified
+
+    x, b, y = placeholder("x", (3, 5, 4)), placeholder("b", (4,)), placeholder("y", (3, 5, 4))
+    s = x + b
+    r = simplified({"r": apply("flip", [s], axis=1) * y})
+    (moved,) = [a for a in r["r"].args if a.op == "ew"] or [r["r"]]
+    flipped = [a for a in moved.args if a.op == "flip"]
+    assert [a.args[0] for a in flipped] == [x] and b in [a.args[0] if a.op == "broadcast_to" else a
+                                                          for a in moved.args]
+    both = simplified({"r": apply("flip", [s], axis=1) * y, "s": s})
+    assert any(a.op == "flip" and a.args[0] is s for a in both["r"].args)
+
+
 def test_stacks_of_patches_and_steps_count_as_large():
     """A (16*B, 144) stack of patches and an (8*B, n_h) stack of time steps are large; a
     batch's (B, n_h) rows are not."""
