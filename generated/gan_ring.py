@@ -1,4 +1,4 @@
-# symgrad-generated sha256:6e74261855bfd25dbcf4c146dcd89fb178ca55d100b4e43c3a35a9d7a9233b02
+# symgrad-generated sha256:e9263b89cabfb7dcbf0c83e773a53d5d4f6470e01be7fb162653151c968e4d84
 """gan_ring: GAN: a relu generator from 2-d noise to 2-d samples and a leaky-relu
     discriminator, with the discriminator's cross-entropy and the non-saturating generator
     loss
@@ -217,12 +217,6 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
         ones = _ONES[n, dtype.char] = np.ones(n, dtype=dtype)
         ones.flags.writeable = False
     return ones
-
-
-def _colsum(x: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last, as one BLAS product with a row of ones."""
-    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 _ZEROS: dict[str, np.ndarray] = {}
@@ -938,16 +932,17 @@ def loss_and_grad(
     dL_dWg1 = Z.T.dot(t33)
     # (44) dL_dbg1 = sum((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0), axis=0)
-    dL_dbg1 = _colsum(t33)
+    _ones_B = _ones(B, t33.dtype)
+    dL_dbg1 = _ones_B.dot(t33)
     # (41) dL_dWg2 = relu(Z @ Wg1 + bg1).T @ ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 +
     #     bg2) > 0))
     dL_dWg2 = t11.T.dot(t31)
     # (39) dL_dbg2 = sum((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0), axis=0)
-    dL_dbg2 = _colsum(t31)
+    dL_dbg2 = _ones_B.dot(t31)
     # (36) dL_dWg3 = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2).T @ dL_dfake
     dL_dWg3 = t13.T.dot(dL_dfake)
     # (34) dL_dbg3 = sum(dL_dfake, axis=0)
-    dL_dbg3 = _colsum(dL_dfake)
+    dL_dbg3 = _ones_B.dot(dL_dfake)
     # (32) dL/d(Wd1) += ... = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
@@ -981,11 +976,11 @@ def loss_and_grad(
     # (30) dL/d(bd1) += ... = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    t41 = _colsum(t29)
+    t41 = _ones_B.dot(t29)
     # (65) dL/d(bd1) += ... = sum((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    t42 = _colsum(t39)
+    t42 = _ones_B.dot(t39)
     # (66) dL_dbd1 = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0) + sum((((dL_dd_real @ Wd3.T)*Piecewise((1,
@@ -1007,10 +1002,10 @@ def loss_and_grad(
     dL_dWd2 = _ew13(t43, t44, out=t43)
     # (25) dL/d(bd2) += ... = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
-    t45 = _colsum(t27)
+    t45 = _ones_B.dot(t27)
     # (58) dL/d(bd2) += ... = sum((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1
     #     + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
-    t46 = _colsum(t37)
+    t46 = _ones_B.dot(t37)
     # (59) dL_dbd2 = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0) + sum((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
@@ -1026,10 +1021,10 @@ def loss_and_grad(
     #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
     dL_dWd3 = _ew13(t47, t48, out=t47)
     # (20) dL/d(bd3) += ... = sum(dL_dd_fake, axis=0)
-    t49 = _colsum(dL_dd_fake)
+    t49 = _ones_B.dot(dL_dd_fake)
     # (51) dL/d(bd3) += ... = -sum(sigmoid(-d_real)/B, axis=0)
     # (52) dL_dbd3 = sum(dL_dd_fake, axis=0) - sum(sigmoid(-d_real)/B, axis=0)
-    t50 = _colsum(t35)
+    t50 = _ones_B.dot(t35)
     dL_dbd3 = _ew14(t49, t50, out=t49)
     return float(L), {
         "Wg1": dL_dWg1,
@@ -1117,20 +1112,21 @@ def loss_and_grad_L_D(
     t32 = _ew10(t31, t2, out=t23)
     t33 = X.T.dot(t32)
     dL_D_dWd1 = _ew13(t27, t33, out=t27)
-    t34 = _colsum(t26)
-    t35 = _colsum(t32)
+    _ones_B = _ones(B, t26.dtype)
+    t34 = _ones_B.dot(t26)
+    t35 = _ones_B.dot(t32)
     dL_D_dbd1 = _ew13(t34, t35, out=t34)
     t36 = t16.T.dot(t24)
     t37 = t2.T.dot(t30)
     dL_D_dWd2 = _ew13(t36, t37, out=t36)
-    t38 = _colsum(t24)
-    t39 = _colsum(t30)
+    t38 = _ones_B.dot(t24)
+    t39 = _ones_B.dot(t30)
     dL_D_dbd2 = _ew13(t38, t39, out=t38)
     t40 = t18.T.dot(dL_D_dd_fake)
     t41 = t4.T.dot(dL_D_dd_real)
     dL_D_dWd3 = _ew13(t40, t41, out=t40)
-    t42 = _colsum(dL_D_dd_fake)
-    t43 = _colsum(t28)
+    t42 = _ones_B.dot(dL_D_dd_fake)
+    t43 = _ones_B.dot(t28)
     dL_D_dbd3 = _ew14(t42, t43, out=t42)
     return float(L_D), {
         "Wd1": dL_D_dWd1,
@@ -1197,11 +1193,12 @@ def loss_and_grad_L_G(
     t20 = t19.dot(Wg2.T)
     t21 = _ew11(t20, t2, out=t14)
     dL_G_dWg1 = Z.T.dot(t21)
-    dL_G_dbg1 = _colsum(t21)
+    _ones_B = _ones(B, t21.dtype)
+    dL_G_dbg1 = _ones_B.dot(t21)
     dL_G_dWg2 = t2.T.dot(t19)
-    dL_G_dbg2 = _colsum(t19)
+    dL_G_dbg2 = _ones_B.dot(t19)
     dL_G_dWg3 = t4.T.dot(dL_G_dfake)
-    dL_G_dbg3 = _colsum(dL_G_dfake)
+    dL_G_dbg3 = _ones_B.dot(dL_G_dfake)
     return float(L_G), {
         "Wg1": dL_G_dWg1,
         "bg1": dL_G_dbg1,
@@ -1330,16 +1327,17 @@ def hvp(
     dL_dWg1 = Z.T.dot(t33)
     # (44) dL_dbg1 = sum((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0), axis=0)
-    dL_dbg1 = _colsum(t33)
+    _ones_B = _ones(B, t33.dtype)
+    dL_dbg1 = _ones_B.dot(t33)
     # (41) dL_dWg2 = relu(Z @ Wg1 + bg1).T @ ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 +
     #     bg2) > 0))
     dL_dWg2 = t11.T.dot(t31)
     # (39) dL_dbg2 = sum((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0), axis=0)
-    dL_dbg2 = _colsum(t31)
+    dL_dbg2 = _ones_B.dot(t31)
     # (36) dL_dWg3 = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2).T @ dL_dfake
     dL_dWg3 = t13.T.dot(dL_dfake)
     # (34) dL_dbg3 = sum(dL_dfake, axis=0)
-    dL_dbg3 = _colsum(dL_dfake)
+    dL_dbg3 = _ones_B.dot(dL_dfake)
     # (32) dL/d(Wd1) += ... = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
@@ -1373,11 +1371,11 @@ def hvp(
     # (30) dL/d(bd1) += ... = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    t41 = _colsum(t29)
+    t41 = _ones_B.dot(t29)
     # (65) dL/d(bd1) += ... = sum((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    t42 = _colsum(t39)
+    t42 = _ones_B.dot(t39)
     # (66) dL_dbd1 = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0) + sum((((dL_dd_real @ Wd3.T)*Piecewise((1,
@@ -1399,10 +1397,10 @@ def hvp(
     dL_dWd2 = _ew13(t43, t44, out=t43)
     # (25) dL/d(bd2) += ... = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
-    t45 = _colsum(t27)
+    t45 = _ones_B.dot(t27)
     # (58) dL/d(bd2) += ... = sum((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1
     #     + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
-    t46 = _colsum(t37)
+    t46 = _ones_B.dot(t37)
     # (59) dL_dbd2 = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0) + sum((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
@@ -1418,10 +1416,10 @@ def hvp(
     #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
     dL_dWd3 = _ew13(t47, t48, out=t47)
     # (20) dL/d(bd3) += ... = sum(dL_dd_fake, axis=0)
-    t49 = _colsum(dL_dd_fake)
+    t49 = _ones_B.dot(dL_dd_fake)
     # (51) dL/d(bd3) += ... = -sum(sigmoid(-d_real)/B, axis=0)
     # (52) dL_dbd3 = sum(dL_dd_fake, axis=0) - sum(sigmoid(-d_real)/B, axis=0)
-    t50 = _colsum(t35)
+    t50 = _ones_B.dot(t35)
     dL_dbd3 = _ew14(t49, t50, out=t49)
     t51 = t31.dot(_v_Wg2.T)
     t52 = dL_dfake.dot(_v_Wg3.T)
@@ -1457,15 +1455,15 @@ def hvp(
     t82 = t81.dot(Wg2.T)
     t83 = _ew22(t51, t82, t11, out=t51)
     hv_Wg1 = Z.T.dot(t83)
-    hv_bg1 = _colsum(t83)
+    hv_bg1 = _ones_B.dot(t83)
     t84 = t62.T.dot(t31)
     t85 = t11.T.dot(t81)
     hv_Wg2 = _ew13(t84, t85, out=t84)
-    hv_bg2 = _colsum(t81)
+    hv_bg2 = _ones_B.dot(t81)
     t86 = t64.T.dot(dL_dfake)
     t87 = t13.T.dot(t79)
     hv_Wg3 = _ew13(t86, t87, out=t86)
-    hv_bg3 = _colsum(t79)
+    hv_bg3 = _ones_B.dot(t79)
     t88 = t37.dot(_v_Wd2.T)
     t89 = dL_dd_real.dot(_v_Wd3.T)
     t90 = _ew8(_v_bd3, out=np.empty((1,), dtype=dt))
@@ -1486,8 +1484,8 @@ def hvp(
     t105 = t66.T.dot(t29)
     t106 = fake.T.dot(t77)
     hv_Wd1 = _ew25(t104, t105, t106, out=t104)
-    t107 = _colsum(t103)
-    t108 = _colsum(t77)
+    t107 = _ones_B.dot(t103)
+    t108 = _ones_B.dot(t77)
     hv_bd1 = _ew13(t107, t108, out=t107)
     t109 = t2.T.dot(t101)
     t110 = t37.T.dot(t94)
@@ -1495,8 +1493,8 @@ def hvp(
     t112 = _ew13(t110, t111, out=t110)
     t113 = t16.T.dot(t75)
     hv_Wd2 = _ew25(t109, t112.T, t113, out=t109)
-    t114 = _colsum(t101)
-    t115 = _colsum(t75)
+    t114 = _ones_B.dot(t101)
+    t115 = _ones_B.dot(t75)
     hv_bd2 = _ew13(t114, t115, out=t114)
     t116 = t4.T.dot(t99)
     t117 = dL_dd_real.T.dot(t96)
@@ -1504,8 +1502,8 @@ def hvp(
     t119 = _ew13(t117, t118, out=t117)
     t120 = t18.T.dot(t73)
     hv_Wd3 = _ew25(t116, t119.T, t120, out=t116)
-    t121 = _colsum(t98)
-    t122 = _colsum(t73)
+    t121 = _ones_B.dot(t98)
+    t122 = _ones_B.dot(t73)
     hv_bd3 = _ew26(t121, t122, out=t121)
     return (
         float(L),
@@ -1644,20 +1642,21 @@ def hvp_L_D(
     t32 = _ew10(t31, t2, out=t23)
     t33 = X.T.dot(t32)
     dL_D_dWd1 = _ew13(t27, t33, out=t27)
-    t34 = _colsum(t26)
-    t35 = _colsum(t32)
+    _ones_B = _ones(B, t26.dtype)
+    t34 = _ones_B.dot(t26)
+    t35 = _ones_B.dot(t32)
     dL_D_dbd1 = _ew13(t34, t35, out=t34)
     t36 = t16.T.dot(t24)
     t37 = t2.T.dot(t30)
     dL_D_dWd2 = _ew13(t36, t37, out=t36)
-    t38 = _colsum(t24)
-    t39 = _colsum(t30)
+    t38 = _ones_B.dot(t24)
+    t39 = _ones_B.dot(t30)
     dL_D_dbd2 = _ew13(t38, t39, out=t38)
     t40 = t18.T.dot(dL_D_dd_fake)
     t41 = t4.T.dot(dL_D_dd_real)
     dL_D_dWd3 = _ew13(t40, t41, out=t40)
-    t42 = _colsum(dL_D_dd_fake)
-    t43 = _colsum(t28)
+    t42 = _ones_B.dot(dL_D_dd_fake)
+    t43 = _ones_B.dot(t28)
     dL_D_dbd3 = _ew14(t42, t43, out=t42)
     t44 = t30.dot(_v_Wd2.T)
     t45 = dL_D_dd_real.dot(_v_Wd3.T)
@@ -1692,8 +1691,8 @@ def hvp_L_D(
     t74 = _ew21(t61, t73, t16, out=t61)
     t75 = fake.T.dot(t74)
     hv_Wd1 = _ew13(t60, t75, out=t60)
-    t76 = _colsum(t59)
-    t77 = _colsum(t74)
+    t76 = _ones_B.dot(t59)
+    t77 = _ones_B.dot(t74)
     hv_bd1 = _ew13(t76, t77, out=t76)
     t78 = t2.T.dot(t57)
     t79 = t30.T.dot(t50)
@@ -1701,8 +1700,8 @@ def hvp_L_D(
     t81 = _ew13(t79, t80, out=t79)
     t82 = t16.T.dot(t72)
     hv_Wd2 = _ew25(t78, t81.T, t82, out=t78)
-    t83 = _colsum(t57)
-    t84 = _colsum(t72)
+    t83 = _ones_B.dot(t57)
+    t84 = _ones_B.dot(t72)
     hv_bd2 = _ew13(t83, t84, out=t83)
     t85 = t4.T.dot(t55)
     t86 = dL_D_dd_real.T.dot(t52)
@@ -1710,8 +1709,8 @@ def hvp_L_D(
     t88 = _ew13(t86, t87, out=t86)
     t89 = t18.T.dot(t70)
     hv_Wd3 = _ew25(t85, t88.T, t89, out=t85)
-    t90 = _colsum(t54)
-    t91 = _colsum(t70)
+    t90 = _ones_B.dot(t54)
+    t91 = _ones_B.dot(t70)
     hv_bd3 = _ew26(t90, t91, out=t90)
     return (
         float(L_D),
@@ -1824,11 +1823,12 @@ def hvp_L_G(
     t20 = t19.dot(Wg2.T)
     t21 = _ew11(t20, t2, out=t16)
     dL_G_dWg1 = Z.T.dot(t21)
-    dL_G_dbg1 = _colsum(t21)
+    _ones_B = _ones(B, t21.dtype)
+    dL_G_dbg1 = _ones_B.dot(t21)
     dL_G_dWg2 = t2.T.dot(t19)
-    dL_G_dbg2 = _colsum(t19)
+    dL_G_dbg2 = _ones_B.dot(t19)
     dL_G_dWg3 = t4.T.dot(dL_G_dfake)
-    dL_G_dbg3 = _colsum(dL_G_dfake)
+    dL_G_dbg3 = _ones_B.dot(dL_G_dfake)
     t22 = t19.dot(_v_Wg2.T)
     t23 = dL_G_dfake.dot(_v_Wg3.T)
     t24 = t4.dot(_v_Wg3)
@@ -1855,15 +1855,15 @@ def hvp_L_G(
     t45 = t44.dot(Wg2.T)
     t46 = _ew22(t22, t45, t2, out=t22)
     hv_Wg1 = Z.T.dot(t46)
-    hv_bg1 = _colsum(t46)
+    hv_bg1 = _ones_B.dot(t46)
     t47 = t27.T.dot(t19)
     t48 = t2.T.dot(t44)
     hv_Wg2 = _ew13(t47, t48, out=t47)
-    hv_bg2 = _colsum(t44)
+    hv_bg2 = _ones_B.dot(t44)
     t49 = t29.T.dot(dL_G_dfake)
     t50 = t4.T.dot(t42)
     hv_Wg3 = _ew13(t49, t50, out=t49)
-    hv_bg3 = _colsum(t42)
+    hv_bg3 = _ones_B.dot(t42)
     return (
         float(L_G),
         {

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:b3fba7daca75d335fdc99719e32c9d988cbb23a7ea535bf7addccee31bb9965b
+# symgrad-generated sha256:04a969c2e562fcc5814d849bd6abaf07fddb9274ceeebcadc030dfdd2bb48541
 """gaussian_nll: multivariate Gaussian fitted by maximum likelihood: learnt mean and Cholesky
     factor of the covariance, negative log-likelihood of a batch
 
@@ -194,12 +194,6 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
         ones = _ONES[n, dtype.char] = np.ones(n, dtype=dtype)
         ones.flags.writeable = False
     return ones
-
-
-def _colsum(x: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last, as one BLAS product with a row of ones."""
-    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
@@ -505,7 +499,8 @@ def loss_and_grad(
     # (19) dL_dD = D @ (dL_dS/B) + ((dL_dS/B) @ D.T).T
     dL_dD = _ew2(t12, t13.T, out=t12)
     # (20) dL_dmu = -sum(dL_dD, axis=0)
-    t14 = _colsum(dL_dD)
+    _ones_B = _ones(B, dL_dD.dtype)
+    t14 = _ones_B.dot(dL_dD)
     dL_dmu = _ew8(t14, out=t14)
     # (13) dL/d(inv(Sigma)) = S.T/2
     t15 = _ew7(S.T, out=t11)
@@ -580,7 +575,8 @@ def hvp(
     t12 = D.dot(t11)
     t13 = D.dot(t11.T)
     t14 = _ew2(t12, t13, out=t12)
-    t15 = _colsum(t14)
+    _ones_B = _ones(B, t14.dtype)
+    t15 = _ones_B.dot(t14)
     dL_dmu = _ew8(t15, out=t15)
     # (13) dL/d(inv(Sigma)) = S.T/2
     t16 = _ew7(S.T, out=np.empty((n, n), dtype=dt))
@@ -615,7 +611,7 @@ def hvp(
     t39 = _ew2(t36, t38, out=t36)
     t40 = np.broadcast_to(t37.reshape(1, n), (B, n)).dot(t11.T)
     t41 = _ew10(t35, t39.T, t40, out=t35)
-    t42 = _colsum(t41)
+    t42 = _ones_B.dot(t41)
     hv_mu = _ew8(t42, out=t42)
     t43 = dL_dSigma.T.dot(t26)
     t44 = t17.T.dot(t30)
