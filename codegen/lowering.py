@@ -124,6 +124,35 @@ _LOG_SOFTMAX = '''def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     return s
 '''
 
+_SOFTMAX_XENT = '''def _softmax_xent(
+    z: np.ndarray, y: np.ndarray, scale: float, out: np.ndarray | None = None,
+) -> tuple[np.floating, np.ndarray]:
+    """sum(y * log_softmax(z)) over all entries, and scale * (sum(y, axis=1) * softmax(z) - y):
+    the adjoint that the loss -scale * that sum sends to the (B, k) logits z; in `out` if given.
+    log_softmax(z) = s - log(r), with s = z - max(z) and r = sum(exp(s)) along rows, is never
+    stored: the sum is y . s - sum(y) . log(r), and softmax(z) = exp(s) / r reuses the exp. A
+    column is spread over a matrix by assignment, then combined with it: numpy's ufuncs take
+    their slow path for a broadcast operand (0.95 us for 32 rows of 10, against 0.5 for both).
+    At batch 32 this costs 2 us less than log_softmax, the sum and the adjoint's kernel (of 8)."""
+    ones = _ones(z.shape[1], z.dtype)
+    s = np.empty_like(z)
+    s[...] = _rowmax(z)
+    np.subtract(z, s, s)  # ufuncs' `out` by position: a keyword costs 0.05 us a call
+    total = np.vdot(y, s)
+    np.exp(s, s)
+    r = s.dot(ones)
+    ysum = y.dot(ones)
+    total -= ysum.dot(np.log(r))
+    np.divide(ysum, r, ysum)
+    if out is None:
+        out = np.empty_like(z)
+    out[...] = ysum[:, None]
+    np.multiply(out, s, out)
+    out -= y
+    out *= scale
+    return total, out
+'''
+
 _GENERATOR = '''def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     """The random generator for dropout masks; None means seed 0 (repeatable calls)."""
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng or 0)
@@ -411,12 +440,19 @@ _SCATTER = '''def _scatter(
 
 HELPERS = {
     "_workspace": _WORKSPACE, "_ones": _ONES, "_colsum": _COLSUM, "_rowsum": _ROWSUM, "_rowmax": _ROWMAX,
-    "_zeros": _ZEROS, "_softmax": _SOFTMAX, "_log_softmax": _LOG_SOFTMAX, "_generator": _GENERATOR,
+    "_zeros": _ZEROS, "_softmax": _SOFTMAX, "_log_softmax": _LOG_SOFTMAX,
+    "_softmax_xent": _SOFTMAX_XENT, "_generator": _GENERATOR,
     "_dropout_mask": _DROPOUT_MASK, "_im2col": _IM2COL, "_col2im": _COL2IM,
     "_col2im_matmul": _COL2IM_MATMUL, "_by_rows": _BY_ROWS,
     "_inv": _INV, "_solve": _SOLVE, "_cholesky": _CHOLESKY, "_diag": _DIAG,
     "_labels": _LABELS, "_gather": _GATHER, "_scatter": _SCATTER, "_erf": _ERF,
 }
+
+
+def _softmax_xent(ins: Instr) -> list[str]:
+    z, y, scale = ins.args
+    out = f", out={ins.buffer}" if ins.buffer else ""
+    return [f"{ins.out}, {ins.also} = _softmax_xent({z}, {y}, {scale}{out})"]
 
 
 def _window(i: Instr) -> str:
@@ -477,6 +513,7 @@ LOWERINGS: dict[str, Lowering] = {
                         ("_softmax",)),
     "log_softmax": Lowering(lambda i: [f"{i.out} = _log_softmax({i.args[0]}, axis={i.node.attr('axis')})"],
                             ("_log_softmax",)),
+    "softmax_xent": Lowering(_softmax_xent, ("_softmax_xent",)),
     "gather": Lowering(lambda i: [f"{i.out} = _gather({i.args[0]}, {i.args[1]}, {i.node.attr('axis')})"],
                        ("_gather",)),
     "scatter": Lowering(lambda i: [f"{i.out} = _scatter({i.args[0]}, {i.args[1]}, {i.shape}, "

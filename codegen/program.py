@@ -65,6 +65,24 @@ class Instr:
     order: str = ""  # an identity matrix's order, as Python text
     where: str = ""  # a linear-algebra operation's label for its errors, as a Python string literal
     rows: int = 0  # an elementwise kernel over a bias row runs on (-1, rows) views (see _row_width)
+    also: str = ""  # a second value the line computes (a softmax cross-entropy's adjoint), its name
+    also_node: Node | None = None
+
+
+@dataclass(frozen=True)
+class SoftmaxXent:
+    """A softmax cross-entropy and its adjoint, computed by one helper (`_softmax_xent`): the
+    full sum `total` of y * log_softmax(z) and the node `adjoint`, scale * (sum(y, axis=1) *
+    softmax(z) - y), which is what reverse mode through the log-softmax makes of the loss
+    -scale * total. log_softmax(z) itself is never stored; `absorbed` are the nodes the helper
+    computes on the way (the log-softmax, the row sums of y), whose lines disappear."""
+
+    total: Node  # the dotted sum of y * log_softmax(z)
+    adjoint: Node
+    logits: Node
+    target: Node
+    scale: sympy.Expr
+    absorbed: frozenset[Node]
 
 
 @dataclass
@@ -158,6 +176,14 @@ class Lowering:
         # col2im(G @ K) scatters one product per kernel offset: the patch matrix is never stored
         self.folded = {n.args[0] for n in order if n.op == "col2im" and self._folds(n.args[0], n)}
         self.transparent = {n for n in order if self._transparent(n)}
+        # a softmax cross-entropy with its adjoint: one helper call at the first of the two
+        at = {n: k for k, n in enumerate(order)}
+        self.xents: dict[Node, SoftmaxXent] = {}
+        for total, product in self.dotted.items():
+            x = self._softmax_xent(total, product)
+            if x is not None:
+                self.xents[min(x.total, x.adjoint, key=at.__getitem__)] = x
+        self.absorbed = {n for x in self.xents.values() for n in x.absorbed}
 
     # -- classification -------------------------------------------------------------------
     def _fuses(self, n: Node) -> bool:
@@ -183,6 +209,58 @@ class Lowering:
     def _folds(self, m: Node, into: Node) -> bool:
         return (m.op == "matmul" and m not in self.pinned and self.consumers.get(m) == [into]
                 and m.args[0].ndim > 2 and m.args[1].ndim == 2)
+
+    def _softmax_xent(self, total: Node, product: Node) -> SoftmaxXent | None:
+        """The cross-entropy pattern behind a dotted sum(y * ls), ls = log_softmax(z) along the
+        last axis of a matrix: ls read only there and by one kernel (through the nodes fused
+        into it) whose expression is scale * (sum(y, axis=1, keepdims) * exp(ls) - y), the
+        row sums read by that kernel only, and scale a number or an expression of dims."""
+        ls = next((a for a in product.args if a.op == "log_softmax"), None)
+        if ls is None or ls.ndim != 2 or ls.attr("axis") != 1 or ls in self.pinned:
+            return None
+        y = product.args[1] if product.args[0] is ls else product.args[0]
+        if y is ls or not shapes_equal(y.shape, ls.shape):
+            return None
+        readers = [c for c in self.consumers[ls] if c is not product]
+        if not readers:
+            return None
+        ends = set()
+        for c in readers:  # follow the fused chain to the kernel that computes it
+            while c in self.fused and c not in self.dotted.values():
+                c = self.consumers[c][0]
+            ends.add(c)
+        if len(ends) != 1:
+            return None
+        (adjoint,) = ends
+        if adjoint.op != "ew" or adjoint in self.pinned or not shapes_equal(adjoint.shape, ls.shape):
+            return None
+        symbols: dict[Node, sympy.Symbol] = {}
+        parts: list[Node] = []
+        expr = self._graph_expr(adjoint, symbols, parts)
+        sums = [n for n in symbols if n.op == "sum" and n.args[0] is y and n.attr("axes") == (1,)
+                and n.attr("keepdims") and n not in self.pinned]
+        if len(sums) != 1 or set(symbols) != {ls, y, sums[0]}:
+            return None
+        inside = {adjoint, *parts}
+        if not set(readers) <= inside or not set(self.consumers[sums[0]]) <= inside:
+            return None
+        scale = sympy.cancel(expr / (symbols[sums[0]] * sympy.exp(symbols[ls]) - symbols[y]))
+        if (scale.has(*symbols.values()) or not scale.is_finite or scale == 0
+                or any(s.name not in self.dim_names for s in scale.free_symbols)):
+            return None
+        return SoftmaxXent(total, adjoint, ls.args[0], y, scale, frozenset({ls, sums[0]}))
+
+    def _graph_expr(self, n: Node, symbols: dict[Node, sympy.Symbol], parts: list[Node]) -> sympy.Expr:
+        """n's expression with the nodes fused into it inlined and every other argument a
+        symbol of its own (`symbols`); `parts` collects the fused nodes."""
+        subs = {}
+        for i, a in enumerate(n.args):
+            if a in self.fused and a not in self.dotted.values():
+                parts.append(a)
+                subs[ARG[i]] = self._graph_expr(a, symbols, parts)
+            else:
+                subs[ARG[i]] = symbols.setdefault(a, sympy.Dummy(real=True))
+        return n.attr("expr").xreplace(subs)
 
     def _transparent(self, n: Node) -> bool:
         return (n.op == "broadcast_to" and n not in self.pinned and bool(self.consumers[n])
@@ -315,7 +393,7 @@ class Lowering:
         instrs: list[Instr] = []
         for n in self.order:
             if n in self.var or n.is_leaf or n in self.fused or n in self.folded or n.op in _VIEW_OPS \
-                    or n.op == "item":
+                    or n.op == "item" or n in self.absorbed:
                 continue  # bound already, fused into a kernel, a view written inline, or a loop's output
             if n.op in _LOOP_OPS:
                 instrs.append(lower_loop(self, n))
@@ -358,6 +436,18 @@ class Lowering:
         return tuple(sorted({self.owners[p] for p in [n, *parts] if p in self.owners}))
 
     def _instr(self, n: Node) -> Instr:
+        if n in self.xents:
+            x = self.xents[n]
+            self.dims |= _dim_names(x.scale)
+            scale = InlineNumpy(self.dim_names).doprint(x.scale)
+            parts: list[Node] = []
+            self._graph_expr(x.adjoint, {}, parts)
+            instr = Instr("softmax_xent", x.total, self._name(x.total),
+                          [self.ref(x.logits), self.ref(x.target), scale],
+                          eqs=self._eqs(x.total, [self.dotted[x.total], x.adjoint, *parts, *x.absorbed]))
+            instr.also, instr.also_node = self._name(x.adjoint), x.adjoint
+            self.var[x.total], self.var[x.adjoint] = instr.out, instr.also
+            return instr
         if n in self.dotted:
             e = self.dotted[n]
             return self._named(Instr("vdot", n, self._name(n), [self.ref(a) for a in e.args],
@@ -396,10 +486,16 @@ class Lowering:
         else:
             params = tuple(operands.values())
             layout = (len(n.shape), tuple(operand_layout(shapes.get(p, ()), n.shape) for p in params))
-            kernel = self._kernel(expr, params, frozenset(scalars), layout)
-            instr = Instr("ew", n, self._name(n), list(operands), kernel, eqs=eqs)
-            if not getattr(self.kernels, "layouts", False):  # a compiled loop has no inner-loop cost
-                instr.rows = _row_width(n.shape, layout[1])
+            # an image's bias row by rows; a compiled loop (numba) has no inner-loop cost
+            rows = 0 if getattr(self.kernels, "layouts", False) else _row_width(n.shape, layout[1])
+            full = tuple(range(len(n.shape)))
+            # a small array's broadcast operands are spread into `out` first (NumpyWriter.first_into);
+            # a large one (an image) keeps its ufunc's broadcast, run by rows (_by_rows), in place
+            broadcast = frozenset() if rows or is_large(n.shape) else frozenset(
+                p for p, at in zip(params, layout[1], strict=True) if at is not None and at != full
+                and p not in scalars)
+            kernel = self._kernel(expr, params, frozenset(scalars), layout, broadcast)
+            instr = Instr("ew", n, self._name(n), list(operands), kernel, eqs=eqs, rows=rows)
         self.var[n] = instr.out
         return instr
 
@@ -461,12 +557,14 @@ class Lowering:
         return n.attr("expr").xreplace(subs)
 
     def _kernel(self, expr: sympy.Expr, params: tuple[str, ...], scalars: frozenset[str],
-                layout: tuple) -> Kernel:
+                layout: tuple, broadcast: frozenset[str] = frozenset()) -> Kernel:
         key = sympy.srepr(expr) + repr(params) + repr(sorted(scalars))
         if getattr(self.kernels, "layouts", False):  # a compiled loop is written for one layout
             key += repr(layout)
+        if broadcast:  # the numpy form spreads these operands into `out` first
+            key += repr(sorted(broadcast))
         if key not in self.kernels:
-            self.kernels[key] = build_kernel(expr, params, scalars)
+            self.kernels[key] = build_kernel(expr, params, scalars, broadcast)
             self.kernels[key].layout = layout
         return self.kernels[key]
 
@@ -492,6 +590,7 @@ class Lowering:
     def _plan_memory(self, instrs: list[Instr], result_texts: list[str]) -> None:
         """Give each instruction an output buffer: in place, a dead value's, or a new one."""
         var_node = {i.out: i.node for i in instrs}
+        var_node.update({i.also: i.also_node for i in instrs if i.also})
         last_use: dict[str, int] = {}
         for k, ins in enumerate(instrs):
             for text in ins.args:
@@ -504,7 +603,15 @@ class Lowering:
         # values living in a target outside the program: their memory is never reused
         returned |= {i.out for i in instrs if i.placed}
         for k, ins in enumerate(instrs):
-            if ins.op in ("ew", "matmul") and ins.node.shape and not ins.placed:
+            if ins.op == "softmax_xent":  # the shifted logits, then the adjoint, in the logits' memory
+                z = ins.args[0]
+                if z in var_node and last_use.get(z) == k and z not in returned \
+                        and var_node[z].op in ("ew", "matmul") and not _mentions(ins.args[1], z):
+                    ins.buffer = z
+            # a product of two matrices allocates: `a.dot(b)` is 0.4 us less than np.matmul with
+            # `out=` (a sixth of a 32x32 product), and the dead buffer goes to a kernel instead
+            plain_dot = ins.op == "matmul" and all(a.ndim == 2 for a in ins.node.args)
+            if ins.op in ("ew", "matmul") and ins.node.shape and not ins.placed and not plain_dot:
                 dying = [a for a in ins.args if a in var_node and last_use.get(a) == k
                          and a not in returned and shapes_equal(var_node[a].shape, ins.node.shape)
                          and sum(_mentions(t, a) for t in ins.args) == 1]
@@ -520,7 +627,7 @@ class Lowering:
                             break
             for a in ins.args:  # values that die here free their memory for later instructions
                 if a in var_node and last_use.get(a) == k and a != ins.buffer and a not in returned \
-                        and var_node[a].op in ("ew", "matmul"):
+                        and var_node[a].op in ("ew", "matmul") and var_node[a] is not ins.also_node:
                     free.append(a)
 
     def _plan_workspace(self, instrs: list[Instr], result_texts: list[str]) -> None:

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:b215b2549d48fd76e76989dbd048e92ccd591a56e8ba80a4a3005086ecd2cc54
+# symgrad-generated sha256:6e74261855bfd25dbcf4c146dcd89fb178ca55d100b4e43c3a35a9d7a9233b02
 """gan_ring: GAN: a relu generator from 2-d noise to 2-d samples and a leaky-relu
     discriminator, with the discriminator's cross-entropy and the non-saturating generator
     loss
@@ -248,7 +248,8 @@ def _ew1(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
             local_dict={"a": a, "b": b, "k0": k(0.0)},
             out=out,
         )
-    np.add(a, b, out=out)
+    out[...] = b
+    np.add(out, a, out)
     np.maximum(out, _zeros(out), out=out)
     return out
 
@@ -257,7 +258,8 @@ def _ew2(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
-    np.add(a, b, out=out)
+    out[...] = b
+    np.add(out, a, out)
     return out
 
 
@@ -271,7 +273,8 @@ def _ew3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
             out=out,
         )
     s0 = np.empty_like(out)
-    np.add(a, b, out=s0)
+    s0[...] = b
+    np.add(s0, a, s0)
     out[...] = np.where((s0 > 0.0), s0, s0/5.0)
     return out
 
@@ -286,15 +289,16 @@ def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
             out=out,
         )
     s0 = np.empty_like(out)
-    np.add(a, b, out=s0)
-    np.abs(s0, out=out)
-    np.negative(out, out=out)
-    np.exp(out, out=out)
-    np.log1p(out, out=out)
+    s0[...] = b
+    np.add(s0, a, s0)
+    np.abs(s0, out)
+    np.negative(out, out)
+    np.exp(out, out)
+    np.log1p(out, out)
     s1 = np.empty_like(out)
-    np.negative(s0, out=s1)
+    np.negative(s0, s1)
     np.maximum(s1, _zeros(out), out=s1)
-    np.add(out, s1, out=out)
+    np.add(out, s1, out)
     return out
 
 
@@ -307,13 +311,13 @@ def _ew5(a: np.ndarray, out: np.ndarray) -> np.ndarray:
             local_dict={"a": a, "k0": k(0.0)},
             out=out,
         )
-    np.abs(a, out=out)
-    np.negative(out, out=out)
-    np.exp(out, out=out)
-    np.log1p(out, out=out)
+    np.abs(a, out)
+    np.negative(out, out)
+    np.exp(out, out)
+    np.log1p(out, out)
     s0 = np.empty_like(out)
     np.maximum(a, _zeros(out), out=s0)
-    np.add(out, s0, out=out)
+    np.add(out, s0, out)
     return out
 
 
@@ -326,14 +330,14 @@ def _ew6(a: np.ndarray, out: np.ndarray) -> np.ndarray:
             local_dict={"a": a, "k0": k(0.0)},
             out=out,
         )
-    np.abs(a, out=out)
-    np.negative(out, out=out)
-    np.exp(out, out=out)
-    np.log1p(out, out=out)
+    np.abs(a, out)
+    np.negative(out, out)
+    np.exp(out, out)
+    np.log1p(out, out)
     s0 = np.empty_like(out)
-    np.negative(a, out=s0)
+    np.negative(a, s0)
     np.maximum(s0, _zeros(out), out=s0)
-    np.add(out, s0, out=out)
+    np.add(out, s0, out)
     return out
 
 
@@ -341,8 +345,9 @@ def _ew7(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a - b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("-(a + b)", local_dict={"a": a, "b": b}, out=out)
-    np.negative(a, out=out)
-    np.subtract(out, b, out=out)
+    out[...] = b
+    np.add(out, a, out)
+    np.negative(out, out)
     return out
 
 
@@ -350,7 +355,7 @@ def _ew8(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("-a", local_dict={"a": a}, out=out)
-    np.negative(a, out=out)
+    np.negative(a, out)
     return out
 
 
@@ -363,14 +368,14 @@ def _ew9(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
             local_dict={"a": a, "b": b, "c": k(c), "k0": k(2.0)},
             out=out,
         )
-    np.multiply(b, 0.5, out=out)
-    np.tanh(out, out=out)
+    np.multiply(b, 0.5, out)
+    np.tanh(out, out)
     s0 = np.empty_like(out)
-    np.multiply(a, 0.5, out=s0)
-    np.tanh(s0, out=s0)
-    np.subtract(out, s0, out=out)
-    np.divide(out, c, out=out)
-    np.multiply(out, 0.5, out=out)
+    np.multiply(a, 0.5, s0)
+    np.tanh(s0, s0)
+    np.subtract(out, s0, out)
+    np.divide(out, c, out)
+    np.multiply(out, 0.5, out)
     return out
 
 
@@ -384,7 +389,7 @@ def _ew10(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
             out=out,
         )
     out[...] = np.where((b > 0.0), 1.0, 0.2)
-    np.multiply(out, a, out=out)
+    np.multiply(out, a, out)
     return out
 
 
@@ -397,8 +402,8 @@ def _ew11(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
             local_dict={"a": a, "b": b, "k0": k(0.0), "k1": k(1.0)},
             out=out,
         )
-    np.greater(b, 0.0, out=out)
-    np.multiply(out, a, out=out)
+    np.greater(b, 0.0, out)
+    np.multiply(out, a, out)
     return out
 
 
@@ -411,23 +416,31 @@ def _ew12(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
             local_dict={"a": a, "b": k(b), "k0": k(2.0), "k1": k(1.0)},
             out=out,
         )
-    np.multiply(a, 0.5, out=out)
-    np.tanh(out, out=out)
-    np.add(out, 1.0, out=out)
-    np.divide(out, b, out=out)
-    np.multiply(out, 0.5, out=out)
+    np.multiply(a, 0.5, out)
+    np.tanh(out, out)
+    np.add(out, 1.0, out)
+    np.divide(out, b, out)
+    np.multiply(out, 0.5, out)
     return out
 
 
 def _ew13(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a - b"""
+    """out = a + b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
-        return ne.evaluate("a - b", local_dict={"a": a, "b": b}, out=out)
-    np.subtract(a, b, out=out)
+        return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
+    np.add(a, b, out)
     return out
 
 
-def _ew14(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
+def _ew14(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a - b"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        return ne.evaluate("a - b", local_dict={"a": a, "b": b}, out=out)
+    np.subtract(a, b, out)
+    return out
+
+
+def _ew15(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     """out = -sigmoid(a)/b"""
     if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
@@ -436,15 +449,15 @@ def _ew14(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
             local_dict={"a": a, "b": k(b), "k0": k(2.0), "k1": k(1.0)},
             out=out,
         )
-    np.multiply(a, 0.5, out=out)
-    np.tanh(out, out=out)
-    np.add(out, 1.0, out=out)
-    np.divide(out, b, out=out)
-    np.multiply(out, -0.5, out=out)
+    np.multiply(a, 0.5, out)
+    np.tanh(out, out)
+    np.add(out, 1.0, out)
+    np.divide(out, b, out)
+    np.multiply(out, -0.5, out)
     return out
 
 
-def _ew15(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew16(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = (a + b)*Heaviside(c, 0)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -453,14 +466,15 @@ def _ew15(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
             local_dict={"a": a, "b": b, "c": c, "k0": k(0.0), "k1": k(1.0)},
             out=out,
         )
-    np.add(a, b, out=out)
+    out[...] = a
+    np.add(out, b, out)
     s0 = np.empty_like(out)
-    np.greater(c, 0.0, out=s0)
-    np.multiply(out, s0, out=out)
+    np.greater(c, 0.0, s0)
+    np.multiply(out, s0, out)
     return out
 
 
-def _ew16(
+def _ew17(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -475,24 +489,26 @@ def _ew16(
             local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(0.0), "k1": k(1.0)},
             out=out,
         )
-    np.add(a, b, out=out)
-    np.add(out, c, out=out)
+    out[...] = a
+    np.add(out, b, out)
+    np.add(out, c, out)
     s0 = np.empty_like(out)
-    np.greater(d, 0.0, out=s0)
-    np.multiply(out, s0, out=out)
+    np.greater(d, 0.0, s0)
+    np.multiply(out, s0, out)
     return out
 
 
-def _ew17(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew18(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b + c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
-    np.add(a, b, out=out)
-    np.add(out, c, out=out)
+    out[...] = a
+    np.add(out, b, out)
+    np.add(out, c, out)
     return out
 
 
-def _ew18(
+def _ew19(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -507,15 +523,16 @@ def _ew18(
             local_dict={"a": a, "b": b, "c": c, "d": d, "k0": k(0.2), "k1": k(0.0), "k2": k(1.0)},
             out=out,
         )
-    np.add(a, b, out=out)
-    np.add(out, c, out=out)
+    out[...] = a
+    np.add(out, b, out)
+    np.add(out, c, out)
     s0 = np.empty_like(out)
     s0[...] = np.where((d > 0.0), 1.0, 0.2)
-    np.multiply(out, s0, out=out)
+    np.multiply(out, s0, out)
     return out
 
 
-def _ew19(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
+def _ew20(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray) -> np.ndarray:
     """out = a*(1 - sigmoid(b))*sigmoid(b)/d + a*(1 - sigmoid(c))*sigmoid(c)/d"""
     if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
@@ -533,28 +550,28 @@ def _ew19(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float, out: np.ndarray
             out=out,
         )
     s0 = np.empty_like(out)
-    np.multiply(b, 0.5, out=s0)
-    np.tanh(s0, out=s0)
+    np.multiply(b, 0.5, s0)
+    np.tanh(s0, s0)
     s1 = np.empty_like(out)
-    np.multiply(c, 0.5, out=s1)
-    np.tanh(s1, out=s1)
-    np.subtract(1.0, s0, out=out)
+    np.multiply(c, 0.5, s1)
+    np.tanh(s1, s1)
+    np.subtract(1.0, s0, out)
     s2 = np.empty_like(out)
-    np.add(1.0, s0, out=s2)
-    np.multiply(out, s2, out=out)
+    np.add(1.0, s0, s2)
+    np.multiply(out, s2, out)
     s3 = np.empty_like(out)
-    np.subtract(1.0, s1, out=s3)
+    np.subtract(1.0, s1, s3)
     s4 = np.empty_like(out)
-    np.add(1.0, s1, out=s4)
-    np.multiply(s3, s4, out=s3)
-    np.add(out, s3, out=out)
-    np.multiply(out, a, out=out)
-    np.divide(out, d, out=out)
-    np.multiply(out, 0.25, out=out)
+    np.add(1.0, s1, s4)
+    np.multiply(s3, s4, s3)
+    np.add(out, s3, out)
+    np.multiply(out, a, out)
+    np.divide(out, d, out)
+    np.multiply(out, 0.25, out)
     return out
 
 
-def _ew20(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew21(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = (a + b)*Piecewise((1, c > 0), (1/5, True))"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
@@ -563,14 +580,47 @@ def _ew20(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
             local_dict={"a": a, "b": b, "c": c, "k0": k(0.2), "k1": k(0.0), "k2": k(1.0)},
             out=out,
         )
-    np.add(a, b, out=out)
+    np.add(a, b, out)
     s0 = np.empty_like(out)
     s0[...] = np.where((c > 0.0), 1.0, 0.2)
-    np.multiply(out, s0, out=out)
+    np.multiply(out, s0, out)
     return out
 
 
-def _ew21(
+def _ew22(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = (a + b)*Heaviside(c, 0)"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b)*where(c > k0, k1, k0)",
+            local_dict={"a": a, "b": b, "c": c, "k0": k(0.0), "k1": k(1.0)},
+            out=out,
+        )
+    np.add(a, b, out)
+    s0 = np.empty_like(out)
+    np.greater(c, 0.0, s0)
+    np.multiply(out, s0, out)
+    return out
+
+
+def _ew23(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = (a + b)*Piecewise((1, c > 0), (1/5, True))"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        k = out.dtype.type
+        return ne.evaluate(
+            "(a + b)*where(c > k1, k2, k0)",
+            local_dict={"a": a, "b": b, "c": c, "k0": k(0.2), "k1": k(0.0), "k2": k(1.0)},
+            out=out,
+        )
+    out[...] = a
+    np.add(out, b, out)
+    s0 = np.empty_like(out)
+    s0[...] = np.where((c > 0.0), 1.0, 0.2)
+    np.multiply(out, s0, out)
+    return out
+
+
+def _ew24(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -596,30 +646,40 @@ def _ew21(
             out=out,
         )
     s0 = np.empty_like(out)
-    np.multiply(d, 0.5, out=s0)
-    np.tanh(s0, out=s0)
-    np.subtract(1.0, s0, out=out)
+    np.multiply(d, 0.5, s0)
+    np.tanh(s0, s0)
+    np.subtract(1.0, s0, out)
     s1 = np.empty_like(out)
-    np.add(1.0, s0, out=s1)
-    np.multiply(out, s1, out=out)
+    np.add(1.0, s0, s1)
+    np.multiply(out, s1, out)
     s2 = np.empty_like(out)
-    np.subtract(a, b, out=s2)
-    np.subtract(s2, c, out=s2)
-    np.multiply(out, s2, out=out)
-    np.divide(out, e, out=out)
-    np.multiply(out, 0.25, out=out)
+    s2[...] = a
+    np.subtract(s2, b, s2)
+    np.subtract(s2, c, s2)
+    np.multiply(out, s2, out)
+    np.divide(out, e, out)
+    np.multiply(out, 0.25, out)
     return out
 
 
-def _ew22(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _ew25(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a + b + c"""
+    if _NUMEXPR_ANY and _use_numexpr(out, False):
+        return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
+    np.add(a, b, out)
+    np.add(out, c, out)
+    return out
+
+
+def _ew26(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a + b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("-a + b", local_dict={"a": a, "b": b}, out=out)
-    np.subtract(b, a, out=out)
+    np.subtract(b, a, out)
     return out
 
 
-def _ew23(
+def _ew27(
     a: np.ndarray,
     b: np.ndarray,
     c: np.ndarray,
@@ -645,22 +705,23 @@ def _ew23(
             out=out,
         )
     s0 = np.empty_like(out)
-    np.multiply(d, 0.5, out=s0)
-    np.tanh(s0, out=s0)
-    np.subtract(1.0, s0, out=out)
+    np.multiply(d, 0.5, s0)
+    np.tanh(s0, s0)
+    np.subtract(1.0, s0, out)
     s1 = np.empty_like(out)
-    np.add(1.0, s0, out=s1)
-    np.multiply(out, s1, out=out)
+    np.add(1.0, s0, s1)
+    np.multiply(out, s1, out)
     s2 = np.empty_like(out)
-    np.add(a, b, out=s2)
-    np.add(s2, c, out=s2)
-    np.multiply(out, s2, out=out)
-    np.divide(out, e, out=out)
-    np.multiply(out, 0.25, out=out)
+    s2[...] = a
+    np.add(s2, b, s2)
+    np.add(s2, c, s2)
+    np.multiply(out, s2, out)
+    np.divide(out, e, out)
+    np.multiply(out, 0.25, out)
     return out
 
 
-def _ew24(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
+def _ew28(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
     """out = a*(1 - sigmoid(b))*sigmoid(b)/c"""
     if _NUMEXPR_ANY and _use_numexpr(out, True):
         k = out.dtype.type
@@ -670,15 +731,15 @@ def _ew24(a: np.ndarray, b: np.ndarray, c: float, out: np.ndarray) -> np.ndarray
             out=out,
         )
     s0 = np.empty_like(out)
-    np.multiply(b, 0.5, out=s0)
-    np.tanh(s0, out=s0)
-    np.subtract(1.0, s0, out=out)
+    np.multiply(b, 0.5, s0)
+    np.tanh(s0, s0)
+    np.subtract(1.0, s0, out)
     s1 = np.empty_like(out)
-    np.add(1.0, s0, out=s1)
-    np.multiply(out, s1, out=out)
-    np.multiply(out, a, out=out)
-    np.divide(out, c, out=out)
-    np.multiply(out, 0.25, out=out)
+    np.add(1.0, s0, s1)
+    np.multiply(out, s1, out)
+    np.multiply(out, a, out)
+    np.divide(out, c, out)
+    np.multiply(out, 0.25, out)
     return out
 
 
@@ -700,13 +761,15 @@ def forward(
     bg3 = params["bg3"]
     dt = params["Wg1"].dtype
     Z = np.asarray(inputs["Z"], dtype=dt)
+    B = Z.shape[0]
+    n_h = Wg1.shape[1]
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
     t1 = Z.dot(Wg1)
-    t2 = _ew1(t1, bg1, out=t1)
+    t2 = _ew1(t1, bg1, out=np.empty((B, n_h), dtype=dt))
     t3 = t2.dot(Wg2)
-    t4 = _ew1(t3, bg2, out=t3)
+    t4 = _ew1(t3, bg2, out=t1)
     t5 = t4.dot(Wg3)
-    fake = _ew2(t5, bg3, out=t5)
+    fake = _ew2(t5, bg3, out=np.empty((B, 2), dtype=dt))
     return {"fake": fake}
 
 
@@ -748,19 +811,19 @@ def loss(
     t6 = _ew4(t5, bd3, out=t5)
     t7 = t6.sum()
     t8 = t7/B
-    t9 = np.matmul(Z, Wg1, out=t2)
-    t10 = _ew1(t9, bg1, out=t9)
-    t11 = np.matmul(t10, Wg2, out=t4)
-    t12 = _ew1(t11, bg2, out=t11)
+    t9 = Z.dot(Wg1)
+    t10 = _ew1(t9, bg1, out=t2)
+    t11 = t10.dot(Wg2)
+    t12 = _ew1(t11, bg2, out=t4)
     t13 = t12.dot(Wg3)
-    fake = _ew2(t13, bg3, out=t13)
-    t14 = np.matmul(fake, Wd1, out=t10)
+    fake = _ew2(t13, bg3, out=np.empty((B, 2), dtype=dt))
+    t14 = fake.dot(Wd1)
     t15 = _ew3(t14, bd1, out=t14)
-    t16 = np.matmul(t15, Wd2, out=t12)
+    t16 = t15.dot(Wd2)
     t17 = _ew3(t16, bd2, out=t16)
-    t18 = np.matmul(t17, Wd3, out=t6)
-    d_fake = _ew2(t18, bd3, out=t18)
-    t19 = _ew5(d_fake, out=np.empty((B, 1), dtype=dt))
+    t18 = t17.dot(Wd3)
+    d_fake = _ew2(t18, bd3, out=t6)
+    t19 = _ew5(d_fake, out=t18)
     t20 = t19.sum()
     t21 = t20/B
     L_D = t21 + t8
@@ -808,23 +871,23 @@ def loss_and_grad(
     t3 = t2.dot(Wd2)
     t4 = _ew3(t3, bd2, out=t3)
     t5 = t4.dot(Wd3)
-    t6 = _ew7(t5, bd3, out=t5)
-    t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
+    t6 = _ew7(t5, bd3, out=np.empty((B, 1), dtype=dt))
+    t7 = _ew5(t6, out=t5)
     t8 = t7.sum()
     t9 = t8/B
     t10 = Z.dot(Wg1)
-    t11 = _ew1(t10, bg1, out=t10)
+    t11 = _ew1(t10, bg1, out=np.empty((B, n_h), dtype=dt))
     t12 = t11.dot(Wg2)
-    t13 = _ew1(t12, bg2, out=t12)
+    t13 = _ew1(t12, bg2, out=t10)
     t14 = t13.dot(Wg3)
-    fake = _ew2(t14, bg3, out=t14)
+    fake = _ew2(t14, bg3, out=np.empty((B, 2), dtype=dt))
     t15 = fake.dot(Wd1)
     t16 = _ew3(t15, bd1, out=t15)
     t17 = t16.dot(Wd2)
     t18 = _ew3(t17, bd2, out=t17)
-    t19 = np.matmul(t18, Wd3, out=t7)
-    d_fake = _ew2(t19, bd3, out=t19)
-    t20 = _ew5(d_fake, out=np.empty((B, 1), dtype=dt))
+    t19 = t18.dot(Wd3)
+    d_fake = _ew2(t19, bd3, out=t7)
+    t20 = _ew5(d_fake, out=t19)
     t21 = t20.sum()
     t22 = t21/B
     L_D = t22 + t9
@@ -846,30 +909,30 @@ def loss_and_grad(
     # (23) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True))
-    t27 = _ew10(t26, t18, out=np.empty((B, n_h), dtype=dt))
+    t27 = _ew10(t26, t18, out=t12)
     # (26) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5)) = ((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T
-    t28 = np.matmul(t27, Wd2.T, out=t26)
+    t28 = t27.dot(Wd2.T)
     # (28) dL/d(fake @ Wd1 + bd1) = (((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))
-    t29 = _ew10(t28, t16, out=np.empty((B, n_h), dtype=dt))
+    t29 = _ew10(t28, t16, out=t26)
     # (31) dL_dfake = ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True))) @ Wd1.T
     dL_dfake = t29.dot(Wd1.T)
     # (35) dL/d(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)) = dL_dfake @ Wg3.T
-    t30 = np.matmul(dL_dfake, Wg3.T, out=t28)
+    t30 = dL_dfake.dot(Wg3.T)
     # (37) dL/d(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) = (dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @
     #     Wg2 + bg2) > 0)
-    t31 = _ew11(t30, t13, out=np.empty((B, n_h), dtype=dt))
+    t31 = _ew11(t30, t13, out=t28)
     # (40) dL/d(relu(Z @ Wg1 + bg1)) = ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)
     #     > 0)) @ Wg2.T
-    t32 = np.matmul(t31, Wg2.T, out=t30)
+    t32 = t31.dot(Wg2.T)
     # (42) dL/d(Z @ Wg1 + bg1) = (((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0))
     #     @ Wg2.T)*(relu(Z @ Wg1 + bg1) > 0)
-    t33 = _ew11(t32, t11, out=np.empty((B, n_h), dtype=dt))
+    t33 = _ew11(t32, t11, out=t30)
     # (45) dL_dWg1 = Z.T @ ((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0))
     dL_dWg1 = Z.T.dot(t33)
@@ -894,17 +957,17 @@ def loss_and_grad(
     # (49) dL_dd_real = -(sigmoid(-d_real)/B)
     dL_dd_real = _ew8(t35, out=t24)
     # (53) dL/d(leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5)) = dL_dd_real @ Wd3.T
-    t36 = np.matmul(dL_dd_real, Wd3.T, out=t32)
+    t36 = dL_dd_real.dot(Wd3.T)
     # (56) dL/d(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_real @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))
-    t37 = _ew10(t36, t4, out=t33)
+    t37 = _ew10(t36, t4, out=t32)
     # (60) dL/d(leaky_relu(X @ Wd1 + bd1, 1/5)) = ((dL_dd_real @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T
-    t38 = np.matmul(t37, Wd2.T, out=t31)
+    t38 = t37.dot(Wd2.T)
     # (63) dL/d(X @ Wd1 + bd1) = (((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True))
-    t39 = _ew10(t38, t2, out=t36)
+    t39 = _ew10(t38, t2, out=t33)
     # (67) dL/d(Wd1) += ... = X.T @ ((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
@@ -914,7 +977,7 @@ def loss_and_grad(
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))) + X.T @ ((((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
     #     (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
-    dL_dWd1 = _ew2(t34, t40, out=t34)
+    dL_dWd1 = _ew13(t34, t40, out=t34)
     # (30) dL/d(bd1) += ... = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
@@ -928,7 +991,7 @@ def loss_and_grad(
     #     Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0) + sum((((dL_dd_real @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    dL_dbd1 = _ew2(t41, t42, out=t41)
+    dL_dbd1 = _ew13(t41, t42, out=t41)
     # (27) dL/d(Wd2) += ... = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True)))
@@ -941,7 +1004,7 @@ def loss_and_grad(
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) +
     #     leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)))
-    dL_dWd2 = _ew2(t43, t44, out=t43)
+    dL_dWd2 = _ew13(t43, t44, out=t43)
     # (25) dL/d(bd2) += ... = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
     t45 = _colsum(t27)
@@ -952,7 +1015,7 @@ def loss_and_grad(
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0) + sum((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
     #     (1/5, True)), axis=0)
-    dL_dbd2 = _ew2(t45, t46, out=t45)
+    dL_dbd2 = _ew13(t45, t46, out=t45)
     # (22) dL/d(Wd3) += ... = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
     #     dL_dd_fake
     t47 = t18.T.dot(dL_dd_fake)
@@ -961,13 +1024,13 @@ def loss_and_grad(
     t48 = t4.T.dot(dL_dd_real)
     # (55) dL_dWd3 = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_fake
     #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
-    dL_dWd3 = _ew2(t47, t48, out=t47)
+    dL_dWd3 = _ew13(t47, t48, out=t47)
     # (20) dL/d(bd3) += ... = sum(dL_dd_fake, axis=0)
     t49 = _colsum(dL_dd_fake)
     # (51) dL/d(bd3) += ... = -sum(sigmoid(-d_real)/B, axis=0)
     # (52) dL_dbd3 = sum(dL_dd_fake, axis=0) - sum(sigmoid(-d_real)/B, axis=0)
     t50 = _colsum(t35)
-    dL_dbd3 = _ew13(t49, t50, out=t49)
+    dL_dbd3 = _ew14(t49, t50, out=t49)
     return float(L), {
         "Wg1": dL_dWg1,
         "bg1": dL_dbg1,
@@ -1020,55 +1083,55 @@ def loss_and_grad_L_D(
     t3 = t2.dot(Wd2)
     t4 = _ew3(t3, bd2, out=t3)
     t5 = t4.dot(Wd3)
-    t6 = _ew7(t5, bd3, out=t5)
-    t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
+    t6 = _ew7(t5, bd3, out=np.empty((B, 1), dtype=dt))
+    t7 = _ew5(t6, out=t5)
     t8 = t7.sum()
     t9 = t8/B
     t10 = Z.dot(Wg1)
-    t11 = _ew1(t10, bg1, out=t10)
+    t11 = _ew1(t10, bg1, out=np.empty((B, n_h), dtype=dt))
     t12 = t11.dot(Wg2)
-    t13 = _ew1(t12, bg2, out=t12)
+    t13 = _ew1(t12, bg2, out=t10)
     t14 = t13.dot(Wg3)
-    fake = _ew2(t14, bg3, out=t14)
-    t15 = np.matmul(fake, Wd1, out=t11)
+    fake = _ew2(t14, bg3, out=np.empty((B, 2), dtype=dt))
+    t15 = fake.dot(Wd1)
     t16 = _ew3(t15, bd1, out=t15)
-    t17 = np.matmul(t16, Wd2, out=t13)
+    t17 = t16.dot(Wd2)
     t18 = _ew3(t17, bd2, out=t17)
-    t19 = np.matmul(t18, Wd3, out=t7)
-    d_fake = _ew2(t19, bd3, out=t19)
-    t20 = _ew5(d_fake, out=np.empty((B, 1), dtype=dt))
+    t19 = t18.dot(Wd3)
+    d_fake = _ew2(t19, bd3, out=t7)
+    t20 = _ew5(d_fake, out=t19)
     t21 = t20.sum()
     t22 = t21/B
     L_D = t22 + t9
     dL_D_dd_fake = _ew12(d_fake, B, out=d_fake)
     t23 = dL_D_dd_fake.dot(Wd3.T)
-    t24 = _ew10(t23, t18, out=np.empty((B, n_h), dtype=dt))
-    t25 = np.matmul(t24, Wd2.T, out=t23)
-    t26 = _ew10(t25, t16, out=np.empty((B, n_h), dtype=dt))
+    t24 = _ew10(t23, t18, out=t11)
+    t25 = t24.dot(Wd2.T)
+    t26 = _ew10(t25, t16, out=t12)
     t27 = fake.T.dot(t26)
     t28 = _ew12(t6, B, out=t6)
     dL_D_dd_real = _ew8(t28, out=t20)
-    t29 = np.matmul(dL_D_dd_real, Wd3.T, out=t25)
-    t30 = _ew10(t29, t4, out=np.empty((B, n_h), dtype=dt))
-    t31 = np.matmul(t30, Wd2.T, out=t29)
-    t32 = _ew10(t31, t2, out=np.empty((B, n_h), dtype=dt))
+    t29 = dL_D_dd_real.dot(Wd3.T)
+    t30 = _ew10(t29, t4, out=t13)
+    t31 = t30.dot(Wd2.T)
+    t32 = _ew10(t31, t2, out=t23)
     t33 = X.T.dot(t32)
-    dL_D_dWd1 = _ew2(t27, t33, out=t27)
+    dL_D_dWd1 = _ew13(t27, t33, out=t27)
     t34 = _colsum(t26)
     t35 = _colsum(t32)
-    dL_D_dbd1 = _ew2(t34, t35, out=t34)
+    dL_D_dbd1 = _ew13(t34, t35, out=t34)
     t36 = t16.T.dot(t24)
     t37 = t2.T.dot(t30)
-    dL_D_dWd2 = _ew2(t36, t37, out=t36)
+    dL_D_dWd2 = _ew13(t36, t37, out=t36)
     t38 = _colsum(t24)
     t39 = _colsum(t30)
-    dL_D_dbd2 = _ew2(t38, t39, out=t38)
+    dL_D_dbd2 = _ew13(t38, t39, out=t38)
     t40 = t18.T.dot(dL_D_dd_fake)
     t41 = t4.T.dot(dL_D_dd_real)
-    dL_D_dWd3 = _ew2(t40, t41, out=t40)
+    dL_D_dWd3 = _ew13(t40, t41, out=t40)
     t42 = _colsum(dL_D_dd_fake)
     t43 = _colsum(t28)
-    dL_D_dbd3 = _ew13(t42, t43, out=t42)
+    dL_D_dbd3 = _ew14(t42, t43, out=t42)
     return float(L_D), {
         "Wd1": dL_D_dWd1,
         "bd1": dL_D_dbd1,
@@ -1104,13 +1167,14 @@ def loss_and_grad_L_G(
     dt = params["Wg1"].dtype
     Z = np.asarray(batch["Z"], dtype=dt)
     B = Z.shape[0]
+    n_h = Wg1.shape[1]
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
     t1 = Z.dot(Wg1)
-    t2 = _ew1(t1, bg1, out=t1)
+    t2 = _ew1(t1, bg1, out=np.empty((B, n_h), dtype=dt))
     t3 = t2.dot(Wg2)
-    t4 = _ew1(t3, bg2, out=t3)
+    t4 = _ew1(t3, bg2, out=t1)
     t5 = t4.dot(Wg3)
-    fake = _ew2(t5, bg3, out=t5)
+    fake = _ew2(t5, bg3, out=np.empty((B, 2), dtype=dt))
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (5) L_G = sum(softplus(-d_fake), axis=(0, 1))/B
     t6 = fake.dot(Wd1)
@@ -1118,20 +1182,20 @@ def loss_and_grad_L_G(
     t8 = t7.dot(Wd2)
     t9 = _ew3(t8, bd2, out=t8)
     t10 = t9.dot(Wd3)
-    t11 = _ew7(t10, bd3, out=t10)
-    t12 = _ew5(t11, out=np.empty((B, 1), dtype=dt))
+    t11 = _ew7(t10, bd3, out=np.empty((B, 1), dtype=dt))
+    t12 = _ew5(t11, out=t10)
     t13 = t12.sum()
     L_G = t13/B
-    dL_G_dd_fake = _ew14(t11, B, out=t11)
+    dL_G_dd_fake = _ew15(t11, B, out=t11)
     t14 = dL_G_dd_fake.dot(Wd3.T)
     t15 = _ew10(t14, t9, out=t9)
-    t16 = np.matmul(t15, Wd2.T, out=t14)
+    t16 = t15.dot(Wd2.T)
     t17 = _ew10(t16, t7, out=t7)
-    dL_G_dfake = np.matmul(t17, Wd1.T, out=fake)
-    t18 = np.matmul(dL_G_dfake, Wg3.T, out=t15)
-    t19 = _ew11(t18, t4, out=t16)
-    t20 = np.matmul(t19, Wg2.T, out=t17)
-    t21 = _ew11(t20, t2, out=t18)
+    dL_G_dfake = t17.dot(Wd1.T)
+    t18 = dL_G_dfake.dot(Wg3.T)
+    t19 = _ew11(t18, t4, out=t3)
+    t20 = t19.dot(Wg2.T)
+    t21 = _ew11(t20, t2, out=t14)
     dL_G_dWg1 = Z.T.dot(t21)
     dL_G_dbg1 = _colsum(t21)
     dL_G_dWg2 = t2.T.dot(t19)
@@ -1199,23 +1263,23 @@ def hvp(
     t3 = t2.dot(Wd2)
     t4 = _ew3(t3, bd2, out=t3)
     t5 = t4.dot(Wd3)
-    t6 = _ew7(t5, bd3, out=t5)
-    t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
+    t6 = _ew7(t5, bd3, out=np.empty((B, 1), dtype=dt))
+    t7 = _ew5(t6, out=t5)
     t8 = t7.sum()
     t9 = t8/B
     t10 = Z.dot(Wg1)
-    t11 = _ew1(t10, bg1, out=t10)
+    t11 = _ew1(t10, bg1, out=np.empty((B, n_h), dtype=dt))
     t12 = t11.dot(Wg2)
-    t13 = _ew1(t12, bg2, out=t12)
+    t13 = _ew1(t12, bg2, out=t10)
     t14 = t13.dot(Wg3)
-    fake = _ew2(t14, bg3, out=t14)
+    fake = _ew2(t14, bg3, out=np.empty((B, 2), dtype=dt))
     t15 = fake.dot(Wd1)
     t16 = _ew3(t15, bd1, out=t15)
     t17 = t16.dot(Wd2)
     t18 = _ew3(t17, bd2, out=t17)
-    t19 = np.matmul(t18, Wd3, out=t7)
-    d_fake = _ew2(t19, bd3, out=t19)
-    t20 = _ew5(d_fake, out=np.empty((B, 1), dtype=dt))
+    t19 = t18.dot(Wd3)
+    d_fake = _ew2(t19, bd3, out=t7)
+    t20 = _ew5(d_fake, out=t19)
     t21 = t20.sum()
     t22 = t21/B
     L_D = t22 + t9
@@ -1237,30 +1301,30 @@ def hvp(
     # (23) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True))
-    t27 = _ew10(t26, t18, out=np.empty((B, n_h), dtype=dt))
+    t27 = _ew10(t26, t18, out=t12)
     # (26) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5)) = ((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T
-    t28 = np.matmul(t27, Wd2.T, out=t26)
+    t28 = t27.dot(Wd2.T)
     # (28) dL/d(fake @ Wd1 + bd1) = (((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))
-    t29 = _ew10(t28, t16, out=np.empty((B, n_h), dtype=dt))
+    t29 = _ew10(t28, t16, out=t26)
     # (31) dL_dfake = ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True))) @ Wd1.T
     dL_dfake = t29.dot(Wd1.T)
     # (35) dL/d(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)) = dL_dfake @ Wg3.T
-    t30 = np.matmul(dL_dfake, Wg3.T, out=t28)
+    t30 = dL_dfake.dot(Wg3.T)
     # (37) dL/d(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) = (dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @
     #     Wg2 + bg2) > 0)
-    t31 = _ew11(t30, t13, out=np.empty((B, n_h), dtype=dt))
+    t31 = _ew11(t30, t13, out=t28)
     # (40) dL/d(relu(Z @ Wg1 + bg1)) = ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)
     #     > 0)) @ Wg2.T
-    t32 = np.matmul(t31, Wg2.T, out=t30)
+    t32 = t31.dot(Wg2.T)
     # (42) dL/d(Z @ Wg1 + bg1) = (((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0))
     #     @ Wg2.T)*(relu(Z @ Wg1 + bg1) > 0)
-    t33 = _ew11(t32, t11, out=np.empty((B, n_h), dtype=dt))
+    t33 = _ew11(t32, t11, out=t30)
     # (45) dL_dWg1 = Z.T @ ((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0))
     dL_dWg1 = Z.T.dot(t33)
@@ -1285,17 +1349,17 @@ def hvp(
     # (49) dL_dd_real = -(sigmoid(-d_real)/B)
     dL_dd_real = _ew8(t35, out=np.empty((B, 1), dtype=dt))
     # (53) dL/d(leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5)) = dL_dd_real @ Wd3.T
-    t36 = np.matmul(dL_dd_real, Wd3.T, out=t32)
+    t36 = dL_dd_real.dot(Wd3.T)
     # (56) dL/d(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_real @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))
-    t37 = _ew10(t36, t4, out=t33)
+    t37 = _ew10(t36, t4, out=t32)
     # (60) dL/d(leaky_relu(X @ Wd1 + bd1, 1/5)) = ((dL_dd_real @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T
-    t38 = np.matmul(t37, Wd2.T, out=t36)
+    t38 = t37.dot(Wd2.T)
     # (63) dL/d(X @ Wd1 + bd1) = (((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True))
-    t39 = _ew10(t38, t2, out=np.empty((B, n_h), dtype=dt))
+    t39 = _ew10(t38, t2, out=t33)
     # (67) dL/d(Wd1) += ... = X.T @ ((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
@@ -1305,7 +1369,7 @@ def hvp(
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))) + X.T @ ((((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
     #     (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
-    dL_dWd1 = _ew2(t34, t40, out=t34)
+    dL_dWd1 = _ew13(t34, t40, out=t34)
     # (30) dL/d(bd1) += ... = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
@@ -1319,7 +1383,7 @@ def hvp(
     #     Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0) + sum((((dL_dd_real @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    dL_dbd1 = _ew2(t41, t42, out=t41)
+    dL_dbd1 = _ew13(t41, t42, out=t41)
     # (27) dL/d(Wd2) += ... = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True)))
@@ -1332,7 +1396,7 @@ def hvp(
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) +
     #     leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)))
-    dL_dWd2 = _ew2(t43, t44, out=t43)
+    dL_dWd2 = _ew13(t43, t44, out=t43)
     # (25) dL/d(bd2) += ... = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
     t45 = _colsum(t27)
@@ -1343,7 +1407,7 @@ def hvp(
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0) + sum((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
     #     (1/5, True)), axis=0)
-    dL_dbd2 = _ew2(t45, t46, out=t45)
+    dL_dbd2 = _ew13(t45, t46, out=t45)
     # (22) dL/d(Wd3) += ... = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
     #     dL_dd_fake
     t47 = t18.T.dot(dL_dd_fake)
@@ -1352,97 +1416,97 @@ def hvp(
     t48 = t4.T.dot(dL_dd_real)
     # (55) dL_dWd3 = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_fake
     #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
-    dL_dWd3 = _ew2(t47, t48, out=t47)
+    dL_dWd3 = _ew13(t47, t48, out=t47)
     # (20) dL/d(bd3) += ... = sum(dL_dd_fake, axis=0)
     t49 = _colsum(dL_dd_fake)
     # (51) dL/d(bd3) += ... = -sum(sigmoid(-d_real)/B, axis=0)
     # (52) dL_dbd3 = sum(dL_dd_fake, axis=0) - sum(sigmoid(-d_real)/B, axis=0)
     t50 = _colsum(t35)
-    dL_dbd3 = _ew13(t49, t50, out=t49)
-    t51 = np.matmul(t31, _v_Wg2.T, out=t38)
-    t52 = np.matmul(dL_dfake, _v_Wg3.T, out=t39)
+    dL_dbd3 = _ew14(t49, t50, out=t49)
+    t51 = t31.dot(_v_Wg2.T)
+    t52 = dL_dfake.dot(_v_Wg3.T)
     t53 = t29.dot(_v_Wd1.T)
     t54 = t27.dot(_v_Wd2.T)
     t55 = dL_dd_fake.dot(_v_Wd3.T)
-    t56 = np.matmul(t18, _v_Wd3, out=t35)
+    t56 = t18.dot(_v_Wd3)
     t57 = t16.dot(_v_Wd2)
     t58 = fake.dot(_v_Wd1)
     t59 = t13.dot(_v_Wg3)
     t60 = t11.dot(_v_Wg2)
     t61 = Z.dot(_v_Wg1)
-    t62 = _ew15(_v_bg1.reshape(1, n_h), t61, t11, out=t61)
+    t62 = _ew16(_v_bg1.reshape(1, n_h), t61, t11, out=t36)
     t63 = t62.dot(Wg2)
-    t64 = _ew16(_v_bg2.reshape(1, n_h), t60, t63, t13, out=t60)
+    t64 = _ew17(_v_bg2.reshape(1, n_h), t60, t63, t13, out=t38)
     t65 = t64.dot(Wg3)
-    t66 = _ew17(_v_bg3.reshape(1, 2), t59, t65, out=t59)
-    t67 = np.matmul(t66, Wd1, out=t63)
-    t68 = _ew18(_v_bd1.reshape(1, n_h), t58, t67, t16, out=t58)
-    t69 = np.matmul(t68, Wd2, out=t67)
-    t70 = _ew18(_v_bd2.reshape(1, n_h), t57, t69, t18, out=t57)
+    t66 = _ew18(_v_bg3.reshape(1, 2), t59, t65, out=t14)
+    t67 = t66.dot(Wd1)
+    t68 = _ew19(_v_bd1.reshape(1, n_h), t58, t67, t16, out=t39)
+    t69 = t68.dot(Wd2)
+    t70 = _ew19(_v_bd2.reshape(1, n_h), t57, t69, t18, out=t61)
     t71 = t70.dot(Wd3)
-    t72 = _ew17(_v_bd3.reshape(1, 1), t56, t71, out=t56)
-    t73 = _ew19(t72, d_fake, t23, B, out=d_fake)
-    t74 = np.matmul(t73, Wd3.T, out=t69)
-    t75 = _ew20(t55, t74, t18, out=t55)
-    t76 = np.matmul(t75, Wd2.T, out=t74)
-    t77 = _ew20(t54, t76, t16, out=t54)
-    t78 = np.matmul(t77, Wd1.T, out=t65)
-    t79 = _ew2(t53, t78, out=t53)
-    t80 = np.matmul(t79, Wg3.T, out=t76)
-    t81 = _ew15(t52, t80, t13, out=t52)
-    t82 = np.matmul(t81, Wg2.T, out=t80)
-    t83 = _ew15(t51, t82, t11, out=t51)
-    hv_Wg1 = np.matmul(Z.T, t83, out=t40)
+    t72 = _ew18(_v_bd3.reshape(1, 1), t56, t71, out=t35)
+    t73 = _ew20(t72, d_fake, t23, B, out=d_fake)
+    t74 = t73.dot(Wd3.T)
+    t75 = _ew21(t55, t74, t18, out=t55)
+    t76 = t75.dot(Wd2.T)
+    t77 = _ew21(t54, t76, t16, out=t54)
+    t78 = t77.dot(Wd1.T)
+    t79 = _ew13(t53, t78, out=t53)
+    t80 = t79.dot(Wg3.T)
+    t81 = _ew22(t52, t80, t13, out=t52)
+    t82 = t81.dot(Wg2.T)
+    t83 = _ew22(t51, t82, t11, out=t51)
+    hv_Wg1 = Z.T.dot(t83)
     hv_bg1 = _colsum(t83)
-    t84 = np.matmul(t62.T, t31, out=t44)
+    t84 = t62.T.dot(t31)
     t85 = t11.T.dot(t81)
-    hv_Wg2 = _ew2(t84, t85, out=t84)
+    hv_Wg2 = _ew13(t84, t85, out=t84)
     hv_bg2 = _colsum(t81)
     t86 = t64.T.dot(dL_dfake)
     t87 = t13.T.dot(t79)
-    hv_Wg3 = _ew2(t86, t87, out=t86)
+    hv_Wg3 = _ew13(t86, t87, out=t86)
     hv_bg3 = _colsum(t79)
-    t88 = np.matmul(t37, _v_Wd2.T, out=t82)
-    t89 = np.matmul(dL_dd_real, _v_Wd3.T, out=t83)
+    t88 = t37.dot(_v_Wd2.T)
+    t89 = dL_dd_real.dot(_v_Wd3.T)
     t90 = _ew8(_v_bd3, out=np.empty((1,), dtype=dt))
-    t91 = np.matmul(t4, _v_Wd3, out=t71)
-    t92 = np.matmul(t2, _v_Wd2, out=t31)
-    t93 = np.matmul(X, _v_Wd1, out=t81)
-    t94 = _ew20(_v_bd1.reshape(1, n_h), t93, t2, out=t93)
+    t91 = t4.dot(_v_Wd3)
+    t92 = t2.dot(_v_Wd2)
+    t93 = X.dot(_v_Wd1)
+    t94 = _ew23(_v_bd1.reshape(1, n_h), t93, t2, out=t60)
     t95 = t94.dot(Wd2)
-    t96 = _ew18(_v_bd2.reshape(1, n_h), t92, t95, t4, out=t92)
-    t97 = np.matmul(t96, Wd3, out=t72)
-    t98 = _ew21(t90.reshape(1, 1), t91, t97, t6, B, out=t6)
-    t99 = _ew8(t98, out=t23)
-    t100 = np.matmul(t99, Wd3.T, out=t95)
-    t101 = _ew20(t89, t100, t4, out=t89)
-    t102 = np.matmul(t101, Wd2.T, out=t100)
-    t103 = _ew20(t88, t102, t2, out=t88)
+    t96 = _ew19(_v_bd2.reshape(1, n_h), t92, t95, t4, out=t63)
+    t97 = t96.dot(Wd3)
+    t98 = _ew24(t90.reshape(1, 1), t91, t97, t6, B, out=t6)
+    t99 = _ew8(t98, out=t56)
+    t100 = t99.dot(Wd3.T)
+    t101 = _ew21(t89, t100, t4, out=t89)
+    t102 = t101.dot(Wd2.T)
+    t103 = _ew21(t88, t102, t2, out=t88)
     t104 = X.T.dot(t103)
     t105 = t66.T.dot(t29)
     t106 = fake.T.dot(t77)
-    hv_Wd1 = _ew17(t104, t105, t106, out=t104)
+    hv_Wd1 = _ew25(t104, t105, t106, out=t104)
     t107 = _colsum(t103)
     t108 = _colsum(t77)
-    hv_bd1 = _ew2(t107, t108, out=t107)
-    t109 = np.matmul(t2.T, t101, out=t85)
+    hv_bd1 = _ew13(t107, t108, out=t107)
+    t109 = t2.T.dot(t101)
     t110 = t37.T.dot(t94)
     t111 = t27.T.dot(t68)
-    t112 = _ew2(t110, t111, out=t110)
-    t113 = np.matmul(t16.T, t75, out=t111)
-    hv_Wd2 = _ew17(t109, t112.T, t113, out=t109)
+    t112 = _ew13(t110, t111, out=t110)
+    t113 = t16.T.dot(t75)
+    hv_Wd2 = _ew25(t109, t112.T, t113, out=t109)
     t114 = _colsum(t101)
     t115 = _colsum(t75)
-    hv_bd2 = _ew2(t114, t115, out=t114)
-    t116 = np.matmul(t4.T, t99, out=t48)
+    hv_bd2 = _ew13(t114, t115, out=t114)
+    t116 = t4.T.dot(t99)
     t117 = dL_dd_real.T.dot(t96)
     t118 = dL_dd_fake.T.dot(t70)
-    t119 = _ew2(t117, t118, out=t117)
+    t119 = _ew13(t117, t118, out=t117)
     t120 = t18.T.dot(t73)
-    hv_Wd3 = _ew17(t116, t119.T, t120, out=t116)
+    hv_Wd3 = _ew25(t116, t119.T, t120, out=t116)
     t121 = _colsum(t98)
     t122 = _colsum(t73)
-    hv_bd3 = _ew22(t121, t122, out=t121)
+    hv_bd3 = _ew26(t121, t122, out=t121)
     return (
         float(L),
         {
@@ -1546,109 +1610,109 @@ def hvp_L_D(
     t3 = t2.dot(Wd2)
     t4 = _ew3(t3, bd2, out=t3)
     t5 = t4.dot(Wd3)
-    t6 = _ew7(t5, bd3, out=t5)
-    t7 = _ew5(t6, out=np.empty((B, 1), dtype=dt))
+    t6 = _ew7(t5, bd3, out=np.empty((B, 1), dtype=dt))
+    t7 = _ew5(t6, out=t5)
     t8 = t7.sum()
     t9 = t8/B
     t10 = Z.dot(Wg1)
-    t11 = _ew1(t10, bg1, out=t10)
+    t11 = _ew1(t10, bg1, out=np.empty((B, n_h), dtype=dt))
     t12 = t11.dot(Wg2)
-    t13 = _ew1(t12, bg2, out=t12)
+    t13 = _ew1(t12, bg2, out=t10)
     t14 = t13.dot(Wg3)
-    fake = _ew2(t14, bg3, out=t14)
-    t15 = np.matmul(fake, Wd1, out=t11)
+    fake = _ew2(t14, bg3, out=np.empty((B, 2), dtype=dt))
+    t15 = fake.dot(Wd1)
     t16 = _ew3(t15, bd1, out=t15)
-    t17 = np.matmul(t16, Wd2, out=t13)
+    t17 = t16.dot(Wd2)
     t18 = _ew3(t17, bd2, out=t17)
-    t19 = np.matmul(t18, Wd3, out=t7)
-    d_fake = _ew2(t19, bd3, out=t19)
-    t20 = _ew5(d_fake, out=np.empty((B, 1), dtype=dt))
+    t19 = t18.dot(Wd3)
+    d_fake = _ew2(t19, bd3, out=t7)
+    t20 = _ew5(d_fake, out=t19)
     t21 = t20.sum()
     t22 = t21/B
     L_D = t22 + t9
     dL_D_dd_fake = _ew12(d_fake, B, out=t20)
     t23 = dL_D_dd_fake.dot(Wd3.T)
-    t24 = _ew10(t23, t18, out=np.empty((B, n_h), dtype=dt))
-    t25 = np.matmul(t24, Wd2.T, out=t23)
-    t26 = _ew10(t25, t16, out=np.empty((B, n_h), dtype=dt))
+    t24 = _ew10(t23, t18, out=t11)
+    t25 = t24.dot(Wd2.T)
+    t26 = _ew10(t25, t16, out=t12)
     t27 = fake.T.dot(t26)
     t28 = _ew12(t6, B, out=np.empty((B, 1), dtype=dt))
     dL_D_dd_real = _ew8(t28, out=np.empty((B, 1), dtype=dt))
-    t29 = np.matmul(dL_D_dd_real, Wd3.T, out=t25)
-    t30 = _ew10(t29, t4, out=np.empty((B, n_h), dtype=dt))
-    t31 = np.matmul(t30, Wd2.T, out=t29)
-    t32 = _ew10(t31, t2, out=np.empty((B, n_h), dtype=dt))
+    t29 = dL_D_dd_real.dot(Wd3.T)
+    t30 = _ew10(t29, t4, out=t13)
+    t31 = t30.dot(Wd2.T)
+    t32 = _ew10(t31, t2, out=t23)
     t33 = X.T.dot(t32)
-    dL_D_dWd1 = _ew2(t27, t33, out=t27)
+    dL_D_dWd1 = _ew13(t27, t33, out=t27)
     t34 = _colsum(t26)
     t35 = _colsum(t32)
-    dL_D_dbd1 = _ew2(t34, t35, out=t34)
+    dL_D_dbd1 = _ew13(t34, t35, out=t34)
     t36 = t16.T.dot(t24)
     t37 = t2.T.dot(t30)
-    dL_D_dWd2 = _ew2(t36, t37, out=t36)
+    dL_D_dWd2 = _ew13(t36, t37, out=t36)
     t38 = _colsum(t24)
     t39 = _colsum(t30)
-    dL_D_dbd2 = _ew2(t38, t39, out=t38)
+    dL_D_dbd2 = _ew13(t38, t39, out=t38)
     t40 = t18.T.dot(dL_D_dd_fake)
     t41 = t4.T.dot(dL_D_dd_real)
-    dL_D_dWd3 = _ew2(t40, t41, out=t40)
+    dL_D_dWd3 = _ew13(t40, t41, out=t40)
     t42 = _colsum(dL_D_dd_fake)
     t43 = _colsum(t28)
-    dL_D_dbd3 = _ew13(t42, t43, out=t42)
-    t44 = np.matmul(t30, _v_Wd2.T, out=t31)
-    t45 = np.matmul(dL_D_dd_real, _v_Wd3.T, out=t26)
+    dL_D_dbd3 = _ew14(t42, t43, out=t42)
+    t44 = t30.dot(_v_Wd2.T)
+    t45 = dL_D_dd_real.dot(_v_Wd3.T)
     t46 = _ew8(_v_bd3, out=np.empty((1,), dtype=dt))
-    t47 = np.matmul(t4, _v_Wd3, out=t28)
-    t48 = np.matmul(t2, _v_Wd2, out=t32)
+    t47 = t4.dot(_v_Wd3)
+    t48 = t2.dot(_v_Wd2)
     t49 = X.dot(_v_Wd1)
-    t50 = _ew20(_v_bd1.reshape(1, n_h), t49, t2, out=t49)
+    t50 = _ew23(_v_bd1.reshape(1, n_h), t49, t2, out=t25)
     t51 = t50.dot(Wd2)
-    t52 = _ew18(_v_bd2.reshape(1, n_h), t48, t51, t4, out=t48)
+    t52 = _ew19(_v_bd2.reshape(1, n_h), t48, t51, t4, out=t29)
     t53 = t52.dot(Wd3)
-    t54 = _ew21(t46.reshape(1, 1), t47, t53, t6, B, out=t6)
-    t55 = _ew8(t54, out=t47)
-    t56 = np.matmul(t55, Wd3.T, out=t51)
-    t57 = _ew20(t45, t56, t4, out=t45)
-    t58 = np.matmul(t57, Wd2.T, out=t56)
-    t59 = _ew20(t44, t58, t2, out=t44)
-    t60 = np.matmul(X.T, t59, out=t33)
-    t61 = np.matmul(t24, _v_Wd2.T, out=t58)
+    t54 = _ew24(t46.reshape(1, 1), t47, t53, t6, B, out=t6)
+    t55 = _ew8(t54, out=t28)
+    t56 = t55.dot(Wd3.T)
+    t57 = _ew21(t45, t56, t4, out=t45)
+    t58 = t57.dot(Wd2.T)
+    t59 = _ew21(t44, t58, t2, out=t44)
+    t60 = X.T.dot(t59)
+    t61 = t24.dot(_v_Wd2.T)
     t62 = dL_D_dd_fake.dot(_v_Wd3.T)
-    t63 = np.matmul(t18, _v_Wd3, out=t53)
+    t63 = t18.dot(_v_Wd3)
     t64 = t16.dot(_v_Wd2)
     t65 = fake.dot(_v_Wd1)
-    t66 = _ew20(_v_bd1.reshape(1, n_h), t65, t16, out=t65)
+    t66 = _ew23(_v_bd1.reshape(1, n_h), t65, t16, out=t31)
     t67 = t66.dot(Wd2)
-    t68 = _ew18(_v_bd2.reshape(1, n_h), t64, t67, t18, out=t64)
+    t68 = _ew19(_v_bd2.reshape(1, n_h), t64, t67, t18, out=t26)
     t69 = t68.dot(Wd3)
-    t70 = _ew23(_v_bd3.reshape(1, 1), t63, t69, d_fake, B, out=d_fake)
-    t71 = np.matmul(t70, Wd3.T, out=t67)
-    t72 = _ew20(t62, t71, t18, out=t62)
-    t73 = np.matmul(t72, Wd2.T, out=t71)
-    t74 = _ew20(t61, t73, t16, out=t61)
+    t70 = _ew27(_v_bd3.reshape(1, 1), t63, t69, d_fake, B, out=d_fake)
+    t71 = t70.dot(Wd3.T)
+    t72 = _ew21(t62, t71, t18, out=t62)
+    t73 = t72.dot(Wd2.T)
+    t74 = _ew21(t61, t73, t16, out=t61)
     t75 = fake.T.dot(t74)
-    hv_Wd1 = _ew2(t60, t75, out=t60)
+    hv_Wd1 = _ew13(t60, t75, out=t60)
     t76 = _colsum(t59)
     t77 = _colsum(t74)
-    hv_bd1 = _ew2(t76, t77, out=t76)
-    t78 = np.matmul(t2.T, t57, out=t37)
+    hv_bd1 = _ew13(t76, t77, out=t76)
+    t78 = t2.T.dot(t57)
     t79 = t30.T.dot(t50)
     t80 = t24.T.dot(t66)
-    t81 = _ew2(t79, t80, out=t79)
-    t82 = np.matmul(t16.T, t72, out=t80)
-    hv_Wd2 = _ew17(t78, t81.T, t82, out=t78)
+    t81 = _ew13(t79, t80, out=t79)
+    t82 = t16.T.dot(t72)
+    hv_Wd2 = _ew25(t78, t81.T, t82, out=t78)
     t83 = _colsum(t57)
     t84 = _colsum(t72)
-    hv_bd2 = _ew2(t83, t84, out=t83)
-    t85 = np.matmul(t4.T, t55, out=t41)
+    hv_bd2 = _ew13(t83, t84, out=t83)
+    t85 = t4.T.dot(t55)
     t86 = dL_D_dd_real.T.dot(t52)
     t87 = dL_D_dd_fake.T.dot(t68)
-    t88 = _ew2(t86, t87, out=t86)
+    t88 = _ew13(t86, t87, out=t86)
     t89 = t18.T.dot(t70)
-    hv_Wd3 = _ew17(t85, t88.T, t89, out=t85)
+    hv_Wd3 = _ew25(t85, t88.T, t89, out=t85)
     t90 = _colsum(t54)
     t91 = _colsum(t70)
-    hv_bd3 = _ew22(t90, t91, out=t90)
+    hv_bd3 = _ew26(t90, t91, out=t90)
     return (
         float(L_D),
         {
@@ -1733,11 +1797,11 @@ def hvp_L_G(
     n_h = Wg1.shape[1]
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
     t1 = Z.dot(Wg1)
-    t2 = _ew1(t1, bg1, out=t1)
+    t2 = _ew1(t1, bg1, out=np.empty((B, n_h), dtype=dt))
     t3 = t2.dot(Wg2)
-    t4 = _ew1(t3, bg2, out=t3)
+    t4 = _ew1(t3, bg2, out=t1)
     t5 = t4.dot(Wg3)
-    fake = _ew2(t5, bg3, out=t5)
+    fake = _ew2(t5, bg3, out=np.empty((B, 2), dtype=dt))
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (5) L_G = sum(softplus(-d_fake), axis=(0, 1))/B
     t6 = fake.dot(Wd1)
@@ -1745,60 +1809,60 @@ def hvp_L_G(
     t8 = t7.dot(Wd2)
     t9 = _ew3(t8, bd2, out=t8)
     t10 = t9.dot(Wd3)
-    t11 = _ew7(t10, bd3, out=t10)
-    t12 = _ew5(t11, out=np.empty((B, 1), dtype=dt))
+    t11 = _ew7(t10, bd3, out=np.empty((B, 1), dtype=dt))
+    t12 = _ew5(t11, out=t10)
     t13 = t12.sum()
     L_G = t13/B
-    dL_G_dd_fake = _ew14(t11, B, out=t12)
+    dL_G_dd_fake = _ew15(t11, B, out=t12)
     t14 = dL_G_dd_fake.dot(Wd3.T)
-    t15 = _ew10(t14, t9, out=np.empty((B, n_h), dtype=dt))
-    t16 = np.matmul(t15, Wd2.T, out=t14)
-    t17 = _ew10(t16, t7, out=t15)
-    dL_G_dfake = np.matmul(t17, Wd1.T, out=fake)
-    t18 = np.matmul(dL_G_dfake, Wg3.T, out=t16)
-    t19 = _ew11(t18, t4, out=t17)
-    t20 = np.matmul(t19, Wg2.T, out=t18)
-    t21 = _ew11(t20, t2, out=np.empty((B, n_h), dtype=dt))
+    t15 = _ew10(t14, t9, out=t3)
+    t16 = t15.dot(Wd2.T)
+    t17 = _ew10(t16, t7, out=t14)
+    dL_G_dfake = t17.dot(Wd1.T)
+    t18 = dL_G_dfake.dot(Wg3.T)
+    t19 = _ew11(t18, t4, out=t15)
+    t20 = t19.dot(Wg2.T)
+    t21 = _ew11(t20, t2, out=t16)
     dL_G_dWg1 = Z.T.dot(t21)
     dL_G_dbg1 = _colsum(t21)
     dL_G_dWg2 = t2.T.dot(t19)
     dL_G_dbg2 = _colsum(t19)
     dL_G_dWg3 = t4.T.dot(dL_G_dfake)
     dL_G_dbg3 = _colsum(dL_G_dfake)
-    t22 = np.matmul(t19, _v_Wg2.T, out=t20)
-    t23 = np.matmul(dL_G_dfake, _v_Wg3.T, out=t21)
+    t22 = t19.dot(_v_Wg2.T)
+    t23 = dL_G_dfake.dot(_v_Wg3.T)
     t24 = t4.dot(_v_Wg3)
     t25 = t2.dot(_v_Wg2)
     t26 = Z.dot(_v_Wg1)
-    t27 = _ew15(_v_bg1.reshape(1, n_h), t26, t2, out=t26)
+    t27 = _ew16(_v_bg1.reshape(1, n_h), t26, t2, out=t17)
     t28 = t27.dot(Wg2)
-    t29 = _ew16(_v_bg2.reshape(1, n_h), t25, t28, t4, out=t25)
+    t29 = _ew17(_v_bg2.reshape(1, n_h), t25, t28, t4, out=t18)
     t30 = t29.dot(Wg3)
-    t31 = _ew17(_v_bg3.reshape(1, 2), t24, t30, out=t24)
-    t32 = np.matmul(t31, Wd1, out=t28)
-    t33 = _ew10(t32, t7, out=np.empty((B, n_h), dtype=dt))
-    t34 = np.matmul(t33, Wd2, out=t32)
-    t35 = _ew10(t34, t9, out=t33)
-    t36 = np.matmul(t35, Wd3, out=dL_G_dd_fake)
-    t37 = _ew24(t36, t11, B, out=t11)
-    t38 = np.matmul(t37, Wd3.T, out=t34)
+    t31 = _ew18(_v_bg3.reshape(1, 2), t24, t30, out=t5)
+    t32 = t31.dot(Wd1)
+    t33 = _ew10(t32, t7, out=t20)
+    t34 = t33.dot(Wd2)
+    t35 = _ew10(t34, t9, out=t21)
+    t36 = t35.dot(Wd3)
+    t37 = _ew28(t36, t11, B, out=t11)
+    t38 = t37.dot(Wd3.T)
     t39 = _ew10(t38, t9, out=t9)
-    t40 = np.matmul(t39, Wd2.T, out=t35)
+    t40 = t39.dot(Wd2.T)
     t41 = _ew10(t40, t7, out=t7)
-    t42 = np.matmul(t41, Wd1.T, out=t30)
-    t43 = np.matmul(t42, Wg3.T, out=t38)
-    t44 = _ew15(t23, t43, t4, out=t23)
-    t45 = np.matmul(t44, Wg2.T, out=t39)
-    t46 = _ew15(t22, t45, t2, out=t22)
+    t42 = t41.dot(Wd1.T)
+    t43 = t42.dot(Wg3.T)
+    t44 = _ew22(t23, t43, t4, out=t23)
+    t45 = t44.dot(Wg2.T)
+    t46 = _ew22(t22, t45, t2, out=t22)
     hv_Wg1 = Z.T.dot(t46)
     hv_bg1 = _colsum(t46)
     t47 = t27.T.dot(t19)
     t48 = t2.T.dot(t44)
-    hv_Wg2 = _ew2(t47, t48, out=t47)
+    hv_Wg2 = _ew13(t47, t48, out=t47)
     hv_bg2 = _colsum(t44)
     t49 = t29.T.dot(dL_G_dfake)
     t50 = t4.T.dot(t42)
-    hv_Wg3 = _ew2(t49, t50, out=t49)
+    hv_Wg3 = _ew13(t49, t50, out=t49)
     hv_bg3 = _colsum(t42)
     return (
         float(L_G),

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:140f09186a8c84325e1f7ea7fd371a22f3412e2565a5d244344d0fdecf9aae75
+# symgrad-generated sha256:b3fba7daca75d335fdc99719e32c9d988cbb23a7ea535bf7addccee31bb9965b
 """gaussian_nll: multivariate Gaussian fitted by maximum likelihood: learnt mean and Cholesky
     factor of the covariance, negative log-likelihood of a batch
 
@@ -248,7 +248,7 @@ def _ew1(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = exp(a)"""
     if _NUMEXPR_ANY and _use_numexpr(out, True):
         return ne.evaluate("exp(a)", local_dict={"a": a}, out=out)
-    np.exp(a, out=out)
+    np.exp(a, out)
     return out
 
 
@@ -256,7 +256,7 @@ def _ew2(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a + b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b", local_dict={"a": a, "b": b}, out=out)
-    np.add(a, b, out=out)
+    np.add(a, b, out)
     return out
 
 
@@ -264,7 +264,8 @@ def _ew3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a - b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a - b", local_dict={"a": a, "b": b}, out=out)
-    np.subtract(a, b, out=out)
+    out[...] = b
+    np.subtract(a, out, out)
     return out
 
 
@@ -272,7 +273,7 @@ def _ew4(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a*b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a*b", local_dict={"a": a, "b": b}, out=out)
-    np.multiply(a, b, out=out)
+    np.multiply(a, b, out)
     return out
 
 
@@ -285,10 +286,10 @@ def _ew5(a: np.ndarray, b: float, c: float, out: np.ndarray) -> np.ndarray:
             local_dict={"a": a, "b": k(b), "c": k(c), "k0": k(1.8378770664093456), "k1": k(2.0)},
             out=out,
         )
-    np.multiply(1.8378770664093456, c, out=out)
-    np.add(out, a, out=out)
-    np.add(out, b, out=out)
-    np.multiply(out, -0.5, out=out)
+    np.multiply(1.8378770664093456, c, out)
+    np.add(out, a, out)
+    np.add(out, b, out)
+    np.multiply(out, -0.5, out)
     return out
 
 
@@ -297,7 +298,7 @@ def _ew6(a: np.ndarray, b: float, out: np.ndarray) -> np.ndarray:
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a/b", local_dict={"a": a, "b": k(b)}, out=out)
-    np.divide(a, b, out=out)
+    np.divide(a, b, out)
     return out
 
 
@@ -306,7 +307,7 @@ def _ew7(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         k = out.dtype.type
         return ne.evaluate("a/k0", local_dict={"a": a, "k0": k(2.0)}, out=out)
-    np.multiply(a, 0.5, out=out)
+    np.multiply(a, 0.5, out)
     return out
 
 
@@ -314,7 +315,7 @@ def _ew8(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("-a", local_dict={"a": a}, out=out)
-    np.negative(a, out=out)
+    np.negative(a, out)
     return out
 
 
@@ -322,7 +323,7 @@ def _ew9(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = -a + b"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("-a + b", local_dict={"a": a, "b": b}, out=out)
-    np.subtract(b, a, out=out)
+    np.subtract(b, a, out)
     return out
 
 
@@ -330,8 +331,8 @@ def _ew10(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.nd
     """out = a + b + c"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("a + b + c", local_dict={"a": a, "b": b, "c": c}, out=out)
-    np.add(a, b, out=out)
-    np.add(out, c, out=out)
+    np.add(a, b, out)
+    np.add(out, c, out)
     return out
 
 
@@ -352,14 +353,14 @@ def _ew11(
             local_dict={"a": a, "b": b, "c": c, "d": d, "e": e, "f": k(f), "k0": k(2.0)},
             out=out,
         )
-    np.multiply(c, 0.5, out=out)
+    np.multiply(c, 0.5, out)
     s0 = np.empty_like(out)
-    np.add(d, e, out=s0)
-    np.divide(s0, f, out=s0)
-    np.multiply(s0, 0.5, out=s0)
-    np.add(out, s0, out=out)
-    np.add(out, a, out=out)
-    np.add(out, b, out=out)
+    np.add(d, e, s0)
+    np.divide(s0, f, s0)
+    np.multiply(s0, 0.5, s0)
+    np.add(out, s0, out)
+    np.add(out, a, out)
+    np.add(out, b, out)
     return out
 
 
@@ -373,9 +374,9 @@ def _ew12(
     """out = d*(a*b + c)"""
     if _NUMEXPR_ANY and _use_numexpr(out, False):
         return ne.evaluate("d*(a*b + c)", local_dict={"a": a, "b": b, "c": c, "d": d}, out=out)
-    np.multiply(a, b, out=out)
-    np.add(out, c, out=out)
-    np.multiply(out, d, out=out)
+    np.multiply(a, b, out)
+    np.add(out, c, out)
+    np.multiply(out, d, out)
     return out
 
 
@@ -446,9 +447,9 @@ def loss(
     # (7) L = (n*log(2*pi) + logdet(Sigma) + trace(inv(Sigma) @ S))/2
     t5 = _inv(Sigma, 'equation (7): inv(Sigma)')
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
-    t6 = np.matmul(D.T, D, out=L_Sigma)
+    t6 = D.T.dot(D)
     S = _ew6(t6, B, out=t6)
-    t7 = np.matmul(t5, S, out=Sigma)
+    t7 = t5.dot(S)
     t8 = np.trace(t7, axis1=-2, axis2=-1)
     t9 = t4 + t8
     t10 = 1.8378770664093456*n + t9
@@ -486,7 +487,7 @@ def loss_and_grad(
     # (7) L = (n*log(2*pi) + logdet(Sigma) + trace(inv(Sigma) @ S))/2
     t5 = _inv(Sigma, 'equation (7): inv(Sigma)')
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
-    t6 = np.matmul(D.T, D, out=Sigma)
+    t6 = D.T.dot(D)
     S = _ew6(t6, B, out=t6)
     t7 = t5.dot(S)
     t8 = np.trace(t7, axis1=-2, axis2=-1)
@@ -494,9 +495,9 @@ def loss_and_grad(
     t10 = 1.8378770664093456*n + t9
     L = t10/2.0
     # (14) dL_dS = inv(Sigma).T/2
-    dL_dS = _ew7(t5.T, out=t7)
+    dL_dS = _ew7(t5.T, out=Sigma)
     # (15) dL/d(D.T @ D) = dL_dS/B
-    t11 = _ew6(dL_dS, B, out=np.empty((n, n), dtype=dt))
+    t11 = _ew6(dL_dS, B, out=t7)
     # (17) dL/d(D) += ... = D @ (dL_dS/B)
     t12 = D.dot(t11)
     # (16) dL/d(D.T) = (dL_dS/B) @ D.T
@@ -511,12 +512,12 @@ def loss_and_grad(
     # (21) dL/d(Sigma) += ... = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T)
     # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
     t16 = t5.T.dot(t15)
-    t17 = np.matmul(t16, t5.T, out=t15)
+    t17 = t16.dot(t5.T)
     dL_dSigma = _ew9(t17, dL_dS, out=t17)
     # (24) dL/d(L_Sigma) += ... = dL_dSigma @ L_Sigma
-    t18 = np.matmul(dL_dSigma, L_Sigma, out=t16)
+    t18 = dL_dSigma.dot(L_Sigma)
     # (25) dL/d(L_Sigma.T) = L_Sigma.T @ dL_dSigma
-    t19 = np.matmul(L_Sigma.T, dL_dSigma, out=dL_dS)
+    t19 = L_Sigma.T.dot(dL_dSigma)
     # (27) dL_dL_Sigma = dL_dSigma @ L_Sigma + (L_Sigma.T @ dL_dSigma).T
     dL_dL_Sigma = _ew2(t18, t19.T, out=t18)
     # (32) dL_dW = tril(dL_dL_Sigma, -1)
@@ -564,7 +565,7 @@ def hvp(
     # (7) L = (n*log(2*pi) + logdet(Sigma) + trace(inv(Sigma) @ S))/2
     t5 = _inv(Sigma, 'equation (7): inv(Sigma)')
     D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
-    t6 = np.matmul(D.T, D, out=Sigma)
+    t6 = D.T.dot(D)
     S = _ew6(t6, B, out=t6)
     t7 = t5.dot(S)
     t8 = np.trace(t7, axis1=-2, axis2=-1)
@@ -572,9 +573,9 @@ def hvp(
     t10 = 1.8378770664093456*n + t9
     L = t10/2.0
     # (14) dL_dS = inv(Sigma).T/2
-    dL_dS = _ew7(t5.T, out=t7)
+    dL_dS = _ew7(t5.T, out=Sigma)
     # (15) dL/d(D.T @ D) = dL_dS/B
-    t11 = _ew6(dL_dS, B, out=np.empty((n, n), dtype=dt))
+    t11 = _ew6(dL_dS, B, out=t7)
     # (17) dL/d(D) += ... = D @ (dL_dS/B)
     t12 = D.dot(t11)
     t13 = D.dot(t11.T)
@@ -589,7 +590,7 @@ def hvp(
     t18 = t17.dot(t5.T)
     dL_dSigma = _ew9(t18, dL_dS, out=t18)
     # (24) dL/d(L_Sigma) += ... = dL_dSigma @ L_Sigma
-    t19 = np.matmul(dL_dSigma, L_Sigma, out=dL_dS)
+    t19 = dL_dSigma.dot(L_Sigma)
     t20 = dL_dSigma.T.dot(L_Sigma)
     t21 = _ew2(t19, t20, out=t19)
     dL_dW = np.tril(t21, -1)
@@ -599,35 +600,35 @@ def hvp(
     t24 = _diag(t23)
     t25 = np.tril(_v_W, -1)
     t26 = _ew2(t24, t25, out=t24)
-    t27 = np.matmul(L_Sigma, t26.T, out=t20)
-    t28 = np.matmul(t26, L_Sigma.T, out=t21)
+    t27 = L_Sigma.dot(t26.T)
+    t28 = t26.dot(L_Sigma.T)
     t29 = _ew2(t27, t28, out=t27)
-    t30 = _ew8(t29, out=t28)
+    t30 = _ew8(t29, out=dL_dS)
     t31 = t30.dot(t5)
     t32 = t5.dot(t31)
     t33 = _ew7(t32, out=t32)
-    t34 = _ew6(t33.T, B, out=np.empty((n, n), dtype=dt))
-    t35 = np.matmul(D, t34, out=t13)
+    t34 = _ew6(t33.T, B, out=t20)
+    t35 = D.dot(t34)
     t36 = t34.dot(D.T)
     t37 = _ew8(_v_mu, out=t23)
     t38 = t11.T.dot(np.broadcast_to(t37.reshape(1, n), (B, n)).T)
     t39 = _ew2(t36, t38, out=t36)
-    t40 = np.matmul(np.broadcast_to(t37.reshape(1, n), (B, n)), t11.T, out=t14)
+    t40 = np.broadcast_to(t37.reshape(1, n), (B, n)).dot(t11.T)
     t41 = _ew10(t35, t39.T, t40, out=t35)
     t42 = _colsum(t41)
     hv_mu = _ew8(t42, out=t42)
-    t43 = np.matmul(dL_dSigma.T, t26, out=t34)
+    t43 = dL_dSigma.T.dot(t26)
     t44 = t17.T.dot(t30)
-    t45 = np.matmul(t31, t16.T, out=t30)
-    t46 = np.matmul(np.broadcast_to(t37.reshape(1, n), (B, n)).T, D, out=t31)
+    t45 = t31.dot(t16.T)
+    t46 = np.broadcast_to(t37.reshape(1, n), (B, n)).T.dot(D)
     t47 = D.T.dot(np.broadcast_to(t37.reshape(1, n), (B, n)))
     t48 = _ew11(t44, t45, t29, t46, t47, B, out=t29)
-    t49 = np.matmul(t5.T, t48.T, out=t44)
-    t50 = np.matmul(t49, t5.T, out=t45)
+    t49 = t5.T.dot(t48.T)
+    t50 = t49.dot(t5.T)
     t51 = _ew8(t50, out=t50)
-    t52 = np.matmul(t51, L_Sigma, out=t46)
-    t53 = np.matmul(t26.T, dL_dSigma.T, out=t47)
-    t54 = np.matmul(L_Sigma.T, t51, out=t49)
+    t52 = t51.dot(L_Sigma)
+    t53 = t26.T.dot(dL_dSigma.T)
+    t54 = L_Sigma.T.dot(t51)
     t55 = _ew2(t53, t54, out=t53)
     t56 = _ew10(t43, t52, t55.T, out=t43)
     hv_W = np.tril(t56, -1)

@@ -242,5 +242,73 @@ def test_sums_as_blas_products_match_numpy(dtype):
             np.testing.assert_allclose(env["_colsum"](x), x.reshape(-1, shape[-1]).sum(axis=0), **tol)
     ones = env["_ones"](4, np.dtype(dtype))
     assert not ones.flags.writeable and env["_ones"](4, np.dtype(dtype)) is ones  # shared, so read-only
-    body = (ROOT / "generated" / "mlp_tanh.py").read_text().split("def loss_and_grad(")[1]
+    body = (ROOT / "generated" / "mlp_tanh.py").read_text().split("def hvp(")[1]
     assert "_rowsum(Y, keepdims=True)" in body  # the row sum of the cross-entropy's adjoint
+
+
+def test_softmax_cross_entropy_and_its_adjoint_are_one_helper_call():
+    """loss_and_grad computes sum(Y * log_softmax(z)) and dL/dz in one _softmax_xent call into
+    the logits' memory: no log_softmax stored, no separate row sum or adjoint kernel. The hvp,
+    which reads log_softmax(z) again, keeps the unfused form."""
+    src = (ROOT / "generated" / "mlp_tanh.py").read_text()
+    body = src.split("def loss_and_grad(")[1].split("\ndef ")[0]
+    assert "t4, dL_dz3 = _softmax_xent(z3, Y, 1.0/B, out=z3)" in body
+    for gone in ("_log_softmax(", "np.vdot(", "_rowsum("):
+        assert gone not in body, gone
+    assert "_log_softmax(z3, axis=1)" in src.split("def hvp(")[1]
+    cnn = (ROOT / "generated" / "cnn_digits.py").read_text().split("def loss_and_grad(")[1]
+    assert "_softmax_xent(z, Y, 1.0/B" in cnn
+
+
+def _unfused_module(model, monkeypatch, name):
+    from symgrad.codegen.program import Lowering
+
+    from symgrad.pipeline import import_source
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Lowering, "_softmax_xent", lambda self, total, product: None)
+        src = generate(sg.derive(model))
+    assert "_softmax_xent(" not in src
+    return import_source(src, name)
+
+
+@pytest.mark.parametrize("name", ["mlp_tanh", "softmax_regression", "mlp_regularised", "attention_digits"])
+def test_fused_softmax_cross_entropy_gives_the_unfused_values(name, monkeypatch):
+    """The fused loss and gradients equal those of the module generated without the fusion, to
+    rounding, in float64 and float32, with soft targets and a batch that is no power of two."""
+    import numpy as np
+
+    from tests.conftest import built
+    from tests.oracle import random_batch, run_kwargs
+
+    model, _, fused = built(name, "auto")
+    assert "_softmax_xent(" in (ROOT / "generated" / f"{name}.py").read_text()
+    unfused = _unfused_module(model, monkeypatch, f"{name}_unfused")
+    dims = {d: 5 for d in fused.DIMS} | {"B": 7}
+    if name == "attention_digits":
+        dims = {"B": 7, "n_out": 10}
+    rng = np.random.default_rng(11)
+    for dtype, rtol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        params = fused.init_params(dims, seed=3, dtype=dtype)
+        params = {k: (v + rng.normal(0, 0.3, v.shape)).astype(dtype) for k, v in params.items()}
+        batch = {k: v.astype(dtype) for k, v in random_batch(fused, dims, rng).items()}
+        kw = run_kwargs(fused, dims, dtype)
+        loss, grads = fused.loss_and_grad(params, batch, **kw)
+        want_loss, want = unfused.loss_and_grad(params, batch, **run_kwargs(fused, dims, dtype))
+        assert loss == pytest.approx(want_loss, rel=rtol)
+        for k, g in want.items():
+            assert grads[k].dtype == dtype
+            np.testing.assert_allclose(grads[k], g, rtol=rtol, atol=rtol * np.abs(g).max(), err_msg=k)
+
+
+def test_softmax_cross_entropy_is_not_fused_where_log_softmax_is_read_again():
+    """A loss that reads log_softmax(z) beside the cross-entropy keeps the unfused lines."""
+    m = sg.Model("xent_plus", task="multiclass")
+    B, k = m.dims("B k")
+    X, Y = m.input("X", (B, k)), m.target("Y", (B, k))
+    W = m.param("W", (k, k))
+    z = m.let("z", X @ W)
+    m.output("P", sg.softmax(z))
+    m.loss(sg.softmax_cross_entropy(z, Y) + 0.1 * sg.mean(sg.log_softmax(z)))
+    body = generate(sg.derive(m)).split("def loss_and_grad(")[1].split("\ndef ")[0]
+    assert "_softmax_xent(" not in body and "_log_softmax(z, axis=1)" in body

@@ -58,7 +58,14 @@ def test_mlp_softmax_step_is_tagged_where_it_is_computed():
     source = (ROOT / "generated" / "mlp_tanh.py").read_text()
     body = "\n".join(code.function_body(source, "loss_and_grad"))
     block = body[body.index("# (11) "):]
-    assert len(re.findall(r"^dL_dz3 = ", block.split("\n# (")[0], flags=re.M)) == 1
+    assert len(re.findall(r"^(\w+, )?dL_dz3 = ", block.split("\n# (")[0], flags=re.M)) == 1
+
+
+def test_a_helper_with_a_signature_over_several_lines_is_shown_whole():
+    source = (ROOT / "generated" / "mlp_tanh.py").read_text()
+    shown = dict(code.helpers(source, "t4, dL_dz3 = _softmax_xent(z3, Y, 1.0/B, out=z3)"))
+    assert shown["_softmax_xent"].rstrip().endswith("return total, out")
+    assert "_rowmax" in shown and "_ones" in shown  # what it calls comes along
 
 
 def test_a_broadcast_scalar_result_is_called_a_scalar():

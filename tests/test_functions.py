@@ -119,7 +119,7 @@ def test_numpy_and_numexpr_kernels_agree(xs, ys):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_compares_with_shared_read_only_zeros(dtype):
     k = build_kernel(sympy.Max(a + b, 0), ("a", "b"))
-    assert "np.maximum(out, _zeros(out), out=out)" in k.numpy_lines
+    assert "np.maximum(out, _zeros(out), out=out)" in k.numpy_lines  # positional: deprecated in numpy 2.4
     x = np.linspace(-2, 2, 12, dtype=dtype).reshape(3, 4)
     np.testing.assert_array_equal(_kernel_values(sympy.Max(a + b, 0), {"a": x, "b": x}, "numpy"),
                                   np.maximum(2 * x, 0))
@@ -139,8 +139,7 @@ def test_in_place_kernels_are_only_used_where_safe():
 
 def test_numpy_form_multiplies_a_factor_into_a_sum_with_a_number_only():
     k = build_kernel(a * (1 - b**2), ("a", "b"))  # tanh's adjoint: no Python number operand
-    assert k.numpy_lines == ["np.square(b, out=out)", "np.multiply(out, a, out=out)",
-                             "np.subtract(a, out, out=out)"]
+    assert k.numpy_lines == ["np.square(b, out)", "np.multiply(out, a, out)", "np.subtract(a, out, out)"]
     values = {"a": np.linspace(-3, 3, 7), "b": np.array([-1.0, -0.999, -0.5, 0.0, 0.5, 0.999, 1.0])}
     np.testing.assert_allclose(_kernel_values(a * (1 - b**2), values, "numpy"),
                                values["a"] * (1 - values["b"] ** 2), rtol=1e-13, atol=0)
@@ -167,3 +166,40 @@ def test_rowmax_is_the_max_along_the_last_axis(shape, dtype):
     got = env["_rowmax"](x)
     np.testing.assert_array_equal(got, x.max(axis=-1, keepdims=True))
     assert got.dtype == dtype and got.shape == (*shape[:-1], 1)
+
+
+@pytest.mark.parametrize("shape", [(32, 10), (7, 3), (128, 16), (15, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("into_logits", [False, True])
+def test_softmax_xent_is_the_cross_entropy_and_its_adjoint(shape, dtype, into_logits):
+    """_softmax_xent's sum(y * log_softmax(z)) and scale * (sum(y) * softmax(z) - y) against the
+    log-sum-exp form in float64, with soft targets, rows of huge and of tiny logits, and confident
+    rows whose per-row loss is small (where a form without the max shift loses its digits)."""
+    env = {"np": np}
+    for name in ("_ones", "_rowmax", "_softmax_xent"):
+        exec(HELPERS[name], env)
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal(shape) * 4
+    z[0] = 1000.0 * np.sign(rng.standard_normal(shape[1]))  # exp overflows unshifted
+    z[1] = -5e4 + rng.standard_normal(shape[1])  # and underflows
+    z[2] = 0.0
+    z[2, 0] = 8.0  # softmax 1 - 3e-4 (k = 2): a confident row
+    y = rng.uniform(0.05, 1.0, shape)
+    y /= y.sum(axis=1, keepdims=True)
+    y[2] = np.eye(shape[1])[0]
+    zd, yd = z.astype(dtype), y.astype(dtype)
+    z, y = zd.astype(np.float64), yd.astype(np.float64)  # the reference sees the same inputs
+    s = z - z.max(axis=1, keepdims=True)
+    logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+    want_total = np.sum(y * logp)
+    want_adjoint = (y.sum(axis=1, keepdims=True) * np.exp(logp) - y) / shape[0]
+    out = zd.copy() if into_logits else None
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        total, adjoint = env["_softmax_xent"](zd, yd, 1.0 / shape[0], out=out)
+    assert adjoint.dtype == dtype and np.asarray(total).dtype == dtype
+    assert adjoint is out if into_logits else adjoint is not zd
+    eps = float(np.finfo(dtype).eps)
+    assert total == pytest.approx(want_total, rel=20 * eps)
+    np.testing.assert_allclose(adjoint, want_adjoint, rtol=0, atol=20 * eps / shape[0])
+    confident = env["_softmax_xent"](zd[2:3], yd[2:3], 1.0)[0]  # a small loss, kept to its digits
+    assert -confident == pytest.approx(-logp[2, 0], rel=1e-3 if dtype == np.float32 else 1e-9)

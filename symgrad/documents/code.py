@@ -84,7 +84,8 @@ def helpers(source: str, code: str) -> list[tuple[str, str]]:
     bodies = {}
     for m in re.finditer(r"^def (_\w+)\(", source, flags=re.M):
         first_line_end = source.index("\n", m.start()) + 1
-        end = re.compile(r"^\S", flags=re.M).search(source, first_line_end)
+        # the next top-level line; a signature's closing `) -> ...:` is still the function's
+        end = re.compile(r"^(?!\))\S", flags=re.M).search(source, first_line_end)
         bodies[m.group(1)] = source[m.start(): end.start() if end else len(source)].rstrip()
     wanted, todo = set(), set(_CALL.findall(code))
     while todo:
