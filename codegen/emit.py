@@ -399,7 +399,7 @@ def _second_order_programs(derivation: Derivation, players: dict, programs: dict
         for p in h.products:
             own.setdefault(roots[f"hv:{p}"], f"hv_{p}")
         programs[key, True] = lower(roots, own, owners if objective is None else first.owners, kernels,
-                                    workspace=True, **naming)
+                                    workspace=True, every_temporary=True, **naming)
         out[key] = h
     return out
 

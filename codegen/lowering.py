@@ -474,15 +474,26 @@ def _max(ins: Instr) -> list[str]:
 
 def _pad(ins: Instr) -> list[str]:
     n = ins.node
+    before, after, stop = ins.pad
+    if ins.scratch:  # into the workspace: zero the margins, copy the operand between them
+        axis = n.attr("axis")
+
+        def part(span: str) -> str:
+            return f"{ins.out}[{', '.join([':'] * axis + [span])}]"
+
+        lines = [f"{ins.out} = {_scratch_out(ins)}"]
+        lines += [f"{part(f':{before}')} = 0"] if before != "0" else []
+        lines += [f"{part(f'{stop}:')} = 0"] if after != "0" else []
+        return lines + [f"{part(f'{before}:{stop}')} = {ins.args[0]}"]
     widths = ["(0, 0)"] * n.ndim
-    widths[n.attr("axis")] = f"({ins.pad[0]}, {ins.pad[1]})"
+    widths[n.attr("axis")] = f"({before}, {after})"
     return [f"{ins.out} = np.pad({ins.args[0]}, ({', '.join(widths)}{',' if n.ndim == 1 else ''}))"]
 
 
 def _concat(ins: Instr) -> list[str]:
     call = f"np.concatenate([{', '.join(ins.args)}], axis={ins.node.attr('axis')}"
-    if ins.buffer:  # placed into a loop's sequence (Lowering._place_targets)
-        call += f", out={ins.buffer})"
+    if ins.buffer or ins.scratch:  # placed into a loop's sequence (Lowering._place_targets), or the workspace
+        call += f", out={ins.buffer or _scratch_out(ins)})"
         return [call if ins.discard else f"{ins.out} = {call}"]
     return [f"{ins.out} = {call})"]
 
@@ -497,6 +508,13 @@ def _outer(ins: Instr) -> list[str]:
 def _tril(ins: Instr) -> list[str]:
     k = ins.node.attr("k")
     return [f"{ins.out} = np.tril({ins.args[0]}{f', {k}' if k else ''})"]
+
+
+def _rows(ins: Instr) -> list[str]:
+    """A reshape that numpy would copy (Lowering._strided_rows), copied into its own array."""
+    out = ins.buffer or (_scratch_out(ins) if ins.scratch else f"np.empty({ins.shape}, dtype=dt)")
+    first = [] if out == ins.out else [f"{ins.out} = {out}"]
+    return first + [f"np.copyto({ins.out}.reshape{ins.order}, {ins.args[0]})"]
 
 
 def _loop(ins: Instr) -> list[str]:
@@ -521,6 +539,7 @@ LOWERINGS: dict[str, Lowering] = {
     "dropout_mask": Lowering(lambda i: [f"{i.out} = _dropout_mask(rng, {i.shape}, {i.args[0]}, dt)"],
                              ("_generator", "_dropout_mask"), needs_shape=True),
     "pad": Lowering(_pad),
+    "rows": Lowering(_rows, needs_shape=True),
     "concat": Lowering(_concat),
     "scan": Lowering(_loop),
     "scan_vjp": Lowering(_loop),

@@ -34,7 +34,7 @@ _CHECKED_OPS = ("inv", "solve", "cholesky")  # their errors (a singular matrix) 
 _LOOP_OPS = ("scan", "scan_vjp")  # lowered by codegen.loops into a loop over time
 _HEAVY = (sympy.exp, sympy.log, sympy.tanh)
 # the operations whose lowerings can write into a workspace array
-_WORKSPACE_OPS = ("ew", "matmul", "im2col", "col2im", "col2im_matmul", "max", "sum")
+_WORKSPACE_OPS = ("ew", "matmul", "im2col", "col2im", "col2im_matmul", "max", "sum", "pad", "concat", "rows")
 # The sequences a loop writes are stored step-major, (T, B, ...), and read by the rest of the
 # program batch-major, as the model defines them, through this view (see codegen.loops).
 BATCH_MAJOR = ".swapaxes(0, 1)"
@@ -55,14 +55,15 @@ class Instr:
     inline: str | None = None  # scalar elementwise: the numpy expression
     shape: str = ""  # the output's shape as Python text, for allocating it
     discard: bool = False  # the value lands in a leaf in place and no later line names it
-    pad: tuple[str, str] = ("0", "0")  # zero padding: widths before and after, as Python text
+    # zero padding: widths before and after, and where the padded operand ends, as Python text
+    pad: tuple[str, str, str] = ("0", "0", "0")
     render: Callable[[], list[str]] | None = None  # a loop's lines, written once kernels have names
     scratch: bool = False  # the output lives in the call's workspace (never returned)
     # a loop's arrays: name -> (shape text, zeroed, large); `scratch_names` live in the workspace
     allocates: dict[str, tuple[str, bool, bool]] = field(default_factory=dict)
     scratch_names: set[str] = field(default_factory=set)
     placed: bool = False  # `buffer` is a target outside this program (a slice of a loop's sequence)
-    order: str = ""  # an identity matrix's order, as Python text
+    order: str = ""  # an identity matrix's order, or the shape `rows` copies from, as Python text
     where: str = ""  # a linear-algebra operation's label for its errors, as a Python string literal
     rows: int = 0  # an elementwise kernel over a bias row runs on (-1, rows) views (see _row_width)
     also: str = ""  # a second value the line computes (a softmax cross-entropy's adjoint), its name
@@ -139,7 +140,7 @@ class Lowering:
                  kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
                  copy_results: bool = True, workspace: bool = False, targets: dict[str, str] | None = None,
                  dim_names: frozenset[str] = frozenset(), reserved: frozenset[str] = frozenset(),
-                 own: dict[Node, str] | None = None):
+                 own: dict[Node, str] | None = None, every_temporary: bool = False):
         self.roots = roots
         self.dim_names = dim_names  # the model's dims: the only symbols a shape or constant may name
         # the model's names and the generated code's fixed locals: a name the code makes up
@@ -148,7 +149,12 @@ class Lowering:
         self.reserved = reserved
         self.own = own or {}
         self.targets = targets or {}  # result key -> the array (a sequence's step) it is written into
-        self.workspace = workspace  # a function's top level (a loop body's values are carried)
+        # a function's top level, or a loop body whose outer function has one: there the body's
+        # temporaries are kept across steps in arrays made before the loop (codegen.loops)
+        self.workspace = workspace
+        self.transient: set[str] = set()  # result keys read within the same step only (a loop body)
+        # an HVP's: every temporary of two axes or more, not only the large ones (see `temporary`)
+        self.every_temporary = every_temporary
         self.copy_results = copy_results  # a loop body's results are copied by the loop itself
         self.stores = stores or {}  # result key -> the leaf its value overwrites in place
         self.names = names
@@ -392,6 +398,10 @@ class Lowering:
             self.taken.add(self.var[leaf])
         instrs: list[Instr] = []
         for n in self.order:
+            if n.op == "reshape" and self.workspace and n not in self.var and self._strided_rows(n):
+                instrs.append(self._named(Instr("rows", n, self._name(n), [self.ref(n.args[0])],
+                                                eqs=self._eqs(n, []), order=self._shape(n.args[0].shape))))
+                continue
             if n in self.var or n.is_leaf or n in self.fused or n in self.folded or n.op in _VIEW_OPS \
                     or n.op == "item" or n in self.absorbed:
                 continue  # bound already, fused into a kernel, a view written inline, or a loop's output
@@ -400,6 +410,12 @@ class Lowering:
                 continue
             if n.op not in LOWERINGS:
                 raise RuleError(f"no lowering for operation {n.op!r}")
+            ordered = self._rows_in_memory_order(n)
+            if ordered is not None:
+                copies, args = ordered
+                instrs += copies
+                instrs.append(self._named(Instr("matmul", n, self._name(n), args, eqs=self._eqs(n, []))))
+                continue
             instrs.append(self._instr(n))
         results = {}
         roots = list(self.roots.values())
@@ -419,7 +435,7 @@ class Lowering:
         self._plan_memory(instrs, list(results.values()))
         copies = self._place_stores(instrs)
         if self.workspace:
-            self._plan_workspace(instrs, list(results.values()))
+            self._plan_workspace(instrs, [t for k, t in results.items() if k not in self.transient])
         for ins in instrs:  # a kernel with no buffer to reuse writes into a new one
             if ins.kernel is not None and ins.buffer is None or LOWERINGS[ins.op].needs_shape or ins.scratch:
                 ins.shape = self._shape(ins.node.shape)
@@ -457,10 +473,15 @@ class Lowering:
             return self._named(Instr("col2im_matmul", n, self._name(n), [self.ref(a) for a in m.args],
                                      eqs=self._eqs(n, [m])))
         if n.op != "ew":
-            args = self._step_major_rows(n) or [self.ref(a) for a in n.args]
+            args = [self.ref(a) for a in n.args]
+            rows = n.op == "sum" and n.attr("axes") == tuple(range(n.args[0].ndim - 1))
+            if rows and not n.attr("keepdims"):  # a column sum: the rows in any order
+                args = [self.ref(self._unreversed(n.args[0]))]
             instr = Instr(n.op, n, self._name(n), args, eqs=self._eqs(n, []))
             if n.op == "pad":
-                instr.pad = (self._dim_text(n.attr("before")), self._dim_text(n.attr("after")))
+                before, size = n.attr("before"), n.args[0].shape[n.attr("axis")]
+                instr.pad = (self._dim_text(before), self._dim_text(n.attr("after")),
+                             self._dim_text(sympy.sympify(before) + size))
             elif n.op == "eye":
                 instr.order = self._dim_text(n.attr("n"))
             elif n.op in _CHECKED_OPS:
@@ -499,30 +520,111 @@ class Lowering:
         self.var[n] = instr.out
         return instr
 
-    def _step_major_rows(self, n: Node) -> list[str] | None:
-        """The operands of a sum over (batch, step) rows, P.reshape(B*T, k).T @ Q.reshape(B*T, m),
-        with the rows taken step-major when a loop stores Q (or P) step-major: the sum is the
-        same in any row order, and the stored sequence is then read in place while the other
-        operand is copied, where reshaping the batch-major view copied the stored one (the
-        LSTM's W_x gradient: (T*B, 4h) float32 adjoints copied and faulted in on every call,
-        557 -> 1xx us). None when the product is not of that form."""
-        if n.op != "matmul":
+    # -- stacked rows, in any order -----------------------------------------------------------
+    def _stacked(self, r: Node) -> bool:
+        """r merges the first two axes of a value of three: (B, T, k) -> (B*T, k)."""
+        if r.op != "reshape" or r.ndim != 2 or r.args[0].ndim != 3:
+            return False
+        s = r.args[0].shape
+        return not any(_is_one(d) for d in s[:2]) and shapes_equal((s[0] * s[1], s[2]), r.shape)
+
+    def _row_free(self, m: Node) -> str | None:
+        """How a product reads stacked rows in an order of its choosing: "sum" for a sum over
+        them, P.reshape(B*T, k).T @ Q.reshape(B*T, n) (the same in any row order, P's and Q's
+        alike), "rows" for (B*T, k) @ W whose every reader splits the rows back into (B, T, n)
+        (each row mapped alone); None for any other product."""
+        if m.op != "matmul" or m.ndim != 2 or not self.workspace:
             return None
-        x, y = n.args
-        if not (x.op == "transpose" and x.args[0].op == "reshape" and y.op == "reshape"):
+        x, y = m.args
+        if x.op == "transpose" and self._stacked(x.args[0]) and self._stacked(y) \
+                and shapes_equal(x.args[0].args[0].shape[:2], y.args[0].shape[:2]) \
+                and self._under_reversals(x.args[0].args[0]) is not None \
+                and self._under_reversals(y.args[0]) is not None:
+            return "sum"
+        split = (*x.args[0].shape[:2], m.shape[1]) if self._stacked(x) else None
+        if split and y.ndim == 2 and m not in self.pinned and self._under_reversals(x.args[0]) is not None \
+                and self.consumers.get(m) and all(c.op == "reshape" and shapes_equal(c.shape, split)
+                                                  for c in self.consumers[m]):
+            return "rows"
+        return None
+
+    def _under_reversals(self, s: Node) -> Node | None:
+        """The value under s's reversals of its first two axes, when it is stored (computed, an
+        input, a loop's sequence) rather than another view."""
+        while s.op == "flip" and s.attr("axis") % s.ndim < 2 and s not in self.var:
+            s = s.args[0]
+        stored = s in self.var or s.is_leaf and s.op != "const" or s.op not in (*_VIEW_OPS, "const")
+        return s if stored and s not in self.transparent else None
+
+    def _reorderable(self, r: Node) -> bool:
+        """Every reader of the stacked rows r takes them in an order of its choosing."""
+        readers = self.consumers.get(r, [])
+        for c in readers:
+            if c.op == "transpose" and c.ndim == 2 and c not in self.pinned:
+                if not self.consumers.get(c) or any(k.args[0] is not c or self._row_free(k) != "sum"
+                                                    for k in self.consumers[c]):
+                    return False
+            elif not (c.op == "matmul" and (c.args[1] is r and self._row_free(c) == "sum"
+                                            or c.args[0] is r and self._row_free(c) == "rows")):
+                return False
+        return bool(readers) and r not in self.pinned
+
+    def _memory_rows(self, s: Node) -> tuple[str, bool, frozenset[int]]:
+        """A stacked operand's (B, T, k) value as the array in memory: its text, whether it is a
+        loop's sequence stored step-major (T, B, k), and which of the two axes s reverses."""
+        flips: set[int] = set()
+        while s.op == "flip" and s.attr("axis") % s.ndim < 2 and s not in self.var:
+            flips ^= {s.attr("axis") % s.ndim}
+            s = s.args[0]
+        text = self.ref(s)
+        return text.removesuffix(BATCH_MAJOR), text.endswith(BATCH_MAJOR), frozenset(flips)
+
+    def _rows_in_memory_order(self, m: Node) -> tuple[list[Instr], list[str]] | None:
+        """The copies and the operands of a product that reads stacked rows in an order of its
+        choosing (_row_free), taken in the order of the memory under them. A loop stores its
+        sequences step-major and the program reads them batch-major, reversed in time where the
+        HVP's loops run backwards; reshaping such a view to rows copied it into fresh memory
+        (1 MiB for the LSTM's (B, 8, 4 n_h) gate adjoints). Now a stored sequence is read in
+        place: a row-wise product runs on its rows as stored and its readers see the result
+        through the same view; a sum over rows takes both operands in the order of one of them,
+        reversed alike, and copies the other (an input X, a joined state sequence) into the
+        workspace. None when the rows are read as they are."""
+        kind = self._row_free(m)
+        if kind is None:
             return None
-        sources = [x.args[0].args[0], y.args[0]]
-        merged = [x.args[0], y]
-        if not all(s.ndim == 3 and r.ndim == 2 and shapes_equal((s.shape[0] * s.shape[1],), r.shape[:1])
-                   for s, r in zip(sources, merged, strict=True)):
+        x, y = m.args
+        if kind == "rows":
+            mem, swapped, flips = self._memory_rows(x.args[0])
+            if not swapped and not flips:
+                return None
+            T, B = x.args[0].shape[1], x.args[0].shape[0]
+            out = self._name(m)
+            layout = self._shape((T, B, m.shape[1]) if swapped else (B, T, m.shape[1]))
+            view = f"{out}.reshape{layout}{BATCH_MAJOR if swapped else ''}{_reversal(flips)}"
+            for c in self.consumers[m]:
+                self.var[c] = view
+            self.taken.discard(out)  # _named below takes it again
+            return [], [f"{atom(mem)}.reshape{self._shape(x.shape)}", self.ref(y)]
+        stacks = [x.args[0], y]
+        forms = [self._memory_rows(r.args[0]) for r in stacks]
+        if not any(swapped or flips for _, swapped, flips in forms):
             return None
-        texts = [self.ref(s) for s in sources]
-        if not any(t.endswith(BATCH_MAJOR) for t in texts):
-            return None
-        rows = [f"{t.removesuffix(BATCH_MAJOR)}.reshape{self._shape(r.shape)}" if t.endswith(BATCH_MAJOR)
-                else f"{atom(t)}{BATCH_MAJOR}.reshape{self._shape(r.shape)}"
-                for t, r in zip(texts, merged, strict=True)]
-        return [f"{rows[0]}.T", rows[1]]
+        anchor = 1 if forms[1][1] or not forms[0][1] else 0  # the rows stay as a stored sequence lies
+        step_major = forms[anchor][1]
+        flips = forms[0][2] ^ forms[1][2]  # reversed alike, the sum is the same
+        copies, args = [], []
+        for k, (r, (mem, swapped, _)) in enumerate(zip(stacks, forms, strict=True)):
+            text, whole = _ordered(mem, swapped, frozenset() if k == anchor else flips, step_major)
+            if whole:
+                args.append(f"{atom(text)}.reshape{self._shape(r.shape)}")
+                continue
+            B, T, c = r.args[0].shape
+            copy = Instr("rows", r, self._name(r), [text], eqs=self._eqs(m, []),
+                         order=self._shape((T, B, c) if step_major else (B, T, c)))
+            copies.append(copy)
+            args.append(copy.out)
+        args[0] = f"{atom(args[0])}.T"
+        return copies, args
 
     def _where(self, n: Node, eqs: tuple[int, ...]) -> str:
         """`"equation (3): inv(Sigma)"` as a string literal: what a singular matrix's error names.
@@ -642,10 +744,49 @@ class Lowering:
             ins.scratch_names = {name for name, (_, _, large) in ins.allocates.items()
                                  if large and name not in escaped}
             if (ins.op in _WORKSPACE_OPS and ins.buffer is None and ins.inline is None and not ins.discard
-                    and ins.out not in escaped and is_large(n.shape)
+                    and ins.out not in escaped and self._kept(ins)
                     and not (ins.op == "sum" and (len(n.attr("axes")) == n.args[0].ndim
                                                   or n.attr("axes") == tuple(range(n.args[0].ndim - 1))))):
                 ins.scratch = True
+
+    def _unreversed(self, x: Node) -> Node:
+        """x without the reversals of its leading axes (of a view not computed already): a sum
+        over those axes reads the rows in memory order, and a reversed view of a loop's
+        sequence would make numpy copy it before summing."""
+        while x not in self.var and x.op == "flip" and x.attr("axis") % x.ndim < x.ndim - 1:
+            x = x.args[0]
+        return x
+
+    def _strided_rows(self, n: Node) -> bool:
+        """A reshape that merges the first two axes of a view whose first two axes are not one
+        block of memory: a loop's sequence read batch-major (stored step-major), reversed or
+        cut in time. numpy would copy it into fresh memory on every call (1 MiB for an LSTM's
+        (B, 8, 4 n_h) gate adjoints, handed back to the system when freed and faulted in
+        again); the program copies it into the workspace instead (`rows`)."""
+        if self._reorderable(n):
+            return False  # its readers take the rows as they lie (_rows_in_memory_order)
+        x = n.args[0]
+        if x.ndim < 2 or n.ndim != x.ndim - 1 or any(_is_one(d) for d in x.shape[:2]) \
+                or not shapes_equal((x.shape[0] * x.shape[1], *x.shape[2:]), n.shape):
+            return False
+        while x not in self.var:
+            if x.op == "flip" and x.attr("axis") % x.ndim < 2:
+                return True
+            if x.op == "slice" and x.attr("axis") == 1:
+                return True
+            if x.op not in ("flip", "slice"):
+                return False  # another view: numpy decides, as before
+            x = x.args[0]
+        return self.var[x].endswith(BATCH_MAJOR)
+
+    def _kept(self, ins: Instr) -> bool:
+        """Whether a temporary of this shape lives in the workspace. An HVP keeps about twice as
+        many (batch, features) arrays alive as a gradient: freed at the end of each call, the
+        heap's top grows past glibc's trim threshold and is handed back to the kernel, to be
+        faulted in again on the next call (the digits MLP's `hvp`: 80 page faults a call)."""
+        shape = ins.node.shape
+        every = self.every_temporary and len(shape) >= 2 and ins.op in ("ew", "matmul")
+        return ins.op == "rows" or is_large(shape) or every
 
     def _place_stores(self, instrs: list[Instr]) -> list[tuple[str, str]]:
         """Write each stored result straight into its leaf when nothing later reads the leaf's
@@ -739,6 +880,28 @@ def is_large(shape: Shape) -> bool:
     return len(shape) >= 3 or size >= WORKSPACE_MIN
 
 
+def _reversal(axes) -> str:
+    """The basic slice that reverses these leading axes of an array ("" for none)."""
+    return f"[{', '.join(['::-1' if a in axes else ':' for a in range(max(axes) + 1)])}]" if axes else ""
+
+
+def _ordered(mem: str, swapped: bool, flips: frozenset[int], step_major: bool) -> tuple[str, bool]:
+    """A stacked operand's array with its (batch, step) axes in the wanted order (step-major or
+    batch-major) and its (batch, step) axes `flips` reversed: the text, and whether it is the
+    memory as it lies (reshaping it to rows is then free). `mem` is stored step-major when
+    `swapped`, else batch-major."""
+    if swapped == step_major:  # the memory lies in the wanted order
+        axes = {1 - a for a in flips} if swapped else set(flips)
+        return f"{mem}{_reversal(axes)}", not flips
+    if swapped:  # stored step-major, wanted batch-major: the program's own view of it
+        return f"{mem}{BATCH_MAJOR}{_reversal(flips)}", False
+    return f"{atom(mem)}{_reversal(flips)}{BATCH_MAJOR}", False
+
+
+def _is_one(d) -> bool:
+    return d == 1 or getattr(d, "is_Integer", False) and int(d) == 1
+
+
 def _mentions(text: str, name: str) -> bool:
     return name in re.findall(r"[A-Za-z_]\w*", text)
 
@@ -746,11 +909,13 @@ def _mentions(text: str, name: str) -> bool:
 def lower(roots: dict[str, Node], names: dict[Node, str], owners: dict[Node, int],
           kernels: dict[str, Kernel], stores: dict[str, str] | None = None,
           workspace: bool = False, dim_names: frozenset[str] = frozenset(),
-          reserved: frozenset[str] = frozenset(), own: dict[Node, str] | None = None) -> Program:
+          reserved: frozenset[str] = frozenset(), own: dict[Node, str] | None = None,
+          every_temporary: bool = False) -> Program:
     """Lower the graph that computes `roots` into a Program (see the module docstring);
     `stores` names results that overwrite a leaf (a state or parameter) in place; with
     `workspace`, large temporaries live in the call's workspace (`ws`); `dim_names` are the
     model's dims, the only symbols its shapes and constants may name; no name the code makes up
-    is one of `reserved`, and only the nodes in `own` are written by the model's names."""
+    is one of `reserved`, and only the nodes in `own` are written by the model's names; with
+    `every_temporary` (an HVP), every temporary of two axes or more lives in the workspace."""
     return Lowering(roots, names, owners, kernels, stores, workspace=workspace, dim_names=dim_names,
-                    reserved=reserved, own=own).run()
+                    reserved=reserved, own=own, every_temporary=every_temporary).run()

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:b94cfa8686d2b8bad408b473736464e752f513d68bcb2ac199405b289b26eaf4
+# symgrad-generated sha256:c7587e33f815691831ea434f09c76772ca13b014b8827f9806c382a9571a5008
 """attention_digits: one-head self-attention classifier over 8 tokens of 8 features: embedding
     with learnt positions, scaled dot-product attention with a residual connection, a relu
     layer per token, mean over tokens, softmax
@@ -973,8 +973,8 @@ def hvp(
     np.add(t6, _parts[:, 6], out=t6)
     np.add(t6, _parts[:, 7], out=t6)
     t7 = _ew4(t6, out=t6)
-    t8 = t7.dot(W2)
-    z = _ew5(t8, b2, out=np.empty((B, n_out), dtype=dt))
+    t8 = np.matmul(t7, W2, out=_scratch(ws, "t8", (B, n_out), dt))
+    z = _ew5(t8, b2, out=_scratch(ws, "z", (B, n_out), dt))
     # (10) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t9 = _log_softmax(z, axis=1)
     t10 = np.vdot(Y, t9)
@@ -986,7 +986,7 @@ def hvp(
     t13 = _ew11(t12, B, out=t12)
     dL_dz = _ew12(Y, t11, t13, B, out=t8)
     # (17) dL/d(sum(R, axis=1)/8) = dL_dz @ W2.T
-    t14 = dL_dz.dot(W2.T)
+    t14 = np.matmul(dL_dz, W2.T, out=_scratch(ws, "t14", (B, n_h), dt))
     # (19) dL/d(sum(R, axis=1)) = (dL_dz @ W2.T)/8
     t15 = _ew4(t14, out=t14)
     # (21) dL/d(H @ W1 + b1) = dL_dR*(R > 0)
@@ -1049,8 +1049,8 @@ def hvp(
     t27 = np.matmul(_v_Wq, dL_dQ.reshape(8*B, d).T, out=_scratch(ws, "t27", (d, 8*B), dt))
     t28 = _ew15(t25, t26, t27, out=t25)
     t29 = np.matmul(t16.reshape(8*B, n_h), _v_W1.T, out=_scratch(ws, "t29", (8*B, d), dt))
-    t30 = dL_dz.dot(_v_W2.T)
-    t31 = t7.dot(_v_W2)
+    t30 = np.matmul(dL_dz, _v_W2.T, out=_scratch(ws, "t30", (B, n_h), dt))
+    t31 = np.matmul(t7, _v_W2, out=_scratch(ws, "t31", (B, n_out), dt))
     t32 = np.matmul(H.reshape(8*B, d), _v_W1, out=_scratch(ws, "t32", (8*B, n_h), dt))
     t33 = np.matmul(E.reshape(8*B, d), _v_Wq, out=_scratch(ws, "t33", (8*B, d), dt))
     t34 = np.matmul(X.reshape(8*B, 8), _v_We, out=_scratch(ws, "t34", (8*B, d), dt))
@@ -1092,11 +1092,11 @@ def hvp(
     np.add(t56, _parts[:, 6], out=t56)
     np.add(t56, _parts[:, 7], out=t56)
     t57 = _ew4(t56, out=t56)
-    t58 = t57.dot(W2)
+    t58 = np.matmul(t57, W2, out=_scratch(ws, "t58", (B, n_out), dt))
     t59 = _ew20(_v_b2.reshape(1, n_out), t31, t58, t13, t11, out=z)
     t60 = _rowsum(t59, keepdims=True)
     t61 = _ew21(t59, t11, t60, out=t31)
-    t62 = t61.dot(W2.T)
+    t62 = np.matmul(t61, W2.T, out=_scratch(ws, "t62", (B, n_h), dt))
     t63 = _ew22(t30, t62, out=t30)
     t64 = _ew6(t63.reshape(B, 1, n_h), R, out=R)
     t65 = np.matmul(t64, W1.T, out=t52)
@@ -1128,20 +1128,24 @@ def hvp(
     hv_We = X.reshape(8*B, 8).T.dot(t85.reshape(8*B, d))
     hv_P = t85.sum(axis=0)
     t86 = t35.reshape(8*B, d).T.dot(dL_dQ.reshape(8*B, d))
-    t87 = E.reshape(8*B, d).T.dot(t83.reshape(8*B, d))
+    t87 = np.matmul(E.reshape(8*B, d).T, t83.reshape(8*B, d), out=_scratch(ws, "t87", (d, d), dt))
     hv_Wq = _ew1(t86, t87, out=t86)
     t88 = t35.reshape(8*B, d).T.dot(t22.transpose(0, 2, 1).reshape(8*B, d))
-    t89 = E.reshape(8*B, d).T.dot(t79.reshape(8*B, d))
+    t89 = np.matmul(E.reshape(8*B, d).T, t79.reshape(8*B, d), out=_scratch(ws, "t89", (d, d), dt))
     hv_Wk = _ew1(t88, t89, out=t88)
     t90 = t35.reshape(8*B, d).T.dot(dL_dV.reshape(8*B, d))
-    t91 = E.reshape(8*B, d).T.dot(t69.reshape(8*B, d))
+    t91 = np.matmul(E.reshape(8*B, d).T, t69.reshape(8*B, d), out=_scratch(ws, "t91", (d, d), dt))
     hv_Wv = _ew1(t90, t91, out=t90)
     t92 = t53.reshape(8*B, d).T.dot(t16.reshape(8*B, n_h))
-    t93 = H.reshape(8*B, d).T.dot(t64.reshape(8*B, n_h))
+    t93 = np.matmul(
+        H.reshape(8*B, d).T,
+        t64.reshape(8*B, n_h),
+        out=_scratch(ws, "t93", (d, n_h), dt),
+    )
     hv_W1 = _ew1(t92, t93, out=t92)
     hv_b1 = _colsum(t64)
     t94 = t57.T.dot(dL_dz)
-    t95 = t7.T.dot(t61)
+    t95 = np.matmul(t7.T, t61, out=_scratch(ws, "t95", (n_h, n_out), dt))
     hv_W2 = _ew1(t94, t95, out=t94)
     hv_b2 = _colsum(t61)
     _give_back("hvp", ws)

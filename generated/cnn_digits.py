@@ -1,4 +1,4 @@
-# symgrad-generated sha256:4aa1e5e838224bc046362b745a0a94dd13cfb7400ef1b6c15f98a817c9f63812
+# symgrad-generated sha256:ee273995617705c3d78b470c1a93aa31faccd38c5b4dd900e2bd618386f88610
 """cnn_digits: convolutional network for 8x8 images: two conv-relu-maxpool blocks (16 and 32
     channels) and a dense softmax layer
 
@@ -900,8 +900,8 @@ def hvp(
     np.maximum(p2, _parts[:, :, 1, :, 0], out=p2)
     np.maximum(p2, _parts[:, :, 1, :, 1], out=p2)
     # (5) z = p2.reshape(B, 128) @ W + b
-    t5 = p2.reshape(B, 128).dot(W)
-    z = _ew2(t5, b, out=np.empty((B, n_out), dtype=dt))
+    t5 = np.matmul(p2.reshape(B, 128), W, out=_scratch(ws, "t5", (B, n_out), dt))
+    z = _ew2(t5, b, out=_scratch(ws, "z", (B, n_out), dt))
     # (7) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t6 = _log_softmax(z, axis=1)
     t7 = np.vdot(Y, t6)
@@ -913,7 +913,7 @@ def hvp(
     t10 = _ew8(t9, B, out=t9)
     dL_dz = _ew9(Y, t8, t10, B, out=t5)
     # (14) dL/d(p2.reshape(B, 128)) = dL_dz @ W.T
-    t11 = dL_dz.dot(W.T)
+    t11 = np.matmul(dL_dz, W.T, out=_scratch(ws, "t11", (B, 128), dt))
     # (17) dL/d(a2.reshape(B, 2, 2, 2, 2, 32)) = broadcast((dL_dp2/sum((a2.reshape(B, 2, 2, 2, 2,
     #     32) == broadcast(p2.reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))), axis=(2,
     #     4))).reshape(B, 2, 1, 2, 1, 32), (B, 2, 2, 2, 2, 32))*(a2.reshape(B, 2, 2, 2, 2, 32) ==
@@ -986,8 +986,8 @@ def hvp(
         _v_K2.reshape(144, 32).T,
         out=_scratch(ws, "t24", (16*B, 144), dt),
     )
-    t25 = dL_dz.dot(_v_W.T)
-    t26 = p2.reshape(B, 128).dot(_v_W)
+    t25 = np.matmul(dL_dz, _v_W.T, out=_scratch(ws, "t25", (B, 128), dt))
+    t26 = np.matmul(p2.reshape(B, 128), _v_W, out=_scratch(ws, "t26", (B, n_out), dt))
     t27 = np.matmul(
         t3.reshape(16*B, 144),
         _v_K2.reshape(144, 32),
@@ -1037,11 +1037,11 @@ def hvp(
     np.add(t37, _parts[:, :, 1, :, 0], out=t37)
     np.add(t37, _parts[:, :, 1, :, 1], out=t37)
     t38 = _ew4(t37, t13, out=t37)
-    t39 = t38.reshape(B, 128).dot(W)
+    t39 = np.matmul(t38.reshape(B, 128), W, out=_scratch(ws, "t39", (B, n_out), dt))
     t40 = _ew12(_v_b.reshape(1, n_out), t26, t39, t10, t8, out=z)
     t41 = _rowsum(t40, keepdims=True)
     t42 = _ew13(t40, t8, t41, out=t26)
-    t43 = t42.dot(W.T)
+    t43 = np.matmul(t42, W.T, out=_scratch(ws, "t43", (B, 128), dt))
     t44 = _ew14(t25, t43, out=t25)
     t45 = _ew4(t44.reshape(B, 2, 2, 32), t13, out=t13)
     t46 = _ew5(t45.reshape(B, 2, 1, 2, 1, 32), t12, out=t12)
@@ -1064,7 +1064,7 @@ def hvp(
     t57 = _ew14(t55, t56, out=t55)
     hv_c2 = _colsum(t47)
     t58 = t38.reshape(B, 128).T.dot(dL_dz)
-    t59 = p2.reshape(B, 128).T.dot(t42)
+    t59 = np.matmul(p2.reshape(B, 128).T, t42, out=_scratch(ws, "t59", (128, n_out), dt))
     hv_W = _ew14(t58, t59, out=t58)
     hv_b = _colsum(t42)
     _give_back("hvp", ws)

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:6e74261855bfd25dbcf4c146dcd89fb178ca55d100b4e43c3a35a9d7a9233b02
+# symgrad-generated sha256:68eb44cc33ce056f9bf05e17a03d0a677a4451ff8f6c2386d683ecb637af3c8d
 """gan_ring: GAN: a relu generator from 2-d noise to 2-d samples and a leaky-relu
     discriminator, with the discriminator's cross-entropy and the non-saturating generator
     loss
@@ -204,6 +204,32 @@ def validate(
 
 def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
+
+
+# Large temporaries of a call live in a workspace kept across calls: mapping fresh memory for
+# them on every call costs more page faults than their arithmetic. A call takes a workspace
+# from its function's pool and gives it back before returning, so concurrent calls (threads)
+# each hold their own; an array handed to the caller never lives in one.
+_WORKSPACES: dict[str, list[dict[str, np.ndarray]]] = {}
+
+
+def _take_workspace(function: str) -> dict[str, np.ndarray]:
+    try:
+        return _WORKSPACES.setdefault(function, []).pop()
+    except IndexError:
+        return {}
+
+
+def _give_back(function: str, ws: dict[str, np.ndarray]) -> None:
+    _WORKSPACES[function].append(ws)
+
+
+def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The workspace's array for `slot`, (re)allocated when the shape or dtype changed."""
+    a = ws.get(slot)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = ws[slot] = np.empty(shape, dtype=dtype)
+    return a
 
 
 _ONES: dict[tuple[int, str], np.ndarray] = {}
@@ -1225,6 +1251,7 @@ def hvp(
     Wd3, bd3 times `vector` (keyed and shaped like those parameters), with the loss and its
     gradient, in training mode; reverse mode over the backward pass. Running averages
     (`state`) are read, never updated."""
+    ws = _take_workspace("hvp")
     Wg1 = params["Wg1"]
     bg1 = params["bg1"]
     Wg2 = params["Wg2"]
@@ -1258,26 +1285,26 @@ def hvp(
     # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
-    t1 = X.dot(Wd1)
+    t1 = np.matmul(X, Wd1, out=_scratch(ws, "t1", (B, n_h), dt))
     t2 = _ew3(t1, bd1, out=t1)
-    t3 = t2.dot(Wd2)
+    t3 = np.matmul(t2, Wd2, out=_scratch(ws, "t3", (B, n_h), dt))
     t4 = _ew3(t3, bd2, out=t3)
-    t5 = t4.dot(Wd3)
-    t6 = _ew7(t5, bd3, out=np.empty((B, 1), dtype=dt))
+    t5 = np.matmul(t4, Wd3, out=_scratch(ws, "t5", (B, 1), dt))
+    t6 = _ew7(t5, bd3, out=_scratch(ws, "t6", (B, 1), dt))
     t7 = _ew5(t6, out=t5)
     t8 = t7.sum()
     t9 = t8/B
-    t10 = Z.dot(Wg1)
-    t11 = _ew1(t10, bg1, out=np.empty((B, n_h), dtype=dt))
-    t12 = t11.dot(Wg2)
+    t10 = np.matmul(Z, Wg1, out=_scratch(ws, "t10", (B, n_h), dt))
+    t11 = _ew1(t10, bg1, out=_scratch(ws, "t11", (B, n_h), dt))
+    t12 = np.matmul(t11, Wg2, out=_scratch(ws, "t12", (B, n_h), dt))
     t13 = _ew1(t12, bg2, out=t10)
-    t14 = t13.dot(Wg3)
-    fake = _ew2(t14, bg3, out=np.empty((B, 2), dtype=dt))
-    t15 = fake.dot(Wd1)
+    t14 = np.matmul(t13, Wg3, out=_scratch(ws, "t14", (B, 2), dt))
+    fake = _ew2(t14, bg3, out=_scratch(ws, "fake", (B, 2), dt))
+    t15 = np.matmul(fake, Wd1, out=_scratch(ws, "t15", (B, n_h), dt))
     t16 = _ew3(t15, bd1, out=t15)
-    t17 = t16.dot(Wd2)
+    t17 = np.matmul(t16, Wd2, out=_scratch(ws, "t17", (B, n_h), dt))
     t18 = _ew3(t17, bd2, out=t17)
-    t19 = t18.dot(Wd3)
+    t19 = np.matmul(t18, Wd3, out=_scratch(ws, "t19", (B, 1), dt))
     d_fake = _ew2(t19, bd3, out=t7)
     t20 = _ew5(d_fake, out=t19)
     t21 = t20.sum()
@@ -1285,7 +1312,7 @@ def hvp(
     L_D = t22 + t9
     # (5) L_G = sum(softplus(-d_fake), axis=(0, 1))/B
     t23 = _ew8(d_fake, out=t20)
-    t24 = _ew5(t23, out=np.empty((B, 1), dtype=dt))
+    t24 = _ew5(t23, out=_scratch(ws, "t24", (B, 1), dt))
     t25 = t24.sum()
     L_G = t25/B
     # (6) L = L_D + L_G
@@ -1297,7 +1324,7 @@ def hvp(
     dL_dd_fake = _ew9(t23, d_fake, B, out=t24)
     # (21) dL/d(leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5)) = dL_dd_fake @
     #     Wd3.T
-    t26 = dL_dd_fake.dot(Wd3.T)
+    t26 = np.matmul(dL_dd_fake, Wd3.T, out=_scratch(ws, "t26", (B, n_h), dt))
     # (23) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_fake @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) >
     #     0), (1/5, True))
@@ -1305,7 +1332,7 @@ def hvp(
     # (26) dL/d(leaky_relu(fake @ Wd1 + bd1, 1/5)) = ((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T
-    t28 = t27.dot(Wd2.T)
+    t28 = np.matmul(t27, Wd2.T, out=_scratch(ws, "t28", (B, n_h), dt))
     # (28) dL/d(fake @ Wd1 + bd1) = (((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))
@@ -1313,15 +1340,15 @@ def hvp(
     # (31) dL_dfake = ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True))) @ Wd1.T
-    dL_dfake = t29.dot(Wd1.T)
+    dL_dfake = np.matmul(t29, Wd1.T, out=_scratch(ws, "dL_dfake", (B, 2), dt))
     # (35) dL/d(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)) = dL_dfake @ Wg3.T
-    t30 = dL_dfake.dot(Wg3.T)
+    t30 = np.matmul(dL_dfake, Wg3.T, out=_scratch(ws, "t30", (B, n_h), dt))
     # (37) dL/d(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) = (dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @
     #     Wg2 + bg2) > 0)
     t31 = _ew11(t30, t13, out=t28)
     # (40) dL/d(relu(Z @ Wg1 + bg1)) = ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2)
     #     > 0)) @ Wg2.T
-    t32 = t31.dot(Wg2.T)
+    t32 = np.matmul(t31, Wg2.T, out=_scratch(ws, "t32", (B, n_h), dt))
     # (42) dL/d(Z @ Wg1 + bg1) = (((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0))
     #     @ Wg2.T)*(relu(Z @ Wg1 + bg1) > 0)
     t33 = _ew11(t32, t11, out=t30)
@@ -1345,17 +1372,17 @@ def hvp(
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
     t34 = fake.T.dot(t29)
     # (48) dL/d(-d_real) = sigmoid(-d_real)/B
-    t35 = _ew12(t6, B, out=np.empty((B, 1), dtype=dt))
+    t35 = _ew12(t6, B, out=_scratch(ws, "t35", (B, 1), dt))
     # (49) dL_dd_real = -(sigmoid(-d_real)/B)
-    dL_dd_real = _ew8(t35, out=np.empty((B, 1), dtype=dt))
+    dL_dd_real = _ew8(t35, out=_scratch(ws, "dL_dd_real", (B, 1), dt))
     # (53) dL/d(leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5)) = dL_dd_real @ Wd3.T
-    t36 = dL_dd_real.dot(Wd3.T)
+    t36 = np.matmul(dL_dd_real, Wd3.T, out=_scratch(ws, "t36", (B, n_h), dt))
     # (56) dL/d(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2) = (dL_dd_real @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))
     t37 = _ew10(t36, t4, out=t32)
     # (60) dL/d(leaky_relu(X @ Wd1 + bd1, 1/5)) = ((dL_dd_real @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T
-    t38 = t37.dot(Wd2.T)
+    t38 = np.matmul(t37, Wd2.T, out=_scratch(ws, "t38", (B, n_h), dt))
     # (63) dL/d(X @ Wd1 + bd1) = (((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True))
@@ -1363,7 +1390,7 @@ def hvp(
     # (67) dL/d(Wd1) += ... = X.T @ ((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
-    t40 = X.T.dot(t39)
+    t40 = np.matmul(X.T, t39, out=_scratch(ws, "t40", (2, n_h), dt))
     # (68) dL_dWd1 = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True))) + X.T @ ((((dL_dd_real @
@@ -1391,7 +1418,7 @@ def hvp(
     # (61) dL/d(Wd2) += ... = leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
     #     (1/5, True)))
-    t44 = t2.T.dot(t37)
+    t44 = np.matmul(t2.T, t37, out=_scratch(ws, "t44", (n_h, n_h), dt))
     # (62) dL_dWd2 = leaky_relu(fake @ Wd1 + bd1, 1/5).T @ ((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) +
     #     leaky_relu(X @ Wd1 + bd1, 1/5).T @ ((dL_dd_real @ Wd3.T)*Piecewise((1,
@@ -1413,7 +1440,7 @@ def hvp(
     t47 = t18.T.dot(dL_dd_fake)
     # (54) dL/d(Wd3) += ... = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @
     #     dL_dd_real
-    t48 = t4.T.dot(dL_dd_real)
+    t48 = np.matmul(t4.T, dL_dd_real, out=_scratch(ws, "t48", (n_h, 1), dt))
     # (55) dL_dWd3 = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_fake
     #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
     dL_dWd3 = _ew13(t47, t48, out=t47)
@@ -1423,90 +1450,91 @@ def hvp(
     # (52) dL_dbd3 = sum(dL_dd_fake, axis=0) - sum(sigmoid(-d_real)/B, axis=0)
     t50 = _colsum(t35)
     dL_dbd3 = _ew14(t49, t50, out=t49)
-    t51 = t31.dot(_v_Wg2.T)
-    t52 = dL_dfake.dot(_v_Wg3.T)
-    t53 = t29.dot(_v_Wd1.T)
-    t54 = t27.dot(_v_Wd2.T)
-    t55 = dL_dd_fake.dot(_v_Wd3.T)
-    t56 = t18.dot(_v_Wd3)
-    t57 = t16.dot(_v_Wd2)
-    t58 = fake.dot(_v_Wd1)
-    t59 = t13.dot(_v_Wg3)
-    t60 = t11.dot(_v_Wg2)
-    t61 = Z.dot(_v_Wg1)
+    t51 = np.matmul(t31, _v_Wg2.T, out=_scratch(ws, "t51", (B, n_h), dt))
+    t52 = np.matmul(dL_dfake, _v_Wg3.T, out=_scratch(ws, "t52", (B, n_h), dt))
+    t53 = np.matmul(t29, _v_Wd1.T, out=_scratch(ws, "t53", (B, 2), dt))
+    t54 = np.matmul(t27, _v_Wd2.T, out=_scratch(ws, "t54", (B, n_h), dt))
+    t55 = np.matmul(dL_dd_fake, _v_Wd3.T, out=_scratch(ws, "t55", (B, n_h), dt))
+    t56 = np.matmul(t18, _v_Wd3, out=_scratch(ws, "t56", (B, 1), dt))
+    t57 = np.matmul(t16, _v_Wd2, out=_scratch(ws, "t57", (B, n_h), dt))
+    t58 = np.matmul(fake, _v_Wd1, out=_scratch(ws, "t58", (B, n_h), dt))
+    t59 = np.matmul(t13, _v_Wg3, out=_scratch(ws, "t59", (B, 2), dt))
+    t60 = np.matmul(t11, _v_Wg2, out=_scratch(ws, "t60", (B, n_h), dt))
+    t61 = np.matmul(Z, _v_Wg1, out=_scratch(ws, "t61", (B, n_h), dt))
     t62 = _ew16(_v_bg1.reshape(1, n_h), t61, t11, out=t36)
-    t63 = t62.dot(Wg2)
+    t63 = np.matmul(t62, Wg2, out=_scratch(ws, "t63", (B, n_h), dt))
     t64 = _ew17(_v_bg2.reshape(1, n_h), t60, t63, t13, out=t38)
-    t65 = t64.dot(Wg3)
+    t65 = np.matmul(t64, Wg3, out=_scratch(ws, "t65", (B, 2), dt))
     t66 = _ew18(_v_bg3.reshape(1, 2), t59, t65, out=t14)
-    t67 = t66.dot(Wd1)
+    t67 = np.matmul(t66, Wd1, out=_scratch(ws, "t67", (B, n_h), dt))
     t68 = _ew19(_v_bd1.reshape(1, n_h), t58, t67, t16, out=t39)
-    t69 = t68.dot(Wd2)
+    t69 = np.matmul(t68, Wd2, out=_scratch(ws, "t69", (B, n_h), dt))
     t70 = _ew19(_v_bd2.reshape(1, n_h), t57, t69, t18, out=t61)
-    t71 = t70.dot(Wd3)
+    t71 = np.matmul(t70, Wd3, out=_scratch(ws, "t71", (B, 1), dt))
     t72 = _ew18(_v_bd3.reshape(1, 1), t56, t71, out=t35)
     t73 = _ew20(t72, d_fake, t23, B, out=d_fake)
-    t74 = t73.dot(Wd3.T)
+    t74 = np.matmul(t73, Wd3.T, out=_scratch(ws, "t74", (B, n_h), dt))
     t75 = _ew21(t55, t74, t18, out=t55)
-    t76 = t75.dot(Wd2.T)
+    t76 = np.matmul(t75, Wd2.T, out=_scratch(ws, "t76", (B, n_h), dt))
     t77 = _ew21(t54, t76, t16, out=t54)
-    t78 = t77.dot(Wd1.T)
+    t78 = np.matmul(t77, Wd1.T, out=_scratch(ws, "t78", (B, 2), dt))
     t79 = _ew13(t53, t78, out=t53)
-    t80 = t79.dot(Wg3.T)
+    t80 = np.matmul(t79, Wg3.T, out=_scratch(ws, "t80", (B, n_h), dt))
     t81 = _ew22(t52, t80, t13, out=t52)
-    t82 = t81.dot(Wg2.T)
+    t82 = np.matmul(t81, Wg2.T, out=_scratch(ws, "t82", (B, n_h), dt))
     t83 = _ew22(t51, t82, t11, out=t51)
     hv_Wg1 = Z.T.dot(t83)
     hv_bg1 = _colsum(t83)
     t84 = t62.T.dot(t31)
-    t85 = t11.T.dot(t81)
+    t85 = np.matmul(t11.T, t81, out=_scratch(ws, "t85", (n_h, n_h), dt))
     hv_Wg2 = _ew13(t84, t85, out=t84)
     hv_bg2 = _colsum(t81)
     t86 = t64.T.dot(dL_dfake)
-    t87 = t13.T.dot(t79)
+    t87 = np.matmul(t13.T, t79, out=_scratch(ws, "t87", (n_h, 2), dt))
     hv_Wg3 = _ew13(t86, t87, out=t86)
     hv_bg3 = _colsum(t79)
-    t88 = t37.dot(_v_Wd2.T)
-    t89 = dL_dd_real.dot(_v_Wd3.T)
+    t88 = np.matmul(t37, _v_Wd2.T, out=_scratch(ws, "t88", (B, n_h), dt))
+    t89 = np.matmul(dL_dd_real, _v_Wd3.T, out=_scratch(ws, "t89", (B, n_h), dt))
     t90 = _ew8(_v_bd3, out=np.empty((1,), dtype=dt))
-    t91 = t4.dot(_v_Wd3)
-    t92 = t2.dot(_v_Wd2)
-    t93 = X.dot(_v_Wd1)
+    t91 = np.matmul(t4, _v_Wd3, out=_scratch(ws, "t91", (B, 1), dt))
+    t92 = np.matmul(t2, _v_Wd2, out=_scratch(ws, "t92", (B, n_h), dt))
+    t93 = np.matmul(X, _v_Wd1, out=_scratch(ws, "t93", (B, n_h), dt))
     t94 = _ew23(_v_bd1.reshape(1, n_h), t93, t2, out=t60)
-    t95 = t94.dot(Wd2)
+    t95 = np.matmul(t94, Wd2, out=_scratch(ws, "t95", (B, n_h), dt))
     t96 = _ew19(_v_bd2.reshape(1, n_h), t92, t95, t4, out=t63)
-    t97 = t96.dot(Wd3)
+    t97 = np.matmul(t96, Wd3, out=_scratch(ws, "t97", (B, 1), dt))
     t98 = _ew24(t90.reshape(1, 1), t91, t97, t6, B, out=t6)
     t99 = _ew8(t98, out=t56)
-    t100 = t99.dot(Wd3.T)
+    t100 = np.matmul(t99, Wd3.T, out=_scratch(ws, "t100", (B, n_h), dt))
     t101 = _ew21(t89, t100, t4, out=t89)
-    t102 = t101.dot(Wd2.T)
+    t102 = np.matmul(t101, Wd2.T, out=_scratch(ws, "t102", (B, n_h), dt))
     t103 = _ew21(t88, t102, t2, out=t88)
     t104 = X.T.dot(t103)
-    t105 = t66.T.dot(t29)
-    t106 = fake.T.dot(t77)
+    t105 = np.matmul(t66.T, t29, out=_scratch(ws, "t105", (2, n_h), dt))
+    t106 = np.matmul(fake.T, t77, out=_scratch(ws, "t106", (2, n_h), dt))
     hv_Wd1 = _ew25(t104, t105, t106, out=t104)
     t107 = _colsum(t103)
     t108 = _colsum(t77)
     hv_bd1 = _ew13(t107, t108, out=t107)
     t109 = t2.T.dot(t101)
-    t110 = t37.T.dot(t94)
-    t111 = t27.T.dot(t68)
+    t110 = np.matmul(t37.T, t94, out=_scratch(ws, "t110", (n_h, n_h), dt))
+    t111 = np.matmul(t27.T, t68, out=_scratch(ws, "t111", (n_h, n_h), dt))
     t112 = _ew13(t110, t111, out=t110)
-    t113 = t16.T.dot(t75)
+    t113 = np.matmul(t16.T, t75, out=_scratch(ws, "t113", (n_h, n_h), dt))
     hv_Wd2 = _ew25(t109, t112.T, t113, out=t109)
     t114 = _colsum(t101)
     t115 = _colsum(t75)
     hv_bd2 = _ew13(t114, t115, out=t114)
     t116 = t4.T.dot(t99)
-    t117 = dL_dd_real.T.dot(t96)
-    t118 = dL_dd_fake.T.dot(t70)
+    t117 = np.matmul(dL_dd_real.T, t96, out=_scratch(ws, "t117", (1, n_h), dt))
+    t118 = np.matmul(dL_dd_fake.T, t70, out=_scratch(ws, "t118", (1, n_h), dt))
     t119 = _ew13(t117, t118, out=t117)
-    t120 = t18.T.dot(t73)
+    t120 = np.matmul(t18.T, t73, out=_scratch(ws, "t120", (n_h, 1), dt))
     hv_Wd3 = _ew25(t116, t119.T, t120, out=t116)
     t121 = _colsum(t98)
     t122 = _colsum(t73)
     hv_bd3 = _ew26(t121, t122, out=t121)
+    _give_back("hvp", ws)
     return (
         float(L),
         {
@@ -1578,6 +1606,7 @@ def hvp_L_D(
     (keyed and shaped like those parameters), with the loss and its gradient, in training
     mode; reverse mode over the backward pass. Running averages (`state`) are read, never
     updated."""
+    ws = _take_workspace("hvp_L_D")
     Wg1 = params["Wg1"]
     bg1 = params["bg1"]
     Wg2 = params["Wg2"]
@@ -1605,114 +1634,115 @@ def hvp_L_D(
     # (2) d_real = leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (4) L_D = sum(softplus(-d_real), axis=(0, 1))/B + sum(softplus(d_fake), axis=(0, 1))/B
-    t1 = X.dot(Wd1)
+    t1 = np.matmul(X, Wd1, out=_scratch(ws, "t1", (B, n_h), dt))
     t2 = _ew3(t1, bd1, out=t1)
-    t3 = t2.dot(Wd2)
+    t3 = np.matmul(t2, Wd2, out=_scratch(ws, "t3", (B, n_h), dt))
     t4 = _ew3(t3, bd2, out=t3)
-    t5 = t4.dot(Wd3)
-    t6 = _ew7(t5, bd3, out=np.empty((B, 1), dtype=dt))
+    t5 = np.matmul(t4, Wd3, out=_scratch(ws, "t5", (B, 1), dt))
+    t6 = _ew7(t5, bd3, out=_scratch(ws, "t6", (B, 1), dt))
     t7 = _ew5(t6, out=t5)
     t8 = t7.sum()
     t9 = t8/B
-    t10 = Z.dot(Wg1)
-    t11 = _ew1(t10, bg1, out=np.empty((B, n_h), dtype=dt))
-    t12 = t11.dot(Wg2)
+    t10 = np.matmul(Z, Wg1, out=_scratch(ws, "t10", (B, n_h), dt))
+    t11 = _ew1(t10, bg1, out=_scratch(ws, "t11", (B, n_h), dt))
+    t12 = np.matmul(t11, Wg2, out=_scratch(ws, "t12", (B, n_h), dt))
     t13 = _ew1(t12, bg2, out=t10)
-    t14 = t13.dot(Wg3)
-    fake = _ew2(t14, bg3, out=np.empty((B, 2), dtype=dt))
-    t15 = fake.dot(Wd1)
+    t14 = np.matmul(t13, Wg3, out=_scratch(ws, "t14", (B, 2), dt))
+    fake = _ew2(t14, bg3, out=_scratch(ws, "fake", (B, 2), dt))
+    t15 = np.matmul(fake, Wd1, out=_scratch(ws, "t15", (B, n_h), dt))
     t16 = _ew3(t15, bd1, out=t15)
-    t17 = t16.dot(Wd2)
+    t17 = np.matmul(t16, Wd2, out=_scratch(ws, "t17", (B, n_h), dt))
     t18 = _ew3(t17, bd2, out=t17)
-    t19 = t18.dot(Wd3)
+    t19 = np.matmul(t18, Wd3, out=_scratch(ws, "t19", (B, 1), dt))
     d_fake = _ew2(t19, bd3, out=t7)
     t20 = _ew5(d_fake, out=t19)
     t21 = t20.sum()
     t22 = t21/B
     L_D = t22 + t9
     dL_D_dd_fake = _ew12(d_fake, B, out=t20)
-    t23 = dL_D_dd_fake.dot(Wd3.T)
+    t23 = np.matmul(dL_D_dd_fake, Wd3.T, out=_scratch(ws, "t23", (B, n_h), dt))
     t24 = _ew10(t23, t18, out=t11)
-    t25 = t24.dot(Wd2.T)
+    t25 = np.matmul(t24, Wd2.T, out=_scratch(ws, "t25", (B, n_h), dt))
     t26 = _ew10(t25, t16, out=t12)
     t27 = fake.T.dot(t26)
-    t28 = _ew12(t6, B, out=np.empty((B, 1), dtype=dt))
-    dL_D_dd_real = _ew8(t28, out=np.empty((B, 1), dtype=dt))
-    t29 = dL_D_dd_real.dot(Wd3.T)
+    t28 = _ew12(t6, B, out=_scratch(ws, "t28", (B, 1), dt))
+    dL_D_dd_real = _ew8(t28, out=_scratch(ws, "dL_D_dd_real", (B, 1), dt))
+    t29 = np.matmul(dL_D_dd_real, Wd3.T, out=_scratch(ws, "t29", (B, n_h), dt))
     t30 = _ew10(t29, t4, out=t13)
-    t31 = t30.dot(Wd2.T)
+    t31 = np.matmul(t30, Wd2.T, out=_scratch(ws, "t31", (B, n_h), dt))
     t32 = _ew10(t31, t2, out=t23)
-    t33 = X.T.dot(t32)
+    t33 = np.matmul(X.T, t32, out=_scratch(ws, "t33", (2, n_h), dt))
     dL_D_dWd1 = _ew13(t27, t33, out=t27)
     t34 = _colsum(t26)
     t35 = _colsum(t32)
     dL_D_dbd1 = _ew13(t34, t35, out=t34)
     t36 = t16.T.dot(t24)
-    t37 = t2.T.dot(t30)
+    t37 = np.matmul(t2.T, t30, out=_scratch(ws, "t37", (n_h, n_h), dt))
     dL_D_dWd2 = _ew13(t36, t37, out=t36)
     t38 = _colsum(t24)
     t39 = _colsum(t30)
     dL_D_dbd2 = _ew13(t38, t39, out=t38)
     t40 = t18.T.dot(dL_D_dd_fake)
-    t41 = t4.T.dot(dL_D_dd_real)
+    t41 = np.matmul(t4.T, dL_D_dd_real, out=_scratch(ws, "t41", (n_h, 1), dt))
     dL_D_dWd3 = _ew13(t40, t41, out=t40)
     t42 = _colsum(dL_D_dd_fake)
     t43 = _colsum(t28)
     dL_D_dbd3 = _ew14(t42, t43, out=t42)
-    t44 = t30.dot(_v_Wd2.T)
-    t45 = dL_D_dd_real.dot(_v_Wd3.T)
+    t44 = np.matmul(t30, _v_Wd2.T, out=_scratch(ws, "t44", (B, n_h), dt))
+    t45 = np.matmul(dL_D_dd_real, _v_Wd3.T, out=_scratch(ws, "t45", (B, n_h), dt))
     t46 = _ew8(_v_bd3, out=np.empty((1,), dtype=dt))
-    t47 = t4.dot(_v_Wd3)
-    t48 = t2.dot(_v_Wd2)
-    t49 = X.dot(_v_Wd1)
+    t47 = np.matmul(t4, _v_Wd3, out=_scratch(ws, "t47", (B, 1), dt))
+    t48 = np.matmul(t2, _v_Wd2, out=_scratch(ws, "t48", (B, n_h), dt))
+    t49 = np.matmul(X, _v_Wd1, out=_scratch(ws, "t49", (B, n_h), dt))
     t50 = _ew23(_v_bd1.reshape(1, n_h), t49, t2, out=t25)
-    t51 = t50.dot(Wd2)
+    t51 = np.matmul(t50, Wd2, out=_scratch(ws, "t51", (B, n_h), dt))
     t52 = _ew19(_v_bd2.reshape(1, n_h), t48, t51, t4, out=t29)
-    t53 = t52.dot(Wd3)
+    t53 = np.matmul(t52, Wd3, out=_scratch(ws, "t53", (B, 1), dt))
     t54 = _ew24(t46.reshape(1, 1), t47, t53, t6, B, out=t6)
     t55 = _ew8(t54, out=t28)
-    t56 = t55.dot(Wd3.T)
+    t56 = np.matmul(t55, Wd3.T, out=_scratch(ws, "t56", (B, n_h), dt))
     t57 = _ew21(t45, t56, t4, out=t45)
-    t58 = t57.dot(Wd2.T)
+    t58 = np.matmul(t57, Wd2.T, out=_scratch(ws, "t58", (B, n_h), dt))
     t59 = _ew21(t44, t58, t2, out=t44)
     t60 = X.T.dot(t59)
-    t61 = t24.dot(_v_Wd2.T)
-    t62 = dL_D_dd_fake.dot(_v_Wd3.T)
-    t63 = t18.dot(_v_Wd3)
-    t64 = t16.dot(_v_Wd2)
-    t65 = fake.dot(_v_Wd1)
+    t61 = np.matmul(t24, _v_Wd2.T, out=_scratch(ws, "t61", (B, n_h), dt))
+    t62 = np.matmul(dL_D_dd_fake, _v_Wd3.T, out=_scratch(ws, "t62", (B, n_h), dt))
+    t63 = np.matmul(t18, _v_Wd3, out=_scratch(ws, "t63", (B, 1), dt))
+    t64 = np.matmul(t16, _v_Wd2, out=_scratch(ws, "t64", (B, n_h), dt))
+    t65 = np.matmul(fake, _v_Wd1, out=_scratch(ws, "t65", (B, n_h), dt))
     t66 = _ew23(_v_bd1.reshape(1, n_h), t65, t16, out=t31)
-    t67 = t66.dot(Wd2)
+    t67 = np.matmul(t66, Wd2, out=_scratch(ws, "t67", (B, n_h), dt))
     t68 = _ew19(_v_bd2.reshape(1, n_h), t64, t67, t18, out=t26)
-    t69 = t68.dot(Wd3)
+    t69 = np.matmul(t68, Wd3, out=_scratch(ws, "t69", (B, 1), dt))
     t70 = _ew27(_v_bd3.reshape(1, 1), t63, t69, d_fake, B, out=d_fake)
-    t71 = t70.dot(Wd3.T)
+    t71 = np.matmul(t70, Wd3.T, out=_scratch(ws, "t71", (B, n_h), dt))
     t72 = _ew21(t62, t71, t18, out=t62)
-    t73 = t72.dot(Wd2.T)
+    t73 = np.matmul(t72, Wd2.T, out=_scratch(ws, "t73", (B, n_h), dt))
     t74 = _ew21(t61, t73, t16, out=t61)
-    t75 = fake.T.dot(t74)
+    t75 = np.matmul(fake.T, t74, out=_scratch(ws, "t75", (2, n_h), dt))
     hv_Wd1 = _ew13(t60, t75, out=t60)
     t76 = _colsum(t59)
     t77 = _colsum(t74)
     hv_bd1 = _ew13(t76, t77, out=t76)
     t78 = t2.T.dot(t57)
-    t79 = t30.T.dot(t50)
-    t80 = t24.T.dot(t66)
+    t79 = np.matmul(t30.T, t50, out=_scratch(ws, "t79", (n_h, n_h), dt))
+    t80 = np.matmul(t24.T, t66, out=_scratch(ws, "t80", (n_h, n_h), dt))
     t81 = _ew13(t79, t80, out=t79)
-    t82 = t16.T.dot(t72)
+    t82 = np.matmul(t16.T, t72, out=_scratch(ws, "t82", (n_h, n_h), dt))
     hv_Wd2 = _ew25(t78, t81.T, t82, out=t78)
     t83 = _colsum(t57)
     t84 = _colsum(t72)
     hv_bd2 = _ew13(t83, t84, out=t83)
     t85 = t4.T.dot(t55)
-    t86 = dL_D_dd_real.T.dot(t52)
-    t87 = dL_D_dd_fake.T.dot(t68)
+    t86 = np.matmul(dL_D_dd_real.T, t52, out=_scratch(ws, "t86", (1, n_h), dt))
+    t87 = np.matmul(dL_D_dd_fake.T, t68, out=_scratch(ws, "t87", (1, n_h), dt))
     t88 = _ew13(t86, t87, out=t86)
-    t89 = t18.T.dot(t70)
+    t89 = np.matmul(t18.T, t70, out=_scratch(ws, "t89", (n_h, 1), dt))
     hv_Wd3 = _ew25(t85, t88.T, t89, out=t85)
     t90 = _colsum(t54)
     t91 = _colsum(t70)
     hv_bd3 = _ew26(t90, t91, out=t90)
+    _give_back("hvp_L_D", ws)
     return (
         float(L_D),
         {
@@ -1773,6 +1803,7 @@ def hvp_L_G(
     (keyed and shaped like those parameters), with the loss and its gradient, in training
     mode; reverse mode over the backward pass. Running averages (`state`) are read, never
     updated."""
+    ws = _take_workspace("hvp_L_G")
     Wg1 = params["Wg1"]
     bg1 = params["bg1"]
     Wg2 = params["Wg2"]
@@ -1796,32 +1827,32 @@ def hvp_L_G(
     B = Z.shape[0]
     n_h = Wg1.shape[1]
     # (1) fake = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) @ Wg3 + bg3
-    t1 = Z.dot(Wg1)
-    t2 = _ew1(t1, bg1, out=np.empty((B, n_h), dtype=dt))
-    t3 = t2.dot(Wg2)
+    t1 = np.matmul(Z, Wg1, out=_scratch(ws, "t1", (B, n_h), dt))
+    t2 = _ew1(t1, bg1, out=_scratch(ws, "t2", (B, n_h), dt))
+    t3 = np.matmul(t2, Wg2, out=_scratch(ws, "t3", (B, n_h), dt))
     t4 = _ew1(t3, bg2, out=t1)
-    t5 = t4.dot(Wg3)
-    fake = _ew2(t5, bg3, out=np.empty((B, 2), dtype=dt))
+    t5 = np.matmul(t4, Wg3, out=_scratch(ws, "t5", (B, 2), dt))
+    fake = _ew2(t5, bg3, out=_scratch(ws, "fake", (B, 2), dt))
     # (3) d_fake = leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) @ Wd3 + bd3
     # (5) L_G = sum(softplus(-d_fake), axis=(0, 1))/B
-    t6 = fake.dot(Wd1)
+    t6 = np.matmul(fake, Wd1, out=_scratch(ws, "t6", (B, n_h), dt))
     t7 = _ew3(t6, bd1, out=t6)
-    t8 = t7.dot(Wd2)
+    t8 = np.matmul(t7, Wd2, out=_scratch(ws, "t8", (B, n_h), dt))
     t9 = _ew3(t8, bd2, out=t8)
-    t10 = t9.dot(Wd3)
-    t11 = _ew7(t10, bd3, out=np.empty((B, 1), dtype=dt))
+    t10 = np.matmul(t9, Wd3, out=_scratch(ws, "t10", (B, 1), dt))
+    t11 = _ew7(t10, bd3, out=_scratch(ws, "t11", (B, 1), dt))
     t12 = _ew5(t11, out=t10)
     t13 = t12.sum()
     L_G = t13/B
     dL_G_dd_fake = _ew15(t11, B, out=t12)
-    t14 = dL_G_dd_fake.dot(Wd3.T)
+    t14 = np.matmul(dL_G_dd_fake, Wd3.T, out=_scratch(ws, "t14", (B, n_h), dt))
     t15 = _ew10(t14, t9, out=t3)
-    t16 = t15.dot(Wd2.T)
+    t16 = np.matmul(t15, Wd2.T, out=_scratch(ws, "t16", (B, n_h), dt))
     t17 = _ew10(t16, t7, out=t14)
-    dL_G_dfake = t17.dot(Wd1.T)
-    t18 = dL_G_dfake.dot(Wg3.T)
+    dL_G_dfake = np.matmul(t17, Wd1.T, out=_scratch(ws, "dL_G_dfake", (B, 2), dt))
+    t18 = np.matmul(dL_G_dfake, Wg3.T, out=_scratch(ws, "t18", (B, n_h), dt))
     t19 = _ew11(t18, t4, out=t15)
-    t20 = t19.dot(Wg2.T)
+    t20 = np.matmul(t19, Wg2.T, out=_scratch(ws, "t20", (B, n_h), dt))
     t21 = _ew11(t20, t2, out=t16)
     dL_G_dWg1 = Z.T.dot(t21)
     dL_G_dbg1 = _colsum(t21)
@@ -1829,41 +1860,42 @@ def hvp_L_G(
     dL_G_dbg2 = _colsum(t19)
     dL_G_dWg3 = t4.T.dot(dL_G_dfake)
     dL_G_dbg3 = _colsum(dL_G_dfake)
-    t22 = t19.dot(_v_Wg2.T)
-    t23 = dL_G_dfake.dot(_v_Wg3.T)
-    t24 = t4.dot(_v_Wg3)
-    t25 = t2.dot(_v_Wg2)
-    t26 = Z.dot(_v_Wg1)
+    t22 = np.matmul(t19, _v_Wg2.T, out=_scratch(ws, "t22", (B, n_h), dt))
+    t23 = np.matmul(dL_G_dfake, _v_Wg3.T, out=_scratch(ws, "t23", (B, n_h), dt))
+    t24 = np.matmul(t4, _v_Wg3, out=_scratch(ws, "t24", (B, 2), dt))
+    t25 = np.matmul(t2, _v_Wg2, out=_scratch(ws, "t25", (B, n_h), dt))
+    t26 = np.matmul(Z, _v_Wg1, out=_scratch(ws, "t26", (B, n_h), dt))
     t27 = _ew16(_v_bg1.reshape(1, n_h), t26, t2, out=t17)
-    t28 = t27.dot(Wg2)
+    t28 = np.matmul(t27, Wg2, out=_scratch(ws, "t28", (B, n_h), dt))
     t29 = _ew17(_v_bg2.reshape(1, n_h), t25, t28, t4, out=t18)
-    t30 = t29.dot(Wg3)
+    t30 = np.matmul(t29, Wg3, out=_scratch(ws, "t30", (B, 2), dt))
     t31 = _ew18(_v_bg3.reshape(1, 2), t24, t30, out=t5)
-    t32 = t31.dot(Wd1)
+    t32 = np.matmul(t31, Wd1, out=_scratch(ws, "t32", (B, n_h), dt))
     t33 = _ew10(t32, t7, out=t20)
-    t34 = t33.dot(Wd2)
+    t34 = np.matmul(t33, Wd2, out=_scratch(ws, "t34", (B, n_h), dt))
     t35 = _ew10(t34, t9, out=t21)
-    t36 = t35.dot(Wd3)
+    t36 = np.matmul(t35, Wd3, out=_scratch(ws, "t36", (B, 1), dt))
     t37 = _ew28(t36, t11, B, out=t11)
-    t38 = t37.dot(Wd3.T)
+    t38 = np.matmul(t37, Wd3.T, out=_scratch(ws, "t38", (B, n_h), dt))
     t39 = _ew10(t38, t9, out=t9)
-    t40 = t39.dot(Wd2.T)
+    t40 = np.matmul(t39, Wd2.T, out=_scratch(ws, "t40", (B, n_h), dt))
     t41 = _ew10(t40, t7, out=t7)
-    t42 = t41.dot(Wd1.T)
-    t43 = t42.dot(Wg3.T)
+    t42 = np.matmul(t41, Wd1.T, out=_scratch(ws, "t42", (B, 2), dt))
+    t43 = np.matmul(t42, Wg3.T, out=_scratch(ws, "t43", (B, n_h), dt))
     t44 = _ew22(t23, t43, t4, out=t23)
-    t45 = t44.dot(Wg2.T)
+    t45 = np.matmul(t44, Wg2.T, out=_scratch(ws, "t45", (B, n_h), dt))
     t46 = _ew22(t22, t45, t2, out=t22)
     hv_Wg1 = Z.T.dot(t46)
     hv_bg1 = _colsum(t46)
     t47 = t27.T.dot(t19)
-    t48 = t2.T.dot(t44)
+    t48 = np.matmul(t2.T, t44, out=_scratch(ws, "t48", (n_h, n_h), dt))
     hv_Wg2 = _ew13(t47, t48, out=t47)
     hv_bg2 = _colsum(t44)
     t49 = t29.T.dot(dL_G_dfake)
-    t50 = t4.T.dot(t42)
+    t50 = np.matmul(t4.T, t42, out=_scratch(ws, "t50", (n_h, 2), dt))
     hv_Wg3 = _ew13(t49, t50, out=t49)
     hv_bg3 = _colsum(t42)
+    _give_back("hvp_L_G", ws)
     return (
         float(L_G),
         {

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:b3fba7daca75d335fdc99719e32c9d988cbb23a7ea535bf7addccee31bb9965b
+# symgrad-generated sha256:8002e07b4273031b67417474c493d08d035be0eaab840542e67c3167f725e775
 """gaussian_nll: multivariate Gaussian fitted by maximum likelihood: learnt mean and Cholesky
     factor of the covariance, negative log-likelihood of a batch
 
@@ -181,6 +181,32 @@ def validate(
 
 def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
+
+
+# Large temporaries of a call live in a workspace kept across calls: mapping fresh memory for
+# them on every call costs more page faults than their arithmetic. A call takes a workspace
+# from its function's pool and gives it back before returning, so concurrent calls (threads)
+# each hold their own; an array handed to the caller never lives in one.
+_WORKSPACES: dict[str, list[dict[str, np.ndarray]]] = {}
+
+
+def _take_workspace(function: str) -> dict[str, np.ndarray]:
+    try:
+        return _WORKSPACES.setdefault(function, []).pop()
+    except IndexError:
+        return {}
+
+
+def _give_back(function: str, ws: dict[str, np.ndarray]) -> None:
+    _WORKSPACES[function].append(ws)
+
+
+def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The workspace's array for `slot`, (re)allocated when the shape or dtype changed."""
+    a = ws.get(slot)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = ws[slot] = np.empty(shape, dtype=dtype)
+    return a
 
 
 _ONES: dict[tuple[int, str], np.ndarray] = {}
@@ -541,6 +567,7 @@ def hvp(
     """H v: the Hessian of the loss L w.r.t. mu, W, d times `vector` (keyed and shaped like those
     parameters), with the loss and its gradient, in training mode; reverse mode over the
     backward pass. Running averages (`state`) are read, never updated."""
+    ws = _take_workspace("hvp")
     mu = params["mu"]
     W = params["W"]
     d = params["d"]
@@ -557,17 +584,17 @@ def hvp(
     t3 = _diag(t2)
     L_Sigma = _ew2(t1, t3, out=t1)
     # (2) Sigma = L_Sigma @ L_Sigma.T
-    Sigma = L_Sigma.dot(L_Sigma.T)
+    Sigma = np.matmul(L_Sigma, L_Sigma.T, out=_scratch(ws, "Sigma", (n, n), dt))
     # (5) logp = (-(n*log(2*pi) + q + logdet(Sigma)))/2
     t4 = np.linalg.slogdet(Sigma).logabsdet
     # (3) D = X - mu
     # (6) S = (D.T @ D)/B
     # (7) L = (n*log(2*pi) + logdet(Sigma) + trace(inv(Sigma) @ S))/2
     t5 = _inv(Sigma, 'equation (7): inv(Sigma)')
-    D = _ew3(X, mu, out=np.empty((B, n), dtype=dt))
-    t6 = D.T.dot(D)
+    D = _ew3(X, mu, out=_scratch(ws, "D", (B, n), dt))
+    t6 = np.matmul(D.T, D, out=_scratch(ws, "t6", (n, n), dt))
     S = _ew6(t6, B, out=t6)
-    t7 = t5.dot(S)
+    t7 = np.matmul(t5, S, out=_scratch(ws, "t7", (n, n), dt))
     t8 = np.trace(t7, axis1=-2, axis2=-1)
     t9 = t4 + t8
     t10 = 1.8378770664093456*n + t9
@@ -577,21 +604,21 @@ def hvp(
     # (15) dL/d(D.T @ D) = dL_dS/B
     t11 = _ew6(dL_dS, B, out=t7)
     # (17) dL/d(D) += ... = D @ (dL_dS/B)
-    t12 = D.dot(t11)
-    t13 = D.dot(t11.T)
+    t12 = np.matmul(D, t11, out=_scratch(ws, "t12", (B, n), dt))
+    t13 = np.matmul(D, t11.T, out=_scratch(ws, "t13", (B, n), dt))
     t14 = _ew2(t12, t13, out=t12)
     t15 = _colsum(t14)
     dL_dmu = _ew8(t15, out=t15)
     # (13) dL/d(inv(Sigma)) = S.T/2
-    t16 = _ew7(S.T, out=np.empty((n, n), dtype=dt))
+    t16 = _ew7(S.T, out=_scratch(ws, "t16", (n, n), dt))
     # (21) dL/d(Sigma) += ... = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T)
     # (23) dL_dSigma = -(inv(Sigma).T @ (S.T/2) @ inv(Sigma).T) + dL_dS
-    t17 = t5.T.dot(t16)
-    t18 = t17.dot(t5.T)
+    t17 = np.matmul(t5.T, t16, out=_scratch(ws, "t17", (n, n), dt))
+    t18 = np.matmul(t17, t5.T, out=_scratch(ws, "t18", (n, n), dt))
     dL_dSigma = _ew9(t18, dL_dS, out=t18)
     # (24) dL/d(L_Sigma) += ... = dL_dSigma @ L_Sigma
-    t19 = dL_dSigma.dot(L_Sigma)
-    t20 = dL_dSigma.T.dot(L_Sigma)
+    t19 = np.matmul(dL_dSigma, L_Sigma, out=_scratch(ws, "t19", (n, n), dt))
+    t20 = np.matmul(dL_dSigma.T, L_Sigma, out=_scratch(ws, "t20", (n, n), dt))
     t21 = _ew2(t19, t20, out=t19)
     dL_dW = np.tril(t21, -1)
     t22 = np.diagonal(t21, axis1=-2, axis2=-1).copy()
@@ -600,40 +627,57 @@ def hvp(
     t24 = _diag(t23)
     t25 = np.tril(_v_W, -1)
     t26 = _ew2(t24, t25, out=t24)
-    t27 = L_Sigma.dot(t26.T)
-    t28 = t26.dot(L_Sigma.T)
+    t27 = np.matmul(L_Sigma, t26.T, out=_scratch(ws, "t27", (n, n), dt))
+    t28 = np.matmul(t26, L_Sigma.T, out=_scratch(ws, "t28", (n, n), dt))
     t29 = _ew2(t27, t28, out=t27)
     t30 = _ew8(t29, out=dL_dS)
-    t31 = t30.dot(t5)
-    t32 = t5.dot(t31)
+    t31 = np.matmul(t30, t5, out=_scratch(ws, "t31", (n, n), dt))
+    t32 = np.matmul(t5, t31, out=_scratch(ws, "t32", (n, n), dt))
     t33 = _ew7(t32, out=t32)
     t34 = _ew6(t33.T, B, out=t20)
-    t35 = D.dot(t34)
-    t36 = t34.dot(D.T)
+    t35 = np.matmul(D, t34, out=_scratch(ws, "t35", (B, n), dt))
+    t36 = np.matmul(t34, D.T, out=_scratch(ws, "t36", (n, B), dt))
     t37 = _ew8(_v_mu, out=t23)
-    t38 = t11.T.dot(np.broadcast_to(t37.reshape(1, n), (B, n)).T)
+    t38 = np.matmul(
+        t11.T,
+        np.broadcast_to(t37.reshape(1, n), (B, n)).T,
+        out=_scratch(ws, "t38", (n, B), dt),
+    )
     t39 = _ew2(t36, t38, out=t36)
-    t40 = np.broadcast_to(t37.reshape(1, n), (B, n)).dot(t11.T)
+    t40 = np.matmul(
+        np.broadcast_to(t37.reshape(1, n), (B, n)),
+        t11.T,
+        out=_scratch(ws, "t40", (B, n), dt),
+    )
     t41 = _ew10(t35, t39.T, t40, out=t35)
     t42 = _colsum(t41)
     hv_mu = _ew8(t42, out=t42)
-    t43 = dL_dSigma.T.dot(t26)
-    t44 = t17.T.dot(t30)
-    t45 = t31.dot(t16.T)
-    t46 = np.broadcast_to(t37.reshape(1, n), (B, n)).T.dot(D)
-    t47 = D.T.dot(np.broadcast_to(t37.reshape(1, n), (B, n)))
+    t43 = np.matmul(dL_dSigma.T, t26, out=_scratch(ws, "t43", (n, n), dt))
+    t44 = np.matmul(t17.T, t30, out=_scratch(ws, "t44", (n, n), dt))
+    t45 = np.matmul(t31, t16.T, out=_scratch(ws, "t45", (n, n), dt))
+    t46 = np.matmul(
+        np.broadcast_to(t37.reshape(1, n), (B, n)).T,
+        D,
+        out=_scratch(ws, "t46", (n, n), dt),
+    )
+    t47 = np.matmul(
+        D.T,
+        np.broadcast_to(t37.reshape(1, n), (B, n)),
+        out=_scratch(ws, "t47", (n, n), dt),
+    )
     t48 = _ew11(t44, t45, t29, t46, t47, B, out=t29)
-    t49 = t5.T.dot(t48.T)
-    t50 = t49.dot(t5.T)
+    t49 = np.matmul(t5.T, t48.T, out=_scratch(ws, "t49", (n, n), dt))
+    t50 = np.matmul(t49, t5.T, out=_scratch(ws, "t50", (n, n), dt))
     t51 = _ew8(t50, out=t50)
-    t52 = t51.dot(L_Sigma)
-    t53 = t26.T.dot(dL_dSigma.T)
-    t54 = L_Sigma.T.dot(t51)
+    t52 = np.matmul(t51, L_Sigma, out=_scratch(ws, "t52", (n, n), dt))
+    t53 = np.matmul(t26.T, dL_dSigma.T, out=_scratch(ws, "t53", (n, n), dt))
+    t54 = np.matmul(L_Sigma.T, t51, out=_scratch(ws, "t54", (n, n), dt))
     t55 = _ew2(t53, t54, out=t53)
     t56 = _ew10(t43, t52, t55.T, out=t43)
     hv_W = np.tril(t56, -1)
     t57 = np.diagonal(t56, axis1=-2, axis2=-1).copy()
     hv_d = _ew12(_v_d, t22, t57, t2, out=t22)
+    _give_back("hvp", ws)
     return (
         float(L),
         {

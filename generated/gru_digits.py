@@ -1,4 +1,4 @@
-# symgrad-generated sha256:5914d02c915dcefdac86e170aa94e170b36d2c45db7c3ddd893d939ac4ffdeee
+# symgrad-generated sha256:20237333acdc44c24f5bef3635b0e37bddde720c126ba6826173a8612dcbf538
 """gru_digits: GRU classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -809,13 +809,13 @@ def forward(
     n_out = W.shape[1]
     # (1) H = scan[gru](X @ concat([Wx_r, Wx_z, Wx_n], axis=1) + concat([bx_r, bx_z, bx_n],
     #     axis=0), 0, concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z, bh_n], axis=0))[0]
-    t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
+    t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1, out=_scratch(ws, "t1", (8, 3*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
+    t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0, out=_scratch(ws, "t3", (3*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
-    t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
+    t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1, out=_scratch(ws, "t5", (n_h, 3*n_h), dt))
+    t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0, out=_scratch(ws, "t6", (3*n_h,), dt))
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -824,10 +824,11 @@ def forward(
     gru_unused3 = _scratch(ws, "gru_unused3", (8, B, n_h), dt)
     gru_unused4 = _scratch(ws, "gru_unused4", (8, B, n_h), dt)
     gru_unused5 = _scratch(ws, "gru_unused5", (8, B, n_h), dt)
+    t7 = _scratch(ws, "t7", (B, 3*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = h_prev.dot(t5)
+        t7 = np.matmul(h_prev, t5, out=t7)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_unused1[t])
         t10 = _ew3(t9, out=gru_unused2[t])
@@ -878,13 +879,13 @@ def loss(
     n_out = Y.shape[1]
     # (1) H = scan[gru](X @ concat([Wx_r, Wx_z, Wx_n], axis=1) + concat([bx_r, bx_z, bx_n],
     #     axis=0), 0, concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z, bh_n], axis=0))[0]
-    t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
+    t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1, out=_scratch(ws, "t1", (8, 3*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
+    t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0, out=_scratch(ws, "t3", (3*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
-    t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
+    t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1, out=_scratch(ws, "t5", (n_h, 3*n_h), dt))
+    t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0, out=_scratch(ws, "t6", (3*n_h,), dt))
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -893,10 +894,11 @@ def loss(
     gru_unused3 = _scratch(ws, "gru_unused3", (8, B, n_h), dt)
     gru_unused4 = _scratch(ws, "gru_unused4", (8, B, n_h), dt)
     gru_unused5 = _scratch(ws, "gru_unused5", (8, B, n_h), dt)
+    t7 = _scratch(ws, "t7", (B, 3*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = h_prev.dot(t5)
+        t7 = np.matmul(h_prev, t5, out=t7)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_unused1[t])
         t10 = _ew3(t9, out=gru_unused2[t])
@@ -948,13 +950,13 @@ def loss_and_grad(
     n_out = Y.shape[1]
     # (1) H = scan[gru](X @ concat([Wx_r, Wx_z, Wx_n], axis=1) + concat([bx_r, bx_z, bx_n],
     #     axis=0), 0, concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z, bh_n], axis=0))[0]
-    t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
+    t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1, out=_scratch(ws, "t1", (8, 3*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
+    t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0, out=_scratch(ws, "t3", (3*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
-    t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
+    t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1, out=_scratch(ws, "t5", (n_h, 3*n_h), dt))
+    t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0, out=_scratch(ws, "t6", (3*n_h,), dt))
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -963,10 +965,11 @@ def loss_and_grad(
     gru_r3_seq = _scratch(ws, "gru_r3_seq", (8, B, n_h), dt)
     gru_r4_seq = _scratch(ws, "gru_r4_seq", (8, B, n_h), dt)
     gru_r5_seq = _scratch(ws, "gru_r5_seq", (8, B, n_h), dt)
+    t7 = _scratch(ws, "t7", (B, 3*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = h_prev.dot(t5)
+        t7 = np.matmul(h_prev, t5, out=t7)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_r1_seq[t])
         t10 = _ew3(t9, out=gru_r2_seq[t])
@@ -986,15 +989,20 @@ def loss_and_grad(
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t16 = dL_dz.dot(W.T)
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
-    dL_dH = np.pad(t16.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
+    dL_dH = _scratch(ws, "dL_dH", (B, 8, n_h), dt)
+    dL_dH[:, :7] = 0
+    dL_dH[:, 7:8] = t16.reshape(B, 1, n_h)
     # (15) dL/d(X @ concat([Wx_r, Wx_z, Wx_n], axis=1) + concat([bx_r, bx_z, bx_n], axis=0)) =
     #     bptt[gru](...)[0]
     # gru: back-propagation through time, the reverse loop over the 8 steps
     dgru_u1_seq = _scratch(ws, "dgru_u1_seq", (8, B, 3*n_h), dt)
     d_captured1 = np.zeros((n_h, 3*n_h), dtype=dt)
     d_captured2 = np.zeros((3*n_h,), dtype=dt)
+    t22 = _scratch(ws, "t22", (B, 3*n_h), dt)
+    t25 = _scratch(ws, "t25", (n_h, 3*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
-    t5_T = np.ascontiguousarray(t5.T)
+    t5_T = _scratch(ws, "t5_T", (3*n_h, n_h), dt)
+    np.copyto(t5_T, t5.T)
     for t in range(8 - 1, -1, -1):
         gru_u1_t = t4[:, t]
         h_prev = H[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
@@ -1009,34 +1017,36 @@ def loss_and_grad(
         t19 = _ew9(dh_t, h_prev, gru_r5_t, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
         np.concatenate([t18, t19, t17], axis=1, out=dgru_u1_seq[t])
         t21 = _ew10(t17, gru_r3_t, out=t17)
-        t22 = np.concatenate([t18, t19, t21], axis=1)
+        t22 = np.concatenate([t18, t19, t21], axis=1, out=t22)
         t23 = t22.dot(t5_T)
         t24 = _ew11(dh_t, gru_r1_t, t23, out=t18)
-        t25 = h_prev.T.dot(t22)
+        t25 = np.matmul(h_prev.T, t22, out=t25)
         t26 = _colsum(t22)
         carry_h = t24
         np.add(d_captured1, t25, out=d_captured1)
         np.add(d_captured2, t26, out=d_captured2)
     # (29) dL/d(concat([Wx_r, Wx_z, Wx_n], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[gru](...)[0].reshape(8*B, 3*n_h)
-    t27 = X.swapaxes(0, 1).reshape(8*B, 8).T.dot(dgru_u1_seq.reshape(8*B, 3*n_h))
+    t27 = _scratch(ws, "t27", (8*B, 8), dt)
+    np.copyto(t27.reshape(8, B, 8), X.swapaxes(0, 1))
+    t28 = t27.T.dot(dgru_u1_seq.reshape(8*B, 3*n_h))
     # (25) dL/d(concat([bx_r, bx_z, bx_n], axis=0)) = sum(bptt[gru](...)[0], axis=(0, 1))
-    t28 = _colsum(dgru_u1_seq)
+    t29 = _colsum(dgru_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
     _give_back("loss_and_grad", ws)
     return float(L), {
-        "Wx_r": t27[:, 0:n_h],
-        "Wx_z": t27[:, n_h:2*n_h],
-        "Wx_n": t27[:, 2*n_h:3*n_h],
+        "Wx_r": t28[:, 0:n_h],
+        "Wx_z": t28[:, n_h:2*n_h],
+        "Wx_n": t28[:, 2*n_h:3*n_h],
         "Wh_r": d_captured1[:, 0:n_h],
         "Wh_z": d_captured1[:, n_h:2*n_h],
         "Wh_n": d_captured1[:, 2*n_h:3*n_h],
-        "bx_r": t28[0:n_h],
-        "bx_z": t28[n_h:2*n_h],
-        "bx_n": t28[2*n_h:3*n_h],
+        "bx_r": t29[0:n_h],
+        "bx_z": t29[n_h:2*n_h],
+        "bx_n": t29[2*n_h:3*n_h],
         "bh_r": d_captured2[0:n_h],
         "bh_z": d_captured2[n_h:2*n_h],
         "bh_n": d_captured2[2*n_h:3*n_h],
@@ -1095,13 +1105,13 @@ def hvp(
     n_out = Y.shape[1]
     # (1) H = scan[gru](X @ concat([Wx_r, Wx_z, Wx_n], axis=1) + concat([bx_r, bx_z, bx_n],
     #     axis=0), 0, concat([Wh_r, Wh_z, Wh_n], axis=1), concat([bh_r, bh_z, bh_n], axis=0))[0]
-    t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1)
+    t1 = np.concatenate([Wx_r, Wx_z, Wx_n], axis=1, out=_scratch(ws, "t1", (8, 3*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 3*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0)
+    t3 = np.concatenate([bx_r, bx_z, bx_n], axis=0, out=_scratch(ws, "t3", (3*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1)
-    t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0)
+    t5 = np.concatenate([Wh_r, Wh_z, Wh_n], axis=1, out=_scratch(ws, "t5", (n_h, 3*n_h), dt))
+    t6 = np.concatenate([bh_r, bh_z, bh_n], axis=0, out=_scratch(ws, "t6", (3*n_h,), dt))
     # gru: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -1110,10 +1120,11 @@ def hvp(
     gru_r3_seq = _scratch(ws, "gru_r3_seq", (8, B, n_h), dt)
     gru_r4_seq = _scratch(ws, "gru_r4_seq", (8, B, n_h), dt)
     gru_r5_seq = _scratch(ws, "gru_r5_seq", (8, B, n_h), dt)
+    t7 = _scratch(ws, "t7", (B, 3*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         gru_u1_t = t4[:, t]
-        t7 = h_prev.dot(t5)
+        t7 = np.matmul(h_prev, t5, out=t7)
         t8 = _ew1(t7, t6, out=t7)
         t9 = _ew2(gru_u1_t[:, n_h:2*n_h], t8[:, n_h:2*n_h], out=gru_r1_seq[t])
         t10 = _ew3(t9, out=gru_r2_seq[t])
@@ -1123,8 +1134,12 @@ def hvp(
         gru_r4_seq[t] = t8[:, 2*n_h:3*n_h]
         h_prev = H[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t14 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
-    z = _ew6(t14, c, out=np.empty((B, n_out), dtype=dt))
+    t14 = np.matmul(
+        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h),
+        W,
+        out=_scratch(ws, "t14", (B, n_out), dt),
+    )
+    z = _ew6(t14, c, out=_scratch(ws, "z", (B, n_out), dt))
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t15 = _log_softmax(z, axis=1)
     t16 = np.vdot(Y, t15)
@@ -1136,12 +1151,15 @@ def hvp(
     t19 = _ew13(t18, B, out=t18)
     dL_dz = _ew14(Y, t17, t19, B, out=t14)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
-    t20 = dL_dz.dot(W.T)
+    t20 = np.matmul(dL_dz, W.T, out=_scratch(ws, "t20", (B, n_h), dt))
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
-    dL_dH = np.pad(t20.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
+    dL_dH = _scratch(ws, "dL_dH", (B, 8, n_h), dt)
+    dL_dH[:, :7] = 0
+    dL_dH[:, 7:8] = t20.reshape(B, 1, n_h)
     t21 = np.concatenate(
         [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
         axis=1,
+        out=_scratch(ws, "t21", (B, 8, n_h), dt),
     )
     # gru_back: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
@@ -1155,55 +1173,75 @@ def hvp(
     gru_back_r4_seq = _scratch(ws, "gru_back_r4_seq", (8, B, n_h), dt)
     gru_back_r5_seq = _scratch(ws, "gru_back_r5_seq", (8, B, n_h), dt)
     gru_back_r6_seq = _scratch(ws, "gru_back_r6_seq", (8, B, 3*n_h), dt)
-    t5_T = np.ascontiguousarray(t5.T)
+    t26 = _scratch(ws, "t26", (B, n_h), dt)
+    t28 = _scratch(ws, "t28", (B, n_h), dt)
+    t29 = _scratch(ws, "t29", (B, n_h), dt)
+    t31 = _scratch(ws, "t31", (B, n_h), dt)
+    t34 = _scratch(ws, "t34", (n_h, 3*n_h), dt)
+    t5_T = _scratch(ws, "t5_T", (3*n_h, n_h), dt)
+    np.copyto(t5_T, t5.T)
     adj_h_prev = np.broadcast_to(0.0, (B, n_h))
     acc1_prev = np.broadcast_to(0.0, (n_h, 3*n_h))
     acc2_prev = np.broadcast_to(0.0, (3*n_h,))
     for t in range(8):
-        ct_h_t = dL_dH[:, ::-1][:, t]
-        prev_h_t = t21[:, ::-1][:, t]
-        gru_r1_t = gru_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r2_t = gru_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r3_t = gru_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r4_t = gru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r5_t = gru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        ct_h_t = dL_dH[:, 7 - t]
+        prev_h_t = t21[:, 7 - t]
+        gru_r1_t = gru_r1_seq[7 - t]
+        gru_r2_t = gru_r2_seq[7 - t]
+        gru_r3_t = gru_r3_seq[7 - t]
+        gru_r4_t = gru_r4_seq[7 - t]
+        gru_r5_t = gru_r5_seq[7 - t]
         t22 = _ew1(ct_h_t, adj_h_prev, out=gru_back_r1_seq[t])
         t23 = _ew10(t22, gru_r2_t, out=gru_back_r2_seq[t])
         t24 = _ew15(t23, gru_r5_t, out=gru_back_r3_seq[t])
         t25 = _ew10(t24, gru_r4_t, out=gru_back_r4_seq[t])
-        t26 = _ew16(t25, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t26 = _ew16(t25, gru_r3_t, out=t26)
         t27 = _ew17(t22, prev_h_t, gru_r5_t, out=gru_back_r5_seq[t])
-        t28 = _ew16(t27, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t29 = _ew10(t24, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t28 = _ew16(t27, gru_r1_t, out=t28)
+        t29 = _ew10(t24, gru_r3_t, out=t29)
         t30 = np.concatenate([t26, t28, t29], axis=1, out=gru_back_r6_seq[t])
-        t31 = t30.dot(t5_T)
+        t31 = np.matmul(t30, t5_T, out=t31)
         _ew11(t22, gru_r1_t, t31, out=adj_h_seq[t])
         np.concatenate([t26, t28, t24], axis=1, out=d_gru_u1_seq[t])
-        t34 = prev_h_t.T.dot(t30)
+        t34 = np.matmul(prev_h_t.T, t30, out=t34)
         _ew1(acc1_prev, t34, out=acc1_seq[t])
         t36 = _colsum(t30)
         _ew1(acc2_prev, t36, out=acc2_seq[t])
         adj_h_prev = adj_h_seq[t]
         acc1_prev = acc1_seq[t]
         acc2_prev = acc2_seq[t]
-    t38 = X.reshape(8*B, 8).T.dot(d_gru_u1_seq.swapaxes(0, 1)[:, ::-1].reshape(8*B, 3*n_h))
-    t39 = _colsum(d_gru_u1_seq.swapaxes(0, 1)[:, ::-1])
+    t38 = _scratch(ws, "t38", (8*B, 8), dt)
+    np.copyto(t38.reshape(8, B, 8), X[:, ::-1].swapaxes(0, 1))
+    t39 = t38.T.dot(d_gru_u1_seq.reshape(8*B, 3*n_h))
+    t40 = _colsum(d_gru_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
-    t40 = np.concatenate([_v_bx_r, _v_bx_z, _v_bx_n], axis=0)
-    t41 = np.concatenate([_v_Wx_r, _v_Wx_z, _v_Wx_n], axis=1)
-    t42 = np.matmul(X.reshape(8*B, 8), t41, out=_scratch(ws, "t42", (8*B, 3*n_h), dt))
-    t43 = _ew1(
-        t40.reshape(1, 1, 3*n_h),
-        t42.reshape(B, 8, 3*n_h),
-        out=_scratch(ws, "t43", (B, 8, 3*n_h), dt),
+    t41 = np.concatenate([_v_bx_r, _v_bx_z, _v_bx_n], axis=0, out=_scratch(ws, "t41", (3*n_h,), dt))
+    t42 = np.concatenate(
+        [_v_Wx_r, _v_Wx_z, _v_Wx_n],
+        axis=1,
+        out=_scratch(ws, "t42", (8, 3*n_h), dt),
     )
-    t44 = np.concatenate([_v_Wh_r, _v_Wh_z, _v_Wh_n], axis=1)
-    t45 = np.pad(t44.reshape(n_h, 1, 3*n_h), ((0, 0), (7, 0), (0, 0)))
-    t46 = np.concatenate([_v_bh_r, _v_bh_z, _v_bh_n], axis=0)
-    t47 = np.pad(t46.reshape(3*n_h, 1), ((0, 0), (7, 0)))
+    t43 = np.matmul(X.reshape(8*B, 8), t42, out=_scratch(ws, "t43", (8*B, 3*n_h), dt))
+    t44 = _ew1(
+        t41.reshape(1, 1, 3*n_h),
+        t43.reshape(B, 8, 3*n_h),
+        out=_scratch(ws, "t44", (B, 8, 3*n_h), dt),
+    )
+    t45 = np.concatenate(
+        [_v_Wh_r, _v_Wh_z, _v_Wh_n],
+        axis=1,
+        out=_scratch(ws, "t45", (n_h, 3*n_h), dt),
+    )
+    t46 = _scratch(ws, "t46", (n_h, 8, 3*n_h), dt)
+    t46[:, :7] = 0
+    t46[:, 7:8] = t45.reshape(n_h, 1, 3*n_h)
+    t47 = np.concatenate([_v_bh_r, _v_bh_z, _v_bh_n], axis=0, out=_scratch(ws, "t47", (3*n_h,), dt))
+    t48 = _scratch(ws, "t48", (3*n_h, 8), dt)
+    t48[:, :7] = 0
+    t48[:, 7:8] = t47.reshape(3*n_h, 1)
     # gru_back: back-propagation through time, the reverse loop over the 8 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
     dprev_h_seq = _scratch(ws, "dprev_h_seq", (8, B, n_h), dt)
@@ -1214,18 +1252,28 @@ def hvp(
     dgru_r5_seq = _scratch(ws, "dgru_r5_seq", (8, B, n_h), dt)
     d_captured1 = _scratch(ws, "d_captured1", (3*n_h, n_h), dt)
     d_captured1.fill(0)
+    t49 = _scratch(ws, "t49", (B, 3*n_h), dt)
+    t50 = _scratch(ws, "t50", (B, 3*n_h), dt)
+    t52 = _scratch(ws, "t52", (B, n_h), dt)
+    t53 = _scratch(ws, "t53", (B, n_h), dt)
+    t54 = _scratch(ws, "t54", (B, n_h), dt)
+    t55 = _scratch(ws, "t55", (B, n_h), dt)
+    t56 = _scratch(ws, "t56", (B, n_h), dt)
+    t57 = _scratch(ws, "t57", (B, n_h), dt)
+    t58 = _scratch(ws, "t58", (B, n_h), dt)
+    t60 = _scratch(ws, "t60", (n_h, B), dt)
+    t67 = _scratch(ws, "t67", (3*n_h, n_h), dt)
     carry_adj_h = np.zeros((B, n_h), dtype=dt)
-    carry_d_gru_u1 = np.zeros((B, 3*n_h), dtype=dt)
     carry_acc1 = np.zeros((n_h, 3*n_h), dtype=dt)
     carry_acc2 = np.zeros((3*n_h,), dtype=dt)
     for t in range(8 - 1, -1, -1):
-        ct_h_t = dL_dH[:, ::-1][:, t]
-        prev_h_t = t21[:, ::-1][:, t]
-        gru_r1_t = gru_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r2_t = gru_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r3_t = gru_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r4_t = gru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        gru_r5_t = gru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        ct_h_t = dL_dH[:, 7 - t]
+        prev_h_t = t21[:, 7 - t]
+        gru_r1_t = gru_r1_seq[7 - t]
+        gru_r2_t = gru_r2_seq[7 - t]
+        gru_r3_t = gru_r3_seq[7 - t]
+        gru_r4_t = gru_r4_seq[7 - t]
+        gru_r5_t = gru_r5_seq[7 - t]
         gru_back_r1_t = gru_back_r1_seq[t]
         gru_back_r2_t = gru_back_r2_seq[t]
         gru_back_r3_t = gru_back_r3_seq[t]
@@ -1233,70 +1281,84 @@ def hvp(
         gru_back_r5_t = gru_back_r5_seq[t]
         gru_back_r6_t = gru_back_r6_seq[t]
         dadj_h_t = carry_adj_h
-        dd_gru_u1_t = t43[:, ::-1][:, t] + carry_d_gru_u1
-        dacc1_t = t45[:, t] + carry_acc1
-        dacc2_t = t47[:, t] + carry_acc2
-        t48 = prev_h_t.dot(dacc1_t)
-        t49 = dadj_h_t.dot(t5)
-        t50 = _ew18(dacc2_t.reshape(1, 3*n_h), t48, t49, out=t48)
-        t51 = _ew1(dd_gru_u1_t[:, n_h:2*n_h], t50[:, n_h:2*n_h], out=np.empty((B, n_h), dtype=dt))
-        t52 = _ew16(t51, gru_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t53 = _ew19(t52, out=np.empty((B, n_h), dtype=dt))
-        t54 = _ew1(dd_gru_u1_t[:, 0:n_h], t50[:, 0:n_h], out=np.empty((B, n_h), dtype=dt))
-        t55 = _ew16(t54, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t56 = _ew20(
+        dd_gru_u1_t = t44[:, 7 - t]
+        dacc1_t = t46[:, t] + carry_acc1
+        dacc2_t = t48[:, t] + carry_acc2
+        t49 = np.matmul(prev_h_t, dacc1_t, out=t49)
+        t50 = np.matmul(dadj_h_t, t5, out=t50)
+        t51 = _ew18(dacc2_t.reshape(1, 3*n_h), t49, t50, out=t49)
+        t52 = _ew1(dd_gru_u1_t[:, n_h:2*n_h], t51[:, n_h:2*n_h], out=t52)
+        t53 = _ew16(t52, gru_r1_t, out=t53)
+        t54 = _ew19(t53, out=t54)
+        t55 = _ew1(dd_gru_u1_t[:, 0:n_h], t51[:, 0:n_h], out=t55)
+        t56 = _ew16(t55, gru_r3_t, out=t56)
+        t57 = _ew20(
             dd_gru_u1_t[:, 2*n_h:3*n_h],
-            t50[:, 2*n_h:3*n_h],
+            t51[:, 2*n_h:3*n_h],
             gru_r3_t,
-            t55,
+            t56,
             gru_r4_t,
-            out=np.empty((B, n_h), dtype=dt),
+            out=t57,
         )
-        t57 = _ew15(t56, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t58 = _ew21(
-            t53,
+        t58 = _ew15(t57, gru_r5_t, out=t58)
+        t59 = _ew21(
+            t54,
             gru_r5_t,
-            t52,
+            t53,
             prev_h_t,
-            t57,
+            t58,
             gru_r2_t,
             dadj_h_t,
             gru_r1_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        t59 = dacc1_t.dot(gru_back_r6_t.T)
-        _ew22(t59.T, t52, gru_back_r1_t, out=dprev_h_seq[t])
-        _ew23(t51, gru_back_r5_t, gru_r1_t, dadj_h_t, gru_back_r1_t, out=dgru_r1_seq[t])
-        _ew10(t57, gru_back_r1_t, out=dgru_r2_seq[t])
-        _ew24(t50[:, 2*n_h:3*n_h], gru_back_r3_t, t54, gru_back_r4_t, gru_r3_t, out=dgru_r3_seq[t])
-        _ew10(t55, gru_back_r3_t, out=dgru_r4_seq[t])
-        _ew25(t53, gru_back_r1_t, t56, gru_back_r2_t, gru_r5_t, out=dgru_r5_seq[t])
-        t66 = gru_back_r6_t.T.dot(dadj_h_t)
-        dct_h_seq[t] = t58
-        carry_adj_h = t58
-        carry_d_gru_u1[...] = 0.0
+        t60 = np.matmul(dacc1_t, gru_back_r6_t.T, out=t60)
+        _ew22(t60.T, t53, gru_back_r1_t, out=dprev_h_seq[t])
+        _ew23(t52, gru_back_r5_t, gru_r1_t, dadj_h_t, gru_back_r1_t, out=dgru_r1_seq[t])
+        _ew10(t58, gru_back_r1_t, out=dgru_r2_seq[t])
+        _ew24(t51[:, 2*n_h:3*n_h], gru_back_r3_t, t55, gru_back_r4_t, gru_r3_t, out=dgru_r3_seq[t])
+        _ew10(t56, gru_back_r3_t, out=dgru_r4_seq[t])
+        _ew25(t54, gru_back_r1_t, t57, gru_back_r2_t, gru_r5_t, out=dgru_r5_seq[t])
+        t67 = np.matmul(gru_back_r6_t.T, dadj_h_t, out=t67)
+        dct_h_seq[t] = t59
+        carry_adj_h = t59
         carry_acc1 = dacc1_t
         carry_acc2 = dacc2_t
-        np.add(d_captured1, t66, out=d_captured1)
-    t67 = dL_dz.dot(_v_W.T)
-    t68 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
-    t69 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).dot(W)
-    t70 = _ew26(_v_c.reshape(1, n_out), t68, t69, t19, t17, out=z)
-    t71 = _rowsum(t70, keepdims=True)
-    t72 = _ew27(t70, t17, t71, out=t68)
-    t73 = t72.dot(W.T)
-    t74 = _ew1(t67, t73, out=t67)
-    t75 = np.concatenate(
-        [dprev_h_seq.swapaxes(0, 1)[:, ::-1][:, 1:8], t74.reshape(B, 1, n_h)],
+        np.add(d_captured1, t67, out=d_captured1)
+    t68 = np.matmul(dL_dz, _v_W.T, out=_scratch(ws, "t68", (B, n_h), dt))
+    t69 = np.matmul(
+        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h),
+        _v_W,
+        out=_scratch(ws, "t69", (B, n_out), dt),
+    )
+    t70 = np.matmul(
+        dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h),
+        W,
+        out=_scratch(ws, "t70", (B, n_out), dt),
+    )
+    t71 = _ew26(_v_c.reshape(1, n_out), t69, t70, t19, t17, out=z)
+    t72 = _rowsum(t71, keepdims=True)
+    t73 = _ew27(t71, t17, t72, out=t69)
+    t74 = np.matmul(t73, W.T, out=_scratch(ws, "t74", (B, n_h), dt))
+    t75 = _ew1(t68, t74, out=t68)
+    t76 = np.concatenate(
+        [dprev_h_seq.swapaxes(0, 1)[:, ::-1][:, 1:8], t75.reshape(B, 1, n_h)],
         axis=1,
+        out=_scratch(ws, "t76", (B, 8, n_h), dt),
     )
     # gru: back-propagation through time, the reverse loop over the 8 steps
     dgru_u1_seq = _scratch(ws, "dgru_u1_seq", (8, B, 3*n_h), dt)
     d_captured1_2 = _scratch(ws, "d_captured1_2", (n_h, 3*n_h), dt)
     d_captured1_2.fill(0)
     d_captured2 = np.zeros((3*n_h,), dtype=dt)
+    t77 = _scratch(ws, "t77", (B, n_h), dt)
+    t79 = _scratch(ws, "t79", (B, n_h), dt)
+    t82 = _scratch(ws, "t82", (B, 3*n_h), dt)
+    t83 = _scratch(ws, "t83", (B, n_h), dt)
+    t85 = _scratch(ws, "t85", (n_h, 3*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
-    t5_T_2 = np.ascontiguousarray(t5.T)
+    t5_T_2 = _scratch(ws, "t5_T_2", (3*n_h, n_h), dt)
+    np.copyto(t5_T_2, t5.T)
     for t in range(8 - 1, -1, -1):
         gru_u1_t = t4[:, t]
         h_prev = H[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
@@ -1305,53 +1367,51 @@ def hvp(
         gru_r3_t = gru_r3_seq[t]
         gru_r4_t = gru_r4_seq[t]
         gru_r5_t = gru_r5_seq[t]
-        dgru_r1_t = dgru_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dgru_r2_t = dgru_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dgru_r3_t = dgru_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dgru_r4_t = dgru_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dgru_r5_t = dgru_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dh_t = t75[:, t] + carry_h
-        t76 = _ew28(dgru_r5_t, dh_t, gru_r2_t, gru_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t77 = _ew29(dgru_r3_t, t76, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t78 = _ew30(
-            dgru_r1_t,
-            dh_t,
-            h_prev,
-            dgru_r2_t,
-            gru_r5_t,
-            gru_r1_t,
-            out=np.empty((B, n_h), dtype=dt),
-        )
-        np.concatenate([t77, t78, t76], axis=1, out=dgru_u1_seq[t])
-        t80 = _ew22(dgru_r4_t, t76, gru_r3_t, out=t76)
-        t81 = np.concatenate([t77, t78, t80], axis=1)
-        t82 = t81.dot(t5_T_2)
-        t83 = _ew11(dh_t, gru_r1_t, t82, out=t77)
-        t84 = h_prev.T.dot(t81)
-        t85 = _colsum(t81)
-        carry_h = t83
-        np.add(d_captured1_2, t84, out=d_captured1_2)
-        np.add(d_captured2, t85, out=d_captured2)
-    t86 = X.swapaxes(0, 1).reshape(8*B, 8).T.dot(dgru_u1_seq.reshape(8*B, 3*n_h))
-    t87 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 3*n_h), dtype=dt))
-    t88 = _colsum(dgru_u1_seq)
-    t89 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
-    t90 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t72)
-    hv_W = _ew1(t89, t90, out=t89)
-    hv_c = _colsum(t72)
+        dgru_r1_t = dgru_r1_seq[7 - t]
+        dgru_r2_t = dgru_r2_seq[7 - t]
+        dgru_r3_t = dgru_r3_seq[7 - t]
+        dgru_r4_t = dgru_r4_seq[7 - t]
+        dgru_r5_t = dgru_r5_seq[7 - t]
+        dh_t = t76[:, t] + carry_h
+        t77 = _ew28(dgru_r5_t, dh_t, gru_r2_t, gru_r5_t, out=t77)
+        t78 = _ew29(dgru_r3_t, t77, gru_r4_t, gru_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t79 = _ew30(dgru_r1_t, dh_t, h_prev, dgru_r2_t, gru_r5_t, gru_r1_t, out=t79)
+        np.concatenate([t78, t79, t77], axis=1, out=dgru_u1_seq[t])
+        t81 = _ew22(dgru_r4_t, t77, gru_r3_t, out=t77)
+        t82 = np.concatenate([t78, t79, t81], axis=1, out=t82)
+        t83 = np.matmul(t82, t5_T_2, out=t83)
+        t84 = _ew11(dh_t, gru_r1_t, t83, out=t78)
+        t85 = np.matmul(h_prev.T, t82, out=t85)
+        t86 = _colsum(t82)
+        carry_h = t84
+        np.add(d_captured1_2, t85, out=d_captured1_2)
+        np.add(d_captured2, t86, out=d_captured2)
+    t87 = _scratch(ws, "t87", (8*B, 8), dt)
+    np.copyto(t87.reshape(8, B, 8), X.swapaxes(0, 1))
+    t88 = t87.T.dot(dgru_u1_seq.reshape(8*B, 3*n_h))
+    t89 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 3*n_h), dtype=dt))
+    t90 = _colsum(dgru_u1_seq)
+    t91 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t92 = np.matmul(
+        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T,
+        t73,
+        out=_scratch(ws, "t92", (n_h, n_out), dt),
+    )
+    hv_W = _ew1(t91, t92, out=t91)
+    hv_c = _colsum(t73)
     _give_back("hvp", ws)
     return (
         float(L),
         {
-            "Wx_r": t38[:, 0:n_h],
-            "Wx_z": t38[:, n_h:2*n_h],
-            "Wx_n": t38[:, 2*n_h:3*n_h],
+            "Wx_r": t39[:, 0:n_h],
+            "Wx_z": t39[:, n_h:2*n_h],
+            "Wx_n": t39[:, 2*n_h:3*n_h],
             "Wh_r": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 3*n_h)[:, 0:n_h],
             "Wh_z": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 3*n_h)[:, n_h:2*n_h],
             "Wh_n": acc1_seq.swapaxes(0, 1)[:, 7:8].reshape(n_h, 3*n_h)[:, 2*n_h:3*n_h],
-            "bx_r": t39[0:n_h],
-            "bx_z": t39[n_h:2*n_h],
-            "bx_n": t39[2*n_h:3*n_h],
+            "bx_r": t40[0:n_h],
+            "bx_z": t40[n_h:2*n_h],
+            "bx_n": t40[2*n_h:3*n_h],
             "bh_r": acc2_seq.swapaxes(0, 1)[:, 7:8].reshape(3*n_h,)[0:n_h],
             "bh_z": acc2_seq.swapaxes(0, 1)[:, 7:8].reshape(3*n_h,)[n_h:2*n_h],
             "bh_n": acc2_seq.swapaxes(0, 1)[:, 7:8].reshape(3*n_h,)[2*n_h:3*n_h],
@@ -1359,15 +1419,15 @@ def hvp(
             "c": dL_dc,
         },
         {
-            "Wx_r": t86[:, 0:n_h],
-            "Wx_z": t86[:, n_h:2*n_h],
-            "Wx_n": t86[:, 2*n_h:3*n_h],
-            "Wh_r": t87[:, 0:n_h],
-            "Wh_z": t87[:, n_h:2*n_h],
-            "Wh_n": t87[:, 2*n_h:3*n_h],
-            "bx_r": t88[0:n_h],
-            "bx_z": t88[n_h:2*n_h],
-            "bx_n": t88[2*n_h:3*n_h],
+            "Wx_r": t88[:, 0:n_h],
+            "Wx_z": t88[:, n_h:2*n_h],
+            "Wx_n": t88[:, 2*n_h:3*n_h],
+            "Wh_r": t89[:, 0:n_h],
+            "Wh_z": t89[:, n_h:2*n_h],
+            "Wh_n": t89[:, 2*n_h:3*n_h],
+            "bx_r": t90[0:n_h],
+            "bx_z": t90[n_h:2*n_h],
+            "bx_n": t90[2*n_h:3*n_h],
             "bh_r": d_captured2[0:n_h],
             "bh_z": d_captured2[n_h:2*n_h],
             "bh_n": d_captured2[2*n_h:3*n_h],

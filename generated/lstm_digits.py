@@ -1,4 +1,4 @@
-# symgrad-generated sha256:bf647e5f1d2ed59dfb506b5c6603ce96b310ac734566bfa58de1152ee4bf3aad
+# symgrad-generated sha256:2a9966d68018119a5174f41e2ffae76279d84a516ceddc73dd4675b14f65cf06
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -766,12 +766,12 @@ def forward(
     n_out = W.shape[1]
     # (1) H = scan[lstm](X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g,
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
-    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
+    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1, out=_scratch(ws, "t1", (8, 4*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
+    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0, out=_scratch(ws, "t3", (4*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
+    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1, out=_scratch(ws, "t5", (n_h, 4*n_h), dt))
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -781,11 +781,12 @@ def forward(
     lstm_unused4 = _scratch(ws, "lstm_unused4", (8, B, n_h), dt)
     lstm_unused5 = _scratch(ws, "lstm_unused5", (8, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (8, B, n_h), dt)
+    t6 = _scratch(ws, "t6", (B, 4*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = h_prev.dot(t5)
+        t6 = np.matmul(h_prev, t5, out=t6)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_unused2[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
@@ -838,12 +839,12 @@ def loss(
     n_out = Y.shape[1]
     # (1) H = scan[lstm](X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g,
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
-    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
+    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1, out=_scratch(ws, "t1", (8, 4*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
+    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0, out=_scratch(ws, "t3", (4*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
+    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1, out=_scratch(ws, "t5", (n_h, 4*n_h), dt))
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -853,11 +854,12 @@ def loss(
     lstm_unused4 = _scratch(ws, "lstm_unused4", (8, B, n_h), dt)
     lstm_unused5 = _scratch(ws, "lstm_unused5", (8, B, n_h), dt)
     lstm_unused6 = _scratch(ws, "lstm_unused6", (8, B, n_h), dt)
+    t6 = _scratch(ws, "t6", (B, 4*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = h_prev.dot(t5)
+        t6 = np.matmul(h_prev, t5, out=t6)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_unused2[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_unused3[t])
@@ -911,12 +913,12 @@ def loss_and_grad(
     n_out = Y.shape[1]
     # (1) H = scan[lstm](X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g,
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
-    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
+    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1, out=_scratch(ws, "t1", (8, 4*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
+    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0, out=_scratch(ws, "t3", (4*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
+    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1, out=_scratch(ws, "t5", (n_h, 4*n_h), dt))
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -926,11 +928,12 @@ def loss_and_grad(
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (8, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (8, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (8, B, n_h), dt)
+    t6 = _scratch(ws, "t6", (B, 4*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = h_prev.dot(t5)
+        t6 = np.matmul(h_prev, t5, out=t6)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
@@ -952,14 +955,17 @@ def loss_and_grad(
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
     t17 = dL_dz.dot(W.T)
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
-    dL_dH = np.pad(t17.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
+    dL_dH = _scratch(ws, "dL_dH", (B, 8, n_h), dt)
+    dL_dH[:, :7] = 0
+    dL_dH[:, 7:8] = t17.reshape(B, 1, n_h)
     # (15) dL/d(X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g, b_o],
     #     axis=0)) = bptt[lstm](...)[0]
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
     carry_C = np.zeros((B, n_h), dtype=dt)
-    t5_T = np.ascontiguousarray(t5.T)
+    t5_T = _scratch(ws, "t5_T", (4*n_h, n_h), dt)
+    np.copyto(t5_T, t5.T)
     for t in range(8 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
         C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
@@ -985,27 +991,29 @@ def loss_and_grad(
     )
     # (27) dL/d(concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)) = X.reshape(8*B, 8).T @
     #     bptt[lstm](...)[0].reshape(8*B, 4*n_h)
-    t26 = X.swapaxes(0, 1).reshape(8*B, 8).T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
+    t26 = _scratch(ws, "t26", (8*B, 8), dt)
+    np.copyto(t26.reshape(8, B, 8), X.swapaxes(0, 1))
+    t27 = t26.T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
     # (22) dL/d(concat([b_i, b_f, b_g, b_o], axis=0)) = sum(bptt[lstm](...)[0], axis=(0, 1))
-    t27 = _colsum(dlstm_u1_seq)
+    t28 = _colsum(dlstm_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
     _give_back("loss_and_grad", ws)
     return float(L), {
-        "Wx_i": t26[:, 0:n_h],
-        "Wx_f": t26[:, n_h:2*n_h],
-        "Wx_g": t26[:, 2*n_h:3*n_h],
-        "Wx_o": t26[:, 3*n_h:4*n_h],
+        "Wx_i": t27[:, 0:n_h],
+        "Wx_f": t27[:, n_h:2*n_h],
+        "Wx_g": t27[:, 2*n_h:3*n_h],
+        "Wx_o": t27[:, 3*n_h:4*n_h],
         "Wh_i": d_captured1[:, 0:n_h],
         "Wh_f": d_captured1[:, n_h:2*n_h],
         "Wh_g": d_captured1[:, 2*n_h:3*n_h],
         "Wh_o": d_captured1[:, 3*n_h:4*n_h],
-        "b_i": t27[0:n_h],
-        "b_f": t27[n_h:2*n_h],
-        "b_g": t27[2*n_h:3*n_h],
-        "b_o": t27[3*n_h:4*n_h],
+        "b_i": t28[0:n_h],
+        "b_f": t28[n_h:2*n_h],
+        "b_g": t28[2*n_h:3*n_h],
+        "b_o": t28[3*n_h:4*n_h],
         "W": dL_dW,
         "c": dL_dc,
     }
@@ -1061,12 +1069,12 @@ def hvp(
     n_out = Y.shape[1]
     # (1) H = scan[lstm](X @ concat([Wx_i, Wx_f, Wx_g, Wx_o], axis=1) + concat([b_i, b_f, b_g,
     #     b_o], axis=0), 0, 0, concat([Wh_i, Wh_f, Wh_g, Wh_o], axis=1))[0]
-    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1)
+    t1 = np.concatenate([Wx_i, Wx_f, Wx_g, Wx_o], axis=1, out=_scratch(ws, "t1", (8, 4*n_h), dt))
     t2 = _scratch(ws, "t2", (B, 8, 4*n_h), dt)
     X.reshape(-1, X.shape[-1]).dot(t1, out=t2.reshape(-1, t2.shape[-1]))
-    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0)
+    t3 = np.concatenate([b_i, b_f, b_g, b_o], axis=0, out=_scratch(ws, "t3", (4*n_h,), dt))
     t4 = _ew1(t2, t3, out=t2)
-    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1)
+    t5 = np.concatenate([Wh_i, Wh_f, Wh_g, Wh_o], axis=1, out=_scratch(ws, "t5", (n_h, 4*n_h), dt))
     # lstm: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
     H = _scratch(ws, "H", (8, B, n_h), dt)
@@ -1076,11 +1084,12 @@ def hvp(
     lstm_r3_seq = _scratch(ws, "lstm_r3_seq", (8, B, n_h), dt)
     lstm_r4_seq = _scratch(ws, "lstm_r4_seq", (8, B, n_h), dt)
     lstm_r5_seq = _scratch(ws, "lstm_r5_seq", (8, B, n_h), dt)
+    t6 = _scratch(ws, "t6", (B, 4*n_h), dt)
     h_prev = np.broadcast_to(0.0, (B, n_h))
     C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
         lstm_u1_t = t4[:, t]
-        t6 = h_prev.dot(t5)
+        t6 = np.matmul(h_prev, t5, out=t6)
         t7 = _ew1(t6, lstm_u1_t, out=t6)
         t8 = _ew2(t7[:, 3*n_h:4*n_h], out=lstm_r1_seq[t])
         t9 = _ew2(t7[:, n_h:2*n_h], out=lstm_r2_seq[t])
@@ -1092,8 +1101,12 @@ def hvp(
         h_prev = H[t]
         C_prev = C_seq[t]
     # (2) z = H[:, 7:8].reshape(B, n_h) @ W + c
-    t15 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(W)
-    z = _ew6(t15, c, out=np.empty((B, n_out), dtype=dt))
+    t15 = np.matmul(
+        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h),
+        W,
+        out=_scratch(ws, "t15", (B, n_out), dt),
+    )
+    z = _ew6(t15, c, out=_scratch(ws, "z", (B, n_out), dt))
     # (4) L = -sum(Y*log_softmax(z, axis=1), axis=(0, 1))/B
     t16 = _log_softmax(z, axis=1)
     t17 = np.vdot(Y, t16)
@@ -1105,12 +1118,15 @@ def hvp(
     t20 = _ew11(t19, B, out=t19)
     dL_dz = _ew12(Y, t18, t20, B, out=t15)
     # (11) dL/d(H[:, 7:8].reshape(B, n_h)) = dL_dz @ W.T
-    t21 = dL_dz.dot(W.T)
+    t21 = np.matmul(dL_dz, W.T, out=_scratch(ws, "t21", (B, n_h), dt))
     # (14) dL_dH = pad((dL_dz @ W.T).reshape(B, 1, n_h), axis=1, 7, 0)
-    dL_dH = np.pad(t21.reshape(B, 1, n_h), ((0, 0), (7, 0), (0, 0)))
+    dL_dH = _scratch(ws, "dL_dH", (B, 8, n_h), dt)
+    dL_dH[:, :7] = 0
+    dL_dH[:, 7:8] = t21.reshape(B, 1, n_h)
     t22 = np.concatenate(
         [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), C_seq.swapaxes(0, 1)[:, 0:7]],
         axis=1,
+        out=_scratch(ws, "t22", (B, 8, n_h), dt),
     )
     # lstm_back: the loop over the 8 steps of axis 1, keeping every state (and residual) for back-
     #     propagation through time
@@ -1124,62 +1140,92 @@ def hvp(
     lstm_back_r5_seq = _scratch(ws, "lstm_back_r5_seq", (8, B, n_h), dt)
     lstm_back_r6_seq = _scratch(ws, "lstm_back_r6_seq", (8, B, n_h), dt)
     lstm_back_r7_seq = _scratch(ws, "lstm_back_r7_seq", (8, B, n_h), dt)
-    t5_T = np.ascontiguousarray(t5.T)
+    t27 = _scratch(ws, "t27", (B, n_h), dt)
+    t29 = _scratch(ws, "t29", (B, n_h), dt)
+    t31 = _scratch(ws, "t31", (B, n_h), dt)
+    t33 = _scratch(ws, "t33", (B, n_h), dt)
+    t5_T = _scratch(ws, "t5_T", (4*n_h, n_h), dt)
+    np.copyto(t5_T, t5.T)
     adj_h_prev = np.broadcast_to(0.0, (B, n_h))
     adj_C_prev = np.broadcast_to(0.0, (B, n_h))
     for t in range(8):
-        ct_h_t = dL_dH[:, ::-1][:, t]
-        prev_C_t = t22[:, ::-1][:, t]
-        lstm_r1_t = lstm_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r2_t = lstm_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r3_t = lstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r4_t = lstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r5_t = lstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        ct_h_t = dL_dH[:, 7 - t]
+        prev_C_t = t22[:, 7 - t]
+        lstm_r1_t = lstm_r1_seq[7 - t]
+        lstm_r2_t = lstm_r2_seq[7 - t]
+        lstm_r3_t = lstm_r3_seq[7 - t]
+        lstm_r4_t = lstm_r4_seq[7 - t]
+        lstm_r5_t = lstm_r5_seq[7 - t]
         t23 = _ew1(ct_h_t, adj_h_prev, out=lstm_back_r1_seq[t])
         t24 = _ew5(t23, lstm_r1_t, out=lstm_back_r2_seq[t])
         t25 = _ew13(adj_C_prev, t24, lstm_r5_t, out=lstm_back_r3_seq[t])
         t26 = _ew5(t25, lstm_r4_t, out=lstm_back_r6_seq[t])
-        t27 = _ew14(t26, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
+        t27 = _ew14(t26, lstm_r3_t, out=t27)
         t28 = _ew5(t25, prev_C_t, out=lstm_back_r5_seq[t])
-        t29 = _ew14(t28, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
+        t29 = _ew14(t28, lstm_r2_t, out=t29)
         t30 = _ew5(t25, lstm_r3_t, out=lstm_back_r7_seq[t])
-        t31 = _ew15(t30, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
+        t31 = _ew15(t30, lstm_r4_t, out=t31)
         t32 = _ew5(t23, lstm_r5_t, out=lstm_back_r4_seq[t])
-        t33 = _ew14(t32, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        t33 = _ew14(t32, lstm_r1_t, out=t33)
         t34 = np.concatenate([t27, t29, t31, t33], axis=1, out=d_lstm_u1_seq[t])
         np.matmul(t34, t5_T, out=adj_h_seq[t])
         _ew5(t25, lstm_r2_t, out=adj_C_seq[t])
         adj_h_prev = adj_h_seq[t]
         adj_C_prev = adj_C_seq[t]
-    t37 = X.reshape(8*B, 8).T.dot(d_lstm_u1_seq.swapaxes(0, 1)[:, ::-1].reshape(8*B, 4*n_h))
-    t38 = np.concatenate(
+    t37 = _scratch(ws, "t37", (8*B, 8), dt)
+    np.copyto(t37.reshape(8, B, 8), X[:, ::-1].swapaxes(0, 1))
+    t38 = t37.T.dot(d_lstm_u1_seq.reshape(8*B, 4*n_h))
+    t39 = np.concatenate(
         [np.broadcast_to(0.0, (B, n_h)).reshape(B, 1, n_h), H.swapaxes(0, 1)[:, 0:7]],
         axis=1,
+        out=_scratch(ws, "t39", (B, 8, n_h), dt),
     )
-    t39 = t38[:, ::-1].swapaxes(0, 1).reshape(8*B, n_h).T.dot(d_lstm_u1_seq.reshape(8*B, 4*n_h))
-    t40 = _colsum(d_lstm_u1_seq.swapaxes(0, 1)[:, ::-1])
+    t40 = _scratch(ws, "t40", (8*B, n_h), dt)
+    np.copyto(t40.reshape(8, B, n_h), t39[:, ::-1].swapaxes(0, 1))
+    t41 = t40.T.dot(d_lstm_u1_seq.reshape(8*B, 4*n_h))
+    t42 = _colsum(d_lstm_u1_seq)
     # (12) dL_dW = H[:, 7:8].reshape(B, n_h).T @ dL_dz
     dL_dW = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(dL_dz)
     # (10) dL_dc = sum(dL_dz, axis=0)
     dL_dc = _colsum(dL_dz)
-    t41 = np.concatenate([_v_Wh_i, _v_Wh_f, _v_Wh_g, _v_Wh_o], axis=1)
-    t42 = np.matmul(
-        d_lstm_u1_seq.swapaxes(0, 1).reshape(8*B, 4*n_h),
-        t41.T,
-        out=_scratch(ws, "t42", (8*B, n_h), dt),
+    t43 = np.concatenate(
+        [_v_Wh_i, _v_Wh_f, _v_Wh_g, _v_Wh_o],
+        axis=1,
+        out=_scratch(ws, "t43", (n_h, 4*n_h), dt),
     )
-    t43 = dL_dz.dot(_v_W.T)
-    t44 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).dot(_v_W)
-    t45 = np.matmul(t38[:, ::-1].reshape(8*B, n_h), t41, out=_scratch(ws, "t45", (8*B, 4*n_h), dt))
-    t46 = np.concatenate([_v_b_i, _v_b_f, _v_b_g, _v_b_o], axis=0)
-    t47 = np.concatenate([_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o], axis=1)
-    t48 = np.matmul(X.reshape(8*B, 8), t47, out=_scratch(ws, "t48", (8*B, 4*n_h), dt))
-    t49 = _ew1(
-        t46.reshape(1, 1, 4*n_h),
-        t48.reshape(B, 8, 4*n_h),
-        out=_scratch(ws, "t49", (B, 8, 4*n_h), dt),
+    t44 = np.matmul(
+        d_lstm_u1_seq.reshape(8*B, 4*n_h),
+        t43.T,
+        out=_scratch(ws, "t44", (8*B, n_h), dt),
     )
-    t50 = _ew1(t45.reshape(B, 8, 4*n_h), t49[:, ::-1], out=_scratch(ws, "t50", (B, 8, 4*n_h), dt))
+    t45 = np.matmul(dL_dz, _v_W.T, out=_scratch(ws, "t45", (B, n_h), dt))
+    t46 = np.matmul(
+        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h),
+        _v_W,
+        out=_scratch(ws, "t46", (B, n_out), dt),
+    )
+    t47 = np.matmul(t39.reshape(8*B, n_h), t43, out=_scratch(ws, "t47", (8*B, 4*n_h), dt))
+    t48 = np.concatenate(
+        [_v_b_i, _v_b_f, _v_b_g, _v_b_o],
+        axis=0,
+        out=_scratch(ws, "t48", (4*n_h,), dt),
+    )
+    t49 = np.concatenate(
+        [_v_Wx_i, _v_Wx_f, _v_Wx_g, _v_Wx_o],
+        axis=1,
+        out=_scratch(ws, "t49", (8, 4*n_h), dt),
+    )
+    t50 = np.matmul(X.reshape(8*B, 8), t49, out=_scratch(ws, "t50", (8*B, 4*n_h), dt))
+    t51 = _ew1(
+        t48.reshape(1, 1, 4*n_h),
+        t50.reshape(B, 8, 4*n_h),
+        out=_scratch(ws, "t51", (B, 8, 4*n_h), dt),
+    )
+    t52 = _ew1(
+        t47.reshape(B, 8, 4*n_h)[:, ::-1],
+        t51[:, ::-1],
+        out=_scratch(ws, "t52", (B, 8, 4*n_h), dt),
+    )
     # lstm_back: back-propagation through time, the reverse loop over the 8 steps
     dct_h_seq = _scratch(ws, "dct_h_seq", (8, B, n_h), dt)
     dprev_C_seq = _scratch(ws, "dprev_C_seq", (8, B, n_h), dt)
@@ -1190,17 +1236,23 @@ def hvp(
     dlstm_r5_seq = _scratch(ws, "dlstm_r5_seq", (8, B, n_h), dt)
     d_captured1 = _scratch(ws, "d_captured1", (4*n_h, n_h), dt)
     d_captured1.fill(0)
+    t53 = _scratch(ws, "t53", (B, 4*n_h), dt)
+    t55 = _scratch(ws, "t55", (B, n_h), dt)
+    t56 = _scratch(ws, "t56", (B, n_h), dt)
+    t57 = _scratch(ws, "t57", (B, n_h), dt)
+    t58 = _scratch(ws, "t58", (B, n_h), dt)
+    t60 = _scratch(ws, "t60", (B, n_h), dt)
+    t68 = _scratch(ws, "t68", (4*n_h, n_h), dt)
     carry_adj_h = np.zeros((B, n_h), dtype=dt)
     carry_adj_C = np.zeros((B, n_h), dtype=dt)
-    carry_d_lstm_u1 = np.zeros((B, 4*n_h), dtype=dt)
     for t in range(8 - 1, -1, -1):
-        ct_h_t = dL_dH[:, ::-1][:, t]
-        prev_C_t = t22[:, ::-1][:, t]
-        lstm_r1_t = lstm_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r2_t = lstm_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r3_t = lstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r4_t = lstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        lstm_r5_t = lstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
+        ct_h_t = dL_dH[:, 7 - t]
+        prev_C_t = t22[:, 7 - t]
+        lstm_r1_t = lstm_r1_seq[7 - t]
+        lstm_r2_t = lstm_r2_seq[7 - t]
+        lstm_r3_t = lstm_r3_seq[7 - t]
+        lstm_r4_t = lstm_r4_seq[7 - t]
+        lstm_r5_t = lstm_r5_seq[7 - t]
         d_lstm_u1_t = d_lstm_u1_seq[t]
         lstm_back_r1_t = lstm_back_r1_seq[t]
         lstm_back_r2_t = lstm_back_r2_seq[t]
@@ -1211,72 +1263,86 @@ def hvp(
         lstm_back_r7_t = lstm_back_r7_seq[t]
         dadj_h_t = carry_adj_h
         dadj_C_t = carry_adj_C
-        dd_lstm_u1_t = t50[:, t] + carry_d_lstm_u1
-        t51 = dadj_h_t.dot(t5)
-        t52 = _ew1(dd_lstm_u1_t, t51, out=t51)
-        t53 = _ew14(t52[:, 3*n_h:4*n_h], lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t54 = _ew15(t52[:, 2*n_h:3*n_h], lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
-        t55 = _ew14(t52[:, n_h:2*n_h], lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
-        t56 = _ew14(t52[:, 0:n_h], lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t57 = _ew16(
+        dd_lstm_u1_t = t52[:, t]
+        t53 = np.matmul(dadj_h_t, t5, out=t53)
+        t54 = _ew1(dd_lstm_u1_t, t53, out=t53)
+        t55 = _ew14(t54[:, 3*n_h:4*n_h], lstm_r1_t, out=t55)
+        t56 = _ew15(t54[:, 2*n_h:3*n_h], lstm_r4_t, out=t56)
+        t57 = _ew14(t54[:, n_h:2*n_h], lstm_r2_t, out=t57)
+        t58 = _ew14(t54[:, 0:n_h], lstm_r3_t, out=t58)
+        t59 = _ew16(
             dadj_C_t,
             lstm_r2_t,
-            t54,
-            lstm_r3_t,
-            t55,
-            prev_C_t,
             t56,
+            lstm_r3_t,
+            t57,
+            prev_C_t,
+            t58,
             lstm_r4_t,
             out=np.empty((B, n_h), dtype=dt),
         )
-        t58 = _ew15(t57, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t59 = _ew4(t53, lstm_r5_t, t58, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        _ew5(t55, lstm_back_r3_t, out=dprev_C_seq[t])
+        t60 = _ew15(t59, lstm_r5_t, out=t60)
+        t61 = _ew4(t55, lstm_r5_t, t60, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
+        _ew5(t57, lstm_back_r3_t, out=dprev_C_seq[t])
         _ew17(
-            t52[:, 3*n_h:4*n_h],
+            t54[:, 3*n_h:4*n_h],
             lstm_back_r4_t,
             lstm_r1_t,
-            t58,
+            t60,
             lstm_back_r1_t,
             out=dlstm_r1_seq[t],
         )
         _ew18(
             dadj_C_t,
             lstm_back_r3_t,
-            t52[:, n_h:2*n_h],
+            t54[:, n_h:2*n_h],
             lstm_back_r5_t,
             lstm_r2_t,
             out=dlstm_r2_seq[t],
         )
-        _ew18(t54, lstm_back_r3_t, t52[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
+        _ew18(t56, lstm_back_r3_t, t54[:, 0:n_h], lstm_back_r6_t, lstm_r3_t, out=dlstm_r3_seq[t])
         _ew19(
-            t52[:, 2*n_h:3*n_h],
+            t54[:, 2*n_h:3*n_h],
             lstm_back_r7_t,
             lstm_r4_t,
-            t56,
+            t58,
             lstm_back_r3_t,
             out=dlstm_r4_seq[t],
         )
-        _ew20(t53, lstm_back_r1_t, t57, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
-        t66 = d_lstm_u1_t.T.dot(dadj_h_t)
-        dct_h_seq[t] = t59
-        carry_adj_h = t59
-        carry_adj_C = t57
-        carry_d_lstm_u1[...] = 0.0
-        np.add(d_captured1, t66, out=d_captured1)
-    t67 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).dot(W)
-    t68 = _ew21(_v_c.reshape(1, n_out), t44, t67, t20, t18, out=z)
-    t69 = _rowsum(t68, keepdims=True)
-    t70 = _ew22(t68, t18, t69, out=t44)
-    t71 = t70.dot(W.T)
-    t72 = _ew1(t43, t71, out=t43)
-    t73 = np.concatenate([t42.reshape(B, 8, n_h)[:, ::-1][:, 1:8], t72.reshape(B, 1, n_h)], axis=1)
-    t74 = np.pad(dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8], ((0, 0), (0, 1), (0, 0)))
+        _ew20(t55, lstm_back_r1_t, t59, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
+        t68 = np.matmul(d_lstm_u1_t.T, dadj_h_t, out=t68)
+        dct_h_seq[t] = t61
+        carry_adj_h = t61
+        carry_adj_C = t59
+        np.add(d_captured1, t68, out=d_captured1)
+    t69 = np.matmul(
+        dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h),
+        W,
+        out=_scratch(ws, "t69", (B, n_out), dt),
+    )
+    t70 = _ew21(_v_c.reshape(1, n_out), t46, t69, t20, t18, out=z)
+    t71 = _rowsum(t70, keepdims=True)
+    t72 = _ew22(t70, t18, t71, out=t46)
+    t73 = np.matmul(t72, W.T, out=_scratch(ws, "t73", (B, n_h), dt))
+    t74 = _ew1(t45, t73, out=t45)
+    t75 = np.concatenate(
+        [t44.reshape(8, B, n_h).swapaxes(0, 1)[:, ::-1][:, 1:8], t74.reshape(B, 1, n_h)],
+        axis=1,
+        out=_scratch(ws, "t75", (B, 8, n_h), dt),
+    )
+    t76 = _scratch(ws, "t76", (B, 8, n_h), dt)
+    t76[:, 7:] = 0
+    t76[:, 0:7] = dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8]
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
+    t78 = _scratch(ws, "t78", (B, n_h), dt)
+    t79 = _scratch(ws, "t79", (B, n_h), dt)
+    t80 = _scratch(ws, "t80", (B, n_h), dt)
+    t81 = _scratch(ws, "t81", (B, n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
     carry_C = np.zeros((B, n_h), dtype=dt)
-    t5_T_2 = np.ascontiguousarray(t5.T)
+    t5_T_2 = _scratch(ws, "t5_T_2", (4*n_h, n_h), dt)
+    np.copyto(t5_T_2, t5.T)
     for t in range(8 - 1, -1, -1):
         lstm_u1_t = t4[:, t]
         C_prev = C_seq[t - 1] if t else np.broadcast_to(0.0, (B, n_h))
@@ -1285,65 +1351,71 @@ def hvp(
         lstm_r3_t = lstm_r3_seq[t]
         lstm_r4_t = lstm_r4_seq[t]
         lstm_r5_t = lstm_r5_seq[t]
-        dlstm_r1_t = dlstm_r1_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dlstm_r2_t = dlstm_r2_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dlstm_r3_t = dlstm_r3_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dlstm_r4_t = dlstm_r4_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dlstm_r5_t = dlstm_r5_seq.swapaxes(0, 1)[:, ::-1][:, t]
-        dh_t = t73[:, t] + carry_h
-        dC_t = t74[:, t] + carry_C
-        t75 = _ew23(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t76 = _ew24(dlstm_r3_t, t75, lstm_r4_t, lstm_r3_t, out=np.empty((B, n_h), dtype=dt))
-        t77 = _ew24(dlstm_r2_t, t75, C_prev, lstm_r2_t, out=np.empty((B, n_h), dtype=dt))
-        t78 = _ew25(dlstm_r4_t, t75, lstm_r3_t, lstm_r4_t, out=np.empty((B, n_h), dtype=dt))
-        t79 = _ew24(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=np.empty((B, n_h), dtype=dt))
-        t80 = np.concatenate([t76, t77, t78, t79], axis=1, out=dlstm_u1_seq[t])
-        t81 = t80.dot(t5_T_2)
-        t82 = _ew5(t75, lstm_r2_t, out=t75)
-        carry_h = t81
-        carry_C = t82
+        dlstm_r1_t = dlstm_r1_seq[7 - t]
+        dlstm_r2_t = dlstm_r2_seq[7 - t]
+        dlstm_r3_t = dlstm_r3_seq[7 - t]
+        dlstm_r4_t = dlstm_r4_seq[7 - t]
+        dlstm_r5_t = dlstm_r5_seq[7 - t]
+        dh_t = t75[:, t] + carry_h
+        dC_t = t76[:, t] + carry_C
+        t77 = _ew23(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t78 = _ew24(dlstm_r3_t, t77, lstm_r4_t, lstm_r3_t, out=t78)
+        t79 = _ew24(dlstm_r2_t, t77, C_prev, lstm_r2_t, out=t79)
+        t80 = _ew25(dlstm_r4_t, t77, lstm_r3_t, lstm_r4_t, out=t80)
+        t81 = _ew24(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=t81)
+        t82 = np.concatenate([t78, t79, t80, t81], axis=1, out=dlstm_u1_seq[t])
+        t83 = t82.dot(t5_T_2)
+        t84 = _ew5(t77, lstm_r2_t, out=t77)
+        carry_h = t83
+        carry_C = t84
     d_captured1_2 = H[:-1].reshape(-1, H.shape[-1]).T.dot(
         dlstm_u1_seq[1:].reshape(-1, dlstm_u1_seq.shape[-1]),
     )
-    t83 = X.swapaxes(0, 1).reshape(8*B, 8).T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
-    t84 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
-    t85 = _colsum(dlstm_u1_seq)
-    t86 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
-    t87 = H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T.dot(t70)
-    hv_W = _ew1(t86, t87, out=t86)
-    hv_c = _colsum(t70)
+    t85 = _scratch(ws, "t85", (8*B, 8), dt)
+    np.copyto(t85.reshape(8, B, 8), X.swapaxes(0, 1))
+    t86 = t85.T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
+    t87 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
+    t88 = _colsum(dlstm_u1_seq)
+    t89 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t90 = np.matmul(
+        H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T,
+        t72,
+        out=_scratch(ws, "t90", (n_h, n_out), dt),
+    )
+    hv_W = _ew1(t89, t90, out=t89)
+    hv_c = _colsum(t72)
     _give_back("hvp", ws)
     return (
         float(L),
         {
-            "Wx_i": t37[:, 0:n_h],
-            "Wx_f": t37[:, n_h:2*n_h],
-            "Wx_g": t37[:, 2*n_h:3*n_h],
-            "Wx_o": t37[:, 3*n_h:4*n_h],
-            "Wh_i": t39[:, 0:n_h],
-            "Wh_f": t39[:, n_h:2*n_h],
-            "Wh_g": t39[:, 2*n_h:3*n_h],
-            "Wh_o": t39[:, 3*n_h:4*n_h],
-            "b_i": t40[0:n_h],
-            "b_f": t40[n_h:2*n_h],
-            "b_g": t40[2*n_h:3*n_h],
-            "b_o": t40[3*n_h:4*n_h],
+            "Wx_i": t38[:, 0:n_h],
+            "Wx_f": t38[:, n_h:2*n_h],
+            "Wx_g": t38[:, 2*n_h:3*n_h],
+            "Wx_o": t38[:, 3*n_h:4*n_h],
+            "Wh_i": t41[:, 0:n_h],
+            "Wh_f": t41[:, n_h:2*n_h],
+            "Wh_g": t41[:, 2*n_h:3*n_h],
+            "Wh_o": t41[:, 3*n_h:4*n_h],
+            "b_i": t42[0:n_h],
+            "b_f": t42[n_h:2*n_h],
+            "b_g": t42[2*n_h:3*n_h],
+            "b_o": t42[3*n_h:4*n_h],
             "W": dL_dW,
             "c": dL_dc,
         },
         {
-            "Wx_i": t83[:, 0:n_h],
-            "Wx_f": t83[:, n_h:2*n_h],
-            "Wx_g": t83[:, 2*n_h:3*n_h],
-            "Wx_o": t83[:, 3*n_h:4*n_h],
-            "Wh_i": t84[:, 0:n_h],
-            "Wh_f": t84[:, n_h:2*n_h],
-            "Wh_g": t84[:, 2*n_h:3*n_h],
-            "Wh_o": t84[:, 3*n_h:4*n_h],
-            "b_i": t85[0:n_h],
-            "b_f": t85[n_h:2*n_h],
-            "b_g": t85[2*n_h:3*n_h],
-            "b_o": t85[3*n_h:4*n_h],
+            "Wx_i": t86[:, 0:n_h],
+            "Wx_f": t86[:, n_h:2*n_h],
+            "Wx_g": t86[:, 2*n_h:3*n_h],
+            "Wx_o": t86[:, 3*n_h:4*n_h],
+            "Wh_i": t87[:, 0:n_h],
+            "Wh_f": t87[:, n_h:2*n_h],
+            "Wh_g": t87[:, 2*n_h:3*n_h],
+            "Wh_o": t87[:, 3*n_h:4*n_h],
+            "b_i": t88[0:n_h],
+            "b_f": t88[n_h:2*n_h],
+            "b_g": t88[2*n_h:3*n_h],
+            "b_o": t88[3*n_h:4*n_h],
             "W": hv_W,
             "c": hv_c,
         },

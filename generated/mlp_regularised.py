@@ -1,4 +1,4 @@
-# symgrad-generated sha256:4326cb1e4e01b4d6e6e1f0a5c86be1ab0efa28f9ed1ecac5da264cee88963a08
+# symgrad-generated sha256:85aa2a2caa0786d6ec038a7844075be92d437f2e23fe5c916a768d491e138e43
 """mlp_regularised: perceptron with two tanh hidden layers and softmax cross-entropy, with
     dropout, batchnorm, l1, l2
 
@@ -221,6 +221,32 @@ def validate(
 
 def _hyper(hypers: Mapping[str, float] | None, name: str) -> float:
     return float(HYPERS[name] if hypers is None or name not in hypers else hypers[name])
+
+
+# Large temporaries of a call live in a workspace kept across calls: mapping fresh memory for
+# them on every call costs more page faults than their arithmetic. A call takes a workspace
+# from its function's pool and gives it back before returning, so concurrent calls (threads)
+# each hold their own; an array handed to the caller never lives in one.
+_WORKSPACES: dict[str, list[dict[str, np.ndarray]]] = {}
+
+
+def _take_workspace(function: str) -> dict[str, np.ndarray]:
+    try:
+        return _WORKSPACES.setdefault(function, []).pop()
+    except IndexError:
+        return {}
+
+
+def _give_back(function: str, ws: dict[str, np.ndarray]) -> None:
+    _WORKSPACES[function].append(ws)
+
+
+def _scratch(ws: dict[str, np.ndarray], slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The workspace's array for `slot`, (re)allocated when the shape or dtype changed."""
+    a = ws.get(slot)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = ws[slot] = np.empty(shape, dtype=dtype)
+    return a
 
 
 _ONES: dict[tuple[int, str], np.ndarray] = {}
@@ -1482,6 +1508,7 @@ def hvp(
     bn2_beta times `vector` (keyed and shaped like those parameters), with the loss and its
     gradient, in training mode; reverse mode over the backward pass. Running averages
     (`state`) are read, never updated."""
+    ws = _take_workspace("hvp")
     W1 = params["W1"]
     W2 = params["W2"]
     W3 = params["W3"]
@@ -1511,40 +1538,40 @@ def hvp(
     n_in = X.shape[1]
     n_out = Y.shape[1]
     # (1) z1 = X @ W1
-    z1 = X.dot(W1)
+    z1 = np.matmul(X, W1, out=_scratch(ws, "z1", (B, n_h1), dt))
     # (2) bn1_mu = sum(z1, axis=0)/B
     # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
     # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
     #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
     # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
     t1 = _colsum(z1)
-    t2 = _ew1(z1, t1, B, out=np.empty((B, n_h1), dtype=dt))
+    t2 = _ew1(z1, t1, B, out=_scratch(ws, "t2", (B, n_h1), dt))
     t3 = _ew9(bn1_gamma, t2, out=z1)
-    t4 = _ew2(t2, out=np.empty((B, n_h1), dtype=dt))
+    t4 = _ew2(t2, out=_scratch(ws, "t4", (B, n_h1), dt))
     t5 = _colsum(t4)
     t6 = _ew22(t5, B, out=t5)
     t7 = _ew11(t3, t6, bn1_beta, out=t4)
     mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
-    h1 = _ew12(t7, mask1, out=np.empty((B, n_h1), dtype=dt))
+    h1 = _ew12(t7, mask1, out=_scratch(ws, "h1", (B, n_h1), dt))
     # (8) z2 = h1 @ W2
-    z2 = h1.dot(W2)
+    z2 = np.matmul(h1, W2, out=_scratch(ws, "z2", (B, n_h2), dt))
     # (9) bn2_mu = sum(z2, axis=0)/B
     # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
     # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
     #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
     # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
     t8 = _colsum(z2)
-    t9 = _ew1(z2, t8, B, out=np.empty((B, n_h2), dtype=dt))
+    t9 = _ew1(z2, t8, B, out=_scratch(ws, "t9", (B, n_h2), dt))
     t10 = _ew9(bn2_gamma, t9, out=z2)
-    t11 = _ew2(t9, out=np.empty((B, n_h2), dtype=dt))
+    t11 = _ew2(t9, out=_scratch(ws, "t11", (B, n_h2), dt))
     t12 = _colsum(t11)
     t13 = _ew22(t12, B, out=t12)
     t14 = _ew11(t10, t13, bn2_beta, out=t11)
     mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
-    h2 = _ew12(t14, mask2, out=np.empty((B, n_h2), dtype=dt))
+    h2 = _ew12(t14, mask2, out=_scratch(ws, "h2", (B, n_h2), dt))
     # (15) z3 = h2 @ W3 + b3
-    t15 = h2.dot(W3)
-    z3 = _ew4(t15, b3, out=np.empty((B, n_out), dtype=dt))
+    t15 = np.matmul(h2, W3, out=_scratch(ws, "t15", (B, n_out), dt))
+    z3 = _ew4(t15, b3, out=_scratch(ws, "z3", (B, n_out), dt))
     # (17) L = -sum(Y*log_softmax(z3, axis=1), axis=(0, 1))/B + l1*(sum(Abs(W1), axis=(0, 1)) +
     #     sum(Abs(W2), axis=(0, 1)) + sum(Abs(W3), axis=(0, 1))) + l2*(sum(W1**2, axis=(0, 1)) +
     #     sum(W2**2, axis=(0, 1)) + sum(W3**2, axis=(0, 1)))
@@ -1578,14 +1605,14 @@ def hvp(
     t40 = _ew18(t39, B, out=t39)
     dL_dz3 = _ew24(Y, t38, t40, B, out=t15)
     # (50) dL_dh2 = dL_dz3 @ W3.T
-    dL_dh2 = dL_dz3.dot(W3.T)
+    dL_dh2 = np.matmul(dL_dz3, W3.T, out=_scratch(ws, "dL_dh2", (B, n_h2), dt))
     # (53) dL/d(tanh(n2)) = dL_dh2*mask2
     t41 = _ew12(dL_dh2, mask2, out=dL_dh2)
     # (54) dL_dn2 = (dL_dh2*mask2)*(1 - tanh(n2)**2)
-    dL_dn2 = _ew25(t41, t14, out=np.empty((B, n_h2), dtype=dt))
+    dL_dn2 = _ew25(t41, t14, out=_scratch(ws, "dL_dn2", (B, n_h2), dt))
     # (58) dL/d(sqrt((bn2_sigma2 + 1.0e-5))) = sum(-dL_dn2*(bn2_gamma*(z2 -
     #     bn2_mu))/(sqrt((bn2_sigma2 + 1.0e-5)))**2, axis=0)
-    t42 = _ew14(dL_dn2, t10, t13, out=np.empty((B, n_h2), dtype=dt))
+    t42 = _ew14(dL_dn2, t10, t13, out=_scratch(ws, "t42", (B, n_h2), dt))
     t43 = _colsum(t42)
     # (59) dL/d(bn2_sigma2 + 1.0e-5) = sum(-dL_dn2*(bn2_gamma*(z2 - bn2_mu))/(sqrt((bn2_sigma2 +
     #     1.0e-5)))**2, axis=0)/(2*sqrt((bn2_sigma2 + 1.0e-5)))
@@ -1598,7 +1625,7 @@ def hvp(
     # (65) dL/d(z2 - bn2_mu) += ... = (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma
     # (66) dL/d(z2 - bn2_mu) = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 -
     #     bn2_mu) + (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma
-    t46 = _ew17(t44.reshape(1, n_h2), t9, t45, bn2_gamma, out=np.empty((B, n_h2), dtype=dt))
+    t46 = _ew17(t44.reshape(1, n_h2), t9, t45, bn2_gamma, out=_scratch(ws, "t46", (B, n_h2), dt))
     # (68) dL_dbn2_mu = -sum(2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 -
     #     bn2_mu) + (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma, axis=0)
     # (69) dL/d(sum(z2, axis=0)) = dL_dbn2_mu/B
@@ -1607,16 +1634,16 @@ def hvp(
     # (71) dL_dz2 = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 - bn2_mu) +
     #     (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma + broadcast((dL_dbn2_mu/B).reshape(1,
     #     n_h2), (B, n_h2))
-    dL_dz2 = _ew4(t46, t48.reshape(1, n_h2), out=np.empty((B, n_h2), dtype=dt))
+    dL_dz2 = _ew4(t46, t48.reshape(1, n_h2), out=_scratch(ws, "dL_dz2", (B, n_h2), dt))
     # (72) dL_dh1 = dL_dz2 @ W2.T
-    dL_dh1 = dL_dz2.dot(W2.T)
+    dL_dh1 = np.matmul(dL_dz2, W2.T, out=_scratch(ws, "dL_dh1", (B, n_h1), dt))
     # (75) dL/d(tanh(n1)) = dL_dh1*mask1
     t49 = _ew12(dL_dh1, mask1, out=dL_dh1)
     # (76) dL_dn1 = (dL_dh1*mask1)*(1 - tanh(n1)**2)
-    dL_dn1 = _ew25(t49, t7, out=np.empty((B, n_h1), dtype=dt))
+    dL_dn1 = _ew25(t49, t7, out=_scratch(ws, "dL_dn1", (B, n_h1), dt))
     # (80) dL/d(sqrt((bn1_sigma2 + 1.0e-5))) = sum(-dL_dn1*(bn1_gamma*(z1 -
     #     bn1_mu))/(sqrt((bn1_sigma2 + 1.0e-5)))**2, axis=0)
-    t50 = _ew14(dL_dn1, t3, t6, out=np.empty((B, n_h1), dtype=dt))
+    t50 = _ew14(dL_dn1, t3, t6, out=_scratch(ws, "t50", (B, n_h1), dt))
     t51 = _colsum(t50)
     # (81) dL/d(bn1_sigma2 + 1.0e-5) = sum(-dL_dn1*(bn1_gamma*(z1 - bn1_mu))/(sqrt((bn1_sigma2 +
     #     1.0e-5)))**2, axis=0)/(2*sqrt((bn1_sigma2 + 1.0e-5)))
@@ -1629,7 +1656,7 @@ def hvp(
     # (87) dL/d(z1 - bn1_mu) += ... = (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma
     # (88) dL/d(z1 - bn1_mu) = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 -
     #     bn1_mu) + (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma
-    t54 = _ew17(t52.reshape(1, n_h1), t2, t53, bn1_gamma, out=np.empty((B, n_h1), dtype=dt))
+    t54 = _ew17(t52.reshape(1, n_h1), t2, t53, bn1_gamma, out=_scratch(ws, "t54", (B, n_h1), dt))
     # (90) dL_dbn1_mu = -sum(2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 -
     #     bn1_mu) + (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma, axis=0)
     # (91) dL/d(sum(z1, axis=0)) = dL_dbn1_mu/B
@@ -1638,7 +1665,7 @@ def hvp(
     # (93) dL_dz1 = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 - bn1_mu) +
     #     (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma + broadcast((dL_dbn1_mu/B).reshape(1,
     #     n_h1), (B, n_h1))
-    dL_dz1 = _ew4(t54, t56.reshape(1, n_h1), out=np.empty((B, n_h1), dtype=dt))
+    dL_dz1 = _ew4(t54, t56.reshape(1, n_h1), out=_scratch(ws, "dL_dz1", (B, n_h1), dt))
     # (94) dL/d(W1) += ... = X.T @ dL_dz1
     t57 = X.T.dot(dL_dz1)
     # (30) dL/d(W1) += ... = 2*l2*W1
@@ -1669,7 +1696,7 @@ def hvp(
     dL_dbn2_gamma = _colsum(t61)
     # (56) dL_dbn2_beta = sum(dL_dn2, axis=0)
     dL_dbn2_beta = _colsum(dL_dn2)
-    t62 = X.dot(_v_W1)
+    t62 = np.matmul(X, _v_W1, out=_scratch(ws, "t62", (B, n_h1), dt))
     t63 = _colsum(t62)
     t64 = _ew18(t63, B, out=t63)
     t65 = _ew4(t62, t64.reshape(1, n_h1), out=dL_dz1)
@@ -1683,10 +1710,10 @@ def hvp(
     t73 = _ew29(t72.reshape(1, n_h1), dL_dn1, t3, t6, out=t69)
     t74 = _colsum(t73)
     t75 = _ew30(_v_bn1_beta.reshape(1, n_h1), t66, t6, t72.reshape(1, n_h1), t3, out=t66)
-    t76 = dL_dz2.dot(_v_W2.T)
-    t77 = h1.dot(_v_W2)
+    t76 = np.matmul(dL_dz2, _v_W2.T, out=_scratch(ws, "t76", (B, n_h1), dt))
+    t77 = np.matmul(h1, _v_W2, out=_scratch(ws, "t77", (B, n_h2), dt))
     t78 = _ew31(t75, t7, mask1, out=t73)
-    t79 = t78.dot(W2)
+    t79 = np.matmul(t78, W2, out=_scratch(ws, "t79", (B, n_h2), dt))
     t80 = _ew32(t77, t79, out=t77)
     t81 = _colsum(t80)
     t82 = _ew18(t81, B, out=t81)
@@ -1701,14 +1728,14 @@ def hvp(
     t91 = _ew29(t90.reshape(1, n_h2), dL_dn2, t10, t13, out=t87)
     t92 = _colsum(t91)
     t93 = _ew30(_v_bn2_beta.reshape(1, n_h2), t84, t13, t90.reshape(1, n_h2), t10, out=t84)
-    t94 = dL_dz3.dot(_v_W3.T)
-    t95 = h2.dot(_v_W3)
+    t94 = np.matmul(dL_dz3, _v_W3.T, out=_scratch(ws, "t94", (B, n_h2), dt))
+    t95 = np.matmul(h2, _v_W3, out=_scratch(ws, "t95", (B, n_out), dt))
     t96 = _ew31(t93, t14, mask2, out=t91)
-    t97 = t96.dot(W3)
+    t97 = np.matmul(t96, W3, out=_scratch(ws, "t97", (B, n_out), dt))
     t98 = _ew33(_v_b3.reshape(1, n_out), t95, t97, t40, t38, out=z3)
     t99 = _rowsum(t98, keepdims=True)
     t100 = _ew34(t98, t38, t99, out=t95)
-    t101 = t100.dot(W3.T)
+    t101 = np.matmul(t100, W3.T, out=_scratch(ws, "t101", (B, n_h2), dt))
     t102 = _ew35(t93, t41, t14, t94, t101, mask2, out=t93)
     t103 = _ew14(t102, t10, t13, out=t10)
     t104 = _colsum(t103)
@@ -1728,7 +1755,7 @@ def hvp(
     t108 = _colsum(t107)
     t109 = _ew18(t108, B, out=t108)
     t110 = _ew4(t107, t109.reshape(1, n_h2), out=t94)
-    t111 = t110.dot(W2.T)
+    t111 = np.matmul(t110, W2.T, out=_scratch(ws, "t111", (B, n_h1), dt))
     t112 = _ew35(t75, t49, t7, t76, t111, mask1, out=t75)
     t113 = _ew14(t112, t3, t6, out=t3)
     t114 = _colsum(t113)
@@ -1748,13 +1775,13 @@ def hvp(
     t118 = _colsum(t117)
     t119 = _ew18(t118, B, out=t118)
     t120 = _ew4(t117, t119.reshape(1, n_h1), out=t76)
-    t121 = X.T.dot(t120)
+    t121 = np.matmul(X.T, t120, out=_scratch(ws, "t121", (n_in, n_h1), dt))
     hv_W1 = _ew39(t121, _v_W1, l2, out=t57)
-    t122 = t78.T.dot(dL_dz2)
-    t123 = h1.T.dot(t110)
+    t122 = np.matmul(t78.T, dL_dz2, out=_scratch(ws, "t122", (n_h1, n_h2), dt))
+    t123 = np.matmul(h1.T, t110, out=_scratch(ws, "t123", (n_h1, n_h2), dt))
     hv_W2 = _ew40(_v_W2, l2, t122, t123, out=t58)
-    t124 = t96.T.dot(dL_dz3)
-    t125 = h2.T.dot(t100)
+    t124 = np.matmul(t96.T, dL_dz3, out=_scratch(ws, "t124", (n_h2, n_out), dt))
+    t125 = np.matmul(h2.T, t100, out=_scratch(ws, "t125", (n_h2, n_out), dt))
     hv_W3 = _ew40(_v_W3, l2, t124, t125, out=t59)
     hv_b3 = _colsum(t100)
     t126 = _ew12(t65, t53, out=t65)
@@ -1769,6 +1796,7 @@ def hvp(
     t133 = _colsum(t132)
     hv_bn2_gamma = _ew32(t131, t133, out=t131)
     hv_bn2_beta = _colsum(t102)
+    _give_back("hvp", ws)
     return (
         float(L),
         {

@@ -237,10 +237,11 @@ def test_closed_form_hessian_is_found_and_matches_the_generated_hessian(name):
         assert relative_error(curv, p * (1 - p) / (X.shape[0] * n_out)) <= 1e-12
 
 
-@pytest.mark.parametrize("name", ["cnn_digits", "lstm_digits", "attention_digits"])
+@pytest.mark.parametrize("name", ["cnn_digits", "lstm_digits", "gru_digits", "attention_digits", "mlp_tanh"])
 def test_hvp_results_do_not_share_memory_with_a_later_call(name):
-    """hvp keeps its large temporaries (patch matrices, products over every patch or step) in
-    a workspace across calls: nothing it returns may be one of them."""
+    """hvp keeps its temporaries (patch matrices, products over every patch or step, a dense
+    model's (batch, features) arrays) in a workspace across calls: nothing it returns may be
+    one of them."""
     module = committed(name)
     dims = {d: 3 for d in module.DIMS}
     (p1, b1, v1), (p2, b2, v2) = (fixed_setup(module, dims, seed) for seed in (7, 8))
