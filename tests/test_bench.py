@@ -154,3 +154,16 @@ def test_a_column_whose_variant_is_absent_says_why(capsys):
                  missing="not installed")
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[-2:] == ["x", "jax"] and lines[2].endswith("not installed")
+
+
+def test_compare_writes_and_times_a_models_case(tmp_path, capsys):
+    """`--case cnn8 --generate FILE` writes this checkout's module of the case, and `--case`
+    times module files of it against the case's products alone."""
+    compare = _bench_module("compare")
+    path = tmp_path / "cnn8.py"
+    assert compare.main(["--case", "cnn8", "--generate", str(path)]) == 0
+    assert "def loss_and_grad(" in path.read_text()
+    assert compare.main(["--case", "cnn8", str(path), str(path), "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("1: cnn8.py") == 2 and out.count("2: cnn8.py") == 2  # float32, float64
+    assert "digits CNN 8x8" in out and "x matmuls" in out
