@@ -92,6 +92,9 @@ def _sum(ins: Instr) -> list[str]:
     axes, keepdims = ins.node.attr("axes"), ins.node.attr("keepdims")
     if len(axes) == x.ndim and not keepdims:
         return [f"{ins.out} = {atom(a)}.sum()"]
+    if ins.ones:  # a bias gradient of a matrix: one product with ones the function binds once
+        bind = [f"{ins.ones} = _ones({ins.ones_rows}, {atom(a)}.dtype)"] if ins.ones_bind else []
+        return [*bind, f"{ins.out} = {ins.ones}.dot({a})"]
     if axes == tuple(range(x.ndim - 1)) and not keepdims:  # a bias gradient: all rows summed
         # the same rows as a loop's own step-major array: sum that, not a copy of the view
         return [f"{ins.out} = _colsum({a.removesuffix(BATCH_MAJOR)})"]

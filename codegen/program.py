@@ -68,6 +68,9 @@ class Instr:
     rows: int = 0  # an elementwise kernel over a bias row runs on (-1, rows) views (see _row_width)
     also: str = ""  # a second value the line computes (a softmax cross-entropy's adjoint), its name
     also_node: Node | None = None
+    ones: str = ""  # a column sum's vector of ones, a local (`_ones_B`), and its dim
+    ones_rows: str = ""
+    ones_bind: bool = False  # this line binds it (the function's first such sum)
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ class Lowering:
         self._next_t = 1  # the lowest t<k> that may be free
         self.dims: set[str] = set()
         self.requirements: dict[str, str] = {}  # see Program.requirements and _require_fit
+        self.row_ones: set[str] = set()  # the `_ones_<dim>` locals bound so far (see _row_ones)
 
     def _analyse(self, order: list[Node]) -> None:
         """Consumers, fusion and views of the nodes the program computes."""
@@ -486,6 +490,8 @@ class Lowering:
                 instr.order = self._dim_text(n.attr("n"))
             elif n.op in _CHECKED_OPS:
                 instr.where = self._where(n, instr.eqs)
+            elif n.op == "sum":
+                self._row_ones(instr)
             self.var[n] = instr.out
             return instr
         operands: dict[str, str] = {}  # operand expression -> kernel parameter name
@@ -519,6 +525,22 @@ class Lowering:
             instr = Instr("ew", n, self._name(n), list(operands), kernel, eqs=eqs, rows=rows)
         self.var[n] = instr.out
         return instr
+
+    def _row_ones(self, instr: Instr) -> None:
+        """A matrix's column sums (a bias gradient) as one product with a vector of ones that the
+        function binds once, `_ones_B = _ones(B, x.dtype)`, at its first such sum: `_colsum`'s call
+        and cache lookup cost 0.15-0.2 us a sum at batch 32 (a third of it)."""
+        n = instr.node
+        x = n.args[0]
+        if x.ndim != 2 or n.attr("axes") != (0,) or n.attr("keepdims"):
+            return
+        rows = self._dim_text(x.shape[0])
+        if not rows.isidentifier():  # a dim's name (checked when the model declared it)
+            return
+        instr.ones = f"_ones_{rows}"
+        instr.ones_bind = instr.ones not in self.row_ones
+        instr.ones_rows = rows
+        self.row_ones.add(instr.ones)
 
     # -- stacked rows, in any order -----------------------------------------------------------
     def _stacked(self, r: Node) -> bool:

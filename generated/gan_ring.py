@@ -1,4 +1,4 @@
-# symgrad-generated sha256:68eb44cc33ce056f9bf05e17a03d0a677a4451ff8f6c2386d683ecb637af3c8d
+# symgrad-generated sha256:bf2bf1ac7df4c0d7e088d62cdeed1e080dea0370d96cb090b4c998a48f7e5a7f
 """gan_ring: GAN: a relu generator from 2-d noise to 2-d samples and a leaky-relu
     discriminator, with the discriminator's cross-entropy and the non-saturating generator
     loss
@@ -243,12 +243,6 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
         ones = _ONES[n, dtype.char] = np.ones(n, dtype=dtype)
         ones.flags.writeable = False
     return ones
-
-
-def _colsum(x: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last, as one BLAS product with a row of ones."""
-    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 _ZEROS: dict[str, np.ndarray] = {}
@@ -964,16 +958,17 @@ def loss_and_grad(
     dL_dWg1 = Z.T.dot(t33)
     # (44) dL_dbg1 = sum((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0), axis=0)
-    dL_dbg1 = _colsum(t33)
+    _ones_B = _ones(B, t33.dtype)
+    dL_dbg1 = _ones_B.dot(t33)
     # (41) dL_dWg2 = relu(Z @ Wg1 + bg1).T @ ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 +
     #     bg2) > 0))
     dL_dWg2 = t11.T.dot(t31)
     # (39) dL_dbg2 = sum((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0), axis=0)
-    dL_dbg2 = _colsum(t31)
+    dL_dbg2 = _ones_B.dot(t31)
     # (36) dL_dWg3 = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2).T @ dL_dfake
     dL_dWg3 = t13.T.dot(dL_dfake)
     # (34) dL_dbg3 = sum(dL_dfake, axis=0)
-    dL_dbg3 = _colsum(dL_dfake)
+    dL_dbg3 = _ones_B.dot(dL_dfake)
     # (32) dL/d(Wd1) += ... = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
@@ -1007,11 +1002,11 @@ def loss_and_grad(
     # (30) dL/d(bd1) += ... = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    t41 = _colsum(t29)
+    t41 = _ones_B.dot(t29)
     # (65) dL/d(bd1) += ... = sum((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    t42 = _colsum(t39)
+    t42 = _ones_B.dot(t39)
     # (66) dL_dbd1 = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0) + sum((((dL_dd_real @ Wd3.T)*Piecewise((1,
@@ -1033,10 +1028,10 @@ def loss_and_grad(
     dL_dWd2 = _ew13(t43, t44, out=t43)
     # (25) dL/d(bd2) += ... = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
-    t45 = _colsum(t27)
+    t45 = _ones_B.dot(t27)
     # (58) dL/d(bd2) += ... = sum((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1
     #     + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
-    t46 = _colsum(t37)
+    t46 = _ones_B.dot(t37)
     # (59) dL_dbd2 = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0) + sum((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
@@ -1052,10 +1047,10 @@ def loss_and_grad(
     #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
     dL_dWd3 = _ew13(t47, t48, out=t47)
     # (20) dL/d(bd3) += ... = sum(dL_dd_fake, axis=0)
-    t49 = _colsum(dL_dd_fake)
+    t49 = _ones_B.dot(dL_dd_fake)
     # (51) dL/d(bd3) += ... = -sum(sigmoid(-d_real)/B, axis=0)
     # (52) dL_dbd3 = sum(dL_dd_fake, axis=0) - sum(sigmoid(-d_real)/B, axis=0)
-    t50 = _colsum(t35)
+    t50 = _ones_B.dot(t35)
     dL_dbd3 = _ew14(t49, t50, out=t49)
     return float(L), {
         "Wg1": dL_dWg1,
@@ -1143,20 +1138,21 @@ def loss_and_grad_L_D(
     t32 = _ew10(t31, t2, out=t23)
     t33 = X.T.dot(t32)
     dL_D_dWd1 = _ew13(t27, t33, out=t27)
-    t34 = _colsum(t26)
-    t35 = _colsum(t32)
+    _ones_B = _ones(B, t26.dtype)
+    t34 = _ones_B.dot(t26)
+    t35 = _ones_B.dot(t32)
     dL_D_dbd1 = _ew13(t34, t35, out=t34)
     t36 = t16.T.dot(t24)
     t37 = t2.T.dot(t30)
     dL_D_dWd2 = _ew13(t36, t37, out=t36)
-    t38 = _colsum(t24)
-    t39 = _colsum(t30)
+    t38 = _ones_B.dot(t24)
+    t39 = _ones_B.dot(t30)
     dL_D_dbd2 = _ew13(t38, t39, out=t38)
     t40 = t18.T.dot(dL_D_dd_fake)
     t41 = t4.T.dot(dL_D_dd_real)
     dL_D_dWd3 = _ew13(t40, t41, out=t40)
-    t42 = _colsum(dL_D_dd_fake)
-    t43 = _colsum(t28)
+    t42 = _ones_B.dot(dL_D_dd_fake)
+    t43 = _ones_B.dot(t28)
     dL_D_dbd3 = _ew14(t42, t43, out=t42)
     return float(L_D), {
         "Wd1": dL_D_dWd1,
@@ -1223,11 +1219,12 @@ def loss_and_grad_L_G(
     t20 = t19.dot(Wg2.T)
     t21 = _ew11(t20, t2, out=t14)
     dL_G_dWg1 = Z.T.dot(t21)
-    dL_G_dbg1 = _colsum(t21)
+    _ones_B = _ones(B, t21.dtype)
+    dL_G_dbg1 = _ones_B.dot(t21)
     dL_G_dWg2 = t2.T.dot(t19)
-    dL_G_dbg2 = _colsum(t19)
+    dL_G_dbg2 = _ones_B.dot(t19)
     dL_G_dWg3 = t4.T.dot(dL_G_dfake)
-    dL_G_dbg3 = _colsum(dL_G_dfake)
+    dL_G_dbg3 = _ones_B.dot(dL_G_dfake)
     return float(L_G), {
         "Wg1": dL_G_dWg1,
         "bg1": dL_G_dbg1,
@@ -1357,16 +1354,17 @@ def hvp(
     dL_dWg1 = Z.T.dot(t33)
     # (44) dL_dbg1 = sum((((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0)) @
     #     Wg2.T)*(relu(Z @ Wg1 + bg1) > 0), axis=0)
-    dL_dbg1 = _colsum(t33)
+    _ones_B = _ones(B, t33.dtype)
+    dL_dbg1 = _ones_B.dot(t33)
     # (41) dL_dWg2 = relu(Z @ Wg1 + bg1).T @ ((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 +
     #     bg2) > 0))
     dL_dWg2 = t11.T.dot(t31)
     # (39) dL_dbg2 = sum((dL_dfake @ Wg3.T)*(relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2) > 0), axis=0)
-    dL_dbg2 = _colsum(t31)
+    dL_dbg2 = _ones_B.dot(t31)
     # (36) dL_dWg3 = relu(relu(Z @ Wg1 + bg1) @ Wg2 + bg2).T @ dL_dfake
     dL_dWg3 = t13.T.dot(dL_dfake)
     # (34) dL_dbg3 = sum(dL_dfake, axis=0)
-    dL_dbg3 = _colsum(dL_dfake)
+    dL_dbg3 = _ones_B.dot(dL_dfake)
     # (32) dL/d(Wd1) += ... = fake.T @ ((((dL_dd_fake @ Wd3.T)*Piecewise((1,
     #     leaky_relu(leaky_relu(fake @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @
     #     Wd2.T)*Piecewise((1, leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)))
@@ -1400,11 +1398,11 @@ def hvp(
     # (30) dL/d(bd1) += ... = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake
     #     @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(fake @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    t41 = _colsum(t29)
+    t41 = _ones_B.dot(t29)
     # (65) dL/d(bd1) += ... = sum((((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1,
     #     leaky_relu(X @ Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0)
-    t42 = _colsum(t39)
+    t42 = _ones_B.dot(t39)
     # (66) dL_dbd1 = sum((((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True))) @ Wd2.T)*Piecewise((1, leaky_relu(fake @
     #     Wd1 + bd1, 1/5) > 0), (1/5, True)), axis=0) + sum((((dL_dd_real @ Wd3.T)*Piecewise((1,
@@ -1426,10 +1424,10 @@ def hvp(
     dL_dWd2 = _ew13(t43, t44, out=t43)
     # (25) dL/d(bd2) += ... = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @
     #     Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
-    t45 = _colsum(t27)
+    t45 = _ones_B.dot(t27)
     # (58) dL/d(bd2) += ... = sum((dL_dd_real @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1
     #     + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0)
-    t46 = _colsum(t37)
+    t46 = _ones_B.dot(t37)
     # (59) dL_dbd2 = sum((dL_dd_fake @ Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(fake @ Wd1 +
     #     bd1, 1/5) @ Wd2 + bd2, 1/5) > 0), (1/5, True)), axis=0) + sum((dL_dd_real @
     #     Wd3.T)*Piecewise((1, leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5) > 0),
@@ -1445,10 +1443,10 @@ def hvp(
     #     + leaky_relu(leaky_relu(X @ Wd1 + bd1, 1/5) @ Wd2 + bd2, 1/5).T @ dL_dd_real
     dL_dWd3 = _ew13(t47, t48, out=t47)
     # (20) dL/d(bd3) += ... = sum(dL_dd_fake, axis=0)
-    t49 = _colsum(dL_dd_fake)
+    t49 = _ones_B.dot(dL_dd_fake)
     # (51) dL/d(bd3) += ... = -sum(sigmoid(-d_real)/B, axis=0)
     # (52) dL_dbd3 = sum(dL_dd_fake, axis=0) - sum(sigmoid(-d_real)/B, axis=0)
-    t50 = _colsum(t35)
+    t50 = _ones_B.dot(t35)
     dL_dbd3 = _ew14(t49, t50, out=t49)
     t51 = np.matmul(t31, _v_Wg2.T, out=_scratch(ws, "t51", (B, n_h), dt))
     t52 = np.matmul(dL_dfake, _v_Wg3.T, out=_scratch(ws, "t52", (B, n_h), dt))
@@ -1484,15 +1482,15 @@ def hvp(
     t82 = np.matmul(t81, Wg2.T, out=_scratch(ws, "t82", (B, n_h), dt))
     t83 = _ew22(t51, t82, t11, out=t51)
     hv_Wg1 = Z.T.dot(t83)
-    hv_bg1 = _colsum(t83)
+    hv_bg1 = _ones_B.dot(t83)
     t84 = t62.T.dot(t31)
     t85 = np.matmul(t11.T, t81, out=_scratch(ws, "t85", (n_h, n_h), dt))
     hv_Wg2 = _ew13(t84, t85, out=t84)
-    hv_bg2 = _colsum(t81)
+    hv_bg2 = _ones_B.dot(t81)
     t86 = t64.T.dot(dL_dfake)
     t87 = np.matmul(t13.T, t79, out=_scratch(ws, "t87", (n_h, 2), dt))
     hv_Wg3 = _ew13(t86, t87, out=t86)
-    hv_bg3 = _colsum(t79)
+    hv_bg3 = _ones_B.dot(t79)
     t88 = np.matmul(t37, _v_Wd2.T, out=_scratch(ws, "t88", (B, n_h), dt))
     t89 = np.matmul(dL_dd_real, _v_Wd3.T, out=_scratch(ws, "t89", (B, n_h), dt))
     t90 = _ew8(_v_bd3, out=np.empty((1,), dtype=dt))
@@ -1513,8 +1511,8 @@ def hvp(
     t105 = np.matmul(t66.T, t29, out=_scratch(ws, "t105", (2, n_h), dt))
     t106 = np.matmul(fake.T, t77, out=_scratch(ws, "t106", (2, n_h), dt))
     hv_Wd1 = _ew25(t104, t105, t106, out=t104)
-    t107 = _colsum(t103)
-    t108 = _colsum(t77)
+    t107 = _ones_B.dot(t103)
+    t108 = _ones_B.dot(t77)
     hv_bd1 = _ew13(t107, t108, out=t107)
     t109 = t2.T.dot(t101)
     t110 = np.matmul(t37.T, t94, out=_scratch(ws, "t110", (n_h, n_h), dt))
@@ -1522,8 +1520,8 @@ def hvp(
     t112 = _ew13(t110, t111, out=t110)
     t113 = np.matmul(t16.T, t75, out=_scratch(ws, "t113", (n_h, n_h), dt))
     hv_Wd2 = _ew25(t109, t112.T, t113, out=t109)
-    t114 = _colsum(t101)
-    t115 = _colsum(t75)
+    t114 = _ones_B.dot(t101)
+    t115 = _ones_B.dot(t75)
     hv_bd2 = _ew13(t114, t115, out=t114)
     t116 = t4.T.dot(t99)
     t117 = np.matmul(dL_dd_real.T, t96, out=_scratch(ws, "t117", (1, n_h), dt))
@@ -1531,8 +1529,8 @@ def hvp(
     t119 = _ew13(t117, t118, out=t117)
     t120 = np.matmul(t18.T, t73, out=_scratch(ws, "t120", (n_h, 1), dt))
     hv_Wd3 = _ew25(t116, t119.T, t120, out=t116)
-    t121 = _colsum(t98)
-    t122 = _colsum(t73)
+    t121 = _ones_B.dot(t98)
+    t122 = _ones_B.dot(t73)
     hv_bd3 = _ew26(t121, t122, out=t121)
     _give_back("hvp", ws)
     return (
@@ -1673,20 +1671,21 @@ def hvp_L_D(
     t32 = _ew10(t31, t2, out=t23)
     t33 = np.matmul(X.T, t32, out=_scratch(ws, "t33", (2, n_h), dt))
     dL_D_dWd1 = _ew13(t27, t33, out=t27)
-    t34 = _colsum(t26)
-    t35 = _colsum(t32)
+    _ones_B = _ones(B, t26.dtype)
+    t34 = _ones_B.dot(t26)
+    t35 = _ones_B.dot(t32)
     dL_D_dbd1 = _ew13(t34, t35, out=t34)
     t36 = t16.T.dot(t24)
     t37 = np.matmul(t2.T, t30, out=_scratch(ws, "t37", (n_h, n_h), dt))
     dL_D_dWd2 = _ew13(t36, t37, out=t36)
-    t38 = _colsum(t24)
-    t39 = _colsum(t30)
+    t38 = _ones_B.dot(t24)
+    t39 = _ones_B.dot(t30)
     dL_D_dbd2 = _ew13(t38, t39, out=t38)
     t40 = t18.T.dot(dL_D_dd_fake)
     t41 = np.matmul(t4.T, dL_D_dd_real, out=_scratch(ws, "t41", (n_h, 1), dt))
     dL_D_dWd3 = _ew13(t40, t41, out=t40)
-    t42 = _colsum(dL_D_dd_fake)
-    t43 = _colsum(t28)
+    t42 = _ones_B.dot(dL_D_dd_fake)
+    t43 = _ones_B.dot(t28)
     dL_D_dbd3 = _ew14(t42, t43, out=t42)
     t44 = np.matmul(t30, _v_Wd2.T, out=_scratch(ws, "t44", (B, n_h), dt))
     t45 = np.matmul(dL_D_dd_real, _v_Wd3.T, out=_scratch(ws, "t45", (B, n_h), dt))
@@ -1721,8 +1720,8 @@ def hvp_L_D(
     t74 = _ew21(t61, t73, t16, out=t61)
     t75 = np.matmul(fake.T, t74, out=_scratch(ws, "t75", (2, n_h), dt))
     hv_Wd1 = _ew13(t60, t75, out=t60)
-    t76 = _colsum(t59)
-    t77 = _colsum(t74)
+    t76 = _ones_B.dot(t59)
+    t77 = _ones_B.dot(t74)
     hv_bd1 = _ew13(t76, t77, out=t76)
     t78 = t2.T.dot(t57)
     t79 = np.matmul(t30.T, t50, out=_scratch(ws, "t79", (n_h, n_h), dt))
@@ -1730,8 +1729,8 @@ def hvp_L_D(
     t81 = _ew13(t79, t80, out=t79)
     t82 = np.matmul(t16.T, t72, out=_scratch(ws, "t82", (n_h, n_h), dt))
     hv_Wd2 = _ew25(t78, t81.T, t82, out=t78)
-    t83 = _colsum(t57)
-    t84 = _colsum(t72)
+    t83 = _ones_B.dot(t57)
+    t84 = _ones_B.dot(t72)
     hv_bd2 = _ew13(t83, t84, out=t83)
     t85 = t4.T.dot(t55)
     t86 = np.matmul(dL_D_dd_real.T, t52, out=_scratch(ws, "t86", (1, n_h), dt))
@@ -1739,8 +1738,8 @@ def hvp_L_D(
     t88 = _ew13(t86, t87, out=t86)
     t89 = np.matmul(t18.T, t70, out=_scratch(ws, "t89", (n_h, 1), dt))
     hv_Wd3 = _ew25(t85, t88.T, t89, out=t85)
-    t90 = _colsum(t54)
-    t91 = _colsum(t70)
+    t90 = _ones_B.dot(t54)
+    t91 = _ones_B.dot(t70)
     hv_bd3 = _ew26(t90, t91, out=t90)
     _give_back("hvp_L_D", ws)
     return (
@@ -1855,11 +1854,12 @@ def hvp_L_G(
     t20 = np.matmul(t19, Wg2.T, out=_scratch(ws, "t20", (B, n_h), dt))
     t21 = _ew11(t20, t2, out=t16)
     dL_G_dWg1 = Z.T.dot(t21)
-    dL_G_dbg1 = _colsum(t21)
+    _ones_B = _ones(B, t21.dtype)
+    dL_G_dbg1 = _ones_B.dot(t21)
     dL_G_dWg2 = t2.T.dot(t19)
-    dL_G_dbg2 = _colsum(t19)
+    dL_G_dbg2 = _ones_B.dot(t19)
     dL_G_dWg3 = t4.T.dot(dL_G_dfake)
-    dL_G_dbg3 = _colsum(dL_G_dfake)
+    dL_G_dbg3 = _ones_B.dot(dL_G_dfake)
     t22 = np.matmul(t19, _v_Wg2.T, out=_scratch(ws, "t22", (B, n_h), dt))
     t23 = np.matmul(dL_G_dfake, _v_Wg3.T, out=_scratch(ws, "t23", (B, n_h), dt))
     t24 = np.matmul(t4, _v_Wg3, out=_scratch(ws, "t24", (B, 2), dt))
@@ -1886,15 +1886,15 @@ def hvp_L_G(
     t45 = np.matmul(t44, Wg2.T, out=_scratch(ws, "t45", (B, n_h), dt))
     t46 = _ew22(t22, t45, t2, out=t22)
     hv_Wg1 = Z.T.dot(t46)
-    hv_bg1 = _colsum(t46)
+    hv_bg1 = _ones_B.dot(t46)
     t47 = t27.T.dot(t19)
     t48 = np.matmul(t2.T, t44, out=_scratch(ws, "t48", (n_h, n_h), dt))
     hv_Wg2 = _ew13(t47, t48, out=t47)
-    hv_bg2 = _colsum(t44)
+    hv_bg2 = _ones_B.dot(t44)
     t49 = t29.T.dot(dL_G_dfake)
     t50 = np.matmul(t4.T, t42, out=_scratch(ws, "t50", (n_h, 2), dt))
     hv_Wg3 = _ew13(t49, t50, out=t49)
-    hv_bg3 = _colsum(t42)
+    hv_bg3 = _ones_B.dot(t42)
     _give_back("hvp_L_G", ws)
     return (
         float(L_G),

@@ -1,4 +1,4 @@
-# symgrad-generated sha256:8002e07b4273031b67417474c493d08d035be0eaab840542e67c3167f725e775
+# symgrad-generated sha256:a878c16b19a68b7d0fd9103daaaec4ca496748173876f4d0afdc1fdcbd7e837d
 """gaussian_nll: multivariate Gaussian fitted by maximum likelihood: learnt mean and Cholesky
     factor of the covariance, negative log-likelihood of a batch
 
@@ -220,12 +220,6 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
         ones = _ONES[n, dtype.char] = np.ones(n, dtype=dtype)
         ones.flags.writeable = False
     return ones
-
-
-def _colsum(x: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last, as one BLAS product with a row of ones."""
-    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
@@ -531,7 +525,8 @@ def loss_and_grad(
     # (19) dL_dD = D @ (dL_dS/B) + ((dL_dS/B) @ D.T).T
     dL_dD = _ew2(t12, t13.T, out=t12)
     # (20) dL_dmu = -sum(dL_dD, axis=0)
-    t14 = _colsum(dL_dD)
+    _ones_B = _ones(B, dL_dD.dtype)
+    t14 = _ones_B.dot(dL_dD)
     dL_dmu = _ew8(t14, out=t14)
     # (13) dL/d(inv(Sigma)) = S.T/2
     t15 = _ew7(S.T, out=t11)
@@ -607,7 +602,8 @@ def hvp(
     t12 = np.matmul(D, t11, out=_scratch(ws, "t12", (B, n), dt))
     t13 = np.matmul(D, t11.T, out=_scratch(ws, "t13", (B, n), dt))
     t14 = _ew2(t12, t13, out=t12)
-    t15 = _colsum(t14)
+    _ones_B = _ones(B, t14.dtype)
+    t15 = _ones_B.dot(t14)
     dL_dmu = _ew8(t15, out=t15)
     # (13) dL/d(inv(Sigma)) = S.T/2
     t16 = _ew7(S.T, out=_scratch(ws, "t16", (n, n), dt))
@@ -650,7 +646,7 @@ def hvp(
         out=_scratch(ws, "t40", (B, n), dt),
     )
     t41 = _ew10(t35, t39.T, t40, out=t35)
-    t42 = _colsum(t41)
+    t42 = _ones_B.dot(t41)
     hv_mu = _ew8(t42, out=t42)
     t43 = np.matmul(dL_dSigma.T, t26, out=_scratch(ws, "t43", (n, n), dt))
     t44 = np.matmul(t17.T, t30, out=_scratch(ws, "t44", (n, n), dt))

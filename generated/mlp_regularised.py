@@ -1,4 +1,4 @@
-# symgrad-generated sha256:85aa2a2caa0786d6ec038a7844075be92d437f2e23fe5c916a768d491e138e43
+# symgrad-generated sha256:70630a503c9656495aceaef1eb6ddc6da135ae750c11df050c1d8d93834e0927
 """mlp_regularised: perceptron with two tanh hidden layers and softmax cross-entropy, with
     dropout, batchnorm, l1, l2
 
@@ -260,12 +260,6 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
         ones = _ONES[n, dtype.char] = np.ones(n, dtype=dtype)
         ones.flags.writeable = False
     return ones
-
-
-def _colsum(x: np.ndarray) -> np.ndarray:
-    """Sum over every axis but the last, as one BLAS product with a row of ones."""
-    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    return _ones(rows.shape[0], rows.dtype).dot(rows)
 
 
 def _rowsum(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
@@ -1063,10 +1057,11 @@ def forward(
         # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
         #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
         # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
-        t1 = _colsum(z1)
+        _ones_B = _ones(B, z1.dtype)
+        t1 = _ones_B.dot(z1)
         t2 = _ew1(z1, t1, B, out=np.empty((B, n_h1), dtype=dt))
         t3 = _ew2(t2, out=z1)
-        t4 = _colsum(t3)
+        t4 = _ones_B.dot(t3)
         mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
         h1 = _ew3(bn1_gamma, t2, t4, bn1_beta, mask1, B, out=t3)
         # (8) z2 = h1 @ W2
@@ -1076,10 +1071,10 @@ def forward(
         # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
         #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
         # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
-        t5 = _colsum(z2)
+        t5 = _ones_B.dot(z2)
         t6 = _ew1(z2, t5, B, out=np.empty((B, n_h2), dtype=dt))
         t7 = _ew2(t6, out=z2)
-        t8 = _colsum(t7)
+        t8 = _ones_B.dot(t7)
         mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
         h2 = _ew3(bn2_gamma, t6, t8, bn2_beta, mask2, B, out=t7)
         # (15) z3 = h2 @ W3 + b3
@@ -1166,10 +1161,11 @@ def loss(
         # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
         #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
         # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
-        t1 = _colsum(z1)
+        _ones_B = _ones(B, z1.dtype)
+        t1 = _ones_B.dot(z1)
         t2 = _ew1(z1, t1, B, out=np.empty((B, n_h1), dtype=dt))
         t3 = _ew2(t2, out=z1)
-        t4 = _colsum(t3)
+        t4 = _ones_B.dot(t3)
         mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
         h1 = _ew3(bn1_gamma, t2, t4, bn1_beta, mask1, B, out=t3)
         # (8) z2 = h1 @ W2
@@ -1179,10 +1175,10 @@ def loss(
         # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
         #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
         # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
-        t5 = _colsum(z2)
+        t5 = _ones_B.dot(z2)
         t6 = _ew1(z2, t5, B, out=np.empty((B, n_h2), dtype=dt))
         t7 = _ew2(t6, out=z2)
-        t8 = _colsum(t7)
+        t8 = _ones_B.dot(t7)
         mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
         h2 = _ew3(bn2_gamma, t6, t8, bn2_beta, mask2, B, out=t7)
         # (15) z3 = h2 @ W3 + b3
@@ -1322,7 +1318,8 @@ def loss_and_grad(
     # (1) z1 = X @ W1
     z1 = X.dot(W1)
     # (2) bn1_mu = sum(z1, axis=0)/B
-    t1 = _colsum(z1)
+    _ones_B = _ones(B, z1.dtype)
+    t1 = _ones_B.dot(z1)
     bn1_mu = _ew7(t1, B, out=t1)
     # (3) bn1_sigma2 = sum((z1 - bn1_mu)**2, axis=0)/B
     # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
@@ -1331,7 +1328,7 @@ def loss_and_grad(
     t2 = _ew8(z1, bn1_mu, out=np.empty((B, n_h1), dtype=dt))
     t3 = _ew9(bn1_gamma, t2, out=z1)
     t4 = _ew2(t2, out=np.empty((B, n_h1), dtype=dt))
-    t5 = _colsum(t4)
+    t5 = _ones_B.dot(t4)
     bn1_sigma2 = _ew7(t5, B, out=t5)
     t6 = _ew10(bn1_sigma2, out=np.empty((n_h1,), dtype=dt))
     t7 = _ew11(t3, t6, bn1_beta, out=t4)
@@ -1340,7 +1337,7 @@ def loss_and_grad(
     # (8) z2 = h1 @ W2
     z2 = h1.dot(W2)
     # (9) bn2_mu = sum(z2, axis=0)/B
-    t8 = _colsum(z2)
+    t8 = _ones_B.dot(z2)
     bn2_mu = _ew7(t8, B, out=t8)
     # (10) bn2_sigma2 = sum((z2 - bn2_mu)**2, axis=0)/B
     # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
@@ -1349,7 +1346,7 @@ def loss_and_grad(
     t9 = _ew8(z2, bn2_mu, out=np.empty((B, n_h2), dtype=dt))
     t10 = _ew9(bn2_gamma, t9, out=z2)
     t11 = _ew2(t9, out=np.empty((B, n_h2), dtype=dt))
-    t12 = _colsum(t11)
+    t12 = _ones_B.dot(t11)
     bn2_sigma2 = _ew7(t12, B, out=t12)
     t13 = _ew10(bn2_sigma2, out=np.empty((n_h2,), dtype=dt))
     t14 = _ew11(t10, t13, bn2_beta, out=t11)
@@ -1393,7 +1390,7 @@ def loss_and_grad(
     # (58) dL/d(sqrt((bn2_sigma2 + 1.0e-5))) = sum(-dL_dn2*(bn2_gamma*(z2 -
     #     bn2_mu))/(sqrt((bn2_sigma2 + 1.0e-5)))**2, axis=0)
     t37 = _ew14(dL_dn2, t10, t13, out=t10)
-    t38 = _colsum(t37)
+    t38 = _ones_B.dot(t37)
     # (59) dL/d(bn2_sigma2 + 1.0e-5) = sum(-dL_dn2*(bn2_gamma*(z2 - bn2_mu))/(sqrt((bn2_sigma2 +
     #     1.0e-5)))**2, axis=0)/(2*sqrt((bn2_sigma2 + 1.0e-5)))
     # (61) dL/d(sum((z2 - bn2_mu)**2, axis=0)) = dL_dbn2_sigma2/B
@@ -1409,7 +1406,7 @@ def loss_and_grad(
     # (68) dL_dbn2_mu = -sum(2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 -
     #     bn2_mu) + (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma, axis=0)
     # (69) dL/d(sum(z2, axis=0)) = dL_dbn2_mu/B
-    t42 = _colsum(t41)
+    t42 = _ones_B.dot(t41)
     t43 = _ew18(t42, B, out=t42)
     # (71) dL_dz2 = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 - bn2_mu) +
     #     (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma + broadcast((dL_dbn2_mu/B).reshape(1,
@@ -1423,7 +1420,7 @@ def loss_and_grad(
     # (80) dL/d(sqrt((bn1_sigma2 + 1.0e-5))) = sum(-dL_dn1*(bn1_gamma*(z1 -
     #     bn1_mu))/(sqrt((bn1_sigma2 + 1.0e-5)))**2, axis=0)
     t44 = _ew14(dL_dn1, t3, t6, out=t3)
-    t45 = _colsum(t44)
+    t45 = _ones_B.dot(t44)
     # (81) dL/d(bn1_sigma2 + 1.0e-5) = sum(-dL_dn1*(bn1_gamma*(z1 - bn1_mu))/(sqrt((bn1_sigma2 +
     #     1.0e-5)))**2, axis=0)/(2*sqrt((bn1_sigma2 + 1.0e-5)))
     # (83) dL/d(sum((z1 - bn1_mu)**2, axis=0)) = dL_dbn1_sigma2/B
@@ -1439,7 +1436,7 @@ def loss_and_grad(
     # (90) dL_dbn1_mu = -sum(2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 -
     #     bn1_mu) + (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma, axis=0)
     # (91) dL/d(sum(z1, axis=0)) = dL_dbn1_mu/B
-    t49 = _colsum(t48)
+    t49 = _ones_B.dot(t48)
     t50 = _ew18(t49, B, out=t49)
     # (93) dL_dz1 = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 - bn1_mu) +
     #     (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma + broadcast((dL_dbn1_mu/B).reshape(1,
@@ -1464,17 +1461,17 @@ def loss_and_grad(
     # (52) dL_dW3 = 2*l2*W3 + l1*sign(W3) + h2.T @ dL_dz3
     dL_dW3 = _ew19(l2, W3, l1, t53, out=t33)
     # (49) dL_db3 = sum(dL_dz3, axis=0)
-    dL_db3 = _colsum(dL_dz3)
+    dL_db3 = _ones_B.dot(dL_dz3)
     # (86) dL_dbn1_gamma = sum((dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*(z1 - bn1_mu), axis=0)
     t54 = _ew12(t47, t2, out=t47)
-    dL_dbn1_gamma = _colsum(t54)
+    dL_dbn1_gamma = _ones_B.dot(t54)
     # (78) dL_dbn1_beta = sum(dL_dn1, axis=0)
-    dL_dbn1_beta = _colsum(dL_dn1)
+    dL_dbn1_beta = _ones_B.dot(dL_dn1)
     # (64) dL_dbn2_gamma = sum((dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*(z2 - bn2_mu), axis=0)
     t55 = _ew12(t40, t9, out=t40)
-    dL_dbn2_gamma = _colsum(t55)
+    dL_dbn2_gamma = _ones_B.dot(t55)
     # (56) dL_dbn2_beta = sum(dL_dn2, axis=0)
-    dL_dbn2_beta = _colsum(dL_dn2)
+    dL_dbn2_beta = _ones_B.dot(dL_dn2)
     # (4) bn1_mean <- 0.9*bn1_mean + 0.1*bn1_mu
     _ew20(bn1_mean, bn1_mu, out=bn1_mean)
     # (5) bn1_var <- 0.9*bn1_var + B*(0.1*bn1_sigma2)/Max(1, B - 1)
@@ -1544,11 +1541,12 @@ def hvp(
     # (6) n1 = {train: (bn1_gamma*(z1 - bn1_mu))/sqrt((bn1_sigma2 + 1.0e-5)) + bn1_beta; eval:
     #     (bn1_gamma*(z1 - bn1_mean))/sqrt((bn1_var + 1.0e-5)) + bn1_beta}
     # (7) h1 = {train: tanh(n1)*mask1; eval: tanh(n1)}
-    t1 = _colsum(z1)
+    _ones_B = _ones(B, z1.dtype)
+    t1 = _ones_B.dot(z1)
     t2 = _ew1(z1, t1, B, out=_scratch(ws, "t2", (B, n_h1), dt))
     t3 = _ew9(bn1_gamma, t2, out=z1)
     t4 = _ew2(t2, out=_scratch(ws, "t4", (B, n_h1), dt))
-    t5 = _colsum(t4)
+    t5 = _ones_B.dot(t4)
     t6 = _ew22(t5, B, out=t5)
     t7 = _ew11(t3, t6, bn1_beta, out=t4)
     mask1 = _dropout_mask(rng, (B, n_h1), dropout, dt)
@@ -1560,11 +1558,11 @@ def hvp(
     # (13) n2 = {train: (bn2_gamma*(z2 - bn2_mu))/sqrt((bn2_sigma2 + 1.0e-5)) + bn2_beta; eval:
     #     (bn2_gamma*(z2 - bn2_mean))/sqrt((bn2_var + 1.0e-5)) + bn2_beta}
     # (14) h2 = {train: tanh(n2)*mask2; eval: tanh(n2)}
-    t8 = _colsum(z2)
+    t8 = _ones_B.dot(z2)
     t9 = _ew1(z2, t8, B, out=_scratch(ws, "t9", (B, n_h2), dt))
     t10 = _ew9(bn2_gamma, t9, out=z2)
     t11 = _ew2(t9, out=_scratch(ws, "t11", (B, n_h2), dt))
-    t12 = _colsum(t11)
+    t12 = _ones_B.dot(t11)
     t13 = _ew22(t12, B, out=t12)
     t14 = _ew11(t10, t13, bn2_beta, out=t11)
     mask2 = _dropout_mask(rng, (B, n_h2), dropout, dt)
@@ -1613,7 +1611,7 @@ def hvp(
     # (58) dL/d(sqrt((bn2_sigma2 + 1.0e-5))) = sum(-dL_dn2*(bn2_gamma*(z2 -
     #     bn2_mu))/(sqrt((bn2_sigma2 + 1.0e-5)))**2, axis=0)
     t42 = _ew14(dL_dn2, t10, t13, out=_scratch(ws, "t42", (B, n_h2), dt))
-    t43 = _colsum(t42)
+    t43 = _ones_B.dot(t42)
     # (59) dL/d(bn2_sigma2 + 1.0e-5) = sum(-dL_dn2*(bn2_gamma*(z2 - bn2_mu))/(sqrt((bn2_sigma2 +
     #     1.0e-5)))**2, axis=0)/(2*sqrt((bn2_sigma2 + 1.0e-5)))
     # (61) dL/d(sum((z2 - bn2_mu)**2, axis=0)) = dL_dbn2_sigma2/B
@@ -1629,7 +1627,7 @@ def hvp(
     # (68) dL_dbn2_mu = -sum(2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 -
     #     bn2_mu) + (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma, axis=0)
     # (69) dL/d(sum(z2, axis=0)) = dL_dbn2_mu/B
-    t47 = _colsum(t46)
+    t47 = _ones_B.dot(t46)
     t48 = _ew18(t47, B, out=t47)
     # (71) dL_dz2 = 2*broadcast((dL_dbn2_sigma2/B).reshape(1, n_h2), (B, n_h2))*(z2 - bn2_mu) +
     #     (dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*bn2_gamma + broadcast((dL_dbn2_mu/B).reshape(1,
@@ -1644,7 +1642,7 @@ def hvp(
     # (80) dL/d(sqrt((bn1_sigma2 + 1.0e-5))) = sum(-dL_dn1*(bn1_gamma*(z1 -
     #     bn1_mu))/(sqrt((bn1_sigma2 + 1.0e-5)))**2, axis=0)
     t50 = _ew14(dL_dn1, t3, t6, out=_scratch(ws, "t50", (B, n_h1), dt))
-    t51 = _colsum(t50)
+    t51 = _ones_B.dot(t50)
     # (81) dL/d(bn1_sigma2 + 1.0e-5) = sum(-dL_dn1*(bn1_gamma*(z1 - bn1_mu))/(sqrt((bn1_sigma2 +
     #     1.0e-5)))**2, axis=0)/(2*sqrt((bn1_sigma2 + 1.0e-5)))
     # (83) dL/d(sum((z1 - bn1_mu)**2, axis=0)) = dL_dbn1_sigma2/B
@@ -1660,7 +1658,7 @@ def hvp(
     # (90) dL_dbn1_mu = -sum(2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 -
     #     bn1_mu) + (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma, axis=0)
     # (91) dL/d(sum(z1, axis=0)) = dL_dbn1_mu/B
-    t55 = _colsum(t54)
+    t55 = _ones_B.dot(t54)
     t56 = _ew18(t55, B, out=t55)
     # (93) dL_dz1 = 2*broadcast((dL_dbn1_sigma2/B).reshape(1, n_h1), (B, n_h1))*(z1 - bn1_mu) +
     #     (dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*bn1_gamma + broadcast((dL_dbn1_mu/B).reshape(1,
@@ -1685,48 +1683,48 @@ def hvp(
     # (52) dL_dW3 = 2*l2*W3 + l1*sign(W3) + h2.T @ dL_dz3
     dL_dW3 = _ew19(l2, W3, l1, t59, out=t34)
     # (49) dL_db3 = sum(dL_dz3, axis=0)
-    dL_db3 = _colsum(dL_dz3)
+    dL_db3 = _ones_B.dot(dL_dz3)
     # (86) dL_dbn1_gamma = sum((dL_dn1/sqrt((bn1_sigma2 + 1.0e-5)))*(z1 - bn1_mu), axis=0)
     t60 = _ew12(t53, t2, out=t54)
-    dL_dbn1_gamma = _colsum(t60)
+    dL_dbn1_gamma = _ones_B.dot(t60)
     # (78) dL_dbn1_beta = sum(dL_dn1, axis=0)
-    dL_dbn1_beta = _colsum(dL_dn1)
+    dL_dbn1_beta = _ones_B.dot(dL_dn1)
     # (64) dL_dbn2_gamma = sum((dL_dn2/sqrt((bn2_sigma2 + 1.0e-5)))*(z2 - bn2_mu), axis=0)
     t61 = _ew12(t45, t9, out=t46)
-    dL_dbn2_gamma = _colsum(t61)
+    dL_dbn2_gamma = _ones_B.dot(t61)
     # (56) dL_dbn2_beta = sum(dL_dn2, axis=0)
-    dL_dbn2_beta = _colsum(dL_dn2)
+    dL_dbn2_beta = _ones_B.dot(dL_dn2)
     t62 = np.matmul(X, _v_W1, out=_scratch(ws, "t62", (B, n_h1), dt))
-    t63 = _colsum(t62)
+    t63 = _ones_B.dot(t62)
     t64 = _ew18(t63, B, out=t63)
     t65 = _ew4(t62, t64.reshape(1, n_h1), out=dL_dz1)
     t66 = _ew26(_v_bn1_gamma.reshape(1, n_h1), t2, t65, bn1_gamma, out=t60)
     t67 = _ew14(t66, dL_dn1, t6, out=t62)
-    t68 = _colsum(t67)
+    t68 = _ones_B.dot(t67)
     t69 = _ew27(t65, t2, out=t67)
-    t70 = _colsum(t69)
+    t70 = _ones_B.dot(t69)
     t71 = _ew7(t70, B, out=t70)
     t72 = _ew28(t71, t6, out=np.empty((n_h1,), dtype=dt))
     t73 = _ew29(t72.reshape(1, n_h1), dL_dn1, t3, t6, out=t69)
-    t74 = _colsum(t73)
+    t74 = _ones_B.dot(t73)
     t75 = _ew30(_v_bn1_beta.reshape(1, n_h1), t66, t6, t72.reshape(1, n_h1), t3, out=t66)
     t76 = np.matmul(dL_dz2, _v_W2.T, out=_scratch(ws, "t76", (B, n_h1), dt))
     t77 = np.matmul(h1, _v_W2, out=_scratch(ws, "t77", (B, n_h2), dt))
     t78 = _ew31(t75, t7, mask1, out=t73)
     t79 = np.matmul(t78, W2, out=_scratch(ws, "t79", (B, n_h2), dt))
     t80 = _ew32(t77, t79, out=t77)
-    t81 = _colsum(t80)
+    t81 = _ones_B.dot(t80)
     t82 = _ew18(t81, B, out=t81)
     t83 = _ew4(t80, t82.reshape(1, n_h2), out=t61)
     t84 = _ew26(_v_bn2_gamma.reshape(1, n_h2), t9, t83, bn2_gamma, out=t79)
     t85 = _ew14(t84, dL_dn2, t13, out=t80)
-    t86 = _colsum(t85)
+    t86 = _ones_B.dot(t85)
     t87 = _ew27(t83, t9, out=t85)
-    t88 = _colsum(t87)
+    t88 = _ones_B.dot(t87)
     t89 = _ew7(t88, B, out=t88)
     t90 = _ew28(t89, t13, out=np.empty((n_h2,), dtype=dt))
     t91 = _ew29(t90.reshape(1, n_h2), dL_dn2, t10, t13, out=t87)
-    t92 = _colsum(t91)
+    t92 = _ones_B.dot(t91)
     t93 = _ew30(_v_bn2_beta.reshape(1, n_h2), t84, t13, t90.reshape(1, n_h2), t10, out=t84)
     t94 = np.matmul(dL_dz3, _v_W3.T, out=_scratch(ws, "t94", (B, n_h2), dt))
     t95 = np.matmul(h2, _v_W3, out=_scratch(ws, "t95", (B, n_out), dt))
@@ -1738,7 +1736,7 @@ def hvp(
     t101 = np.matmul(t100, W3.T, out=_scratch(ws, "t101", (B, n_h2), dt))
     t102 = _ew35(t93, t41, t14, t94, t101, mask2, out=t93)
     t103 = _ew14(t102, t10, t13, out=t10)
-    t104 = _colsum(t103)
+    t104 = _ones_B.dot(t103)
     t105 = _ew36(t86, t89, t43, t13, t92, t104, B, out=t89)
     t106 = _ew37(t90.reshape(1, n_h2), dL_dn2, t13, t102, out=t41)
     t107 = _ew38(
@@ -1752,13 +1750,13 @@ def hvp(
         bn2_gamma,
         out=t14,
     )
-    t108 = _colsum(t107)
+    t108 = _ones_B.dot(t107)
     t109 = _ew18(t108, B, out=t108)
     t110 = _ew4(t107, t109.reshape(1, n_h2), out=t94)
     t111 = np.matmul(t110, W2.T, out=_scratch(ws, "t111", (B, n_h1), dt))
     t112 = _ew35(t75, t49, t7, t76, t111, mask1, out=t75)
     t113 = _ew14(t112, t3, t6, out=t3)
-    t114 = _colsum(t113)
+    t114 = _ones_B.dot(t113)
     t115 = _ew36(t68, t71, t51, t6, t74, t114, B, out=t71)
     t116 = _ew37(t72.reshape(1, n_h1), dL_dn1, t6, t112, out=t49)
     t117 = _ew38(
@@ -1772,7 +1770,7 @@ def hvp(
         bn1_gamma,
         out=t7,
     )
-    t118 = _colsum(t117)
+    t118 = _ones_B.dot(t117)
     t119 = _ew18(t118, B, out=t118)
     t120 = _ew4(t117, t119.reshape(1, n_h1), out=t76)
     t121 = np.matmul(X.T, t120, out=_scratch(ws, "t121", (n_in, n_h1), dt))
@@ -1783,19 +1781,19 @@ def hvp(
     t124 = np.matmul(t96.T, dL_dz3, out=_scratch(ws, "t124", (n_h2, n_out), dt))
     t125 = np.matmul(h2.T, t100, out=_scratch(ws, "t125", (n_h2, n_out), dt))
     hv_W3 = _ew40(_v_W3, l2, t124, t125, out=t59)
-    hv_b3 = _colsum(t100)
+    hv_b3 = _ones_B.dot(t100)
     t126 = _ew12(t65, t53, out=t65)
-    t127 = _colsum(t126)
+    t127 = _ones_B.dot(t126)
     t128 = _ew12(t116, t2, out=t116)
-    t129 = _colsum(t128)
+    t129 = _ones_B.dot(t128)
     hv_bn1_gamma = _ew32(t127, t129, out=t127)
-    hv_bn1_beta = _colsum(t112)
+    hv_bn1_beta = _ones_B.dot(t112)
     t130 = _ew12(t83, t45, out=t83)
-    t131 = _colsum(t130)
+    t131 = _ones_B.dot(t130)
     t132 = _ew12(t106, t9, out=t106)
-    t133 = _colsum(t132)
+    t133 = _ones_B.dot(t132)
     hv_bn2_gamma = _ew32(t131, t133, out=t131)
-    hv_bn2_beta = _colsum(t102)
+    hv_bn2_beta = _ones_B.dot(t102)
     _give_back("hvp", ws)
     return (
         float(L),

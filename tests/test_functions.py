@@ -203,3 +203,31 @@ def test_softmax_xent_is_the_cross_entropy_and_its_adjoint(shape, dtype, into_lo
     np.testing.assert_allclose(adjoint, want_adjoint, rtol=0, atol=20 * eps / shape[0])
     confident = env["_softmax_xent"](zd[2:3], yd[2:3], 1.0)[0]  # a small loss, kept to its digits
     assert -confident == pytest.approx(-logp[2, 0], rel=1e-3 if dtype == np.float32 else 1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_broadcast_operand_is_spread_into_out_first(dtype):
+    """A kernel over a small array spreads its broadcast operand (a bias row, a column) into
+    `out` by assignment, then combines arrays of one shape (numpy's ufuncs take a slow path for
+    a broadcast operand); the values are numpy's broadcasting ones, and the operands read after
+    the spread may not share memory with `out`."""
+    a, b, c = sympy.symbols("a b c", real=True)
+    k = build_kernel(sympy.tanh(a + b), ("a", "b"), broadcast=frozenset({"b"}))
+    assert k.numpy_lines == ["out[...] = b", "np.add(out, a, out)", "np.tanh(out, out)"]
+    assert k.alias_safe == {"b"}
+    plain = build_kernel(sympy.tanh(a + b), ("a", "b"))  # operands of the output's shape
+    assert plain.numpy_lines == ["np.add(a, b, out)", "np.tanh(out, out)"]
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 4)).astype(dtype)
+    for shape in [(4,), (5, 1), (1, 4)]:
+        y = rng.standard_normal(shape).astype(dtype)
+        z = rng.standard_normal((5, 4)).astype(dtype)
+        for expr, want in [(sympy.tanh(a + b), np.tanh(x + y)), (a - b, x - y), (b - a, y - x),
+                           (a * b * c, x * y * z), (-a - b, -x - y), (c * (a - b), z * (x - y))]:
+            k = build_kernel(expr, ("a", "b", "c"), broadcast=frozenset({"b"}))
+            assert k.numpy_lines[0] == "out[...] = b", (expr, k.numpy_lines)
+            env = {"np": np}
+            lines = "".join(f"    {ln}\n" for ln in k.numpy_lines)
+            exec(f"def f(a, b, c, out):\n{lines}    return out\n", env)
+            got = env["f"](x, y, z, np.empty_like(x))
+            np.testing.assert_allclose(got, want, rtol=2 * np.finfo(dtype).eps, err_msg=str(expr))
