@@ -117,10 +117,12 @@ def lower_loop(outer: Lowering, node: Node) -> Instr:
     return ins
 
 
-def _allocations(ins: Instr) -> list[str]:
-    """The loop's arrays: from the call's workspace when the plan put them there."""
+def _allocations(ins: Instr, skip: set[str] = frozenset()) -> list[str]:
+    """The loop's arrays (but `skip`): from the call's workspace when the plan put them there."""
     lines = []
     for name, (shape, zeroed, _) in ins.allocates.items():
+        if name in skip:
+            continue
         if name in ins.scratch_names:
             lines.append(f'{name} = _scratch(ws, "{name}", {shape}, dt)')
             lines += [f"{name}.fill(0)"] if zeroed else []
@@ -215,10 +217,11 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
     roots = {f"d{k}": d for k, d in enumerate(wanted) if d is not None and (outs[k] or ns <= k < ns + nh)}
     after = {}  # captured adjoints summed over time by one product after the loop, not step by step
     zero_inits = [_is_zero(h0) for h0 in fwd_args[ns:ns + nh]]
+    zero_cts = [_is_zero(ct) for ct in node.args[:nh]]
     for k, d in enumerate(cell.d_captured):
-        line = _summed_after_loop(d, cell, outs, sequences, states, inits, zero_inits)
-        if line is not None and outs[ns + nh + k] is not None:
-            after[ns + nh + k] = f"{outs[ns + nh + k]} = {line}"
+        found = _summed_after_loop(d, cell, outs, sequences, states, inits, zero_inits, zero_cts)
+        if found is not None and outs[ns + nh + k] is not None:
+            after[ns + nh + k] = found
             roots.pop(f"d{ns + nh + k}", None)
     targets = {f"d{k}": f"{outs[k]}[{t}]" for k in range(ns) if f"d{k}" in roots}
     carried = {f"d{ns + k}" for k in range(nh)}  # the carries: the next step reads them
@@ -228,6 +231,11 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
                  for k, (o, s) in enumerate(zip(outs, shapes, strict=True))
                  if o is not None and not ns <= k < ns + nh and k not in after}
     allocates |= {name: (shape, False, True) for name, shape in kept.items()}
+    # a product summed after the loop goes into the workspace where the plan puts it (an HVP's
+    # intermediate: a fresh (4 n_h, n_h) result would be handed back to the system each call)
+    summed = {outs[k]: (outer._shape(shapes[k]), False, outer.every_temporary or is_large(shapes[k]))
+              for k, found in after.items() if isinstance(found, tuple)}
+    allocates |= summed
     # a state the step does not read (an HVP's second pass carries the first pass's adjoint of
     # the gate inputs, which no step reads back) has no adjoint to carry: its carry stays zero,
     # so each step takes its cotangent as it is, without adding zeros to a fresh array
@@ -240,7 +248,8 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
 
     def render() -> list[str]:
         results = program.results
-        allocations = _allocations(ins) + carried
+        fresh = {name for name in summed if name not in ins.scratch_names}  # assigned, not written into
+        allocations = _allocations(ins, skip=fresh) + carried
         lines = [f"# {cell.name}: back-propagation through time, the reverse loop over the {T} steps"]
         lines += allocations + before
         lines.append(f"for {t} in range({T} - 1, -1, -1):")
@@ -248,7 +257,7 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
         inner += [f"{ph[p]} = {_at(s, f'{t} - 1', T)} if {t} else {h0}"
                   for p, s, h0 in zip(cell.state_ph, states, inits, strict=True) if p in program.leaves]
         inner += [f"{ph[p]} = {_at(s, t, T)}" for p, s in zip(cell.out_ph, states, strict=True)
-                  if p is not None]
+                  if p is not None and p in program.leaves]  # one summed after the loop is not read
         inner += [f"{ph[p]} = {_at(r, t, T)}" for p, r in zip(cell.res_ph, residuals, strict=True)]
         inner += [f"{ph[p]} = {_at(c, t, T)}" for p, c in zip(cell.ctr_ph, res_cts, strict=True)]
         for p, c, carry, ct, keep in zip(cell.ct_ph, cts, carries, node.args[:nh], needed, strict=True):
@@ -270,7 +279,7 @@ def _backward(outer: Lowering, node: Node, cell: Cell, args: list[str], ins: Ins
                 inner.append(f"np.add({acc}, {value}, out={acc})")
         lines += ["    " + line for line in inner]
         lines += [f"{outs[ns + k]} = {carry}" for k, carry in enumerate(carries) if outs[ns + k] is not None]
-        return lines + list(after.values())
+        return lines + [_after_line(outs[k], found, outs[k] not in fresh) for k, found in after.items()]
 
     return render, allocates
 
@@ -280,33 +289,72 @@ def _is_zero(n: Node) -> bool:
 
 
 def _summed_after_loop(d: Node | None, cell: Cell, outs: list[str | None], sequences: list[str],
-                       states: list[str], inits: list[str], zero_inits: list[bool]) -> str | None:
+                       states: list[str], inits: list[str], zero_inits: list[bool],
+                       zero_cts: list[bool]) -> str | tuple[str, str] | None:
     """A captured value's adjoint, summed over all steps at once, when each step's part is a
     product (or a batch sum) of a stored sequence's adjoint: sum_t a_t^T g_t is one product of
     the (B*T)-row stacks, and sum_t sum_b g_t one column sum. None when it is not of that form.
     With a zero initial state, h_{t-1}^T g_t is the stored states but the last times the
     adjoints but the first, read in place (two views, one GEMM): the stack with the zero state
     in front was a fresh (T, B, n) copy and its product a tensordot (the LSTM's W_h gradient:
-    596 -> 1xx us in float32, its page faults gone)."""
+    596 -> 1xx us in float32, its page faults gone). A carried adjoint with no incoming
+    sequence of its own, whose value is also stored, is that stored sequence one step later
+    (zero at the loop's first step, T - 1): an HVP's second backward loop sums the recurrent
+    weight's adjoint so, one GEMM instead of a product and an addition a step."""
     if d is None:
         return None
     stored = {g: outs[j] for j, g in enumerate(cell.d_seq) if g is not None and outs[j] is not None}
     if d.op == "sum" and d.attr("axes") == (0,) and not d.attr("keepdims") and d.args[0] in stored:
         return f"_colsum({stored[d.args[0]]})"
-    if d.op != "matmul" or d.args[1] not in stored or d.args[0].op != "transpose":
+    if d.op != "matmul" or d.args[0].op != "transpose":
         return None
     a = d.args[0].args[0]
+    if d.args[1] not in stored:
+        return _carry_summed(a, d.args[1], cell, stored, sequences, states, zero_cts)
     if a in cell.seq_ph:  # x_t: the sequence itself
         rows = _steps_first(sequences[cell.seq_ph.index(a)])
     elif a in cell.state_ph:  # h_{t-1}: the states shifted one step, the initial state first
         i = cell.state_ph.index(a)
         if zero_inits[i] and a.ndim == 2 and d.args[1].ndim == 2:
-            h, g = _steps_first(states[i]), stored[d.args[1]]
-            return f"{h}[:-1].reshape(-1, {h}.shape[-1]).T.dot({g}[1:].reshape(-1, {g}.shape[-1]))"
+            return _rows(_steps_first(states[i]), ":-1"), _rows(stored[d.args[1]], "1:")
         rows = f"np.concatenate([{atom(inits[i])}[None], {_steps_first(states[i])}[:-1]], axis=0, dtype=dt)"
     else:
         return None
     return f"np.tensordot({rows}, {stored[d.args[1]]}, axes=([0, 1], [0, 1]))"
+
+
+def _carry_summed(a: Node, g: Node, cell: Cell, stored: dict[Node, str], sequences: list[str],
+                  states: list[str], zero_cts: list[bool]) -> tuple[str, str] | None:
+    """sum_t a_t^T c_t for the carry c of a state with no incoming adjoint sequence (the loop
+    starts it at zero and sets it to the step's adjoint of that state): when that adjoint is
+    also a stored sequence S, c_t = S[t + 1] for t < T - 1 and 0 at t = T - 1, so the sum is
+    a[:-1]^T S[1:] over the stacked rows. None when it is not of that form."""
+    if g not in cell.ct_ph or a.ndim != 2 or g.ndim != 2:
+        return None
+    k = cell.ct_ph.index(g)
+    if not zero_cts[k] or cell.d_state[k] not in stored:
+        return None
+    if a in cell.seq_ph:
+        rows = _steps_first(sequences[cell.seq_ph.index(a)])
+    elif a in cell.out_ph:
+        rows = _steps_first(states[cell.out_ph.index(a)])
+    else:
+        return None
+    return _rows(rows, ":-1"), _rows(stored[cell.d_state[k]], "1:")
+
+
+def _rows(seq: str, steps: str) -> str:
+    """Steps `steps` of a step-major sequence as one stack of rows."""
+    return f"{seq}[{steps}].reshape(-1, {seq}.shape[-1])"
+
+
+def _after_line(name: str, found: str | tuple[str, str], into: bool) -> str:
+    """The line summing a captured value's adjoint after the loop: a text, or (a, g) for
+    a^T g, written into the array made before the loop when `into`."""
+    if isinstance(found, str):
+        return f"{name} = {found}"
+    a, g = found
+    return f"np.matmul({a}.T, {g}, out={name})" if into else f"{name} = {a}.T.dot({g})"
 
 
 def _grad_name(outer: Lowering, captured: Node, k: int) -> str:

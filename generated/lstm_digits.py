@@ -1,4 +1,4 @@
-# symgrad-generated sha256:725d34757641441f02ed6352394d6de0103311f699959cf238bb644af31366b3
+# symgrad-generated sha256:1817487edd8fffde50a18ef8e53d58d8614cf91d20d8c30d7ffe67e9e807ebb0
 """lstm_digits: LSTM classifier: reads 8 steps of 8 features, classifies from the last hidden
     state with a softmax layer
 
@@ -1241,15 +1241,13 @@ def hvp(
     dlstm_r3_seq = _scratch(ws, "dlstm_r3_seq", (8, B, n_h), dt)
     dlstm_r4_seq = _scratch(ws, "dlstm_r4_seq", (8, B, n_h), dt)
     dlstm_r5_seq = _scratch(ws, "dlstm_r5_seq", (8, B, n_h), dt)
-    d_captured1 = _scratch(ws, "d_captured1", (4*n_h, n_h), dt)
-    d_captured1.fill(0)
     t52 = _scratch(ws, "t52", (B, 4*n_h), dt)
     t54 = _scratch(ws, "t54", (B, n_h), dt)
     t55 = _scratch(ws, "t55", (B, n_h), dt)
     t56 = _scratch(ws, "t56", (B, n_h), dt)
     t57 = _scratch(ws, "t57", (B, n_h), dt)
     t59 = _scratch(ws, "t59", (B, n_h), dt)
-    t67 = _scratch(ws, "t67", (4*n_h, n_h), dt)
+    d_captured1 = _scratch(ws, "d_captured1", (4*n_h, n_h), dt)
     carry_adj_h = np.zeros((B, n_h), dtype=dt)
     carry_adj_C = np.zeros((B, n_h), dtype=dt)
     for t in range(8 - 1, -1, -1):
@@ -1260,7 +1258,6 @@ def hvp(
         lstm_r3_t = lstm_r3_seq[7 - t]
         lstm_r4_t = lstm_r4_seq[7 - t]
         lstm_r5_t = lstm_r5_seq[7 - t]
-        d_lstm_u1_t = d_lstm_u1_seq[t]
         lstm_back_r1_t = lstm_back_r1_seq[t]
         lstm_back_r2_t = lstm_back_r2_seq[t]
         lstm_back_r3_t = lstm_back_r3_seq[t]
@@ -1317,35 +1314,39 @@ def hvp(
             out=dlstm_r4_seq[t],
         )
         _ew21(t54, lstm_back_r1_t, t58, lstm_back_r2_t, lstm_r5_t, out=dlstm_r5_seq[t])
-        t67 = np.matmul(d_lstm_u1_t.T, dadj_h_t, out=t67)
         dct_h_seq[t] = t60
         carry_adj_h = t60
         carry_adj_C = t58
-        np.add(d_captured1, t67, out=d_captured1)
-    t68 = np.matmul(
+    np.matmul(
+        d_lstm_u1_seq[:-1].reshape(-1, d_lstm_u1_seq.shape[-1]).T,
+        dct_h_seq[1:].reshape(-1, dct_h_seq.shape[-1]),
+        out=d_captured1,
+    )
+    t67 = np.matmul(
         dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h),
         W,
-        out=_scratch(ws, "t68", (B, n_out), dt),
+        out=_scratch(ws, "t67", (B, n_out), dt),
     )
-    t69 = _ew22(_v_c.reshape(1, n_out), t46, t68, t20, t18, out=z)
-    t70 = _rowsum(t69, keepdims=True)
-    t71 = _ew23(t69, t18, t70, out=t46)
-    t72 = np.matmul(t71, W.T, out=_scratch(ws, "t72", (B, n_h), dt))
-    t73 = _ew1(t45, t72, out=t45)
-    t74 = np.concatenate(
-        [t44.reshape(8, B, n_h).swapaxes(0, 1)[:, ::-1][:, 1:8], t73.reshape(B, 1, n_h)],
+    t68 = _ew22(_v_c.reshape(1, n_out), t46, t67, t20, t18, out=z)
+    t69 = _rowsum(t68, keepdims=True)
+    t70 = _ew23(t68, t18, t69, out=t46)
+    t71 = np.matmul(t70, W.T, out=_scratch(ws, "t71", (B, n_h), dt))
+    t72 = _ew1(t45, t71, out=t45)
+    t73 = np.concatenate(
+        [t44.reshape(8, B, n_h).swapaxes(0, 1)[:, ::-1][:, 1:8], t72.reshape(B, 1, n_h)],
         axis=1,
-        out=_scratch(ws, "t74", (B, 8, n_h), dt),
+        out=_scratch(ws, "t73", (B, 8, n_h), dt),
     )
-    t75 = _scratch(ws, "t75", (B, 8, n_h), dt)
-    t75[:, 7:] = 0
-    t75[:, 0:7] = dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8]
+    t74 = _scratch(ws, "t74", (B, 8, n_h), dt)
+    t74[:, 7:] = 0
+    t74[:, 0:7] = dprev_C_seq.swapaxes(0, 1)[:, ::-1][:, 1:8]
     # lstm: back-propagation through time, the reverse loop over the 8 steps
     dlstm_u1_seq = _scratch(ws, "dlstm_u1_seq", (8, B, 4*n_h), dt)
+    t76 = _scratch(ws, "t76", (B, n_h), dt)
     t77 = _scratch(ws, "t77", (B, n_h), dt)
     t78 = _scratch(ws, "t78", (B, n_h), dt)
     t79 = _scratch(ws, "t79", (B, n_h), dt)
-    t80 = _scratch(ws, "t80", (B, n_h), dt)
+    d_captured1_2 = _scratch(ws, "d_captured1_2", (n_h, 4*n_h), dt)
     carry_h = np.zeros((B, n_h), dtype=dt)
     carry_C = np.zeros((B, n_h), dtype=dt)
     t5_T_2 = _scratch(ws, "t5_T_2", (4*n_h, n_h), dt)
@@ -1363,34 +1364,36 @@ def hvp(
         dlstm_r3_t = dlstm_r3_seq[7 - t]
         dlstm_r4_t = dlstm_r4_seq[7 - t]
         dlstm_r5_t = dlstm_r5_seq[7 - t]
-        dh_t = t74[:, t] + carry_h
-        dC_t = t75[:, t] + carry_C
-        t76 = _ew24(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
-        t77 = _ew25(dlstm_r3_t, t76, lstm_r4_t, lstm_r3_t, out=t77)
-        t78 = _ew25(dlstm_r2_t, t76, C_prev, lstm_r2_t, out=t78)
-        t79 = _ew26(dlstm_r4_t, t76, lstm_r3_t, lstm_r4_t, out=t79)
-        t80 = _ew25(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=t80)
-        t81 = np.concatenate([t77, t78, t79, t80], axis=1, out=dlstm_u1_seq[t])
-        t82 = t81.dot(t5_T_2)
-        t83 = _ew5(t76, lstm_r2_t, out=t76)
-        carry_h = t82
-        carry_C = t83
-    d_captured1_2 = H[:-1].reshape(-1, H.shape[-1]).T.dot(
+        dh_t = t73[:, t] + carry_h
+        dC_t = t74[:, t] + carry_C
+        t75 = _ew24(dC_t, dlstm_r5_t, dh_t, lstm_r1_t, lstm_r5_t, out=np.empty((B, n_h), dtype=dt))
+        t76 = _ew25(dlstm_r3_t, t75, lstm_r4_t, lstm_r3_t, out=t76)
+        t77 = _ew25(dlstm_r2_t, t75, C_prev, lstm_r2_t, out=t77)
+        t78 = _ew26(dlstm_r4_t, t75, lstm_r3_t, lstm_r4_t, out=t78)
+        t79 = _ew25(dlstm_r1_t, dh_t, lstm_r5_t, lstm_r1_t, out=t79)
+        t80 = np.concatenate([t76, t77, t78, t79], axis=1, out=dlstm_u1_seq[t])
+        t81 = t80.dot(t5_T_2)
+        t82 = _ew5(t75, lstm_r2_t, out=t75)
+        carry_h = t81
+        carry_C = t82
+    np.matmul(
+        H[:-1].reshape(-1, H.shape[-1]).T,
         dlstm_u1_seq[1:].reshape(-1, dlstm_u1_seq.shape[-1]),
+        out=d_captured1_2,
     )
-    t84 = _scratch(ws, "t84", (8*B, 8), dt)
-    np.copyto(t84.reshape(8, B, 8), X.swapaxes(0, 1))
-    t85 = t84.T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
-    t86 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
-    t87 = _colsum(dlstm_u1_seq)
-    t88 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
-    t89 = np.matmul(
+    t83 = _scratch(ws, "t83", (8*B, 8), dt)
+    np.copyto(t83.reshape(8, B, 8), X.swapaxes(0, 1))
+    t84 = t83.T.dot(dlstm_u1_seq.reshape(8*B, 4*n_h))
+    t85 = _ew1(d_captured1.T, d_captured1_2, out=np.empty((n_h, 4*n_h), dtype=dt))
+    t86 = _colsum(dlstm_u1_seq)
+    t87 = dct_h_seq.swapaxes(0, 1)[:, ::-1][:, 7:8].reshape(B, n_h).T.dot(dL_dz)
+    t88 = np.matmul(
         H.swapaxes(0, 1)[:, 7:8].reshape(B, n_h).T,
-        t71,
-        out=_scratch(ws, "t89", (n_h, n_out), dt),
+        t70,
+        out=_scratch(ws, "t88", (n_h, n_out), dt),
     )
-    hv_W = _ew1(t88, t89, out=t88)
-    hv_c = _ones_B.dot(t71)
+    hv_W = _ew1(t87, t88, out=t87)
+    hv_c = _ones_B.dot(t70)
     _give_back("hvp", ws)
     return (
         float(L),
@@ -1411,18 +1414,18 @@ def hvp(
             "c": dL_dc,
         },
         {
-            "Wx_i": t85[:, 0:n_h],
-            "Wx_f": t85[:, n_h:2*n_h],
-            "Wx_g": t85[:, 2*n_h:3*n_h],
-            "Wx_o": t85[:, 3*n_h:4*n_h],
-            "Wh_i": t86[:, 0:n_h],
-            "Wh_f": t86[:, n_h:2*n_h],
-            "Wh_g": t86[:, 2*n_h:3*n_h],
-            "Wh_o": t86[:, 3*n_h:4*n_h],
-            "b_i": t87[0:n_h],
-            "b_f": t87[n_h:2*n_h],
-            "b_g": t87[2*n_h:3*n_h],
-            "b_o": t87[3*n_h:4*n_h],
+            "Wx_i": t84[:, 0:n_h],
+            "Wx_f": t84[:, n_h:2*n_h],
+            "Wx_g": t84[:, 2*n_h:3*n_h],
+            "Wx_o": t84[:, 3*n_h:4*n_h],
+            "Wh_i": t85[:, 0:n_h],
+            "Wh_f": t85[:, n_h:2*n_h],
+            "Wh_g": t85[:, 2*n_h:3*n_h],
+            "Wh_o": t85[:, 3*n_h:4*n_h],
+            "b_i": t86[0:n_h],
+            "b_f": t86[n_h:2*n_h],
+            "b_g": t86[2*n_h:3*n_h],
+            "b_o": t86[3*n_h:4*n_h],
             "W": hv_W,
             "c": hv_c,
         },

@@ -246,3 +246,29 @@ def test_weight_gradients_read_the_stored_sequences_in_place():
         fd = finite_differences(lambda p, m=mod, b=batch: m.loss(p, b), params)
         for k in params:
             np.testing.assert_allclose(grads[k], fd[k], rtol=1e-6, atol=1e-9, err_msg=k)
+
+
+def test_hvp_sums_the_recurrent_weights_second_adjoint_after_the_loop():
+    """In an LSTM classifier's hvp the second backward loop's carried adjoint of h is also
+    stored (the adjoint of the first backward loop's incoming sequence), so the recurrent
+    weight's part, sum_t a_t^T c_t with c_t that sequence one step later (zero at the first
+    step), is one product after the loop into the workspace instead of a product and an
+    addition a step; H v matches central differences of the gradient (T = 1: empty stacks)."""
+    src = sg.source(rnn.classifier("lstm", steps=3, features=2, hidden=4)).split("def hvp(")[1]
+    assert "np.add(d_captured1" not in src
+    assert "d_lstm_u1_seq[:-1].reshape(-1, d_lstm_u1_seq.shape[-1]).T,\n" \
+           "        dct_h_seq[1:].reshape(-1, dct_h_seq.shape[-1]),\n        out=d_captured1," in src
+    rng = np.random.default_rng(5)
+    for steps in (1, 3):
+        mod = sg.load_module(rnn.classifier("lstm", steps=steps, features=2, hidden=4))
+        params = {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in
+                  mod.init_params({"n_out": 3}, seed=1, dtype=np.float64).items()}
+        batch = {"X": rng.standard_normal((5, steps, 2)), "Y": np.eye(3)[rng.integers(0, 3, 5)]}
+        vector = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+        _, _, hv = mod.hvp(params, batch, vector)
+        h = 1e-5
+        plus = mod.loss_and_grad({k: p + h * vector[k] for k, p in params.items()}, batch)[1]
+        minus = mod.loss_and_grad({k: p - h * vector[k] for k, p in params.items()}, batch)[1]
+        for k in params:
+            np.testing.assert_allclose(hv[k], (plus[k] - minus[k]) / (2 * h), rtol=1e-5, atol=1e-8,
+                                       err_msg=f"{k}, {steps} steps")
