@@ -570,11 +570,19 @@ class Lowering:
             return "rows"
         return None
 
+    def _peel_reversals(self, s: Node) -> tuple[Node, frozenset[int]]:
+        """The value under s's reversals of its first two axes (not computed already), and
+        which of those axes they reverse."""
+        flips: set[int] = set()
+        while s.op == "flip" and s.attr("axis") % s.ndim < 2 and s not in self.var:
+            flips ^= {s.attr("axis") % s.ndim}
+            s = s.args[0]
+        return s, frozenset(flips)
+
     def _under_reversals(self, s: Node) -> Node | None:
         """The value under s's reversals of its first two axes, when it is stored (computed, an
         input, a loop's sequence) rather than another view."""
-        while s.op == "flip" and s.attr("axis") % s.ndim < 2 and s not in self.var:
-            s = s.args[0]
+        s, _ = self._peel_reversals(s)
         stored = s in self.var or s.is_leaf and s.op != "const" or s.op not in (*_VIEW_OPS, "const")
         return s if stored and s not in self.transparent else None
 
@@ -594,12 +602,9 @@ class Lowering:
     def _memory_rows(self, s: Node) -> tuple[str, bool, frozenset[int]]:
         """A stacked operand's (B, T, k) value as the array in memory: its text, whether it is a
         loop's sequence stored step-major (T, B, k), and which of the two axes s reverses."""
-        flips: set[int] = set()
-        while s.op == "flip" and s.attr("axis") % s.ndim < 2 and s not in self.var:
-            flips ^= {s.attr("axis") % s.ndim}
-            s = s.args[0]
+        s, flips = self._peel_reversals(s)
         text = self.ref(s)
-        return text.removesuffix(BATCH_MAJOR), text.endswith(BATCH_MAJOR), frozenset(flips)
+        return text.removesuffix(BATCH_MAJOR), text.endswith(BATCH_MAJOR), flips
 
     def _rows_in_memory_order(self, m: Node) -> tuple[list[Instr], list[str]] | None:
         """The copies and the operands of a product that reads stacked rows in an order of its
